@@ -1,0 +1,29 @@
+"""Pure-torch attribution functions: tensor in, tensor out.
+
+Every function takes an image batch ``Tensor[N, C, H, W]`` and a ``target`` (an int, N ints,
+or ``None`` for the model's top class), works under ``torch.no_grad()`` and
+``torch.inference_mode()``, and leaves parameter gradients, module modes, hooks, buffers, the
+inputs and the global RNG as they were.
+"""
+
+from lightning_xai.functional.baselines import constant_baseline, gaussian_blur
+from lightning_xai.functional.display import display_map
+from lightning_xai.functional.expected_gradients import completeness_gap, expected_gradients, integrated_gradients
+from lightning_xai.functional.grad_cam import find_grad_cam_layer, grad_cam
+from lightning_xai.functional.gradients import input_gradients, saliency, smooth_grad
+from lightning_xai.functional.occlusion import occlusion
+
+__all__ = [
+    "completeness_gap",
+    "constant_baseline",
+    "display_map",
+    "expected_gradients",
+    "find_grad_cam_layer",
+    "gaussian_blur",
+    "grad_cam",
+    "input_gradients",
+    "integrated_gradients",
+    "occlusion",
+    "saliency",
+    "smooth_grad",
+]

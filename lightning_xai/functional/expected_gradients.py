@@ -1,0 +1,303 @@
+"""Path methods: integrated gradients and expected gradients.
+
+Integrated gradients (Sundararajan et al., 2017) integrates the input gradient along the
+straight line from one baseline ``x'`` to the input ``x`` and multiplies by ``x - x'``.
+Expected gradients (Erion et al., 2021) averages that over baselines drawn from a
+distribution (training images) and over a random point on the line, one gradient per draw:
+``E[(x - x') * grad f(x' + a (x - x'))]``, ``x' ~ D``, ``a ~ U(0, 1)`` (Captum: ``GradientShap``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Literal, Union, get_args
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lightning_xai.functional._batching import default_batch_size
+from lightning_xai.functional._checks import (
+    ForwardFn,
+    TargetLike,
+    check_images,
+    check_optional_batch_size,
+    check_positive_int,
+    check_scores,
+    gather_scores,
+    resolve_targets,
+)
+from lightning_xai.functional._no_trace import leave_no_trace
+from lightning_xai.functional.baselines import (
+    SAMPLED_BASELINE_NAMES,
+    ConstantBaseline,
+    SampledBaselineName,
+    ValueRange,
+    channel_range,
+    check_reference_set,
+    constant_baseline,
+    default_blur_sigma,
+    gaussian_blur,
+    sample_noise_baselines,
+)
+from lightning_xai.functional.gradients import check_finite_attribution, private_generator, sum_sample_gradients
+
+IntegrationMethod = Literal["gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle"]
+INTEGRATION_METHODS: tuple[str, ...] = get_args(IntegrationMethod)
+SampledBaselines = Union[Tensor, SampledBaselineName]
+
+
+def integration_rule(n_steps: int, method: str) -> tuple[Tensor, Tensor]:
+    """Points ``alpha`` in [0, 1] and their weights, exactly as Captum computes them (float64).
+
+    Example:
+        >>> alphas, weights = integration_rule(3, "riemann_trapezoid")
+        >>> alphas.tolist(), [round(w, 4) for w in weights.tolist()]
+        ([0.0, 0.5, 1.0], [0.1667, 0.3333, 0.1667])
+    """
+    if method not in INTEGRATION_METHODS:
+        raise ValueError(f"`method` must be one of {list(INTEGRATION_METHODS)}, got {method!r}.")
+    if method == "gausslegendre":
+        nodes, weights = np.polynomial.legendre.leggauss(n_steps)
+        return torch.from_numpy(0.5 * (1 + nodes)), torch.from_numpy(0.5 * weights)
+    if n_steps < 2:
+        raise ValueError(f"`n_steps` must be >= 2 for the Riemann rules, got {n_steps}.")
+    steps = torch.full((n_steps,), 1.0 / n_steps, dtype=torch.float64)
+    start, stop = {"left": (0.0, 1 - 1 / n_steps), "right": (1 / n_steps, 1.0), "middle": (1 / (2 * n_steps), 1 - 1 / (2 * n_steps))}.get(
+        method.split("_")[1], (0.0, 1.0)
+    )
+    if method == "riemann_trapezoid":
+        steps[0] /= 2
+        steps[-1] /= 2
+    alphas = torch.tensor(torch.linspace(start, stop, n_steps).tolist(), dtype=torch.float64)
+    return alphas, steps
+
+
+def integrated_gradients(
+    forward_fn: ForwardFn,
+    inputs: Tensor,
+    target: TargetLike = None,
+    *,
+    baseline: ConstantBaseline = 0.0,
+    n_steps: int = 50,
+    method: IntegrationMethod = "gausslegendre",
+    value_range: ValueRange = None,
+    batch_size: int | None = None,
+    return_delta: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Integrated gradients from a constant baseline, as Captum's ``IntegratedGradients``.
+
+    Args:
+        forward_fn: images ``[B, C, H, W]`` to class scores ``[B, K]``.
+        inputs: images ``[N, C, H, W]``.
+        target: class per image: an int, N ints, or ``None`` for the model's top class.
+        baseline: a number, a tensor (``[C]``, ``[C, H, W]``, ``[N, C, H, W]``), or ``"zero"``
+            (black for images in [0, 1]), ``"max_distance"``, ``"blur"``, ``"mean"``.
+        n_steps: points on the path.
+        method: quadrature rule: ``"gausslegendre"`` or a ``"riemann_*"`` rule.
+        value_range: valid pixel range for ``"max_distance"`` (default: per-channel min/max).
+        batch_size: path points per forward+backward pass; ``None`` chooses automatically.
+        return_delta: also return each image's completeness gap ``|sum(phi) - (f(x) - f(x'))|``.
+
+    Returns:
+        Attributions ``[N, C, H, W]``, and with ``return_delta`` the gaps ``[N]``.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2)).eval()
+        >>> attributions, gap = integrated_gradients(net, torch.rand(2, 1, 2, 2), 0, return_delta=True)
+        >>> attributions.shape, bool((gap < 1e-5).all())
+        (torch.Size([2, 1, 2, 2]), True)
+    """
+    check_images(inputs)
+    n_steps = check_positive_int(n_steps, "n_steps")
+    alphas, weights = integration_rule(n_steps, method)
+    batch_size = check_optional_batch_size(batch_size) or default_batch_size(inputs, backward=True)
+    with leave_no_trace(forward_fn, inputs.device):
+        images = inputs.detach().clone()
+        start = constant_baseline(baseline, images, value_range=value_range).expand_as(images)
+        scores = _checked_scores(forward_fn, images)
+        targets = resolve_targets(target, scores)
+        alphas = alphas.to(device=images.device, dtype=images.dtype)
+        weights = weights.to(device=images.device, dtype=images.dtype)
+
+        def path_points(image_index: Tensor, step_index: Tensor) -> tuple[Tensor, Tensor]:
+            alpha = alphas[step_index].view(-1, 1, 1, 1)
+            base = start[image_index]
+            return base + alpha * (images[image_index] - base), weights[step_index].view(-1, 1, 1, 1)
+
+        total = sum_sample_gradients(forward_fn, images, targets, n_samples=n_steps, make_samples=path_points, batch_size=batch_size)
+        attributions = check_finite_attribution(total * (images - start).float())
+        if not return_delta:
+            return attributions.to(inputs.dtype)
+        with torch.no_grad():
+            start_scores = gather_scores(_checked_scores(forward_fn, start.contiguous()), targets)
+        gap = completeness_gap(attributions, gather_scores(scores, targets), start_scores)
+    return attributions.to(inputs.dtype), gap
+
+
+def expected_gradients(
+    forward_fn: ForwardFn,
+    inputs: Tensor,
+    target: TargetLike = None,
+    *,
+    baselines: SampledBaselines,
+    n_samples: int = 64,
+    sigma: float | None = None,
+    value_range: ValueRange = None,
+    generator: torch.Generator | None = None,
+    batch_size: int | None = None,
+    return_delta: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Expected gradients: ``E[(x - x') * grad f(x' + a (x - x'))]`` over baselines and ``a ~ U(0, 1)``.
+
+    Args:
+        forward_fn: images ``[B, C, H, W]`` to class scores ``[B, K]``.
+        inputs: images ``[N, C, H, W]``.
+        target: class per image: an int, N ints, or ``None`` for the model's top class.
+        baselines: a reference set ``[M, C, H, W]`` drawn from uniformly (e.g. training images:
+            the expected-gradients choice, Captum's ``GradientShap`` with ``stdevs=0``), or a
+            named distribution: ``"uniform"`` (each pixel uniform over the valid range),
+            ``"gaussian"`` (the input plus noise of standard deviation ``sigma``), ``"blur"``
+            (the input blurred by ``sigma`` pixels).
+        n_samples: draws per image; one forward+backward pass each.
+        sigma: noise level for ``"gaussian"`` (default: 0.15 x each channel's range) or blur
+            radius for ``"blur"`` (default: a tenth of the longer image side).
+        value_range: valid pixel range for ``"uniform"`` (default: per-channel min/max of ``inputs``).
+        generator: source of the draws; ``None`` uses a private generator seeded with 0. The
+            global RNG is never touched. For a reference set the draws do not depend on
+            ``batch_size``; noise baselines are drawn batch by batch.
+        batch_size: draws per forward+backward pass; ``None`` chooses automatically.
+        return_delta: also return each image's completeness gap
+            ``|sum(phi) - (f(x) - mean f(x'))|`` over its drawn baselines (costs a forward pass
+            per draw for noise baselines, one per reference image for a reference set).
+
+    Returns:
+        Attributions ``[N, C, H, W]``, and with ``return_delta`` the gaps ``[N]``.
+
+    Example:
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2)).eval()
+        >>> references = torch.rand(10, 1, 2, 2)
+        >>> expected_gradients(net, torch.rand(3, 1, 2, 2), 1, baselines=references, n_samples=8).shape
+        torch.Size([3, 1, 2, 2])
+    """
+    check_images(inputs)
+    n_samples = check_positive_int(n_samples, "n_samples")
+    generator = private_generator(generator, inputs.device)
+    batch_size = check_optional_batch_size(batch_size) or default_batch_size(inputs, backward=True)
+    with leave_no_trace(forward_fn, inputs.device):
+        images = inputs.detach().clone()
+        sampler = _BaselineSampler(baselines, images, n_samples, generator, sigma, value_range)
+        scores = _checked_scores(forward_fn, images)
+        targets = resolve_targets(target, scores)
+        baseline_scores = torch.zeros(images.shape[0], n_samples, device=images.device)
+        total = sum_sample_gradients(
+            forward_fn,
+            images,
+            targets,
+            n_samples=n_samples,
+            make_samples=sampler.points,
+            batch_size=batch_size,
+            score_sink=sampler.record_scores(forward_fn, targets, baseline_scores) if return_delta else None,
+        )
+        attributions = check_finite_attribution(total / n_samples)
+        if not return_delta:
+            return attributions.to(inputs.dtype)
+        mean_baseline_score = sampler.mean_baseline_scores(forward_fn, targets, baseline_scores)
+        gap = completeness_gap(attributions, gather_scores(scores, targets), mean_baseline_score)
+    return attributions.to(inputs.dtype), gap
+
+
+def completeness_gap(attributions: Tensor, input_scores: Tensor, baseline_scores: Tensor) -> Tensor:
+    """``|sum(attributions) - (f(x) - f(x'))|`` per image, ``[N]`` float32.
+
+    Example:
+        >>> completeness_gap(torch.ones(1, 1, 2, 2), torch.tensor([5.0]), torch.tensor([2.0])).tolist()
+        [1.0]
+    """
+    return (attributions.float().flatten(1).sum(dim=1) - (input_scores.float() - baseline_scores.float())).abs()
+
+
+def _checked_scores(forward_fn: ForwardFn, images: Tensor) -> Tensor:
+    with torch.no_grad():
+        return check_scores(forward_fn(images), images.shape[0])
+
+
+class _BaselineSampler:
+    """Draws the baselines and interpolation points of expected gradients."""
+
+    def __init__(
+        self,
+        baselines: object,
+        images: Tensor,
+        n_samples: int,
+        generator: torch.Generator,
+        sigma: float | None,
+        value_range: ValueRange,
+    ) -> None:
+        self.images = images
+        self.generator = generator
+        self.references: Tensor | None = None
+        total = images.shape[0] * n_samples
+        if isinstance(baselines, Tensor):
+            self.references = check_reference_set(baselines, images)
+            picks = torch.randint(self.references.shape[0], (total,), generator=generator, device=generator.device)
+            self.reference_index = picks.to(images.device)
+        elif isinstance(baselines, str) and baselines in SAMPLED_BASELINE_NAMES:
+            self.name = baselines
+            self.low, self.high = channel_range(images, value_range)
+            self.sigma = _default_sigma(baselines, images, sigma, self.low, self.high)
+            self.blurred = gaussian_blur(images, float(self.sigma)) if baselines == "blur" else None
+        else:
+            shown = type(baselines).__name__ if not isinstance(baselines, str) else repr(baselines)
+            raise ValueError(
+                f"`baselines` must be a reference tensor [M, C, H, W] or one of {list(SAMPLED_BASELINE_NAMES)}, got {shown}."
+            )
+        alphas = torch.rand(total, generator=generator, device=generator.device, dtype=images.dtype)
+        self.alphas = alphas.to(images.device)
+        self._last_starts: Tensor | None = None
+
+    def points(self, image_index: Tensor, sample_index: Tensor) -> tuple[Tensor, Tensor]:
+        flat = image_index * (self.alphas.shape[0] // self.images.shape[0]) + sample_index
+        starts = self._starts(image_index, flat)
+        self._last_starts = starts
+        difference = self.images[image_index] - starts
+        alpha = self.alphas[flat].view(-1, 1, 1, 1)
+        return starts + alpha * difference, difference
+
+    def record_scores(self, forward_fn: ForwardFn, targets: Tensor, sink: Tensor) -> Callable[[Tensor, Tensor, Tensor], None]:
+        """A score sink for noise baselines: scores each batch's drawn baselines into ``sink[N, S]``."""
+
+        def record(image_index: Tensor, sample_index: Tensor, _scores: Tensor) -> None:
+            if self.references is None and self._last_starts is not None:
+                with torch.no_grad():
+                    scores = _checked_scores(forward_fn, self._last_starts)
+                sink[image_index, sample_index] = gather_scores(scores, targets[image_index]).float()
+
+        return record
+
+    def mean_baseline_scores(self, forward_fn: ForwardFn, targets: Tensor, recorded: Tensor) -> Tensor:
+        """Mean target score over each image's drawn baselines, ``[N]``."""
+        if self.references is None:
+            return recorded.mean(dim=1)
+        reference_scores = _checked_scores(forward_fn, self.references)
+        n_images = self.images.shape[0]
+        picks = self.reference_index.view(n_images, -1)
+        return reference_scores[picks, targets.view(-1, 1)].float().mean(dim=1)
+
+    def _starts(self, image_index: Tensor, flat: Tensor) -> Tensor:
+        if self.references is not None:
+            return self.references[self.reference_index[flat]]
+        if self.blurred is not None:
+            return self.blurred[image_index]
+        return sample_noise_baselines(
+            self.name, self.images[image_index], self.generator, low=self.low, high=self.high, sigma=self.sigma
+        )
+
+
+def _default_sigma(name: str, images: Tensor, sigma: float | None, low: Tensor, high: Tensor) -> float | Tensor:
+    if sigma is not None:
+        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
+            raise ValueError(f"`sigma` must be a positive number or None, got {sigma!r}.")
+        return float(sigma)
+    if name == "gaussian":
+        return 0.15 * (high - low)
+    return default_blur_sigma(images)
