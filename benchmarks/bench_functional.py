@@ -1,0 +1,541 @@
+"""Throughput of the functional attribution methods, against the model's own limit and against Captum.
+
+Run from the repository root::
+
+    python benchmarks/bench_functional.py            # full run (a few minutes on a 2-core CPU)
+    python benchmarks/bench_functional.py --quick    # smoke run, under a minute
+    python benchmarks/bench_functional.py --device cuda
+
+How to read the table
+---------------------
+One block of rows per model and input size. Every figure is an *effective throughput*: images
+evaluated by the model per second (perturbed images for occlusion, path points for integrated
+gradients, baseline draws for expected gradients, noisy copies for SmoothGrad, the probe images
+themselves for Grad-CAM), from the median of several timed calls after one warm-up call.
+
+* ``raw fwd`` / ``raw fwd+bwd`` rows are the model alone: a forward pass under ``torch.no_grad()``,
+  and a forward pass plus ``torch.autograd.grad`` of the summed target scores with respect to the
+  input. ``best bs`` is the batch size that did best in the sweep (the sweep stops early once the
+  throughput falls below half of the best, i.e. past the cache cliff); ``def bs`` is the batch
+  size our default heuristic (``default_batch_size``) would pick for that pass type, and its
+  throughput measured at that size.
+* Method rows: ``def`` columns run our function with ``batch_size=None`` (the default), ``best``
+  columns with ``batch_size=`` the best raw batch size for the matching pass type, and ``cap``
+  columns run Captum at the best of a small sweep of its batching knob (``cap bs`` = images per
+  model pass, with the knob in brackets: ``ppe`` = ``perturbations_per_eval``, ``ibs`` =
+  ``internal_batch_size``, ``nsbs`` = ``nt_samples_batch_size``; GradientShap and LayerGradCam
+  have no knob and run everything in one batch).
+* ``xraw`` is that throughput divided by the best raw throughput of the matching pass
+  (occlusion: forward; integrated/expected gradients, SmoothGrad and Grad-CAM: forward+backward).
+  1.00 means the method runs at the model's limit; Grad-CAM evaluates only the probe images, so
+  its batch is small and its ratio is expected to be lower.
+* ``us/cap`` is Captum's time divided by ours at our default batch size: above 1 we are faster.
+* ``max|diff|`` is the largest absolute difference between our map and Captum's for the exact
+  methods (occlusion, integrated gradients, Grad-CAM); the sampled methods (expected gradients,
+  SmoothGrad) draw different random numbers, so there is nothing to compare (``-``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from captum.attr import GradientShap, IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Occlusion, Saliency
+from torch import Tensor, nn
+
+from lightning_xai.demos import ResNetStyle, SmallCNN
+from lightning_xai.functional import (
+    expected_gradients,
+    find_grad_cam_layer,
+    grad_cam,
+    integrated_gradients,
+    occlusion,
+    smooth_grad,
+)
+from lightning_xai.functional._batching import default_batch_size
+
+NUM_CLASSES = 10
+CHANNELS = 3
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How much work each measurement does.
+
+    Attributes:
+        device: where the model and the images live.
+        n_images: probe images explained per call.
+        n_samples: integrated-gradients steps, and expected-gradients and SmoothGrad samples.
+        n_references: reference images expected gradients draws its baselines from.
+        repeats: timed calls per measurement (after one warm-up call); the median is reported.
+        budget_s: a measurement whose warm-up call is slow gets fewer repeats, so that the
+            timed calls take about this long (at least one timed call always runs).
+        sweep: batch sizes tried for the raw throughput and the Captum knobs, ascending.
+    """
+
+    device: torch.device
+    n_images: int
+    n_samples: int
+    n_references: int
+    repeats: int
+    budget_s: float
+    sweep: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One model at one input size.
+
+    Attributes:
+        name: shown in the table.
+        build: makes the (untrained) model; called after ``torch.manual_seed(0)``.
+        size: image height and width.
+        window: occlusion window side.
+        stride: occlusion stride.
+        max_batch: largest batch size swept for this case (past it the CPU falls off a cliff).
+    """
+
+    name: str
+    build: Callable[[], nn.Module]
+    size: int
+    window: int
+    stride: int
+    max_batch: int
+
+
+@dataclass(frozen=True)
+class Method:
+    """One attribution method, ours and Captum's, on the same probe images.
+
+    Attributes:
+        name: shown in the table.
+        backward: whether its passes are forward+backward (else forward only).
+        work: images the model evaluates per call (perturbed, interpolated or noisy images).
+        default_batch: the batch size our function picks with ``batch_size=None``.
+        ours: runs our function with the given ``batch_size`` (``None`` for the default).
+        captum: runs Captum with the given number of images per model pass.
+        captum_batches: images per pass to try for Captum.
+        knob: label of Captum's knob for a number of images per pass.
+        exact: whether our map should equal Captum's (else the ``max|diff|`` column is empty).
+    """
+
+    name: str
+    backward: bool
+    work: int
+    default_batch: int
+    ours: Callable[[int | None], Tensor]
+    captum: Callable[[int], Tensor]
+    captum_batches: tuple[int, ...]
+    knob: Callable[[int], str]
+    exact: bool
+
+
+@dataclass(frozen=True)
+class Raw:
+    """The model's best raw throughput for one pass type."""
+
+    best_batch: int
+    best_rate: float
+    default_batch: int
+    default_rate: float
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line options: ``--quick`` and ``--device``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run with little work per measurement")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run (default: cpu)")
+    return parser.parse_args(argv)
+
+
+def make_settings(quick: bool, device: torch.device) -> Settings:
+    """The work sizes of a full or a ``--quick`` run on ``device``."""
+    on_gpu = device.type == "cuda"
+    if quick:
+        sweep = (16, 64, 256) if on_gpu else (8, 32, 128)
+        return Settings(device, n_images=2, n_samples=8, n_references=4, repeats=1, budget_s=0.5, sweep=sweep)
+    sweep = (8, 16, 32, 64, 128, 256, 512, 1024, 2048) if on_gpu else (8, 16, 32, 64, 128, 256)
+    return Settings(device, n_images=8, n_samples=32, n_references=16, repeats=3, budget_s=4.0, sweep=sweep)
+
+
+def make_cases(device: torch.device) -> list[Case]:
+    """The benchmarked models: a ResNet-style net at 32x32 and 64x64, and the small CNN at 32x32."""
+    cap_64 = 2048 if device.type == "cuda" else 128
+
+    def resnet() -> nn.Module:
+        return ResNetStyle(CHANNELS, NUM_CLASSES, width=16, blocks_per_stage=2)
+
+    def small() -> nn.Module:
+        return SmallCNN(CHANNELS, NUM_CLASSES)
+
+    return [
+        Case("ResNetStyle(16,2)", resnet, 32, window=8, stride=4, max_batch=4096),
+        Case("ResNetStyle(16,2)", resnet, 64, window=16, stride=8, max_batch=cap_64),
+        Case("SmallCNN", small, 32, window=8, stride=4, max_batch=4096),
+    ]
+
+
+def synchronize(device: torch.device) -> None:
+    """Waits for queued GPU work, so that the clock measures it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, object]:
+    """Seconds one call of ``fn`` takes, and its result."""
+    synchronize(device)
+    start = time.perf_counter()
+    result = fn()
+    synchronize(device)
+    return time.perf_counter() - start, result
+
+
+def median_seconds(fn: Callable[[], object], settings: Settings) -> tuple[float, object]:
+    """Median time of ``fn`` over ``settings.repeats`` calls after one warm-up call.
+
+    Slow calls get fewer repeats (see ``Settings.budget_s``).
+
+    Returns:
+        The median in seconds and the result of the last call.
+    """
+    warm_up, result = timed(fn, settings.device)
+    repeats = max(1, min(settings.repeats, int(settings.budget_s / max(warm_up, 1e-9))))
+    times = []
+    for _ in range(repeats):
+        seconds, result = timed(fn, settings.device)
+        times.append(seconds)
+    return statistics.median(times), result
+
+
+def raw_pass(model: nn.Module, images: Tensor, targets: Tensor, backward: bool) -> Callable[[], object]:
+    """One forward (under ``no_grad``) or forward+backward pass of ``model`` on ``images``."""
+    if not backward:
+
+        def forward() -> object:
+            with torch.no_grad():
+                return model(images)
+
+        return forward
+    points = images.detach().requires_grad_(True)
+
+    def forward_backward() -> object:
+        scores = model(points).gather(1, targets.view(-1, 1)).sum()
+        return torch.autograd.grad(scores, points)
+
+    return forward_backward
+
+
+def raw_rate(model: nn.Module, batch: int, size: int, backward: bool, settings: Settings) -> float:
+    """Images per second of a raw pass at one batch size."""
+    generator = torch.Generator().manual_seed(batch)
+    images = torch.rand(batch, CHANNELS, size, size, generator=generator).to(settings.device)
+    targets = torch.arange(batch, device=settings.device) % NUM_CLASSES
+    seconds, _ = median_seconds(raw_pass(model, images, targets, backward), settings)
+    return batch / seconds
+
+
+def raw_throughput(model: nn.Module, case: Case, backward: bool, settings: Settings) -> Raw:
+    """Sweeps the batch size of a raw pass; stops once throughput drops below half the best."""
+    rates: dict[int, float] = {}
+    for batch in (b for b in settings.sweep if b <= case.max_batch):
+        rates[batch] = raw_rate(model, batch, case.size, backward, settings)
+        if rates[batch] < 0.5 * max(rates.values()):
+            break
+    best = max(rates, key=rates.__getitem__)
+    example = torch.zeros(1, CHANNELS, case.size, case.size, device=settings.device)
+    default = default_batch_size(example, backward=backward)
+    default_rate = rates[default] if default in rates else raw_rate(model, default, case.size, backward, settings)
+    return Raw(best, rates[best], default, default_rate)
+
+
+def multiples(settings: Settings, case: Case, lowest: int, work: int) -> tuple[int, ...]:
+    """Swept batch sizes that are whole multiples of the probe count, at least ``lowest``, at most ``work``."""
+    n = settings.n_images
+    fitting = (b for b in settings.sweep if b % n == 0 and lowest <= b <= min(case.max_batch, work))
+    return tuple(fitting) or (max(lowest, n),)
+
+
+def occlusion_method(model: nn.Module, images: Tensor, targets: Tensor, case: Case, settings: Settings) -> Method:
+    """Occlusion with a square window, zero baseline; Captum's ``Occlusion``."""
+    placements = ((case.size - case.window) + case.stride - 1) // case.stride + 1
+    captum = Occlusion(model)
+    n = images.shape[0]
+
+    def ours(batch: int | None) -> Tensor:
+        return occlusion(model, images, targets, window=case.window, stride=case.stride, batch_size=batch)
+
+    def theirs(batch: int) -> Tensor:
+        return captum.attribute(
+            images,
+            sliding_window_shapes=(CHANNELS, case.window, case.window),
+            strides=(CHANNELS, case.stride, case.stride),
+            baselines=0.0,
+            target=targets,
+            perturbations_per_eval=batch // n,
+        )
+
+    return Method(
+        name="occlusion",
+        backward=False,
+        work=n * placements**2,
+        default_batch=default_batch_size(images, backward=False),
+        ours=ours,
+        captum=theirs,
+        captum_batches=multiples(settings, case, n, n * placements**2),
+        knob=lambda batch: f"ppe={batch // n}",
+        exact=True,
+    )
+
+
+def integrated_gradients_method(model: nn.Module, images: Tensor, targets: Tensor, case: Case, settings: Settings) -> Method:
+    """Integrated gradients from a black baseline, Gauss-Legendre; Captum's ``IntegratedGradients``."""
+    captum = IntegratedGradients(model)
+    steps = settings.n_samples
+
+    def ours(batch: int | None) -> Tensor:
+        return integrated_gradients(model, images, targets, n_steps=steps, batch_size=batch)  # type: ignore[return-value]
+
+    def theirs(batch: int) -> Tensor:
+        return captum.attribute(images, baselines=0.0, target=targets, n_steps=steps, internal_batch_size=batch)
+
+    return Method(
+        name="integrated_gradients",
+        backward=True,
+        work=images.shape[0] * steps,
+        default_batch=default_batch_size(images, backward=True),
+        ours=ours,
+        captum=theirs,
+        # Captum evaluates at least two steps of every image per pass.
+        captum_batches=multiples(settings, case, 2 * images.shape[0], images.shape[0] * steps),
+        knob=lambda batch: f"ibs={batch}",
+        exact=True,
+    )
+
+
+def expected_gradients_method(
+    model: nn.Module, images: Tensor, targets: Tensor, references: Tensor, settings: Settings
+) -> Method:
+    """Expected gradients over a reference set; Captum's ``GradientShap`` (all draws in one batch)."""
+    captum = GradientShap(model)
+    samples = settings.n_samples
+    work = images.shape[0] * samples
+
+    def ours(batch: int | None) -> Tensor:
+        return expected_gradients(model, images, targets, baselines=references, n_samples=samples, batch_size=batch)  # type: ignore[return-value]
+
+    def theirs(_batch: int) -> Tensor:
+        np.random.seed(0)  # GradientShap draws its baselines from NumPy's global RNG
+        return captum.attribute(images, baselines=references, n_samples=samples, stdevs=0.0, target=targets)
+
+    return Method(
+        name="expected_gradients",
+        backward=True,
+        work=work,
+        default_batch=default_batch_size(images, backward=True),
+        ours=ours,
+        captum=theirs,
+        captum_batches=(work,),
+        knob=lambda _batch: "all",
+        exact=False,
+    )
+
+
+def smooth_grad_method(model: nn.Module, images: Tensor, targets: Tensor, case: Case, settings: Settings) -> Method:
+    """SmoothGrad of absolute gradients, noise sd 0.15; Captum's ``NoiseTunnel(Saliency)``."""
+    captum = NoiseTunnel(Saliency(model))
+    samples = settings.n_samples
+    n = images.shape[0]
+
+    def ours(batch: int | None) -> Tensor:
+        return smooth_grad(model, images, targets, n_samples=samples, stdev=0.15, stdev_mode="absolute", batch_size=batch)
+
+    def theirs(batch: int) -> Tensor:
+        return captum.attribute(
+            images, nt_type="smoothgrad", nt_samples=samples, stdevs=0.15, nt_samples_batch_size=batch // n, target=targets
+        )
+
+    return Method(
+        name="smooth_grad",
+        backward=True,
+        work=n * samples,
+        default_batch=default_batch_size(images, backward=True),
+        ours=ours,
+        captum=theirs,
+        captum_batches=multiples(settings, case, n, n * samples),
+        knob=lambda batch: f"nsbs={batch // n}",
+        exact=False,
+    )
+
+
+def grad_cam_method(model: nn.Module, images: Tensor, targets: Tensor) -> Method:
+    """Grad-CAM at the automatically found layer, upsampled; Captum's ``LayerGradCam`` + ``interpolate``."""
+    layer = model.get_submodule(find_grad_cam_layer(model, images[:1]))
+    captum = LayerGradCam(model, layer)
+    n = images.shape[0]
+
+    def ours(batch: int | None) -> Tensor:
+        return grad_cam(model, images, targets, batch_size=batch)
+
+    def theirs(_batch: int) -> Tensor:
+        cam = captum.attribute(images, target=targets, relu_attributions=True)
+        return LayerAttribution.interpolate(cam, tuple(images.shape[-2:]), "bilinear")
+
+    return Method(
+        name="grad_cam",
+        backward=True,
+        work=n,
+        default_batch=n,
+        ours=ours,
+        captum=theirs,
+        captum_batches=(n,),
+        knob=lambda _batch: "all",
+        exact=True,
+    )
+
+
+def best_captum(method: Method, settings: Settings) -> tuple[int, float, Tensor]:
+    """Sweeps Captum's knob; stops once throughput drops below half the best.
+
+    Returns:
+        The best images per pass, its median seconds per call, and that call's map.
+    """
+    results: dict[int, tuple[float, Tensor]] = {}
+    for batch in method.captum_batches:
+        seconds, attribution = median_seconds(lambda: method.captum(batch), settings)
+        results[batch] = (seconds, attribution)  # type: ignore[assignment]
+        if seconds > 2.0 * min(s for s, _ in results.values()):
+            break
+    best = min(results, key=lambda b: results[b][0])
+    return best, results[best][0], results[best][1]
+
+
+def fmt_rate(rate: float) -> str:
+    """Images per second, rounded to a whole number."""
+    return f"{rate:,.0f}"
+
+
+def method_row(method: Method, raw: dict[bool, Raw], settings: Settings) -> list[str]:
+    """Table cells for one method: ours at the default and at the best batch size, and Captum."""
+    limit = raw[method.backward]
+    default_s, ours_map = median_seconds(lambda: method.ours(None), settings)
+    best_batch = limit.best_batch
+    best_s, _ = median_seconds(lambda: method.ours(best_batch), settings)
+    captum_batch, captum_s, captum_map = best_captum(method, settings)
+    rates = [method.work / s for s in (default_s, best_s, captum_s)]
+    diff = f"{(ours_map - captum_map).abs().max().item():.1e}" if method.exact else "-"  # type: ignore[operator]
+    return [
+        method.name,
+        str(method.work),
+        str(min(method.default_batch, method.work)),
+        fmt_rate(rates[0]),
+        f"{rates[0] / limit.best_rate:.2f}",
+        str(min(best_batch, method.work)),
+        fmt_rate(rates[1]),
+        f"{rates[1] / limit.best_rate:.2f}",
+        f"{captum_batch} ({method.knob(captum_batch)})",
+        fmt_rate(rates[2]),
+        f"{rates[2] / limit.best_rate:.2f}",
+        f"{captum_s / default_s:.2f}",
+        diff,
+    ]
+
+
+def raw_row(name: str, raw: Raw) -> list[str]:
+    """Table cells for a raw pass: our default batch size and the best one."""
+    return [
+        name,
+        "-",
+        str(raw.default_batch),
+        fmt_rate(raw.default_rate),
+        f"{raw.default_rate / raw.best_rate:.2f}",
+        str(raw.best_batch),
+        fmt_rate(raw.best_rate),
+        "1.00",
+        *["-"] * 5,
+    ]
+
+
+def probe_data(case: Case, settings: Settings) -> tuple[Tensor, Tensor]:
+    """The probe images and the reference set, uniform in [0, 1], from a private generator."""
+    generator = torch.Generator().manual_seed(1)
+    shape = (CHANNELS, case.size, case.size)
+    images = torch.rand(settings.n_images, *shape, generator=generator)
+    references = torch.rand(settings.n_references, *shape, generator=generator)
+    return images.to(settings.device), references.to(settings.device)
+
+
+def case_rows(case: Case, settings: Settings) -> list[list[str]]:
+    """All table rows of one model at one input size."""
+    torch.manual_seed(0)
+    model = case.build().to(settings.device).eval()
+    images, references = probe_data(case, settings)
+    with torch.no_grad():
+        targets = model(images).argmax(dim=1)
+    raw = {backward: raw_throughput(model, case, backward, settings) for backward in (False, True)}
+    methods = [
+        occlusion_method(model, images, targets, case, settings),
+        integrated_gradients_method(model, images, targets, case, settings),
+        expected_gradients_method(model, images, targets, references, settings),
+        smooth_grad_method(model, images, targets, case, settings),
+        grad_cam_method(model, images, targets),
+    ]
+    rows = [raw_row("raw fwd", raw[False]), raw_row("raw fwd+bwd", raw[True])]
+    rows += [method_row(method, raw, settings) for method in methods]
+    label = [case.name, f"{case.size}x{case.size}"]
+    return [label + row for row in rows]
+
+
+HEADER = [
+    "model", "input", "row", "images",
+    "def bs", "def img/s", "def xraw",
+    "best bs", "best img/s", "best xraw",
+    "cap bs", "cap img/s", "cap xraw",
+    "us/cap", "max|diff|",
+]  # fmt: skip
+
+
+def format_table(header: list[str], rows: list[list[str]]) -> str:
+    """Plain-text table: text columns left-aligned, numeric columns right-aligned."""
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
+    left = {0, 1, 2, 10}
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    rule = "-" * len(line(header))
+    body = []
+    for index, row in enumerate(rows):
+        if index and row[:2] != rows[index - 1][:2]:
+            body.append(rule)
+        body.append(line(row))
+    return "\n".join([line(header), rule, *body])
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Runs every case and prints the table and the run's settings."""
+    args = parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available.")
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(threads)
+    device = torch.device(args.device)
+    settings = make_settings(args.quick, device)
+    start = time.perf_counter()
+    rows = [row for case in make_cases(device) for row in case_rows(case, settings)]
+    print(format_table(HEADER, rows))
+    print(
+        f"\n{settings.n_images} probe images; IG steps / EG / SmoothGrad samples = {settings.n_samples}; "
+        f"EG references = {settings.n_references}; median of <= {settings.repeats} timed calls after a warm-up; "
+        f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+        f"wall time {time.perf_counter() - start:.0f} s."
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Shared fixtures: small models and images, and the devices to run on."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lightning_xai.demos import ResNetStyle, SmallCNN
+
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")),
+]
+
+
+class TinyConvNet(nn.Module):
+    """Conv, in-place ReLU, conv, pooling to 2x2, linear: odd sizes exercise edge handling."""
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 5) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 6, 3, padding=1)
+        self.act1 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(6, 8, 3, padding=1)
+        self.act2 = nn.Tanh()
+        self.pool = nn.AdaptiveAvgPool2d(2)
+        self.fc = nn.Linear(32, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act2(self.conv2(self.act1(self.conv1(x))))
+        return self.fc(self.pool(x).flatten(1))
+
+
+def build_model(name: str) -> nn.Module:
+    """A small eval-mode model by name, with fixed weights."""
+    torch.manual_seed(0)
+    models = {
+        "tiny": lambda: TinyConvNet(),
+        "small_cnn": lambda: SmallCNN(in_channels=3, num_classes=5, width=4),
+        "resnet": lambda: ResNetStyle(in_channels=3, num_classes=5, width=4, blocks_per_stage=1),
+    }
+    model = models[name]()
+    _randomise_batch_norm(model)
+    return model.eval()
+
+
+def _randomise_batch_norm(model: nn.Module) -> None:
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+
+
+MODEL_NAMES = ["tiny", "small_cnn", "resnet"]
+
+
+@pytest.fixture(params=MODEL_NAMES)
+def model(request: pytest.FixtureRequest) -> nn.Module:
+    return build_model(request.param)
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    """Three images, 3 x 12 x 10 (not square, not a power of two)."""
+    return torch.randn(3, 3, 12, 10, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture
+def linear_model() -> nn.Module:
+    """``f(x) = W x + b`` on 1 x 3 x 4 images with 2 classes: every attribution is known by hand."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(12, 2)).eval()
