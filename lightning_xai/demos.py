@@ -11,12 +11,12 @@ from torch import Tensor, nn
 
 
 class SmallCNN(nn.Module):
-    """Two convolution blocks, global average pooling and a linear classifier.
+    """Three convolution blocks with batch norm, global average pooling and a linear classifier.
 
     Args:
         in_channels: image channels.
         num_classes: outputs.
-        width: channels of the first block (the second has twice as many).
+        width: channels of the first block (the second has twice as many, the third four times).
         dropout: dropout before the classifier.
 
     Example:
@@ -27,18 +27,22 @@ class SmallCNN(nn.Module):
     def __init__(self, in_channels: int = 3, num_classes: int = 10, width: int = 16, dropout: float = 0.0) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, padding=1),
-            nn.ReLU(),
+            *_conv_block(in_channels, width),
             nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1),
-            nn.ReLU(),
+            *_conv_block(width, 2 * width),
+            nn.MaxPool2d(2),
+            *_conv_block(2 * width, 4 * width),
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(2 * width, num_classes))
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(4 * width, num_classes))
 
     def forward(self, images: Tensor) -> Tensor:
         """Class scores ``[N, num_classes]`` for images ``[N, C, H, W]``."""
         return self.classifier(self.pool(self.features(images)))
+
+
+def _conv_block(in_channels: int, out_channels: int) -> list[nn.Module]:
+    return [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU()]
 
 
 class BasicBlock(nn.Module):
@@ -98,3 +102,30 @@ class ResNetStyle(nn.Module):
         x = self.stem(images)
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def load_digits(size: int = 32) -> tuple[Tensor, Tensor]:
+    """scikit-learn's bundled 8x8 handwritten digits (1797 images, no download), scaled up.
+
+    Args:
+        size: output side in pixels (bilinear upscaling from 8x8).
+
+    Returns:
+        ``(images [1797, 1, size, size] in [0, 1], labels [1797] in 0..9)``.
+
+    Raises:
+        ImportError: when scikit-learn is not installed (``pip install scikit-learn``).
+
+    Example:
+        >>> images, labels = load_digits(16)
+        >>> images.shape, labels[:3].tolist()
+        (torch.Size([1797, 1, 16, 16]), [0, 1, 2])
+    """
+    try:
+        from sklearn.datasets import load_digits as sklearn_digits
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError("load_digits needs scikit-learn: pip install scikit-learn") from error
+    digits = sklearn_digits()
+    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    images = nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+    return images.clamp(0, 1), torch.tensor(digits.target, dtype=torch.long)

@@ -1,0 +1,139 @@
+"""Colour maps, overlays, image grids and PNG files, in plain torch (no matplotlib, no PIL)."""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lightning_xai._files import atomic_write_bytes
+
+# Anchor colours of matplotlib's "inferno" (perceptually uniform, dark = low, yellow = high).
+_INFERNO_ANCHORS = (
+    (0.001, 0.000, 0.014),
+    (0.120, 0.047, 0.282),
+    (0.258, 0.039, 0.406),
+    (0.417, 0.090, 0.433),
+    (0.578, 0.148, 0.404),
+    (0.735, 0.216, 0.330),
+    (0.865, 0.317, 0.226),
+    (0.954, 0.469, 0.100),
+    (0.987, 0.645, 0.040),
+    (0.964, 0.843, 0.273),
+    (0.988, 0.998, 0.645),
+)
+
+
+def colorize(maps: Tensor) -> Tensor:
+    """Colours display maps in [0, 1] with the "inferno" colour map.
+
+    Args:
+        maps: ``[N, 1, H, W]`` values in [0, 1] (e.g. from ``functional.display_map``).
+
+    Returns:
+        ``[N, 3, H, W]`` RGB in [0, 1], float32.
+
+    Example:
+        >>> colorize(torch.tensor([[[[0.0, 1.0]]]])).shape
+        torch.Size([1, 3, 1, 2])
+    """
+    anchors = torch.tensor(_INFERNO_ANCHORS, dtype=torch.float32, device=maps.device)
+    position = maps.float().clamp(0, 1).squeeze(1) * (len(_INFERNO_ANCHORS) - 1)
+    low = position.floor().long().clamp(max=len(_INFERNO_ANCHORS) - 2)
+    weight = (position - low).unsqueeze(-1)
+    rgb = anchors[low] * (1 - weight) + anchors[low + 1] * weight
+    return rgb.permute(0, 3, 1, 2).contiguous()
+
+
+def to_rgb(images: Tensor, *, mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None) -> Tensor:
+    """Turns model inputs back into displayable RGB in [0, 1].
+
+    Args:
+        images: ``[N, C, H, W]`` with C = 1 or 3.
+        mean, std: the normalisation the inputs went through (un-done first); without them each
+            image is min-max scaled.
+
+    Returns:
+        ``[N, 3, H, W]`` float32 in [0, 1].
+
+    Example:
+        >>> to_rgb(torch.tensor([[[[0.0, 2.0]]]])).flatten().tolist()
+        [0.0, 1.0, 0.0, 1.0, 0.0, 1.0]
+    """
+    images = images.detach().float()
+    if mean is not None and std is not None:
+        shape = (1, -1, 1, 1)
+        images = images * torch.tensor(std, device=images.device).view(shape) + torch.tensor(mean, device=images.device).view(shape)
+        images = images.clamp(0, 1)
+    else:
+        flat = images.flatten(1)
+        low = flat.amin(dim=1).view(-1, 1, 1, 1)
+        spread = (flat.amax(dim=1) - flat.amin(dim=1)).view(-1, 1, 1, 1)
+        images = (images - low) / torch.where(spread > 0, spread, torch.ones_like(spread))
+    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images[:, :3]
+
+
+def overlay(images_rgb: Tensor, maps: Tensor, *, alpha: float = 0.55) -> Tensor:
+    """Blends coloured maps over images; maps are resized to the image size if needed.
+
+    Args:
+        images_rgb: ``[N, 3, H, W]`` in [0, 1].
+        maps: ``[N, 1, h, w]`` in [0, 1].
+        alpha: weight of the heat map.
+
+    Returns:
+        ``[N, 3, H, W]`` in [0, 1].
+
+    Example:
+        >>> overlay(torch.zeros(2, 3, 4, 4), torch.ones(2, 1, 2, 2)).shape
+        torch.Size([2, 3, 4, 4])
+    """
+    if maps.shape[-2:] != images_rgb.shape[-2:]:
+        maps = F.interpolate(maps.float(), size=tuple(images_rgb.shape[-2:]), mode="bilinear")
+    return (1 - alpha) * images_rgb + alpha * colorize(maps)
+
+
+def make_grid(images: Tensor, *, columns: int = 8, padding: int = 2, fill: float = 1.0) -> Tensor:
+    """Lays ``[N, 3, H, W]`` images out in rows of ``columns``: ``[3, rows*(H+p)+p, cols*(W+p)+p]``.
+
+    Example:
+        >>> make_grid(torch.zeros(3, 3, 4, 4), columns=2, padding=1).shape
+        torch.Size([3, 11, 11])
+    """
+    count, channels, height, width = images.shape
+    columns = max(1, min(columns, count))
+    rows = -(-count // columns)
+    grid = torch.full((channels, rows * (height + padding) + padding, columns * (width + padding) + padding), fill)
+    for index in range(count):
+        top = padding + (index // columns) * (height + padding)
+        left = padding + (index % columns) * (width + padding)
+        grid[:, top : top + height, left : left + width] = images[index].detach().cpu().float()
+    return grid
+
+
+def encode_png(image: Tensor) -> bytes:
+    """Encodes an RGB image ``[3, H, W]`` in [0, 1] as PNG bytes (8-bit, no interlace).
+
+    Example:
+        >>> encode_png(torch.zeros(3, 2, 2))[:8]
+        b'\\x89PNG\\r\\n\\x1a\\n'
+    """
+    pixels = (image.detach().cpu().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous()
+    height, width, _ = pixels.shape
+    rows = torch.cat([torch.zeros(height, 1, dtype=torch.uint8), pixels.view(height, width * 3)], dim=1)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.numpy().tobytes(), 6)) + chunk(b"IEND", b"")
+
+
+def save_png(image: Tensor, path: str | os.PathLike[str]) -> Path:
+    """Saves an RGB image ``[3, H, W]`` in [0, 1] as a PNG file (atomically)."""
+    return atomic_write_bytes(path, encode_png(image))
