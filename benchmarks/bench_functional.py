@@ -38,6 +38,7 @@ themselves for Grad-CAM), from the median of several timed calls after one warm-
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import time
@@ -74,8 +75,9 @@ class Settings:
         n_samples: integrated-gradients steps, and expected-gradients and SmoothGrad samples.
         n_references: reference images expected gradients draws its baselines from.
         repeats: timed calls per measurement (after one warm-up call); the median is reported.
-        budget_s: a measurement whose warm-up call is slow gets fewer repeats, so that the
-            timed calls take about this long (at least one timed call always runs).
+        min_repeat_s: a timed repeat calls a fast function several times, to last at least this long.
+        budget_s: a measurement whose calls are slow gets fewer repeats, so that the timed
+            repeats take about this long (at least one always runs).
         sweep: batch sizes tried for the raw throughput and the Captum knobs, ascending.
     """
 
@@ -84,6 +86,7 @@ class Settings:
     n_samples: int
     n_references: int
     repeats: int
+    min_repeat_s: float
     budget_s: float
     sweep: tuple[int, ...]
 
@@ -158,10 +161,10 @@ def make_settings(quick: bool, device: torch.device) -> Settings:
     """The work sizes of a full or a ``--quick`` run on ``device``."""
     on_gpu = device.type == "cuda"
     if quick:
-        sweep = (16, 64, 256) if on_gpu else (8, 32, 128)
-        return Settings(device, n_images=2, n_samples=8, n_references=4, repeats=1, budget_s=0.5, sweep=sweep)
+        sweep = (16, 64, 256) if on_gpu else (8, 32)
+        return Settings(device, n_images=2, n_samples=8, n_references=4, repeats=1, min_repeat_s=0.05, budget_s=0.5, sweep=sweep)
     sweep = (8, 16, 32, 64, 128, 256, 512, 1024, 2048) if on_gpu else (8, 16, 32, 64, 128, 256)
-    return Settings(device, n_images=8, n_samples=32, n_references=16, repeats=3, budget_s=4.0, sweep=sweep)
+    return Settings(device, n_images=8, n_samples=32, n_references=16, repeats=3, min_repeat_s=0.2, budget_s=4.0, sweep=sweep)
 
 
 def make_cases(device: torch.device) -> list[Case]:
@@ -196,21 +199,34 @@ def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, object
     return time.perf_counter() - start, result
 
 
-def median_seconds(fn: Callable[[], object], settings: Settings) -> tuple[float, object]:
-    """Median time of ``fn`` over ``settings.repeats`` calls after one warm-up call.
-
-    Slow calls get fewer repeats (see ``Settings.budget_s``).
+def calls_per_repeat(fn: Callable[[], object], settings: Settings) -> tuple[int, float, object]:
+    """Warms ``fn`` up and picks how many calls one timed repeat makes (at least ``min_repeat_s`` long).
 
     Returns:
-        The median in seconds and the result of the last call.
+        Calls per repeat, the estimated seconds per call, and a result of ``fn``.
     """
-    warm_up, result = timed(fn, settings.device)
-    repeats = max(1, min(settings.repeats, int(settings.budget_s / max(warm_up, 1e-9))))
-    times = []
-    for _ in range(repeats):
+    seconds, result = timed(fn, settings.device)
+    if seconds < settings.min_repeat_s:  # fast: the warm-up call overestimates, time one more
         seconds, result = timed(fn, settings.device)
-        times.append(seconds)
-    return statistics.median(times), result
+    return max(1, math.ceil(settings.min_repeat_s / max(seconds, 1e-9))), seconds, result
+
+
+def median_seconds(fn: Callable[[], object], settings: Settings) -> tuple[float, object]:
+    """Median seconds per call of ``fn`` over ``settings.repeats`` timed repeats, after a warm-up.
+
+    Fast calls are repeated within a timed repeat (``Settings.min_repeat_s``); slow ones get
+    fewer repeats (``Settings.budget_s``).
+
+    Returns:
+        The median seconds per call and the result of the last call.
+    """
+    calls, estimate, result = calls_per_repeat(fn, settings)
+    repeats = max(1, min(settings.repeats, int(settings.budget_s / (calls * estimate))))
+    per_call = []
+    for _ in range(repeats):
+        seconds, result = timed(lambda: [fn() for _ in range(calls)][-1], settings.device)
+        per_call.append(seconds / calls)
+    return statistics.median(per_call), result
 
 
 def raw_pass(model: nn.Module, images: Tensor, targets: Tensor, backward: bool) -> Callable[[], object]:

@@ -1,7 +1,33 @@
-"""lightning_xai: watch what your image model looks at while it trains."""
+"""lightning_xai: watch what your image model looks at while it trains.
+
+Example:
+    >>> from lightning_xai import AttributionMonitor, ExpectedGradients, GradCAM, Occlusion
+    >>> monitor = AttributionMonitor([GradCAM(), Occlusion(), ExpectedGradients(n_samples=16)])
+"""
 
 from lightning_xai import functional
+from lightning_xai.callback import AttributionMonitor
+from lightning_xai.methods import (
+    AttributionMethod,
+    ExpectedGradients,
+    GradCAM,
+    IntegratedGradients,
+    Occlusion,
+    Saliency,
+    SmoothGrad,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "functional"]
+__all__ = [
+    "AttributionMethod",
+    "AttributionMonitor",
+    "ExpectedGradients",
+    "GradCAM",
+    "IntegratedGradients",
+    "Occlusion",
+    "Saliency",
+    "SmoothGrad",
+    "__version__",
+    "functional",
+]

@@ -7,7 +7,9 @@ this project can run on a laptop CPU in seconds.
 from __future__ import annotations
 
 import torch
+from pytorch_lightning import LightningModule
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
 
 
 class SmallCNN(nn.Module):
@@ -129,3 +131,56 @@ def load_digits(size: int = 32) -> tuple[Tensor, Tensor]:
     images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
     images = nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
     return images.clamp(0, 1), torch.tensor(digits.target, dtype=torch.long)
+
+
+class LitClassifier(LightningModule):
+    """A LightningModule around any image classifier, trained with cross-entropy and Adam.
+
+    Args:
+        net: the classifier; ``None`` builds ``SmallCNN(in_channels, num_classes, width=16)``.
+        in_channels, num_classes: for the default network.
+        lr: Adam learning rate.
+
+    Example:
+        >>> LitClassifier(in_channels=1)(torch.rand(2, 1, 32, 32)).shape
+        torch.Size([2, 10])
+    """
+
+    def __init__(self, net: nn.Module | None = None, *, in_channels: int = 1, num_classes: int = 10, lr: float = 3e-3) -> None:
+        super().__init__()
+        self.net = net if net is not None else SmallCNN(in_channels, num_classes, width=16)
+        self.lr = lr
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Class scores ``[N, K]``."""
+        return self.net(images)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, labels = batch
+        loss = nn.functional.cross_entropy(self(images), labels)
+        self.log("train_loss", loss)
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        scores = self(images)
+        self.log("val_loss", nn.functional.cross_entropy(scores, labels))
+        self.log("val_acc", (scores.argmax(dim=1) == labels).float().mean())
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.lr)
+
+
+def digits_loaders(size: int = 32, batch_size: int = 64, *, num_val: int = 297) -> tuple[DataLoader, DataLoader]:
+    """Training (shuffled) and validation loaders over scikit-learn's digits at ``size`` pixels.
+
+    Example:
+        >>> train, val = digits_loaders(16)
+        >>> len(train.dataset), len(val.dataset)
+        (1500, 297)
+    """
+    images, labels = load_digits(size)
+    split = len(images) - num_val
+    train = TensorDataset(images[:split], labels[:split])
+    val = TensorDataset(images[split:], labels[split:])
+    return DataLoader(train, batch_size=batch_size, shuffle=True), DataLoader(val, batch_size=batch_size)

@@ -137,3 +137,31 @@ def encode_png(image: Tensor) -> bytes:
 def save_png(image: Tensor, path: str | os.PathLike[str]) -> Path:
     """Saves an RGB image ``[3, H, W]`` in [0, 1] as a PNG file (atomically)."""
     return atomic_write_bytes(path, encode_png(image))
+
+
+def with_probability_bars(tiles: Tensor, probabilities: Tensor, correct: Tensor | None = None) -> Tensor:
+    """Adds a bar under each tile whose length is the predicted class's probability.
+
+    Green when the prediction equals the label, red when it does not, grey when no label is known.
+
+    Args:
+        tiles: ``[N, 3, H, W]`` in [0, 1].
+        probabilities: ``[N]`` in [0, 1].
+        correct: ``BoolTensor[N]``, or ``None``.
+
+    Returns:
+        ``[N, 3, H + bar, W]`` where ``bar = max(2, H // 8)``.
+
+    Example:
+        >>> with_probability_bars(torch.zeros(2, 3, 16, 10), torch.tensor([0.5, 1.0])).shape
+        torch.Size([2, 3, 18, 10])
+    """
+    count, _, height, width = tiles.shape
+    bar_height = max(2, height // 8)
+    colours = torch.tensor([[0.55, 0.55, 0.55]]).expand(count, 3).clone()
+    if correct is not None:
+        colours[correct.cpu()] = torch.tensor([0.20, 0.75, 0.30])
+        colours[~correct.cpu()] = torch.tensor([0.90, 0.20, 0.20])
+    filled = (torch.arange(width).view(1, -1) < (probabilities.detach().float().cpu().view(-1, 1) * width).round()).float()
+    bars = colours.view(count, 3, 1, 1) * filled.view(count, 1, 1, width) + 0.12 * (1 - filled.view(count, 1, 1, width))
+    return torch.cat([tiles.cpu().float(), bars.expand(count, 3, bar_height, width)], dim=2)

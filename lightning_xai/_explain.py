@@ -1,0 +1,135 @@
+"""One validation run of the monitor: explain the probes, then hand the results on."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from lightning_xai._context import attribution_conditions
+from lightning_xai.functional._checks import check_scores
+from lightning_xai.history import AttributionHistory
+from lightning_xai.loggers import XaiLogger
+from lightning_xai.methods import AttributionMethod, MethodContext
+from lightning_xai.probes import ProbeSet
+from lightning_xai.render import make_grid, overlay, with_probability_bars
+
+
+@dataclass
+class RunResult:
+    """What one run produced: raw maps (float32, CPU), display maps, timings and predictions."""
+
+    maps: dict[str, Tensor] = field(default_factory=dict)
+    displays: dict[str, Tensor] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    targets: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
+    predictions: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
+    probabilities: Tensor = field(default_factory=lambda: torch.empty(0))
+    target_probabilities: Tensor = field(default_factory=lambda: torch.empty(0))
+    total_seconds: float = 0.0
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """The device of the module's first parameter or buffer (CPU for an empty module)."""
+    for tensor in (*module.parameters(), *module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def explain_probes(
+    model: nn.Module,
+    probes: ProbeSet,
+    methods: Sequence[AttributionMethod],
+    *,
+    convert_input: Callable[[Tensor], Tensor],
+    references: Tensor | None,
+    seed: int,
+    max_seconds: float | None,
+) -> RunResult:
+    """Runs every method on the probes under attribution conditions; stops early past ``max_seconds``."""
+    started = time.perf_counter()
+    device = module_device(model)
+    result = RunResult()
+    with attribution_conditions(model, device):
+        images = convert_input(probes.images.to(device))
+        _predict(model, images, probes, result)
+        refs = convert_input(references.to(device)) if references is not None else None
+        for method in methods:
+            if max_seconds is not None and time.perf_counter() - started > max_seconds:
+                result.skipped.append(method.name)
+                continue
+            method_started = time.perf_counter()
+            context = MethodContext(generator=torch.Generator(device=device).manual_seed(seed), references=refs)
+            attributions = method.attribute(model, images, result.targets.to(device), context).float()
+            result.maps[method.name] = attributions.cpu()
+            result.displays[method.name] = method.display(attributions).cpu()
+            result.seconds[method.name] = time.perf_counter() - method_started
+    result.total_seconds = time.perf_counter() - started
+    return result
+
+
+def _predict(model: nn.Module, images: Tensor, probes: ProbeSet, result: RunResult) -> None:
+    with torch.no_grad():
+        probabilities = torch.softmax(check_scores(model(images), images.shape[0]).float(), dim=1).cpu()
+    result.probabilities, result.predictions = probabilities.max(dim=1)
+    result.targets = probes.labels if probes.labels is not None else result.predictions
+    result.target_probabilities = probabilities.gather(1, result.targets.view(-1, 1)).squeeze(1)
+
+
+def probe_tiles(rgb: Tensor, result: RunResult, probes: ProbeSet) -> Tensor:
+    """Probe images with a prediction bar under each: ``[P, 3, H + bar, W]``."""
+    correct = result.predictions == probes.labels if probes.labels is not None else None
+    return with_probability_bars(rgb, result.probabilities, correct)
+
+
+def publish(
+    result: RunResult,
+    probes: ProbeSet,
+    rgb: Tensor,
+    *,
+    logger: XaiLogger,
+    history: AttributionHistory,
+    step: int,
+    epoch: int,
+    stage: str,
+) -> dict:
+    """Logs the run's grids, scalars and prediction table, and appends it to the on-disk history."""
+    correct = result.predictions == probes.labels if probes.labels is not None else None
+    for name, display in result.displays.items():
+        tiles = with_probability_bars(overlay(rgb, display), result.probabilities, correct)
+        logger.image(f"xai/{name}", make_grid(tiles), step)
+    metrics = {f"seconds/{name}": seconds for name, seconds in result.seconds.items()}
+    metrics["seconds/total"] = result.total_seconds
+    metrics["target_probability"] = float(result.target_probabilities.mean())
+    if correct is not None:
+        metrics["probe_accuracy"] = float(correct.float().mean())
+    logger.scalars({f"xai/{key}": value for key, value in metrics.items()}, step)
+    logger.text("xai/predictions", prediction_table(result, probes), step)
+    logger.flush()
+    return history.record(
+        global_step=step,
+        epoch=epoch,
+        stage=stage,
+        maps=result.maps,
+        targets=result.targets,
+        predictions=result.predictions,
+        probabilities=result.probabilities,
+        metrics=metrics,
+        skipped=result.skipped,
+    )
+
+
+def prediction_table(result: RunResult, probes: ProbeSet) -> str:
+    """Markdown table: probe, label, prediction, its probability, the target's probability."""
+    rows = ["| probe | label | predicted | probability | target probability |", "|---|---|---|---|---|"]
+    for index in range(result.predictions.shape[0]):
+        label = "?" if probes.labels is None else str(int(probes.labels[index]))
+        rows.append(
+            f"| {index} | {label} | {int(result.predictions[index])} | {float(result.probabilities[index]):.1%} "
+            f"| {float(result.target_probabilities[index]):.1%} |"
+        )
+    return "\n".join(rows)

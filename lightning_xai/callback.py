@@ -1,0 +1,361 @@
+"""AttributionMonitor: explain fixed probe images at the end of validation, every epoch.
+
+The callback only decides *when*; :mod:`lightning_xai.functional` decides *what*. Each hook is
+a guard plus one call, as in Lightning's own ``EarlyStopping``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+from pytorch_lightning import Callback
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from torch import Tensor, nn
+
+from lightning_xai._context import attribution_conditions
+from lightning_xai._explain import RunResult, explain_probes, module_device, probe_tiles, publish
+from lightning_xai.functional._checks import check_positive_int, check_scores
+from lightning_xai.history import AttributionHistory
+from lightning_xai.loggers import XaiLogger, find_tensorboard_writer, resolve_log_dir
+from lightning_xai.methods import AttributionMethod, ExpectedGradients, default_methods
+from lightning_xai.probes import CandidatePool, ProbeSet, TrainingReservoir, probes_from_argument, split_batch
+from lightning_xai.render import make_grid, to_rgb
+
+
+@dataclass
+class _Session:
+    """Per-run objects that are rebuilt after unpickling (never pickled themselves)."""
+
+    logger: XaiLogger
+    history: AttributionHistory
+
+
+class AttributionMonitor(Callback):
+    """Explains a fixed set of probe images at the end of validation and logs the maps.
+
+    At the end of every ``every_n_epochs``-th validation run (never during the sanity check),
+    on global rank 0 and on the model's own device, each method explains each probe. Results go
+    to TensorBoard (``xai/probes``, ``xai/<method>`` image grids, ``xai/...`` scalars at
+    ``trainer.global_step``) or, without a TensorBoard logger, to PNG files; the raw maps of
+    every run are kept under ``<log_dir>/xai/`` with a ``summary.json``.
+
+    The model is left exactly as it was: eval mode only during the work (each submodule's flag
+    restored), no ``.backward()`` (parameter gradients untouched), a private RNG, autocast off,
+    compiled code run eagerly.
+
+    Args:
+        methods: settings objects such as ``GradCAM()``, ``Occlusion(window=8)``,
+            ``ExpectedGradients()``; default: Grad-CAM, occlusion and expected gradients.
+        probes: the images to explain: a tensor ``[P, C, H, W]``, a pair ``(images, targets)``,
+            or ``(dataset, indices)``. ``None`` picks ``num_probes`` images from the first
+            validation run, spread over the classes when labels are present.
+        num_probes: how many probes to pick from validation data.
+        every_n_epochs: explain at the end of validation every n-th epoch (``trainer.validate``
+            always explains).
+        max_seconds: time budget per run; methods that would start after it are skipped and
+            the first time this happens a warning says so.
+        display_mean, display_std: the normalisation applied to the inputs, undone for display
+            so overlays look like the images (default: each image min-max scaled).
+        submodule: dotted name of the ``nn.Module`` to explain inside the LightningModule
+            (e.g. ``"net"``) when ``forward`` of the LightningModule does not return class scores.
+        seed: seed of the private random generators (reservoir, expected gradients).
+
+    Example:
+        >>> from lightning_xai import AttributionMonitor, GradCAM, Occlusion
+        >>> monitor = AttributionMonitor([GradCAM(), Occlusion(window=8, stride=4)], num_probes=8)
+        >>> monitor.state_key
+        "AttributionMonitor{'methods': ['grad_cam', 'occlusion(window=8, stride=4)'], 'every_n_epochs': 1, 'probes': 8}"
+    """
+
+    def __init__(
+        self,
+        methods: Sequence[AttributionMethod] | None = None,
+        *,
+        probes: Any = None,
+        num_probes: int = 16,
+        every_n_epochs: int = 1,
+        max_seconds: float | None = None,
+        display_mean: Sequence[float] | None = None,
+        display_std: Sequence[float] | None = None,
+        submodule: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.methods = _check_methods(methods)
+        self.num_probes = check_positive_int(num_probes, "num_probes")
+        self.every_n_epochs = check_positive_int(every_n_epochs, "every_n_epochs")
+        self.max_seconds = _check_max_seconds(max_seconds)
+        self.display_mean, self.display_std = _check_display_normalisation(display_mean, display_std)
+        self.submodule = submodule
+        self.seed = check_positive_int(seed, "seed", minimum=0)
+        self.probes: ProbeSet | None = probes_from_argument(probes)
+        self._pool = CandidatePool(capacity=max(16 * self.num_probes, 256))
+        reference_count = max((m.reference_count for m in self.methods if _uses_training_images(m)), default=0)
+        self._reservoir = TrainingReservoir(reference_count, seed=self.seed) if reference_count else None
+        self._validated = False
+        self._budget_warned = False
+        self._probes_logged = False
+        self._pending_state: dict[str, Any] | None = None
+        self._session: _Session | None = None
+
+    @property
+    def state_key(self) -> str:
+        """Distinguishes monitors with different settings in a checkpoint."""
+        return self._generate_state_key(
+            methods=[_describe(m) for m in self.methods], every_n_epochs=self.every_n_epochs, probes=self._probe_description()
+        )
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """The summary entries of every run so far (also in ``<log_dir>/xai/summary.json``)."""
+        return list(self._session.history.runs) if self._session else list((self._pending_state or {}).get("runs", []))
+
+    # ------------------------------------------------------------------ hooks
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        """Fails early when no probes were given and there is no validation data to pick them from."""
+        if self.probes is None:
+            _check_validation_data(trainer, stage)
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        """Opens the history and checks given probes against the model before any training."""
+        self._start(trainer, pl_module)
+
+    def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
+        """Same as ``on_fit_start`` for ``trainer.validate()``."""
+        if self._session is None:
+            self._start(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Offers the batch's images to the reservoir of training images (rank 0, a copy)."""
+        if self._reservoir is not None and trainer.is_global_zero:
+            self._reservoir.add(split_batch(batch)[0])
+
+    def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        """Starts collecting probe candidates afresh until the probes are fixed."""
+        if self.probes is None:
+            self._pool.reset()
+
+    def on_validation_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        """Copies the first validation images as probe candidates."""
+        if self.probes is None and dataloader_idx == 0 and not self._pool.full:
+            self._pool.add(batch)
+
+    def on_sanity_check_end(self, trainer: Any, pl_module: Any) -> None:
+        """Checks the sanity check's images against the methods, so bad settings fail before training."""
+        if self.probes is None and self._pool.count > 0 and not self._validated:
+            self._validate(pl_module, self._pool.select(self.num_probes))
+
+    def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        """Fixes the probes on the first run, then explains them (rank 0, on schedule)."""
+        if trainer.sanity_checking:
+            return
+        self._fix_probes(trainer, pl_module)
+        if self._should_skip_run(trainer):
+            return
+        self._run(trainer, pl_module)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Run history and flags: strings, numbers, lists and dicts only (``weights_only`` safe)."""
+        runs = self._session.history.state_dict()["runs"] if self._session else (self._pending_state or {}).get("runs", [])
+        fingerprint = self.probes.fingerprint() if self.probes is not None else None
+        return {"runs": runs, "probe_fingerprint": fingerprint, "budget_warned": self._budget_warned}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continues the history of a checkpointed run."""
+        self._pending_state = dict(state_dict)
+        self._budget_warned = bool(state_dict.get("budget_warned", False))
+        if self._session is not None:
+            self._session.history.load_state_dict(self._pending_state)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_session"] = None
+        return state
+
+    # ------------------------------------------------------------------ work
+    def _start(self, trainer: Any, pl_module: Any) -> None:
+        if self.probes is not None and not self._validated:
+            self._validate(pl_module, self.probes)
+        if trainer.is_global_zero and self._session is None:
+            folder = resolve_log_dir(trainer) / "xai"
+            history = AttributionHistory(folder)
+            if self._pending_state is not None:
+                history.load_state_dict(self._pending_state)
+            self._session = _Session(XaiLogger(find_tensorboard_writer(trainer), folder), history)
+
+    def _fix_probes(self, trainer: Any, pl_module: Any) -> None:
+        if self.probes is not None and self._validated:
+            return
+        if self.probes is None:
+            chosen, error = _select_or_error(self._pool, self.num_probes) if trainer.is_global_zero else (None, None)
+            if trainer.world_size > 1:
+                chosen, error = trainer.strategy.broadcast((chosen, error), src=0)
+            if error is not None:
+                raise ValueError(error)
+            self.probes = chosen
+            self._pool.reset()
+        self._validate(pl_module, self.probes)
+
+    def _should_skip_run(self, trainer: Any) -> bool:
+        if not trainer.is_global_zero or self._session is None:
+            return True
+        fitting = trainer.state.fn == "fit"
+        return fitting and (trainer.current_epoch + 1) % self.every_n_epochs != 0
+
+    def _run(self, trainer: Any, pl_module: Any) -> None:
+        assert self._session is not None and self.probes is not None
+        model = self._model(pl_module)
+        references = self._reservoir.images if self._reservoir is not None else None
+        result = explain_probes(
+            model,
+            self.probes,
+            self.methods,
+            convert_input=trainer.precision_plugin.convert_input,
+            references=references,
+            seed=self.seed,
+            max_seconds=self.max_seconds,
+        )
+        rgb = to_rgb(self.probes.images, mean=self.display_mean, std=self.display_std)
+        if not self._probes_logged:
+            self._session.logger.image("xai/probes", make_grid(probe_tiles(rgb, result, self.probes)), trainer.global_step)
+            self._probes_logged = True
+        stage = "fit" if trainer.state.fn == "fit" else str(trainer.state.fn.value if hasattr(trainer.state.fn, "value") else trainer.state.fn)
+        publish(result, self.probes, rgb, logger=self._session.logger, history=self._session.history,
+                step=trainer.global_step, epoch=trainer.current_epoch, stage=stage)
+        self._report(result, trainer)
+
+    def _report(self, result: RunResult, trainer: Any) -> None:
+        if len(self._session.history.runs) == 1:  # type: ignore[union-attr]
+            timings = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in result.seconds.items())
+            rank_zero_info(
+                f"AttributionMonitor: explained {self.probes.images.shape[0]} probes in {result.total_seconds:.2f}s "  # type: ignore[union-attr]
+                f"({timings}); raw maps and summary.json under {self._session.history.folder}."  # type: ignore[union-attr]
+            )
+        if result.skipped and not self._budget_warned:
+            self._budget_warned = True
+            rank_zero_warn(
+                f"AttributionMonitor exceeded its time budget (max_seconds={self.max_seconds}) at step "
+                f"{trainer.global_step}: {', '.join(result.seconds)} took {result.total_seconds:.1f}s, so "
+                f"{', '.join(result.skipped)} did not run. Skipped methods are listed in summary.json for every run; "
+                "raise `max_seconds`, use fewer probes or cheaper settings. This warning is shown once."
+            )
+
+    def _model(self, pl_module: nn.Module) -> nn.Module:
+        if self.submodule is None:
+            return pl_module
+        try:
+            return pl_module.get_submodule(self.submodule)
+        except AttributeError:
+            raise ValueError(f"`submodule` must name a submodule of {type(pl_module).__name__}, got {self.submodule!r}.") from None
+
+    def _validate(self, pl_module: nn.Module, probes: ProbeSet) -> None:
+        """Runs the probes through the model once and asks each method whether it can run."""
+        model = self._model(pl_module)
+        device = module_device(model)
+        with attribution_conditions(model, device):
+            images = probes.images.to(device=device, dtype=next(model.parameters(), probes.images).dtype)
+            scores = _forward_probes(model, images)
+            _check_labels(probes, scores.shape[1])
+            for method in self.methods:
+                method.validate(model, images)
+        self._validated = True
+
+    def _probe_description(self) -> Any:
+        if self.probes is not None and self.probes.source == "given":
+            return f"given{list(self.probes.images.shape)}"
+        return self.num_probes
+
+
+def _forward_probes(model: nn.Module, images: Tensor) -> Tensor:
+    try:
+        with torch.no_grad():
+            scores = model(images)
+    except Exception as error:  # the model's own error, re-raised with context
+        raise ValueError(
+            f"`probes` of shape {list(images.shape)} were rejected by {type(model).__name__}.forward: {error}"
+        ) from error
+    return check_scores(scores, images.shape[0], what=f"{type(model).__name__}.forward on the probes")
+
+
+def _check_labels(probes: ProbeSet, num_classes: int) -> None:
+    if probes.labels is None:
+        return
+    outside = probes.labels[(probes.labels < 0) | (probes.labels >= num_classes)]
+    if outside.numel():
+        raise ValueError(
+            f"probe targets must be classes in [0, {num_classes - 1}] for a model with {num_classes} outputs, "
+            f"got {outside.tolist()}."
+        )
+
+
+def _select_or_error(pool: CandidatePool, count: int) -> tuple[ProbeSet | None, str | None]:
+    try:
+        return pool.select(count), None
+    except ValueError as error:
+        return None, str(error)
+
+
+def _check_validation_data(trainer: Any, stage: str) -> None:
+    loops = {"fit": lambda: trainer.fit_loop.epoch_loop.val_loop, "validate": lambda: trainer.validate_loop}
+    if stage not in loops:
+        return
+    source = getattr(loops[stage](), "_data_source", None)
+    defined = source.is_defined() if source is not None else True
+    if not defined or trainer.limit_val_batches == 0:
+        raise ValueError(
+            "AttributionMonitor needs probe images: pass `probes=` (a tensor, (images, targets) or "
+            "(dataset, indices)), or give the Trainer validation data to pick them from "
+            f"(stage {stage!r} has {'validation disabled' if defined else 'no validation dataloader'})."
+        )
+
+
+def _check_methods(methods: Sequence[AttributionMethod] | None) -> list[AttributionMethod]:
+    methods = list(default_methods() if methods is None else methods)
+    for method in methods:
+        if not isinstance(method, AttributionMethod):
+            raise TypeError(
+                "`methods` must hold method objects such as GradCAM(), Occlusion(), ExpectedGradients(), "
+                f"got {type(method).__name__}."
+            )
+    names = [m.name for m in methods]
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"`methods` must be a non-empty list with each method at most once, got {names}.")
+    return methods
+
+
+def _check_max_seconds(max_seconds: object) -> float | None:
+    if max_seconds is None:
+        return None
+    if isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float)) or not max_seconds > 0:
+        raise ValueError(f"`max_seconds` must be a positive number of seconds or None, got {max_seconds!r}.")
+    return float(max_seconds)
+
+
+def _check_display_normalisation(mean: object, std: object) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    if mean is None and std is None:
+        return None, None
+    if mean is None or std is None or len(mean) != len(std) or not len(mean):  # type: ignore[arg-type]
+        raise ValueError(f"`display_mean` and `display_std` must be given together with one value per channel, got {mean!r} and {std!r}.")
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)  # type: ignore[union-attr]
+
+
+def _uses_training_images(method: AttributionMethod) -> bool:
+    return isinstance(method, ExpectedGradients) and isinstance(method.baselines, str) and method.baselines == "training"
+
+
+def _describe(method: AttributionMethod) -> str:
+    """Short, stable description: the name plus the settings that differ from the defaults."""
+    changed = []
+    for spec in fields(method):
+        value = getattr(method, spec.name)
+        default = spec.default
+        if isinstance(value, Tensor):
+            changed.append(f"{spec.name}=tensor{list(value.shape)}")
+        elif value != default:
+            changed.append(f"{spec.name}={value!r}")
+    return method.name + (f"({', '.join(changed)})" if changed else "")

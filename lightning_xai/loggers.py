@@ -1,0 +1,91 @@
+"""The one place that talks to Lightning loggers and TensorBoard.
+
+Images and scalars go to the first ``TensorBoardLogger`` among ``trainer.loggers``; with none
+(a CSVLogger, ``logger=False``) images are written as PNG files under ``<log_dir>/xai/`` and
+scalars only to ``summary.json``, and the user is told so once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_info
+from torch import Tensor
+
+from lightning_xai.render import save_png
+
+
+def _tensorboard_logger_types() -> tuple[type, ...]:
+    types: list[type] = [TensorBoardLogger]
+    try:
+        from lightning.pytorch.loggers import TensorBoardLogger as UnifiedTensorBoardLogger
+
+        types.append(UnifiedTensorBoardLogger)
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+def find_tensorboard_writer(trainer: Any) -> Any | None:
+    """The ``SummaryWriter`` of the first TensorBoard logger in ``trainer.loggers``, or ``None``."""
+    types = _tensorboard_logger_types()
+    for logger in getattr(trainer, "loggers", []) or []:
+        if isinstance(logger, types):
+            return logger.experiment
+    return None
+
+
+def resolve_log_dir(trainer: Any) -> Path:
+    """Where the run logs: the first logger's ``log_dir`` (or ``save_dir``), else ``default_root_dir``.
+
+    Computed without ``trainer.log_dir``, which broadcasts and so must not be called from one rank.
+    """
+    for logger in getattr(trainer, "loggers", []) or []:
+        for attribute in ("log_dir", "save_dir"):
+            value = getattr(logger, attribute, None)
+            if value:
+                return Path(value)
+    return Path(trainer.default_root_dir)
+
+
+class XaiLogger:
+    """Writes the monitor's images, scalars and text to TensorBoard, or to PNG files.
+
+    Args:
+        writer: a TensorBoard ``SummaryWriter``, or ``None`` for the file fallback.
+        folder: ``<log_dir>/xai``; PNG files go under ``<folder>/images/``.
+    """
+
+    def __init__(self, writer: Any | None, folder: Path) -> None:
+        self.writer = writer
+        self.folder = folder
+        if writer is None:
+            rank_zero_info(
+                f"AttributionMonitor: no TensorBoardLogger among the trainer's loggers; attribution images are saved "
+                f"as PNG files under {folder / 'images'} and metrics in {folder / 'summary.json'}."
+            )
+
+    def image(self, tag: str, image: Tensor, step: int) -> None:
+        """Logs an RGB image ``[3, H, W]`` in [0, 1] under ``tag`` at ``step``."""
+        if self.writer is not None:
+            self.writer.add_image(tag, image.clamp(0, 1), global_step=step, dataformats="CHW")
+        else:
+            save_png(image, self.folder / "images" / tag.replace("/", "_") / f"step-{step:08d}.png")
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        """Logs each scalar under its tag at ``step`` (TensorBoard only)."""
+        if self.writer is not None:
+            for tag, value in values.items():
+                self.writer.add_scalar(tag, value, global_step=step)
+
+    def text(self, tag: str, markdown: str, step: int) -> None:
+        """Logs a markdown text under ``tag`` (TensorBoard only)."""
+        if self.writer is not None:
+            self.writer.add_text(tag, markdown, global_step=step)
+
+    def flush(self) -> None:
+        """Makes everything logged so far visible to readers of the event file."""
+        if self.writer is not None:
+            self.writer.flush()

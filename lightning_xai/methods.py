@@ -1,0 +1,241 @@
+"""Attribution methods as small frozen settings objects that the monitor runs.
+
+Each object owns its settings and delegates the maths to :mod:`lightning_xai.functional`
+(the torchvision ``transforms.v2`` split: the class holds configuration, the function computes).
+They are immutable, hashable by value, and pickle.
+
+Example:
+    >>> from lightning_xai import Occlusion, GradCAM
+    >>> Occlusion(window=8, stride=4).name, GradCAM().name
+    ('occlusion', 'grad_cam')
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar, Literal, Union
+
+import torch
+from torch import Tensor, nn
+
+from lightning_xai import functional as F
+from lightning_xai.functional._checks import as_pair, check_positive_int
+from lightning_xai.functional.baselines import CONSTANT_BASELINE_NAMES, SAMPLED_BASELINE_NAMES
+from lightning_xai.functional.display import Reduction
+from lightning_xai.functional.expected_gradients import integration_rule
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """What the monitor hands every method besides the model and images.
+
+    Attributes:
+        generator: private random source (never the global RNG), reset for every run so two
+            runs draw the same samples and their maps differ only because the model changed.
+        references: training images ``[M, C, H, W]`` on the model's device, for expected
+            gradients with ``baselines="training"``; ``None`` when none were seen.
+    """
+
+    generator: torch.Generator
+    references: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class AttributionMethod:
+    """Base of all methods: ``attribute`` computes, ``display`` turns the result into ``[N, 1, H, W]`` in [0, 1]."""
+
+    name: ClassVar[str] = "method"
+    display_reduce: ClassVar[Reduction] = "abs_sum"
+
+    def attribute(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> Tensor:
+        """Attributions for ``images`` ``[N, C, H, W]`` and ``targets`` ``[N]``."""
+        raise NotImplementedError
+
+    def display(self, attributions: Tensor) -> Tensor:
+        """Display maps ``[N, 1, H, W]`` in [0, 1], normalised per image."""
+        return F.display_map(attributions, reduce=self.display_reduce)
+
+    def validate(self, model: nn.Module, images: Tensor) -> None:
+        """Raises a clear error when this method cannot run on ``model`` with such images."""
+
+
+def _check_baseline(baseline: object, allowed: tuple[str, ...], name: str = "baseline") -> None:
+    if isinstance(baseline, str) and baseline not in allowed:
+        raise ValueError(f"`{name}` must be a number, a tensor or one of {list(allowed)}, got {baseline!r}.")
+
+
+def _check_optional_int(value: object, name: str) -> None:
+    if value is not None:
+        check_positive_int(value, name)
+
+
+@dataclass(frozen=True)
+class Occlusion(AttributionMethod):
+    """Occlusion (Zeiler & Fergus): score drop when a window is hidden; see ``functional.occlusion``.
+
+    Args:
+        window: window side(s) in pixels; ``None`` uses an eighth of the shorter image side
+            (at least 2), so any image size costs about 15 x 15 placements.
+        stride: step between placements; ``None`` uses half the window.
+        baseline: what replaces the window (a number, ``"zero"``, ``"mean"``, ``"blur"``, ...).
+        batch_size: occluded images per forward pass; ``None`` chooses automatically.
+
+    Example:
+        >>> Occlusion().window_for((32, 32)), Occlusion(window=(3, 5)).window_for((32, 32))
+        ((4, 4), (3, 5))
+    """
+
+    name: ClassVar[str] = "occlusion"
+    display_reduce: ClassVar[Reduction] = "positive"
+    window: int | tuple[int, int] | None = None
+    stride: int | tuple[int, int] | None = None
+    baseline: Union[float, str] = 0.0
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.window is not None:
+            as_pair(self.window, "window")
+        if self.stride is not None:
+            as_pair(self.stride, "stride")
+        _check_baseline(self.baseline, CONSTANT_BASELINE_NAMES)
+        _check_optional_int(self.batch_size, "batch_size")
+
+    def window_for(self, size: tuple[int, int]) -> tuple[int, int]:
+        """The window used for images of ``size`` ``(H, W)``."""
+        if self.window is not None:
+            return as_pair(self.window, "window")
+        side = max(2, math.ceil(min(size) / 8))
+        return side, side
+
+    def attribute(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> Tensor:
+        window = self.window_for(tuple(images.shape[-2:]))
+        return F.occlusion(model, images, targets, window=window, stride=self.stride, baseline=self.baseline, batch_size=self.batch_size)
+
+    def validate(self, model: nn.Module, images: Tensor) -> None:
+        window = self.window_for(tuple(images.shape[-2:]))
+        F.occlusion(lambda x: torch.zeros(x.shape[0], 1, device=x.device), images[:1], 0, window=window, stride=self.stride, baseline=self.baseline)
+
+
+@dataclass(frozen=True)
+class GradCAM(AttributionMethod):
+    """Grad-CAM (Selvaraju et al.); see ``functional.grad_cam``.
+
+    Args:
+        layer: dotted name of the module to explain, relative to the LightningModule
+            (e.g. ``"net.layer4"``); ``None`` picks the last module with a 4-D output.
+        relu: keep only positive evidence.
+    """
+
+    name: ClassVar[str] = "grad_cam"
+    display_reduce: ClassVar[Reduction] = "positive"
+    layer: str | None = None
+    relu: bool = True
+
+    def __post_init__(self) -> None:
+        if self.layer is not None and not isinstance(self.layer, str):
+            raise TypeError(f"`layer` must be a dotted module name (str) or None, got {type(self.layer).__name__}.")
+
+    def attribute(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> Tensor:
+        return F.grad_cam(model, images, targets, layer=self.layer, relu=self.relu)
+
+    def validate(self, model: nn.Module, images: Tensor) -> None:
+        if self.layer is None:
+            F.find_grad_cam_layer(model, images[:1])
+        else:
+            F.grad_cam(model, images[:1], layer=self.layer)
+
+
+@dataclass(frozen=True)
+class ExpectedGradients(AttributionMethod):
+    """Expected gradients (Erion et al.); see ``functional.expected_gradients``.
+
+    Args:
+        n_samples: draws per probe (one forward+backward pass each).
+        baselines: ``"training"`` (a reservoir of training images the monitor gathers from the
+            batches training already sees), a reference tensor ``[M, C, H, W]``, or
+            ``"uniform"``, ``"gaussian"``, ``"blur"``.
+        reference_count: size of the training-image reservoir.
+        batch_size: draws per pass; ``None`` chooses automatically.
+    """
+
+    name: ClassVar[str] = "expected_gradients"
+    n_samples: int = 32
+    baselines: Union[str, Tensor] = "training"
+    reference_count: int = 64
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        check_positive_int(self.n_samples, "n_samples")
+        check_positive_int(self.reference_count, "reference_count")
+        _check_baseline(self.baselines, ("training", *SAMPLED_BASELINE_NAMES), "baselines")
+        _check_optional_int(self.batch_size, "batch_size")
+
+    def attribute(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> Tensor:
+        baselines = self.baselines
+        if isinstance(baselines, str) and baselines == "training":
+            baselines = context.references if context.references is not None else "blur"
+        elif isinstance(baselines, Tensor):
+            baselines = baselines.to(images.device)
+        return F.expected_gradients(
+            model, images, targets, baselines=baselines, n_samples=self.n_samples, generator=context.generator, batch_size=self.batch_size
+        )  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class IntegratedGradients(AttributionMethod):
+    """Integrated gradients (Sundararajan et al.); see ``functional.integrated_gradients``."""
+
+    name: ClassVar[str] = "integrated_gradients"
+    baseline: Union[float, str] = "zero"
+    n_steps: int = 32
+    method: Literal["gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle"] = "gausslegendre"
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        check_positive_int(self.n_steps, "n_steps")
+        _check_baseline(self.baseline, CONSTANT_BASELINE_NAMES)
+        _check_optional_int(self.batch_size, "batch_size")
+        integration_rule(self.n_steps, self.method)
+
+    def attribute(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> Tensor:
+        return F.integrated_gradients(
+            model, images, targets, baseline=self.baseline, n_steps=self.n_steps, method=self.method, batch_size=self.batch_size
+        )  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Saliency(AttributionMethod):
+    """Vanilla input gradient (Simonyan et al.); see ``functional.saliency``."""
+
+    name: ClassVar[str] = "saliency"
+    absolute: bool = True
+
+    def attribute(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> Tensor:
+        return F.saliency(model, images, targets, absolute=self.absolute)
+
+
+@dataclass(frozen=True)
+class SmoothGrad(AttributionMethod):
+    """SmoothGrad (Smilkov et al.); see ``functional.smooth_grad``."""
+
+    name: ClassVar[str] = "smooth_grad"
+    n_samples: int = 25
+    stdev: float = 0.15
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        check_positive_int(self.n_samples, "n_samples")
+        if isinstance(self.stdev, bool) or not isinstance(self.stdev, (int, float)) or not self.stdev >= 0:
+            raise ValueError(f"`stdev` must be a number >= 0, got {self.stdev!r}.")
+        _check_optional_int(self.batch_size, "batch_size")
+
+    def attribute(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> Tensor:
+        return F.smooth_grad(
+            model, images, targets, n_samples=self.n_samples, stdev=self.stdev, generator=context.generator, batch_size=self.batch_size
+        )
+
+
+def default_methods() -> list[AttributionMethod]:
+    """The monitor's methods when none are given: Grad-CAM, occlusion and expected gradients."""
+    return [GradCAM(), Occlusion(), ExpectedGradients()]
