@@ -169,7 +169,7 @@ def make_settings(quick: bool, device: torch.device) -> Settings:
 
 def make_cases(device: torch.device) -> list[Case]:
     """The benchmarked models: a ResNet-style net at 32x32 and 64x64, and the small CNN at 32x32."""
-    cap_64 = 2048 if device.type == "cuda" else 128
+    cap_64 = 2048 if device.type == "cuda" else 64
 
     def resnet() -> nn.Module:
         return ResNetStyle(CHANNELS, NUM_CLASSES, width=16, blocks_per_stage=2)
@@ -533,6 +533,29 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), rule, *body])
 
 
+def cpu_ticks() -> tuple[int, int, int] | None:
+    """Clock ticks so far: the machine's total and busy ones, and this process's; ``None`` off Linux."""
+    try:
+        with open("/proc/stat") as stat:
+            machine = [int(v) for v in stat.readline().split()[1:9]]
+        with open("/proc/self/stat") as stat:
+            own = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    idle = machine[3] + machine[4]
+    return sum(machine), sum(machine) - idle, int(own[11]) + int(own[12])
+
+
+def others_share(before: tuple[int, int, int] | None, after: tuple[int, int, int] | None) -> str:
+    """Share of the machine's CPU time that other processes used in between, as a sentence."""
+    if before is None or after is None or after[0] == before[0]:
+        return "CPU use of other processes unknown."
+    total, busy, own = (a - b for a, b in zip(after, before))
+    share = max(0.0, (busy - own) / total)
+    warning = " -- timings are disturbed, rerun on a quiet machine" if share > 0.05 else ""
+    return f"other processes used {share:.0%} of the CPU during the run{warning}."
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Runs every case and prints the table and the run's settings."""
     args = parse_args(argv)
@@ -542,14 +565,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.set_num_threads(threads)
     device = torch.device(args.device)
     settings = make_settings(args.quick, device)
-    start = time.perf_counter()
+    start, ticks = time.perf_counter(), cpu_ticks()
     rows = [row for case in make_cases(device) for row in case_rows(case, settings)]
     print(format_table(HEADER, rows))
     print(
         f"\n{settings.n_images} probe images; IG steps / EG / SmoothGrad samples = {settings.n_samples}; "
-        f"EG references = {settings.n_references}; median of <= {settings.repeats} timed calls after a warm-up; "
+        f"EG references = {settings.n_references}; "
+        f"median of <= {settings.repeats} timed repeats of >= {settings.min_repeat_s} s after a warm-up; "
         f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
-        f"wall time {time.perf_counter() - start:.0f} s."
+        f"wall time {time.perf_counter() - start:.0f} s; {others_share(ticks, cpu_ticks())}"
     )
 
 

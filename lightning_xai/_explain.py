@@ -15,7 +15,7 @@ from lightning_xai.history import AttributionHistory
 from lightning_xai.loggers import XaiLogger
 from lightning_xai.methods import AttributionMethod, MethodContext
 from lightning_xai.probes import ProbeSet
-from lightning_xai.render import make_grid, overlay, with_probability_bars
+from lightning_xai.render import enlarge, make_grid, overlay, to_rgb, with_probability_bars
 
 
 @dataclass
@@ -50,7 +50,11 @@ def explain_probes(
     seed: int,
     max_seconds: float | None,
 ) -> RunResult:
-    """Runs every method on the probes under attribution conditions; stops early past ``max_seconds``."""
+    """Runs every method on the probes under attribution conditions.
+
+    Past ``max_seconds`` the remaining methods are skipped (the first method always runs, so
+    every run produces at least one map).
+    """
     started = time.perf_counter()
     device = module_device(model)
     result = RunResult()
@@ -59,7 +63,7 @@ def explain_probes(
         _predict(model, images, probes, result)
         refs = convert_input(references.to(device)) if references is not None else None
         for method in methods:
-            if max_seconds is not None and time.perf_counter() - started > max_seconds:
+            if max_seconds is not None and result.maps and time.perf_counter() - started > max_seconds:
                 result.skipped.append(method.name)
                 continue
             method_started = time.perf_counter()
@@ -80,10 +84,18 @@ def _predict(model: nn.Module, images: Tensor, probes: ProbeSet, result: RunResu
     result.target_probabilities = probabilities.gather(1, result.targets.view(-1, 1)).squeeze(1)
 
 
+def display_rgb(images: Tensor, mean: tuple[float, ...] | None, std: tuple[float, ...] | None) -> Tensor:
+    """Probe images as RGB in [0, 1], un-normalised and enlarged for display: ``[P, 3, H', W']``."""
+    return enlarge(to_rgb(images, mean=mean, std=std))
+
+
 def probe_tiles(rgb: Tensor, result: RunResult, probes: ProbeSet) -> Tensor:
     """Probe images with a prediction bar under each: ``[P, 3, H + bar, W]``."""
-    correct = result.predictions == probes.labels if probes.labels is not None else None
-    return with_probability_bars(rgb, result.probabilities, correct)
+    return with_probability_bars(rgb, result.probabilities, _correct(result, probes))
+
+
+def _correct(result: RunResult, probes: ProbeSet) -> Tensor | None:
+    return result.predictions == probes.labels if probes.labels is not None else None
 
 
 def publish(
@@ -98,9 +110,9 @@ def publish(
     stage: str,
 ) -> dict:
     """Logs the run's grids, scalars and prediction table, and appends it to the on-disk history."""
-    correct = result.predictions == probes.labels if probes.labels is not None else None
+    correct = _correct(result, probes)
     for name, display in result.displays.items():
-        tiles = with_probability_bars(overlay(rgb, display), result.probabilities, correct)
+        tiles = with_probability_bars(overlay(rgb, enlarge(display, min_side=rgb.shape[-1], mode="bilinear")), result.probabilities, correct)
         logger.image(f"xai/{name}", make_grid(tiles), step)
     metrics = {f"seconds/{name}": seconds for name, seconds in result.seconds.items()}
     metrics["seconds/total"] = result.total_seconds

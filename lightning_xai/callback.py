@@ -16,13 +16,13 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from lightning_xai._context import attribution_conditions
-from lightning_xai._explain import RunResult, explain_probes, module_device, probe_tiles, publish
+from lightning_xai._explain import RunResult, display_rgb, explain_probes, module_device, probe_tiles, publish
 from lightning_xai.functional._checks import check_positive_int, check_scores
 from lightning_xai.history import AttributionHistory
 from lightning_xai.loggers import XaiLogger, find_tensorboard_writer, resolve_log_dir
 from lightning_xai.methods import AttributionMethod, ExpectedGradients, default_methods
 from lightning_xai.probes import CandidatePool, ProbeSet, TrainingReservoir, probes_from_argument, split_batch
-from lightning_xai.render import make_grid, to_rgb
+from lightning_xai.render import make_grid
 
 
 @dataclass
@@ -55,8 +55,8 @@ class AttributionMonitor(Callback):
         num_probes: how many probes to pick from validation data.
         every_n_epochs: explain at the end of validation every n-th epoch (``trainer.validate``
             always explains).
-        max_seconds: time budget per run; methods that would start after it are skipped and
-            the first time this happens a warning says so.
+        max_seconds: time budget per run; methods that would start after it are skipped (the
+            first method always runs) and the first time this happens a warning says so.
         display_mean, display_std: the normalisation applied to the inputs, undone for display
             so overlays look like the images (default: each image min-max scaled).
         submodule: dotted name of the ``nn.Module`` to explain inside the LightningModule
@@ -174,6 +174,8 @@ class AttributionMonitor(Callback):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
+        if self._session is not None:  # keep the history, drop the open logger and files
+            state["_pending_state"] = self.state_dict()
         state["_session"] = None
         return state
 
@@ -187,6 +189,7 @@ class AttributionMonitor(Callback):
             if self._pending_state is not None:
                 history.load_state_dict(self._pending_state)
             self._session = _Session(XaiLogger(find_tensorboard_writer(trainer), folder), history)
+            self._probes_logged = False
 
     def _fix_probes(self, trainer: Any, pl_module: Any) -> None:
         if self.probes is not None and self._validated:
@@ -204,7 +207,7 @@ class AttributionMonitor(Callback):
     def _should_skip_run(self, trainer: Any) -> bool:
         if not trainer.is_global_zero or self._session is None:
             return True
-        fitting = trainer.state.fn == "fit"
+        fitting = _stage_name(trainer.state.fn) == "fit"
         return fitting and (trainer.current_epoch + 1) % self.every_n_epochs != 0
 
     def _run(self, trainer: Any, pl_module: Any) -> None:
@@ -220,13 +223,20 @@ class AttributionMonitor(Callback):
             seed=self.seed,
             max_seconds=self.max_seconds,
         )
-        rgb = to_rgb(self.probes.images, mean=self.display_mean, std=self.display_std)
+        rgb = display_rgb(self.probes.images, self.display_mean, self.display_std)
         if not self._probes_logged:
             self._session.logger.image("xai/probes", make_grid(probe_tiles(rgb, result, self.probes)), trainer.global_step)
             self._probes_logged = True
-        stage = "fit" if trainer.state.fn == "fit" else str(trainer.state.fn.value if hasattr(trainer.state.fn, "value") else trainer.state.fn)
-        publish(result, self.probes, rgb, logger=self._session.logger, history=self._session.history,
-                step=trainer.global_step, epoch=trainer.current_epoch, stage=stage)
+        publish(
+            result,
+            self.probes,
+            rgb,
+            logger=self._session.logger,
+            history=self._session.history,
+            step=trainer.global_step,
+            epoch=trainer.current_epoch,
+            stage=_stage_name(trainer.state.fn),
+        )
         self._report(result, trainer)
 
     def _report(self, result: RunResult, trainer: Any) -> None:
@@ -300,7 +310,13 @@ def _select_or_error(pool: CandidatePool, count: int) -> tuple[ProbeSet | None, 
         return None, str(error)
 
 
-def _check_validation_data(trainer: Any, stage: str) -> None:
+def _stage_name(stage: Any) -> str:
+    """``"fit"``, ``"validate"``, ... from a ``TrainerFn`` or a string."""
+    return str(getattr(stage, "value", stage))
+
+
+def _check_validation_data(trainer: Any, stage: Any) -> None:
+    stage = _stage_name(stage)
     loops = {"fit": lambda: trainer.fit_loop.epoch_loop.val_loop, "validate": lambda: trainer.validate_loop}
     if stage not in loops:
         return

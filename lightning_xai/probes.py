@@ -149,6 +149,10 @@ class CandidatePool:
         """``count`` probes spread over the classes when labels are known, else the first ``count``."""
         if self.count == 0:
             raise ValueError("AttributionMonitor saw no validation images to choose probes from; pass `probes=` explicitly.")
+        with torch.inference_mode(False):  # hooks run under inference mode; probes must be normal tensors
+            return self._select(count)
+
+    def _select(self, count: int) -> ProbeSet:
         images = torch.cat(self._images)
         if not self.has_labels:
             return ProbeSet(images[:count], None, "validation")

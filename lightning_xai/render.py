@@ -165,3 +165,19 @@ def with_probability_bars(tiles: Tensor, probabilities: Tensor, correct: Tensor 
     filled = (torch.arange(width).view(1, -1) < (probabilities.detach().float().cpu().view(-1, 1) * width).round()).float()
     bars = colours.view(count, 3, 1, 1) * filled.view(count, 1, 1, width) + 0.12 * (1 - filled.view(count, 1, 1, width))
     return torch.cat([tiles.cpu().float(), bars.expand(count, 3, bar_height, width)], dim=2)
+
+
+def enlarge(images: Tensor, *, min_side: int = 96, mode: str = "nearest") -> Tensor:
+    """Scales ``[N, C, H, W]`` up by a whole factor so the shorter side is at least ``min_side``.
+
+    Small inputs (digits, CIFAR) are unreadable at their own size in TensorBoard.
+
+    Example:
+        >>> enlarge(torch.zeros(1, 3, 32, 40)).shape
+        torch.Size([1, 3, 96, 120])
+    """
+    factor = -(-min_side // min(images.shape[-2:]))
+    if factor <= 1:
+        return images
+    size = (images.shape[-2] * factor, images.shape[-1] * factor)
+    return F.interpolate(images.float(), size=size, mode=mode, **({"align_corners": False} if mode == "bilinear" else {}))

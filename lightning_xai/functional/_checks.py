@@ -134,8 +134,9 @@ def resolve_targets(target: TargetLike, scores: Tensor) -> Tensor:
     if isinstance(target, int):
         targets = torch.full((n_images,), target, dtype=torch.long, device=scores.device)
     else:
-        targets = _targets_from_sequence(target, n_images)
-        targets = targets.to(scores.device)
+        # A copy: the caller's tensor may have been made under inference mode, and autograd
+        # must be able to save the index for backward.
+        targets = _targets_from_sequence(target, n_images).to(scores.device).clone()
     out_of_range = (targets < 0) | (targets >= n_classes)
     if bool(out_of_range.any()):
         bad = targets[out_of_range].tolist()

@@ -1,0 +1,46 @@
+"""Trains with the monitor under DDP on two CPU processes (gloo); run by test_ddp.py.
+
+Lightning's DDP launcher re-runs this script for rank 1, so it must be a standalone file.
+Each rank writes what it saw to ``<out>/rank-<r>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_xai import AttributionMonitor, ExpectedGradients, GradCAM, Occlusion
+from lightning_xai.demos import LitClassifier, SmallCNN
+
+
+def main(out: Path) -> None:
+    pl.seed_everything(0, verbose=False)
+    generator = torch.Generator().manual_seed(0)
+    images, labels = torch.rand(256, 1, 16, 16, generator=generator), torch.randint(0, 10, (256,), generator=generator)
+    train = DataLoader(TensorDataset(images[:192], labels[:192]), batch_size=16, shuffle=True)
+    val = DataLoader(TensorDataset(images[192:], labels[192:]), batch_size=16)
+    monitor = AttributionMonitor([GradCAM(), Occlusion(window=4, stride=4), ExpectedGradients(n_samples=4, reference_count=8)], num_probes=4)
+    trainer = pl.Trainer(
+        strategy="ddp", accelerator="cpu", devices=2, max_epochs=2, limit_train_batches=3, limit_val_batches=2,
+        logger=TensorBoardLogger(out, name="", version=0), enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=False, callbacks=[monitor],
+    )
+    trainer.fit(LitClassifier(SmallCNN(1, 10, width=4)), train, val)
+    report = {
+        "rank": trainer.global_rank,
+        "runs": [run["global_step"] for run in monitor.history],
+        "has_session": monitor._session is not None,
+        "probe_labels": monitor.probes.labels.tolist(),
+        "global_step": trainer.global_step,
+    }
+    (out / f"rank-{trainer.global_rank}.json").write_text(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

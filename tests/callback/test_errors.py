@@ -1,0 +1,98 @@
+"""Bad input fails at setup with a clear message, before any training step."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from lightning_xai import AttributionMonitor, GradCAM, Occlusion
+from lightning_xai.demos import LitClassifier
+from tests.callback.conftest import cheap_monitor, loaders, make_trainer, tiny_model
+
+
+def _fit_expecting(tmp_path, digits, monitor, message, model=None, **trainer_kwargs):
+    trainer = make_trainer(tmp_path, [monitor], **trainer_kwargs)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        trainer.fit(model or tiny_model(), *loaders(digits))
+    assert trainer.global_step == 0
+
+
+def test_probes_of_the_wrong_shape(tmp_path, digits16):
+    monitor = cheap_monitor(probes=torch.rand(2, 3, 16, 16))
+    _fit_expecting(tmp_path, digits16, monitor, "`probes` of shape [2, 3, 16, 16] were rejected by LitClassifier.forward:")
+
+
+def test_probe_target_outside_the_model_classes(tmp_path, digits16):
+    monitor = cheap_monitor(probes=(torch.rand(2, 1, 16, 16), [3, 12]))
+    _fit_expecting(tmp_path, digits16, monitor, "probe targets must be classes in [0, 9] for a model with 10 outputs, got [12].")
+
+
+def test_grad_cam_on_a_model_without_a_4d_layer(tmp_path, digits16):
+    mlp = LitClassifier(nn.Sequential(nn.Flatten(), nn.Linear(256, 32), nn.ReLU(), nn.Linear(32, 10)))
+    message = "Grad-CAM needs a layer with a 4-D output [N, C, h, w] larger than 1x1, and LitClassifier has none"
+    _fit_expecting(tmp_path, digits16, AttributionMonitor([GradCAM()], probes=torch.rand(2, 1, 16, 16)), message, model=mlp)
+    # with probes picked from validation data, the sanity check's images reveal it before training
+    _fit_expecting(tmp_path / "picked", digits16, AttributionMonitor([GradCAM()]), message, model=mlp)
+
+
+def test_occlusion_window_larger_than_the_probes(tmp_path, digits16):
+    monitor = AttributionMonitor([Occlusion(window=20)], probes=torch.rand(2, 1, 16, 16))
+    _fit_expecting(tmp_path, digits16, monitor, "`window` must fit in the image (16x16), got 20x20.")
+
+
+def test_no_validation_data_and_no_probes(tmp_path, digits16):
+    train, _ = loaders(digits16)
+    trainer = make_trainer(tmp_path, [cheap_monitor()])
+    with pytest.raises(ValueError, match=re.escape("AttributionMonitor needs probe images: pass `probes=`")):
+        trainer.fit(tiny_model(), train)
+    disabled = make_trainer(tmp_path, [cheap_monitor()], limit_val_batches=0)
+    with pytest.raises(ValueError, match=re.escape("(stage 'fit' has validation disabled)")):
+        disabled.fit(tiny_model(), *loaders(digits16))
+
+
+class _ReadsTokens(LitClassifier):
+    def validation_step(self, batch, batch_idx):
+        return None
+
+
+def test_unreadable_validation_batches(tmp_path):
+    tokens = DataLoader([{"tokens": torch.zeros(5, dtype=torch.long)}] * 4, batch_size=2)
+    trainer = make_trainer(tmp_path, [cheap_monitor()])
+    message = "AttributionMonitor could not find images [B, C, H, W] (a 4-D float tensor) in a validation batch of type dict"
+    with pytest.raises(TypeError, match=re.escape(message)):
+        trainer.validate(_ReadsTokens(), tokens)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"methods": ["grad_cam"]}, TypeError, "`methods` must hold method objects such as GradCAM(), Occlusion(), ExpectedGradients(), got str."),
+        ({"methods": [GradCAM(), GradCAM(relu=False)]}, ValueError, "`methods` must be a non-empty list with each method at most once, got ['grad_cam', 'grad_cam']."),
+        ({"num_probes": 0}, ValueError, "`num_probes` must be an int >= 1, got 0."),
+        ({"every_n_epochs": 1.5}, TypeError, "`every_n_epochs` must be an int >= 1, got 1.5 (float)."),
+        ({"max_seconds": -1}, ValueError, "`max_seconds` must be a positive number of seconds or None, got -1."),
+        ({"display_mean": (0.5,)}, ValueError, "`display_mean` and `display_std` must be given together with one value per channel, got (0.5,) and None."),
+        ({"probes": torch.rand(3, 16, 16)}, ValueError, "`probes` images must be a float tensor [P, C, H, W] with P >= 1, got torch.float32 of shape [3, 16, 16]."),
+        ({"probes": (torch.rand(2, 1, 4, 4), [1])}, ValueError, "`probes` targets must be 2 ints, one per image, got [1]."),
+        ({"probes": "digits"}, TypeError, "`probes` must be None, a tensor [P, C, H, W], a pair (images, targets) or a pair (dataset, indices), got str."),
+    ],
+)
+def test_bad_arguments_fail_at_construction(kwargs, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        AttributionMonitor(**kwargs)
+
+
+def test_method_settings_are_checked_at_construction():
+    with pytest.raises(ValueError, match=re.escape("`baseline` must be a number, a tensor or one of ['zero', 'mean', 'blur', 'max_distance'], got 'black'.")):
+        Occlusion(baseline="black")
+    with pytest.raises(TypeError, match=re.escape("`layer` must be a dotted module name (str) or None, got Linear.")):
+        GradCAM(layer=nn.Linear(1, 1))
+
+
+def test_unknown_submodule(tmp_path, digits16):
+    monitor = cheap_monitor(probes=torch.rand(2, 1, 16, 16), submodule="backbone")
+    _fit_expecting(tmp_path, digits16, monitor, "`submodule` must name a submodule of LitClassifier, got 'backbone'.")

@@ -1,0 +1,69 @@
+"""Options: the time budget, a submodule, display normalisation, and the unified `lightning` package."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lightning_xai import GradCAM, Occlusion, Saliency, SmoothGrad
+from lightning_xai._explain import explain_probes
+from lightning_xai.probes import ProbeSet
+from tests.callback.conftest import cheap_monitor, loaders, make_trainer, tiny_model
+
+
+def test_time_budget_skips_methods_and_warns_once(tmp_path, digits16):
+    monitor = cheap_monitor(methods=[Saliency(), SmoothGrad(n_samples=50), Occlusion(window=2, stride=1)], max_seconds=1e-9)
+    with pytest.warns(UserWarning, match=r"AttributionMonitor exceeded its time budget \(max_seconds=1e-09\)") as caught:
+        make_trainer(tmp_path, [monitor], max_epochs=2).fit(tiny_model(), *loaders(digits16))
+    assert len([w for w in caught if "time budget" in str(w.message)]) == 1
+    for run in monitor.history:
+        assert run["methods"] == ["saliency"] and run["skipped"] == ["smooth_grad", "occlusion"]
+
+
+def test_submodule_is_explained_with_layer_names_relative_to_it(tmp_path, digits16):
+    monitor = cheap_monitor(methods=[GradCAM(layer="features.3")], submodule="net")
+    make_trainer(tmp_path, [monitor], max_epochs=1).fit(tiny_model(), *loaders(digits16))
+    assert monitor.history[0]["methods"] == ["grad_cam"]
+
+
+def test_each_submodule_keeps_its_own_mode():
+    model = tiny_model()
+    model.train()
+    model.net.features[1].eval()  # a deliberately frozen batch norm
+    probes = ProbeSet(torch.rand(2, 1, 16, 16), torch.tensor([1, 2]), "given")
+    modes = [m.training for m in model.modules()]
+    explain_probes(model, probes, [GradCAM()], convert_input=lambda x: x, references=None, seed=0, max_seconds=None)
+    assert [m.training for m in model.modules()] == modes
+
+
+def test_unified_lightning_package(tmp_path, digits16):
+    lightning = pytest.importorskip("lightning.pytorch")
+    monitor = cheap_monitor()
+
+    class UnifiedClassifier(lightning.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = tiny_model()
+
+        def forward(self, images):
+            return self.inner(images)
+
+        def training_step(self, batch, batch_idx):
+            return self.inner.training_step(batch, batch_idx)
+
+        def validation_step(self, batch, batch_idx):
+            return None
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    trainer = lightning.Trainer(
+        max_epochs=2, limit_train_batches=2, limit_val_batches=1, default_root_dir=tmp_path, callbacks=[monitor],
+        logger=lightning.loggers.TensorBoardLogger(tmp_path, name="", version=0),
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+    )
+    trainer.fit(UnifiedClassifier(), *loaders(digits16))
+    assert [run["global_step"] for run in monitor.history] == [2, 4]
+    assert (tmp_path / "version_0" / "xai" / "runs" / "step-00000004.pt").exists()
+    event_files = list((tmp_path / "version_0").glob("events.out.tfevents.*"))
+    assert event_files, "the unified package's TensorBoardLogger was not used"

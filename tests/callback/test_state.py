@@ -1,0 +1,60 @@
+"""Checkpoints and copies: resume continues the history, weights_only loading, pickling, two monitors."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import TensorBoardLogger
+
+from lightning_xai import GradCAM, Occlusion
+from tests.callback.conftest import cheap_monitor, loaders, make_trainer, tiny_model
+
+
+def _fit_with_checkpoints(root, digits, monitors, *, max_epochs, ckpt_path=None, version=0):
+    checkpoint = ModelCheckpoint(dirpath=root / "checkpoints", save_last=True, save_top_k=-1)
+    trainer = make_trainer(
+        root, [*monitors, checkpoint], max_epochs=max_epochs, enable_checkpointing=True,
+        logger=TensorBoardLogger(root, name="", version=version),
+    )
+    trainer.fit(tiny_model(), *loaders(digits), ckpt_path=ckpt_path)
+    return trainer
+
+
+def test_resume_continues_the_history(tmp_path, digits16):
+    first = cheap_monitor()
+    _fit_with_checkpoints(tmp_path, digits16, [first], max_epochs=2)
+    assert [run["epoch"] for run in first.history] == [0, 1]
+
+    resumed = cheap_monitor()
+    _fit_with_checkpoints(tmp_path, digits16, [resumed], max_epochs=3, ckpt_path=tmp_path / "checkpoints" / "last.ckpt", version=1)
+    assert [run["epoch"] for run in resumed.history] == [0, 1, 2]
+    summary = json.loads((tmp_path / "version_1" / "xai" / "summary.json").read_text())
+    assert [run["global_step"] for run in summary["runs"]] == [4, 8, 12]
+    # earlier runs point at the first run's files, which are still readable
+    first_file = summary["runs"][0]["file"]
+    assert "version_0" in first_file and torch.load(first_file, weights_only=True)["global_step"] == 4
+
+
+def test_checkpoint_loads_with_weights_only_and_two_monitors_coexist(tmp_path, digits16):
+    grad_cam_only = cheap_monitor(methods=[GradCAM()])
+    occlusion_only = cheap_monitor(methods=[Occlusion(window=4)], every_n_epochs=2)
+    assert grad_cam_only.state_key != occlusion_only.state_key
+    _fit_with_checkpoints(tmp_path, digits16, [grad_cam_only, occlusion_only], max_epochs=2)
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert len(checkpoint["callbacks"][grad_cam_only.state_key]["runs"]) == 2
+    assert len(checkpoint["callbacks"][occlusion_only.state_key]["runs"]) == 1
+    assert [run["methods"] for run in grad_cam_only.history] == [["grad_cam"], ["grad_cam"]]
+
+
+def test_the_monitor_pickles_before_and_after_fit(tmp_path, digits16):
+    monitor = cheap_monitor()
+    assert pickle.loads(pickle.dumps(monitor)).state_key == monitor.state_key
+    make_trainer(tmp_path, [monitor], max_epochs=1).fit(tiny_model(), *loaders(digits16))
+    copy = pickle.loads(pickle.dumps(monitor))
+    assert torch.equal(copy.probes.images, monitor.probes.images)
+    assert copy.state_dict()["runs"] == monitor.state_dict()["runs"]
+    make_trainer(tmp_path / "again", [copy], max_epochs=1).fit(tiny_model(), *loaders(digits16))
+    assert len(copy.history) == 2

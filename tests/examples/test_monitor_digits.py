@@ -1,0 +1,22 @@
+"""examples/monitor_digits.py trains with the monitor, logs to TensorBoard and compares fit time."""
+
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_monitor_digits_example(tmp_path, capsys):
+    example = runpy.run_path(str(ROOT / "examples" / "monitor_digits.py"))
+    result = example["main"](tmp_path, epochs=2, compare=True)
+    assert [run["epoch"] for run in result["runs"]] == [0, 1]
+    assert result["seconds_with"] > 0 and result["seconds_without"] > 0
+    output = capsys.readouterr().out
+    assert "fit without the monitor" in output and "the monitor added" in output
+    events = EventAccumulator(str(result["log_dir"]), size_guidance={"images": 0})
+    events.Reload()
+    assert {"xai/probes", "xai/grad_cam", "xai/occlusion", "xai/expected_gradients"} <= set(events.Tags()["images"])
