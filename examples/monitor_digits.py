@@ -35,7 +35,7 @@ def fit(root: Path, *, epochs: int, monitor: AttributionMonitor | None, seed: in
         enable_progress_bar=False,
         enable_model_summary=False,
         log_every_n_steps=10,
-        enable_checkpointing=monitor is not None,
+        enable_checkpointing=True,
     )
     started = time.perf_counter()
     trainer.fit(model, train, val)

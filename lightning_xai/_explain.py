@@ -89,11 +89,6 @@ def display_rgb(images: Tensor, mean: tuple[float, ...] | None, std: tuple[float
     return enlarge(to_rgb(images, mean=mean, std=std))
 
 
-def probe_tiles(rgb: Tensor, result: RunResult, probes: ProbeSet) -> Tensor:
-    """Probe images with a prediction bar under each: ``[P, 3, H + bar, W]``."""
-    return with_probability_bars(rgb, result.probabilities, _correct(result, probes))
-
-
 def _correct(result: RunResult, probes: ProbeSet) -> Tensor | None:
     return result.predictions == probes.labels if probes.labels is not None else None
 

@@ -16,7 +16,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from lightning_xai._context import attribution_conditions
-from lightning_xai._explain import RunResult, display_rgb, explain_probes, module_device, probe_tiles, publish
+from lightning_xai._explain import RunResult, display_rgb, explain_probes, module_device, publish
 from lightning_xai.functional._checks import check_positive_int, check_scores
 from lightning_xai.history import AttributionHistory
 from lightning_xai.loggers import XaiLogger, find_tensorboard_writer, resolve_log_dir
@@ -225,7 +225,7 @@ class AttributionMonitor(Callback):
         )
         rgb = display_rgb(self.probes.images, self.display_mean, self.display_std)
         if not self._probes_logged:
-            self._session.logger.image("xai/probes", make_grid(probe_tiles(rgb, result, self.probes)), trainer.global_step)
+            self._session.logger.image("xai/probes", make_grid(rgb), trainer.global_step)
             self._probes_logged = True
         publish(
             result,

@@ -48,6 +48,8 @@ def test_images_are_logged_per_run_at_the_global_step(logged_run):
         # 4 probes of 16 px enlarged to 96 px plus a 12-px prediction bar, in one row with 2-px padding
         assert picture.shape == (2 + 96 + 12 + 2, 4 * 98 + 2, 3), tag
         assert picture.std() > 10, f"{tag} looks blank"
+    probes = np.asarray(Image.open(io.BytesIO(events.Images("xai/probes")[0].encoded_image_string)))
+    assert probes.shape == (2 + 96 + 2, 4 * 98 + 2, 3)  # the images alone, no prediction bar
 
 
 def test_scalars_are_logged_under_xai(logged_run):
