@@ -16,6 +16,12 @@ from lightning_xai.demos import LitClassifier, SmallCNN, load_digits
 
 
 
+@pytest.fixture(autouse=True)
+def _seeded() -> None:
+    """Every test starts from the same global seed, whatever ran before it."""
+    pl.seed_everything(0, verbose=False)
+
+
 @pytest.fixture(scope="session")
 def digits16() -> tuple[torch.Tensor, torch.Tensor]:
     """All 1797 digits at 16 x 16."""
