@@ -1,0 +1,164 @@
+"""How similar two attribution maps of the same images are: rank correlation, top-k overlap, SSIM, cosine.
+
+Used to compare a method's maps between validation runs (stability), between methods in one
+run (agreement) and between two training runs. Every function takes two batches of maps
+``[N, C, H, W]`` of the same shape (channels are combined first, see :func:`reduce_channels`)
+and returns one value per image, ``[N]``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics.functional.image import structural_similarity_index_measure
+from torchmetrics.functional.regression import spearman_corrcoef
+from torchmetrics.functional.pairwise import pairwise_cosine_similarity
+
+from lightning_xai.functional._checks import check_images
+
+Reduction = Literal["abs_sum", "positive", "sum"]
+METRICS = ("spearman", "topk_iou", "ssim", "cosine")
+
+
+def reduce_channels(maps: Tensor, reduce: Reduction = "abs_sum") -> Tensor:
+    """Combines the channels of attributions into one map ``[N, 1, H, W]`` (float32, not normalised).
+
+    Example:
+        >>> reduce_channels(torch.tensor([[[[1.0]], [[-3.0]]]])).item()
+        2.0
+    """
+    summed = maps.detach().float().sum(dim=1, keepdim=True)
+    return {"abs_sum": summed.abs(), "positive": summed.clamp(min=0), "sum": summed}[reduce]
+
+
+def _pair(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    check_images(a, "maps_a")
+    check_images(b, "maps_b")
+    if a.shape[0] != b.shape[0] or a.shape[-2:] != b.shape[-2:]:
+        raise ValueError(f"`maps_a` and `maps_b` must hold the same images at the same size, got {list(a.shape)} and {list(b.shape)}.")
+    if a.shape[1] != 1:
+        a = reduce_channels(a)
+    if b.shape[1] != 1:
+        b = reduce_channels(b)
+    return a.float().flatten(1), b.float().flatten(1)
+
+
+def _constant(flat: Tensor) -> Tensor:
+    return (flat.amax(dim=1) - flat.amin(dim=1)) <= 1e-12 * flat.abs().amax(dim=1).clamp(min=1e-30)
+
+
+def rank_correlation(maps_a: Tensor, maps_b: Tensor) -> Tensor:
+    """Spearman rank correlation of each pair of maps over their pixels, ``[N]`` in [-1, 1].
+
+    Ties get average ranks (as ``scipy.stats.spearmanr``). Two constant maps count as 1, one
+    constant map against a varying one as 0.
+
+    Example:
+        >>> a = torch.arange(16.0).view(1, 1, 4, 4)
+        >>> round(rank_correlation(a, a**2).item(), 4), round(rank_correlation(a, -a).item(), 4)
+        (1.0, -1.0)
+    """
+    a, b = _pair(maps_a, maps_b)
+    constant_a, constant_b = _constant(a), _constant(b)
+    result = torch.zeros(a.shape[0])
+    varying = ~(constant_a | constant_b)
+    if varying.any():
+        values = spearman_corrcoef(a[varying].T.contiguous(), b[varying].T.contiguous())
+        result[varying] = values.reshape(-1).clamp(-1, 1).cpu()
+    result[constant_a & constant_b] = 1.0
+    return result
+
+
+def top_k_iou(maps_a: Tensor, maps_b: Tensor, k: float = 0.1) -> Tensor:
+    """Intersection over union of each pair's top-``k`` fraction of pixels, ``[N]`` in [0, 1].
+
+    Example:
+        >>> a = torch.arange(100.0).view(1, 1, 10, 10)
+        >>> top_k_iou(a, a).item(), top_k_iou(a, -a).item()
+        (1.0, 0.0)
+    """
+    if not 0 < k <= 1:
+        raise ValueError(f"`k` must be a fraction of the pixels in (0, 1], got {k!r}.")
+    a, b = _pair(maps_a, maps_b)
+    count = max(1, round(k * a.shape[1]))
+    top_a = torch.zeros_like(a, dtype=torch.bool).scatter_(1, a.topk(count, dim=1).indices, True)
+    top_b = torch.zeros_like(b, dtype=torch.bool).scatter_(1, b.topk(count, dim=1).indices, True)
+    return ((top_a & top_b).sum(dim=1) / (top_a | top_b).sum(dim=1)).float().cpu()
+
+
+def normalise_per_image(maps: Tensor) -> Tensor:
+    """Min-max scales each map to [0, 1] (a constant map becomes 0).
+
+    Example:
+        >>> normalise_per_image(torch.tensor([[[[2.0, 4.0]]]])).flatten().tolist()
+        [0.0, 1.0]
+    """
+    flat = maps.float().flatten(1)
+    low = flat.amin(dim=1, keepdim=True)
+    spread = flat.amax(dim=1, keepdim=True) - low
+    return ((flat - low) / torch.where(spread > 0, spread, torch.ones_like(spread))).view_as(maps)
+
+
+def structural_similarity(maps_a: Tensor, maps_b: Tensor) -> Tensor:
+    """SSIM of the min-max normalised maps (torchmetrics, Gaussian window), ``[N]``.
+
+    Example:
+        >>> a = torch.rand(2, 1, 16, 16)
+        >>> structural_similarity(a, a).tolist()
+        [1.0, 1.0]
+    """
+    a, b = _pair(maps_a, maps_b)
+    size = maps_a.shape[-2:]
+    a = normalise_per_image(a).view(-1, 1, *size)
+    b = normalise_per_image(b).view(-1, 1, *size)
+    kernel = min(11, *(s if s % 2 else s - 1 for s in size))
+    if kernel < 3:
+        a, b = (F.interpolate(t, size=(16, 16), mode="bilinear") for t in (a, b))
+        kernel = 11
+    sigma = 1.5 * kernel / 11
+    values = structural_similarity_index_measure(a, b, data_range=1.0, kernel_size=kernel, sigma=sigma, reduction="none")
+    return values.reshape(-1).clamp(-1, 1).cpu()
+
+
+def cosine(maps_a: Tensor, maps_b: Tensor) -> Tensor:
+    """Cosine similarity of each pair of maps as vectors, ``[N]`` (0 when a map is all zeros).
+
+    Example:
+        >>> a = torch.rand(3, 1, 4, 4)
+        >>> [round(v, 4) for v in cosine(a, 2 * a).tolist()]
+        [1.0, 1.0, 1.0]
+    """
+    a, b = _pair(maps_a, maps_b)
+    values = torch.stack([pairwise_cosine_similarity(a[i : i + 1], b[i : i + 1]).reshape(()) for i in range(a.shape[0])])
+    return torch.nan_to_num(values, nan=0.0).cpu()
+
+
+def compare_maps(maps_a: Tensor, maps_b: Tensor, *, k: float = 0.1) -> dict[str, Tensor]:
+    """All four similarities of each pair of maps: ``{"spearman", "topk_iou", "ssim", "cosine"}`` → ``[N]``.
+
+    Maps of different sizes (e.g. Grad-CAM at layer resolution) are resized bilinearly to the
+    larger one first.
+
+    Example:
+        >>> maps = torch.rand(2, 1, 8, 8)
+        >>> sorted(compare_maps(maps, maps))
+        ['cosine', 'spearman', 'ssim', 'topk_iou']
+    """
+    maps_a, maps_b = _same_size(maps_a, maps_b)
+    return {
+        "spearman": rank_correlation(maps_a, maps_b),
+        "topk_iou": top_k_iou(maps_a, maps_b, k),
+        "ssim": structural_similarity(maps_a, maps_b),
+        "cosine": cosine(maps_a, maps_b),
+    }
+
+
+def _same_size(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    if a.shape[-2:] == b.shape[-2:]:
+        return a, b
+    size = max(a.shape[-2:], b.shape[-2:], key=lambda s: s[0] * s[1])
+    resize = lambda t: t if t.shape[-2:] == size else F.interpolate(t.float(), size=tuple(size), mode="bilinear")  # noqa: E731
+    return resize(a), resize(b)
