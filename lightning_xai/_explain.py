@@ -103,17 +103,26 @@ def publish(
     step: int,
     epoch: int,
     stage: str,
+    extra_metrics: dict[str, float] | None = None,
+    extra_images: dict[str, Tensor] | None = None,
 ) -> dict:
-    """Logs the run's grids, scalars and prediction table, and appends it to the on-disk history."""
+    """Logs the run's grids, scalars and prediction table, and appends it to the on-disk history.
+
+    ``extra_metrics`` (e.g. stability scores) are logged under ``xai/`` and kept in the summary;
+    ``extra_images`` are logged under their own tags.
+    """
     correct = _correct(result, probes)
     for name, display in result.displays.items():
-        tiles = with_probability_bars(overlay(rgb, enlarge(display, min_side=rgb.shape[-1], mode="bilinear")), result.probabilities, correct)
+        tiles = with_probability_bars(overlay(rgb, display), result.probabilities, correct)
         logger.image(f"xai/{name}", make_grid(tiles), step)
     metrics = {f"seconds/{name}": seconds for name, seconds in result.seconds.items()}
     metrics["seconds/total"] = result.total_seconds
     metrics["target_probability"] = float(result.target_probabilities.mean())
     if correct is not None:
         metrics["probe_accuracy"] = float(correct.float().mean())
+    metrics.update(extra_metrics or {})
+    for tag, image in (extra_images or {}).items():
+        logger.image(tag, image, step)
     logger.scalars({f"xai/{key}": value for key, value in metrics.items()}, step)
     logger.text("xai/predictions", prediction_table(result, probes), step)
     logger.flush()

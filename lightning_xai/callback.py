@@ -7,7 +7,8 @@ a guard plus one call, as in Lightning's own ``EarlyStopping``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,21 +17,13 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from lightning_xai._context import attribution_conditions
-from lightning_xai._explain import RunResult, display_rgb, explain_probes, module_device, publish
+from lightning_xai._explain import RunResult, display_rgb, explain_probes, module_device
+from lightning_xai._session import MonitorSession
 from lightning_xai.functional._checks import check_positive_int, check_scores
-from lightning_xai.history import AttributionHistory
-from lightning_xai.loggers import XaiLogger, find_tensorboard_writer, resolve_log_dir
+from lightning_xai.loggers import find_tensorboard_writer, resolve_log_dir
 from lightning_xai.methods import AttributionMethod, ExpectedGradients, default_methods
 from lightning_xai.probes import CandidatePool, ProbeSet, TrainingReservoir, probes_from_argument, split_batch
-from lightning_xai.render import make_grid
-
-
-@dataclass
-class _Session:
-    """Per-run objects that are rebuilt after unpickling (never pickled themselves)."""
-
-    logger: XaiLogger
-    history: AttributionHistory
+from lightning_xai.stability import Stability
 
 
 class AttributionMonitor(Callback):
@@ -62,6 +55,8 @@ class AttributionMonitor(Callback):
         submodule: dotted name of the ``nn.Module`` to explain inside the LightningModule
             (e.g. ``"net"``) when ``forward`` of the LightningModule does not return class scores.
         seed: seed of the private random generators (reservoir, expected gradients).
+        stability: how maps are compared from run to run (``xai/stability/*`` scalars, the
+            "settled" report, filmstrips, agreement between methods); ``None`` turns it off.
 
     Example:
         >>> from lightning_xai import AttributionMonitor, GradCAM, Occlusion
@@ -82,6 +77,7 @@ class AttributionMonitor(Callback):
         display_std: Sequence[float] | None = None,
         submodule: str | None = None,
         seed: int = 0,
+        stability: Stability | None = Stability(),
     ) -> None:
         self.methods = _check_methods(methods)
         self.num_probes = check_positive_int(num_probes, "num_probes")
@@ -90,15 +86,18 @@ class AttributionMonitor(Callback):
         self.display_mean, self.display_std = _check_display_normalisation(display_mean, display_std)
         self.submodule = submodule
         self.seed = check_positive_int(seed, "seed", minimum=0)
+        if stability is not None and not isinstance(stability, Stability):
+            raise TypeError(f"`stability` must be a Stability(...) or None, got {type(stability).__name__}.")
+        self.stability = stability
         self.probes: ProbeSet | None = probes_from_argument(probes)
         self._pool = CandidatePool(capacity=max(16 * self.num_probes, 256))
         reference_count = max((m.reference_count for m in self.methods if _uses_training_images(m)), default=0)
         self._reservoir = TrainingReservoir(reference_count, seed=self.seed) if reference_count else None
+        self._references: torch.Tensor | None = None
         self._validated = False
         self._budget_warned = False
-        self._probes_logged = False
         self._pending_state: dict[str, Any] | None = None
-        self._session: _Session | None = None
+        self._session: MonitorSession | None = None
 
     @property
     def state_key(self) -> str:
@@ -111,6 +110,12 @@ class AttributionMonitor(Callback):
     def history(self) -> list[dict[str, Any]]:
         """The summary entries of every run so far (also in ``<log_dir>/xai/summary.json``)."""
         return list(self._session.history.runs) if self._session else list((self._pending_state or {}).get("runs", []))
+
+    @property
+    def settled(self) -> dict[str, dict[str, int] | None]:
+        """Per method, the epoch and step at which its maps settled, or ``None`` (needs ``stability``)."""
+        tracker = self._session.tracker if self._session else None
+        return dict(tracker.settled) if tracker is not None else {}
 
     # ------------------------------------------------------------------ hooks
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
@@ -128,8 +133,8 @@ class AttributionMonitor(Callback):
             self._start(trainer, pl_module)
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """Offers the batch's images to the reservoir of training images (rank 0, a copy)."""
-        if self._reservoir is not None and trainer.is_global_zero:
+        """Offers the batch's images to the reservoir of training images (rank 0, a copy, until first used)."""
+        if self._reservoir is not None and self._references is None and trainer.is_global_zero:
             self._reservoir.add(split_batch(batch)[0])
 
     def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
@@ -158,17 +163,26 @@ class AttributionMonitor(Callback):
             return
         self._run(trainer, pl_module)
 
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        """Reports methods whose maps never settled."""
+        if self._session is not None:
+            self._session.finish()
+
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        """Run history and flags: strings, numbers, lists and dicts only (``weights_only`` safe)."""
-        runs = self._session.history.state_dict()["runs"] if self._session else (self._pending_state or {}).get("runs", [])
-        fingerprint = self.probes.fingerprint() if self.probes is not None else None
-        return {"runs": runs, "probe_fingerprint": fingerprint, "budget_warned": self._budget_warned}
+        """Run history, stability state and flags: strings, numbers, lists and dicts only (``weights_only`` safe)."""
+        state = dict(self._session.state_dict() if self._session else (self._pending_state or {}))
+        state["probe_fingerprint"] = self.probes.fingerprint() if self.probes is not None else None
+        state["budget_warned"] = self._budget_warned
+        if self._session is not None and self._references is not None:
+            state["references_file"] = str((self._session.folder / "references.pt").resolve())
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Continues the history of a checkpointed run."""
         self._pending_state = dict(state_dict)
         self._budget_warned = bool(state_dict.get("budget_warned", False))
+        self._references = _load_references(state_dict.get("references_file"))
         if self._session is not None:
             self._session.history.load_state_dict(self._pending_state)
 
@@ -185,11 +199,8 @@ class AttributionMonitor(Callback):
             self._validate(pl_module, self.probes)
         if trainer.is_global_zero and self._session is None:
             folder = resolve_log_dir(trainer) / "xai"
-            history = AttributionHistory(folder)
-            if self._pending_state is not None:
-                history.load_state_dict(self._pending_state)
-            self._session = _Session(XaiLogger(find_tensorboard_writer(trainer), folder), history)
-            self._probes_logged = False
+            writer = find_tensorboard_writer(trainer)
+            self._session = MonitorSession(folder, writer, self.methods, self.stability, self._pending_state)
 
     def _fix_probes(self, trainer: Any, pl_module: Any) -> None:
         if self.probes is not None and self._validated:
@@ -212,31 +223,23 @@ class AttributionMonitor(Callback):
 
     def _run(self, trainer: Any, pl_module: Any) -> None:
         assert self._session is not None and self.probes is not None
-        model = self._model(pl_module)
-        references = self._reservoir.images if self._reservoir is not None else None
+        first = not self._session.history.runs or self._references is None
+        if self._references is None and self._reservoir is not None and self._reservoir.images is not None:
+            self._references = self._reservoir.images.clone()  # frozen from now on: every run uses the same set
         result = explain_probes(
-            model,
+            self._model(pl_module),
             self.probes,
             self.methods,
             convert_input=trainer.precision_plugin.convert_input,
-            references=references,
+            references=self._references,
             seed=self.seed,
             max_seconds=self.max_seconds,
         )
+        if first:
+            self._session.save_artefacts(self.probes, self._references)
         rgb = display_rgb(self.probes.images, self.display_mean, self.display_std)
-        if not self._probes_logged:
-            self._session.logger.image("xai/probes", make_grid(rgb), trainer.global_step)
-            self._probes_logged = True
-        publish(
-            result,
-            self.probes,
-            rgb,
-            logger=self._session.logger,
-            history=self._session.history,
-            step=trainer.global_step,
-            epoch=trainer.current_epoch,
-            stage=_stage_name(trainer.state.fn),
-        )
+        step, epoch, stage = trainer.global_step, trainer.current_epoch, _stage_name(trainer.state.fn)
+        self._session.record(result, self.probes, rgb, step=step, epoch=epoch, stage=stage)
         self._report(result, trainer)
 
     def _report(self, result: RunResult, trainer: Any) -> None:
@@ -279,6 +282,13 @@ class AttributionMonitor(Callback):
         if self.probes is not None and self.probes.source == "given":
             return f"given{list(self.probes.images.shape)}"
         return self.num_probes
+
+
+def _load_references(path: object) -> Tensor | None:
+    """The frozen reference images of a checkpointed run, if its file is still there."""
+    if not isinstance(path, str) or not Path(path).is_file():
+        return None
+    return torch.load(path, weights_only=True)["images"]
 
 
 def _forward_probes(model: nn.Module, images: Tensor) -> Tensor:
