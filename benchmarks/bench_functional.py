@@ -79,6 +79,7 @@ class Settings:
         budget_s: a measurement whose calls are slow gets fewer repeats, so that the timed
             repeats take about this long (at least one always runs).
         sweep: batch sizes tried for the raw throughput and the Captum knobs, ascending.
+        monitor: reruns timed repeats that other processes disturbed.
     """
 
     device: torch.device
@@ -89,6 +90,7 @@ class Settings:
     min_repeat_s: float
     budget_s: float
     sweep: tuple[int, ...]
+    monitor: CpuMonitor
 
 
 @dataclass(frozen=True)
@@ -162,9 +164,9 @@ def make_settings(quick: bool, device: torch.device) -> Settings:
     on_gpu = device.type == "cuda"
     if quick:
         sweep = (16, 64, 256) if on_gpu else (8, 32)
-        return Settings(device, n_images=2, n_samples=8, n_references=4, repeats=1, min_repeat_s=0.05, budget_s=0.5, sweep=sweep)
+        return Settings(device, n_images=2, n_samples=8, n_references=4, repeats=1, min_repeat_s=0.05, budget_s=0.5, sweep=sweep, monitor=CpuMonitor())
     sweep = (8, 16, 32, 64, 128, 256, 512, 1024, 2048) if on_gpu else (8, 16, 32, 64, 128, 256)
-    return Settings(device, n_images=8, n_samples=32, n_references=16, repeats=3, min_repeat_s=0.2, budget_s=4.0, sweep=sweep)
+    return Settings(device, n_images=8, n_samples=32, n_references=16, repeats=3, min_repeat_s=0.2, budget_s=4.0, sweep=sweep, monitor=CpuMonitor())
 
 
 def make_cases(device: torch.device) -> list[Case]:
@@ -211,6 +213,75 @@ def calls_per_repeat(fn: Callable[[], object], settings: Settings) -> tuple[int,
     return max(1, math.ceil(settings.min_repeat_s / max(seconds, 1e-9))), seconds, result
 
 
+Ticks = tuple[int, int, int]
+
+
+def cpu_ticks() -> Ticks | None:
+    """Clock ticks so far: the machine's total and busy ones, and this process's; ``None`` off Linux."""
+    try:
+        with open("/proc/stat") as stat:
+            machine = [int(v) for v in stat.readline().split()[1:9]]
+        with open("/proc/self/stat") as stat:
+            own = stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError, ValueError):
+        return None
+    idle = machine[3] + machine[4]
+    return sum(machine), sum(machine) - idle, int(own[11]) + int(own[12])
+
+
+def others_share(before: Ticks | None, after: Ticks | None) -> float | None:
+    """Share of the machine's CPU time that other processes used between two readings."""
+    if before is None or after is None or after[0] <= before[0]:
+        return None
+    total, busy, own = (a - b for a, b in zip(after, before))
+    return max(0.0, (busy - own) / total)
+
+
+class CpuMonitor:
+    """Reruns timed repeats during which other processes used the CPU (a shared machine).
+
+    A repeat is *disturbed* when other processes used more than ``threshold`` of the
+    machine's CPU time while it ran; it is then rerun after waiting for a quiet second
+    (at most ``max_wait_s``), up to ``attempts`` times in all.
+    """
+
+    def __init__(self, threshold: float = 0.10, attempts: int = 4, max_wait_s: float = 60.0) -> None:
+        self.threshold, self.attempts, self.max_wait_s = threshold, attempts, max_wait_s
+        self.reruns, self.kept_disturbed, self.waited_s = 0, 0, 0.0
+
+    def time_quietly(self, fn: Callable[[], object], device: torch.device) -> tuple[float, object]:
+        """Like :func:`timed`, rerunning disturbed calls."""
+        for attempt in range(self.attempts):
+            before = cpu_ticks()
+            seconds, result = timed(fn, device)
+            share = others_share(before, cpu_ticks())
+            if share is None or share <= self.threshold:
+                return seconds, result
+            if attempt + 1 < self.attempts:
+                self.reruns += 1
+                self.wait_for_quiet()
+        self.kept_disturbed += 1
+        return seconds, result
+
+    def wait_for_quiet(self) -> None:
+        """Sleeps until other processes leave the CPU alone for a second (or ``max_wait_s`` passes)."""
+        start = time.perf_counter()
+        while time.perf_counter() - start < self.max_wait_s:
+            before = cpu_ticks()
+            time.sleep(1.0)
+            share = others_share(before, cpu_ticks())
+            if share is None or share <= self.threshold / 2:
+                break
+        self.waited_s += time.perf_counter() - start
+
+    def summary(self) -> str:
+        """One sentence on the disturbances met, for the table's footer."""
+        if cpu_ticks() is None:
+            return "CPU use of other processes not monitored (no /proc)."
+        kept = f"; {self.kept_disturbed} kept disturbed -- rerun on a quiet machine" if self.kept_disturbed else ""
+        return f"{self.reruns} timed repeats rerun because other processes used the CPU ({self.waited_s:.0f} s waiting){kept}."
+
+
 def median_seconds(fn: Callable[[], object], settings: Settings) -> tuple[float, object]:
     """Median seconds per call of ``fn`` over ``settings.repeats`` timed repeats, after a warm-up.
 
@@ -224,7 +295,7 @@ def median_seconds(fn: Callable[[], object], settings: Settings) -> tuple[float,
     repeats = max(1, min(settings.repeats, int(settings.budget_s / (calls * estimate))))
     per_call = []
     for _ in range(repeats):
-        seconds, result = timed(lambda: [fn() for _ in range(calls)][-1], settings.device)
+        seconds, result = settings.monitor.time_quietly(lambda: [fn() for _ in range(calls)][-1], settings.device)
         per_call.append(seconds / calls)
     return statistics.median(per_call), result
 
@@ -533,29 +604,6 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), rule, *body])
 
 
-def cpu_ticks() -> tuple[int, int, int] | None:
-    """Clock ticks so far: the machine's total and busy ones, and this process's; ``None`` off Linux."""
-    try:
-        with open("/proc/stat") as stat:
-            machine = [int(v) for v in stat.readline().split()[1:9]]
-        with open("/proc/self/stat") as stat:
-            own = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    idle = machine[3] + machine[4]
-    return sum(machine), sum(machine) - idle, int(own[11]) + int(own[12])
-
-
-def others_share(before: tuple[int, int, int] | None, after: tuple[int, int, int] | None) -> str:
-    """Share of the machine's CPU time that other processes used in between, as a sentence."""
-    if before is None or after is None or after[0] == before[0]:
-        return "CPU use of other processes unknown."
-    total, busy, own = (a - b for a, b in zip(after, before))
-    share = max(0.0, (busy - own) / total)
-    warning = " -- timings are disturbed, rerun on a quiet machine" if share > 0.05 else ""
-    return f"other processes used {share:.0%} of the CPU during the run{warning}."
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """Runs every case and prints the table and the run's settings."""
     args = parse_args(argv)
@@ -565,7 +613,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.set_num_threads(threads)
     device = torch.device(args.device)
     settings = make_settings(args.quick, device)
-    start, ticks = time.perf_counter(), cpu_ticks()
+    start = time.perf_counter()
     rows = [row for case in make_cases(device) for row in case_rows(case, settings)]
     print(format_table(HEADER, rows))
     print(
@@ -573,7 +621,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"EG references = {settings.n_references}; "
         f"median of <= {settings.repeats} timed repeats of >= {settings.min_repeat_s} s after a warm-up; "
         f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}; "
-        f"wall time {time.perf_counter() - start:.0f} s; {others_share(ticks, cpu_ticks())}"
+        f"wall time {time.perf_counter() - start:.0f} s; {settings.monitor.summary()}"
     )
 
 

@@ -134,11 +134,14 @@ def load_digits(size: int = 32) -> tuple[Tensor, Tensor]:
 
 
 class LitClassifier(LightningModule):
-    """A LightningModule around any image classifier, trained with cross-entropy and Adam.
+    """A LightningModule around an image classifier, trained with cross-entropy and Adam.
+
+    Its hyper-parameters are saved in checkpoints (``save_hyperparameters``), so
+    ``LitClassifier(**checkpoint["hyper_parameters"])`` rebuilds it (``lightning-xai replay`` does).
 
     Args:
-        net: the classifier; ``None`` builds ``SmallCNN(in_channels, num_classes, width=16)``.
-        in_channels, num_classes: for the default network.
+        net: the classifier; ``None`` builds ``SmallCNN(in_channels, num_classes, width, dropout)``.
+        in_channels, num_classes, width, dropout: for the default network.
         lr: Adam learning rate.
 
     Example:
@@ -146,9 +149,19 @@ class LitClassifier(LightningModule):
         torch.Size([2, 10])
     """
 
-    def __init__(self, net: nn.Module | None = None, *, in_channels: int = 1, num_classes: int = 10, lr: float = 3e-3) -> None:
+    def __init__(
+        self,
+        net: nn.Module | None = None,
+        *,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        width: int = 16,
+        dropout: float = 0.0,
+        lr: float = 3e-3,
+    ) -> None:
         super().__init__()
-        self.net = net if net is not None else SmallCNN(in_channels, num_classes, width=16)
+        self.save_hyperparameters(ignore=["net"])
+        self.net = net if net is not None else SmallCNN(in_channels, num_classes, width=width, dropout=dropout)
         self.lr = lr
 
     def forward(self, images: Tensor) -> Tensor:

@@ -26,6 +26,45 @@ from lightning_xai._files import atomic_write_bytes
 SUMMARY_FORMAT = "lightning_xai.history/1"
 
 
+class HistoryError(ValueError):
+    """A history folder or one of its files is missing, truncated or not written by lightning_xai."""
+
+
+def find_history_folder(path: str | Path) -> Path:
+    """The folder holding ``summary.json``: ``path`` itself, ``path/xai``, or the only ``*/xai`` below it.
+
+    Raises:
+        HistoryError: when there is none or more than one.
+    """
+    path = Path(path)
+    candidates = [path, path / "xai"] + sorted(path.glob("*/xai")) + sorted(path.glob("*/*/xai"))
+    found = [c for c in dict.fromkeys(candidates) if (c / "summary.json").is_file()]
+    if len(found) == 1 or (found and found[0] in (path, path / "xai")):
+        return found[0]
+    if not found:
+        raise HistoryError(f"{path} holds no lightning_xai history (no summary.json in it, in xai/ or in */xai/).")
+    raise HistoryError(f"{path} holds several histories ({', '.join(map(str, found))}); name one of them.")
+
+
+def read_summary(folder: str | Path) -> dict[str, Any]:
+    """Reads and checks ``<folder>/summary.json``.
+
+    Raises:
+        HistoryError: naming the file, when it is missing, truncated or of another format.
+    """
+    path = Path(folder) / "summary.json"
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise HistoryError(f"{path} does not exist: not a lightning_xai history folder.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise HistoryError(f"{path} is truncated or not JSON ({error}); it was not written by lightning_xai.") from None
+    if not isinstance(document, dict) or document.get("format") != SUMMARY_FORMAT or not isinstance(document.get("runs"), list):
+        found = document.get("format") if isinstance(document, dict) else type(document).__name__
+        raise HistoryError(f"{path} is not a lightning_xai history (format {found!r}, expected {SUMMARY_FORMAT!r}).")
+    return document
+
+
 class AttributionHistory:
     """Appends validation runs to ``folder`` and keeps their summary.
 
@@ -100,13 +139,12 @@ class AttributionHistory:
         atomic_write_bytes(self.summary_path, json.dumps(document, indent=2).encode())
 
     def load_summary(self) -> dict[str, Any]:
-        """Reads ``summary.json`` back."""
-        return json.loads(self.summary_path.read_text())
+        """Reads ``summary.json`` back (see :func:`read_summary`)."""
+        return read_summary(self.folder)
 
     def load_run(self, entry: dict[str, Any]) -> dict[str, Any]:
-        """Loads one run's raw maps (``weights_only``: tensors, numbers and strings only)."""
-        path = Path(entry["file"])
-        return torch.load(path if path.is_absolute() else self.folder / path, weights_only=True)
+        """Loads one run's raw maps (see :func:`load_run`)."""
+        return load_run(self.folder, entry)
 
     def state_dict(self) -> dict[str, Any]:
         """The run list, with absolute file paths (a resumed run may log to a new folder)."""
@@ -127,3 +165,22 @@ class AttributionHistory:
             name = f"runs/step-{global_step:08d}-{suffix}.pt"
             suffix += 1
         return name
+
+
+def load_run(folder: str | Path, entry: dict[str, Any]) -> dict[str, Any]:
+    """Loads one run's file (``weights_only``: tensors, numbers and strings only).
+
+    Raises:
+        HistoryError: naming the file, when it is missing, truncated or not a run file.
+    """
+    path = Path(entry["file"])
+    path = path if path.is_absolute() else Path(folder) / path
+    try:
+        payload = torch.load(path, weights_only=True)
+    except FileNotFoundError:
+        raise HistoryError(f"{path} is listed in summary.json but does not exist.") from None
+    except Exception as error:  # torch raises several types for damaged files
+        raise HistoryError(f"{path} is truncated or not a lightning_xai run file ({type(error).__name__}: {error}).") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("maps"), dict):
+        raise HistoryError(f"{path} is not a lightning_xai run file (no 'maps' in it).")
+    return payload

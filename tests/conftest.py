@@ -6,7 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_xai.demos import ResNetStyle, SmallCNN
+import pytorch_lightning as pl
+
+from lightning_xai.demos import ResNetStyle, SmallCNN, load_digits
 
 DEVICES = [
     "cpu",
@@ -71,3 +73,15 @@ def linear_model() -> nn.Module:
     """``f(x) = W x + b`` on 1 x 3 x 4 images with 2 classes: every attribution is known by hand."""
     torch.manual_seed(0)
     return nn.Sequential(nn.Flatten(), nn.Linear(12, 2)).eval()
+
+
+@pytest.fixture(autouse=True)
+def _seeded() -> None:
+    """Every test starts from the same global seed, whatever ran before it."""
+    pl.seed_everything(0, verbose=False)
+
+
+@pytest.fixture(scope="session")
+def digits16() -> tuple[torch.Tensor, torch.Tensor]:
+    """All 1797 digits at 16 x 16."""
+    return load_digits(16)

@@ -43,3 +43,55 @@ def test_state_round_trip_uses_absolute_paths(tmp_path):
     assert resumed.load_run(runs[0])["global_step"] == 5 and resumed.load_run(runs[1])["global_step"] == 6
     torch.save(state, tmp_path / "state.pt")
     assert torch.load(tmp_path / "state.pt", weights_only=True) == state
+
+
+def test_killing_the_writer_leaves_every_listed_run_readable(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from lightning_xai.history import load_run, read_summary
+
+    root = Path(__file__).resolve().parents[1]
+    environment = {**os.environ, "PYTHONPATH": str(root)}
+    writer = subprocess.Popen([sys.executable, str(root / "tests" / "history_writer_script.py"), str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True, env=environment)
+    deadline = time.monotonic() + 60
+    written = 0
+    while written < 5 and time.monotonic() < deadline:  # let it write a few runs, then kill it mid-write
+        written = int(writer.stdout.readline() or 0)
+    time.sleep(0.05)
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    runs = read_summary(tmp_path)["runs"]
+    assert len(runs) >= 5
+    assert [run["global_step"] for run in runs] == list(range(1, len(runs) + 1))
+    for run in runs:
+        assert load_run(tmp_path, run)["maps"]["occlusion"].shape == (64, 3, 64, 64)
+
+
+def test_damaged_and_foreign_files_get_clear_messages(tmp_path):
+    import pytest
+
+    from lightning_xai.history import HistoryError, load_run, read_summary
+
+    history = AttributionHistory(tmp_path)
+    entry = _record(history, 1)
+    (tmp_path / "notes.txt").write_text("a user's own file")  # foreign files are ignored
+    assert len(read_summary(tmp_path)["runs"]) == 1
+    run_file = tmp_path / entry["file"]
+    run_file.write_bytes(run_file.read_bytes()[:100])
+    with pytest.raises(HistoryError, match=f"{run_file} is truncated or not a lightning_xai run file"):
+        load_run(tmp_path, entry)
+    summary = tmp_path / "summary.json"
+    summary.write_text(summary.read_text()[:40])
+    with pytest.raises(HistoryError, match=f"{summary} is truncated or not JSON"):
+        read_summary(tmp_path)
+    summary.write_text('{"format": "someone-else/2", "runs": []}')
+    with pytest.raises(HistoryError, match=r"is not a lightning_xai history \(format 'someone-else/2', expected 'lightning_xai.history/1'\)"):
+        read_summary(tmp_path)
+    with pytest.raises(HistoryError, match="does not exist: not a lightning_xai history folder"):
+        read_summary(tmp_path / "elsewhere")

@@ -12,20 +12,8 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_xai import AttributionMonitor, ExpectedGradients, GradCAM, Occlusion
-from lightning_xai.demos import LitClassifier, SmallCNN, load_digits
+from lightning_xai.demos import LitClassifier, SmallCNN
 
-
-
-@pytest.fixture(autouse=True)
-def _seeded() -> None:
-    """Every test starts from the same global seed, whatever ran before it."""
-    pl.seed_everything(0, verbose=False)
-
-
-@pytest.fixture(scope="session")
-def digits16() -> tuple[torch.Tensor, torch.Tensor]:
-    """All 1797 digits at 16 x 16."""
-    return load_digits(16)
 
 
 def loaders(digits: tuple[torch.Tensor, torch.Tensor], *, batch_size: int = 32, shuffle: bool = True) -> tuple[DataLoader, DataLoader]:
