@@ -164,7 +164,7 @@ def make_settings(quick: bool, device: torch.device) -> Settings:
     on_gpu = device.type == "cuda"
     if quick:
         sweep = (16, 64, 256) if on_gpu else (8, 32)
-        return Settings(device, n_images=2, n_samples=8, n_references=4, repeats=1, min_repeat_s=0.05, budget_s=0.5, sweep=sweep, monitor=CpuMonitor())
+        return Settings(device, n_images=2, n_samples=8, n_references=4, repeats=1, min_repeat_s=0.05, budget_s=0.5, sweep=sweep, monitor=CpuMonitor(attempts=2, max_wait_s=5.0))
     sweep = (8, 16, 32, 64, 128, 256, 512, 1024, 2048) if on_gpu else (8, 16, 32, 64, 128, 256)
     return Settings(device, n_images=8, n_samples=32, n_references=16, repeats=3, min_repeat_s=0.2, budget_s=4.0, sweep=sweep, monitor=CpuMonitor())
 
