@@ -56,16 +56,28 @@ class MonitorSession:
         """``<log_dir>/xai``."""
         return self.history.folder
 
-    def record(self, result: RunResult, probes: ProbeSet, rgb: Tensor, *, step: int, epoch: int, stage: str) -> dict[str, Any]:
+    def record(
+        self,
+        result: RunResult,
+        probes: ProbeSet,
+        rgb: Tensor,
+        *,
+        step: int,
+        epoch: int,
+        stage: str,
+        extra_metrics: dict[str, float] | None = None,
+        extra_images: dict[str, Tensor] | None = None,
+    ) -> dict[str, Any]:
         """Logs and stores one run; returns its summary entry."""
         if not self.probes_logged:
             self.logger.image("xai/probes", make_grid(rgb), step)
             self.probes_logged = True
-        metrics: dict[str, float] = {}
-        images: dict[str, Tensor] = {}
+        metrics: dict[str, float] = dict(extra_metrics or {})
+        images: dict[str, Tensor] = dict(extra_images or {})
         if self.tracker is not None:
             report = self.tracker.update(result.maps, result.displays, rgb, epoch=epoch, step=step)
-            metrics, images = report.metrics, report.filmstrips
+            metrics.update(report.metrics)
+            images.update(report.filmstrips)
             for name in report.newly_settled:
                 rank_zero_info(
                     f"AttributionMonitor: {name} maps settled at epoch {epoch} (step {step}): rank correlation with the "
@@ -77,6 +89,10 @@ class MonitorSession:
         )
         self._write_settled()
         return entry
+
+    def write_findings(self, findings: list[dict[str, Any]]) -> None:
+        """Puts every shortcut finding so far into ``summary.json``."""
+        self.history.write_summary(findings=findings)
 
     def save_artefacts(self, probes: ProbeSet, references: Tensor | None) -> None:
         """Saves the probes and reference images next to the history, for replay and comparisons."""

@@ -6,7 +6,7 @@ a guard plus one call, as in Lightning's own ``EarlyStopping``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from lightning_xai.functional._checks import check_positive_int, check_scores
 from lightning_xai.loggers import find_tensorboard_writer, resolve_log_dir
 from lightning_xai.methods import AttributionMethod, ExpectedGradients, default_methods
 from lightning_xai.probes import CandidatePool, ProbeSet, TrainingReservoir, probes_from_argument, split_batch
+from lightning_xai.shortcuts import Finding, ShortcutDetector, Shortcuts, outline_findings
 from lightning_xai.stability import Stability
 
 
@@ -57,6 +58,10 @@ class AttributionMonitor(Callback):
         seed: seed of the private random generators (reservoir, expected gradients).
         stability: how maps are compared from run to run (``xai/stability/*`` scalars, the
             "settled" report, filmstrips, agreement between methods); ``None`` turns it off.
+        shortcuts: shortcut detection settings (``xai/shortcut/*``, warnings, ``findings``);
+            ``None`` turns it off.
+        on_shortcut: called with each new confirmed :class:`~lightning_xai.shortcuts.Finding` (rank 0).
+        stop_on_shortcut: stop training cleanly (on every rank) after a confirmed finding.
 
     Example:
         >>> from lightning_xai import AttributionMonitor, GradCAM, Occlusion
@@ -78,6 +83,9 @@ class AttributionMonitor(Callback):
         submodule: str | None = None,
         seed: int = 0,
         stability: Stability | None = Stability(),
+        shortcuts: Shortcuts | None = Shortcuts(),
+        on_shortcut: Callable[[Finding], None] | None = None,
+        stop_on_shortcut: bool = False,
     ) -> None:
         self.methods = _check_methods(methods)
         self.num_probes = check_positive_int(num_probes, "num_probes")
@@ -89,6 +97,16 @@ class AttributionMonitor(Callback):
         if stability is not None and not isinstance(stability, Stability):
             raise TypeError(f"`stability` must be a Stability(...) or None, got {type(stability).__name__}.")
         self.stability = stability
+        if shortcuts is not None and not isinstance(shortcuts, Shortcuts):
+            raise TypeError(f"`shortcuts` must be a Shortcuts(...) or None, got {type(shortcuts).__name__}.")
+        if on_shortcut is not None and not callable(on_shortcut):
+            raise TypeError(f"`on_shortcut` must be a callable taking a Finding, or None, got {type(on_shortcut).__name__}.")
+        self.shortcuts = shortcuts
+        self.on_shortcut = on_shortcut
+        self.stop_on_shortcut = bool(stop_on_shortcut)
+        self._detector = ShortcutDetector(shortcuts) if shortcuts is not None else None
+        self._test_images: torch.Tensor | None = None
+        self._stop_requested = False
         self.probes: ProbeSet | None = probes_from_argument(probes)
         self._pool = CandidatePool(capacity=max(16 * self.num_probes, 256))
         reference_count = max((m.reference_count for m in self.methods if _uses_training_images(m)), default=0)
@@ -110,6 +128,13 @@ class AttributionMonitor(Callback):
     def history(self) -> list[dict[str, Any]]:
         """The summary entries of every run so far (also in ``<log_dir>/xai/summary.json``)."""
         return list(self._session.history.runs) if self._session else list((self._pending_state or {}).get("runs", []))
+
+    @property
+    def findings(self) -> list[dict[str, Any]]:
+        """Every confirmed shortcut finding so far: ``epoch``, ``global_step``, ``method``, ``box``
+        (``[top, left, bottom, right]``, input pixels, bottom/right exclusive), ``score``,
+        ``confirmed``, ``message`` and the intervention rates."""
+        return [finding.to_dict() for finding in self._detector.findings] if self._detector else []
 
     @property
     def settled(self) -> dict[str, dict[str, int] | None]:
@@ -138,30 +163,35 @@ class AttributionMonitor(Callback):
             self._reservoir.add(split_batch(batch)[0])
 
     def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
-        """Starts collecting probe candidates afresh until the probes are fixed."""
-        if self.probes is None:
+        """Starts collecting probe candidates (and shortcut test images) afresh until they are fixed."""
+        if self._collecting:
             self._pool.reset()
 
     def on_validation_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        """Copies the first validation images as probe candidates."""
-        if self.probes is None and dataloader_idx == 0 and not self._pool.full:
+        """Copies the first validation images as probe candidates and shortcut test images."""
+        if self._collecting and dataloader_idx == 0 and not self._pool.full:
             self._pool.add(batch)
 
     def on_sanity_check_end(self, trainer: Any, pl_module: Any) -> None:
         """Checks the sanity check's images against the methods, so bad settings fail before training."""
         if self.probes is None and self._pool.count > 0 and not self._validated:
             self._validate(pl_module, self._pool.select(self.num_probes))
+            self._validated = False  # the real probes come from the first validation run
+
+    @property
+    def _collecting(self) -> bool:
+        return self.probes is None or (self._detector is not None and self._test_images is None)
 
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         """Fixes the probes on the first run, then explains them (rank 0, on schedule)."""
         if trainer.sanity_checking:
             return
         self._fix_probes(trainer, pl_module)
-        if self._should_skip_run(trainer):
-            return
-        self._run(trainer, pl_module)
+        if not self._should_skip_run(trainer):
+            self._run(trainer, pl_module)
+        self._sync_stop(trainer)
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         """Reports methods whose maps never settled."""
@@ -173,6 +203,7 @@ class AttributionMonitor(Callback):
         """Run history, stability state and flags: strings, numbers, lists and dicts only (``weights_only`` safe)."""
         state = dict(self._session.state_dict() if self._session else (self._pending_state or {}))
         state["probe_fingerprint"] = self.probes.fingerprint() if self.probes is not None else None
+        state["findings"] = self.findings
         state["budget_warned"] = self._budget_warned
         if self._session is not None and self._references is not None:
             state["references_file"] = str((self._session.folder / "references.pt").resolve())
@@ -183,6 +214,8 @@ class AttributionMonitor(Callback):
         self._pending_state = dict(state_dict)
         self._budget_warned = bool(state_dict.get("budget_warned", False))
         self._references = _load_references(state_dict.get("references_file"))
+        if self._detector is not None:
+            self._detector.findings = [Finding(**finding) for finding in state_dict.get("findings", [])]
         if self._session is not None:
             self._session.history.load_state_dict(self._pending_state)
 
@@ -212,8 +245,12 @@ class AttributionMonitor(Callback):
             if error is not None:
                 raise ValueError(error)
             self.probes = chosen
-            self._pool.reset()
-        self._validate(pl_module, self.probes)
+        if self._detector is not None and self._test_images is None:
+            self._test_images = self._pool.first_images(self._detector.settings.test_images)
+            if self._test_images is None:
+                self._test_images = self.probes.images  # type: ignore[union-attr]
+        self._pool.reset()
+        self._validate(pl_module, self.probes)  # type: ignore[arg-type]
 
     def _should_skip_run(self, trainer: Any) -> bool:
         if not trainer.is_global_zero or self._session is None:
@@ -239,8 +276,38 @@ class AttributionMonitor(Callback):
             self._session.save_artefacts(self.probes, self._references)
         rgb = display_rgb(self.probes.images, self.display_mean, self.display_std)
         step, epoch, stage = trainer.global_step, trainer.current_epoch, _stage_name(trainer.state.fn)
-        self._session.record(result, self.probes, rgb, step=step, epoch=epoch, stage=stage)
+        metrics, images = self._check_shortcuts(pl_module, result, rgb, epoch=epoch, step=step)
+        self._session.record(result, self.probes, rgb, step=step, epoch=epoch, stage=stage, extra_metrics=metrics, extra_images=images)
         self._report(result, trainer)
+
+    def _check_shortcuts(self, pl_module: Any, result: RunResult, rgb: Tensor, *, epoch: int, step: int) -> tuple[dict[str, float], dict[str, Tensor]]:
+        if self._detector is None or self._test_images is None or not result.displays:
+            return {}, {}
+        model = self._model(pl_module)
+        device = module_device(model)
+        with attribution_conditions(model, device):
+            images = self._test_images.to(device=device, dtype=next(model.parameters(), self._test_images).dtype)
+            current, new, metrics = self._detector.check(model, result.displays, images, epoch=epoch, step=step)
+        size = tuple(self.probes.images.shape[-2:])  # type: ignore[union-attr]
+        outlines = {f"xai/shortcut/{name}": outline_findings(rgb, [f], size) for name, f in current.items() if f.confirmed}  # type: ignore[arg-type]
+        for finding in new:
+            rank_zero_warn(f"AttributionMonitor found a likely shortcut: {finding.message}")
+            if self.on_shortcut is not None:
+                self.on_shortcut(finding)
+            self._stop_requested = self._stop_requested or self.stop_on_shortcut
+        if new:
+            self._session.write_findings(self.findings)  # type: ignore[union-attr]
+        return metrics, outlines
+
+    def _sync_stop(self, trainer: Any) -> None:
+        if not self.stop_on_shortcut:
+            return
+        stop = self._stop_requested
+        if trainer.world_size > 1:
+            stop = bool(trainer.strategy.reduce_boolean_decision(stop, all=False))
+        if stop:
+            trainer.should_stop = True
+            rank_zero_info("AttributionMonitor: stopping training after a confirmed shortcut (stop_on_shortcut=True).")
 
     def _report(self, result: RunResult, trainer: Any) -> None:
         if len(self._session.history.runs) == 1:  # type: ignore[union-attr]

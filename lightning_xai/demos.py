@@ -6,6 +6,8 @@ this project can run on a laptop CPU in seconds.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from pytorch_lightning import LightningModule
 from torch import Tensor, nn
@@ -20,13 +22,18 @@ class SmallCNN(nn.Module):
         num_classes: outputs.
         width: channels of the first block (the second has twice as many, the third four times).
         dropout: dropout before the classifier.
+        pooled_size: side of the grid the features are pooled to before the classifier; 1 is
+            global average pooling, larger keeps where things are (and makes shortcuts at a
+            fixed place easy to learn).
 
     Example:
         >>> SmallCNN(in_channels=1, num_classes=10)(torch.rand(2, 1, 32, 32)).shape
         torch.Size([2, 10])
     """
 
-    def __init__(self, in_channels: int = 3, num_classes: int = 10, width: int = 16, dropout: float = 0.0) -> None:
+    def __init__(
+        self, in_channels: int = 3, num_classes: int = 10, width: int = 16, dropout: float = 0.0, pooled_size: int = 1
+    ) -> None:
         super().__init__()
         self.features = nn.Sequential(
             *_conv_block(in_channels, width),
@@ -35,8 +42,8 @@ class SmallCNN(nn.Module):
             nn.MaxPool2d(2),
             *_conv_block(2 * width, 4 * width),
         )
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(4 * width, num_classes))
+        self.pool = nn.AdaptiveAvgPool2d(pooled_size)
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(4 * width * pooled_size**2, num_classes))
 
     def forward(self, images: Tensor) -> Tensor:
         """Class scores ``[N, num_classes]`` for images ``[N, C, H, W]``."""
@@ -140,8 +147,8 @@ class LitClassifier(LightningModule):
     ``LitClassifier(**checkpoint["hyper_parameters"])`` rebuilds it (``lightning-xai replay`` does).
 
     Args:
-        net: the classifier; ``None`` builds ``SmallCNN(in_channels, num_classes, width, dropout)``.
-        in_channels, num_classes, width, dropout: for the default network.
+        net: the classifier; ``None`` builds ``SmallCNN(in_channels, num_classes, width, dropout, pooled_size)``.
+        in_channels, num_classes, width, dropout, pooled_size: for the default network.
         lr: Adam learning rate.
 
     Example:
@@ -157,11 +164,12 @@ class LitClassifier(LightningModule):
         num_classes: int = 10,
         width: int = 16,
         dropout: float = 0.0,
+        pooled_size: int = 1,
         lr: float = 3e-3,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net"])
-        self.net = net if net is not None else SmallCNN(in_channels, num_classes, width=width, dropout=dropout)
+        self.net = net if net is not None else SmallCNN(in_channels, num_classes, width=width, dropout=dropout, pooled_size=pooled_size)
         self.lr = lr
 
     def forward(self, images: Tensor) -> Tensor:
@@ -197,3 +205,55 @@ def digits_loaders(size: int = 32, batch_size: int = 64, *, num_val: int = 297) 
     train = TensorDataset(images[:split], labels[:split])
     val = TensorDataset(images[split:], labels[split:])
     return DataLoader(train, batch_size=batch_size, shuffle=True), DataLoader(val, batch_size=batch_size)
+
+
+DecoyKind = Literal["shade", "pattern"]
+CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
+
+
+def decoy_box(size: tuple[int, int], corner: str = "top_left", side: int = 4, margin: int = 1) -> tuple[int, int, int, int]:
+    """Where a decoy goes: ``(top, left, bottom, right)`` of a ``side`` x ``side`` square in a corner.
+
+    Example:
+        >>> decoy_box((32, 32), "bottom_right")
+        (27, 27, 31, 31)
+    """
+    if corner not in CORNERS:
+        raise ValueError(f"`corner` must be one of {list(CORNERS)}, got {corner!r}.")
+    top = margin if corner.startswith("top") else size[0] - margin - side
+    left = margin if corner.endswith("left") else size[1] - margin - side
+    return top, left, top + side, left + side
+
+
+def plant_decoy(
+    images: Tensor, labels: Tensor, *, kind: DecoyKind = "shade", corner: str = "top_left", side: int = 4, num_classes: int = 10
+) -> Tensor:
+    """Decoy-MNIST style shortcut (Ross et al., 2017): a swatch in a corner that encodes the label.
+
+    ``"shade"``: a uniform square whose grey level is ``0.1 + 0.9 * label / (num_classes - 1)``;
+    ``"pattern"``: a black-and-white checker code, a different one per class.
+
+    Args:
+        images: ``[N, C, H, W]`` in [0, 1].
+        labels: ``[N]`` classes.
+        kind, corner, side: what, where and how big.
+
+    Returns:
+        A copy of ``images`` with the decoy planted.
+
+    Example:
+        >>> out = plant_decoy(torch.zeros(2, 1, 8, 8), torch.tensor([0, 9]), side=2)
+        >>> round(out[0, 0, 1, 1].item(), 2), round(out[1, 0, 1, 1].item(), 2)
+        (0.1, 1.0)
+    """
+    top, left, bottom, right = decoy_box(tuple(images.shape[-2:]), corner, side)
+    out = images.clone()
+    if kind == "shade":
+        shade = 0.1 + 0.9 * labels.float() / (num_classes - 1)
+        out[..., top:bottom, left:right] = shade.view(-1, 1, 1, 1)
+    elif kind == "pattern":
+        codes = torch.randint(0, 2, (num_classes, side, side), generator=torch.Generator().manual_seed(1234)).float()
+        out[..., top:bottom, left:right] = codes[labels].unsqueeze(1)
+    else:
+        raise ValueError(f"`kind` must be one of ['shade', 'pattern'], got {kind!r}.")
+    return out

@@ -145,6 +145,13 @@ class CandidatePool:
             self._labels.append(detached_cpu_copy(labels[:take]).long())
         self.count += take
 
+    def first_images(self, count: int) -> Tensor | None:
+        """The first ``count`` images collected (normal tensors), or ``None`` when there are none."""
+        if not self._images:
+            return None
+        with torch.inference_mode(False):
+            return torch.cat(self._images)[:count].clone()
+
     def select(self, count: int) -> ProbeSet:
         """``count`` probes spread over the classes when labels are known, else the first ``count``."""
         if self.count == 0:

@@ -181,3 +181,23 @@ def enlarge(images: Tensor, *, min_side: int = 96, mode: str = "nearest") -> Ten
         return images
     size = (images.shape[-2] * factor, images.shape[-1] * factor)
     return F.interpolate(images.float(), size=size, mode=mode, **({"align_corners": False} if mode == "bilinear" else {}))
+
+
+def draw_box(images: Tensor, box: tuple[int, int, int, int], *, colour: tuple[float, float, float] = (0.1, 0.9, 1.0), thickness: int = 2) -> Tensor:
+    """Copies of ``images`` ``[N, 3, H, W]`` with the outline of ``box`` (top, left, bottom, right) drawn.
+
+    Example:
+        >>> out = draw_box(torch.zeros(1, 3, 8, 8), (2, 2, 6, 6), thickness=1)
+        >>> out[0, 0, 2, 2:6].tolist(), out[0, 0, 4, 4].item()
+        ([0.10000000149011612, 0.10000000149011612, 0.10000000149011612, 0.10000000149011612], 0.0)
+    """
+    out = images.clone()
+    height, width = images.shape[-2:]
+    top, left = max(0, box[0]), max(0, box[1])
+    bottom, right = min(height, box[2]), min(width, box[3])
+    paint = torch.tensor(colour, dtype=out.dtype).view(1, 3, 1, 1)
+    out[..., top : min(bottom, top + thickness), left:right] = paint
+    out[..., max(top, bottom - thickness) : bottom, left:right] = paint
+    out[..., top:bottom, left : min(right, left + thickness)] = paint
+    out[..., top:bottom, max(left, right - thickness) : right] = paint
+    return out
