@@ -157,6 +157,7 @@ class ShortcutDetector:
                 metrics[f"shortcut/{name}/outside_mass_mean"] = float(mass_outside(maps, self.settings.object_masks).mean())
             if finding.confirmed and not self._already_reported(finding):
                 new.append(finding)
+        new = _smallest_per_region(new)
         self.findings.extend(new)
         return current, new, metrics
 
@@ -173,8 +174,9 @@ class ShortcutDetector:
         if not scored:
             return None
         confirmed = [item for item in scored if self._confirms(item[1])]
-        pool = confirmed or scored
-        return max(pool, key=lambda item: (item[1]["concentration"] if confirmed else self._score(item[1])))
+        if confirmed:
+            return _most_precise(confirmed)
+        return max(scored, key=lambda item: self._score(item[1]))
 
     def _confirms(self, scores: dict[str, float]) -> bool:
         s = self.settings
@@ -206,7 +208,38 @@ class ShortcutDetector:
         )
 
     def _already_reported(self, finding: Finding) -> bool:
-        return any(box_iou(tuple(finding.box), tuple(old.box)) > 0.5 for old in self.findings)  # type: ignore[arg-type]
+        return any(box_iou(tuple(finding.box), tuple(old.box)) > 0 for old in self.findings)  # type: ignore[arg-type]
+
+
+def _most_precise(candidates: list[tuple[Box, dict[str, float]]]) -> tuple[Box, dict[str, float]]:
+    """The smallest box that carries nearly (80%) as much evidence as the best one.
+
+    A box inside the real region is confirmed too but explains less; a box around it explains
+    as much but is less precise.
+    """
+    best = max(_evidence(scores) for _, scores in candidates)
+    strong = [item for item in candidates if _evidence(item[1]) >= 0.8 * best]
+    return min(strong, key=lambda item: (_area(item[0]), -_evidence(item[1])))
+
+
+def _evidence(scores: dict[str, float]) -> float:
+    """Necessity (predictions change without the box) plus sufficiency (the box alone keeps them, pasted it is followed)."""
+    return scores["flip_rate"] + scores["keep_rate"] + scores["follow_rate"]
+
+
+def _area(box: Box) -> int:
+    return (box[2] - box[0]) * (box[3] - box[1])
+
+
+def _smallest_per_region(findings: list[Finding]) -> list[Finding]:
+    """Of findings whose boxes overlap (several methods, one region), keeps the most precise one (see ``_most_precise``)."""
+    overlaps = lambda a, b: box_iou(tuple(a.box), tuple(b.box)) > 0  # type: ignore[arg-type]  # noqa: E731
+    kept: list[Finding] = []
+    for finding in sorted(findings, key=lambda f: (_area(tuple(f.box)), -_evidence(asdict(f)))):  # type: ignore[arg-type]
+        best_nearby = max(_evidence(asdict(other)) for other in findings if overlaps(finding, other))
+        if _evidence(asdict(finding)) >= 0.8 * best_nearby and not any(overlaps(finding, other) for other in kept):
+            kept.append(finding)
+    return kept
 
 
 def outline_findings(rgb: Tensor, findings: list[Finding], size: tuple[int, int]) -> Tensor:

@@ -7,6 +7,7 @@ Each rank writes what it saw to ``<out>/rank-<r>.json``.
 from __future__ import annotations
 
 import json
+import runpy
 import sys
 from pathlib import Path
 
@@ -17,6 +18,23 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_xai import AttributionMonitor, ExpectedGradients, GradCAM, Occlusion
 from lightning_xai.demos import LitClassifier, SmallCNN
+
+
+def decoy_main(out: Path) -> None:
+    """Decoy digits with stop_on_shortcut: rank 0 finds the shortcut, every rank must stop together."""
+    pl.seed_everything(0, verbose=False)
+    example = runpy.run_path(str(Path(__file__).resolve().parents[2] / "examples" / "decoy_digits.py"))
+    images, labels, _ = example["make_data"](0, clean=False, kind="shade", corner="top_left")
+    train = DataLoader(TensorDataset(images[:1500], labels[:1500]), batch_size=64, shuffle=True)
+    val = DataLoader(TensorDataset(images[1500:], labels[1500:]), batch_size=64)
+    monitor = AttributionMonitor([ExpectedGradients(n_samples=16)], stop_on_shortcut=True, stability=None)
+    trainer = pl.Trainer(
+        strategy="ddp", accelerator="cpu", devices=2, max_epochs=10, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, enable_checkpointing=False, callbacks=[monitor],
+    )
+    trainer.fit(LitClassifier(in_channels=1, width=16, pooled_size=4), train, val)
+    report = {"rank": trainer.global_rank, "epoch": trainer.current_epoch, "global_step": trainer.global_step, "findings": len(monitor.findings)}
+    (out / f"decoy-rank-{trainer.global_rank}.json").write_text(json.dumps(report))
 
 
 def main(out: Path) -> None:
@@ -43,4 +61,4 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    (decoy_main if sys.argv[2:] == ["decoy"] else main)(Path(sys.argv[1]))

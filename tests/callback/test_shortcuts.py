@@ -1,0 +1,41 @@
+"""Shortcut reactions in the monitor: on_shortcut, stop_on_shortcut, findings in the checkpoint state."""
+
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_xai import AttributionMonitor, ExpectedGradients
+from lightning_xai.demos import LitClassifier
+from lightning_xai.shortcuts import Finding
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def decoy_loaders():
+    example = runpy.run_path(str(ROOT / "examples" / "decoy_digits.py"))
+    images, labels, _ = example["make_data"](0, clean=False, kind="shade", corner="top_left")
+    train = DataLoader(TensorDataset(images[:1500], labels[:1500]), batch_size=64, shuffle=True)
+    return train, DataLoader(TensorDataset(images[1500:], labels[1500:]), batch_size=64)
+
+
+def test_stop_on_shortcut_and_on_shortcut(tmp_path, decoy_loaders):
+    seen: list[Finding] = []
+    monitor = AttributionMonitor(
+        [ExpectedGradients(n_samples=16)], display_mean=(0.0,), display_std=(1.0,), on_shortcut=seen.append, stop_on_shortcut=True
+    )
+    trainer = pl.Trainer(max_epochs=6, default_root_dir=tmp_path, callbacks=[monitor], enable_progress_bar=False, enable_model_summary=False, logger=False)
+    with pytest.warns(UserWarning, match="found a likely shortcut"):
+        trainer.fit(LitClassifier(in_channels=1, width=16, pooled_size=4), *decoy_loaders)
+    assert len(seen) == 1 and isinstance(seen[0], Finding) and seen[0].box == [1, 1, 5, 5]
+    assert trainer.current_epoch == seen[0].epoch + 1 < 6  # stopped right after the finding's epoch
+    state = monitor.state_dict()
+    assert state["findings"] == monitor.findings
+    restored = AttributionMonitor([ExpectedGradients(n_samples=16)])
+    restored.load_state_dict(state)
+    assert restored.findings == monitor.findings

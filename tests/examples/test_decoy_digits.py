@@ -1,0 +1,41 @@
+"""examples/decoy_digits.py: the decoy is flagged where it is, the clean control stays silent."""
+
+from __future__ import annotations
+
+import json
+import runpy
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def example():
+    return runpy.run_path(str(ROOT / "examples" / "decoy_digits.py"))
+
+
+def test_decoy_is_flagged_at_the_swatch(example, tmp_path, capsys):
+    with pytest.warns(UserWarning, match="AttributionMonitor found a likely shortcut: after epoch 1 the model relies on a 4x4 region at the top-left corner"):
+        result = example["main"](tmp_path, epochs=2, seed=0)
+    assert result["first_epoch"] == 1 and result["iou"] >= 0.5
+    assert result["val_accuracy"] > result["accuracy_without_decoy"] + 0.2  # accuracy hides the shortcut
+    finding = result["findings"][0]
+    assert set(finding) >= {"epoch", "global_step", "method", "box", "score", "confirmed", "message"} and finding["confirmed"]
+    log_dir = tmp_path / "lightning_logs" / "version_0"
+    summary = json.loads((log_dir / "xai" / "summary.json").read_text())
+    assert summary["findings"] == result["findings"]
+    events = EventAccumulator(str(log_dir), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    method = finding["method"]
+    assert f"xai/shortcut/{method}" in events.Tags()["images"]
+    flips = events.Scalars(f"xai/shortcut/{method}/flip_rate")
+    assert len(flips) == 2 and flips[-1].value >= 0.3
+    assert "the model relies on" in capsys.readouterr().out
+
+
+def test_clean_control_has_no_finding(example, tmp_path):
+    result = example["main"](tmp_path, epochs=2, seed=0, clean=True)
+    assert result["findings"] == [] and result["first_epoch"] is None
