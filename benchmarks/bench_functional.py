@@ -41,6 +41,7 @@ import argparse
 import math
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -164,7 +165,7 @@ def make_settings(quick: bool, device: torch.device) -> Settings:
     on_gpu = device.type == "cuda"
     if quick:
         sweep = (16, 64, 256) if on_gpu else (8, 32)
-        return Settings(device, n_images=2, n_samples=8, n_references=4, repeats=1, min_repeat_s=0.05, budget_s=0.5, sweep=sweep, monitor=CpuMonitor(attempts=2, max_wait_s=5.0))
+        return Settings(device, n_images=2, n_samples=8, n_references=4, repeats=1, min_repeat_s=0.05, budget_s=0.5, sweep=sweep, monitor=CpuMonitor(attempts=2, max_wait_s=5.0, total_wait_s=20.0))
     sweep = (8, 16, 32, 64, 128, 256, 512, 1024, 2048) if on_gpu else (8, 16, 32, 64, 128, 256)
     return Settings(device, n_images=8, n_samples=32, n_references=16, repeats=3, min_repeat_s=0.2, budget_s=4.0, sweep=sweep, monitor=CpuMonitor())
 
@@ -242,11 +243,14 @@ class CpuMonitor:
 
     A repeat is *disturbed* when other processes used more than ``threshold`` of the
     machine's CPU time while it ran; it is then rerun after waiting for a quiet second
-    (at most ``max_wait_s``), up to ``attempts`` times in all.
+    (at most ``max_wait_s``), up to ``attempts`` times in all, until the run has spent
+    ``total_wait_s`` waiting; after that disturbed repeats are only counted.
     """
 
-    def __init__(self, threshold: float = 0.10, attempts: int = 4, max_wait_s: float = 60.0) -> None:
-        self.threshold, self.attempts, self.max_wait_s = threshold, attempts, max_wait_s
+    def __init__(
+        self, threshold: float = 0.10, attempts: int = 4, max_wait_s: float = 60.0, total_wait_s: float = 600.0
+    ) -> None:
+        self.threshold, self.attempts, self.max_wait_s, self.total_wait_s = threshold, attempts, max_wait_s, total_wait_s
         self.reruns, self.kept_disturbed, self.waited_s = 0, 0, 0.0
 
     def time_quietly(self, fn: Callable[[], object], device: torch.device) -> tuple[float, object]:
@@ -257,9 +261,11 @@ class CpuMonitor:
             share = others_share(before, cpu_ticks())
             if share is None or share <= self.threshold:
                 return seconds, result
-            if attempt + 1 < self.attempts:
+            if attempt + 1 < self.attempts and self.waited_s < self.total_wait_s:
                 self.reruns += 1
                 self.wait_for_quiet()
+            else:
+                break
         self.kept_disturbed += 1
         return seconds, result
 
@@ -559,6 +565,7 @@ def probe_data(case: Case, settings: Settings) -> tuple[Tensor, Tensor]:
 
 def case_rows(case: Case, settings: Settings) -> list[list[str]]:
     """All table rows of one model at one input size."""
+    print(f"measuring {case.name} at {case.size}x{case.size} ...", file=sys.stderr, flush=True)
     torch.manual_seed(0)
     model = case.build().to(settings.device).eval()
     images, references = probe_data(case, settings)

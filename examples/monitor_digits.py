@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-from lightning_xai import AttributionMonitor
+from lightning_xai import AttributionMonitor, ExpectedGradients, GradCAM, IntegratedGradients, Occlusion
+from lightning_xai.faithfulness import Faithfulness
 from lightning_xai.demos import LitClassifier, SmallCNN, digits_loaders
 
 
@@ -42,9 +43,14 @@ def fit(root: Path, *, epochs: int, monitor: AttributionMonitor | None, seed: in
     return time.perf_counter() - started, trainer
 
 
-def main(root: Path, *, epochs: int = 6, compare: bool = False, seed: int = 0) -> dict:
+def main(root: Path, *, epochs: int = 6, compare: bool = False, seed: int = 0, faithfulness: bool = False) -> dict:
     """Trains with the monitor (and, with ``compare``, without) and prints where the results are."""
-    monitor = AttributionMonitor(display_mean=(0.0,), display_std=(1.0,))
+    monitor = AttributionMonitor(
+        [GradCAM(), Occlusion(), ExpectedGradients(), IntegratedGradients()],
+        display_mean=(0.0,),
+        display_std=(1.0,),
+        faithfulness=Faithfulness(sanity_check_at_end=True) if faithfulness else None,
+    )
     seconds, trainer = fit(root, epochs=epochs, monitor=monitor, seed=seed)
     runs = monitor.history
     print(f"fit with the monitor: {seconds:.1f}s, validation accuracy {float(trainer.callback_metrics['val_acc']):.1%}")
@@ -54,6 +60,14 @@ def main(root: Path, *, epochs: int = 6, compare: bool = False, seed: int = 0) -
     log_dir = Path(trainer.logger.log_dir)
     print(f"TensorBoard: tensorboard --logdir {root}  (images xai/probes, xai/grad_cam, xai/occlusion, xai/expected_gradients)")
     print(f"raw maps and summary: {log_dir / 'xai'}")
+    if faithfulness:
+        last = runs[-1]["metrics"]
+        for name in ("grad_cam", "occlusion", "expected_gradients", "integrated_gradients"):
+            print(
+                f"  {name:>22}: deletion AUC {last[f'faithfulness/{name}/deletion_auc_mean']:.2f} "
+                f"(random {last['faithfulness/random/deletion_auc_mean']:.2f}), insertion AUC "
+                f"{last[f'faithfulness/{name}/insertion_auc_mean']:.2f} (random {last['faithfulness/random/insertion_auc_mean']:.2f})"
+            )
     result = {"seconds_with": seconds, "runs": runs, "log_dir": log_dir}
     if compare:
         baseline, _ = fit(root / "without_monitor", epochs=epochs, monitor=None, seed=seed)
@@ -72,5 +86,6 @@ if __name__ == "__main__":
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--compare", action="store_true", help="also train without the monitor and compare fit time")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--faithfulness", action="store_true", help="also judge the maps: deletion/insertion curves, sanity check")
     arguments = parser.parse_args()
-    main(arguments.root, epochs=arguments.epochs, compare=arguments.compare, seed=arguments.seed)
+    main(arguments.root, epochs=arguments.epochs, compare=arguments.compare, seed=arguments.seed, faithfulness=arguments.faithfulness)

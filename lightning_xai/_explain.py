@@ -30,6 +30,8 @@ class RunResult:
     predictions: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
     probabilities: Tensor = field(default_factory=lambda: torch.empty(0))
     target_probabilities: Tensor = field(default_factory=lambda: torch.empty(0))
+    target_scores: Tensor = field(default_factory=lambda: torch.empty(0))
+    gaps: dict[str, Tensor] = field(default_factory=dict)
     total_seconds: float = 0.0
 
 
@@ -49,6 +51,7 @@ def explain_probes(
     references: Tensor | None,
     seed: int,
     max_seconds: float | None,
+    with_gaps: bool = False,
 ) -> RunResult:
     """Runs every method on the probes under attribution conditions.
 
@@ -68,7 +71,12 @@ def explain_probes(
                 continue
             method_started = time.perf_counter()
             context = MethodContext(generator=torch.Generator(device=device).manual_seed(seed), references=refs)
-            attributions = method.attribute(model, images, result.targets.to(device), context).float()
+            attributions, gap = method.attribute_with_gap(model, images, result.targets.to(device), context) if with_gaps else (
+                method.attribute(model, images, result.targets.to(device), context), None
+            )
+            attributions = attributions.float()
+            if gap is not None:
+                result.gaps[method.name] = gap.float().cpu()
             result.maps[method.name] = attributions.cpu()
             result.displays[method.name] = method.display(attributions).cpu()
             result.seconds[method.name] = time.perf_counter() - method_started
@@ -78,9 +86,11 @@ def explain_probes(
 
 def _predict(model: nn.Module, images: Tensor, probes: ProbeSet, result: RunResult) -> None:
     with torch.no_grad():
-        probabilities = torch.softmax(check_scores(model(images), images.shape[0]).float(), dim=1).cpu()
+        scores = check_scores(model(images), images.shape[0]).float().cpu()
+    probabilities = torch.softmax(scores, dim=1)
     result.probabilities, result.predictions = probabilities.max(dim=1)
     result.targets = probes.labels if probes.labels is not None else result.predictions
+    result.target_scores = scores.gather(1, result.targets.view(-1, 1)).squeeze(1)
     result.target_probabilities = probabilities.gather(1, result.targets.view(-1, 1)).squeeze(1)
 
 

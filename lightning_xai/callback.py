@@ -7,8 +7,6 @@ a guard plus one call, as in Lightning's own ``EarlyStopping``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import fields
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,11 +17,27 @@ from torch import Tensor, nn
 from lightning_xai._context import attribution_conditions
 from lightning_xai._explain import RunResult, display_rgb, explain_probes, module_device
 from lightning_xai._session import MonitorSession
-from lightning_xai.functional._checks import check_positive_int, check_scores
+from lightning_xai._monitor_checks import (
+    check_display_normalisation,
+    check_labels,
+    check_max_seconds,
+    check_methods,
+    check_validation_data,
+    describe,
+    forward_probes,
+    load_references,
+    select_or_error,
+    stage_name,
+    uses_training_images,
+)
+from lightning_xai.functional._checks import check_positive_int
 from lightning_xai.loggers import find_tensorboard_writer, resolve_log_dir
-from lightning_xai.methods import AttributionMethod, ExpectedGradients, default_methods
+from lightning_xai.methods import AttributionMethod
 from lightning_xai.probes import CandidatePool, ProbeSet, TrainingReservoir, probes_from_argument, split_batch
-from lightning_xai.shortcuts import Finding, ShortcutDetector, Shortcuts, outline_findings
+from lightning_xai._analyses import check_shortcuts, judge_faithfulness, model_dtype_images, sanity_summary
+from lightning_xai.faithfulness import Faithfulness, sanity_check
+from lightning_xai.methods import MethodContext
+from lightning_xai.shortcuts import Finding, ShortcutDetector, Shortcuts
 from lightning_xai.stability import Stability
 
 
@@ -61,6 +75,9 @@ class AttributionMonitor(Callback):
         shortcuts: shortcut detection settings (``xai/shortcut/*``, warnings, ``findings``);
             ``None`` turns it off.
         on_shortcut: called with each new confirmed :class:`~lightning_xai.shortcuts.Finding` (rank 0).
+        faithfulness: judge the maps themselves each run (deletion/insertion curves, mass-centre
+            ablation, completeness gaps; ``xai/faithfulness/*``, ``xai/completeness/*``); off
+            by default because it costs about as much as the maps.
         stop_on_shortcut: stop training cleanly (on every rank) after a confirmed finding.
 
     Example:
@@ -86,12 +103,13 @@ class AttributionMonitor(Callback):
         shortcuts: Shortcuts | None = Shortcuts(),
         on_shortcut: Callable[[Finding], None] | None = None,
         stop_on_shortcut: bool = False,
+        faithfulness: Faithfulness | None = None,
     ) -> None:
-        self.methods = _check_methods(methods)
+        self.methods = check_methods(methods)
         self.num_probes = check_positive_int(num_probes, "num_probes")
         self.every_n_epochs = check_positive_int(every_n_epochs, "every_n_epochs")
-        self.max_seconds = _check_max_seconds(max_seconds)
-        self.display_mean, self.display_std = _check_display_normalisation(display_mean, display_std)
+        self.max_seconds = check_max_seconds(max_seconds)
+        self.display_mean, self.display_std = check_display_normalisation(display_mean, display_std)
         self.submodule = submodule
         self.seed = check_positive_int(seed, "seed", minimum=0)
         if stability is not None and not isinstance(stability, Stability):
@@ -107,9 +125,13 @@ class AttributionMonitor(Callback):
         self._detector = ShortcutDetector(shortcuts) if shortcuts is not None else None
         self._test_images: torch.Tensor | None = None
         self._stop_requested = False
+        if faithfulness is not None and not isinstance(faithfulness, Faithfulness):
+            raise TypeError(f"`faithfulness` must be a Faithfulness(...) or None, got {type(faithfulness).__name__}.")
+        self.faithfulness = faithfulness
+        self._gap_warned: set[str] = set()
         self.probes: ProbeSet | None = probes_from_argument(probes)
         self._pool = CandidatePool(capacity=max(16 * self.num_probes, 256))
-        reference_count = max((m.reference_count for m in self.methods if _uses_training_images(m)), default=0)
+        reference_count = max((m.reference_count for m in self.methods if uses_training_images(m)), default=0)
         self._reservoir = TrainingReservoir(reference_count, seed=self.seed) if reference_count else None
         self._references: torch.Tensor | None = None
         self._validated = False
@@ -121,7 +143,7 @@ class AttributionMonitor(Callback):
     def state_key(self) -> str:
         """Distinguishes monitors with different settings in a checkpoint."""
         return self._generate_state_key(
-            methods=[_describe(m) for m in self.methods], every_n_epochs=self.every_n_epochs, probes=self._probe_description()
+            methods=[describe(m) for m in self.methods], every_n_epochs=self.every_n_epochs, probes=self._probe_description()
         )
 
     @property
@@ -146,7 +168,7 @@ class AttributionMonitor(Callback):
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         """Fails early when no probes were given and there is no validation data to pick them from."""
         if self.probes is None:
-            _check_validation_data(trainer, stage)
+            check_validation_data(trainer, stage)
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         """Opens the history and checks given probes against the model before any training."""
@@ -194,9 +216,11 @@ class AttributionMonitor(Callback):
         self._sync_stop(trainer)
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
-        """Reports methods whose maps never settled."""
+        """Reports methods whose maps never settled; runs the sanity check if asked to."""
         if self._session is not None:
             self._session.finish()
+        if self.faithfulness is not None and self.faithfulness.sanity_check_at_end:
+            self.sanity_check(trainer, pl_module)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -213,7 +237,7 @@ class AttributionMonitor(Callback):
         """Continues the history of a checkpointed run."""
         self._pending_state = dict(state_dict)
         self._budget_warned = bool(state_dict.get("budget_warned", False))
-        self._references = _load_references(state_dict.get("references_file"))
+        self._references = load_references(state_dict.get("references_file"))
         if self._detector is not None:
             self._detector.findings = [Finding(**finding) for finding in state_dict.get("findings", [])]
         if self._session is not None:
@@ -239,7 +263,7 @@ class AttributionMonitor(Callback):
         if self.probes is not None and self._validated:
             return
         if self.probes is None:
-            chosen, error = _select_or_error(self._pool, self.num_probes) if trainer.is_global_zero else (None, None)
+            chosen, error = select_or_error(self._pool, self.num_probes) if trainer.is_global_zero else (None, None)
             if trainer.world_size > 1:
                 chosen, error = trainer.strategy.broadcast((chosen, error), src=0)
             if error is not None:
@@ -255,7 +279,7 @@ class AttributionMonitor(Callback):
     def _should_skip_run(self, trainer: Any) -> bool:
         if not trainer.is_global_zero or self._session is None:
             return True
-        fitting = _stage_name(trainer.state.fn) == "fit"
+        fitting = stage_name(trainer.state.fn) == "fit"
         return fitting and (trainer.current_epoch + 1) % self.every_n_epochs != 0
 
     def _run(self, trainer: Any, pl_module: Any) -> None:
@@ -271,33 +295,72 @@ class AttributionMonitor(Callback):
             references=self._references,
             seed=self.seed,
             max_seconds=self.max_seconds,
+            with_gaps=self.faithfulness is not None,
         )
         if first:
             self._session.save_artefacts(self.probes, self._references)
         rgb = display_rgb(self.probes.images, self.display_mean, self.display_std)
-        step, epoch, stage = trainer.global_step, trainer.current_epoch, _stage_name(trainer.state.fn)
-        metrics, images = self._check_shortcuts(pl_module, result, rgb, epoch=epoch, step=step)
+        step, epoch, stage = trainer.global_step, trainer.current_epoch, stage_name(trainer.state.fn)
+        metrics, images = self._analyse(pl_module, result, rgb, epoch=epoch, step=step)
         self._session.record(result, self.probes, rgb, step=step, epoch=epoch, stage=stage, extra_metrics=metrics, extra_images=images)
         self._report(result, trainer)
 
-    def _check_shortcuts(self, pl_module: Any, result: RunResult, rgb: Tensor, *, epoch: int, step: int) -> tuple[dict[str, float], dict[str, Tensor]]:
-        if self._detector is None or self._test_images is None or not result.displays:
-            return {}, {}
+    def _analyse(self, pl_module: Any, result: RunResult, rgb: Tensor, *, epoch: int, step: int) -> tuple[dict[str, float], dict[str, Tensor]]:
+        """Shortcut checks and faithfulness metrics of this run (each when switched on)."""
+        metrics: dict[str, float] = {}
+        images: dict[str, Tensor] = {}
+        model = self._model(pl_module)
+        if self._detector is not None and self._test_images is not None and result.displays:
+            found, outlines, new = check_shortcuts(
+                self._detector, model, result, rgb, self._test_images, probe_size=tuple(self.probes.images.shape[-2:]),  # type: ignore[union-attr, arg-type]
+                epoch=epoch, step=step, on_finding=self._react,
+            )
+            metrics.update(found)
+            images.update(outlines)
+            if new:
+                self._session.write_findings(self.findings)  # type: ignore[union-attr]
+        if self.faithfulness is not None and result.maps:
+            judged, plots = judge_faithfulness(self.faithfulness, model, self.probes.images, result, seed=self.seed, warned=self._gap_warned)  # type: ignore[union-attr]
+            metrics.update(judged)
+            images.update(plots)
+        return metrics, images
+
+    def _react(self, finding: Finding) -> None:
+        if self.on_shortcut is not None:
+            self.on_shortcut(finding)
+        self._stop_requested = self._stop_requested or self.stop_on_shortcut
+
+    def sanity_check(self, trainer: Any, pl_module: Any, *, cascade: bool = True) -> dict[str, Any]:
+        """Model-randomisation sanity check (Adebayo et al.) of every method, on the probes.
+
+        Maps of copies of the model whose weights are randomised, cascading from the top layer,
+        are compared with the trained model's maps (rank correlation, SSIM). A method whose maps
+        barely change is reported as insensitive to the model (a warning, and ``"sanity_check"``
+        in ``summary.json``; scalars ``xai/sanity/<method>/{spearman,ssim}``). The live model is
+        never modified. Call it after fit, or let ``Faithfulness(sanity_check_at_end=True)`` do it.
+
+        Returns:
+            ``{method: {"spearman", "ssim", "insensitive", "layers": [...]}}`` (rank 0; ``{}`` elsewhere).
+        """
+        if not trainer.is_global_zero or self.probes is None:
+            return {}
+        settings = self.faithfulness or Faithfulness()
         model = self._model(pl_module)
         device = module_device(model)
         with attribution_conditions(model, device):
-            images = self._test_images.to(device=device, dtype=next(model.parameters(), self._test_images).dtype)
-            current, new, metrics = self._detector.check(model, result.displays, images, epoch=epoch, step=step)
-        size = tuple(self.probes.images.shape[-2:])  # type: ignore[union-attr]
-        outlines = {f"xai/shortcut/{name}": outline_findings(rgb, [f], size) for name, f in current.items() if f.confirmed}  # type: ignore[arg-type]
-        for finding in new:
-            rank_zero_warn(f"AttributionMonitor found a likely shortcut: {finding.message}")
-            if self.on_shortcut is not None:
-                self.on_shortcut(finding)
-            self._stop_requested = self._stop_requested or self.stop_on_shortcut
-        if new:
-            self._session.write_findings(self.findings)  # type: ignore[union-attr]
-        return metrics, outlines
+            images = model_dtype_images(model, self.probes.images)
+            with torch.no_grad():
+                targets = self.probes.labels if self.probes.labels is not None else model(images).argmax(dim=1)
+            references = model_dtype_images(model, self._references) if self._references is not None else None
+            make_context = lambda: MethodContext(torch.Generator(device=device).manual_seed(self.seed), references)  # noqa: E731
+            report = sanity_check(model, images, targets.to(device), self.methods, make_context, settings=settings, seed=self.seed, cascade=cascade)
+        sanity_summary(report, settings.insensitive_above)
+        if self._session is not None:
+            scalars = {f"xai/sanity/{name}/{key}": values[key] for name, values in report.items() for key in ("spearman", "ssim")}
+            self._session.logger.scalars(scalars, trainer.global_step)
+            self._session.logger.flush()
+            self._session.history.write_summary(sanity_check={"global_step": trainer.global_step, **report})
+        return report
 
     def _sync_stop(self, trainer: Any) -> None:
         if not self.stop_on_shortcut:
@@ -339,8 +402,8 @@ class AttributionMonitor(Callback):
         device = module_device(model)
         with attribution_conditions(model, device):
             images = probes.images.to(device=device, dtype=next(model.parameters(), probes.images).dtype)
-            scores = _forward_probes(model, images)
-            _check_labels(probes, scores.shape[1])
+            scores = forward_probes(model, images)
+            check_labels(probes, scores.shape[1])
             for method in self.methods:
                 method.validate(model, images)
         self._validated = True
@@ -350,105 +413,3 @@ class AttributionMonitor(Callback):
             return f"given{list(self.probes.images.shape)}"
         return self.num_probes
 
-
-def _load_references(path: object) -> Tensor | None:
-    """The frozen reference images of a checkpointed run, if its file is still there."""
-    if not isinstance(path, str) or not Path(path).is_file():
-        return None
-    return torch.load(path, weights_only=True)["images"]
-
-
-def _forward_probes(model: nn.Module, images: Tensor) -> Tensor:
-    try:
-        with torch.no_grad():
-            scores = model(images)
-    except Exception as error:  # the model's own error, re-raised with context
-        raise ValueError(
-            f"`probes` of shape {list(images.shape)} were rejected by {type(model).__name__}.forward: {error}"
-        ) from error
-    return check_scores(scores, images.shape[0], what=f"{type(model).__name__}.forward on the probes")
-
-
-def _check_labels(probes: ProbeSet, num_classes: int) -> None:
-    if probes.labels is None:
-        return
-    outside = probes.labels[(probes.labels < 0) | (probes.labels >= num_classes)]
-    if outside.numel():
-        raise ValueError(
-            f"probe targets must be classes in [0, {num_classes - 1}] for a model with {num_classes} outputs, "
-            f"got {outside.tolist()}."
-        )
-
-
-def _select_or_error(pool: CandidatePool, count: int) -> tuple[ProbeSet | None, str | None]:
-    try:
-        return pool.select(count), None
-    except ValueError as error:
-        return None, str(error)
-
-
-def _stage_name(stage: Any) -> str:
-    """``"fit"``, ``"validate"``, ... from a ``TrainerFn`` or a string."""
-    return str(getattr(stage, "value", stage))
-
-
-def _check_validation_data(trainer: Any, stage: Any) -> None:
-    stage = _stage_name(stage)
-    loops = {"fit": lambda: trainer.fit_loop.epoch_loop.val_loop, "validate": lambda: trainer.validate_loop}
-    if stage not in loops:
-        return
-    source = getattr(loops[stage](), "_data_source", None)
-    defined = source.is_defined() if source is not None else True
-    if not defined or trainer.limit_val_batches == 0:
-        raise ValueError(
-            "AttributionMonitor needs probe images: pass `probes=` (a tensor, (images, targets) or "
-            "(dataset, indices)), or give the Trainer validation data to pick them from "
-            f"(stage {stage!r} has {'validation disabled' if defined else 'no validation dataloader'})."
-        )
-
-
-def _check_methods(methods: Sequence[AttributionMethod] | None) -> list[AttributionMethod]:
-    methods = list(default_methods() if methods is None else methods)
-    for method in methods:
-        if not isinstance(method, AttributionMethod):
-            raise TypeError(
-                "`methods` must hold method objects such as GradCAM(), Occlusion(), ExpectedGradients(), "
-                f"got {type(method).__name__}."
-            )
-    names = [m.name for m in methods]
-    if not names or len(set(names)) != len(names):
-        raise ValueError(f"`methods` must be a non-empty list with each method at most once, got {names}.")
-    return methods
-
-
-def _check_max_seconds(max_seconds: object) -> float | None:
-    if max_seconds is None:
-        return None
-    if isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float)) or not max_seconds > 0:
-        raise ValueError(f"`max_seconds` must be a positive number of seconds or None, got {max_seconds!r}.")
-    return float(max_seconds)
-
-
-def _check_display_normalisation(mean: object, std: object) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
-    if mean is None and std is None:
-        return None, None
-    if mean is None or std is None or len(mean) != len(std) or not len(mean):  # type: ignore[arg-type]
-        raise ValueError(f"`display_mean` and `display_std` must be given together with one value per channel, got {mean!r} and {std!r}.")
-    return tuple(float(v) for v in mean), tuple(float(v) for v in std)  # type: ignore[union-attr]
-
-
-def _uses_training_images(method: AttributionMethod) -> bool:
-    return isinstance(method, ExpectedGradients) and isinstance(method.baselines, str) and method.baselines == "training"
-
-
-def _describe(method: AttributionMethod) -> str:
-    """Short, stable description: the name plus the settings that differ from the defaults."""
-    changed = []
-    for spec in fields(method):
-        value = getattr(method, spec.name)
-        default = spec.default
-        if isinstance(value, Tensor):
-            changed.append(f"{spec.name}=tensor{list(value.shape)}")
-        elif value != default:
-            changed.append(f"{spec.name}={value!r}")
-    return method.name + (f"({', '.join(changed)})" if changed else "")

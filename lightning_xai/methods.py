@@ -52,6 +52,12 @@ class AttributionMethod:
         """Attributions for ``images`` ``[N, C, H, W]`` and ``targets`` ``[N]``."""
         raise NotImplementedError
 
+    def attribute_with_gap(
+        self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext
+    ) -> tuple[Tensor, Tensor | None]:
+        """Attributions and, for path methods, each image's completeness gap ``[N]`` (else ``None``)."""
+        return self.attribute(model, images, targets, context), None
+
     def display(self, attributions: Tensor) -> Tensor:
         """Display maps ``[N, 1, H, W]`` in [0, 1], normalised per image."""
         return F.display_map(attributions, reduce=self.display_reduce)
@@ -172,14 +178,23 @@ class ExpectedGradients(AttributionMethod):
         _check_optional_int(self.batch_size, "batch_size")
 
     def attribute(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> Tensor:
+        return self._run(model, images, targets, context, return_delta=False)  # type: ignore[return-value]
+
+    def attribute_with_gap(
+        self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext
+    ) -> tuple[Tensor, Tensor | None]:
+        return self._run(model, images, targets, context, return_delta=True)  # type: ignore[return-value]
+
+    def _run(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext, *, return_delta: bool) -> object:
         baselines = self.baselines
         if isinstance(baselines, str) and baselines == "training":
             baselines = context.references if context.references is not None else "blur"
         elif isinstance(baselines, Tensor):
             baselines = baselines.to(images.device)
         return F.expected_gradients(
-            model, images, targets, baselines=baselines, n_samples=self.n_samples, generator=context.generator, batch_size=self.batch_size
-        )  # type: ignore[return-value]
+            model, images, targets, baselines=baselines, n_samples=self.n_samples, generator=context.generator,
+            batch_size=self.batch_size, return_delta=return_delta,
+        )
 
 
 @dataclass(frozen=True)
@@ -199,9 +214,18 @@ class IntegratedGradients(AttributionMethod):
         integration_rule(self.n_steps, self.method)
 
     def attribute(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> Tensor:
+        return self._run(model, images, targets, return_delta=False)  # type: ignore[return-value]
+
+    def attribute_with_gap(
+        self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext
+    ) -> tuple[Tensor, Tensor | None]:
+        return self._run(model, images, targets, return_delta=True)  # type: ignore[return-value]
+
+    def _run(self, model: nn.Module, images: Tensor, targets: Tensor, *, return_delta: bool) -> object:
         return F.integrated_gradients(
-            model, images, targets, baseline=self.baseline, n_steps=self.n_steps, method=self.method, batch_size=self.batch_size
-        )  # type: ignore[return-value]
+            model, images, targets, baseline=self.baseline, n_steps=self.n_steps, method=self.method,
+            batch_size=self.batch_size, return_delta=return_delta,
+        )
 
 
 @dataclass(frozen=True)

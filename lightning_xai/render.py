@@ -201,3 +201,46 @@ def draw_box(images: Tensor, box: tuple[int, int, int, int], *, colour: tuple[fl
     out[..., top:bottom, left : min(right, left + thickness)] = paint
     out[..., top:bottom, max(left, right - thickness) : right] = paint
     return out
+
+
+def line_plot(
+    series: dict[str, tuple[Tensor, Tensor]],
+    *,
+    colours: dict[str, tuple[float, float, float]],
+    size: tuple[int, int] = (160, 240),
+    y_max: float | None = None,
+) -> Tensor:
+    """A small line chart ``[3, H, W]`` (white background, grey axes at 0), one coloured line per series.
+
+    Args:
+        series: ``{name: (x [K] in [0, 1], y [K])}``.
+        colours: ``{name: (r, g, b)}``.
+        size: ``(height, width)`` in pixels.
+        y_max: top of the y axis (default: the larger of 1 and the highest value).
+
+    Example:
+        >>> plot = line_plot({"a": (torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.0]))}, colours={"a": (1.0, 0.0, 0.0)})
+        >>> plot.shape, plot[:, 40, 200].tolist()
+        (torch.Size([3, 160, 240]), [1.0, 1.0, 1.0])
+    """
+    height, width = size
+    margin = 8
+    canvas = torch.ones(3, height, width)
+    top = y_max if y_max is not None else max([1.0] + [float(y.max()) for _, y in series.values()])
+    canvas[:, height - margin, margin : width - margin] = 0.6  # x axis (y = 0)
+    canvas[:, margin : height - margin, margin] = 0.6  # y axis (x = 0)
+    for name, (x, y) in series.items():
+        dense_x = torch.linspace(0, 1, 4 * width)
+        dense_y = _interpolate(x.float(), y.float(), dense_x)
+        columns = (margin + dense_x * (width - 2 * margin - 1)).round().long()
+        rows = (height - margin - (dense_y / top).clamp(0, 1) * (height - 2 * margin - 1)).round().long()
+        for offset in (0, 1):
+            canvas[:, (rows + offset).clamp(0, height - 1), columns] = torch.tensor(colours[name]).view(3, 1)
+    return canvas
+
+
+def _interpolate(x: Tensor, y: Tensor, at: Tensor) -> Tensor:
+    index = torch.searchsorted(x, at.clamp(float(x[0]), float(x[-1]))).clamp(1, len(x) - 1)
+    left, right = x[index - 1], x[index]
+    weight = ((at - left) / (right - left).clamp(min=1e-12)).clamp(0, 1)
+    return y[index - 1] * (1 - weight) + y[index] * weight

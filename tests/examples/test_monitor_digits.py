@@ -20,3 +20,11 @@ def test_monitor_digits_example(tmp_path, capsys):
     events = EventAccumulator(str(result["log_dir"]), size_guidance={"images": 0})
     events.Reload()
     assert {"xai/probes", "xai/grad_cam", "xai/occlusion", "xai/expected_gradients"} <= set(events.Tags()["images"])
+
+
+def test_monitor_digits_with_faithfulness(tmp_path, capsys):
+    example = runpy.run_path(str(ROOT / "examples" / "monitor_digits.py"))
+    result = example["main"](tmp_path, epochs=2, faithfulness=True)
+    metrics = result["runs"][-1]["metrics"]
+    assert "faithfulness/occlusion/deletion_auc_mean" in metrics and "completeness/integrated_gradients/relative_gap_mean" in metrics
+    assert "deletion AUC" in capsys.readouterr().out
