@@ -144,8 +144,9 @@ class ShortcutDetector:
         metrics: dict[str, float] = {}
         current: dict[str, Finding] = {}
         new: list[Finding] = []
+        tested: dict[Box, dict[str, float]] = {}  # methods often point at the same boxes: test each once
         for name, maps in displays.items():
-            best = self._best_candidate(model, maps, test_images, size)  # type: ignore[arg-type]
+            best = self._best_candidate(model, maps, test_images, size, tested)  # type: ignore[arg-type]
             if best is None:
                 continue
             box, scores = best
@@ -161,16 +162,19 @@ class ShortcutDetector:
         self.findings.extend(new)
         return current, new, metrics
 
-    def _best_candidate(self, model: nn.Module, maps: Tensor, images: Tensor, size: tuple[int, int]) -> tuple[Box, dict[str, float]] | None:
+    def _best_candidate(
+        self, model: nn.Module, maps: Tensor, images: Tensor, size: tuple[int, int], tested: dict[Box, dict[str, float]]
+    ) -> tuple[Box, dict[str, float]] | None:
         candidates = [(box, c) for box, c in concentrated_boxes(maps, self.settings.candidate_sides(size))]
         candidates += [(box, 0.0) for box in self.settings.suspects(size)]
         scored = []
         for box, concentration in candidates:
-            result = intervene(
-                model, images, box, fill=self.settings.fill, n_random=self.settings.n_random,
-                generator=torch.Generator().manual_seed(0),
-            )
-            scored.append((box, {**result, "concentration": concentration}))
+            if box not in tested:
+                tested[box] = intervene(
+                    model, images, box, fill=self.settings.fill, n_random=self.settings.n_random,
+                    generator=torch.Generator().manual_seed(0),
+                )
+            scored.append((box, {**tested[box], "concentration": concentration}))
         if not scored:
             return None
         confirmed = [item for item in scored if self._confirms(item[1])]
