@@ -115,3 +115,17 @@ def describe(method: AttributionMethod) -> str:
         elif value != default:
             changed.append(f"{spec.name}={value!r}")
     return method.name + (f"({', '.join(changed)})" if changed else "")
+
+
+def check_settings(value: Any, kind: type, name: str) -> Any:
+    """``value`` when it is ``None`` or a ``kind(...)`` settings object; a clear TypeError otherwise."""
+    if value is not None and not isinstance(value, kind):
+        raise TypeError(f"`{name}` must be a {kind.__name__}(...) or None, got {type(value).__name__}.")
+    return value
+
+
+def check_callable(value: Any, name: str) -> Any:
+    """``value`` when it is ``None`` or callable (pass a picklable function for ``ddp_spawn``)."""
+    if value is not None and not callable(value):
+        raise TypeError(f"`{name}` must be a callable taking a Finding, or None, got {type(value).__name__}.")
+    return value

@@ -14,14 +14,16 @@ from pytorch_lightning import Callback
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
+from lightning_xai._analyses import check_shortcuts, judge_faithfulness, model_dtype_images, sanity_summary
 from lightning_xai._context import attribution_conditions
 from lightning_xai._explain import RunResult, display_rgb, explain_probes, module_device
-from lightning_xai._session import MonitorSession
 from lightning_xai._monitor_checks import (
+    check_callable,
     check_display_normalisation,
     check_labels,
     check_max_seconds,
     check_methods,
+    check_settings,
     check_validation_data,
     describe,
     forward_probes,
@@ -30,16 +32,14 @@ from lightning_xai._monitor_checks import (
     stage_name,
     uses_training_images,
 )
+from lightning_xai._session import MonitorSession
+from lightning_xai.faithfulness import Faithfulness, sanity_check
 from lightning_xai.functional._checks import check_positive_int
 from lightning_xai.loggers import find_tensorboard_writer, resolve_log_dir
-from lightning_xai.methods import AttributionMethod
+from lightning_xai.methods import AttributionMethod, MethodContext
 from lightning_xai.probes import CandidatePool, ProbeSet, TrainingReservoir, probes_from_argument, split_batch
-from lightning_xai._analyses import check_shortcuts, judge_faithfulness, model_dtype_images, sanity_summary
-from lightning_xai.faithfulness import Faithfulness, sanity_check
-from lightning_xai.methods import MethodContext
 from lightning_xai.shortcuts import Finding, ShortcutDetector, Shortcuts
 from lightning_xai.stability import Stability
-
 
 class AttributionMonitor(Callback):
     """Explains a fixed set of probe images at the end of validation and logs the maps.
@@ -112,28 +112,24 @@ class AttributionMonitor(Callback):
         self.display_mean, self.display_std = check_display_normalisation(display_mean, display_std)
         self.submodule = submodule
         self.seed = check_positive_int(seed, "seed", minimum=0)
-        if stability is not None and not isinstance(stability, Stability):
-            raise TypeError(f"`stability` must be a Stability(...) or None, got {type(stability).__name__}.")
-        self.stability = stability
-        if shortcuts is not None and not isinstance(shortcuts, Shortcuts):
-            raise TypeError(f"`shortcuts` must be a Shortcuts(...) or None, got {type(shortcuts).__name__}.")
-        if on_shortcut is not None and not callable(on_shortcut):
-            raise TypeError(f"`on_shortcut` must be a callable taking a Finding, or None, got {type(on_shortcut).__name__}.")
-        self.shortcuts = shortcuts
-        self.on_shortcut = on_shortcut
+        self.stability = check_settings(stability, Stability, "stability")
+        self.shortcuts = check_settings(shortcuts, Shortcuts, "shortcuts")
+        self.faithfulness = check_settings(faithfulness, Faithfulness, "faithfulness")
+        self.on_shortcut = check_callable(on_shortcut, "on_shortcut")
         self.stop_on_shortcut = bool(stop_on_shortcut)
-        self._detector = ShortcutDetector(shortcuts) if shortcuts is not None else None
-        self._test_images: torch.Tensor | None = None
-        self._stop_requested = False
-        if faithfulness is not None and not isinstance(faithfulness, Faithfulness):
-            raise TypeError(f"`faithfulness` must be a Faithfulness(...) or None, got {type(faithfulness).__name__}.")
-        self.faithfulness = faithfulness
-        self._gap_warned: set[str] = set()
         self.probes: ProbeSet | None = probes_from_argument(probes)
+        self._init_state()
+
+    def _init_state(self) -> None:
+        """Runtime state: what is collected and remembered during training."""
         self._pool = CandidatePool(capacity=max(16 * self.num_probes, 256))
         reference_count = max((m.reference_count for m in self.methods if uses_training_images(m)), default=0)
         self._reservoir = TrainingReservoir(reference_count, seed=self.seed) if reference_count else None
         self._references: torch.Tensor | None = None
+        self._detector = ShortcutDetector(self.shortcuts) if self.shortcuts is not None else None
+        self._test_images: torch.Tensor | None = None
+        self._stop_requested = False
+        self._gap_warned: set[str] = set()
         self._validated = False
         self._budget_warned = False
         self._pending_state: dict[str, Any] | None = None
@@ -401,7 +397,7 @@ class AttributionMonitor(Callback):
         model = self._model(pl_module)
         device = module_device(model)
         with attribution_conditions(model, device):
-            images = probes.images.to(device=device, dtype=next(model.parameters(), probes.images).dtype)
+            images = model_dtype_images(model, probes.images)
             scores = forward_probes(model, images)
             check_labels(probes, scores.shape[1])
             for method in self.methods:

@@ -78,6 +78,10 @@ def test_unreadable_validation_batches(tmp_path):
         ({"display_mean": (0.5,)}, ValueError, "`display_mean` and `display_std` must be given together with one value per channel, got (0.5,) and None."),
         ({"probes": torch.rand(3, 16, 16)}, ValueError, "`probes` images must be a float tensor [P, C, H, W] with P >= 1, got torch.float32 of shape [3, 16, 16]."),
         ({"probes": (torch.rand(2, 1, 4, 4), [1])}, ValueError, "`probes` targets must be 2 ints, one per image, got [1]."),
+        ({"stability": 0.9}, TypeError, "`stability` must be a Stability(...) or None, got float."),
+        ({"shortcuts": True}, TypeError, "`shortcuts` must be a Shortcuts(...) or None, got bool."),
+        ({"faithfulness": "on"}, TypeError, "`faithfulness` must be a Faithfulness(...) or None, got str."),
+        ({"on_shortcut": "print"}, TypeError, "`on_shortcut` must be a callable taking a Finding, or None, got str."),
         ({"probes": "digits"}, TypeError, "`probes` must be None, a tensor [P, C, H, W], a pair (images, targets) or a pair (dataset, indices), got str."),
     ],
 )
