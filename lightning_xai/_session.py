@@ -48,6 +48,7 @@ class MonitorSession:
         self.logger = XaiLogger(writer, folder)
         self.tracker = StabilityTracker(stability, methods) if stability is not None else None
         self.probes_logged = False
+        self.artefacts_saved = False
         if state is not None:
             self._resume(state)
 
@@ -95,7 +96,10 @@ class MonitorSession:
         self.history.write_summary(findings=findings)
 
     def save_artefacts(self, probes: ProbeSet, references: Tensor | None) -> None:
-        """Saves the probes and reference images next to the history, for replay and comparisons."""
+        """Saves the probes and reference images next to the history (once), for replay and comparisons."""
+        if self.artefacts_saved:
+            return
+        self.artefacts_saved = True
         payload: dict[str, Any] = {"images": probes.images, "labels": probes.labels, "source": probes.source}
         _save(self.folder / "probes.pt", payload)
         if references is not None:

@@ -256,9 +256,9 @@ class AttributionMonitor(Callback):
             self._session = MonitorSession(folder, writer, self.methods, self.stability, self._pending_state)
 
     def _fix_probes(self, trainer: Any, pl_module: Any) -> None:
-        if self.probes is not None and self._validated:
-            return
-        if self.probes is None:
+        """On the first validation run: choose the probes (rank 0, broadcast) and the shortcut test images."""
+        chosen_now = self.probes is None
+        if chosen_now:
             chosen, error = select_or_error(self._pool, self.num_probes) if trainer.is_global_zero else (None, None)
             if trainer.world_size > 1:
                 chosen, error = trainer.strategy.broadcast((chosen, error), src=0)
@@ -266,11 +266,11 @@ class AttributionMonitor(Callback):
                 raise ValueError(error)
             self.probes = chosen
         if self._detector is not None and self._test_images is None:
-            self._test_images = self._pool.first_images(self._detector.settings.test_images)
-            if self._test_images is None:
-                self._test_images = self.probes.images  # type: ignore[union-attr]
+            first = self._pool.first_images(self._detector.settings.test_images)
+            self._test_images = first if first is not None else self.probes.images  # type: ignore[union-attr]
         self._pool.reset()
-        self._validate(pl_module, self.probes)  # type: ignore[arg-type]
+        if chosen_now or not self._validated:
+            self._validate(pl_module, self.probes)  # type: ignore[arg-type]
 
     def _should_skip_run(self, trainer: Any) -> bool:
         if not trainer.is_global_zero or self._session is None:
@@ -280,7 +280,6 @@ class AttributionMonitor(Callback):
 
     def _run(self, trainer: Any, pl_module: Any) -> None:
         assert self._session is not None and self.probes is not None
-        first = not self._session.history.runs or self._references is None
         if self._references is None and self._reservoir is not None and self._reservoir.images is not None:
             self._references = self._reservoir.images.clone()  # frozen from now on: every run uses the same set
         result = explain_probes(
@@ -293,8 +292,7 @@ class AttributionMonitor(Callback):
             max_seconds=self.max_seconds,
             with_gaps=self.faithfulness is not None,
         )
-        if first:
-            self._session.save_artefacts(self.probes, self._references)
+        self._session.save_artefacts(self.probes, self._references)  # once per session
         rgb = display_rgb(self.probes.images, self.display_mean, self.display_std)
         step, epoch, stage = trainer.global_step, trainer.current_epoch, stage_name(trainer.state.fn)
         metrics, images = self._analyse(pl_module, result, rgb, epoch=epoch, step=step)
