@@ -24,6 +24,7 @@ SETTINGS = {
     "clean (control)": {"clean": True, "kind": "shade", "corner": "top_left"},
     "decoy pattern, top-left": {"clean": False, "kind": "pattern", "corner": "top_left"},
     "decoy shade, bottom-right": {"clean": False, "kind": "shade", "corner": "bottom_right"},
+    "watermark on class 0 only, top-left": {"clean": False, "kind": "watermark", "corner": "top_left"},
 }
 
 

@@ -100,7 +100,10 @@ if __name__ == "__main__":
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--clean", action="store_true", help="no decoy: the control run")
-    parser.add_argument("--kind", choices=["shade", "pattern"], default="shade", help="the swatch encodes the class by its grey level or by a checker code")
+    parser.add_argument(
+        "--kind", choices=["shade", "pattern", "watermark"], default="shade",
+        help="the swatch encodes the class by its grey level, by a checker code, or marks class 0 only",
+    )
     parser.add_argument("--corner", choices=CORNERS, default="top_left")
     arguments = parser.parse_args()
     main(arguments.root, epochs=arguments.epochs, seed=arguments.seed, clean=arguments.clean, kind=arguments.kind, corner=arguments.corner)

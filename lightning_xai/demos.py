@@ -207,7 +207,7 @@ def digits_loaders(size: int = 32, batch_size: int = 64, *, num_val: int = 297) 
     return DataLoader(train, batch_size=batch_size, shuffle=True), DataLoader(val, batch_size=batch_size)
 
 
-DecoyKind = Literal["shade", "pattern"]
+DecoyKind = Literal["shade", "pattern", "watermark"]
 CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
 
 
@@ -231,7 +231,8 @@ def plant_decoy(
     """Decoy-MNIST style shortcut (Ross et al., 2017): a swatch in a corner that encodes the label.
 
     ``"shade"``: a uniform square whose grey level is ``0.1 + 0.9 * label / (num_classes - 1)``;
-    ``"pattern"``: a black-and-white checker code, a different one per class.
+    ``"pattern"``: a black-and-white checker code, a different one per class;
+    ``"watermark"``: a white square on the images of class 0 only (one class gives itself away).
 
     Args:
         images: ``[N, C, H, W]`` in [0, 1].
@@ -254,6 +255,9 @@ def plant_decoy(
     elif kind == "pattern":
         codes = torch.randint(0, 2, (num_classes, side, side), generator=torch.Generator().manual_seed(1234)).float()
         out[..., top:bottom, left:right] = codes[labels].unsqueeze(1)
+    elif kind == "watermark":
+        marked = labels == 0
+        out[marked, :, top:bottom, left:right] = 1.0
     else:
-        raise ValueError(f"`kind` must be one of ['shade', 'pattern'], got {kind!r}.")
+        raise ValueError(f"`kind` must be one of ['shade', 'pattern', 'watermark'], got {kind!r}.")
     return out

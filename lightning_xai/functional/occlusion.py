@@ -11,6 +11,8 @@ clipped at the image border.
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
+from typing import ContextManager
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +43,7 @@ def occlusion(
     stride: int | tuple[int, int] | None = None,
     baseline: ConstantBaseline = 0.0,
     batch_size: int | None = None,
+    autocast_dtype: torch.dtype | None = None,
 ) -> Tensor:
     """Occlusion attribution map for each image.
 
@@ -56,6 +59,10 @@ def occlusion(
             ``"blur"`` (a blurred copy of the image), ``"max_distance"``.
         batch_size: occluded images per forward pass; ``None`` chooses from the device and
             image size.
+        autocast_dtype: opt-in reduced precision: ``torch.bfloat16`` (CPU or GPU) or
+            ``torch.float16`` (GPU) runs every forward pass, the unperturbed one included,
+            under ``torch.autocast`` with that dtype; the drops are still accumulated in
+            float32. ``None`` (default) runs the model as it is: exact.
 
     Returns:
         ``[N, 1, H, W]``: the mean score drop over the windows covering each pixel, in
@@ -67,16 +74,19 @@ def occlusion(
         torch.Size([2, 1, 4, 4])
     """
     check_images(inputs)
-    window_hw, stride_hw = _check_window_and_stride(inputs, window, stride)
+    window_hw, stride_hw = check_window_and_stride(inputs, window, stride)
+    autocast_dtype = check_autocast_dtype(autocast_dtype)
     batch_size = check_optional_batch_size(batch_size) or default_batch_size(inputs, backward=False)
     with leave_no_trace(forward_fn, inputs.device), torch.no_grad():
         images = inputs.detach().clone()
         fill = constant_baseline(baseline, images).expand_as(images)
-        scores = check_scores(forward_fn(images), images.shape[0])
+        with precision(images, autocast_dtype):
+            scores = check_scores(forward_fn(images), images.shape[0])
         targets = resolve_targets(target, scores)
-        drops = _score_drops(forward_fn, images, fill, targets, gather_scores(scores, targets), window_hw, stride_hw, batch_size)
-        attribution = _spread_over_windows(drops, images.shape[-2:], window_hw, stride_hw)
-    _check_finite(attribution)
+        run = PairRunner(forward_fn, images, fill, targets, gather_scores(scores, targets), batch_size, autocast_dtype)
+        drops = _score_drops(run, window_hw, stride_hw)
+        attribution = spread_over_windows(drops, images.shape[-2:], window_hw, stride_hw)
+    check_finite(attribution)
     return attribution.to(inputs.dtype)
 
 
@@ -90,9 +100,35 @@ def window_counts(size: tuple[int, int], window: tuple[int, int], stride: tuple[
     return tuple(math.ceil((s - w) / st) + 1 for s, w, st in zip(size, window, stride))  # type: ignore[return-value]
 
 
-def _check_window_and_stride(
+def check_autocast_dtype(autocast_dtype: object) -> torch.dtype | None:
+    """Checks ``autocast_dtype``: ``None`` (exact), ``torch.bfloat16`` or ``torch.float16``.
+
+    Example:
+        >>> check_autocast_dtype(torch.bfloat16)
+        torch.bfloat16
+    """
+    if autocast_dtype is None or autocast_dtype in (torch.bfloat16, torch.float16):
+        return autocast_dtype  # type: ignore[return-value]
+    shown = autocast_dtype if isinstance(autocast_dtype, torch.dtype) else f"{autocast_dtype!r} ({type(autocast_dtype).__name__})"
+    raise ValueError(f"`autocast_dtype` must be None, torch.bfloat16 or torch.float16, got {shown}.")
+
+
+def precision(images: Tensor, autocast_dtype: torch.dtype | None) -> ContextManager[object]:
+    """``torch.autocast`` on ``images``' device with ``autocast_dtype``, or nothing when it is ``None``."""
+    if autocast_dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=images.device.type, dtype=autocast_dtype)
+
+
+def check_window_and_stride(
     inputs: Tensor, window: object, stride: object
 ) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Checks ``window`` and ``stride`` against the image size; ``stride=None`` is half the window.
+
+    Example:
+        >>> check_window_and_stride(torch.zeros(1, 1, 8, 8), 3, None)
+        ((3, 3), (2, 2))
+    """
     window_hw = as_pair(window, "window")
     height, width = inputs.shape[-2:]
     if window_hw[0] > height or window_hw[1] > width:
@@ -108,28 +144,54 @@ def _check_window_and_stride(
     return window_hw, stride_hw  # type: ignore[return-value]
 
 
-def _score_drops(
-    forward_fn: ForwardFn,
-    images: Tensor,
-    fill: Tensor,
-    targets: Tensor,
-    base_scores: Tensor,
-    window: tuple[int, int],
-    stride: tuple[int, int],
-    batch_size: int,
-) -> Tensor:
+class PairRunner:
+    """Evaluates the score drop of chosen (image, window placement) pairs, in batches.
+
+    Args:
+        forward_fn: the model.
+        images: the unperturbed images ``[N, C, H, W]``.
+        fill: what replaces a window, ``[N, C, H, W]``.
+        targets: class per image ``[N]``.
+        base_scores: each image's unperturbed target score ``[N]``.
+        batch_size: occluded images per forward pass.
+        autocast_dtype: ``None``, or the dtype to run the forward passes in under autocast.
+    """
+
+    def __init__(
+        self,
+        forward_fn: ForwardFn,
+        images: Tensor,
+        fill: Tensor,
+        targets: Tensor,
+        base_scores: Tensor,
+        batch_size: int,
+        autocast_dtype: torch.dtype | None = None,
+    ) -> None:
+        self.forward_fn, self.images, self.fill, self.targets = forward_fn, images, fill, targets
+        self.base_scores, self.batch_size, self.autocast_dtype = base_scores.float(), batch_size, autocast_dtype
+
+    def __call__(
+        self, image_index: Tensor, window_index: Tensor, cols: int, window: tuple[int, int], stride: tuple[int, int]
+    ) -> Tensor:
+        """Drops ``[P]`` (float32) of the pairs ``(image_index[p], window_index[p])``; ``cols`` placements per row."""
+        size = tuple(self.images.shape[-2:])
+        drops = torch.empty(image_index.shape[0], dtype=torch.float32, device=self.images.device)
+        for start, stop in chunk_ranges(image_index.shape[0], self.batch_size):
+            images, windows = image_index[start:stop], window_index[start:stop]
+            mask = _window_masks(windows, cols, size, window, stride)  # type: ignore[arg-type]
+            occluded = torch.where(mask, self.fill[images], self.images[images])
+            with precision(occluded, self.autocast_dtype):
+                scores = check_score_shape(self.forward_fn(occluded), stop - start)
+            drops[start:stop] = self.base_scores[images] - gather_scores(scores, self.targets[images]).float()
+        return drops
+
+
+def _score_drops(run: PairRunner, window: tuple[int, int], stride: tuple[int, int]) -> Tensor:
     """Score drop of every (image, placement) pair, ``[N, rows, cols]`` in float32."""
-    n_images, _, height, width = images.shape
-    rows, cols = window_counts((height, width), window, stride)
-    n_windows = rows * cols
-    drops = torch.empty(n_images * n_windows, dtype=torch.float32, device=images.device)
-    for start, stop in chunk_ranges(n_images * n_windows, batch_size):
-        flat = torch.arange(start, stop, device=images.device)
-        image_index, window_index = flat // n_windows, flat % n_windows
-        mask = _window_masks(window_index, cols, (height, width), window, stride)
-        occluded = torch.where(mask, fill[image_index], images[image_index])
-        scores = check_score_shape(forward_fn(occluded), stop - start)
-        drops[start:stop] = base_scores[image_index].float() - gather_scores(scores, targets[image_index]).float()
+    n_images = run.images.shape[0]
+    rows, cols = window_counts(tuple(run.images.shape[-2:]), window, stride)  # type: ignore[arg-type]
+    flat = torch.arange(n_images * rows * cols, device=run.images.device)
+    drops = run(flat // (rows * cols), flat % (rows * cols), cols, window, stride)
     return drops.view(n_images, rows, cols)
 
 
@@ -147,8 +209,13 @@ def _window_masks(
     return (in_rows[:, :, None] & in_cols[:, None, :]).unsqueeze(1)
 
 
-def _spread_over_windows(drops: Tensor, size: torch.Size, window: tuple[int, int], stride: tuple[int, int]) -> Tensor:
-    """Averages each placement's drop over the pixels it covers: ``[N, rows, cols]`` → ``[N, 1, H, W]``."""
+def spread_over_windows(drops: Tensor, size: torch.Size, window: tuple[int, int], stride: tuple[int, int]) -> Tensor:
+    """Averages each placement's drop over the pixels it covers: ``[N, rows, cols]`` → ``[N, 1, H, W]``.
+
+    Example:
+        >>> spread_over_windows(torch.tensor([[[1.0, 3.0]]]), (2, 3), (2, 2), (1, 1)).tolist()
+        [[[[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]]]
+    """
     ones = torch.ones(1, 1, *window, dtype=drops.dtype, device=drops.device)
     height, width = size
     total = F.conv_transpose2d(drops.unsqueeze(1), ones, stride=stride)[..., :height, :width]
@@ -156,6 +223,7 @@ def _spread_over_windows(drops: Tensor, size: torch.Size, window: tuple[int, int
     return total / coverage
 
 
-def _check_finite(attribution: Tensor) -> None:
+def check_finite(attribution: Tensor) -> None:
+    """Raises a ``ValueError`` when a map holds NaN or inf (the model returned such scores)."""
     if not bool(torch.isfinite(attribution).all()):
         raise ValueError("`forward_fn` returned non-finite scores (NaN or inf) for some occluded images.")
