@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from lightning_xai.functional.faithfulness import DEFAULT_FRACTIONS, ablation_curves, mass_centre_ablation
 from lightning_xai.methods import AttributionMethod, MethodContext
 from lightning_xai.render import line_plot
-from lightning_xai.sanity import randomization_scores, randomized_copies
+from lightning_xai.sanity import randomization_scores, randomized_copies, randomized_model
 
 CURVE_COLOURS = {
     "deletion": (0.90, 0.25, 0.20),
@@ -146,10 +146,13 @@ def sanity_check(
 
     Returns:
         ``{method: {"spearman": ..., "ssim": ..., "insensitive": bool, "layers": [{"layer",
-        "spearman", "ssim"}, ...]}}``; the top-level values are for the fully randomised copy.
+        "spearman", "ssim"}, ...]}}``; the top-level values are for the fully randomised copy
+        (the last cascade step, or an extra ``"all"`` entry with ``cascade=False``).
         The live model is only read.
     """
     copies = randomized_copies(model, cascade=cascade, seed=seed)
+    if not cascade:  # one layer at a time; the headline numbers still come from a fully randomised copy
+        copies.append(("all", randomized_model(model, seed=seed)))
     report: dict[str, Any] = {}
     for method in methods:
         trained = method.attribute(model, images, targets, make_context())

@@ -1,26 +1,33 @@
-"""Adaptive (coarse-to-fine) occlusion: occlusion-quality maps with far fewer forward passes.
+"""Adaptive (coarse-to-fine) occlusion: occlusion-quality maps with fewer forward passes.
 
 Exact occlusion evaluates the model once per (image, window placement) pair. Most of those
 placements lie where the map is flat and low; only the top of the map needs the fine grid.
 So, per image:
 
-1. run occlusion on a coarse grid: window and stride ``coarse_factor`` times larger
-   (about ``coarse_factor**2`` times fewer placements);
-2. rank the coarse map's pixels and keep the top ``refine_fraction`` of them;
-3. evaluate the exact drop of every *fine* placement whose window overlaps those pixels;
-4. estimate the drop of every other fine placement from the coarse map: its mean over the
-   window's area, mapped onto the fine drops' scale by a least-squares line fitted (per
-   image) on the refined placements;
-5. average the drops over the windows covering each pixel, exactly like :func:`occlusion`.
+1. a coarse pass estimates the drop of every fine placement (two ways, ``coarse_mode``):
 
-With ``refine_fraction=1.0`` every fine placement is refined and the map equals
-:func:`occlusion`'s (the coarse pass is then wasted work).
+   * ``"subsample"`` (default): evaluate every ``coarse_factor``-th fine placement along each
+     axis (the last row and column too) and interpolate the drops linearly in between.
+     The evaluated drops are exact fine drops, kept as they are.
+   * ``"enlarge"``: run occlusion with a window and stride ``coarse_factor`` times larger;
+     a fine placement's estimate is the coarse map's mean over its window, mapped onto the
+     fine drops' scale by a least-squares line fitted (per image) on the refined placements
+     (a larger window hides more and drops the score more). Cheaper, but much less accurate
+     (see ``benchmarks/bench_adaptive.py``).
+
+2. the estimates are averaged over windows into a map; its top ``refine_fraction`` of pixels
+   (ranked per image, ties at the cut included) are kept;
+3. every fine placement whose window overlaps those pixels is evaluated exactly;
+4. all drops are averaged over the windows covering each pixel, exactly like :func:`occlusion`.
+
+With ``refine_fraction=1.0`` every fine placement is evaluated and the map equals
+:func:`occlusion`'s (up to float rounding); the coarse pass is then wasted work.
 """
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import torch
 import torch.nn.functional as F
@@ -33,9 +40,6 @@ from lightning_xai.functional._checks import (
     check_images,
     check_optional_batch_size,
     check_positive_int,
-    check_scores,
-    gather_scores,
-    resolve_targets,
 )
 from lightning_xai.functional._no_trace import leave_no_trace
 from lightning_xai.functional.baselines import ConstantBaseline, constant_baseline
@@ -44,12 +48,13 @@ from lightning_xai.functional.occlusion import (
     check_autocast_dtype,
     check_finite,
     check_window_and_stride,
-    precision,
     spread_over_windows,
     window_counts,
 )
 
 Pair = tuple[int, int]
+CoarseMode = Literal["subsample", "enlarge"]
+COARSE_MODES: tuple[str, ...] = get_args(CoarseMode)
 
 
 class AdaptiveOcclusionResult(NamedTuple):
@@ -57,8 +62,9 @@ class AdaptiveOcclusionResult(NamedTuple):
 
     Attributes:
         attribution: the maps ``[N, 1, H, W]``.
-        forward_passes: images the model evaluated: the N unperturbed ones, the coarse
-            placements and the refined fine placements.
+        forward_passes: images the model evaluated: the N unperturbed ones (twice with
+            ``autocast_dtype`` and ``target=None``), the coarse placements and the refined
+            fine placements.
         exact_forward_passes: images exact :func:`occlusion` evaluates for the same call.
     """
 
@@ -77,14 +83,15 @@ def adaptive_occlusion(
     baseline: ConstantBaseline = 0.0,
     coarse_factor: int = 2,
     refine_fraction: float = 0.25,
+    coarse_mode: CoarseMode = "subsample",
     batch_size: int | None = None,
     autocast_dtype: torch.dtype | None = None,
 ) -> Tensor:
-    """Occlusion map for each image, computed exactly only where the coarse map is highest.
+    """Occlusion map for each image, computed exactly only where a coarse estimate is highest.
 
     An opt-in, approximate and faster alternative to :func:`occlusion`; the arguments they
     share mean the same. See the module docstring for the algorithm, and
-    :func:`adaptive_occlusion_with_counts` for the number of forward passes it saved.
+    :func:`adaptive_occlusion_with_counts` for the number of forward passes it used.
 
     Args:
         forward_fn: model or function mapping images ``[B, C, H, W]`` to class scores ``[B, K]``.
@@ -93,10 +100,13 @@ def adaptive_occlusion(
         window: the fine occluding window ``(height, width)``, or one int for a square.
         stride: the fine step between placements; ``None`` uses half the window (rounded up).
         baseline: what replaces the window (as for :func:`occlusion`).
-        coarse_factor: how many times larger the coarse window and stride are (int >= 2;
-            clipped to the image size).
-        refine_fraction: fraction of each image's pixels, the highest of the coarse map,
+        coarse_factor: how much coarser the first pass is (int >= 2): every
+            ``coarse_factor``-th placement (``"subsample"``), or a window and stride that
+            many times larger, clipped to the image (``"enlarge"``).
+        refine_fraction: fraction of each image's pixels, the highest of the coarse estimate,
             whose overlapping fine placements are evaluated exactly; in (0, 1].
+        coarse_mode: ``"subsample"`` or ``"enlarge"``: how the coarse pass estimates the
+            drops (see the module docstring).
         batch_size: occluded images per forward pass; ``None`` chooses from the device and
             image size.
         autocast_dtype: ``None`` (exact arithmetic), or ``torch.bfloat16`` / ``torch.float16``
@@ -113,7 +123,7 @@ def adaptive_occlusion(
     """
     return adaptive_occlusion_with_counts(
         forward_fn, inputs, target, window=window, stride=stride, baseline=baseline, coarse_factor=coarse_factor,
-        refine_fraction=refine_fraction, batch_size=batch_size, autocast_dtype=autocast_dtype,
+        refine_fraction=refine_fraction, coarse_mode=coarse_mode, batch_size=batch_size, autocast_dtype=autocast_dtype,
     ).attribution
 
 
@@ -127,6 +137,7 @@ def adaptive_occlusion_with_counts(
     baseline: ConstantBaseline = 0.0,
     coarse_factor: int = 2,
     refine_fraction: float = 0.25,
+    coarse_mode: CoarseMode = "subsample",
     batch_size: int | None = None,
     autocast_dtype: torch.dtype | None = None,
 ) -> AdaptiveOcclusionResult:
@@ -134,16 +145,21 @@ def adaptive_occlusion_with_counts(
 
     Args:
         forward_fn, inputs, target, window, stride, baseline, coarse_factor, refine_fraction,
-            batch_size, autocast_dtype: as for :func:`adaptive_occlusion`.
+            coarse_mode, batch_size, autocast_dtype: as for :func:`adaptive_occlusion`.
 
     Returns:
         ``AdaptiveOcclusionResult(attribution [N, 1, H, W], forward_passes, exact_forward_passes)``.
 
     Example:
-        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, 3)).eval()
-        >>> result = adaptive_occlusion_with_counts(net, torch.rand(1, 1, 16, 16), window=2, stride=2, coarse_factor=4)
-        >>> result.attribution.shape, result.exact_forward_passes, result.forward_passes < 40
-        (torch.Size([1, 1, 16, 16]), 65, True)
+        >>> from lightning_xai.functional import occlusion
+        >>> def net(x):  # class 0 only looks at the top-left quarter of the image
+        ...     return torch.stack([x[:, :, :8, :8].sum(dim=(1, 2, 3)), x.mean(dim=(1, 2, 3))], dim=1)
+        >>> images = torch.ones(1, 1, 16, 16)
+        >>> result = adaptive_occlusion_with_counts(net, images, 0, window=2, stride=2, coarse_factor=4)
+        >>> result.forward_passes, result.exact_forward_passes
+        (25, 65)
+        >>> torch.equal(result.attribution, occlusion(net, images, 0, window=2, stride=2))
+        True
     """
     check_images(inputs)
     fine = check_window_and_stride(inputs, window, stride)
@@ -151,22 +167,20 @@ def adaptive_occlusion_with_counts(
     refine_fraction = _check_refine_fraction(refine_fraction)
     autocast_dtype = check_autocast_dtype(autocast_dtype)
     batch_size = check_optional_batch_size(batch_size) or default_batch_size(inputs, backward=False)
-    coarse = coarse_grid(tuple(inputs.shape[-2:]), *fine, coarse_factor)  # type: ignore[arg-type]
+    coarse_mode = _check_coarse_mode(coarse_mode)
+    size: Pair = (inputs.shape[-2], inputs.shape[-1])
     with leave_no_trace(forward_fn, inputs.device), torch.no_grad():
         images = inputs.detach().clone()
         fill = constant_baseline(baseline, images).expand_as(images)
-        with precision(images, autocast_dtype):
-            scores = check_scores(forward_fn(images), images.shape[0])
-        targets = resolve_targets(target, scores)
-        run = PairRunner(forward_fn, images, fill, targets, gather_scores(scores, targets), batch_size, autocast_dtype)
-        coarse_map = _coarse_map(run, *coarse)
-        drops, refined = _fine_drops(run, coarse_map, *fine, refine_fraction)
+        run = PairRunner(forward_fn, images, fill, target, batch_size, autocast_dtype)
+        if coarse_mode == "subsample":
+            drops, evaluated = _subsampled_drops(run, *fine, coarse_factor, refine_fraction)
+        else:
+            drops, evaluated = _enlarged_drops(run, *fine, coarse_grid(size, *fine, coarse_factor), refine_fraction)
         attribution = spread_over_windows(drops, images.shape[-2:], *fine)
     check_finite(attribution)
-    n_images, size = images.shape[0], tuple(images.shape[-2:])
-    passes = n_images * (1 + math.prod(window_counts(size, *coarse))) + refined  # type: ignore[arg-type]
-    exact = n_images * (1 + math.prod(window_counts(size, *fine)))  # type: ignore[arg-type]
-    return AdaptiveOcclusionResult(attribution.to(inputs.dtype), passes, exact)
+    exact = run.unperturbed_passes + images.shape[0] * math.prod(window_counts(size, *fine))
+    return AdaptiveOcclusionResult(attribution.to(inputs.dtype), run.unperturbed_passes + evaluated, exact)
 
 
 def coarse_grid(size: Pair, window: Pair, stride: Pair, coarse_factor: int) -> tuple[Pair, Pair]:
@@ -181,6 +195,12 @@ def coarse_grid(size: Pair, window: Pair, stride: Pair, coarse_factor: int) -> t
     return coarse_window, coarse_stride  # type: ignore[return-value]
 
 
+def _check_coarse_mode(coarse_mode: object) -> CoarseMode:
+    if coarse_mode not in COARSE_MODES:
+        raise ValueError(f"`coarse_mode` must be one of {list(COARSE_MODES)}, got {coarse_mode!r}.")
+    return coarse_mode  # type: ignore[return-value]
+
+
 def _check_refine_fraction(refine_fraction: object) -> float:
     if isinstance(refine_fraction, bool) or not isinstance(refine_fraction, (int, float)):
         raise TypeError(
@@ -191,29 +211,70 @@ def _check_refine_fraction(refine_fraction: object) -> float:
     return float(refine_fraction)
 
 
-def _coarse_map(run: PairRunner, window: Pair, stride: Pair) -> Tensor:
-    """Exact occlusion on the coarse grid: ``[N, 1, H, W]`` in float32."""
+def _subsampled_drops(run: PairRunner, window: Pair, stride: Pair, coarse_factor: int, fraction: float) -> tuple[Tensor, int]:
+    """``coarse_mode="subsample"``: fine drops ``[N, rows, cols]`` and the number of placements evaluated."""
     n_images, size = run.images.shape[0], tuple(run.images.shape[-2:])
     rows, cols = window_counts(size, window, stride)  # type: ignore[arg-type]
+    device = run.images.device
+    keep_rows, keep_cols = _every_nth(rows, coarse_factor, device), _every_nth(cols, coarse_factor, device)
+    known = torch.zeros(rows, cols, dtype=torch.bool, device=device)
+    known[keep_rows[:, None], keep_cols[None, :]] = True
+    placements = known.flatten().nonzero().view(-1)
+    image_index = torch.arange(n_images, device=device).repeat_interleave(placements.shape[0])
+    sampled = run(image_index, placements.repeat(n_images), cols, window, stride).view(n_images, len(keep_rows), len(keep_cols))
+    estimates = _interpolate(_interpolate(sampled, keep_rows, rows, dim=1), keep_cols, cols, dim=2)
+    selection_map = spread_over_windows(estimates, size, window, stride)  # type: ignore[arg-type]
+    refined, exact = _refine(run, selection_map, known.expand(n_images, -1, -1), window, stride, fraction)
+    estimates[refined] = exact
+    return estimates, int(image_index.shape[0] + exact.shape[0])
+
+
+def _every_nth(count: int, step: int, device: torch.device) -> Tensor:
+    """Indices ``0, step, 2 * step, ...`` below ``count``, and always the last one."""
+    return torch.cat([torch.arange(0, count - 1, step, device=device), torch.tensor([count - 1], device=device)]).unique()
+
+
+def _interpolate(values: Tensor, known: Tensor, count: int, *, dim: int) -> Tensor:
+    """Linear interpolation along ``dim`` from the positions ``known`` (sorted, first 0, last
+    ``count - 1``) to every position in ``range(count)``."""
+    positions = torch.arange(count, device=values.device)
+    right_slot = torch.searchsorted(known, positions, right=False).clamp(max=known.shape[0] - 1)
+    left_slot = (right_slot - (known[right_slot] > positions).long()).clamp(min=0)
+    left, right = known[left_slot], known[right_slot]
+    weight = ((positions - left) / (right - left).clamp(min=1)).to(values.dtype)
+    shape = [1] * values.ndim
+    shape[dim] = count
+    low, high = values.index_select(dim, left_slot), values.index_select(dim, right_slot)
+    return low + (high - low) * weight.view(shape)
+
+
+def _enlarged_drops(
+    run: PairRunner, window: Pair, stride: Pair, coarse: tuple[Pair, Pair], fraction: float
+) -> tuple[Tensor, int]:
+    """``coarse_mode="enlarge"``: fine drops ``[N, rows, cols]`` and the number of placements evaluated."""
+    n_images, size = run.images.shape[0], tuple(run.images.shape[-2:])
+    rows, cols = window_counts(size, *coarse)  # type: ignore[arg-type]
     flat = torch.arange(n_images * rows * cols, device=run.images.device)
-    drops = run(flat // (rows * cols), flat % (rows * cols), cols, window, stride).view(n_images, rows, cols)
-    coarse_map = spread_over_windows(drops, size, window, stride)  # type: ignore[arg-type]
+    coarse_drops = run(flat // (rows * cols), flat % (rows * cols), cols, *coarse).view(n_images, rows, cols)
+    coarse_map = spread_over_windows(coarse_drops, size, *coarse)  # type: ignore[arg-type]
     check_finite(coarse_map)
-    return coarse_map
-
-
-def _fine_drops(run: PairRunner, coarse_map: Tensor, window: Pair, stride: Pair, refine_fraction: float) -> tuple[Tensor, int]:
-    """Fine drops ``[N, rows, cols]``: exact where refined, estimated elsewhere; and the refined count."""
-    size = tuple(coarse_map.shape[-2:])
-    cols = window_counts(size, window, stride)[1]  # type: ignore[arg-type]
-    top = _top_pixels(coarse_map, refine_fraction)
-    refined = _window_sums(top, window, stride) > 0
     estimates = _window_sums(coarse_map, window, stride) / _window_sums(torch.ones_like(coarse_map[:1]), window, stride)
-    image_index, window_index = refined.flatten(1).nonzero(as_tuple=True)
-    exact = run(image_index, window_index, cols, window, stride)
+    refined, exact = _refine(run, coarse_map, torch.zeros_like(estimates, dtype=torch.bool), window, stride, fraction)
     drops = _calibrated(estimates, refined, exact)
     drops[refined] = exact
-    return drops, int(image_index.shape[0])
+    return drops, int(flat.shape[0] + exact.shape[0])
+
+
+def _refine(
+    run: PairRunner, selection_map: Tensor, known: Tensor, window: Pair, stride: Pair, fraction: float
+) -> tuple[Tensor, Tensor]:
+    """Evaluates the fine placements that overlap each map's top ``fraction`` of pixels and are
+    not ``known`` yet. Returns their mask ``[N, rows, cols]`` and exact drops (in mask order)."""
+    check_finite(selection_map)
+    cols = window_counts(tuple(selection_map.shape[-2:]), window, stride)[1]  # type: ignore[arg-type]
+    refined = (_window_sums(_top_pixels(selection_map, fraction), window, stride) > 0) & ~known
+    image_index, window_index = refined.flatten(1).nonzero(as_tuple=True)
+    return refined, run(image_index, window_index, cols, window, stride)
 
 
 def _top_pixels(maps: Tensor, fraction: float) -> Tensor:

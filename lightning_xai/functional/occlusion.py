@@ -62,7 +62,8 @@ def occlusion(
         autocast_dtype: opt-in reduced precision: ``torch.bfloat16`` (CPU or GPU) or
             ``torch.float16`` (GPU) runs every forward pass, the unperturbed one included,
             under ``torch.autocast`` with that dtype; the drops are still accumulated in
-            float32. ``None`` (default) runs the model as it is: exact.
+            float32. With ``target=None`` the top class is chosen from one extra pass in
+            full precision. ``None`` (default) runs the model as it is: exact.
 
     Returns:
         ``[N, 1, H, W]``: the mean score drop over the windows covering each pixel, in
@@ -80,10 +81,7 @@ def occlusion(
     with leave_no_trace(forward_fn, inputs.device), torch.no_grad():
         images = inputs.detach().clone()
         fill = constant_baseline(baseline, images).expand_as(images)
-        with precision(images, autocast_dtype):
-            scores = check_scores(forward_fn(images), images.shape[0])
-        targets = resolve_targets(target, scores)
-        run = PairRunner(forward_fn, images, fill, targets, gather_scores(scores, targets), batch_size, autocast_dtype)
+        run = PairRunner(forward_fn, images, fill, target, batch_size, autocast_dtype)
         drops = _score_drops(run, window_hw, stride_hw)
         attribution = spread_over_windows(drops, images.shape[-2:], window_hw, stride_hw)
     check_finite(attribution)
@@ -107,10 +105,12 @@ def check_autocast_dtype(autocast_dtype: object) -> torch.dtype | None:
         >>> check_autocast_dtype(torch.bfloat16)
         torch.bfloat16
     """
-    if autocast_dtype is None or autocast_dtype in (torch.bfloat16, torch.float16):
-        return autocast_dtype  # type: ignore[return-value]
-    shown = autocast_dtype if isinstance(autocast_dtype, torch.dtype) else f"{autocast_dtype!r} ({type(autocast_dtype).__name__})"
-    raise ValueError(f"`autocast_dtype` must be None, torch.bfloat16 or torch.float16, got {shown}.")
+    allowed = "None, torch.bfloat16 or torch.float16"
+    if autocast_dtype is not None and not isinstance(autocast_dtype, torch.dtype):
+        raise TypeError(f"`autocast_dtype` must be {allowed}, got {autocast_dtype!r} ({type(autocast_dtype).__name__}).")
+    if autocast_dtype not in (None, torch.bfloat16, torch.float16):
+        raise ValueError(f"`autocast_dtype` must be {allowed}, got {autocast_dtype}.")
+    return autocast_dtype
 
 
 def precision(images: Tensor, autocast_dtype: torch.dtype | None) -> ContextManager[object]:
@@ -145,16 +145,25 @@ def check_window_and_stride(
 
 
 class PairRunner:
-    """Evaluates the score drop of chosen (image, window placement) pairs, in batches.
+    """Scores the unperturbed images, then evaluates the score drop of chosen (image, window
+    placement) pairs, in batches.
+
+    With ``autocast_dtype`` every pass runs under autocast, and with ``target=None`` each
+    image's top class is chosen from one extra pass in full precision, so that rounding cannot
+    change which class is explained.
 
     Args:
         forward_fn: the model.
         images: the unperturbed images ``[N, C, H, W]``.
         fill: what replaces a window, ``[N, C, H, W]``.
-        targets: class per image ``[N]``.
-        base_scores: each image's unperturbed target score ``[N]``.
+        target: class per image, as for :func:`occlusion`.
         batch_size: occluded images per forward pass.
         autocast_dtype: ``None``, or the dtype to run the forward passes in under autocast.
+
+    Attributes:
+        targets: class per image ``[N]``.
+        base_scores: each image's unperturbed target score ``[N]``, float32.
+        unperturbed_passes: images evaluated so far (N, or 2N with autocast and ``target=None``).
     """
 
     def __init__(
@@ -162,13 +171,21 @@ class PairRunner:
         forward_fn: ForwardFn,
         images: Tensor,
         fill: Tensor,
-        targets: Tensor,
-        base_scores: Tensor,
+        target: TargetLike,
         batch_size: int,
         autocast_dtype: torch.dtype | None = None,
     ) -> None:
-        self.forward_fn, self.images, self.fill, self.targets = forward_fn, images, fill, targets
-        self.base_scores, self.batch_size, self.autocast_dtype = base_scores.float(), batch_size, autocast_dtype
+        self.forward_fn, self.images, self.fill = forward_fn, images, fill
+        self.batch_size, self.autocast_dtype = batch_size, autocast_dtype
+        with precision(images, autocast_dtype):
+            scores = check_scores(forward_fn(images), images.shape[0])
+        self.unperturbed_passes = images.shape[0]
+        if autocast_dtype is not None and target is None:
+            with torch.autocast(device_type=images.device.type, enabled=False):
+                target = check_scores(forward_fn(images), images.shape[0]).argmax(dim=1)
+            self.unperturbed_passes *= 2
+        self.targets = resolve_targets(target, scores)
+        self.base_scores = gather_scores(scores, self.targets).float()
 
     def __call__(
         self, image_index: Tensor, window_index: Tensor, cols: int, window: tuple[int, int], stride: tuple[int, int]

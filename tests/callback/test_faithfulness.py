@@ -74,5 +74,6 @@ def test_sanity_check_on_demand_leaves_the_model_untouched(tmp_path, digits16):
     state = torch.get_rng_state()
     report = monitor.sanity_check(trainer, model, cascade=False)
     assert set(report) == {"saliency"} and len(report["saliency"]["layers"]) > 1
+    assert report["saliency"]["layers"][-1]["layer"] == "all" and report["saliency"]["spearman"] == report["saliency"]["layers"][-1]["spearman"]
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert torch.equal(state, torch.get_rng_state())
