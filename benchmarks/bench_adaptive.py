@@ -9,8 +9,8 @@ How to read the table
 ---------------------
 One row per network, input size and classifier head; 8 probe digits (grey, copied to 3 channels),
 the fine grid is window 8 / stride 4 at 32 x 32 and window 16 / stride 8 at 64 x 64 (7 x 7
-placements either way). Times are the median of ``--repeats`` calls after one warm-up call, all at
-the default batch size.
+placements either way). Times are the best of ``--repeats`` rounds after one warm-up round, the
+methods interleaved within each round, all at the default batch size.
 
 * ``head``: ``random`` keeps the seeded random weights; ``fitted`` replaces the last linear layer
   by a ridge regression on 1000 digits' features (random convolutions, a trained classifier), so
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,14 +84,17 @@ def fit_head(model: nn.Module, images: Tensor, labels: Tensor) -> float:
     return float((predicted == labels[1000:1400]).float().mean())
 
 
-def timed(function: Callable[[], Tensor], repeats: int) -> tuple[float, Tensor]:
-    result = function()  # warm-up
-    times = []
+def timed(functions: dict[str, Callable[[], Tensor]], repeats: int) -> tuple[dict[str, float], dict[str, Tensor]]:
+    """Best time of each function over ``repeats`` rounds, the functions interleaved within a
+    round (so that a burst of load from elsewhere hits them alike), after one warm-up round."""
+    results = {name: function() for name, function in functions.items()}
+    times: dict[str, list[float]] = {name: [] for name in functions}
     for _ in range(repeats):
-        start = time.perf_counter()
-        result = function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+        for name, function in functions.items():
+            start = time.perf_counter()
+            results[name] = function()
+            times[name].append(time.perf_counter() - start)
+    return {name: min(values) for name, values in times.items()}, results
 
 
 def fidelity(approx: Tensor, exact: Tensor) -> tuple[float, float]:
@@ -108,22 +110,27 @@ def run_config(config: Config, head: str, digits: tuple[Tensor, Tensor], repeats
     accuracy = fit_head(model, images, digits[1]) if head == "fitted" else float("nan")
     probes = images[1500:1508].contiguous()
     kwargs = {"window": config.window, "stride": config.stride}
-    exact_s, exact = timed(lambda: occlusion(model, probes, **kwargs), repeats)
-    cells = [f"{config.name:18} {config.size:3d}px {head:6} {accuracy:4.2f} | {exact_s:6.2f}"]
+    functions = {
+        "exact": lambda: occlusion(model, probes, **kwargs),
+        "subsample": lambda: adaptive_occlusion(model, probes, coarse_mode="subsample", **kwargs),
+        "enlarge": lambda: adaptive_occlusion(model, probes, coarse_mode="enlarge", **kwargs),
+        "bf16": lambda: occlusion(model, probes, autocast_dtype=torch.bfloat16, **kwargs),
+    }
+    seconds, maps = timed(functions, repeats)
+    cells = [f"{config.name:18} {config.size:3d}px {head:6} {accuracy:4.2f} | {seconds['exact']:6.2f}"]
     for mode in ("subsample", "enlarge"):
-        seconds, approx = timed(lambda: adaptive_occlusion(model, probes, coarse_mode=mode, **kwargs), repeats)
         counts = adaptive_occlusion_with_counts(model, probes, coarse_mode=mode, **kwargs)
-        rho, err = fidelity(approx, exact)
-        cells.append(f"{seconds:5.2f} {exact_s / seconds:4.2f} {counts.forward_passes / counts.exact_forward_passes:4.2f} {rho:5.3f} {err:5.3f}")
-    seconds, reduced = timed(lambda: occlusion(model, probes, autocast_dtype=torch.bfloat16, **kwargs), repeats)
-    rho, err = fidelity(reduced, exact)
-    cells.append(f"{seconds:5.2f} {exact_s / seconds:4.2f} {rho:5.3f} {err:5.3f}")
+        rho, err = fidelity(maps[mode], maps["exact"])
+        passes = counts.forward_passes / counts.exact_forward_passes
+        cells.append(f"{seconds[mode]:5.2f} {seconds['exact'] / seconds[mode]:4.2f} {passes:4.2f} {rho:5.3f} {err:5.3f}")
+    rho, err = fidelity(maps["bf16"], maps["exact"])
+    cells.append(f"{seconds['bf16']:5.2f} {seconds['exact'] / seconds['bf16']:4.2f} {rho:5.3f} {err:5.3f}")
     return " | ".join(cells)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls per measurement (median)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds per measurement (the best is reported)")
     parser.add_argument("--heads", nargs="+", choices=["random", "fitted"], default=["random", "fitted"])
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f} (1 min)")

@@ -29,6 +29,9 @@ class Shortcuts:
 
     Args:
         box_sides: candidate box sides as fractions of the shorter image side.
+        min_concentration: a box is a candidate only if the probes' mean attribution mass in it is
+            at least this many times its share of the image area (heat at the same place in
+            images of every class); suspect regions are tested regardless.
         min_flip_rate: share of predictions that replacing the box must change...
         min_flip_ratio: ...and how many times more than boxes elsewhere change;
         min_drop_ratio: ...and how many times more the predicted class's probability must fall.
@@ -48,6 +51,7 @@ class Shortcuts:
     """
 
     box_sides: tuple[float, ...] = (1 / 8, 3 / 16, 1 / 4)
+    min_concentration: float = 2.5
     min_flip_rate: float = 0.3
     min_flip_ratio: float = 3.0
     min_drop_ratio: float = 5.0
@@ -165,7 +169,8 @@ class ShortcutDetector:
     def _best_candidate(
         self, model: nn.Module, maps: Tensor, images: Tensor, size: tuple[int, int], tested: dict[Box, dict[str, float]]
     ) -> tuple[Box, dict[str, float]] | None:
-        candidates = [(box, c) for box, c in concentrated_boxes(maps, self.settings.candidate_sides(size))]
+        found = concentrated_boxes(maps, self.settings.candidate_sides(size))
+        candidates = [(box, c) for box, c in found if c >= self.settings.min_concentration]
         candidates += [(box, 0.0) for box in self.settings.suspects(size)]
         scored = []
         for box, concentration in candidates:

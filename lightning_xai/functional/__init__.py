@@ -6,6 +6,7 @@ or ``None`` for the model's top class), works under ``torch.no_grad()`` and
 inputs and the global RNG as they were.
 """
 
+from lightning_xai.functional.adaptive_occlusion import adaptive_occlusion
 from lightning_xai.functional.baselines import constant_baseline, gaussian_blur
 from lightning_xai.functional.display import display_map
 from lightning_xai.functional.expected_gradients import completeness_gap, expected_gradients, integrated_gradients
@@ -14,6 +15,7 @@ from lightning_xai.functional.gradients import input_gradients, saliency, smooth
 from lightning_xai.functional.occlusion import occlusion
 
 __all__ = [
+    "adaptive_occlusion",
     "completeness_gap",
     "constant_baseline",
     "display_map",

@@ -257,7 +257,6 @@ def _enlarged_drops(
     flat = torch.arange(n_images * rows * cols, device=run.images.device)
     coarse_drops = run(flat // (rows * cols), flat % (rows * cols), cols, *coarse).view(n_images, rows, cols)
     coarse_map = spread_over_windows(coarse_drops, size, *coarse)  # type: ignore[arg-type]
-    check_finite(coarse_map)
     estimates = _window_sums(coarse_map, window, stride) / _window_sums(torch.ones_like(coarse_map[:1]), window, stride)
     refined, exact = _refine(run, coarse_map, torch.zeros_like(estimates, dtype=torch.bool), window, stride, fraction)
     drops = _calibrated(estimates, refined, exact)
@@ -305,9 +304,9 @@ def _calibrated(estimates: Tensor, refined: Tensor, exact: Tensor) -> Tensor:
     refined placements, or a fit that is not increasing, keeps its estimates unchanged.
     """
     n_images = estimates.shape[0]
-    x = torch.zeros_like(estimates).masked_scatter_(refined, estimates[refined])
-    y = torch.zeros_like(estimates).masked_scatter_(refined, exact)
     weight = refined.to(estimates.dtype)
+    x = estimates * weight
+    y = torch.zeros_like(estimates).masked_scatter_(refined, exact)
     count = weight.flatten(1).sum(1)
     mean_x = x.flatten(1).sum(1) / count.clamp(min=1)
     mean_y = y.flatten(1).sum(1) / count.clamp(min=1)
