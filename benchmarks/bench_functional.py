@@ -11,14 +11,18 @@ How to read the table
 One block of rows per model and input size. Every figure is an *effective throughput*: images
 evaluated by the model per second (perturbed images for occlusion, path points for integrated
 gradients, baseline draws for expected gradients, noisy copies for SmoothGrad, the probe images
-themselves for Grad-CAM), from the median of several timed calls after one warm-up call.
+themselves for Grad-CAM), from the median of several timed repeats after one warm-up call.
+The candidates of one comparison (the sizes of a sweep; ours at both batch sizes and Captum
+at each knob setting) are timed in turns, so that drifts of a shared machine hit them alike,
+and a repeat during which other processes took the CPU is rerun (see the footer).
 
 * ``raw fwd`` / ``raw fwd+bwd`` rows are the model alone: a forward pass under ``torch.no_grad()``,
   and a forward pass plus ``torch.autograd.grad`` of the summed target scores with respect to the
-  input. ``best bs`` is the batch size that did best in the sweep (the sweep stops early once the
-  throughput falls below half of the best, i.e. past the cache cliff); ``def bs`` is the batch
-  size our default heuristic (``default_batch_size``) would pick for that pass type, and its
-  throughput measured at that size.
+  input. ``best bs`` is the batch size that did best in the sweep; ``def bs`` is the batch size
+  our default heuristic (``default_batch_size``) picks for that pass type, measured alongside
+  (``def xraw`` above 1 means it beat every size in the sweep). The whole sweep is printed to
+  stderr with the progress lines. At 64x64 on a CPU the sweep stops at 64: from 128 on a pass
+  runs several times slower (the cache cliff in DESIGN.md).
 * Method rows: ``def`` columns run our function with ``batch_size=None`` (the default), ``best``
   columns with ``batch_size=`` the best raw batch size for the matching pass type, and ``cap``
   columns run Captum at the best of a small sweep of its batching knob (``cap bs`` = images per
@@ -43,8 +47,9 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -64,6 +69,7 @@ from lightning_xai.functional._batching import default_batch_size
 
 NUM_CLASSES = 10
 CHANNELS = 3
+K = TypeVar("K")
 
 
 @dataclass(frozen=True)
@@ -144,12 +150,13 @@ class Method:
 
 @dataclass(frozen=True)
 class Raw:
-    """The model's best raw throughput for one pass type."""
+    """The model's raw throughput for one pass type: the best over the sweep, our default's, and all."""
 
     best_batch: int
     best_rate: float
     default_batch: int
     default_rate: float
+    rates: dict[int, float]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -288,22 +295,28 @@ class CpuMonitor:
         return f"{self.reruns} timed repeats rerun because other processes used the CPU ({self.waited_s:.0f} s waiting){kept}."
 
 
-def median_seconds(fn: Callable[[], object], settings: Settings) -> tuple[float, object]:
-    """Median seconds per call of ``fn`` over ``settings.repeats`` timed repeats, after a warm-up.
+def interleaved_medians(fns: Mapping[K, Callable[[], object]], settings: Settings) -> dict[K, tuple[float, object]]:
+    """Median seconds per call of each function, timing them in turns.
 
-    Fast calls are repeated within a timed repeat (``Settings.min_repeat_s``); slow ones get
-    fewer repeats (``Settings.budget_s``).
+    Each function is warmed up first; then rounds of timed repeats visit every function in turn,
+    so that slow drifts of a shared machine hit all candidates alike. A repeat of a fast function
+    calls it several times (``Settings.min_repeat_s``); a slow one gets fewer than
+    ``Settings.repeats`` repeats (``Settings.budget_s``).
 
     Returns:
-        The median seconds per call and the result of the last call.
+        Per key: the median seconds per call and the result of its last call.
     """
-    calls, estimate, result = calls_per_repeat(fn, settings)
-    repeats = max(1, min(settings.repeats, int(settings.budget_s / (calls * estimate))))
-    per_call = []
-    for _ in range(repeats):
-        seconds, result = settings.monitor.time_quietly(lambda: [fn() for _ in range(calls)][-1], settings.device)
-        per_call.append(seconds / calls)
-    return statistics.median(per_call), result
+    plans = {key: calls_per_repeat(fn, settings) for key, fn in fns.items()}
+    wanted = {key: max(1, min(settings.repeats, int(settings.budget_s / (calls * estimate)))) for key, (calls, estimate, _) in plans.items()}
+    times: dict[K, list[float]] = {key: [] for key in fns}
+    results = {key: plan[2] for key, plan in plans.items()}
+    for round_ in range(max(wanted.values())):
+        for key, fn in fns.items():
+            if round_ < wanted[key]:
+                calls = plans[key][0]
+                seconds, results[key] = settings.monitor.time_quietly(lambda: [fn() for _ in range(calls)][-1], settings.device)
+                times[key].append(seconds / calls)
+    return {key: (statistics.median(times[key]), results[key]) for key in fns}
 
 
 def raw_pass(model: nn.Module, images: Tensor, targets: Tensor, backward: bool) -> Callable[[], object]:
@@ -324,27 +337,20 @@ def raw_pass(model: nn.Module, images: Tensor, targets: Tensor, backward: bool) 
     return forward_backward
 
 
-def raw_rate(model: nn.Module, batch: int, size: int, backward: bool, settings: Settings) -> float:
-    """Images per second of a raw pass at one batch size."""
-    generator = torch.Generator().manual_seed(batch)
-    images = torch.rand(batch, CHANNELS, size, size, generator=generator).to(settings.device)
-    targets = torch.arange(batch, device=settings.device) % NUM_CLASSES
-    seconds, _ = median_seconds(raw_pass(model, images, targets, backward), settings)
-    return batch / seconds
-
-
 def raw_throughput(model: nn.Module, case: Case, backward: bool, settings: Settings) -> Raw:
-    """Sweeps the batch size of a raw pass; stops once throughput drops below half the best."""
-    rates: dict[int, float] = {}
-    for batch in (b for b in settings.sweep if b <= case.max_batch):
-        rates[batch] = raw_rate(model, batch, case.size, backward, settings)
-        if rates[batch] < 0.5 * max(rates.values()):
-            break
-    best = max(rates, key=rates.__getitem__)
+    """Images per second of a raw pass over the batch-size sweep, and at our default batch size."""
     example = torch.zeros(1, CHANNELS, case.size, case.size, device=settings.device)
     default = default_batch_size(example, backward=backward)
-    default_rate = rates[default] if default in rates else raw_rate(model, default, case.size, backward, settings)
-    return Raw(best, rates[best], default, default_rate)
+    batches = sorted({b for b in settings.sweep if b <= case.max_batch} | {default})
+    generator = torch.Generator().manual_seed(0)
+    passes = {}
+    for batch in batches:
+        images = torch.rand(batch, CHANNELS, case.size, case.size, generator=generator).to(settings.device)
+        targets = torch.arange(batch, device=settings.device) % NUM_CLASSES
+        passes[batch] = raw_pass(model, images, targets, backward)
+    rates = {batch: batch / seconds for batch, (seconds, _) in interleaved_medians(passes, settings).items()}
+    best = max((b for b in rates if b in settings.sweep), key=rates.__getitem__)
+    return Raw(best, rates[best], default, rates[default], rates)
 
 
 def multiples(settings: Settings, case: Case, lowest: int, work: int) -> tuple[int, ...]:
@@ -492,48 +498,34 @@ def grad_cam_method(model: nn.Module, images: Tensor, targets: Tensor) -> Method
     )
 
 
-def best_captum(method: Method, settings: Settings) -> tuple[int, float, Tensor]:
-    """Sweeps Captum's knob; stops once throughput drops below half the best.
-
-    Returns:
-        The best images per pass, its median seconds per call, and that call's map.
-    """
-    results: dict[int, tuple[float, Tensor]] = {}
-    for batch in method.captum_batches:
-        seconds, attribution = median_seconds(lambda: method.captum(batch), settings)
-        results[batch] = (seconds, attribution)  # type: ignore[assignment]
-        if seconds > 2.0 * min(s for s, _ in results.values()):
-            break
-    best = min(results, key=lambda b: results[b][0])
-    return best, results[best][0], results[best][1]
-
-
-def fmt_rate(rate: float) -> str:
-    """Images per second, rounded to a whole number."""
-    return f"{rate:,.0f}"
+def rate_cells(rate: float, limit: Raw) -> list[str]:
+    """Images per second, and as a fraction of the best raw throughput."""
+    return [f"{rate:,.0f}", f"{rate / limit.best_rate:.2f}"]
 
 
 def method_row(method: Method, raw: dict[bool, Raw], settings: Settings) -> list[str]:
-    """Table cells for one method: ours at the default and at the best batch size, and Captum."""
+    """Table cells for one method: ours at the default and at the best batch size, and Captum at its best."""
     limit = raw[method.backward]
-    default_s, ours_map = median_seconds(lambda: method.ours(None), settings)
-    best_batch = limit.best_batch
-    best_s, _ = median_seconds(lambda: method.ours(best_batch), settings)
-    captum_batch, captum_s, captum_map = best_captum(method, settings)
-    rates = [method.work / s for s in (default_s, best_s, captum_s)]
+    calls: dict[tuple[str, int | None], Callable[[], object]] = {
+        ("ours", None): lambda: method.ours(None),
+        ("ours", limit.best_batch): lambda: method.ours(limit.best_batch),
+    }
+    calls.update({("captum", b): (lambda b=b: method.captum(b)) for b in method.captum_batches})  # type: ignore[misc]
+    timings = interleaved_medians(calls, settings)
+    captum_batch = min(method.captum_batches, key=lambda b: timings["captum", b][0])
+    (default_s, ours_map), (best_s, _), (captum_s, captum_map) = (
+        timings[key] for key in (("ours", None), ("ours", limit.best_batch), ("captum", captum_batch))
+    )
     diff = f"{(ours_map - captum_map).abs().max().item():.1e}" if method.exact else "-"  # type: ignore[operator]
     return [
         method.name,
         str(method.work),
         str(min(method.default_batch, method.work)),
-        fmt_rate(rates[0]),
-        f"{rates[0] / limit.best_rate:.2f}",
-        str(min(best_batch, method.work)),
-        fmt_rate(rates[1]),
-        f"{rates[1] / limit.best_rate:.2f}",
+        *rate_cells(method.work / default_s, limit),
+        str(min(limit.best_batch, method.work)),
+        *rate_cells(method.work / best_s, limit),
         f"{captum_batch} ({method.knob(captum_batch)})",
-        fmt_rate(rates[2]),
-        f"{rates[2] / limit.best_rate:.2f}",
+        *rate_cells(method.work / captum_s, limit),
         f"{captum_s / default_s:.2f}",
         diff,
     ]
@@ -545,11 +537,9 @@ def raw_row(name: str, raw: Raw) -> list[str]:
         name,
         "-",
         str(raw.default_batch),
-        fmt_rate(raw.default_rate),
-        f"{raw.default_rate / raw.best_rate:.2f}",
+        *rate_cells(raw.default_rate, raw),
         str(raw.best_batch),
-        fmt_rate(raw.best_rate),
-        "1.00",
+        *rate_cells(raw.best_rate, raw),
         *["-"] * 5,
     ]
 
@@ -572,6 +562,9 @@ def case_rows(case: Case, settings: Settings) -> list[list[str]]:
     with torch.no_grad():
         targets = model(images).argmax(dim=1)
     raw = {backward: raw_throughput(model, case, backward, settings) for backward in (False, True)}
+    for backward, name in ((False, "fwd"), (True, "fwd+bwd")):
+        sweep = "  ".join(f"{batch}: {rate:,.0f}" for batch, rate in raw[backward].rates.items())
+        print(f"  raw {name} images/s by batch size -- {sweep}", file=sys.stderr, flush=True)
     methods = [
         occlusion_method(model, images, targets, case, settings),
         integrated_gradients_method(model, images, targets, case, settings),

@@ -7,6 +7,7 @@ Example:
 
 from lightning_xai import functional
 from lightning_xai.callback import AttributionMonitor
+from lightning_xai.faithfulness import Faithfulness
 from lightning_xai.methods import (
     AttributionMethod,
     ExpectedGradients,
@@ -16,6 +17,8 @@ from lightning_xai.methods import (
     Saliency,
     SmoothGrad,
 )
+from lightning_xai.shortcuts import Finding, Shortcuts
+from lightning_xai.stability import Stability
 
 __version__ = "0.1.0"
 
@@ -23,11 +26,15 @@ __all__ = [
     "AttributionMethod",
     "AttributionMonitor",
     "ExpectedGradients",
+    "Faithfulness",
+    "Finding",
     "GradCAM",
     "IntegratedGradients",
     "Occlusion",
     "Saliency",
+    "Shortcuts",
     "SmoothGrad",
+    "Stability",
     "__version__",
     "functional",
 ]

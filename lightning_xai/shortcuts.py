@@ -150,7 +150,9 @@ class ShortcutDetector:
         new: list[Finding] = []
         tested: dict[Box, dict[str, float]] = {}  # methods often point at the same boxes: test each once
         for name, maps in displays.items():
-            best = self._best_candidate(model, maps, test_images, size, tested)  # type: ignore[arg-type]
+            found = concentrated_boxes(maps, self.settings.candidate_sides(size))  # type: ignore[arg-type]
+            metrics[f"shortcut/{name}/peak_concentration"] = found[0][1] if found else 0.0
+            best = self._best_candidate(model, found, test_images, size, tested)
             if best is None:
                 continue
             box, scores = best
@@ -167,9 +169,8 @@ class ShortcutDetector:
         return current, new, metrics
 
     def _best_candidate(
-        self, model: nn.Module, maps: Tensor, images: Tensor, size: tuple[int, int], tested: dict[Box, dict[str, float]]
+        self, model: nn.Module, found: list[tuple[Box, float]], images: Tensor, size: tuple[int, int], tested: dict[Box, dict[str, float]]
     ) -> tuple[Box, dict[str, float]] | None:
-        found = concentrated_boxes(maps, self.settings.candidate_sides(size))
         candidates = [(box, c) for box, c in found if c >= self.settings.min_concentration]
         candidates += [(box, 0.0) for box in self.settings.suspects(size)]
         scored = []

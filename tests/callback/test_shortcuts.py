@@ -9,7 +9,7 @@ import pytest
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_xai import AttributionMonitor, ExpectedGradients
+from lightning_xai import AttributionMonitor, ExpectedGradients, Shortcuts
 from lightning_xai.demos import LitClassifier
 from lightning_xai.shortcuts import Finding
 
@@ -44,9 +44,13 @@ def test_stop_on_shortcut_and_on_shortcut(tmp_path, decoy_loaders):
 def test_given_probes_still_get_validation_test_images(tmp_path, decoy_loaders):
     train, val = decoy_loaders
     images, labels = val.dataset.tensors
-    monitor = AttributionMonitor([ExpectedGradients(n_samples=16)], probes=(images[:4], labels[:4]))
+    # after one short epoch no heat is concentrated enough to make a candidate: the suspect box is tested regardless
+    monitor = AttributionMonitor(
+        [ExpectedGradients(n_samples=16)], probes=(images[:4], labels[:4]), shortcuts=Shortcuts(suspect_regions=[(1, 1, 5, 5)])
+    )
     trainer = pl.Trainer(max_epochs=1, default_root_dir=tmp_path, callbacks=[monitor], enable_progress_bar=False,
                          enable_model_summary=False, logger=False, limit_train_batches=2)
     trainer.fit(LitClassifier(in_channels=1, width=4, pooled_size=4), train, val)
     assert monitor._test_images is not None and monitor._test_images.shape[0] == 64  # from validation, not the 4 probes
-    assert "shortcut/expected_gradients/flip_rate" in monitor.history[0]["metrics"]
+    metrics = monitor.history[0]["metrics"]
+    assert "shortcut/expected_gradients/flip_rate" in metrics and metrics["shortcut/expected_gradients/peak_concentration"] > 0
