@@ -5,6 +5,7 @@ Run from the repository root::
     python benchmarks/bench_functional.py            # full run (a few minutes on a 2-core CPU)
     python benchmarks/bench_functional.py --quick    # smoke run, under a minute
     python benchmarks/bench_functional.py --device cuda
+    python benchmarks/bench_functional.py --quick --large   # adds ResNet-style at 224x224 (reduced batch)
 
 How to read the table
 ---------------------
@@ -164,6 +165,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run with little work per measurement")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run (default: cpu)")
+    parser.add_argument(
+        "--large", action="store_true",
+        help="add the ResNet-style net at 224x224 (batch capped at 16 on a CPU; there, combine with --quick)",
+    )
     return parser.parse_args(argv)
 
 
@@ -177,9 +182,10 @@ def make_settings(quick: bool, device: torch.device) -> Settings:
     return Settings(device, n_images=8, n_samples=32, n_references=16, repeats=3, min_repeat_s=0.2, budget_s=4.0, sweep=sweep, monitor=CpuMonitor())
 
 
-def make_cases(device: torch.device) -> list[Case]:
-    """The benchmarked models: a ResNet-style net at 32x32 and 64x64, and the small CNN at 32x32."""
+def make_cases(device: torch.device, large: bool = False) -> list[Case]:
+    """The benchmarked models: a ResNet-style net at 32x32 and 64x64 (and 224x224 if ``large``), and the small CNN at 32x32."""
     cap_64 = 2048 if device.type == "cuda" else 64
+    cap_224 = 256 if device.type == "cuda" else 16
 
     def resnet() -> nn.Module:
         return ResNetStyle(CHANNELS, NUM_CLASSES, width=16, blocks_per_stage=2)
@@ -190,6 +196,7 @@ def make_cases(device: torch.device) -> list[Case]:
     return [
         Case("ResNetStyle(16,2)", resnet, 32, window=8, stride=4, max_batch=4096),
         Case("ResNetStyle(16,2)", resnet, 64, window=16, stride=8, max_batch=cap_64),
+        *([Case("ResNetStyle(16,2)", resnet, 224, window=56, stride=28, max_batch=cap_224)] if large else []),
         Case("SmallCNN", small, 32, window=8, stride=4, max_batch=4096),
     ]
 
@@ -614,7 +621,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     device = torch.device(args.device)
     settings = make_settings(args.quick, device)
     start = time.perf_counter()
-    rows = [row for case in make_cases(device) for row in case_rows(case, settings)]
+    rows = [row for case in make_cases(device, args.large) for row in case_rows(case, settings)]
     print(format_table(HEADER, rows))
     print(
         f"\n{settings.n_images} probe images; IG steps / EG / SmoothGrad samples = {settings.n_samples}; "

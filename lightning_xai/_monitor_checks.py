@@ -92,6 +92,14 @@ def check_max_seconds(max_seconds: object) -> float | None:
     return float(max_seconds)
 
 
+def check_max_overhead(max_overhead: object) -> float | None:
+    if max_overhead is None:
+        return None
+    if isinstance(max_overhead, bool) or not isinstance(max_overhead, (int, float)) or not max_overhead > 0:
+        raise ValueError(f"`max_overhead` must be a positive share of the fit time (e.g. 0.1 for 10%) or None, got {max_overhead!r}.")
+    return float(max_overhead)
+
+
 def check_display_normalisation(mean: object, std: object) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
     if mean is None and std is None:
         return None, None

@@ -6,6 +6,7 @@ a guard plus one call, as in Lightning's own ``EarlyStopping``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -16,11 +17,13 @@ from torch import Tensor, nn
 
 from lightning_xai._analyses import check_shortcuts, judge_faithfulness, model_dtype_images, sanity_summary
 from lightning_xai._context import attribution_conditions
+from lightning_xai._cost import MonitorCost
 from lightning_xai._explain import RunResult, display_rgb, explain_probes, module_device
 from lightning_xai._monitor_checks import (
     check_callable,
     check_display_normalisation,
     check_labels,
+    check_max_overhead,
     check_max_seconds,
     check_methods,
     check_settings,
@@ -65,6 +68,11 @@ class AttributionMonitor(Callback):
             always explains).
         max_seconds: time budget per run; methods that would start after it are skipped (the
             first method always runs) and the first time this happens a warning says so.
+        max_overhead: cap on the monitor's cost as a share of the rest of the fit's wall time
+            (``0.1``: at most 10% on top of training without it). A scheduled run that would
+            take the share above the cap is skipped (predicted from the last run; the first run
+            always happens) and the first skip is warned about. ``None`` (default): no cap.
+            The cost is reported at the end of fit and in :attr:`cost`.
         display_mean, display_std: the normalisation applied to the inputs, undone for display
             so overlays look like the images (default: each image min-max scaled).
         submodule: dotted name of the ``nn.Module`` to explain inside the LightningModule
@@ -95,6 +103,7 @@ class AttributionMonitor(Callback):
         num_probes: int = 16,
         every_n_epochs: int = 1,
         max_seconds: float | None = None,
+        max_overhead: float | None = None,
         display_mean: Sequence[float] | None = None,
         display_std: Sequence[float] | None = None,
         submodule: str | None = None,
@@ -109,6 +118,7 @@ class AttributionMonitor(Callback):
         self.num_probes = check_positive_int(num_probes, "num_probes")
         self.every_n_epochs = check_positive_int(every_n_epochs, "every_n_epochs")
         self.max_seconds = check_max_seconds(max_seconds)
+        self.max_overhead = check_max_overhead(max_overhead)
         self.display_mean, self.display_std = check_display_normalisation(display_mean, display_std)
         self.submodule = submodule
         self.seed = check_positive_int(seed, "seed", minimum=0)
@@ -132,6 +142,8 @@ class AttributionMonitor(Callback):
         self._gap_warned: set[str] = set()
         self._validated = False
         self._budget_warned = False
+        self._cost = MonitorCost()
+        self._overhead_warned = False
         self._pending_state: dict[str, Any] | None = None
         self._session: MonitorSession | None = None
 
@@ -155,6 +167,12 @@ class AttributionMonitor(Callback):
         return [finding.to_dict() for finding in self._detector.findings] if self._detector else []
 
     @property
+    def cost(self) -> dict[str, float]:
+        """This fit's cost so far: ``runs``, ``skipped`` (by ``max_overhead``), ``seconds`` (the
+        runs' wall time), ``training_seconds`` (the rest of the fit) and ``overhead`` (their ratio)."""
+        return self._cost.snapshot()
+
+    @property
     def settled(self) -> dict[str, dict[str, int] | None]:
         """Per method, the epoch and step at which its maps settled, or ``None`` (needs ``stability``)."""
         tracker = self._session.tracker if self._session else None
@@ -168,6 +186,7 @@ class AttributionMonitor(Callback):
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         """Opens the history and checks given probes against the model before any training."""
+        self._cost.start_fit()
         self._start(trainer, pl_module)
 
     def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
@@ -208,13 +227,16 @@ class AttributionMonitor(Callback):
             return
         self._fix_probes(trainer, pl_module)
         if not self._should_skip_run(trainer):
-            self._run(trainer, pl_module)
+            with self._cost.timing_run():
+                self._run(trainer, pl_module)
         self._sync_stop(trainer)
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         """Reports methods whose maps never settled; runs the sanity check if asked to."""
         if self._session is not None:
             self._session.finish()
+        if self._cost.runs:
+            rank_zero_info(f"AttributionMonitor: {self._cost.describe()}.")
         if self.faithfulness is not None and self.faithfulness.sanity_check_at_end:
             self.sanity_check(trainer, pl_module)
 
@@ -276,7 +298,23 @@ class AttributionMonitor(Callback):
         if not trainer.is_global_zero or self._session is None:
             return True
         fitting = stage_name(trainer.state.fn) == "fit"
-        return fitting and (trainer.current_epoch + 1) % self.every_n_epochs != 0
+        if fitting and (trainer.current_epoch + 1) % self.every_n_epochs != 0:
+            return True
+        if fitting and self.max_overhead is not None and self._cost.would_exceed(self.max_overhead):
+            self._skip_for_overhead(trainer)
+            return True
+        return False
+
+    def _skip_for_overhead(self, trainer: Any) -> None:
+        if not self._overhead_warned:
+            self._overhead_warned = True
+            rank_zero_warn(
+                f"AttributionMonitor skipped its run at epoch {trainer.current_epoch} (step {trainer.global_step}) to keep "
+                f"its cost within max_overhead={self.max_overhead}: {self._cost.describe()}, and another run would take "
+                f"about {self._cost.last_run:.1f}s. It explains again once training has caught up; raise `max_overhead`, "
+                "use fewer probes or cheaper settings to explain more often. This warning is shown once."
+            )
+        self._cost.skipped += 1
 
     def _run(self, trainer: Any, pl_module: Any) -> None:
         assert self._session is not None and self.probes is not None
@@ -305,17 +343,21 @@ class AttributionMonitor(Callback):
         images: dict[str, Tensor] = {}
         model = self._model(pl_module)
         if self._detector is not None and self._test_images is not None and result.displays:
+            started = time.perf_counter()
             found, outlines, new = check_shortcuts(
                 self._detector, model, result, rgb, self._test_images, probe_size=tuple(self.probes.images.shape[-2:]),  # type: ignore[union-attr, arg-type]
                 epoch=epoch, step=step, on_finding=self._react,
             )
             metrics.update(found)
+            metrics["seconds/shortcuts"] = time.perf_counter() - started
             images.update(outlines)
             if new:
                 self._session.write_findings(self.findings)  # type: ignore[union-attr]
         if self.faithfulness is not None and result.maps:
+            started = time.perf_counter()
             judged, plots = judge_faithfulness(self.faithfulness, model, self.probes.images, result, seed=self.seed, warned=self._gap_warned)  # type: ignore[union-attr]
             metrics.update(judged)
+            metrics["seconds/faithfulness"] = time.perf_counter() - started
             images.update(plots)
         return metrics, images
 

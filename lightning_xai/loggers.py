@@ -12,9 +12,14 @@ from typing import Any
 
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_info
+from tensorboard.compat.proto.summary_pb2 import Summary
 from torch import Tensor
+from torch.utils.tensorboard import SummaryWriter
 
-from lightning_xai.render import save_png
+from lightning_xai.render import encode_png, save_png
+
+PNG_COMPRESS_LEVEL = 1
+"""zlib level of the monitor's images: three times faster to encode than TensorBoard's own (6), a fifth larger."""
 
 
 def _tensorboard_logger_types() -> tuple[type, ...]:
@@ -69,10 +74,12 @@ class XaiLogger:
 
     def image(self, tag: str, image: Tensor, step: int) -> None:
         """Logs an RGB image ``[3, H, W]`` in [0, 1] under ``tag`` at ``step``."""
-        if self.writer is not None:
+        if self.writer is None:
+            save_png(image, self.folder / "images" / tag.replace("/", "_") / f"step-{step:08d}.png", compress_level=PNG_COMPRESS_LEVEL)
+        elif isinstance(self.writer, SummaryWriter):
+            self.writer._get_file_writer().add_summary(_image_summary(tag, image), step)  # what add_image does, with faster PNG encoding
+        else:  # another writer class (tensorboardX): its own add_image
             self.writer.add_image(tag, image.clamp(0, 1), global_step=step, dataformats="CHW")
-        else:
-            save_png(image, self.folder / "images" / tag.replace("/", "_") / f"step-{step:08d}.png")
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         """Logs each scalar under its tag at ``step`` (TensorBoard only)."""
@@ -89,3 +96,10 @@ class XaiLogger:
         """Makes everything logged so far visible to readers of the event file."""
         if self.writer is not None:
             self.writer.flush()
+
+
+def _image_summary(tag: str, image: Tensor) -> Summary:
+    """A TensorBoard image summary of an RGB image ``[3, H, W]`` in [0, 1]."""
+    png = encode_png(image, compress_level=PNG_COMPRESS_LEVEL)
+    encoded = Summary.Image(height=image.shape[-2], width=image.shape[-1], colorspace=3, encoded_image_string=png)
+    return Summary(value=[Summary.Value(tag=tag, image=encoded)])

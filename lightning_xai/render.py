@@ -116,8 +116,11 @@ def make_grid(images: Tensor, *, columns: int = 8, padding: int = 2, fill: float
     return grid
 
 
-def encode_png(image: Tensor) -> bytes:
+def encode_png(image: Tensor, *, compress_level: int = 6) -> bytes:
     """Encodes an RGB image ``[3, H, W]`` in [0, 1] as PNG bytes (8-bit, no interlace).
+
+    ``compress_level`` is zlib's (0-9): 1 encodes about three times faster than 6 for files
+    about a fifth larger, which is what the monitor uses inside training.
 
     Example:
         >>> encode_png(torch.zeros(3, 2, 2))[:8]
@@ -131,12 +134,12 @@ def encode_png(image: Tensor) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.numpy().tobytes(), 6)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.numpy().tobytes(), compress_level)) + chunk(b"IEND", b"")
 
 
-def save_png(image: Tensor, path: str | os.PathLike[str]) -> Path:
+def save_png(image: Tensor, path: str | os.PathLike[str], *, compress_level: int = 6) -> Path:
     """Saves an RGB image ``[3, H, W]`` in [0, 1] as a PNG file (atomically)."""
-    return atomic_write_bytes(path, encode_png(image))
+    return atomic_write_bytes(path, encode_png(image, compress_level=compress_level))
 
 
 def with_probability_bars(tiles: Tensor, probabilities: Tensor, correct: Tensor | None = None) -> Tensor:

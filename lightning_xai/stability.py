@@ -94,7 +94,7 @@ class StabilityTracker:
         self.previous: dict[str, Tensor] = {}
         self.streak: dict[str, int] = {name: 0 for name in self.methods}
         self.settled: dict[str, dict[str, int] | None] = {name: None for name in self.methods}
-        self.strips: dict[str, deque[Tensor]] = {name: deque(maxlen=settings.filmstrip_length) for name in self.methods}
+        self.strips: dict[str, deque[_Frame]] = {name: deque(maxlen=settings.filmstrip_length) for name in self.methods}
 
     def update(self, maps: dict[str, Tensor], displays: dict[str, Tensor], rgb: Tensor, *, epoch: int, step: int) -> StabilityReport:
         """Scores this run's ``maps`` against the last run, updates the settled state and filmstrips."""
@@ -110,7 +110,7 @@ class StabilityTracker:
         if self.settings.agreement:
             report.metrics.update(self._agreement(current))
         for name, display in displays.items():
-            self.strips[name].append(display.cpu())
+            self.strips[name].append(_Frame(display.cpu()))
             report.filmstrips.update(self._filmstrips(name, rgb))
         return report
 
@@ -132,7 +132,7 @@ class StabilityTracker:
         for name, value in maps.items():
             if name in self.methods:
                 self.previous[name] = comparable(self.methods[name], value)
-                self.strips[name].append(displays[name].cpu())
+                self.strips[name].append(_Frame(displays[name].cpu()))
 
     def _advance(self, name: str, correlation: float, epoch: int, step: int, report: StabilityReport) -> None:
         stable = correlation >= self.settings.threshold
@@ -153,10 +153,25 @@ class StabilityTracker:
         return out
 
     def _filmstrips(self, name: str, rgb: Tensor) -> dict[str, Tensor]:
-        history = list(self.strips[name])
+        frames = [frame.tiles(rgb) for frame in self.strips[name]]
         images = {}
         for probe in range(rgb.shape[0]):
-            frames = torch.cat([h[probe : probe + 1] for h in history])
-            tiles = overlay(rgb[probe : probe + 1].expand(len(history), -1, -1, -1), frames)
-            images[f"xai/filmstrip/{name}/probe_{probe:02d}"] = make_grid(tiles, columns=len(history))
+            tiles = torch.stack([frame[probe] for frame in frames]).float() / 255
+            images[f"xai/filmstrip/{name}/probe_{probe:02d}"] = make_grid(tiles, columns=len(frames))
         return images
+
+
+class _Frame:
+    """One run's display maps ``[P, 1, H, W]``, overlaid on the probes once when first drawn (kept as uint8)."""
+
+    def __init__(self, display: Tensor) -> None:
+        self.display: Tensor | None = display
+        self.overlaid: Tensor | None = None
+
+    def tiles(self, rgb: Tensor) -> Tensor:
+        """``uint8[P, 3, H', W']``: the maps over the probes ``rgb`` (the same probes every run)."""
+        if self.overlaid is None:
+            assert self.display is not None
+            self.overlaid = (overlay(rgb, self.display) * 255).round().to(torch.uint8)
+            self.display = None
+        return self.overlaid

@@ -75,6 +75,8 @@ def test_unreadable_validation_batches(tmp_path):
         ({"num_probes": 0}, ValueError, "`num_probes` must be an int >= 1, got 0."),
         ({"every_n_epochs": 1.5}, TypeError, "`every_n_epochs` must be an int >= 1, got 1.5 (float)."),
         ({"max_seconds": -1}, ValueError, "`max_seconds` must be a positive number of seconds or None, got -1."),
+        ({"max_overhead": 0}, ValueError, "`max_overhead` must be a positive share of the fit time (e.g. 0.1 for 10%) or None, got 0."),
+        ({"max_overhead": "10%"}, ValueError, "`max_overhead` must be a positive share of the fit time (e.g. 0.1 for 10%) or None, got '10%'."),
         ({"display_mean": (0.5,)}, ValueError, "`display_mean` and `display_std` must be given together with one value per channel, got (0.5,) and None."),
         ({"probes": torch.rand(3, 16, 16)}, ValueError, "`probes` images must be a float tensor [P, C, H, W] with P >= 1, got torch.float32 of shape [3, 16, 16]."),
         ({"probes": (torch.rand(2, 1, 4, 4), [1])}, ValueError, "`probes` targets must be 2 ints, one per image, got [1]."),

@@ -1,6 +1,9 @@
-"""Options: the time budget, a submodule, display normalisation, and the unified `lightning` package."""
+"""Options: the time budget, the overhead cap, a submodule, display normalisation, and the unified `lightning` package."""
 
 from __future__ import annotations
+
+import logging
+import re
 
 import pytest
 import torch
@@ -18,6 +21,26 @@ def test_time_budget_skips_methods_and_warns_once(tmp_path, digits16):
     assert len([w for w in caught if "time budget" in str(w.message)]) == 1
     for run in monitor.history:
         assert run["methods"] == ["saliency"] and run["skipped"] == ["smooth_grad", "occlusion"]
+
+
+def test_overhead_cap_skips_runs_and_warns_once(tmp_path, digits16):
+    monitor = cheap_monitor(max_overhead=1e-6)  # no run after the first fits in this cap
+    with pytest.warns(UserWarning, match=r"AttributionMonitor skipped its run at epoch 1 \(step \d+\) to keep its cost within max_overhead=1e-06") as caught:
+        make_trainer(tmp_path, [monitor], max_epochs=4).fit(tiny_model(), *loaders(digits16))
+    assert len([w for w in caught if "max_overhead" in str(w.message)]) == 1
+    assert [run["epoch"] for run in monitor.history] == [0]  # the first run always happens
+    cost = monitor.cost
+    assert cost["runs"] == 1 and cost["skipped"] == 3 and cost["seconds"] > 0 and cost["training_seconds"] > 0
+    assert cost["overhead"] == pytest.approx(cost["seconds"] / cost["training_seconds"])
+
+
+def test_generous_overhead_cap_skips_nothing_and_the_cost_is_reported(tmp_path, digits16, caplog):
+    monitor = cheap_monitor(max_overhead=1e6)
+    with caplog.at_level(logging.INFO):
+        make_trainer(tmp_path, [monitor], max_epochs=3).fit(tiny_model(), *loaders(digits16))
+    assert [run["epoch"] for run in monitor.history] == [0, 1, 2]
+    assert monitor.cost["runs"] == 3 and monitor.cost["skipped"] == 0
+    assert re.search(r"AttributionMonitor: 3 runs took \d+\.\ds, \d+% on top of the rest of the fit", caplog.text)
 
 
 def test_submodule_is_explained_with_layer_names_relative_to_it(tmp_path, digits16):

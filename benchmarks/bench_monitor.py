@@ -1,0 +1,171 @@
+"""What the AttributionMonitor adds to a fit: wall time with vs without it, and where its time goes.
+
+Run from the repository root::
+
+    python benchmarks/bench_monitor.py              # about three minutes on a 2-core CPU
+    python benchmarks/bench_monitor.py --quick      # a smoke run (fewer epochs, smaller epochs)
+
+How to read the table
+---------------------
+One row per setting. Each fit trains the small CNN of the examples from the same seed on
+scikit-learn's digits (32 x 32, 1500 training images, batch 64, 297 validation images),
+once without the monitor and once with it; the two fits of a row run back to back.
+
+* ``digits``: the data of ``examples/monitor_digits.py``; ``decoy``: the shifted digits with the
+  class-coded corner swatch of ``examples/decoy_digits.py``; ``x20``: the same training images
+  repeated 20 times per epoch (30,000 images), an epoch of a more usual length.
+* ``monitor``: ``default`` is ``AttributionMonitor()`` (Grad-CAM, occlusion, expected
+  gradients on 16 probes; stability tracking and shortcut detection on); ``cap 10%`` adds
+  ``max_overhead=0.1``.
+* ``without s`` / ``with s``: ``trainer.fit`` wall time; ``added`` = with / without - 1, the
+  figure the speed issue targets (at most 10%).
+* ``runs`` (``skipped`` by the cap), ``per run s``: the monitor's own wall time per run
+  (``monitor.cost``), split into ``maps`` (the attribution methods), ``shortcuts`` (candidate
+  search and interventions on 64 validation images) and ``rest`` (stability scores,
+  TensorBoard images and scalars, the on-disk history).
+
+A monitor run costs about the same whatever the epoch's length, so its share shrinks as epochs
+grow: compare ``digits`` with ``digits x20``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import runpy
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, TensorDataset
+
+from lightning_xai import AttributionMonitor
+from lightning_xai.demos import LitClassifier, load_digits
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row: the data, how often the training set repeats per epoch, epochs and the monitor."""
+
+    data: str
+    repeat: int
+    epochs: int
+    max_overhead: float | None
+
+    @property
+    def label(self) -> str:
+        """``digits x20``, ``decoy``..."""
+        return self.data + (f" x{self.repeat}" if self.repeat > 1 else "")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command line: ``--quick`` for a smoke run."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2 epochs, x4 instead of x20: a smoke run")
+    return parser.parse_args(argv)
+
+
+def settings_for(quick: bool) -> list[Setting]:
+    """The rows of the table."""
+    epochs, repeat = (2, 4) if quick else (6, 20)
+    return [
+        Setting("digits", 1, epochs, None),
+        Setting("digits", 1, epochs, 0.1),
+        Setting("decoy", 1, max(2, epochs - 2), None),
+        Setting("digits", repeat, 2, None),
+        Setting("digits", repeat, 2, 0.1),
+    ]
+
+
+def datasets(name: str) -> tuple[Dataset, Dataset]:
+    """Training and validation sets of the example named ``name``."""
+    if name == "digits":
+        images, labels = load_digits(32)
+    else:
+        example = runpy.run_path(str(ROOT / "examples" / "decoy_digits.py"))
+        images, labels, _ = example["make_data"](0, clean=False, kind="shade", corner="top_left")
+    return TensorDataset(images[:1500], labels[:1500]), TensorDataset(images[1500:], labels[1500:])
+
+
+def fit_seconds(setting: Setting, monitor: AttributionMonitor | None, root: Path) -> float:
+    """Trains from seed 0 and returns ``trainer.fit``'s wall time."""
+    pl.seed_everything(0, verbose=False)
+    train, val = datasets(setting.data)
+    train = ConcatDataset([train] * setting.repeat)
+    trainer = pl.Trainer(
+        max_epochs=setting.epochs, default_root_dir=root, callbacks=[monitor] if monitor else [], enable_progress_bar=False,
+        enable_model_summary=False, log_every_n_steps=10,
+    )
+    model = LitClassifier(in_channels=1, width=16, pooled_size=4)
+    started = time.perf_counter()
+    trainer.fit(model, DataLoader(train, batch_size=64, shuffle=True), DataLoader(val, batch_size=64))
+    return time.perf_counter() - started
+
+
+def phase_seconds(monitor: AttributionMonitor) -> dict[str, float]:
+    """Mean seconds per run: maps, shortcut checks, and the rest of the run."""
+    runs = monitor.history
+    maps = statistics.fmean(run["metrics"]["seconds/total"] for run in runs)
+    shortcuts = statistics.fmean(run["metrics"].get("seconds/shortcuts", 0.0) for run in runs)
+    per_run = monitor.cost["seconds"] / monitor.cost["runs"]
+    return {"per_run": per_run, "maps": maps, "shortcuts": shortcuts, "rest": per_run - maps - shortcuts}
+
+
+def row(setting: Setting, folder: Path, progress: Callable[[str], None]) -> list[str]:
+    """Fits without and with the monitor; the table cells."""
+    progress(f"{setting.label}, {setting.epochs} epochs, max_overhead={setting.max_overhead}: without the monitor ...")
+    without = fit_seconds(setting, None, folder / "without")
+    progress("  ... and with it")
+    monitor = AttributionMonitor(display_mean=(0.0,), display_std=(1.0,), max_overhead=setting.max_overhead)
+    with_monitor = fit_seconds(setting, monitor, folder / "with")
+    phases = phase_seconds(monitor)
+    cost = monitor.cost
+    return [
+        setting.label,
+        str(setting.epochs),
+        "default" if setting.max_overhead is None else f"cap {setting.max_overhead:.0%}",
+        f"{without:.1f}",
+        f"{with_monitor:.1f}",
+        f"{with_monitor / without - 1:+.0%}",
+        f"{cost['runs']:.0f}",
+        f"{cost['skipped']:.0f}",
+        *(f"{phases[key]:.2f}" for key in ("per_run", "maps", "shortcuts", "rest")),
+    ]
+
+
+def print_table(rows: list[list[str]]) -> None:
+    """Prints the rows under a header, columns aligned."""
+    header = ["data", "epochs", "monitor", "without s", "with s", "added", "runs", "skipped", "per run s", "maps", "shortcuts", "rest"]
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
+    for cells in [header, *rows]:
+        print("  ".join(cell.rjust(width) if index > 2 else cell.ljust(width) for index, (cell, width) in enumerate(zip(cells, widths))))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Runs every row and prints the table, with the machine's load before and after."""
+    arguments = parse_args(argv)
+    progress = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
+    load_before = os.getloadavg()[0]
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        progress("warming up (one untimed fit with the monitor)")
+        fit_seconds(Setting("digits", 1, 1, None), AttributionMonitor(), Path(folder) / "warm-up")
+        for index, setting in enumerate(settings_for(arguments.quick)):
+            rows.append(row(setting, Path(folder) / str(index), progress))
+    print_table(rows)
+    print(
+        f"\ndevice cpu, {torch.get_num_threads()} threads, torch {torch.__version__}; load average "
+        f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after (timings under load are not trustworthy)."
+    )
+
+
+if __name__ == "__main__":
+    main()
