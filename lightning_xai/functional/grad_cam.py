@@ -7,6 +7,7 @@ Localization" (ICCV 2017). Matches Captum's ``LayerGradCam`` followed by
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -46,7 +47,8 @@ def grad_cam(
         layer: the module whose output is explained, or its dotted name (``"features.3"``).
             ``None`` picks the module that runs *last* in the forward pass among those with a
             4-D output larger than 1x1 and called once (usually the last convolutional block),
-            found by one forward pass of the first image.
+            found by one forward pass of the first image. The choice is remembered per model,
+            module structure and input size, so later calls skip that pass.
         relu: keep only the positive evidence, as in the paper.
         upsample: resize the map bilinearly to the input size.
         batch_size: images per forward+backward pass; ``None`` runs all at once.
@@ -127,9 +129,26 @@ def _check_model(model: object) -> nn.Module:
     return model
 
 
+# model -> {(input shape, dtype, device type, module structure): the found layer's name}
+_FOUND_LAYERS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, str]] = weakref.WeakKeyDictionary()
+_MAX_REMEMBERED_PER_MODEL = 8
+
+
+def _found_layer(model: nn.Module, images: Tensor) -> nn.Module:
+    """``find_grad_cam_layer``, remembered while the model's modules and the input size stay the same."""
+    structure = tuple((name, id(module)) for name, module in model.named_modules())
+    key = (tuple(images.shape[1:]), images.dtype, images.device.type, structure)
+    remembered = _FOUND_LAYERS.setdefault(model, {})
+    if key not in remembered:
+        if len(remembered) >= _MAX_REMEMBERED_PER_MODEL:
+            remembered.clear()
+        remembered[key] = find_grad_cam_layer(model, images[:1])
+    return model.get_submodule(remembered[key])
+
+
 def _resolve_layer(model: nn.Module, layer: nn.Module | str | None, images: Tensor) -> nn.Module:
     if layer is None:
-        return model.get_submodule(find_grad_cam_layer(model, images[:1]))
+        return _found_layer(model, images)
     if isinstance(layer, str):
         try:
             return model.get_submodule(layer)

@@ -51,6 +51,22 @@ def test_default_layer_is_the_last_4d_output_larger_than_1x1(images):
     torch.testing.assert_close(grad_cam(model, images), grad_cam(model, images, layer="layer4"))
 
 
+def test_the_default_layer_is_searched_once_per_model_structure_and_input_size(images):
+    model = build_model("small_cnn")
+    forwards: list[int] = []
+    model.register_forward_pre_hook(lambda _module, _inputs: forwards.append(1))
+    first = grad_cam(model, images, 1)
+    assert len(forwards) == 2  # the search's traced pass, then the map's pass
+    torch.testing.assert_close(grad_cam(model, images, 1), first)
+    assert len(forwards) == 3  # remembered: no second search
+    grad_cam(model, images[..., :8, :8], 1)
+    assert len(forwards) == 5  # another input size: searched again
+    model.pool = nn.Sequential(nn.Conv2d(16, 16, 1), model.pool).eval()  # now a later 4-D layer: "pool.0"
+    auto, explicit = grad_cam(model, images, 1, relu=False), grad_cam(model, images, 1, relu=False, layer="pool.0")
+    assert auto.abs().max() > 0
+    torch.testing.assert_close(auto, explicit)  # not the remembered "features"
+
+
 def test_in_place_ops_after_the_layer_do_not_corrupt_the_map(images):
     # conv1 is followed by ReLU(inplace=True), which overwrites conv1's output buffer.
     model = build_model("tiny")
