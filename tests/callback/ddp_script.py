@@ -20,6 +20,17 @@ from lightning_xai import AttributionMonitor, ExpectedGradients, GradCAM, Occlus
 from lightning_xai.demos import LitClassifier, SmallCNN
 
 
+def close_process_group() -> None:
+    """Both ranks leave together and tear gloo down before the interpreter exits.
+
+    Lightning leaves the process group open after fit; a rank whose peer has already exited can
+    then abort at shutdown ("terminate called without an active exception", seen once in CI).
+    """
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def decoy_main(out: Path) -> None:
     """Decoy digits with stop_on_shortcut: rank 0 finds the shortcut, every rank must stop together."""
     pl.seed_everything(0, verbose=False)
@@ -35,6 +46,7 @@ def decoy_main(out: Path) -> None:
     trainer.fit(LitClassifier(in_channels=1, width=16, pooled_size=4), train, val)
     report = {"rank": trainer.global_rank, "epoch": trainer.current_epoch, "global_step": trainer.global_step, "findings": len(monitor.findings)}
     (out / f"decoy-rank-{trainer.global_rank}.json").write_text(json.dumps(report))
+    close_process_group()
 
 
 def main(out: Path) -> None:
@@ -58,6 +70,7 @@ def main(out: Path) -> None:
         "global_step": trainer.global_step,
     }
     (out / f"rank-{trainer.global_rank}.json").write_text(json.dumps(report))
+    close_process_group()
 
 
 if __name__ == "__main__":
