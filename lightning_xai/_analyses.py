@@ -6,7 +6,8 @@ returns scalars and images for the run's record; reactions (warnings, callbacks)
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -15,7 +16,9 @@ from torch import Tensor, nn
 
 from lightning_xai._context import attribution_conditions
 from lightning_xai._explain import RunResult, module_device
-from lightning_xai.faithfulness import Faithfulness, assess, completeness_metrics
+from lightning_xai.faithfulness import Faithfulness, assess, completeness_metrics, sanity_check
+from lightning_xai.methods import AttributionMethod, MethodContext
+from lightning_xai.probes import ProbeSet
 from lightning_xai.shortcuts import Finding, ShortcutDetector, outline_findings
 
 
@@ -41,10 +44,12 @@ def check_shortcuts(
     """Tests this run's candidate regions; warns about and hands on each new confirmed finding.
 
     Returns:
-        (scalars, outlined probe grids by tag ``xai/shortcut/<method>``, new findings).
+        (scalars, with ``seconds/shortcuts``; outlined probe grids by tag ``xai/shortcut/<method>``; new findings).
     """
+    started = time.perf_counter()
     with attribution_conditions(model, module_device(model)):
         current, new, metrics = detector.check(model, result.displays, model_dtype_images(model, test_images), epoch=epoch, step=step)
+    metrics["seconds/shortcuts"] = time.perf_counter() - started
     outlines = {f"xai/shortcut/{name}": outline_findings(rgb, [finding], probe_size) for name, finding in current.items() if finding.confirmed}
     for finding in new:
         rank_zero_warn(f"AttributionMonitor found a likely shortcut: {finding.message}")
@@ -63,8 +68,10 @@ def judge_faithfulness(
 ) -> tuple[dict[str, float], dict[str, Tensor]]:
     """Ablation curves, mass-centre ablation and completeness gaps of this run's maps.
 
-    Warns once per method (tracked in ``warned``) when its completeness gap is large.
+    Warns once per method (tracked in ``warned``) when its completeness gap is large. The
+    scalars include ``seconds/faithfulness``.
     """
+    started = time.perf_counter()
     with attribution_conditions(model, module_device(model)):
         images = model_dtype_images(model, probes)
         targets = result.targets.to(images.device)
@@ -80,7 +87,31 @@ def judge_faithfulness(
                 f"explain by {relative:.0%} of the target score on average (completeness gap). Use more steps or "
                 "samples (n_steps / n_samples). This warning is shown once per method."
             )
+    metrics["seconds/faithfulness"] = time.perf_counter() - started
     return metrics, plots
+
+
+def randomisation_report(
+    model: nn.Module,
+    probes: ProbeSet,
+    methods: Sequence[AttributionMethod],
+    references: Tensor | None,
+    settings: Faithfulness,
+    *,
+    seed: int,
+    cascade: bool,
+) -> dict[str, Any]:
+    """The model-randomisation sanity check of every method on the probes, warned about when insensitive."""
+    device = module_device(model)
+    with attribution_conditions(model, device):
+        images = model_dtype_images(model, probes.images)
+        with torch.no_grad():
+            targets = probes.labels if probes.labels is not None else model(images).argmax(dim=1)
+        refs = model_dtype_images(model, references) if references is not None else None
+        make_context = lambda: MethodContext(torch.Generator(device=device).manual_seed(seed), refs)  # noqa: E731
+        report = sanity_check(model, images, targets.to(device), methods, make_context, settings=settings, seed=seed, cascade=cascade)
+    sanity_summary(report, settings.insensitive_above)
+    return report
 
 
 def sanity_summary(report: dict[str, Any], threshold: float) -> list[str]:

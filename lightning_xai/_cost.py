@@ -72,6 +72,15 @@ class MonitorCost:
             return False
         return self.seconds + self.last_run > max_overhead * self.training_seconds(now)
 
+    def skip_warning(self, max_overhead: float, *, epoch: int, step: int) -> str:
+        """What the monitor says the first time ``max_overhead`` makes it skip a run."""
+        return (
+            f"AttributionMonitor skipped its run at epoch {epoch} (step {step}) to keep its cost within "
+            f"max_overhead={max_overhead}: {self.describe()}, and another run would take about {self.last_run:.1f}s. "
+            "It explains again once training has caught up; raise `max_overhead`, use fewer probes or cheaper "
+            "settings to explain more often. This warning is shown once."
+        )
+
     def snapshot(self, now: float | None = None) -> dict[str, float]:
         """``runs``, ``skipped``, ``seconds``, ``training_seconds`` and ``overhead``, at one moment."""
         now = time.perf_counter() if now is None else now

@@ -84,6 +84,25 @@ def explain_probes(
     return result
 
 
+def first_run_message(result: RunResult, folder: object) -> str:
+    """What the monitor says after its first run: how long each method took, and where things are."""
+    timings = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in result.seconds.items())
+    return (
+        f"AttributionMonitor: explained {result.targets.shape[0]} probes in {result.total_seconds:.2f}s ({timings}); "
+        f"raw maps and summary.json under {folder}."
+    )
+
+
+def budget_warning(result: RunResult, max_seconds: float | None, step: int) -> str:
+    """What the monitor says the first time ``max_seconds`` makes it skip methods."""
+    return (
+        f"AttributionMonitor exceeded its time budget (max_seconds={max_seconds}) at step {step}: "
+        f"{', '.join(result.seconds)} took {result.total_seconds:.1f}s, so {', '.join(result.skipped)} did not run. "
+        "Skipped methods are listed in summary.json for every run; raise `max_seconds`, use fewer probes or "
+        "cheaper settings. This warning is shown once."
+    )
+
+
 def _predict(model: nn.Module, images: Tensor, probes: ProbeSet, result: RunResult) -> None:
     with torch.no_grad():
         scores = check_scores(model(images), images.shape[0]).float().cpu()

@@ -10,6 +10,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lightning_xai._analyses import model_dtype_images
+from lightning_xai._context import attribution_conditions
+from lightning_xai._explain import module_device
 from lightning_xai.functional._checks import check_scores
 from lightning_xai.methods import AttributionMethod, ExpectedGradients, default_methods
 from lightning_xai.probes import CandidatePool, ProbeSet
@@ -30,6 +33,16 @@ def forward_probes(model: nn.Module, images: Tensor) -> Tensor:
             f"`probes` of shape {list(images.shape)} were rejected by {type(model).__name__}.forward: {error}"
         ) from error
     return check_scores(scores, images.shape[0], what=f"{type(model).__name__}.forward on the probes")
+
+
+def check_methods_can_run(model: nn.Module, probes: ProbeSet, methods: Sequence[AttributionMethod]) -> None:
+    """Runs the probes through the model once and asks each method whether it can run (clear errors)."""
+    with attribution_conditions(model, module_device(model)):
+        images = model_dtype_images(model, probes.images)
+        scores = forward_probes(model, images)
+        check_labels(probes, scores.shape[1])
+        for method in methods:
+            method.validate(model, images)
 
 
 def check_labels(probes: ProbeSet, num_classes: int) -> None:

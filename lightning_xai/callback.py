@@ -6,7 +6,6 @@ a guard plus one call, as in Lightning's own ``EarlyStopping``.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,31 +14,29 @@ from pytorch_lightning import Callback
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
-from lightning_xai._analyses import check_shortcuts, judge_faithfulness, model_dtype_images, sanity_summary
-from lightning_xai._context import attribution_conditions
+from lightning_xai._analyses import check_shortcuts, judge_faithfulness, randomisation_report
 from lightning_xai._cost import MonitorCost
-from lightning_xai._explain import RunResult, display_rgb, explain_probes, module_device
+from lightning_xai._explain import RunResult, budget_warning, display_rgb, explain_probes, first_run_message
 from lightning_xai._monitor_checks import (
     check_callable,
     check_display_normalisation,
-    check_labels,
     check_max_overhead,
     check_max_seconds,
     check_methods,
+    check_methods_can_run,
     check_settings,
     check_validation_data,
     describe,
-    forward_probes,
     load_references,
     select_or_error,
     stage_name,
     uses_training_images,
 )
 from lightning_xai._session import MonitorSession
-from lightning_xai.faithfulness import Faithfulness, sanity_check
+from lightning_xai.faithfulness import Faithfulness
 from lightning_xai.functional._checks import check_positive_int
 from lightning_xai.loggers import find_tensorboard_writer, resolve_log_dir
-from lightning_xai.methods import AttributionMethod, MethodContext
+from lightning_xai.methods import AttributionMethod
 from lightning_xai.probes import CandidatePool, ProbeSet, TrainingReservoir, probes_from_argument, split_batch
 from lightning_xai.shortcuts import Finding, ShortcutDetector, Shortcuts
 from lightning_xai.stability import Stability
@@ -308,12 +305,7 @@ class AttributionMonitor(Callback):
     def _skip_for_overhead(self, trainer: Any) -> None:
         if not self._overhead_warned:
             self._overhead_warned = True
-            rank_zero_warn(
-                f"AttributionMonitor skipped its run at epoch {trainer.current_epoch} (step {trainer.global_step}) to keep "
-                f"its cost within max_overhead={self.max_overhead}: {self._cost.describe()}, and another run would take "
-                f"about {self._cost.last_run:.1f}s. It explains again once training has caught up; raise `max_overhead`, "
-                "use fewer probes or cheaper settings to explain more often. This warning is shown once."
-            )
+            rank_zero_warn(self._cost.skip_warning(self.max_overhead, epoch=trainer.current_epoch, step=trainer.global_step))  # type: ignore[arg-type]
         self._cost.skipped += 1
 
     def _run(self, trainer: Any, pl_module: Any) -> None:
@@ -343,21 +335,17 @@ class AttributionMonitor(Callback):
         images: dict[str, Tensor] = {}
         model = self._model(pl_module)
         if self._detector is not None and self._test_images is not None and result.displays:
-            started = time.perf_counter()
             found, outlines, new = check_shortcuts(
                 self._detector, model, result, rgb, self._test_images, probe_size=tuple(self.probes.images.shape[-2:]),  # type: ignore[union-attr, arg-type]
                 epoch=epoch, step=step, on_finding=self._react,
             )
             metrics.update(found)
-            metrics["seconds/shortcuts"] = time.perf_counter() - started
             images.update(outlines)
             if new:
                 self._session.write_findings(self.findings)  # type: ignore[union-attr]
         if self.faithfulness is not None and result.maps:
-            started = time.perf_counter()
             judged, plots = judge_faithfulness(self.faithfulness, model, self.probes.images, result, seed=self.seed, warned=self._gap_warned)  # type: ignore[union-attr]
             metrics.update(judged)
-            metrics["seconds/faithfulness"] = time.perf_counter() - started
             images.update(plots)
         return metrics, images
 
@@ -380,17 +368,9 @@ class AttributionMonitor(Callback):
         """
         if not trainer.is_global_zero or self.probes is None:
             return {}
-        settings = self.faithfulness or Faithfulness()
-        model = self._model(pl_module)
-        device = module_device(model)
-        with attribution_conditions(model, device):
-            images = model_dtype_images(model, self.probes.images)
-            with torch.no_grad():
-                targets = self.probes.labels if self.probes.labels is not None else model(images).argmax(dim=1)
-            references = model_dtype_images(model, self._references) if self._references is not None else None
-            make_context = lambda: MethodContext(torch.Generator(device=device).manual_seed(self.seed), references)  # noqa: E731
-            report = sanity_check(model, images, targets.to(device), self.methods, make_context, settings=settings, seed=self.seed, cascade=cascade)
-        sanity_summary(report, settings.insensitive_above)
+        report = randomisation_report(
+            self._model(pl_module), self.probes, self.methods, self._references, self.faithfulness or Faithfulness(), seed=self.seed, cascade=cascade
+        )
         if self._session is not None:
             scalars = {f"xai/sanity/{name}/{key}": values[key] for name, values in report.items() for key in ("spearman", "ssim")}
             self._session.logger.scalars(scalars, trainer.global_step)
@@ -410,19 +390,10 @@ class AttributionMonitor(Callback):
 
     def _report(self, result: RunResult, trainer: Any) -> None:
         if len(self._session.history.runs) == 1:  # type: ignore[union-attr]
-            timings = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in result.seconds.items())
-            rank_zero_info(
-                f"AttributionMonitor: explained {self.probes.images.shape[0]} probes in {result.total_seconds:.2f}s "  # type: ignore[union-attr]
-                f"({timings}); raw maps and summary.json under {self._session.history.folder}."  # type: ignore[union-attr]
-            )
+            rank_zero_info(first_run_message(result, self._session.history.folder))  # type: ignore[union-attr]
         if result.skipped and not self._budget_warned:
             self._budget_warned = True
-            rank_zero_warn(
-                f"AttributionMonitor exceeded its time budget (max_seconds={self.max_seconds}) at step "
-                f"{trainer.global_step}: {', '.join(result.seconds)} took {result.total_seconds:.1f}s, so "
-                f"{', '.join(result.skipped)} did not run. Skipped methods are listed in summary.json for every run; "
-                "raise `max_seconds`, use fewer probes or cheaper settings. This warning is shown once."
-            )
+            rank_zero_warn(budget_warning(result, self.max_seconds, trainer.global_step))
 
     def _model(self, pl_module: nn.Module) -> nn.Module:
         if self.submodule is None:
@@ -434,14 +405,7 @@ class AttributionMonitor(Callback):
 
     def _validate(self, pl_module: nn.Module, probes: ProbeSet) -> None:
         """Runs the probes through the model once and asks each method whether it can run."""
-        model = self._model(pl_module)
-        device = module_device(model)
-        with attribution_conditions(model, device):
-            images = model_dtype_images(model, probes.images)
-            scores = forward_probes(model, images)
-            check_labels(probes, scores.shape[1])
-            for method in self.methods:
-                method.validate(model, images)
+        check_methods_can_run(self._model(pl_module), probes, self.methods)
         self._validated = True
 
     def _probe_description(self) -> Any:
