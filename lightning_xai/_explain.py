@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
+from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from lightning_xai._context import attribution_conditions
 from lightning_xai.functional._checks import check_scores
+from lightning_xai.functional.tuning import measure_batch_size
 from lightning_xai.history import AttributionHistory
 from lightning_xai.loggers import XaiLogger
 from lightning_xai.methods import AttributionMethod, MethodContext
@@ -52,11 +54,13 @@ def explain_probes(
     seed: int,
     max_seconds: float | None,
     with_gaps: bool = False,
+    batch_sizes: Mapping[bool, int] | None = None,
 ) -> RunResult:
     """Runs every method on the probes under attribution conditions.
 
     Past ``max_seconds`` the remaining methods are skipped (the first method always runs, so
-    every run produces at least one map).
+    every run produces at least one map). ``batch_sizes`` (see :func:`measured_batch_sizes`) go
+    to methods without a batch size of their own.
     """
     started = time.perf_counter()
     device = module_device(model)
@@ -70,7 +74,8 @@ def explain_probes(
                 result.skipped.append(method.name)
                 continue
             method_started = time.perf_counter()
-            context = MethodContext(generator=torch.Generator(device=device).manual_seed(seed), references=refs)
+            generator = torch.Generator(device=device).manual_seed(seed)
+            context = MethodContext(generator=generator, references=refs, batch_sizes=dict(batch_sizes or {}))
             attributions, gap = method.attribute_with_gap(model, images, result.targets.to(device), context) if with_gaps else (
                 method.attribute(model, images, result.targets.to(device), context), None
             )
@@ -82,6 +87,30 @@ def explain_probes(
             result.seconds[method.name] = time.perf_counter() - method_started
     result.total_seconds = time.perf_counter() - started
     return result
+
+
+def measured_batch_sizes(
+    model: nn.Module, probes: ProbeSet, methods: Sequence[AttributionMethod], *, convert_input: Callable[[Tensor], Tensor]
+) -> dict[bool, int]:
+    """The fastest batch size of each pass type that methods without a batch size of their own run.
+
+    Timed on the probes' image size on the model's device (:func:`~lightning_xai.functional.measure_batch_size`)
+    and said in one info line. Keys: ``False`` for forward passes, ``True`` for forward+backward passes.
+    """
+    passes = sorted({m.batch_pass for m in methods if m.batch_pass is not None and getattr(m, "batch_size", None) is None})
+    if not passes:
+        return {}
+    started = time.perf_counter()
+    device = module_device(model)
+    with attribution_conditions(model, device):
+        images = convert_input(probes.images.to(device))
+        sizes = {backward: measure_batch_size(model, images, backward=backward) for backward in passes}
+    shown = ", ".join(f"{'forward+backward' if backward else 'forward'} {size}" for backward, size in sizes.items())
+    rank_zero_info(
+        f"AttributionMonitor: measured the fastest batch sizes on {device}: {shown} images per pass "
+        f"({time.perf_counter() - started:.1f}s); methods given a batch_size keep theirs."
+    )
+    return sizes
 
 
 def first_run_message(result: RunResult, folder: object) -> str:

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from lightning_xai._analyses import check_shortcuts, judge_faithfulness, randomisation_report
 from lightning_xai._cost import MonitorCost
-from lightning_xai._explain import RunResult, budget_warning, display_rgb, explain_probes, first_run_message
+from lightning_xai._explain import RunResult, budget_warning, display_rgb, explain_probes, first_run_message, measured_batch_sizes
 from lightning_xai._monitor_checks import (
     check_callable,
     check_display_normalisation,
@@ -140,6 +140,7 @@ class AttributionMonitor(Callback):
         self._validated = False
         self._budget_warned = False
         self._cost = MonitorCost()
+        self._batch_sizes: dict[bool, int] | None = None
         self._overhead_warned = False
         self._pending_state: dict[str, Any] | None = None
         self._session: MonitorSession | None = None
@@ -184,6 +185,7 @@ class AttributionMonitor(Callback):
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         """Opens the history and checks given probes against the model before any training."""
         self._cost.start_fit()
+        self._batch_sizes = None  # measured again for this fit's model (remembered per model, so cheap)
         self._start(trainer, pl_module)
 
     def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
@@ -312,6 +314,9 @@ class AttributionMonitor(Callback):
         assert self._session is not None and self.probes is not None
         if self._references is None and self._reservoir is not None and self._reservoir.images is not None:
             self._references = self._reservoir.images.clone()  # frozen from now on: every run uses the same set
+        if self._batch_sizes is None:  # once per fit, on the probes' size; said in one info line
+            convert = trainer.precision_plugin.convert_input
+            self._batch_sizes = measured_batch_sizes(self._model(pl_module), self.probes, self.methods, convert_input=convert)
         result = explain_probes(
             self._model(pl_module),
             self.probes,
@@ -321,6 +326,7 @@ class AttributionMonitor(Callback):
             seed=self.seed,
             max_seconds=self.max_seconds,
             with_gaps=self.faithfulness is not None,
+            batch_sizes=self._batch_sizes,
         )
         self._session.save_artefacts(self.probes, self._references)  # once per session
         rgb = display_rgb(self.probes.images, self.display_mean, self.display_std)

@@ -13,7 +13,8 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import ClassVar, Literal, Union
 
 import torch
@@ -35,10 +36,17 @@ class MethodContext:
             runs draw the same samples and their maps differ only because the model changed.
         references: training images ``[M, C, H, W]`` on the model's device, for expected
             gradients with ``baselines="training"``; ``None`` when none were seen.
+        batch_sizes: measured batch sizes by pass type (``False``: forward only, ``True``:
+            forward+backward), used by methods whose own ``batch_size`` is ``None``.
     """
 
     generator: torch.Generator
     references: Tensor | None = None
+    batch_sizes: Mapping[bool, int] = field(default_factory=dict)
+
+    def batch_size(self, own: int | None, *, backward: bool) -> int | None:
+        """The method's own batch size if set, else the measured one for its pass type (else ``None``: the heuristic)."""
+        return own if own is not None else self.batch_sizes.get(backward)
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,7 @@ class AttributionMethod:
 
     name: ClassVar[str] = "method"
     display_reduce: ClassVar[Reduction] = "abs_sum"
+    batch_pass: ClassVar[bool | None] = None  # its batched pass type (False: forward, True: forward+backward), if any
 
     def attribute(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> Tensor:
         """Attributions for ``images`` ``[N, C, H, W]`` and ``targets`` ``[N]``."""
@@ -93,6 +102,7 @@ class Occlusion(AttributionMethod):
     """
 
     name: ClassVar[str] = "occlusion"
+    batch_pass: ClassVar[bool | None] = False
     display_reduce: ClassVar[Reduction] = "positive"
     window: int | tuple[int, int] | None = None
     stride: int | tuple[int, int] | None = None
@@ -116,7 +126,10 @@ class Occlusion(AttributionMethod):
 
     def attribute(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> Tensor:
         window = self.window_for(tuple(images.shape[-2:]))
-        return F.occlusion(model, images, targets, window=window, stride=self.stride, baseline=self.baseline, batch_size=self.batch_size)
+        return F.occlusion(
+            model, images, targets, window=window, stride=self.stride, baseline=self.baseline,
+            batch_size=context.batch_size(self.batch_size, backward=False),
+        )
 
     def validate(self, model: nn.Module, images: Tensor) -> None:
         window = self.window_for(tuple(images.shape[-2:]))
@@ -166,6 +179,7 @@ class ExpectedGradients(AttributionMethod):
     """
 
     name: ClassVar[str] = "expected_gradients"
+    batch_pass: ClassVar[bool | None] = True
     n_samples: int = 32
     baselines: Union[str, Tensor] = "training"
     reference_count: int = 64
@@ -193,7 +207,7 @@ class ExpectedGradients(AttributionMethod):
             baselines = baselines.to(images.device)
         return F.expected_gradients(
             model, images, targets, baselines=baselines, n_samples=self.n_samples, generator=context.generator,
-            batch_size=self.batch_size, return_delta=return_delta,
+            batch_size=context.batch_size(self.batch_size, backward=True), return_delta=return_delta,
         )
 
 
@@ -202,6 +216,7 @@ class IntegratedGradients(AttributionMethod):
     """Integrated gradients (Sundararajan et al.); see ``functional.integrated_gradients``."""
 
     name: ClassVar[str] = "integrated_gradients"
+    batch_pass: ClassVar[bool | None] = True
     baseline: Union[float, str] = "zero"
     n_steps: int = 32
     method: Literal["gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle"] = "gausslegendre"
@@ -214,17 +229,17 @@ class IntegratedGradients(AttributionMethod):
         integration_rule(self.n_steps, self.method)
 
     def attribute(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> Tensor:
-        return self._run(model, images, targets, return_delta=False)  # type: ignore[return-value]
+        return self._run(model, images, targets, context, return_delta=False)  # type: ignore[return-value]
 
     def attribute_with_gap(
         self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext
     ) -> tuple[Tensor, Tensor | None]:
-        return self._run(model, images, targets, return_delta=True)  # type: ignore[return-value]
+        return self._run(model, images, targets, context, return_delta=True)  # type: ignore[return-value]
 
-    def _run(self, model: nn.Module, images: Tensor, targets: Tensor, *, return_delta: bool) -> object:
+    def _run(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext, *, return_delta: bool) -> object:
         return F.integrated_gradients(
             model, images, targets, baseline=self.baseline, n_steps=self.n_steps, method=self.method,
-            batch_size=self.batch_size, return_delta=return_delta,
+            batch_size=context.batch_size(self.batch_size, backward=True), return_delta=return_delta,
         )
 
 
@@ -244,6 +259,7 @@ class SmoothGrad(AttributionMethod):
     """SmoothGrad (Smilkov et al.); see ``functional.smooth_grad``."""
 
     name: ClassVar[str] = "smooth_grad"
+    batch_pass: ClassVar[bool | None] = True
     n_samples: int = 25
     stdev: float = 0.15
     batch_size: int | None = None
@@ -256,7 +272,8 @@ class SmoothGrad(AttributionMethod):
 
     def attribute(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> Tensor:
         return F.smooth_grad(
-            model, images, targets, n_samples=self.n_samples, stdev=self.stdev, generator=context.generator, batch_size=self.batch_size
+            model, images, targets, n_samples=self.n_samples, stdev=self.stdev, generator=context.generator,
+            batch_size=context.batch_size(self.batch_size, backward=True),
         )
 
 

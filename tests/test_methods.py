@@ -58,3 +58,10 @@ def test_expected_gradients_without_training_images_falls_back_to_blur():
 def test_settings_are_checked_when_built(build, error, message):
     with pytest.raises(error, match=re.escape(message)):
         build()
+
+
+def test_context_batch_size_prefers_the_method_s_own():
+    context = MethodContext(torch.Generator(), batch_sizes={False: 64, True: 32})
+    assert context.batch_size(7, backward=True) == 7
+    assert context.batch_size(None, backward=True) == 32 and context.batch_size(None, backward=False) == 64
+    assert MethodContext(torch.Generator()).batch_size(None, backward=True) is None  # the functions' heuristic then

@@ -13,6 +13,7 @@ from lightning_xai.functional.expected_gradients import completeness_gap, expect
 from lightning_xai.functional.grad_cam import find_grad_cam_layer, grad_cam
 from lightning_xai.functional.gradients import input_gradients, saliency, smooth_grad
 from lightning_xai.functional.occlusion import occlusion
+from lightning_xai.functional.tuning import measure_batch_size
 
 __all__ = [
     "adaptive_occlusion",
@@ -25,6 +26,7 @@ __all__ = [
     "grad_cam",
     "input_gradients",
     "integrated_gradients",
+    "measure_batch_size",
     "occlusion",
     "saliency",
     "smooth_grad",

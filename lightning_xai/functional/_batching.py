@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Literal
 
+import torch
 from torch import Tensor
 
 # Elements (C * H * W summed over a batch) per forward pass. On a CPU, batches past a few
@@ -50,3 +52,37 @@ def chunk_ranges(total: int, batch_size: int) -> Iterator[tuple[int, int]]:
     """
     for start in range(0, total, batch_size):
         yield start, min(start + batch_size, total)
+
+
+class NoiseStream:
+    """Standard noise for the samples of a run, the same whatever batches they are taken in.
+
+    Noise is drawn from ``generator`` in blocks of a fixed number of samples, and handed out in
+    sample order: sample ``j`` always gets the ``j``-th draw, so maps do not depend on
+    ``batch_size`` (or on the device's default batch size).
+
+    Example:
+        >>> one = NoiseStream(torch.Generator().manual_seed(0), (2,), "normal", torch.float32)
+        >>> two = NoiseStream(torch.Generator().manual_seed(0), (2,), "normal", torch.float32)
+        >>> torch.equal(one.take(5), torch.cat([two.take(2), two.take(3)]))
+        True
+    """
+
+    def __init__(
+        self, generator: torch.Generator, sample_shape: tuple[int, ...], kind: Literal["normal", "uniform"], dtype: torch.dtype, block: int = 64
+    ) -> None:
+        self.generator = generator
+        self.sample_shape = tuple(sample_shape)
+        self.kind = kind
+        self.dtype = dtype
+        self.block = block
+        self._buffer = torch.empty((0, *self.sample_shape), dtype=dtype, device=generator.device)
+
+    def take(self, count: int) -> Tensor:
+        """The next ``count`` samples' noise, ``[count, *sample_shape]`` on the generator's device."""
+        while self._buffer.shape[0] < count:
+            draw = torch.randn if self.kind == "normal" else torch.rand
+            block = draw((self.block, *self.sample_shape), generator=self.generator, device=self.generator.device, dtype=self.dtype)
+            self._buffer = torch.cat([self._buffer, block])
+        taken, self._buffer = self._buffer[:count], self._buffer[count:]
+        return taken

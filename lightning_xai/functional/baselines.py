@@ -196,13 +196,23 @@ def sample_noise_baselines(
     """
     if name == "blur":
         return gaussian_blur(images, float(sigma))
-    shape = tuple(images.shape)
+    draw = torch.rand if name == "uniform" else torch.randn
+    unit = draw(tuple(images.shape), generator=generator, device=generator.device, dtype=images.dtype)
+    return noise_baselines_from(name, images, unit, low=low, high=high, sigma=sigma)
+
+
+def noise_baselines_from(name: str, images: Tensor, unit: Tensor, *, low: Tensor, high: Tensor, sigma: float | Tensor) -> Tensor:
+    """Baselines from pre-drawn standard noise ``unit`` (``U(0, 1)`` for ``"uniform"``, ``N(0, 1)`` for ``"gaussian"``).
+
+    Example:
+        >>> noise_baselines_from("uniform", torch.zeros(1, 1, 1, 2), torch.tensor([[[[0.0, 0.5]]]]), low=torch.tensor(2.0), high=torch.tensor(4.0), sigma=1.0)
+        tensor([[[[2., 3.]]]])
+    """
+    unit = unit.to(images.device)
     if name == "uniform":
-        unit = torch.rand(shape, generator=generator, device=generator.device, dtype=images.dtype)
-        return low + unit.to(images.device) * (high - low)
+        return low + unit * (high - low)
     if name == "gaussian":
-        noise = torch.randn(shape, generator=generator, device=generator.device, dtype=images.dtype)
-        return images + sigma * noise.to(images.device)
+        return images + sigma * unit
     raise ValueError(
         f"`baselines` must be a reference tensor [M, C, H, W] or one of {list(SAMPLED_BASELINE_NAMES)}, got {name!r}."
     )

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_xai.functional._batching import default_batch_size
+from lightning_xai.functional._batching import NoiseStream, default_batch_size
 from lightning_xai.functional._checks import (
     ForwardFn,
     TargetLike,
@@ -37,7 +37,7 @@ from lightning_xai.functional.baselines import (
     constant_baseline,
     default_blur_sigma,
     gaussian_blur,
-    sample_noise_baselines,
+    noise_baselines_from,
 )
 from lightning_xai.functional.gradients import check_finite_attribution, private_generator, sum_sample_gradients
 
@@ -163,8 +163,7 @@ def expected_gradients(
             radius for ``"blur"`` (default: a tenth of the longer image side).
         value_range: valid pixel range for ``"uniform"`` (default: per-channel min/max of ``inputs``).
         generator: source of the draws; ``None`` uses a private generator seeded with 0. The
-            global RNG is never touched. For a reference set the draws do not depend on
-            ``batch_size``; noise baselines are drawn batch by batch.
+            global RNG is never touched. The draws do not depend on ``batch_size``.
         batch_size: draws per forward+backward pass; ``None`` chooses automatically.
         return_delta: also return each image's completeness gap
             ``|sum(phi) - (f(x) - mean f(x'))|`` over its drawn baselines (costs a forward pass
@@ -236,6 +235,7 @@ class _BaselineSampler:
         self.images = images
         self.generator = generator
         self.references: Tensor | None = None
+        self.noise: NoiseStream | None = None
         total = images.shape[0] * n_samples
         if isinstance(baselines, Tensor):
             self.references = check_reference_set(baselines, images)
@@ -246,6 +246,8 @@ class _BaselineSampler:
             self.low, self.high = channel_range(images, value_range)
             self.sigma = _default_sigma(baselines, images, sigma, self.low, self.high)
             self.blurred = gaussian_blur(images, float(self.sigma)) if baselines == "blur" else None
+            kind = "uniform" if baselines == "uniform" else "normal"
+            self.noise = NoiseStream(generator, tuple(images.shape[1:]), kind, images.dtype) if self.blurred is None else None
         else:
             shown = type(baselines).__name__ if not isinstance(baselines, str) else repr(baselines)
             raise ValueError(
@@ -288,9 +290,9 @@ class _BaselineSampler:
             return self.references[self.reference_index[flat]]
         if self.blurred is not None:
             return self.blurred[image_index]
-        return sample_noise_baselines(
-            self.name, self.images[image_index], self.generator, low=self.low, high=self.high, sigma=self.sigma
-        )
+        assert self.noise is not None
+        unit = self.noise.take(image_index.shape[0])
+        return noise_baselines_from(self.name, self.images[image_index], unit, low=self.low, high=self.high, sigma=self.sigma)
 
 
 def _default_sigma(name: str, images: Tensor, sigma: float | None, low: Tensor, high: Tensor) -> float | Tensor:

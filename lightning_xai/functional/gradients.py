@@ -13,7 +13,7 @@ from typing import Callable, Literal
 import torch
 from torch import Tensor
 
-from lightning_xai.functional._batching import chunk_ranges, default_batch_size
+from lightning_xai.functional._batching import NoiseStream, chunk_ranges, default_batch_size
 from lightning_xai.functional._checks import (
     ForwardFn,
     TargetLike,
@@ -187,9 +187,10 @@ def smooth_grad(
         images = inputs.detach().clone()
         targets = _targets_from_forward(forward_fn, images, target)
 
+        noise_stream = NoiseStream(generator, tuple(images.shape[1:]), "normal", images.dtype)
+
         def noisy_copies(image_index: Tensor, _sample_index: Tensor) -> tuple[Tensor, None]:
-            shape = (image_index.shape[0], *images.shape[1:])
-            noise = torch.randn(shape, generator=generator, device=generator.device, dtype=images.dtype)
+            noise = noise_stream.take(image_index.shape[0])
             return images[image_index] + noise.to(images.device) * sigma[image_index], None
 
         total = sum_sample_gradients(

@@ -43,6 +43,23 @@ def test_generous_overhead_cap_skips_nothing_and_the_cost_is_reported(tmp_path, 
     assert re.search(r"AttributionMonitor: 3 runs took \d+\.\ds, \d+% on top of the rest of the fit", caplog.text)
 
 
+def test_batch_sizes_are_measured_once_for_methods_without_their_own(tmp_path, digits16, caplog):
+    monitor = cheap_monitor(methods=[GradCAM(), Occlusion(window=4, stride=4), SmoothGrad(n_samples=4)])
+    with caplog.at_level(logging.INFO):
+        make_trainer(tmp_path, [monitor], max_epochs=2).fit(tiny_model(), *loaders(digits16))
+    sizes = monitor._batch_sizes
+    assert set(sizes) == {False, True} and all(size in (8, 16, 32, 64, 128, 256) for size in sizes.values())
+    assert caplog.text.count("AttributionMonitor: measured the fastest batch sizes on cpu: forward") == 1
+    assert len(monitor.history) == 2
+
+
+def test_methods_with_their_own_batch_size_are_not_measured(tmp_path, digits16, caplog):
+    monitor = cheap_monitor(methods=[GradCAM(), Occlusion(window=4, stride=4, batch_size=7), Saliency()])
+    with caplog.at_level(logging.INFO):
+        make_trainer(tmp_path, [monitor], max_epochs=1).fit(tiny_model(), *loaders(digits16))
+    assert monitor._batch_sizes == {} and "measured the fastest batch sizes" not in caplog.text
+
+
 def test_submodule_is_explained_with_layer_names_relative_to_it(tmp_path, digits16):
     monitor = cheap_monitor(methods=[GradCAM(layer="features.3")], submodule="net")
     make_trainer(tmp_path, [monitor], max_epochs=1).fit(tiny_model(), *loaders(digits16))

@@ -66,6 +66,13 @@ def test_smooth_grad_noise_scales_with_the_image_range():
     assert 50 < ratio < 200
 
 
+def test_smooth_grad_does_not_depend_on_the_batch_size(images):
+    model = build_model("tiny")
+    runs = [smooth_grad(model, images, 1, n_samples=70, batch_size=size, generator=torch.Generator().manual_seed(3)) for size in (1, 9, 64, 512)]
+    for run in runs[1:]:
+        torch.testing.assert_close(run, runs[0], rtol=1e-5, atol=1e-6)
+
+
 def test_smooth_grad_is_reproducible_with_a_generator(images):
     model = build_model("tiny")
     first = smooth_grad(model, images, n_samples=8, generator=torch.Generator().manual_seed(3))

@@ -33,6 +33,7 @@ CALLS = {
     "expected_gradients": lambda m, x, **kw: F.expected_gradients(m, x, baselines=REFERENCES, n_samples=3, return_delta=True, **kw),
     "expected_gradients_noise": lambda m, x, **kw: F.expected_gradients(m, x, baselines="gaussian", n_samples=3, return_delta=True, **kw),
     "find_grad_cam_layer": lambda m, x, **kw: F.find_grad_cam_layer(m, x),
+    "measure_batch_size": lambda m, x, **kw: F.measure_batch_size(m, x, backward=True, candidates=[2, 4]),
 }
 GRAD_MODES = {
     "grad": contextlib.nullcontext,
@@ -94,10 +95,10 @@ def test_leaves_no_trace(name, grad_mode, partly_training):
         result = CALLS[name](model, images)
     _assert_same(before, _snapshot(model, images))
     outputs = result if isinstance(result, tuple) else (result,)
-    assert all(isinstance(o, str) or (torch.isfinite(o).all() and not o.requires_grad) for o in outputs)
+    assert all(isinstance(o, (str, int)) or (torch.isfinite(o).all() and not o.requires_grad) for o in outputs)
 
 
-@pytest.mark.parametrize("name", sorted(set(CALLS) - {"find_grad_cam_layer"}))
+@pytest.mark.parametrize("name", sorted(set(CALLS) - {"find_grad_cam_layer", "measure_batch_size"}))
 def test_leaves_no_trace_when_it_raises(name):
     model = _model_with_state(partly_training=True)
     images = torch.randn(3, 3, 12, 10)
