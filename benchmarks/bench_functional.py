@@ -24,6 +24,9 @@ and a repeat during which other processes took the CPU is rerun (see the footer)
   (``def xraw`` above 1 means it beat every size in the sweep). The whole sweep is printed to
   stderr with the progress lines. At 64x64 on a CPU the sweep stops at 64: from 128 on a pass
   runs several times slower (the cache cliff in DESIGN.md).
+* ``meas fwd`` / ``meas fwd+bwd`` rows: the batch size ``measure_batch_size`` picks (what the
+  monitor uses for methods without a batch size of their own) in the ``def bs`` column, and the
+  sweep's throughput at that size (``-`` when the sweep did not try it).
 * Method rows: ``def`` columns run our function with ``batch_size=None`` (the default), ``best``
   columns with ``batch_size=`` the best raw batch size for the matching pass type, and ``cap``
   columns run Captum at the best of a small sweep of its batching knob (``cap bs`` = images per
@@ -63,6 +66,7 @@ from lightning_xai.functional import (
     find_grad_cam_layer,
     grad_cam,
     integrated_gradients,
+    measure_batch_size,
     occlusion,
     smooth_grad,
 )
@@ -551,6 +555,12 @@ def raw_row(name: str, raw: Raw) -> list[str]:
     ]
 
 
+def measured_row(name: str, raw: Raw, size: int) -> list[str]:
+    """Table cells for the batch size ``measure_batch_size`` chose, at the sweep's throughput for it."""
+    rate = raw.rates.get(size)
+    return [name, "-", str(size), *(rate_cells(rate, raw) if rate is not None else ["-", "-"]), str(raw.best_batch), *rate_cells(raw.best_rate, raw), *["-"] * 5]
+
+
 def probe_data(case: Case, settings: Settings) -> tuple[Tensor, Tensor]:
     """The probe images and the reference set, uniform in [0, 1], from a private generator."""
     generator = torch.Generator().manual_seed(1)
@@ -579,7 +589,9 @@ def case_rows(case: Case, settings: Settings) -> list[list[str]]:
         smooth_grad_method(model, images, targets, case, settings),
         grad_cam_method(model, images, targets),
     ]
+    measured = {backward: measure_batch_size(model, images, backward=backward) for backward in (False, True)}
     rows = [raw_row("raw fwd", raw[False]), raw_row("raw fwd+bwd", raw[True])]
+    rows += [measured_row("meas fwd", raw[False], measured[False]), measured_row("meas fwd+bwd", raw[True], measured[True])]
     rows += [method_row(method, raw, settings) for method in methods]
     label = [case.name, f"{case.size}x{case.size}"]
     return [label + row for row in rows]
