@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from lightning_xai._analyses import model_dtype_images
 from lightning_xai._context import attribution_conditions
 from lightning_xai._explain import module_device
-from lightning_xai.functional._checks import check_scores
+from lightning_xai.functional._checks import check_scores, is_real_number
 from lightning_xai.methods import AttributionMethod, ExpectedGradients, default_methods
 from lightning_xai.probes import CandidatePool, ProbeSet
 
@@ -100,7 +100,7 @@ def check_methods(methods: Sequence[AttributionMethod] | None) -> list[Attributi
 def check_max_seconds(max_seconds: object) -> float | None:
     if max_seconds is None:
         return None
-    if isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float)) or not max_seconds > 0:
+    if not is_real_number(max_seconds) or not max_seconds > 0:
         raise ValueError(f"`max_seconds` must be a positive number of seconds or None, got {max_seconds!r}.")
     return float(max_seconds)
 
@@ -108,7 +108,7 @@ def check_max_seconds(max_seconds: object) -> float | None:
 def check_max_overhead(max_overhead: object) -> float | None:
     if max_overhead is None:
         return None
-    if isinstance(max_overhead, bool) or not isinstance(max_overhead, (int, float)) or not max_overhead > 0:
+    if not is_real_number(max_overhead) or not max_overhead > 0:
         raise ValueError(f"`max_overhead` must be a positive share of the fit time (e.g. 0.1 for 10%) or None, got {max_overhead!r}.")
     return float(max_overhead)
 

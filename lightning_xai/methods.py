@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_xai import functional as F
-from lightning_xai.functional._checks import as_pair, check_positive_int
+from lightning_xai.functional._checks import as_pair, check_positive_int, is_real_number
 from lightning_xai.functional.baselines import CONSTANT_BASELINE_NAMES, SAMPLED_BASELINE_NAMES
 from lightning_xai.functional.display import Reduction
 from lightning_xai.functional.expected_gradients import integration_rule
@@ -166,7 +166,23 @@ class GradCAM(AttributionMethod):
 
 
 @dataclass(frozen=True)
-class ExpectedGradients(AttributionMethod):
+class _PathMethod(AttributionMethod):
+    """A method with a completeness gap (integrated and expected gradients): both calls go through ``_run``."""
+
+    def attribute(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> Tensor:
+        return self._run(model, images, targets, context, return_delta=False)  # type: ignore[return-value]
+
+    def attribute_with_gap(
+        self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext
+    ) -> tuple[Tensor, Tensor | None]:
+        return self._run(model, images, targets, context, return_delta=True)  # type: ignore[return-value]
+
+    def _run(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext, *, return_delta: bool) -> object:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class ExpectedGradients(_PathMethod):
     """Expected gradients (Erion et al.); see ``functional.expected_gradients``.
 
     Args:
@@ -191,14 +207,6 @@ class ExpectedGradients(AttributionMethod):
         _check_baseline(self.baselines, ("training", *SAMPLED_BASELINE_NAMES), "baselines")
         _check_optional_int(self.batch_size, "batch_size")
 
-    def attribute(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> Tensor:
-        return self._run(model, images, targets, context, return_delta=False)  # type: ignore[return-value]
-
-    def attribute_with_gap(
-        self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext
-    ) -> tuple[Tensor, Tensor | None]:
-        return self._run(model, images, targets, context, return_delta=True)  # type: ignore[return-value]
-
     def _run(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext, *, return_delta: bool) -> object:
         baselines = self.baselines
         if isinstance(baselines, str) and baselines == "training":
@@ -212,7 +220,7 @@ class ExpectedGradients(AttributionMethod):
 
 
 @dataclass(frozen=True)
-class IntegratedGradients(AttributionMethod):
+class IntegratedGradients(_PathMethod):
     """Integrated gradients (Sundararajan et al.); see ``functional.integrated_gradients``."""
 
     name: ClassVar[str] = "integrated_gradients"
@@ -227,14 +235,6 @@ class IntegratedGradients(AttributionMethod):
         _check_baseline(self.baseline, CONSTANT_BASELINE_NAMES)
         _check_optional_int(self.batch_size, "batch_size")
         integration_rule(self.n_steps, self.method)
-
-    def attribute(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> Tensor:
-        return self._run(model, images, targets, context, return_delta=False)  # type: ignore[return-value]
-
-    def attribute_with_gap(
-        self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext
-    ) -> tuple[Tensor, Tensor | None]:
-        return self._run(model, images, targets, context, return_delta=True)  # type: ignore[return-value]
 
     def _run(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext, *, return_delta: bool) -> object:
         return F.integrated_gradients(
@@ -266,7 +266,7 @@ class SmoothGrad(AttributionMethod):
 
     def __post_init__(self) -> None:
         check_positive_int(self.n_samples, "n_samples")
-        if isinstance(self.stdev, bool) or not isinstance(self.stdev, (int, float)) or not self.stdev >= 0:
+        if not is_real_number(self.stdev) or not self.stdev >= 0:
             raise ValueError(f"`stdev` must be a number >= 0, got {self.stdev!r}.")
         _check_optional_int(self.batch_size, "batch_size")
 

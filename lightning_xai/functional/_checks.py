@@ -37,6 +37,16 @@ def check_images(inputs: object, name: str = "inputs") -> Tensor:
     return inputs
 
 
+def is_real_number(value: object) -> bool:
+    """Whether ``value`` is an int or a float, and not a bool (``True > 0`` must not pass a check).
+
+    Example:
+        >>> is_real_number(0.5), is_real_number(True), is_real_number("1")
+        (True, False, False)
+    """
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def check_positive_int(value: object, name: str, *, minimum: int = 1) -> int:
     """Checks that ``value`` is an int (not a bool) of at least ``minimum``.
 

@@ -40,6 +40,7 @@ from lightning_xai.functional._checks import (
     check_images,
     check_optional_batch_size,
     check_positive_int,
+    is_real_number,
 )
 from lightning_xai.functional._no_trace import leave_no_trace
 from lightning_xai.functional.baselines import ConstantBaseline, constant_baseline
@@ -202,7 +203,7 @@ def _check_coarse_mode(coarse_mode: object) -> CoarseMode:
 
 
 def _check_refine_fraction(refine_fraction: object) -> float:
-    if isinstance(refine_fraction, bool) or not isinstance(refine_fraction, (int, float)):
+    if not is_real_number(refine_fraction):
         raise TypeError(
             f"`refine_fraction` must be a number in (0, 1], got {refine_fraction!r} ({type(refine_fraction).__name__})."
         )

@@ -7,7 +7,7 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
-from lightning_xai.functional._checks import check_images
+from lightning_xai.functional._checks import check_images, is_real_number
 
 Reduction = Literal["abs_sum", "positive", "signed"]
 REDUCTIONS: tuple[str, ...] = get_args(Reduction)
@@ -36,7 +36,7 @@ def display_map(attributions: Tensor, *, reduce: Reduction = "abs_sum", clip_per
     check_images(attributions, "attributions")
     if reduce not in REDUCTIONS:
         raise ValueError(f"`reduce` must be one of {list(REDUCTIONS)}, got {reduce!r}.")
-    if isinstance(clip_percentile, bool) or not isinstance(clip_percentile, (int, float)) or not 0 < clip_percentile <= 100:
+    if not is_real_number(clip_percentile) or not 0 < clip_percentile <= 100:
         raise ValueError(f"`clip_percentile` must be a number in (0, 100], got {clip_percentile!r}.")
     summed = attributions.detach().float().sum(dim=1, keepdim=True)
     values = {"abs_sum": summed.abs(), "positive": summed.clamp(min=0), "signed": summed}[reduce]

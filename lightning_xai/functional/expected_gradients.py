@@ -24,6 +24,7 @@ from lightning_xai.functional._checks import (
     check_positive_int,
     check_scores,
     gather_scores,
+    is_real_number,
     resolve_targets,
 )
 from lightning_xai.functional._no_trace import leave_no_trace
@@ -297,7 +298,7 @@ class _BaselineSampler:
 
 def _default_sigma(name: str, images: Tensor, sigma: float | None, low: Tensor, high: Tensor) -> float | Tensor:
     if sigma is not None:
-        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
+        if not is_real_number(sigma) or not sigma > 0:
             raise ValueError(f"`sigma` must be a positive number or None, got {sigma!r}.")
         return float(sigma)
     if name == "gaussian":

@@ -37,6 +37,7 @@ from lightning_xai.functional._checks import (
     check_score_shape,
     check_scores,
     gather_scores,
+    is_real_number,
     resolve_targets,
 )
 from lightning_xai.functional._no_trace import leave_no_trace
@@ -260,7 +261,7 @@ def _check_choice(value: object, name: str, allowed: tuple[str, ...]) -> None:
 
 
 def _box_size(box_fraction: object, size: torch.Size) -> tuple[int, int]:
-    if isinstance(box_fraction, bool) or not isinstance(box_fraction, (int, float)) or not 0 < box_fraction <= 1:
+    if not is_real_number(box_fraction) or not 0 < box_fraction <= 1:
         raise ValueError(f"`box_fraction` must be a number in (0, 1], got {box_fraction!r}.")
     return tuple(max(1, math.floor(box_fraction * side + 0.5)) for side in size)  # type: ignore[return-value]
 

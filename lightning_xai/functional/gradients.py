@@ -23,6 +23,7 @@ from lightning_xai.functional._checks import (
     check_score_shape,
     check_scores,
     gather_scores,
+    is_real_number,
     resolve_targets,
 )
 from lightning_xai.functional._no_trace import leave_no_trace
@@ -220,7 +221,7 @@ def _targets_from_forward(forward_fn: ForwardFn, images: Tensor, target: TargetL
 
 
 def _noise_sigma(inputs: Tensor, stdev: object, stdev_mode: str) -> Tensor:
-    if isinstance(stdev, bool) or not isinstance(stdev, (int, float)) or not stdev >= 0:
+    if not is_real_number(stdev) or not stdev >= 0:
         raise ValueError(f"`stdev` must be a number >= 0, got {stdev!r}.")
     if stdev_mode == "absolute":
         return torch.full((inputs.shape[0], 1, 1, 1), float(stdev), dtype=inputs.dtype, device=inputs.device)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_xai.functional._batching import default_batch_size
-from lightning_xai.functional._checks import ForwardFn, check_images, check_score_shape
+from lightning_xai.functional._checks import ForwardFn, check_images, check_score_shape, is_real_number
 from lightning_xai.functional._no_trace import leave_no_trace
 
 _CPU_CANDIDATES = (8, 16, 32, 64, 128, 256)
@@ -62,7 +62,7 @@ def measure_batch_size(
     check_images(example, "example")
     if candidates is not None and (not candidates or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in candidates)):
         raise ValueError(f"`candidates` must be a non-empty list of positive ints, got {candidates!r}.")
-    if isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float)) or not max_seconds > 0:
+    if not is_real_number(max_seconds) or not max_seconds > 0:
         raise ValueError(f"`max_seconds` must be a positive number of seconds, got {max_seconds!r}.")
     key = (tuple(example.shape[1:]), example.dtype, str(example.device), bool(backward))
     remembered = _MEASURED.setdefault(forward_fn, {}) if isinstance(forward_fn, nn.Module) else {}
