@@ -172,35 +172,6 @@ def check_reference_set(references: Tensor, inputs: Tensor) -> Tensor:
     return references.detach().to(dtype=inputs.dtype, device=inputs.device)
 
 
-def sample_noise_baselines(
-    name: str,
-    images: Tensor,
-    generator: torch.Generator,
-    *,
-    low: Tensor,
-    high: Tensor,
-    sigma: float | Tensor,
-) -> Tensor:
-    """Draws one baseline per row of ``images`` ``[B, C, H, W]`` from a named distribution.
-
-    ``"uniform"``: each pixel uniform in ``[low, high]``; ``"gaussian"``: the image plus
-    Gaussian noise of standard deviation ``sigma``; ``"blur"``: the image blurred by ``sigma``
-    pixels (no randomness: expected gradients then draws only the interpolation point).
-
-    Example:
-        >>> g = torch.Generator().manual_seed(0)
-        >>> x = torch.zeros(2, 1, 3, 3)
-        >>> b = sample_noise_baselines("uniform", x, g, low=torch.tensor(0.0), high=torch.tensor(1.0), sigma=1.0)
-        >>> b.shape, bool(((b >= 0) & (b <= 1)).all())
-        (torch.Size([2, 1, 3, 3]), True)
-    """
-    if name == "blur":
-        return gaussian_blur(images, float(sigma))
-    draw = torch.rand if name == "uniform" else torch.randn
-    unit = draw(tuple(images.shape), generator=generator, device=generator.device, dtype=images.dtype)
-    return noise_baselines_from(name, images, unit, low=low, high=high, sigma=sigma)
-
-
 def noise_baselines_from(name: str, images: Tensor, unit: Tensor, *, low: Tensor, high: Tensor, sigma: float | Tensor) -> Tensor:
     """Baselines from pre-drawn standard noise ``unit`` (``U(0, 1)`` for ``"uniform"``, ``N(0, 1)`` for ``"gaussian"``).
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from lightning_xai.functional import constant_baseline, gaussian_blur
-from lightning_xai.functional.baselines import sample_noise_baselines
+from lightning_xai.functional._batching import NoiseStream
+from lightning_xai.functional.baselines import noise_baselines_from
 
 
 def test_blur_keeps_constants_and_total_mass_in_the_interior():
@@ -42,7 +43,10 @@ def test_constant_baselines_have_the_documented_values():
 def test_noise_baselines_are_drawn_from_the_private_generator_only():
     images = torch.zeros(4, 1, 8, 8)
     state = torch.get_rng_state()
-    first = sample_noise_baselines("gaussian", images, torch.Generator().manual_seed(0), low=torch.tensor(0.0), high=torch.tensor(1.0), sigma=2.0)
-    second = sample_noise_baselines("gaussian", images, torch.Generator().manual_seed(0), low=torch.tensor(0.0), high=torch.tensor(1.0), sigma=2.0)
+    def draw() -> torch.Tensor:
+        unit = NoiseStream(torch.Generator().manual_seed(0), (1, 8, 8), "normal", torch.float32).take(4)
+        return noise_baselines_from("gaussian", images, unit, low=torch.tensor(0.0), high=torch.tensor(1.0), sigma=2.0)
+
+    first, second = draw(), draw()
     assert torch.equal(first, second) and torch.equal(state, torch.get_rng_state())
     assert 1.5 < first.std() < 2.5
