@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from torch import nn
@@ -14,6 +16,18 @@ DEVICES = [
     "cpu",
     pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")),
 ]
+
+
+@pytest.fixture(autouse=True)
+def lightning_logs_reach_caplog(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let ``rank_zero_info`` lines reach ``caplog``.
+
+    ``pytorch_lightning`` stops its logger from propagating when it is imported while the root
+    logger has no handler, which depends on the pytest version and on when the conftest is
+    loaded; without this, ``caplog`` sees the callback's info lines on one machine and not on
+    another.
+    """
+    monkeypatch.setattr(logging.getLogger("pytorch_lightning"), "propagate", True)
 
 
 class TinyConvNet(nn.Module):
