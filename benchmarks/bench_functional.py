@@ -24,9 +24,10 @@ and a repeat during which other processes took the CPU is rerun (see the footer)
   (``def xraw`` above 1 means it beat every size in the sweep). The whole sweep is printed to
   stderr with the progress lines. At 64x64 on a CPU the sweep stops at 64: from 128 on a pass
   runs several times slower (the cache cliff in DESIGN.md).
-* ``meas fwd`` / ``meas fwd+bwd`` rows: the batch size ``measure_batch_size`` picks (what the
-  monitor uses for methods without a batch size of their own) in the ``def bs`` column, and the
-  sweep's throughput at that size (``-`` when the sweep did not try it).
+* ``tuned fwd`` / ``tuned fwd+bwd`` rows: the batch size a ``BatchSizeTuner`` settles on while
+  occlusion (forward) and integrated gradients (forward+backward) run through it, as the monitor
+  tunes the methods without a batch size of their own, in the ``def bs`` column, and the sweep's
+  throughput at that size (``-`` when the sweep did not try it).
 * Method rows: ``def`` columns run our function with ``batch_size=None`` (the default), ``best``
   columns with ``batch_size=`` the best raw batch size for the matching pass type, and ``cap``
   columns run Captum at the best of a small sweep of its batching knob (``cap bs`` = images per
@@ -62,11 +63,11 @@ from torch import Tensor, nn
 
 from lightning_xai.demos import ResNetStyle, SmallCNN
 from lightning_xai.functional import (
+    BatchSizeTuner,
     expected_gradients,
     find_grad_cam_layer,
     grad_cam,
     integrated_gradients,
-    measure_batch_size,
     occlusion,
     smooth_grad,
 )
@@ -555,10 +556,21 @@ def raw_row(name: str, raw: Raw) -> list[str]:
     ]
 
 
-def measured_row(name: str, raw: Raw, size: int) -> list[str]:
-    """Table cells for the batch size ``measure_batch_size`` chose, at the sweep's throughput for it."""
+def chosen_row(name: str, raw: Raw, size: int) -> list[str]:
+    """Table cells for a batch size chosen automatically, at the sweep's throughput for it."""
     rate = raw.rates.get(size)
     return [name, "-", str(size), *(rate_cells(rate, raw) if rate is not None else ["-", "-"]), str(raw.best_batch), *rate_cells(raw.best_rate, raw), *["-"] * 5]
+
+
+def tuned_batch_size(methods: list[Method], images: Tensor, backward: bool, max_calls: int = 50) -> int:
+    """The size a ``BatchSizeTuner`` settles on while the first method of the pass type runs through it."""
+    tuner = BatchSizeTuner.for_images(images, backward=backward)
+    method = next(m for m in methods if m.backward == backward)
+    for _ in range(max_calls):
+        if not tuner.exploring:
+            break
+        method.ours(tuner)  # type: ignore[arg-type]
+    return tuner.best if tuner.best is not None else tuner.size
 
 
 def probe_data(case: Case, settings: Settings) -> tuple[Tensor, Tensor]:
@@ -589,9 +601,9 @@ def case_rows(case: Case, settings: Settings) -> list[list[str]]:
         smooth_grad_method(model, images, targets, case, settings),
         grad_cam_method(model, images, targets),
     ]
-    measured = {backward: measure_batch_size(model, images, backward=backward) for backward in (False, True)}
+    tuned = {backward: tuned_batch_size(methods, images, backward) for backward in (False, True)}
     rows = [raw_row("raw fwd", raw[False]), raw_row("raw fwd+bwd", raw[True])]
-    rows += [measured_row("meas fwd", raw[False], measured[False]), measured_row("meas fwd+bwd", raw[True], measured[True])]
+    rows += [chosen_row("tuned fwd", raw[False], tuned[False]), chosen_row("tuned fwd+bwd", raw[True], tuned[True])]
     rows += [method_row(method, raw, settings) for method in methods]
     label = [case.name, f"{case.size}x{case.size}"]
     return [label + row for row in rows]

@@ -23,6 +23,8 @@ once without the monitor and once with it; the two fits of a row run back to bac
   (``monitor.cost``), split into ``maps`` (the attribution methods), ``shortcuts`` (candidate
   search and interventions on 64 validation images) and ``rest`` (stability scores,
   TensorBoard images and scalars, the on-disk history).
+* ``10% at s``: the epoch length (training and validation, without the monitor) at which a run
+  per epoch would add 10%: ten times ``per run s``.
 
 A monitor run costs about the same whatever the epoch's length, so its share shrinks as epochs
 grow: compare ``digits`` with ``digits x20``.
@@ -138,12 +140,13 @@ def row(setting: Setting, folder: Path, progress: Callable[[str], None]) -> list
         f"{cost['runs']:.0f}",
         f"{cost['skipped']:.0f}",
         *(f"{phases[key]:.2f}" for key in ("per_run", "maps", "shortcuts", "rest")),
+        f"{10 * phases['per_run']:.1f}",
     ]
 
 
 def print_table(rows: list[list[str]]) -> None:
     """Prints the rows under a header, columns aligned."""
-    header = ["data", "epochs", "monitor", "without s", "with s", "added", "runs", "skipped", "per run s", "maps", "shortcuts", "rest"]
+    header = ["data", "epochs", "monitor", "without s", "with s", "added", "runs", "skipped", "per run s", "maps", "shortcuts", "rest", "10% at s"]
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
     for cells in [header, *rows]:
         print("  ".join(cell.rjust(width) if index > 2 else cell.ljust(width) for index, (cell, width) in enumerate(zip(cells, widths))))

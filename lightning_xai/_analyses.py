@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from lightning_xai._context import attribution_conditions
 from lightning_xai._explain import RunResult, module_device
 from lightning_xai.faithfulness import Faithfulness, assess, completeness_metrics, sanity_check
+from lightning_xai.functional._batching import BatchSize
 from lightning_xai.methods import AttributionMethod, MethodContext
 from lightning_xai.probes import ProbeSet
 from lightning_xai.shortcuts import Finding, ShortcutDetector, outline_findings
@@ -40,15 +41,19 @@ def check_shortcuts(
     epoch: int,
     step: int,
     on_finding: Callable[[Finding], None],
+    batch_size: BatchSize | None = None,
 ) -> tuple[dict[str, float], dict[str, Tensor], list[Finding]]:
     """Tests this run's candidate regions; warns about and hands on each new confirmed finding.
+
+    ``batch_size`` (an int or a tuner) sets the images per forward pass of the interventions.
 
     Returns:
         (scalars, with ``seconds/shortcuts``; outlined probe grids by tag ``xai/shortcut/<method>``; new findings).
     """
     started = time.perf_counter()
     with attribution_conditions(model, module_device(model)):
-        current, new, metrics = detector.check(model, result.displays, model_dtype_images(model, test_images), epoch=epoch, step=step)
+        images = model_dtype_images(model, test_images)
+        current, new, metrics = detector.check(model, result.displays, images, epoch=epoch, step=step, batch_size=batch_size)
     metrics["seconds/shortcuts"] = time.perf_counter() - started
     outlines = {f"xai/shortcut/{name}": outline_findings(rgb, [finding], probe_size) for name, finding in current.items() if finding.confirmed}
     for finding in new:

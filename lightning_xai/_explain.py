@@ -7,12 +7,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from lightning_xai._context import attribution_conditions
 from lightning_xai.functional._checks import check_scores
-from lightning_xai.functional.tuning import measure_batch_size
+from lightning_xai.functional._batching import BatchSize, BatchSizeTuner
 from lightning_xai.history import AttributionHistory
 from lightning_xai.loggers import XaiLogger
 from lightning_xai.methods import AttributionMethod, MethodContext
@@ -54,13 +53,13 @@ def explain_probes(
     seed: int,
     max_seconds: float | None,
     with_gaps: bool = False,
-    batch_sizes: Mapping[bool, int] | None = None,
+    batch_sizes: Mapping[bool, BatchSize] | None = None,
 ) -> RunResult:
     """Runs every method on the probes under attribution conditions.
 
     Past ``max_seconds`` the remaining methods are skipped (the first method always runs, so
-    every run produces at least one map). ``batch_sizes`` (see :func:`measured_batch_sizes`) go
-    to methods without a batch size of their own.
+    every run produces at least one map). ``batch_sizes`` (ints or tuners, see
+    :func:`batch_size_tuners`) go to methods without a batch size of their own.
     """
     started = time.perf_counter()
     device = module_device(model)
@@ -89,28 +88,31 @@ def explain_probes(
     return result
 
 
-def measured_batch_sizes(
-    model: nn.Module, probes: ProbeSet, methods: Sequence[AttributionMethod], *, convert_input: Callable[[Tensor], Tensor]
-) -> dict[bool, int]:
-    """The fastest batch size of each pass type that methods without a batch size of their own run.
+def batch_size_tuners(
+    model: nn.Module, probes: ProbeSet, methods: Sequence[AttributionMethod], *, forward_too: bool = False
+) -> dict[bool, BatchSizeTuner]:
+    """A tuner per pass type (``False``: forward, ``True``: forward+backward) that methods without
+    a batch size of their own run, for images like the probes; ``forward_too`` adds the forward
+    tuner anyway (the shortcut interventions use it).
 
-    Timed on the probes' image size on the model's device (:func:`~lightning_xai.functional.measure_batch_size`)
-    and said in one info line. Keys: ``False`` for forward passes, ``True`` for forward+backward passes.
+    The first runs try sizes as they go, later runs use the fastest (see
+    :class:`~lightning_xai.functional.BatchSizeTuner`).
     """
-    passes = sorted({m.batch_pass for m in methods if m.batch_pass is not None and getattr(m, "batch_size", None) is None})
-    if not passes:
-        return {}
-    started = time.perf_counter()
-    device = module_device(model)
-    with attribution_conditions(model, device):
-        images = convert_input(probes.images.to(device))
-        sizes = {backward: measure_batch_size(model, images, backward=backward) for backward in passes}
-    shown = ", ".join(f"{'forward+backward' if backward else 'forward'} {size}" for backward, size in sizes.items())
-    rank_zero_info(
-        f"AttributionMonitor: measured the fastest batch sizes on {device}: {shown} images per pass "
-        f"({time.perf_counter() - started:.1f}s); methods given a batch_size keep theirs."
+    passes = {m.batch_pass for m in methods if m.batch_pass is not None and getattr(m, "batch_size", None) is None}
+    if forward_too:
+        passes.add(False)
+    images = probes.images[:1].to(module_device(model))
+    return {backward: BatchSizeTuner.for_images(images, backward=backward) for backward in sorted(passes)}
+
+
+def tuned_message(tuners: Mapping[bool, BatchSizeTuner]) -> str:
+    """The line for the log once every tuner has settled: the batch size of each pass type."""
+    shown = ", ".join(f"{'forward+backward' if backward else 'forward'} {tuner.best}" for backward, tuner in sorted(tuners.items()))
+    device = next(iter(tuners.values())).device
+    return (
+        f"AttributionMonitor: tuned the batch sizes on {device} while explaining: {shown} images per pass (the fastest "
+        "of the sizes tried); methods given a batch_size keep theirs."
     )
-    return sizes
 
 
 def first_run_message(result: RunResult, folder: object) -> str:

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from lightning_xai._analyses import check_shortcuts, judge_faithfulness, randomisation_report
 from lightning_xai._cost import MonitorCost
-from lightning_xai._explain import RunResult, budget_warning, display_rgb, explain_probes, first_run_message, measured_batch_sizes
+from lightning_xai._explain import RunResult, batch_size_tuners, budget_warning, display_rgb, explain_probes, first_run_message, tuned_message
 from lightning_xai._monitor_checks import (
     check_callable,
     check_display_normalisation,
@@ -34,6 +34,7 @@ from lightning_xai._monitor_checks import (
 )
 from lightning_xai._session import MonitorSession
 from lightning_xai.faithfulness import Faithfulness
+from lightning_xai.functional._batching import BatchSizeTuner
 from lightning_xai.functional._checks import check_positive_int
 from lightning_xai.loggers import find_tensorboard_writer, resolve_log_dir
 from lightning_xai.methods import AttributionMethod
@@ -140,7 +141,8 @@ class AttributionMonitor(Callback):
         self._validated = False
         self._budget_warned = False
         self._cost = MonitorCost()
-        self._batch_sizes: dict[bool, int] | None = None
+        self._tuners: dict[bool, BatchSizeTuner] | None = None
+        self._tuned_reported = False
         self._overhead_warned = False
         self._pending_state: dict[str, Any] | None = None
         self._session: MonitorSession | None = None
@@ -185,7 +187,7 @@ class AttributionMonitor(Callback):
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         """Opens the history and checks given probes against the model before any training."""
         self._cost.start_fit()
-        self._batch_sizes = None  # measured again for this fit's model (remembered per model, so cheap)
+        self._tuners, self._tuned_reported = None, False  # batch sizes are tuned again for this fit
         self._start(trainer, pl_module)
 
     def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
@@ -314,9 +316,8 @@ class AttributionMonitor(Callback):
         assert self._session is not None and self.probes is not None
         if self._references is None and self._reservoir is not None and self._reservoir.images is not None:
             self._references = self._reservoir.images.clone()  # frozen from now on: every run uses the same set
-        if self._batch_sizes is None:  # once per fit, on the probes' size; said in one info line
-            convert = trainer.precision_plugin.convert_input
-            self._batch_sizes = measured_batch_sizes(self._model(pl_module), self.probes, self.methods, convert_input=convert)
+        if self._tuners is None:  # per fit: the first runs try batch sizes as they go
+            self._tuners = batch_size_tuners(self._model(pl_module), self.probes, self.methods, forward_too=self._detector is not None)
         result = explain_probes(
             self._model(pl_module),
             self.probes,
@@ -326,7 +327,7 @@ class AttributionMonitor(Callback):
             seed=self.seed,
             max_seconds=self.max_seconds,
             with_gaps=self.faithfulness is not None,
-            batch_sizes=self._batch_sizes,
+            batch_sizes=self._tuners,
         )
         self._session.save_artefacts(self.probes, self._references)  # once per session
         rgb = display_rgb(self.probes.images, self.display_mean, self.display_std)
@@ -343,7 +344,7 @@ class AttributionMonitor(Callback):
         if self._detector is not None and self._test_images is not None and result.displays:
             found, outlines, new = check_shortcuts(
                 self._detector, model, result, rgb, self._test_images, probe_size=tuple(self.probes.images.shape[-2:]),  # type: ignore[union-attr, arg-type]
-                epoch=epoch, step=step, on_finding=self._react,
+                epoch=epoch, step=step, on_finding=self._react, batch_size=(self._tuners or {}).get(False),
             )
             metrics.update(found)
             images.update(outlines)
@@ -397,6 +398,9 @@ class AttributionMonitor(Callback):
     def _report(self, result: RunResult, trainer: Any) -> None:
         if len(self._session.history.runs) == 1:  # type: ignore[union-attr]
             rank_zero_info(first_run_message(result, self._session.history.folder))  # type: ignore[union-attr]
+        if self._tuners and not self._tuned_reported and all(tuner.best is not None for tuner in self._tuners.values()):
+            self._tuned_reported = True
+            rank_zero_info(tuned_message(self._tuners))
         if result.skipped and not self._budget_warned:
             self._budget_warned = True
             rank_zero_warn(budget_warning(result, self.max_seconds, trainer.global_step))

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_xai import functional as F
+from lightning_xai.functional._batching import BatchSize
 from lightning_xai.functional._checks import as_pair, check_positive_int, is_real_number
 from lightning_xai.functional.baselines import CONSTANT_BASELINE_NAMES, SAMPLED_BASELINE_NAMES
 from lightning_xai.functional.display import Reduction
@@ -36,16 +37,17 @@ class MethodContext:
             runs draw the same samples and their maps differ only because the model changed.
         references: training images ``[M, C, H, W]`` on the model's device, for expected
             gradients with ``baselines="training"``; ``None`` when none were seen.
-        batch_sizes: measured batch sizes by pass type (``False``: forward only, ``True``:
-            forward+backward), used by methods whose own ``batch_size`` is ``None``.
+        batch_sizes: batch sizes (ints or :class:`~lightning_xai.functional.BatchSizeTuner`)
+            by pass type (``False``: forward only, ``True``: forward+backward), used by methods
+            whose own ``batch_size`` is ``None``.
     """
 
     generator: torch.Generator
     references: Tensor | None = None
-    batch_sizes: Mapping[bool, int] = field(default_factory=dict)
+    batch_sizes: Mapping[bool, BatchSize] = field(default_factory=dict)
 
-    def batch_size(self, own: int | None, *, backward: bool) -> int | None:
-        """The method's own batch size if set, else the measured one for its pass type (else ``None``: the heuristic)."""
+    def batch_size(self, own: int | None, *, backward: bool) -> BatchSize | None:
+        """The method's own batch size if set, else the one for its pass type (else ``None``: the heuristic)."""
         return own if own is not None else self.batch_sizes.get(backward)
 
 

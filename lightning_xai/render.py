@@ -81,6 +81,11 @@ def to_rgb(images: Tensor, *, mean: tuple[float, ...] | None = None, std: tuple[
 def overlay(images_rgb: Tensor, maps: Tensor, *, alpha: float = 0.55) -> Tensor:
     """Blends coloured maps over images; maps are resized to the image size if needed.
 
+    A map whose size divides the image's (an input-resolution map over an enlarged probe) is
+    enlarged by repeating its pixels, as the probe was: each input pixel stays one flat block,
+    nothing is smoothed in, and the PNG is about three times smaller. Other sizes are resized
+    bilinearly.
+
     Args:
         images_rgb: ``[N, 3, H, W]`` in [0, 1].
         maps: ``[N, 1, h, w]`` in [0, 1].
@@ -93,8 +98,10 @@ def overlay(images_rgb: Tensor, maps: Tensor, *, alpha: float = 0.55) -> Tensor:
         >>> overlay(torch.zeros(2, 3, 4, 4), torch.ones(2, 1, 2, 2)).shape
         torch.Size([2, 3, 4, 4])
     """
-    if maps.shape[-2:] != images_rgb.shape[-2:]:
-        maps = F.interpolate(maps.float(), size=tuple(images_rgb.shape[-2:]), mode="bilinear")
+    size = tuple(images_rgb.shape[-2:])
+    if maps.shape[-2:] != size:
+        whole_factor = size[0] % maps.shape[-2] == 0 and size[1] % maps.shape[-1] == 0
+        maps = F.interpolate(maps.float(), size=size, mode="nearest" if whole_factor else "bilinear")
     return (1 - alpha) * images_rgb + alpha * colorize(maps)
 
 

@@ -17,6 +17,7 @@ from typing import Any, Literal, Union
 import torch
 from torch import Tensor, nn
 
+from lightning_xai.functional._batching import BatchSize
 from lightning_xai.functional.shortcut import Box, box_iou, concentrated_boxes, intervene, mass_outside
 from lightning_xai.render import draw_box, make_grid
 
@@ -137,9 +138,9 @@ class ShortcutDetector:
         self.findings: list[Finding] = []
 
     def check(
-        self, model: nn.Module, displays: dict[str, Tensor], test_images: Tensor, *, epoch: int, step: int
+        self, model: nn.Module, displays: dict[str, Tensor], test_images: Tensor, *, epoch: int, step: int, batch_size: BatchSize | None = None
     ) -> tuple[dict[str, Finding], list[Finding], dict[str, float]]:
-        """Tests this run's candidates.
+        """Tests this run's candidates (``batch_size``: images per forward pass of the interventions).
 
         Returns:
             (each method's best candidate, the confirmed findings not reported before, scalars to log).
@@ -152,7 +153,7 @@ class ShortcutDetector:
         for name, maps in displays.items():
             found = concentrated_boxes(maps, self.settings.candidate_sides(size))  # type: ignore[arg-type]
             metrics[f"shortcut/{name}/peak_concentration"] = found[0][1] if found else 0.0
-            best = self._best_candidate(model, found, test_images, size, tested)
+            best = self._best_candidate(model, found, test_images, size, tested, batch_size)
             if best is None:
                 continue
             box, scores = best
@@ -169,7 +170,13 @@ class ShortcutDetector:
         return current, new, metrics
 
     def _best_candidate(
-        self, model: nn.Module, found: list[tuple[Box, float]], images: Tensor, size: tuple[int, int], tested: dict[Box, dict[str, float]]
+        self,
+        model: nn.Module,
+        found: list[tuple[Box, float]],
+        images: Tensor,
+        size: tuple[int, int],
+        tested: dict[Box, dict[str, float]],
+        batch_size: BatchSize | None,
     ) -> tuple[Box, dict[str, float]] | None:
         candidates = [(box, c) for box, c in found if c >= self.settings.min_concentration]
         candidates += [(box, 0.0) for box in self.settings.suspects(size)]
@@ -178,7 +185,7 @@ class ShortcutDetector:
             if box not in tested:
                 tested[box] = intervene(
                     model, images, box, fill=self.settings.fill, n_random=self.settings.n_random,
-                    generator=torch.Generator().manual_seed(0),
+                    generator=torch.Generator().manual_seed(0), batch_size=batch_size,
                 )
             scored.append((box, {**tested[box], "concentration": concentration}))
         if not scored:

@@ -29,6 +29,14 @@ def test_colour_map_runs_from_dark_to_bright():
     assert (brightness[1:] >= brightness[:-1]).all()
 
 
+def test_overlay_repeats_pixels_for_whole_factors_and_blends_bilinearly_otherwise():
+    maps = torch.tensor([[[[0.0, 1.0], [1.0, 0.0]]]])
+    blocky = overlay(torch.zeros(1, 3, 6, 6), maps, alpha=1.0)
+    torch.testing.assert_close(blocky, colorize(maps.repeat_interleave(3, 2).repeat_interleave(3, 3)))
+    smooth = overlay(torch.zeros(1, 3, 5, 5), maps, alpha=1.0)  # 5 is not a multiple of 2
+    torch.testing.assert_close(smooth, colorize(torch.nn.functional.interpolate(maps, size=(5, 5), mode="bilinear")))
+
+
 def test_to_rgb_undoes_normalisation_and_expands_grey():
     original = torch.rand(2, 1, 4, 4)
     restored = to_rgb((original - 0.5) / 0.25, mean=(0.5,), std=(0.25,))

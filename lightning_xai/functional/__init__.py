@@ -6,6 +6,7 @@ or ``None`` for the model's top class), works under ``torch.no_grad()`` and
 inputs and the global RNG as they were.
 """
 
+from lightning_xai.functional._batching import BatchSizeTuner
 from lightning_xai.functional.adaptive_occlusion import adaptive_occlusion
 from lightning_xai.functional.baselines import constant_baseline, gaussian_blur
 from lightning_xai.functional.display import display_map
@@ -16,6 +17,7 @@ from lightning_xai.functional.occlusion import occlusion
 from lightning_xai.functional.tuning import measure_batch_size
 
 __all__ = [
+    "BatchSizeTuner",
     "adaptive_occlusion",
     "completeness_gap",
     "constant_baseline",

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Literal
+import time
+from collections.abc import Iterator, Sequence
+from typing import Literal, Union
 
 import torch
 from torch import Tensor
@@ -16,6 +17,8 @@ _GPU_ELEMENT_BUDGET = 2**24
 _CPU_MAX_BATCH = 256
 _GPU_MAX_BATCH = 2048
 _MIN_BATCH = 4
+CPU_BATCH_CANDIDATES = (8, 16, 32, 64, 128, 256)
+GPU_BATCH_CANDIDATES = (16, 32, 64, 128, 256, 512, 1024, 2048)
 
 
 def default_batch_size(inputs: Tensor, *, backward: bool) -> int:
@@ -23,7 +26,9 @@ def default_batch_size(inputs: Tensor, *, backward: bool) -> int:
 
     Args:
         inputs: the image batch ``[N, C, H, W]``; its device and image size decide.
-        backward: whether each pass also runs a backward pass (halves the budget).
+        backward: whether each pass also runs a backward pass (halves the budget on a GPU; on a
+            CPU the fastest forward+backward batches are as large as the forward ones:
+            ``benchmarks/bench_functional.py``).
 
     Returns:
         A batch size between 4 and 256 on a CPU (2048 on a GPU).
@@ -32,26 +37,161 @@ def default_batch_size(inputs: Tensor, *, backward: bool) -> int:
         >>> import torch
         >>> default_batch_size(torch.zeros(1, 3, 32, 32), backward=False)
         85
+        >>> default_batch_size(torch.zeros(1, 3, 32, 32), backward=True)
+        85
         >>> default_batch_size(torch.zeros(1, 3, 224, 224), backward=True)
         4
     """
     on_gpu = inputs.device.type == "cuda"
     budget = _GPU_ELEMENT_BUDGET if on_gpu else _CPU_ELEMENT_BUDGET
-    if backward:
+    if backward and on_gpu:  # the activations kept for the backward pass take memory
         budget //= 2
     largest = _GPU_MAX_BATCH if on_gpu else _CPU_MAX_BATCH
     return max(_MIN_BATCH, min(largest, budget // inputs[0].numel()))
 
 
-def chunk_ranges(total: int, batch_size: int) -> Iterator[tuple[int, int]]:
+def chunk_ranges(total: int, batch_size: BatchSize) -> Iterator[tuple[int, int]]:
     """Yields ``(start, stop)`` pairs that cover ``range(total)`` in steps of ``batch_size``.
+
+    ``batch_size`` is an int or a :class:`BatchSizeTuner`, which picks the steps itself.
 
     Example:
         >>> list(chunk_ranges(5, 2))
         [(0, 2), (2, 4), (4, 5)]
     """
+    if isinstance(batch_size, BatchSizeTuner):
+        yield from batch_size.ranges(total)
+        return
     for start in range(0, total, batch_size):
         yield start, min(start + batch_size, total)
+
+
+def check_candidates(candidates: object) -> list[int]:
+    """Checks batch sizes to try: a non-empty sequence of ints >= 1; returns them as a list.
+
+    Example:
+        >>> check_candidates((8, 16))
+        [8, 16]
+    """
+    sizes = list(candidates) if isinstance(candidates, Sequence) else []
+    if not sizes or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in sizes):
+        raise ValueError(f"`candidates` must be a non-empty list of positive ints, got {candidates!r}.")
+    return sizes
+
+
+class BatchSizeTuner:
+    """Finds the fastest batch size while the real work runs, at no extra cost.
+
+    Pass one as ``batch_size`` to any function of :mod:`lightning_xai.functional`. While it is
+    *exploring*, it hands out batches of each candidate size in turn, smallest first: the first
+    batch of a size warms up (new shapes pay one-off costs), the next ``timed_batches`` are
+    timed, and the size's rate is the best of them, in images per second. Exploring stops at the
+    cache cliff (a size running at less than half the best rate so far) or after the last
+    candidate; from then on every batch has the fastest size found (:attr:`best`). The state
+    lives in the object, so exploring continues across calls and a tuner is meant to be kept
+    for one model, image size and pass type (forward, or forward+backward). Batches do not
+    change the maps (see each function's notes on random draws), so tuning never changes a
+    result beyond float rounding.
+
+    Timing is the wall time between handing out a batch and being asked for the next one,
+    i.e. the caller's work on that batch (on a GPU, with a synchronisation around it while
+    exploring, and none afterwards).
+
+    Args:
+        device: where the work runs: decides the default candidates and whether to synchronise.
+        candidates: batch sizes to try, ascending; default powers of two from 8 up to 256 on a
+            CPU and from 16 up to 2048 on a GPU.
+        timed_batches: timed batches per size, after the warm-up batch.
+
+    Example:
+        >>> tuner = BatchSizeTuner("cpu", candidates=[2, 4])
+        >>> [stop - start for start, stop in chunk_ranges(13, tuner)]
+        [2, 2, 2, 4, 3]
+        >>> tuner.exploring, sorted(tuner.rates)
+        (True, [2])
+        >>> _ = list(chunk_ranges(8, tuner)); tuner.exploring, tuner.best in (2, 4)
+        (False, True)
+    """
+
+    def __init__(self, device: torch.device | str = "cpu", *, candidates: list[int] | None = None, timed_batches: int = 2) -> None:
+        self.device = torch.device(device)
+        on_gpu = self.device.type == "cuda"
+        default = GPU_BATCH_CANDIDATES if on_gpu else CPU_BATCH_CANDIDATES
+        self.candidates = check_candidates(candidates) if candidates is not None else list(default)
+        if isinstance(timed_batches, bool) or not isinstance(timed_batches, int) or timed_batches < 1:
+            raise ValueError(f"`timed_batches` must be an int >= 1, got {timed_batches!r}.")
+        self.timed_batches = timed_batches
+        self.rates: dict[int, float] = {}
+        self.best: int | None = None
+        self._index = 0  # the candidate being explored
+        self._batches_at_size = 0  # batches of that size handed out so far (the first warms up)
+
+    @classmethod
+    def for_images(cls, images: Tensor, *, backward: bool) -> BatchSizeTuner:
+        """A tuner for passes over images like ``images`` ``[N, C, H, W]`` on their device.
+
+        On a GPU the candidates stop at four times :func:`default_batch_size`, so that
+        exploring cannot run out of memory on large images; on a CPU the cache cliff stops it.
+
+        Example:
+            >>> BatchSizeTuner.for_images(torch.zeros(1, 3, 32, 32), backward=True).candidates
+            [8, 16, 32, 64, 128, 256]
+        """
+        if images.device.type != "cuda":
+            return cls(images.device)
+        largest = 4 * default_batch_size(images, backward=backward)
+        return cls(images.device, candidates=[c for c in GPU_BATCH_CANDIDATES if c <= largest] or [GPU_BATCH_CANDIDATES[0]])
+
+    @property
+    def exploring(self) -> bool:
+        """Whether it is still trying sizes (``best`` is ``None`` until it is done)."""
+        return self.best is None
+
+    @property
+    def size(self) -> int:
+        """The batch size of the next batch."""
+        return self.best if self.best is not None else self.candidates[self._index]
+
+    def ranges(self, total: int) -> Iterator[tuple[int, int]]:
+        """``(start, stop)`` pairs covering ``range(total)``, timing whole batches while exploring."""
+        start = 0
+        while start < total:
+            size = self.size
+            stop = min(start + size, total)
+            timed = self.exploring and stop - start == size
+            if not timed:
+                yield start, stop
+            else:
+                self._synchronize()
+                started = time.perf_counter()
+                yield start, stop
+                self._synchronize()
+                self._record(size, time.perf_counter() - started)
+            start = stop
+
+    def _record(self, size: int, seconds: float) -> None:
+        self._batches_at_size += 1
+        if self._batches_at_size == 1:
+            return  # the warm-up batch
+        self.rates[size] = max(self.rates.get(size, 0.0), size / max(seconds, 1e-9))
+        if self._batches_at_size <= self.timed_batches:
+            return
+        fastest = max(self.rates, key=self.rates.__getitem__)
+        fell_off = self.rates[size] < 0.5 * self.rates[fastest]
+        self._index, self._batches_at_size = self._index + 1, 0
+        if fell_off or self._index == len(self.candidates):
+            self.best = fastest
+
+    def _synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def __repr__(self) -> str:
+        state = f"best={self.best}" if self.best is not None else f"exploring, next size {self.size}"
+        return f"BatchSizeTuner({self.device.type}, {state})"
+
+
+BatchSize = Union[int, BatchSizeTuner]
 
 
 class NoiseStream:

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_xai.functional._batching import default_batch_size
+from lightning_xai.functional._batching import BatchSize, default_batch_size
 from lightning_xai.functional._checks import (
     ForwardFn,
     TargetLike,
@@ -85,7 +85,7 @@ def adaptive_occlusion(
     coarse_factor: int = 2,
     refine_fraction: float = 0.25,
     coarse_mode: CoarseMode = "subsample",
-    batch_size: int | None = None,
+    batch_size: BatchSize | None = None,
     autocast_dtype: torch.dtype | None = None,
 ) -> Tensor:
     """Occlusion map for each image, computed exactly only where a coarse estimate is highest.
@@ -108,8 +108,8 @@ def adaptive_occlusion(
             whose overlapping fine placements are evaluated exactly; in (0, 1].
         coarse_mode: ``"subsample"`` or ``"enlarge"``: how the coarse pass estimates the
             drops (see the module docstring).
-        batch_size: occluded images per forward pass; ``None`` chooses from the device and
-            image size.
+        batch_size: occluded images per forward pass; ``None`` chooses from the device and image size. A
+            :class:`~lightning_xai.functional.BatchSizeTuner` picks it by timing the passes as they run.
         autocast_dtype: ``None`` (exact arithmetic), or ``torch.bfloat16`` / ``torch.float16``
             to run the forward passes under ``torch.autocast`` (as for :func:`occlusion`).
 
@@ -139,7 +139,7 @@ def adaptive_occlusion_with_counts(
     coarse_factor: int = 2,
     refine_fraction: float = 0.25,
     coarse_mode: CoarseMode = "subsample",
-    batch_size: int | None = None,
+    batch_size: BatchSize | None = None,
     autocast_dtype: torch.dtype | None = None,
 ) -> AdaptiveOcclusionResult:
     """:func:`adaptive_occlusion`, also returning how many images the model evaluated.

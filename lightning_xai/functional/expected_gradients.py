@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_xai.functional._batching import NoiseStream, default_batch_size
+from lightning_xai.functional._batching import BatchSize, NoiseStream, default_batch_size
 from lightning_xai.functional._checks import (
     ForwardFn,
     TargetLike,
@@ -82,7 +82,7 @@ def integrated_gradients(
     n_steps: int = 50,
     method: IntegrationMethod = "gausslegendre",
     value_range: ValueRange = None,
-    batch_size: int | None = None,
+    batch_size: BatchSize | None = None,
     return_delta: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Integrated gradients from a constant baseline, as Captum's ``IntegratedGradients``.
@@ -96,7 +96,8 @@ def integrated_gradients(
         n_steps: points on the path.
         method: quadrature rule: ``"gausslegendre"`` or a ``"riemann_*"`` rule.
         value_range: valid pixel range for ``"max_distance"`` (default: per-channel min/max).
-        batch_size: path points per forward+backward pass; ``None`` chooses automatically.
+        batch_size: path points per forward+backward pass; ``None`` chooses automatically. A
+            :class:`~lightning_xai.functional.BatchSizeTuner` picks it by timing the passes as they run.
         return_delta: also return each image's completeness gap ``|sum(phi) - (f(x) - f(x'))|``.
 
     Returns:
@@ -145,7 +146,7 @@ def expected_gradients(
     sigma: float | None = None,
     value_range: ValueRange = None,
     generator: torch.Generator | None = None,
-    batch_size: int | None = None,
+    batch_size: BatchSize | None = None,
     return_delta: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Expected gradients: ``E[(x - x') * grad f(x' + a (x - x'))]`` over baselines and ``a ~ U(0, 1)``.
@@ -165,7 +166,8 @@ def expected_gradients(
         value_range: valid pixel range for ``"uniform"`` (default: per-channel min/max of ``inputs``).
         generator: source of the draws; ``None`` uses a private generator seeded with 0. The
             global RNG is never touched. The draws do not depend on ``batch_size``.
-        batch_size: draws per forward+backward pass; ``None`` chooses automatically.
+        batch_size: draws per forward+backward pass; ``None`` chooses automatically. A
+            :class:`~lightning_xai.functional.BatchSizeTuner` picks it by timing the passes as they run.
         return_delta: also return each image's completeness gap
             ``|sum(phi) - (f(x) - mean f(x'))|`` over its drawn baselines (costs a forward pass
             per draw for noise baselines, one per reference image for a reference set).

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_xai.functional._batching import chunk_ranges, default_batch_size
+from lightning_xai.functional._batching import BatchSize, chunk_ranges, default_batch_size
 from lightning_xai.functional._checks import (
     ForwardFn,
     TargetLike,
@@ -66,7 +66,7 @@ def ablation_curves(
     score: Score = "probability",
     random_control: bool = True,
     generator: torch.Generator | None = None,
-    batch_size: int | None = None,
+    batch_size: BatchSize | None = None,
 ) -> dict[str, Tensor]:
     """Deletion and insertion curves of each image's attribution map (RISE), with a random control.
 
@@ -91,7 +91,8 @@ def ablation_curves(
         random_control: also compute the curves of a random pixel ranking (one per image).
         generator: source of the random ranking; ``None`` uses a private generator seeded
             with 0 on the inputs' device. The global RNG is never touched.
-        batch_size: images per forward pass; ``None`` chooses from the device and image size.
+        batch_size: images per forward pass; ``None`` chooses from the device and image size. A
+            :class:`~lightning_xai.functional.BatchSizeTuner` picks it by timing the passes as they run.
 
     Returns:
         ``{"fractions": [K], "deletion": [N, K], "insertion": [N, K], "deletion_auc": [N],
@@ -139,7 +140,7 @@ def mass_centre_ablation(
     n_random: int = 8,
     score: Score = "probability",
     generator: torch.Generator | None = None,
-    batch_size: int | None = None,
+    batch_size: BatchSize | None = None,
 ) -> dict[str, Tensor]:
     """Score drop from hiding a box at each map's centre of mass, against boxes at random places.
 
@@ -159,7 +160,8 @@ def mass_centre_ablation(
         n_random: random boxes per image (uniform over all placements inside the image), >= 1.
         score: ``"probability"`` (softmax of the target class) or ``"logit"``.
         generator: source of the random boxes; ``None`` uses a private generator seeded with 0.
-        batch_size: images per forward pass; ``None`` chooses from the device and image size.
+        batch_size: images per forward pass; ``None`` chooses from the device and image size. A
+            :class:`~lightning_xai.functional.BatchSizeTuner` picks it by timing the passes as they run.
 
     Returns:
         ``{"drop": [N], "random_drop": [N] (mean over the random boxes), "box": [N, 4]}``, the
@@ -376,7 +378,7 @@ def _box_builder(images: Tensor, fill: Tensor, corners: Tensor, box_hw: tuple[in
 
 
 def _scores_in_chunks(
-    forward_fn: ForwardFn, build: ImageBuilder, total: int, targets: Tensor, score: str, batch_size: int
+    forward_fn: ForwardFn, build: ImageBuilder, total: int, targets: Tensor, score: str, batch_size: BatchSize
 ) -> Tensor:
     """Target score of each of the ``total`` built images, ``[total]`` float32, ``batch_size`` at a time."""
     scores = torch.empty(total, dtype=torch.float32, device=targets.device)

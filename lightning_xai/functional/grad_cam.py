@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_xai.functional._batching import chunk_ranges
+from lightning_xai.functional._batching import BatchSize, chunk_ranges
 from lightning_xai.functional._checks import (
     TargetLike,
     check_images,
@@ -36,7 +36,7 @@ def grad_cam(
     layer: nn.Module | str | None = None,
     relu: bool = True,
     upsample: bool = True,
-    batch_size: int | None = None,
+    batch_size: BatchSize | None = None,
 ) -> Tensor:
     """Grad-CAM map for each image.
 
@@ -51,7 +51,8 @@ def grad_cam(
             module structure and input size, so later calls skip that pass.
         relu: keep only the positive evidence, as in the paper.
         upsample: resize the map bilinearly to the input size.
-        batch_size: images per forward+backward pass; ``None`` runs all at once.
+        batch_size: images per forward+backward pass; ``None`` runs all at once. A
+            :class:`~lightning_xai.functional.BatchSizeTuner` picks it by timing the passes as they run.
 
     Returns:
         ``[N, 1, H, W]`` with ``upsample=True``, else ``[N, 1, h, w]`` at the layer's resolution.

@@ -13,7 +13,7 @@ from typing import Callable, Literal
 import torch
 from torch import Tensor
 
-from lightning_xai.functional._batching import NoiseStream, chunk_ranges, default_batch_size
+from lightning_xai.functional._batching import BatchSize, NoiseStream, chunk_ranges, default_batch_size
 from lightning_xai.functional._checks import (
     ForwardFn,
     TargetLike,
@@ -67,7 +67,7 @@ def sum_sample_gradients(
     *,
     n_samples: int,
     make_samples: SampleMaker,
-    batch_size: int,
+    batch_size: BatchSize,
     absolute: bool = False,
     score_sink: Callable[[Tensor, Tensor, Tensor], None] | None = None,
 ) -> Tensor:
@@ -106,7 +106,7 @@ def saliency(
     target: TargetLike = None,
     *,
     absolute: bool = True,
-    batch_size: int | None = None,
+    batch_size: BatchSize | None = None,
 ) -> Tensor:
     """Vanilla gradient of the target score with respect to the input (Simonyan et al., 2014).
 
@@ -115,7 +115,8 @@ def saliency(
         inputs: images ``[N, C, H, W]``.
         target: class per image: an int, N ints, or ``None`` for the model's top class.
         absolute: return ``|gradient|`` (Captum's ``Saliency`` default).
-        batch_size: images per forward+backward pass; ``None`` chooses automatically.
+        batch_size: images per forward+backward pass; ``None`` chooses automatically. A
+            :class:`~lightning_xai.functional.BatchSizeTuner` picks it by timing the passes as they run.
 
     Returns:
         ``[N, C, H, W]``.
@@ -152,7 +153,7 @@ def smooth_grad(
     stdev_mode: Literal["range", "absolute"] = "range",
     absolute: bool = True,
     generator: torch.Generator | None = None,
-    batch_size: int | None = None,
+    batch_size: BatchSize | None = None,
 ) -> Tensor:
     """SmoothGrad: input gradients averaged over noisy copies of the input (Smilkov et al., 2017).
 
@@ -169,7 +170,8 @@ def smooth_grad(
             than the signed gradient.
         generator: source of the noise; ``None`` uses a private generator seeded with 0, so the
             result is reproducible and the global RNG is never touched.
-        batch_size: noisy images per forward+backward pass; ``None`` chooses automatically.
+        batch_size: noisy images per forward+backward pass; ``None`` chooses automatically. A
+            :class:`~lightning_xai.functional.BatchSizeTuner` picks it by timing the passes as they run.
 
     Returns:
         ``[N, C, H, W]``.

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_xai.functional._batching import chunk_ranges, default_batch_size
+from lightning_xai.functional._batching import BatchSize, chunk_ranges, default_batch_size
 from lightning_xai.functional._checks import (
     ForwardFn,
     TargetLike,
@@ -42,7 +42,7 @@ def occlusion(
     window: int | tuple[int, int],
     stride: int | tuple[int, int] | None = None,
     baseline: ConstantBaseline = 0.0,
-    batch_size: int | None = None,
+    batch_size: BatchSize | None = None,
     autocast_dtype: torch.dtype | None = None,
 ) -> Tensor:
     """Occlusion attribution map for each image.
@@ -57,8 +57,8 @@ def occlusion(
         baseline: what replaces the window: a number, a tensor ``[C]``, ``[C, H, W]`` or
             ``[N, C, H, W]``, or ``"zero"``, ``"mean"`` (the image's channel means),
             ``"blur"`` (a blurred copy of the image), ``"max_distance"``.
-        batch_size: occluded images per forward pass; ``None`` chooses from the device and
-            image size.
+        batch_size: occluded images per forward pass; ``None`` chooses from the device and image size. A
+            :class:`~lightning_xai.functional.BatchSizeTuner` picks it by timing the passes as they run.
         autocast_dtype: opt-in reduced precision: ``torch.bfloat16`` (CPU or GPU) or
             ``torch.float16`` (GPU) runs every forward pass, the unperturbed one included,
             under ``torch.autocast`` with that dtype; the drops are still accumulated in
@@ -157,7 +157,8 @@ class PairRunner:
         images: the unperturbed images ``[N, C, H, W]``.
         fill: what replaces a window, ``[N, C, H, W]``.
         target: class per image, as for :func:`occlusion`.
-        batch_size: occluded images per forward pass.
+        batch_size: occluded images per forward pass. A :class:`~lightning_xai.functional.BatchSizeTuner`
+            picks it by timing the passes as they run.
         autocast_dtype: ``None``, or the dtype to run the forward passes in under autocast.
 
     Attributes:
@@ -172,7 +173,7 @@ class PairRunner:
         images: Tensor,
         fill: Tensor,
         target: TargetLike,
-        batch_size: int,
+        batch_size: BatchSize,
         autocast_dtype: torch.dtype | None = None,
     ) -> None:
         self.forward_fn, self.images, self.fill = forward_fn, images, fill

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_xai.functional._batching import chunk_ranges, default_batch_size
-from lightning_xai.functional._checks import ForwardFn, check_images, check_score_shape
+from lightning_xai.functional._batching import BatchSize, chunk_ranges, default_batch_size
+from lightning_xai.functional._checks import ForwardFn, check_images, check_optional_batch_size, check_score_shape
 from lightning_xai.functional._no_trace import leave_no_trace
 from lightning_xai.functional.baselines import gaussian_blur, default_blur_sigma
 
@@ -111,7 +111,7 @@ def paste(recipients: Tensor, donors: Tensor, box: Box) -> Tensor:
     return out
 
 
-def _probabilities(forward_fn: ForwardFn, images: Tensor, batch_size: int) -> Tensor:
+def _probabilities(forward_fn: ForwardFn, images: Tensor, batch_size: BatchSize) -> Tensor:
     parts = []
     for start, stop in chunk_ranges(images.shape[0], batch_size):
         scores = check_score_shape(forward_fn(images[start:stop]), stop - start)
@@ -143,7 +143,7 @@ def intervene(
     n_random: int = 8,
     max_donors: int = 8,
     generator: torch.Generator | None = None,
-    batch_size: int | None = None,
+    batch_size: BatchSize | None = None,
 ) -> dict[str, float]:
     """Tests whether ``box`` carries the prediction, by ablation and by transplant.
 
@@ -155,7 +155,8 @@ def intervene(
         n_random: equally sized boxes elsewhere to compare the score drop with.
         max_donors: images of other predicted classes pasted into each probe.
         generator: private randomness for the random boxes and donors (default: seed 0).
-        batch_size: images per forward pass.
+        batch_size: images per forward pass. A :class:`~lightning_xai.functional.BatchSizeTuner` picks it by
+            timing the passes as they run.
 
     Returns:
         ``keep_rate`` (share of probes whose prediction stays the same when *everything but* the
@@ -169,7 +170,7 @@ def intervene(
     """
     check_images(images)
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
-    batch_size = batch_size or default_batch_size(images, backward=False)
+    batch_size = check_optional_batch_size(batch_size) or default_batch_size(images, backward=False)
     with leave_no_trace(forward_fn, images.device), torch.no_grad():
         images = images.detach().clone()
         before = _probabilities(forward_fn, images, batch_size)

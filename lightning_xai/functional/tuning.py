@@ -14,12 +14,17 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from lightning_xai.functional._batching import default_batch_size
+from lightning_xai.functional._batching import (
+    CPU_BATCH_CANDIDATES,
+    GPU_BATCH_CANDIDATES,
+    BatchSizeTuner,
+    check_candidates,
+    chunk_ranges,
+    default_batch_size,
+)
 from lightning_xai.functional._checks import ForwardFn, check_images, check_score_shape, is_real_number
 from lightning_xai.functional._no_trace import leave_no_trace
 
-_CPU_CANDIDATES = (8, 16, 32, 64, 128, 256)
-_GPU_CANDIDATES = (16, 32, 64, 128, 256, 512, 1024, 2048)
 # model -> {(image shape, dtype, device, backward): best batch size}
 _MEASURED: weakref.WeakKeyDictionary[nn.Module, dict[tuple, int]] = weakref.WeakKeyDictionary()
 
@@ -60,14 +65,14 @@ def measure_batch_size(
         True
     """
     check_images(example, "example")
-    if candidates is not None and (not candidates or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in candidates)):
-        raise ValueError(f"`candidates` must be a non-empty list of positive ints, got {candidates!r}.")
+    if candidates is not None:
+        check_candidates(candidates)
     if not is_real_number(max_seconds) or not max_seconds > 0:
         raise ValueError(f"`max_seconds` must be a positive number of seconds, got {max_seconds!r}.")
     key = (tuple(example.shape[1:]), example.dtype, str(example.device), bool(backward))
     remembered = _MEASURED.setdefault(forward_fn, {}) if isinstance(forward_fn, nn.Module) else {}
     if key not in remembered:
-        sizes = list(candidates) if candidates is not None else list(_GPU_CANDIDATES if example.device.type == "cuda" else _CPU_CANDIDATES)
+        sizes = list(candidates) if candidates is not None else list(GPU_BATCH_CANDIDATES if example.device.type == "cuda" else CPU_BATCH_CANDIDATES)
         with leave_no_trace(forward_fn, example.device):
             rates = _sweep(forward_fn, example[:1].detach(), sizes, backward, max_seconds)
         remembered[key] = max(rates, key=rates.__getitem__) if rates else default_batch_size(example, backward=backward)
@@ -75,30 +80,25 @@ def measure_batch_size(
 
 
 def _sweep(forward_fn: ForwardFn, image: Tensor, sizes: list[int], backward: bool, max_seconds: float) -> dict[int, float]:
-    """Images per second at each size tried."""
-    rates: dict[int, float] = {}
+    """Images per second at each size tried: a :class:`BatchSizeTuner` run on copies of ``image``.
+
+    One batch of the tuner's current size per step (so each size gets its warm-up pass and two
+    timed passes, and the cache cliff ends the sweep), until it settles, memory runs out, or a
+    size finishes after ``max_seconds``.
+    """
+    tuner = BatchSizeTuner(image.device, candidates=sizes)
     started = time.perf_counter()
-    for size in sizes:
-        try:
-            rates[size] = size / _pass_seconds(forward_fn, image.repeat(size, 1, 1, 1), backward)
-        except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            break
-        if rates[size] < 0.5 * max(rates.values()) or time.perf_counter() - started > max_seconds:
-            break
-    return rates
-
-
-def _pass_seconds(forward_fn: ForwardFn, batch: Tensor, backward: bool) -> float:
-    """The faster of two timed passes, after one warm-up pass."""
-    times = []
-    for _ in range(3):
-        _synchronize(batch)
-        started = time.perf_counter()
-        _one_pass(forward_fn, batch, backward)
-        _synchronize(batch)
-        times.append(time.perf_counter() - started)
-    return min(times[1:])
+    try:
+        while tuner.exploring:
+            size = tuner.size
+            batch = image.repeat(size, 1, 1, 1)
+            for _ in chunk_ranges(size, tuner):  # exactly one batch, timed by the tuner
+                _one_pass(forward_fn, batch, backward)
+            if tuner.size != size and time.perf_counter() - started > max_seconds:
+                break
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+    return tuner.rates
 
 
 def _one_pass(forward_fn: ForwardFn, batch: Tensor, backward: bool) -> None:
@@ -110,8 +110,3 @@ def _one_pass(forward_fn: ForwardFn, batch: Tensor, backward: bool) -> None:
     scores = check_score_shape(forward_fn(points), points.shape[0])
     if scores.requires_grad:
         torch.autograd.grad(scores.max(dim=1).values.sum(), points, allow_unused=True)
-
-
-def _synchronize(tensor: Tensor) -> None:
-    if tensor.device.type == "cuda":
-        torch.cuda.synchronize(tensor.device)

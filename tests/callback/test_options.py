@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from lightning_xai import GradCAM, Occlusion, Saliency, SmoothGrad
+from lightning_xai import methods as methods_module
+from lightning_xai.functional import _batching as batching
 from lightning_xai._explain import explain_probes
 from lightning_xai.probes import ProbeSet
 from tests.callback.conftest import cheap_monitor, loaders, make_trainer, tiny_model
@@ -43,21 +45,41 @@ def test_generous_overhead_cap_skips_nothing_and_the_cost_is_reported(tmp_path, 
     assert re.search(r"AttributionMonitor: 3 runs took \d+\.\ds, \d+% on top of the rest of the fit", caplog.text)
 
 
-def test_batch_sizes_are_measured_once_for_methods_without_their_own(tmp_path, digits16, caplog):
-    monitor = cheap_monitor(methods=[GradCAM(), Occlusion(window=4, stride=4), SmoothGrad(n_samples=4)])
+def test_batch_sizes_are_tuned_during_the_first_runs_and_said_once(tmp_path, digits16, caplog, monkeypatch):
+    monkeypatch.setattr(batching, "CPU_BATCH_CANDIDATES", (2, 4, 8))
+    seen: list[object] = []
+    monkeypatch.setattr(methods_module.F, "occlusion", spy(methods_module.F.occlusion, seen))
+    monitor = cheap_monitor(methods=[GradCAM(), Occlusion(window=4, stride=4), SmoothGrad(n_samples=4)], shortcuts=None)
     with caplog.at_level(logging.INFO):
-        make_trainer(tmp_path, [monitor], max_epochs=2).fit(tiny_model(), *loaders(digits16))
-    sizes = monitor._batch_sizes
-    assert set(sizes) == {False, True} and all(size in (8, 16, 32, 64, 128, 256) for size in sizes.values())
-    assert caplog.text.count("AttributionMonitor: measured the fastest batch sizes on cpu: forward") == 1
-    assert len(monitor.history) == 2
+        make_trainer(tmp_path, [monitor], max_epochs=3).fit(tiny_model(), *loaders(digits16))
+    forward, backward = monitor._tuners[False], monitor._tuners[True]
+    assert seen == [forward] * 3  # occlusion ran its batches through the monitor's forward tuner
+    assert forward.best in (2, 4, 8) and backward.best in (2, 4, 8) and set(forward.rates) <= {2, 4, 8}
+    message = f"AttributionMonitor: tuned the batch sizes on cpu while explaining: forward {forward.best}, forward+backward {backward.best}"
+    assert caplog.text.count("AttributionMonitor: tuned the batch sizes") == 1 and message in caplog.text
+    assert len(monitor.history) == 3
 
 
-def test_methods_with_their_own_batch_size_are_not_measured(tmp_path, digits16, caplog):
-    monitor = cheap_monitor(methods=[GradCAM(), Occlusion(window=4, stride=4, batch_size=7), Saliency()])
+def test_methods_with_their_own_batch_size_keep_it(tmp_path, digits16, caplog, monkeypatch):
+    seen: list[object] = []
+    monkeypatch.setattr(methods_module.F, "occlusion", spy(methods_module.F.occlusion, seen))
+    monitor = cheap_monitor(methods=[GradCAM(), Occlusion(window=4, stride=4, batch_size=7), Saliency()], shortcuts=None)
     with caplog.at_level(logging.INFO):
         make_trainer(tmp_path, [monitor], max_epochs=1).fit(tiny_model(), *loaders(digits16))
-    assert monitor._batch_sizes == {} and "measured the fastest batch sizes" not in caplog.text
+    assert seen == [7] and monitor._tuners == {}
+    assert "tuned the batch sizes" not in caplog.text
+
+
+def spy(function, seen: list[object]):
+    """``function``, recording in ``seen`` the ``batch_size`` of each call that gives one (the
+    one-image checks before training give none)."""
+
+    def wrapper(*args, **kwargs):
+        if kwargs.get("batch_size") is not None:
+            seen.append(kwargs["batch_size"])
+        return function(*args, **kwargs)
+
+    return wrapper
 
 
 def test_submodule_is_explained_with_layer_names_relative_to_it(tmp_path, digits16):
