@@ -130,17 +130,23 @@ class BatchSizeTuner:
     def for_images(cls, images: Tensor, *, backward: bool) -> BatchSizeTuner:
         """A tuner for passes over images like ``images`` ``[N, C, H, W]`` on their device.
 
-        On a GPU the candidates stop at four times :func:`default_batch_size`, so that
-        exploring cannot run out of memory on large images; on a CPU the cache cliff stops it.
+        The candidates stop at four times :func:`default_batch_size`, so that exploring cannot
+        run out of memory on large images (forward+backward batches of 224x224 images take
+        gigabytes on a CPU too), and start at the default where that is below the smallest
+        candidate.
 
         Example:
             >>> BatchSizeTuner.for_images(torch.zeros(1, 3, 32, 32), backward=True).candidates
             [8, 16, 32, 64, 128, 256]
+            >>> BatchSizeTuner.for_images(torch.zeros(1, 3, 224, 224), backward=True).candidates
+            [4, 8, 16]
         """
-        if images.device.type != "cuda":
-            return cls(images.device)
-        largest = 4 * default_batch_size(images, backward=backward)
-        return cls(images.device, candidates=[c for c in GPU_BATCH_CANDIDATES if c <= largest] or [GPU_BATCH_CANDIDATES[0]])
+        default = default_batch_size(images, backward=backward)
+        sizes = GPU_BATCH_CANDIDATES if images.device.type == "cuda" else CPU_BATCH_CANDIDATES
+        capped = [c for c in sizes if c <= 4 * default]
+        if not capped or default < capped[0]:
+            capped.insert(0, default)
+        return cls(images.device, candidates=capped)
 
     @property
     def exploring(self) -> bool:

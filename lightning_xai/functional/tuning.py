@@ -15,8 +15,6 @@ import torch
 from torch import Tensor, nn
 
 from lightning_xai.functional._batching import (
-    CPU_BATCH_CANDIDATES,
-    GPU_BATCH_CANDIDATES,
     BatchSizeTuner,
     check_candidates,
     chunk_ranges,
@@ -52,8 +50,9 @@ def measure_batch_size(
         backward: time a forward pass plus the input gradient of the summed top scores (as
             integrated and expected gradients and SmoothGrad run), else a forward pass under
             ``torch.no_grad`` (as occlusion runs).
-        candidates: batch sizes to try, ascending; default powers of two up to 256 on a CPU and
-            2048 on a GPU.
+        candidates: batch sizes to try, ascending; default those of
+            :meth:`BatchSizeTuner.for_images` (powers of two up to 256 on a CPU and 2048 on a
+            GPU, at most four times :func:`default_batch_size`).
         max_seconds: time budget of the sweep (the first candidate always runs).
 
     Returns:
@@ -72,7 +71,7 @@ def measure_batch_size(
     key = (tuple(example.shape[1:]), example.dtype, str(example.device), bool(backward))
     remembered = _MEASURED.setdefault(forward_fn, {}) if isinstance(forward_fn, nn.Module) else {}
     if key not in remembered:
-        sizes = list(candidates) if candidates is not None else list(GPU_BATCH_CANDIDATES if example.device.type == "cuda" else CPU_BATCH_CANDIDATES)
+        sizes = list(candidates) if candidates is not None else BatchSizeTuner.for_images(example, backward=backward).candidates
         with leave_no_trace(forward_fn, example.device):
             rates = _sweep(forward_fn, example[:1].detach(), sizes, backward, max_seconds)
         remembered[key] = max(rates, key=rates.__getitem__) if rates else default_batch_size(example, backward=backward)

@@ -99,7 +99,15 @@ def test_maps_are_the_same_with_a_tuner_as_with_a_fixed_batch_size():
 
 def test_default_candidates_per_device():
     assert BatchSizeTuner("cpu").candidates == [8, 16, 32, 64, 128, 256]
-    assert BatchSizeTuner.for_images(torch.zeros(1, 3, 224, 224), backward=True).candidates == [8, 16, 32, 64, 128, 256]
+    assert BatchSizeTuner.for_images(torch.zeros(1, 3, 32, 32), backward=True).candidates == [8, 16, 32, 64, 128, 256]
+
+
+@pytest.mark.parametrize(("side", "default", "expected"), [(224, 4, [4, 8, 16]), (64, 21, [8, 16, 32, 64])])
+def test_cpu_candidates_stop_at_four_times_the_default_batch_size(side, default, expected):
+    """Forward+backward batches of 64 images of 224x224 take 5 GB with the small ResNetStyle."""
+    images = torch.zeros(1, 3, side, side)
+    assert batching.default_batch_size(images, backward=True) == default
+    assert BatchSizeTuner.for_images(images, backward=True).candidates == expected
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -107,7 +115,7 @@ def test_gpu_candidates_stop_at_four_times_the_default_batch_size():
     images = torch.zeros(1, 3, 224, 224, device="cuda")
     largest = 4 * batching.default_batch_size(images, backward=True)
     candidates = BatchSizeTuner.for_images(images, backward=True).candidates
-    assert candidates[0] == 16 and max(candidates) <= largest < 2 * max(candidates)
+    assert candidates[0] == min(16, largest // 4) and max(candidates) <= largest < 2 * max(candidates)
 
 
 @pytest.mark.parametrize(

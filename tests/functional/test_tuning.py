@@ -51,6 +51,18 @@ def test_the_result_is_remembered_per_model_image_size_and_pass_type():
     assert len(passes) == counted + 12  # another pass type and another image size are measured
 
 
+def test_large_images_are_never_tried_in_batches_past_four_times_the_default():
+    seen: list[int] = []
+
+    def forward(images: torch.Tensor) -> torch.Tensor:
+        seen.append(images.shape[0])
+        time.sleep(0.005)  # the same time per batch: larger batches are faster, so only the cap ends the sweep
+        return images.mean(dim=(2, 3))
+
+    assert measure_batch_size(forward, torch.rand(1, 3, 224, 224), backward=True) == 16
+    assert sorted(set(seen)) == [4, 8, 16]
+
+
 def test_the_budget_stops_the_sweep_after_the_first_candidate():
     forward, seen = _timed_model({2: 0.01, 4: 0.001})
     assert measure_batch_size(forward, torch.rand(1, 3, 4, 4), backward=False, candidates=[2, 4], max_seconds=1e-6) == 2
