@@ -9,6 +9,8 @@ from typing import Literal, Union
 import torch
 from torch import Tensor
 
+from lightning_xai.functional._checks import check_positive_int
+
 # Elements (C * H * W summed over a batch) per forward pass. On a CPU, batches past a few
 # hundred small images fall off a cache cliff (see DESIGN.md, "Speed notes"); a GPU wants
 # many more images per pass to stay busy.
@@ -118,9 +120,7 @@ class BatchSizeTuner:
         on_gpu = self.device.type == "cuda"
         default = GPU_BATCH_CANDIDATES if on_gpu else CPU_BATCH_CANDIDATES
         self.candidates = check_candidates(candidates) if candidates is not None else list(default)
-        if isinstance(timed_batches, bool) or not isinstance(timed_batches, int) or timed_batches < 1:
-            raise ValueError(f"`timed_batches` must be an int >= 1, got {timed_batches!r}.")
-        self.timed_batches = timed_batches
+        self.timed_batches = check_positive_int(timed_batches, "timed_batches")
         self.rates: dict[int, float] = {}
         self.best: int | None = None
         self._index = 0  # the candidate being explored
@@ -198,6 +198,18 @@ class BatchSizeTuner:
 
 
 BatchSize = Union[int, BatchSizeTuner]
+
+
+def check_optional_batch_size(batch_size: object) -> BatchSize | None:
+    """Checks ``batch_size``: ``None`` (chosen automatically), an int >= 1 or a :class:`BatchSizeTuner`.
+
+    Example:
+        >>> check_optional_batch_size(32)
+        32
+    """
+    if batch_size is None or isinstance(batch_size, BatchSizeTuner):
+        return batch_size
+    return check_positive_int(batch_size, "batch_size")
 
 
 class NoiseStream:

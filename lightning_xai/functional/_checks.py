@@ -12,8 +12,6 @@ from typing import Callable, Union
 import torch
 from torch import Tensor
 
-from lightning_xai.functional._batching import BatchSize, BatchSizeTuner
-
 TargetLike = Union[int, Sequence[int], Tensor, None]
 ForwardFn = Callable[[Tensor], Tensor]
 
@@ -61,13 +59,6 @@ def check_positive_int(value: object, name: str, *, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"`{name}` must be an int >= {minimum}, got {value}.")
     return value
-
-
-def check_optional_batch_size(batch_size: object) -> BatchSize | None:
-    """Checks ``batch_size``: ``None`` (chosen automatically), an int >= 1 or a :class:`BatchSizeTuner`."""
-    if batch_size is None or isinstance(batch_size, BatchSizeTuner):
-        return batch_size
-    return check_positive_int(batch_size, "batch_size")
 
 
 def as_pair(value: object, name: str) -> tuple[int, int]:

@@ -33,12 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_xai.functional._batching import BatchSize, default_batch_size
+from lightning_xai.functional._batching import BatchSize, check_optional_batch_size, default_batch_size
 from lightning_xai.functional._checks import (
     ForwardFn,
     TargetLike,
     check_images,
-    check_optional_batch_size,
     check_positive_int,
     is_real_number,
 )

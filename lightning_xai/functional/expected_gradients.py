@@ -15,12 +15,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_xai.functional._batching import BatchSize, NoiseStream, default_batch_size
+from lightning_xai.functional._batching import BatchSize, NoiseStream, check_optional_batch_size, default_batch_size
 from lightning_xai.functional._checks import (
     ForwardFn,
     TargetLike,
     check_images,
-    check_optional_batch_size,
     check_positive_int,
     check_scores,
     gather_scores,

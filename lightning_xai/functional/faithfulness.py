@@ -27,12 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_xai.functional._batching import BatchSize, chunk_ranges, default_batch_size
+from lightning_xai.functional._batching import BatchSize, check_optional_batch_size, chunk_ranges, default_batch_size
 from lightning_xai.functional._checks import (
     ForwardFn,
     TargetLike,
     check_images,
-    check_optional_batch_size,
     check_positive_int,
     check_score_shape,
     check_scores,

@@ -15,11 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_xai.functional._batching import BatchSize, chunk_ranges
+from lightning_xai.functional._batching import BatchSize, check_optional_batch_size, chunk_ranges
 from lightning_xai.functional._checks import (
     TargetLike,
     check_images,
-    check_optional_batch_size,
     check_scores,
     gather_scores,
     normalize_target,

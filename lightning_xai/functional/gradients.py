@@ -13,12 +13,11 @@ from typing import Callable, Literal
 import torch
 from torch import Tensor
 
-from lightning_xai.functional._batching import BatchSize, NoiseStream, chunk_ranges, default_batch_size
+from lightning_xai.functional._batching import BatchSize, NoiseStream, check_optional_batch_size, chunk_ranges, default_batch_size
 from lightning_xai.functional._checks import (
     ForwardFn,
     TargetLike,
     check_images,
-    check_optional_batch_size,
     check_positive_int,
     check_score_shape,
     check_scores,

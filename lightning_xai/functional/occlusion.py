@@ -18,13 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_xai.functional._batching import BatchSize, chunk_ranges, default_batch_size
+from lightning_xai.functional._batching import BatchSize, check_optional_batch_size, chunk_ranges, default_batch_size
 from lightning_xai.functional._checks import (
     ForwardFn,
     TargetLike,
     as_pair,
     check_images,
-    check_optional_batch_size,
     check_score_shape,
     check_scores,
     gather_scores,

@@ -64,14 +64,13 @@ def measure_batch_size(
         True
     """
     check_images(example, "example")
-    if candidates is not None:
-        check_candidates(candidates)
+    checked = check_candidates(candidates) if candidates is not None else None
     if not is_real_number(max_seconds) or not max_seconds > 0:
         raise ValueError(f"`max_seconds` must be a positive number of seconds, got {max_seconds!r}.")
     key = (tuple(example.shape[1:]), example.dtype, str(example.device), bool(backward))
     remembered = _MEASURED.setdefault(forward_fn, {}) if isinstance(forward_fn, nn.Module) else {}
     if key not in remembered:
-        sizes = list(candidates) if candidates is not None else BatchSizeTuner.for_images(example, backward=backward).candidates
+        sizes = checked if checked is not None else BatchSizeTuner.for_images(example, backward=backward).candidates
         with leave_no_trace(forward_fn, example.device):
             rates = _sweep(forward_fn, example[:1].detach(), sizes, backward, max_seconds)
         remembered[key] = max(rates, key=rates.__getitem__) if rates else default_batch_size(example, backward=backward)
