@@ -17,6 +17,7 @@ from lightning_xai.methods import (
     Saliency,
     SmoothGrad,
 )
+from lightning_xai.sanity import SanityCheck
 from lightning_xai.shortcuts import Finding, Shortcuts
 from lightning_xai.stability import Stability
 
@@ -32,6 +33,7 @@ __all__ = [
     "IntegratedGradients",
     "Occlusion",
     "Saliency",
+    "SanityCheck",
     "Shortcuts",
     "SmoothGrad",
     "Stability",

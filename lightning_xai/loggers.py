@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from pytorch_lightning.loggers import TensorBoardLogger
-from pytorch_lightning.utilities import rank_zero_info
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 
 from lightning_xai.render import encode_png, save_png
+
+__all__ = ["PNG_COMPRESS_LEVEL", "XaiLogger", "find_tensorboard_writer", "resolve_log_dir"]
 
 PNG_COMPRESS_LEVEL = 1
 """zlib level of the monitor's images: three times faster to encode than TensorBoard's own (6), a fifth larger."""
@@ -67,11 +68,11 @@ class XaiLogger:
     def __init__(self, writer: Any | None, folder: Path) -> None:
         self.writer = writer
         self.folder = folder
-        if writer is None:
-            rank_zero_info(
-                f"AttributionMonitor: no TensorBoardLogger among the trainer's loggers; attribution images are saved "
-                f"as PNG files under {folder / 'images'} and metrics in {folder / 'summary.json'}."
-            )
+
+    def layout(self, layout: dict[str, Any]) -> None:
+        """Writes TensorBoard's custom-scalars layout (charts that group related curves)."""
+        if self.writer is not None and hasattr(self.writer, "add_custom_scalars"):
+            self.writer.add_custom_scalars(layout)
 
     def image(self, tag: str, image: Tensor, step: int) -> None:
         """Logs an RGB image ``[3, H, W]`` in [0, 1] under ``tag`` at ``step``."""

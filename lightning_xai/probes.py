@@ -192,7 +192,13 @@ class TrainingReservoir:
         self._generator = torch.Generator().manual_seed(seed)
 
     def add(self, images: Tensor) -> None:
-        """Offers every image of a batch ``[B, C, H, W]`` to the reservoir."""
+        """Offers every image of a batch ``[B, C, H, W]`` to the reservoir.
+
+        With multi-scale training only batches of the first size seen are sampled (the
+        monitor resizes the references to the probes' size when they differ).
+        """
+        if self.images is not None and images.shape[1:] != self.images.shape[1:]:
+            return
         filled = 0 if self.images is None else self.images.shape[0]
         direct = min(images.shape[0], self.capacity - filled)
         if direct > 0:
@@ -207,15 +213,17 @@ class TrainingReservoir:
         self.seen += images.shape[0]
 
     def __getstate__(self) -> dict:
+        # Plain ints, not the generator's state tensor: ``ddp_spawn`` pickles the callback through
+        # shared memory, where a tensor built by ``get_state()`` fails ("unable to resize file").
         state = self.__dict__.copy()
-        state["_generator"] = self._generator.get_state()
+        state["_generator"] = self._generator.get_state().tolist()
         return state
 
     def __setstate__(self, state: dict) -> None:
         generator_state = state.pop("_generator")
         self.__dict__.update(state)
         self._generator = torch.Generator()
-        self._generator.set_state(generator_state)
+        self._generator.set_state(torch.tensor(generator_state, dtype=torch.uint8))
 
 
 def probes_from_argument(probes: object) -> ProbeSet | None:

@@ -254,3 +254,51 @@ def _interpolate(x: Tensor, y: Tensor, at: Tensor) -> Tensor:
     left, right = x[index - 1], x[index]
     weight = ((at - left) / (right - left).clamp(min=1e-12)).clamp(0, 1)
     return y[index - 1] * (1 - weight) + y[index] * weight
+
+
+# A 3x5 pixel font for labels on images (digits, a few letters): no PIL, no font files.
+_GLYPHS = {
+    "0": "111101101101111", "1": "010110010010111", "2": "111001111100111", "3": "111001111001111",
+    "4": "101101111001001", "5": "111100111001111", "6": "111100111101111", "7": "111001010010010",
+    "8": "111101111101111", "9": "111101111001111", "e": "000111111100111", "p": "000111101111100",
+    "s": "000111110011111", "t": "010111010010011", " ": "000000000000000", "-": "000000111000000",
+}
+
+
+def draw_text(text: str, *, scale: int = 2, colour: float = 0.15, background: float = 1.0) -> Tensor:
+    """``text`` drawn with a 3x5 pixel font: ``[3, 5*scale, 4*scale*len(text)]`` RGB in [0, 1].
+
+    Knows the digits, ``e``, ``p``, ``s``, ``t``, ``-`` and space (enough for ``"ep 12"``); other
+    characters are drawn as spaces.
+
+    Example:
+        >>> draw_text("ep 3").shape
+        torch.Size([3, 10, 32])
+    """
+    columns = []
+    for character in text:
+        bits = _GLYPHS.get(character, _GLYPHS[" "])
+        glyph = torch.tensor([float(b) for b in bits]).view(5, 3)
+        columns += [glyph, torch.zeros(5, 1)]
+    mask = torch.cat(columns, dim=1) if columns else torch.zeros(5, 0)
+    mask = mask.repeat_interleave(scale, dim=0).repeat_interleave(scale, dim=1)
+    return (background + (colour - background) * mask).unsqueeze(0).expand(3, -1, -1).clone()
+
+
+def labelled_columns(columns: list[Tensor], labels: list[str], *, padding: int = 2) -> Tensor:
+    """Columns of tiles ``[P, 3, H, W]`` side by side, each with its label on top: one ``[3, H', W']`` image.
+
+    Example:
+        >>> labelled_columns([torch.zeros(2, 3, 8, 8)] * 3, ["ep 0", "ep 1", "ep 2"]).shape
+        torch.Size([3, 34, 32])
+    """
+    height, width = columns[0].shape[-2:]
+    stacked = [make_grid(column, columns=1, padding=padding) for column in columns]
+    header_height = 5 * 2 + 2 * padding
+    image = torch.ones(3, header_height + stacked[0].shape[-2] - padding, len(columns) * (width + padding) + padding)
+    for index, (grid, label) in enumerate(zip(stacked, labels)):
+        left = index * (width + padding)
+        text = draw_text(label)[:, :, : width]
+        image[:, padding : padding + text.shape[-2], left + padding : left + padding + text.shape[-1]] = text
+        image[:, header_height - padding :, left : left + grid.shape[-1]] = grid
+    return image

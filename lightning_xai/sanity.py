@@ -1,26 +1,109 @@
-"""The model-randomisation sanity check for attribution maps (Adebayo et al., 2018).
+"""The model-randomization sanity check for attribution maps (Adebayo et al., 2018).
 
 "Sanity Checks for Saliency Maps" re-initialises a trained network's weights, from the output
-layer downwards (*cascading* randomisation), and asks whether the explanation changes. A
+layer downwards (*cascading* randomization), and asks whether the explanation changes. A
 method whose maps stay the same for a network that no longer knows anything (an edge
 detector does) explains the image, not the model. :func:`randomized_copies` builds the
-randomised networks (deep copies: the live model is never touched) and
+randomized networks (deep copies: the live model is never touched) and
 :func:`randomization_scores` measures how much the maps moved.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from lightning_xai.functional._checks import check_images
+from lightning_xai.functional._checks import check_images, is_real_number
 from lightning_xai.functional.stability import rank_correlation, reduce_channels, structural_similarity
+from lightning_xai.methods import AttributionMethod, MethodContext
+
+__all__ = ["SanityCheck", "parametrized_layers", "randomization_scores", "randomized_copies", "randomized_model", "sanity_check"]
 
 
-def parametrised_layers(model: nn.Module) -> list[str]:
+@dataclass(frozen=True)
+class SanityCheck:
+    """Settings of the model-randomization sanity check (``AttributionMonitor(sanity=SanityCheck())``).
+
+    Args:
+        at_end: run it when ``fit`` ends (else only when ``monitor.sanity_check(...)`` is called).
+        cascade: cascading randomization from the top layer (``True``) or one layer at a time.
+        insensitive_above: rank correlation between trained and randomized maps above which a
+            method is reported as insensitive to the model.
+
+    Example:
+        >>> SanityCheck().insensitive_above
+        0.5
+    """
+
+    at_end: bool = True
+    cascade: bool = True
+    insensitive_above: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not is_real_number(self.insensitive_above) or not -1 <= self.insensitive_above <= 1:
+            raise ValueError(f"`insensitive_above` must be a rank correlation in [-1, 1], got {self.insensitive_above!r}.")
+
+
+def sanity_check(
+    model: nn.Module,
+    images: Tensor,
+    targets: Tensor,
+    methods: Mapping[str, AttributionMethod],
+    make_context: Callable[[], MethodContext],
+    *,
+    settings: SanityCheck,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Compares each method's maps of the trained model with those of randomized copies.
+
+    Args:
+        model: the trained model; only read.
+        images: ``[P, C, H, W]`` model inputs; targets: ``[P]`` classes.
+        methods: the methods by key.
+        make_context: a fresh :class:`~lightning_xai.methods.MethodContext` per call (same draws each time).
+        settings: cascade and threshold.
+        seed: seed of the random weights.
+
+    Returns:
+        ``{key: {"spearman": ..., "ssim": ..., "insensitive": bool, "layers": [{"layer",
+        "spearman", "ssim"}, ...]}}``; the top-level values are for the fully randomized copy
+        (the last cascade step, or an extra ``"all"`` entry with ``cascade=False``).
+
+    Example:
+        >>> from lightning_xai import Saliency
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+        >>> context = lambda: MethodContext(torch.Generator().manual_seed(0))
+        >>> report = sanity_check(net, torch.rand(2, 1, 2, 2), torch.tensor([0, 1]), {"saliency": Saliency()}, context,
+        ...                       settings=SanityCheck())
+        >>> [layer["layer"] for layer in report["saliency"]["layers"]]
+        ['3', '1']
+    """
+    copies = randomized_copies(model, cascade=settings.cascade, seed=seed)
+    if not settings.cascade:  # one layer at a time; the headline numbers still come from a fully randomized copy
+        copies.append(("all", randomized_model(model, seed=seed)))
+    report: dict[str, Any] = {}
+    for key, method in methods.items():
+        trained = method.attribute(model, images, targets, make_context())
+        layers = []
+        for layer, randomized in copies:
+            scores = randomization_scores(trained, method.attribute(randomized.eval(), images, targets, make_context()))
+            layers.append({"layer": layer, "spearman": float(scores["spearman"].mean()), "ssim": float(scores["ssim"].mean())})
+        final = layers[-1] if layers else {"spearman": 1.0, "ssim": 1.0}
+        report[key] = {
+            "spearman": final["spearman"],
+            "ssim": final["ssim"],
+            "insensitive": final["spearman"] > settings.insensitive_above,
+            "layers": layers,
+        }
+    return report
+
+
+def parametrized_layers(model: nn.Module) -> list[str]:
     """Dotted names of the modules that hold parameters of their own, from the output layer down.
 
     The order is the reverse of the order in which the modules were registered, which is
@@ -28,7 +111,7 @@ def parametrised_layers(model: nn.Module) -> list[str]:
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2, 2))
-        >>> parametrised_layers(net)
+        >>> parametrized_layers(net)
         ['3', '0']
     """
     if not isinstance(model, nn.Module):
@@ -44,12 +127,12 @@ def randomized_copies(
     seed: int = 0,
     layers: Sequence[str] | None = None,
 ) -> list[tuple[str, nn.Module]]:
-    """Deep copies of ``model`` with layers re-initialised, for the model-randomisation check.
+    """Deep copies of ``model`` with layers re-initialized, for the model-randomization check.
 
-    With ``cascade=True`` copy ``i`` has the top ``i + 1`` layers randomised (the output layer
-    first, then also the one below, ...), so the last copy is fully randomised. With
-    ``cascade=False`` copy ``i`` has only layer ``i`` randomised (independent randomisation).
-    A layer is re-initialised by its ``reset_parameters()`` (batch norm: weight 1, bias 0,
+    With ``cascade=True`` copy ``i`` has the top ``i + 1`` layers randomized (the output layer
+    first, then also the one below, ...), so the last copy is fully randomized. With
+    ``cascade=False`` copy ``i`` has only layer ``i`` randomized (independent randomization).
+    A layer is re-initialized by its ``reset_parameters()`` (batch norm: weight 1, bias 0,
     fresh running statistics), or, without one, each of its own parameters is replaced by
     normal noise with the parameter's standard deviation (its mean magnitude, or 1, where
     that is 0). Each layer's new values depend only on ``seed`` and the layer's position, so a
@@ -58,14 +141,14 @@ def randomized_copies(
 
     Args:
         model: the network; never modified.
-        cascade: cascading (``True``) or independent (``False``) randomisation.
+        cascade: cascading (``True``) or independent (``False``) randomization.
         seed: seed of the new weights.
         layers: dotted names of the layers to randomise (each must hold parameters of its
-            own); ``None`` takes all of them (see :func:`parametrised_layers`). They are
-            randomised from the output down whatever order they are given in.
+            own); ``None`` takes all of them (see :func:`parametrized_layers`). They are
+            randomized from the output down whatever order they are given in.
 
     Returns:
-        ``[(name, copy), ...]`` from the top layer down; ``name`` is the layer randomised last.
+        ``[(name, copy), ...]`` from the top layer down; ``name`` is the layer randomized last.
         Each copy holds a full set of weights: for a large model consider
         :func:`randomized_model`, or ``layers`` to pick a few stages.
 
@@ -82,19 +165,19 @@ def randomized_copies(
         raise TypeError(f"`cascade` must be a bool, got {cascade!r} ({type(cascade).__name__}).")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"`seed` must be an int, got {seed!r} ({type(seed).__name__}).")
-    positions = {name: index for index, name in enumerate(parametrised_layers(model))}
+    positions = {name: index for index, name in enumerate(parametrized_layers(model))}
     copies: list[tuple[str, nn.Module]] = []
     previous = model
     for name in chosen:
-        randomised = _deep_copy(previous if cascade else model)
-        _reinitialise(randomised.get_submodule(name), seed=_layer_seed(seed, positions[name]))
-        copies.append((name, randomised))
-        previous = randomised
+        randomized = _deep_copy(previous if cascade else model)
+        _reinitialise(randomized.get_submodule(name), seed=_layer_seed(seed, positions[name]))
+        copies.append((name, randomized))
+        previous = randomized
     return copies
 
 
 def randomized_model(model: nn.Module, *, seed: int = 0, layers: Sequence[str] | None = None) -> nn.Module:
-    """One deep copy of ``model`` with every (chosen) layer re-initialised.
+    """One deep copy of ``model`` with every (chosen) layer re-initialized.
 
     The same network as the last of :func:`randomized_copies` with ``cascade=True``, without
     the intermediate copies.
@@ -108,15 +191,15 @@ def randomized_model(model: nn.Module, *, seed: int = 0, layers: Sequence[str] |
     chosen = _choose_layers(model, layers)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"`seed` must be an int, got {seed!r} ({type(seed).__name__}).")
-    positions = {name: index for index, name in enumerate(parametrised_layers(model))}
-    randomised = _deep_copy(model)
+    positions = {name: index for index, name in enumerate(parametrized_layers(model))}
+    randomized = _deep_copy(model)
     for name in chosen:
-        _reinitialise(randomised.get_submodule(name), seed=_layer_seed(seed, positions[name]))
-    return randomised
+        _reinitialise(randomized.get_submodule(name), seed=_layer_seed(seed, positions[name]))
+    return randomized
 
 
 def randomization_scores(maps_trained: Tensor, maps_random: Tensor) -> dict[str, Tensor]:
-    """How similar each image's map is between the trained and a randomised model.
+    """How similar each image's map is between the trained and a randomized model.
 
     As Adebayo et al., the maps are compared by absolute value: ``|sum over channels|``.
     High similarity means the method is *insensitive* to the model's weights (it fails
@@ -124,7 +207,7 @@ def randomization_scores(maps_trained: Tensor, maps_random: Tensor) -> dict[str,
 
     Args:
         maps_trained: maps of the trained model ``[N, C, H, W]``.
-        maps_random: maps of the randomised model for the same images, same shape.
+        maps_random: maps of the randomized model for the same images, same shape.
 
     Returns:
         ``{"spearman": [N], "ssim": [N]}``: Spearman rank correlation in [-1, 1] and SSIM of
@@ -148,7 +231,7 @@ def randomization_scores(maps_trained: Tensor, maps_random: Tensor) -> dict[str,
 
 
 def _choose_layers(model: nn.Module, layers: Sequence[str] | None) -> list[str]:
-    available = parametrised_layers(model)
+    available = parametrized_layers(model)
     if not available:
         raise ValueError(f"`model` must hold parameters to randomise, got a {type(model).__name__} without any.")
     if layers is None:
@@ -165,7 +248,7 @@ def _choose_layers(model: nn.Module, layers: Sequence[str] | None) -> list[str]:
 
 def _deep_copy(model: nn.Module) -> nn.Module:
     # Outside inference mode, or the copied parameters would be inference tensors that
-    # cannot be re-initialised in place.
+    # cannot be re-initialized in place.
     with torch.inference_mode(False):
         return copy.deepcopy(model)
 

@@ -89,11 +89,11 @@ def top_k_iou(maps_a: Tensor, maps_b: Tensor, k: float = 0.1) -> Tensor:
     return ((top_a & top_b).sum(dim=1) / (top_a | top_b).sum(dim=1)).float().cpu()
 
 
-def normalise_per_image(maps: Tensor) -> Tensor:
+def normalize_per_image(maps: Tensor) -> Tensor:
     """Min-max scales each map to [0, 1] (a constant map becomes 0).
 
     Example:
-        >>> normalise_per_image(torch.tensor([[[[2.0, 4.0]]]])).flatten().tolist()
+        >>> normalize_per_image(torch.tensor([[[[2.0, 4.0]]]])).flatten().tolist()
         [0.0, 1.0]
     """
     flat = maps.float().flatten(1)
@@ -112,8 +112,8 @@ def structural_similarity(maps_a: Tensor, maps_b: Tensor) -> Tensor:
     """
     a, b = _pair(maps_a, maps_b)
     size = maps_a.shape[-2:]
-    a = normalise_per_image(a).view(-1, 1, *size)
-    b = normalise_per_image(b).view(-1, 1, *size)
+    a = normalize_per_image(a).view(-1, 1, *size)
+    b = normalize_per_image(b).view(-1, 1, *size)
     kernel = min(11, *(s if s % 2 else s - 1 for s in size))
     if kernel < 3:
         a, b = (F.interpolate(t, size=(16, 16), mode="bilinear") for t in (a, b))

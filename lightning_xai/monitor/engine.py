@@ -1,0 +1,270 @@
+"""One validation run's work: the maps of every method, then the analyses, as one typed report.
+
+Nothing here knows Lightning, writes a file or says anything: the callback hands in the model,
+the probes and the moment; the recorder turns the :class:`RunReport` into tags, files and
+messages. A failure inside one method or one analysis is kept in the report (``failures``) and
+the rest of the run goes on; with ``strict=True`` it is raised instead.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from lightning_xai.faithfulness import Faithfulness
+from lightning_xai.functional._batching import BatchSize, BatchSizeTuner
+from lightning_xai.methods import AttributionMethod, MethodContext
+from lightning_xai.monitor.analyses import FaithfulnessReport, ShortcutReport, assess_faithfulness, check_shortcuts, completeness
+from lightning_xai.monitor.budget import Deadline
+from lightning_xai.monitor.conditions import attribution_conditions
+from lightning_xai.monitor.model_io import InputConverter, Predictions, model_inputs, module_device, predict
+from lightning_xai.monitor.stability_tracker import StabilityReport, StabilityTracker
+from lightning_xai.probes import ProbeSet
+from lightning_xai.shortcuts import Shortcuts, ShortcutDetector
+from lightning_xai.stability import Stability
+
+__all__ = ["Engine", "MapsReport", "RunMoment", "RunReport", "explain_maps"]
+
+
+@dataclass(frozen=True)
+class RunMoment:
+    """When a run happens: ``epoch``, ``global_step`` (keys results), ``log_step`` (TensorBoard's x axis), ``stage``."""
+
+    epoch: int
+    global_step: int
+    log_step: int
+    stage: str
+
+
+@dataclass
+class MapsReport:
+    """The maps of one run (CPU, float32) and what they cost.
+
+    Attributes:
+        predictions: the model's answers on the probes.
+        maps: raw maps by method key ``[P, C|1, H', W']``; probes with non-finite scores hold zeros.
+        displays: display maps ``[P, 1, H', W']`` in [0, 1].
+        seconds: wall time per method.
+        skipped: methods not run because ``max_seconds`` had passed.
+        gaps: completeness gaps ``[P']`` of path methods, for the explained probes.
+        failures: ``{method key: "ErrorType: message"}``.
+        total_seconds: wall time of the maps.
+    """
+
+    predictions: Predictions
+    maps: dict[str, Tensor] = field(default_factory=dict)
+    displays: dict[str, Tensor] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    gaps: dict[str, Tensor] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    total_seconds: float = 0.0
+
+
+@dataclass
+class RunReport:
+    """Everything one run produced, for the recorder."""
+
+    moment: RunMoment
+    maps: MapsReport
+    stability: StabilityReport | None = None
+    shortcuts: ShortcutReport | None = None
+    faithfulness: FaithfulnessReport | None = None
+    completeness: dict[str, dict[str, float]] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def phase_seconds(self) -> dict[str, float]:
+        """Wall time of each part: ``maps``, ``shortcuts``, ``faithfulness``."""
+        phases = {"maps": self.maps.total_seconds}
+        if self.shortcuts is not None:
+            phases["shortcuts"] = self.shortcuts.seconds
+        if self.faithfulness is not None:
+            phases["faithfulness"] = self.faithfulness.seconds
+        return phases
+
+
+def describe_error(error: BaseException) -> str:
+    """``"TypeName: message"`` (first line of the message)."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def explain_maps(
+    model: nn.Module,
+    probes: ProbeSet,
+    methods: Mapping[str, AttributionMethod],
+    *,
+    convert_input: InputConverter | None = None,
+    references: Tensor | None = None,
+    seed: int = 0,
+    deadline: Deadline | None = None,
+    with_gaps: bool = False,
+    batch_sizes: Mapping[bool, BatchSize] | None = None,
+    strict: bool = False,
+) -> MapsReport:
+    """Runs every method on the probes under the monitor's conditions.
+
+    Probes whose scores are not finite are left out of this run's maps (zeros). Past the
+    ``deadline`` the remaining methods are skipped (the first method always runs).
+
+    Example:
+        >>> from lightning_xai import Saliency
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        >>> report = explain_maps(net, ProbeSet(torch.rand(2, 1, 2, 2), None, "given"), {"saliency": Saliency()})
+        >>> report.maps["saliency"].shape, report.failures
+        (torch.Size([2, 1, 2, 2]), {})
+    """
+    started = time.perf_counter()
+    device = module_device(model)
+    with attribution_conditions(model, device):
+        images = model_inputs(model, probes.images, convert_input)
+        report = MapsReport(predictions=predict(model, images, probes.labels))
+        kept = report.predictions.finite
+        refs = model_inputs(model, references, convert_input) if references is not None else None
+        targets = report.predictions.targets[kept].to(device)
+        for key, method in methods.items():
+            if not bool(kept.any()) or (deadline is not None and report.maps and deadline.passed()):
+                report.skipped.append(key)
+                continue
+            context = MethodContext(torch.Generator(device=device).manual_seed(seed), refs, dict(batch_sizes or {}))
+            method_started = time.perf_counter()
+            try:
+                attributions, gap = _attribute(method, model, images[kept], targets, context, with_gaps)
+            except Exception as error:
+                if strict:
+                    raise
+                report.failures[key] = describe_error(error)
+                continue
+            report.maps[key] = _scatter(attributions.detach().float().cpu(), kept)
+            report.displays[key] = method.display(report.maps[key]).cpu()
+            if gap is not None:
+                report.gaps[key] = gap.detach().float().cpu()
+            report.seconds[key] = time.perf_counter() - method_started
+    report.total_seconds = time.perf_counter() - started
+    return report
+
+
+def _attribute(
+    method: AttributionMethod, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext, with_gaps: bool
+) -> tuple[Tensor, Tensor | None]:
+    if with_gaps:
+        return method.attribute_with_gap(model, images, targets, context)
+    return method.attribute(model, images, targets, context), None
+
+
+def _scatter(attributions: Tensor, kept: Tensor) -> Tensor:
+    if bool(kept.all()):
+        return attributions
+    full = torch.zeros(kept.shape[0], *attributions.shape[1:], dtype=attributions.dtype)
+    full[kept] = attributions
+    return full
+
+
+class Engine:
+    """Runs the maps and the analyses of each validation run; keeps what lasts between runs.
+
+    Args:
+        methods: the methods by key.
+        seed: seed of every run's private generators.
+        stability, shortcuts, faithfulness: analysis settings, each ``None`` when switched off.
+        strict: raise failures instead of recording them.
+    """
+
+    def __init__(
+        self,
+        methods: Mapping[str, AttributionMethod],
+        *,
+        seed: int,
+        stability: Stability | None,
+        shortcuts: Shortcuts | None,
+        faithfulness: Faithfulness | None,
+        strict: bool = False,
+    ) -> None:
+        self.methods = dict(methods)
+        self.seed = seed
+        self.tracker = StabilityTracker(stability, self.methods) if stability is not None else None
+        self.detector = ShortcutDetector(shortcuts) if shortcuts is not None else None
+        self.faithfulness = faithfulness
+        self.strict = strict
+        self.tuners: dict[bool, BatchSizeTuner] | None = None
+
+    def start_fit(self) -> None:
+        """Batch sizes are tuned again for each fit."""
+        self.tuners = None
+
+    def run(
+        self,
+        model: nn.Module,
+        probes: ProbeSet,
+        moment: RunMoment,
+        *,
+        convert_input: InputConverter | None,
+        references: Tensor | None,
+        test_images: Tensor | None,
+        deadline: Deadline,
+    ) -> RunReport:
+        """The maps, then stability, shortcut checks and faithfulness of one run."""
+        if self.tuners is None:
+            self.tuners = batch_size_tuners(model, probes, self.methods, forward_too=self.detector is not None)
+        maps = explain_maps(
+            model, probes, self.methods, convert_input=convert_input, references=references, seed=self.seed,
+            deadline=deadline, with_gaps=self.faithfulness is not None, batch_sizes=self.tuners, strict=self.strict,
+        )
+        report = RunReport(moment=moment, maps=maps)
+        if maps.maps:
+            self._analyse(model, probes, report, convert_input, test_images)
+        return report
+
+    def _analyse(
+        self, model: nn.Module, probes: ProbeSet, report: RunReport, convert_input: InputConverter | None, test_images: Tensor | None
+    ) -> None:
+        maps, moment = report.maps, report.moment
+        if self.tracker is not None:
+            report.stability = self._guarded(report, "stability", lambda: self.tracker.update(maps.maps, epoch=moment.epoch, step=moment.global_step))  # type: ignore[union-attr]
+        device = module_device(model)
+        with attribution_conditions(model, device):
+            if self.detector is not None and test_images is not None:
+                batch = (self.tuners or {}).get(False)
+                images = model_inputs(model, test_images, convert_input)
+                report.shortcuts = self._guarded(report, "shortcuts", lambda: check_shortcuts(
+                    self.detector, model, maps.displays, images, epoch=moment.epoch, step=moment.global_step, batch_size=batch,  # type: ignore[arg-type]
+                ))
+            if self.faithfulness is not None:
+                kept = maps.predictions.finite
+                images = model_inputs(model, probes.images[kept], convert_input)
+                targets = maps.predictions.targets[kept].to(device)
+                chosen = {key: value[kept] for key, value in maps.maps.items()}
+                report.faithfulness = self._guarded(report, "faithfulness", lambda: assess_faithfulness(
+                    model, images, targets, chosen, self.faithfulness, seed=self.seed,  # type: ignore[arg-type]
+                ))
+                report.completeness = completeness(maps.gaps, maps.predictions.target_score[kept])
+
+    def _guarded(self, report: RunReport, name: str, work):  # type: ignore[no-untyped-def]
+        try:
+            return work()
+        except Exception as error:
+            if self.strict:
+                raise
+            report.failures[name] = describe_error(error)
+            return None
+
+
+def batch_size_tuners(
+    model: nn.Module, probes: ProbeSet, methods: Mapping[str, AttributionMethod], *, forward_too: bool = False
+) -> dict[bool, BatchSizeTuner]:
+    """A tuner per pass type (``False``: forward, ``True``: forward+backward) for methods without a batch size of their own.
+
+    ``forward_too`` adds the forward tuner anyway (the shortcut interventions use it). The first
+    runs try sizes as they go, later runs use the fastest
+    (see :class:`~lightning_xai.functional.BatchSizeTuner`).
+    """
+    passes = {m.batch_pass for m in methods.values() if m.batch_pass is not None and getattr(m, "batch_size", None) is None}
+    if forward_too:
+        passes.add(False)
+    images = probes.images[:1].to(module_device(model))
+    return {backward: BatchSizeTuner.for_images(images, backward=backward) for backward in sorted(passes)}

@@ -1,0 +1,94 @@
+"""The images the recorder logs: map grids, filmstrips, shortcut outlines, faithfulness curves.
+
+Pure drawing from reports to ``[3, H, W]`` RGB tensors in [0, 1]; the recorder names and writes them.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import torch
+from torch import Tensor
+
+from lightning_xai.functional.shortcut import Box
+from lightning_xai.render import draw_box, enlarge, labelled_columns, line_plot, make_grid, overlay, to_rgb, with_probability_bars
+from lightning_xai.monitor.model_io import Predictions
+
+__all__ = ["CURVE_COLORS", "Filmstrips", "curves_plot", "display_rgb", "maps_grid", "outlined_probes"]
+
+CURVE_COLORS = {
+    "deletion": (0.90, 0.25, 0.20),
+    "insertion": (0.20, 0.70, 0.30),
+    "deletion_random": (0.95, 0.70, 0.65),
+    "insertion_random": (0.65, 0.85, 0.65),
+}
+
+
+def display_rgb(images: Tensor, mean: tuple[float, ...] | None, std: tuple[float, ...] | None) -> Tensor:
+    """Probe images as RGB in [0, 1], un-normalized and enlarged for display: ``[P, 3, H', W']``.
+
+    Example:
+        >>> display_rgb(torch.rand(2, 1, 16, 16, dtype=torch.float64), None, None).shape
+        torch.Size([2, 3, 96, 96])
+    """
+    return enlarge(to_rgb(images.float(), mean=mean, std=std))
+
+
+def maps_grid(rgb: Tensor, display: Tensor, predictions: Predictions) -> Tensor:
+    """One method's maps over the probes ``rgb`` ``[P, 3, H, W]``, with a probability bar under each tile."""
+    tiles = with_probability_bars(overlay(rgb, display), predictions.probability, predictions.correct)
+    return make_grid(tiles)
+
+
+def outlined_probes(rgb: Tensor, boxes: list[list[Box]], size: tuple[int, int]) -> Tensor:
+    """The probes with ``boxes[p]`` (input pixels of images of ``size``) drawn on probe ``p``, as one grid."""
+    scale = (rgb.shape[-2] / size[0], rgb.shape[-1] / size[1])
+    outlined = rgb.clone()
+    for index, probe_boxes in enumerate(boxes):
+        for top, left, bottom, right in probe_boxes:
+            box = (round(top * scale[0]), round(left * scale[1]), round(bottom * scale[0]), round(right * scale[1]))
+            outlined[index : index + 1] = draw_box(outlined[index : index + 1], box)
+    return make_grid(outlined)
+
+
+def curves_plot(curves: dict[str, Tensor]) -> Tensor:
+    """Mean deletion/insertion curves with their random controls (see :data:`CURVE_COLORS`)."""
+    fractions = curves["fractions"]
+    series = {key: (fractions, curves[key]) for key in CURVE_COLORS if key in curves}
+    return line_plot(series, colours=CURVE_COLORS)
+
+
+class Filmstrips:
+    """The last runs' maps of every method, drawn as one image per method: probes as rows, runs as columns.
+
+    Each column is labelled with its epoch. Frames are overlaid once and kept as ``uint8``.
+
+    Args:
+        length: how many runs a filmstrip shows.
+
+    Example:
+        >>> strips = Filmstrips(length=2)
+        >>> rgb = torch.rand(3, 3, 8, 8)
+        >>> for epoch in range(3):
+        ...     strips.add("saliency", torch.rand(3, 1, 8, 8), rgb, epoch=epoch)
+        >>> strips.labels("saliency"), strips.image("saliency").shape
+        (['ep 1', 'ep 2'], torch.Size([3, 44, 22]))
+    """
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+        self.frames: dict[str, deque[tuple[int, Tensor]]] = {}
+
+    def add(self, key: str, display: Tensor, rgb: Tensor, *, epoch: int) -> None:
+        """Adds one run's display maps ``[P, 1, H, W]`` of a method."""
+        tiles = (overlay(rgb, display.cpu()) * 255).round().to(torch.uint8)
+        self.frames.setdefault(key, deque(maxlen=self.length)).append((epoch, tiles))
+
+    def labels(self, key: str) -> list[str]:
+        """The column labels of a method's filmstrip."""
+        return [f"ep {epoch}" for epoch, _ in self.frames.get(key, ())]
+
+    def image(self, key: str) -> Tensor:
+        """The filmstrip of a method: ``[3, H', W']`` RGB in [0, 1]."""
+        columns = [tiles.float() / 255 for _, tiles in self.frames[key]]
+        return labelled_columns(columns, self.labels(key))

@@ -1,0 +1,301 @@
+"""The monitor's life during a fit: set-up checks, fixing the probes, each run guarded, resume state.
+
+:class:`MonitorRun` is what the callback's hooks call (each hook: a guard plus one call). It
+holds the collector, the engine, the budget and, on global rank 0, the recorder. After set-up
+nothing here raises out of a hook: a failed run becomes a warning and a record in
+``summary.json`` (unless ``strict=True``).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import torch
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from torch import Tensor
+
+from lightning_xai.loggers import find_tensorboard_writer, resolve_log_dir
+from lightning_xai.monitor import messages
+from lightning_xai.monitor import settings as checks
+from lightning_xai.monitor.budget import RunBudget
+from lightning_xai.monitor.collector import Collector
+from lightning_xai.monitor.conditions import attribution_conditions
+from lightning_xai.monitor.engine import Engine, RunMoment, describe_error
+from lightning_xai.monitor.images import display_rgb
+from lightning_xai.monitor.model_io import model_inputs, module_device, predict
+from lightning_xai.monitor.recorder import Recorder
+from lightning_xai.methods import MethodContext
+from lightning_xai.probes import ProbeSet
+from lightning_xai.sanity import SanityCheck, sanity_check
+from lightning_xai.shortcuts import Finding
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
+
+    from lightning_xai.callback import AttributionMonitor
+
+__all__ = ["MonitorRun", "log_step", "stage_name"]
+
+
+def stage_name(stage: object) -> str:
+    """``"fit"``, ``"validate"``, ... from a ``TrainerFn`` or a string."""
+    return str(getattr(stage, "value", stage))
+
+
+def log_step(trainer: pl.Trainer) -> int:
+    """The step Lightning logs validation metrics at (so the monitor's curves line up with them)."""
+    epoch_loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
+    return int(getattr(epoch_loop, "_batches_that_stepped", trainer.global_step))
+
+
+class MonitorRun:
+    """The runtime state of an :class:`~lightning_xai.AttributionMonitor`."""
+
+    def __init__(self, monitor: AttributionMonitor, collector: Collector, engine: Engine, budget: RunBudget) -> None:
+        self.monitor = monitor
+        self.collector = collector
+        self.engine = engine
+        self.budget = budget
+        self.recorder: Recorder | None = None
+        self.restored: dict[str, Any] | None = None
+        self.active = True
+        self.started = False
+        self.checked = False
+        self.stop_requested = False
+
+    # ------------------------------------------------------------------ set-up (strict)
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Switches off for ``fast_dev_run`` and without validation data; refuses sharded strategies."""
+        self.active = not trainer.fast_dev_run
+        if not self.active:
+            rank_zero_info(messages.fast_dev_run())
+            return
+        checks.check_strategy(trainer.strategy)
+        self.monitor.explained_module(pl_module)
+        reason = checks.missing_validation(trainer, stage_name(stage)) if self.monitor.probes is None else None
+        if reason is not None:
+            self.active = False
+            rank_zero_warn(messages.no_validation(stage_name(stage), reason))
+
+    def start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *, new_fit: bool) -> None:
+        """Opens the recorder (rank 0) and checks given probes against the model before any training."""
+        if new_fit:
+            self.budget.start_fit()
+            self.engine.start_fit()
+        if self.monitor.probes is not None and not self.checked:
+            self._check(pl_module, self.monitor.probes, trainer)
+        if trainer.is_global_zero and self.recorder is None:
+            self._open_recorder(trainer)
+        self.started = True
+
+    def check_sanity_images(self, pl_module: pl.LightningModule) -> None:
+        """Checks the methods on the sanity check's images, so that bad settings fail before training."""
+        if self.collector.pool.count > 0 and not self.checked:
+            model = self.monitor.explained_module(pl_module)
+            checks.check_methods_can_run(model, self.collector.choose_probes(), self.monitor._methods)
+
+    # ------------------------------------------------------------------ each validation run
+    def validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Fixes the probes (first run, every rank), then runs on schedule (rank 0), then syncs a stop request."""
+        probes = self._fix_probes(trainer)
+        if probes is not None and trainer.is_global_zero and self.recorder is not None:
+            decision = self.budget.decide(epoch=trainer.current_epoch, fitting=stage_name(trainer.state.fn) == "fit")
+            if decision.run:
+                self._guarded_run(trainer, pl_module, probes)
+            elif decision.reason == "overhead":
+                self.budget.skipped += 1
+                self.recorder.warn_once("overhead", messages.overhead_skip(self.budget, epoch=trainer.current_epoch, step=trainer.global_step))
+        self._sync_stop(trainer)
+
+    def _fix_probes(self, trainer: pl.Trainer) -> ProbeSet | None:
+        if self.monitor.probes is None:
+            chosen, error = self._choose() if trainer.is_global_zero else (None, None)
+            if trainer.world_size > 1:
+                chosen, error = trainer.strategy.broadcast((chosen, error), src=0)
+            if error is not None:
+                if self.monitor.strict:
+                    raise ValueError(error)
+                if self.recorder is not None:
+                    self.recorder.warn_once("no_probes", f"AttributionMonitor: {error}")
+                return None
+            self.monitor.probes = chosen
+        probes = self.monitor.probes
+        if self.collector.wants_probes:
+            self.collector.fix_test_images(probes)  # type: ignore[arg-type]
+        return probes
+
+    def _choose(self) -> tuple[ProbeSet | None, str | None]:
+        try:
+            return self.collector.choose_probes(), None
+        except ValueError as error:
+            return None, str(error)
+
+    def _guarded_run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, probes: ProbeSet) -> None:
+        assert self.recorder is not None
+        moment = RunMoment(trainer.current_epoch, trainer.global_step, log_step(trainer), stage_name(trainer.state.fn))
+        started = time.perf_counter()
+        phases: dict[str, float] = {}
+        try:
+            phases = self._explain(trainer, pl_module, probes, moment)
+        except Exception as error:
+            if self.monitor.strict:
+                raise
+            self.budget.failed += 1
+            self.recorder.record_failure(moment, describe_error(error))
+        finally:
+            self.budget.add_run(time.perf_counter() - started, phases)
+        self.recorder.record_cost(self.budget.overhead(), moment.log_step)
+
+    def _explain(self, trainer: pl.Trainer, pl_module: pl.LightningModule, probes: ProbeSet, moment: RunMoment) -> dict[str, float]:
+        assert self.recorder is not None
+        model = self.monitor.explained_module(pl_module)
+        if not self.checked:
+            self._check(pl_module, probes, trainer)
+        references = self.collector.freeze_references(tuple(probes.images.shape[-2:]))  # type: ignore[arg-type]
+        report = self.engine.run(
+            model, probes, moment, convert_input=trainer.precision_plugin.convert_input, references=references,
+            test_images=self.collector.test_images, deadline=self.budget.deadline(),
+        )
+        rgb = display_rgb(probes.images, self.monitor.display_mean, self.monitor.display_std)
+        self.recorder.record_run(report, probes, rgb, references)
+        self._after_run(report.maps.skipped, report.maps.seconds, report.maps.total_seconds, moment)
+        if report.shortcuts is not None and report.shortcuts.new:
+            self._react(report.shortcuts.new)
+        return report.phase_seconds
+
+    def _after_run(self, skipped: list[str], seconds: dict[str, float], total: float, moment: RunMoment) -> None:
+        assert self.recorder is not None
+        if skipped and self.monitor.max_seconds is not None:
+            self.recorder.warn_once("max_seconds", messages.time_budget(self.monitor.max_seconds, moment.global_step, list(seconds), total, skipped))
+        tuners = self.engine.tuners
+        if tuners and all(tuner.best is not None for tuner in tuners.values()):
+            self.recorder.info_once("tuned", messages.tuned(tuners))
+
+    def _react(self, new: list[Finding]) -> None:
+        assert self.recorder is not None and self.engine.detector is not None
+        self.recorder.record_findings(self.engine.detector.findings)
+        for finding in new:
+            self.monitor.react(finding)
+
+    def _sync_stop(self, trainer: pl.Trainer) -> None:
+        if not self.monitor.stop_on_shortcut:
+            return
+        stop = self.stop_requested
+        if trainer.world_size > 1:
+            stop = bool(trainer.strategy.reduce_boolean_decision(stop, all=False))
+        if stop:
+            trainer.should_stop = True
+            rank_zero_info(messages.stopping())
+
+    def _check(self, pl_module: pl.LightningModule, probes: ProbeSet, trainer: pl.Trainer) -> None:
+        model = self.monitor.explained_module(pl_module)
+        checks.check_methods_can_run(model, probes, self.monitor._methods, trainer.precision_plugin.convert_input)
+        self.checked = True
+
+    # ------------------------------------------------------------------ end of fit
+    def fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The settled report, the cost line, and the sanity check when asked for."""
+        if self.recorder is None:
+            return
+        try:
+            self.recorder.finish(self.engine.tracker if self.budget.runs else None)
+            if self.budget.runs:
+                rank_zero_info(f"AttributionMonitor: {messages.cost_summary(self.budget)}.")
+            sanity = self.monitor.sanity
+            if sanity is not None and sanity.at_end:
+                self.sanity_check(trainer, pl_module, cascade=None)
+        except Exception as error:
+            if self.monitor.strict:
+                raise
+            self.recorder.warn_once(f"fit_end:{describe_error(error)}", f"AttributionMonitor: its end-of-fit work failed ({describe_error(error)}); training has finished normally.")
+
+    def sanity_check(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *, cascade: bool | None) -> dict[str, Any]:
+        """The model-randomization sanity check on the probes (rank 0), recorded when a recorder is open."""
+        probes = self.monitor.probes
+        if not trainer.is_global_zero or probes is None:
+            return {}
+        settings = self.monitor.sanity or SanityCheck()
+        settings = replace(settings, cascade=cascade) if cascade is not None else settings
+        model = self.monitor.explained_module(pl_module)
+        device = module_device(model)
+        references = self.collector.references
+        with attribution_conditions(model, device):
+            images = model_inputs(model, probes.images, trainer.precision_plugin.convert_input)
+            targets = predict(model, images, probes.labels).targets.to(device)
+            refs = model_inputs(model, references) if references is not None else None
+            seed = self.monitor.seed
+            report = sanity_check(
+                model, images, targets, self.monitor._methods,
+                lambda: MethodContext(torch_generator(device, seed), refs), settings=settings, seed=seed,
+            )
+        if self.recorder is not None:
+            self.recorder.record_sanity(report, step=trainer.global_step, log_step=log_step(trainer), threshold=settings.insensitive_above)
+        return report
+
+    # ------------------------------------------------------------------ state
+    def history(self) -> list[dict[str, Any]]:
+        """The summary entries of every run so far."""
+        if self.recorder is not None:
+            return list(self.recorder.history.runs)
+        return list((self.restored or {}).get("runs", []))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resume needs, as plain values (``weights_only`` safe)."""
+        state = dict(self.recorder.state_dict() if self.recorder is not None else (self.restored or {}))
+        if self.engine.tracker is not None:
+            state["stability"] = self.engine.tracker.state_dict()
+        probes = self.monitor.probes
+        state["probe_fingerprint"] = probes.fingerprint() if probes is not None else None
+        state["findings"] = self.monitor.findings
+        state["references_file"] = "references.pt" if self.collector.references is not None else None
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continues a checkpoint: history, stability streaks, findings (the files are read when the recorder opens)."""
+        self.restored = dict(state)
+        if self.engine.tracker is not None:
+            self.engine.tracker.load_state_dict(state.get("stability", {}))
+        if self.engine.detector is not None:
+            self.engine.detector.findings = [Finding(**finding) for finding in state.get("findings", [])]
+        if self.recorder is not None:
+            self.recorder.load_state_dict(self.restored, self.engine.tracker)
+
+    def picklable(self) -> MonitorRun:
+        """A copy without the open recorder (its lasting state kept for the other side), for pickling."""
+        clone = copy.copy(self)
+        if self.recorder is not None:
+            clone.restored = self.state_dict()
+        clone.recorder = None
+        return clone
+
+    def _open_recorder(self, trainer: pl.Trainer) -> None:
+        folder = resolve_log_dir(trainer) / "xai"
+        self.recorder = Recorder(
+            folder, find_tensorboard_writer(trainer), self.monitor._methods, stability=self.monitor.stability,
+            max_relative_gap=self.monitor.faithfulness.max_relative_gap if self.monitor.faithfulness else 0.1,
+        )
+        if self.restored is not None:
+            self.recorder.load_state_dict(self.restored, self.engine.tracker)
+            self.collector.references = load_references(folder, self.restored.get("references_file"))
+
+
+def torch_generator(device: torch.device, seed: int) -> torch.Generator:
+    """A private generator on ``device`` seeded with ``seed``."""
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def load_references(folder: Path, name: object) -> Tensor | None:
+    """The frozen reference images of a checkpointed run, if the file is inside ``folder`` and still there."""
+    if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith("."):
+        return None
+    path = folder / name
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, weights_only=True)["images"]
+    except Exception:  # a damaged file: expected gradients fall back to fresh references
+        return None

@@ -1,0 +1,197 @@
+"""Every sentence the monitor says: pure functions from facts to text (the recorder says them).
+
+Example:
+    >>> count(1, "run"), count(3, "run")
+    ('1 run', '3 runs')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from lightning_xai.functional._batching import BatchSizeTuner
+from lightning_xai.monitor.budget import RunBudget
+
+__all__ = [
+    "cost_summary",
+    "count",
+    "disk_failure",
+    "fast_dev_run",
+    "first_run",
+    "incomplete_maps",
+    "insensitive_methods",
+    "methods_failed",
+    "no_tensorboard",
+    "no_validation",
+    "nonfinite_probes",
+    "overhead_skip",
+    "run_failed",
+    "settled",
+    "shortcut_found",
+    "stopping",
+    "time_budget",
+    "tuned",
+    "unsettled",
+]
+
+PREFIX = "AttributionMonitor"
+
+
+def count(number: int, noun: str) -> str:
+    """``"1 run"``, ``"2 runs"``."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def first_run(probes: int, phases: Mapping[str, float], method_seconds: Mapping[str, float], folder: Path | None) -> str:
+    """After the first run: the whole run's time by part, and where things are."""
+    total = sum(phases.values())
+    per_method = ", ".join(f"{key} {seconds:.2f}s" for key, seconds in method_seconds.items())
+    parts = [f"maps {phases.get('maps', 0.0):.2f}s ({per_method})"]
+    parts += [f"{name} {phases[name]:.2f}s" for name in ("shortcuts", "faithfulness", "recording") if name in phases]
+    where = f"; raw maps and summary.json under {folder}" if folder is not None else ""
+    return f"{PREFIX}: first run explained {probes} probes in {total:.2f}s: {', '.join(parts)}{where}."
+
+
+def tuned(tuners: Mapping[bool, BatchSizeTuner]) -> str:
+    """Once every tuner has settled: the batch size of each pass type."""
+    shown = ", ".join(f"{'forward+backward' if backward else 'forward'} {tuner.best}" for backward, tuner in sorted(tuners.items()))
+    device = next(iter(tuners.values())).device
+    return (
+        f"{PREFIX}: tuned the batch sizes on {device} while explaining: {shown} images per pass (the fastest "
+        "of the sizes tried); methods given a batch_size keep theirs."
+    )
+
+
+def time_budget(max_seconds: float | None, step: int, done: Sequence[str], seconds: float, skipped: Sequence[str]) -> str:
+    """The first time ``max_seconds`` makes a run skip methods."""
+    return (
+        f"{PREFIX} exceeded its time budget (max_seconds={max_seconds}) at step {step}: "
+        f"{', '.join(done)} took {seconds:.1f}s, so {', '.join(skipped)} did not run. "
+        "Skipped methods are listed in summary.json for every run; raise `max_seconds`, use fewer probes or "
+        "cheaper settings. This warning is shown once."
+    )
+
+
+def cost_summary(budget: RunBudget) -> str:
+    """One sentence for the log: runs, seconds, overhead, skipped and failed runs."""
+    skipped = f"; {count(budget.skipped, 'run')} skipped to respect max_overhead" if budget.skipped else ""
+    failed = f"; {count(budget.failed, 'run')} failed (see summary.json)" if budget.failed else ""
+    return (
+        f"{count(budget.runs, 'run')} took {budget.seconds:.1f}s, {budget.overhead():.0%} on top of the rest of the fit "
+        f"({budget.training_seconds():.1f}s){skipped}{failed}"
+    )
+
+
+def overhead_skip(budget: RunBudget, *, epoch: int, step: int) -> str:
+    """The first time ``max_overhead`` makes the monitor skip a run."""
+    return (
+        f"{PREFIX} skipped its run at epoch {epoch} (step {step}) to keep its cost within "
+        f"max_overhead={budget.max_overhead}: {cost_summary(budget)}, and another run would take about {budget.last_run:.1f}s. "
+        "It explains again once training has caught up; raise `max_overhead`, use fewer probes or cheaper "
+        "settings to explain more often. This warning is shown once."
+    )
+
+
+def run_failed(*, epoch: int, step: int, error: str) -> str:
+    """A run failed as a whole: training goes on."""
+    return (
+        f"{PREFIX}: its run at epoch {epoch} (step {step}) failed and was skipped; training goes on. Cause: {error}. "
+        "The failure is recorded under 'failed_runs' in summary.json and the next run is tried again; pass "
+        "`strict=True` to raise such errors instead (for tests and CI). This warning is shown once per cause."
+    )
+
+
+def methods_failed(failures: Mapping[str, str], *, step: int) -> str:
+    """Some methods or analyses failed in a run: the rest was recorded."""
+    shown = "; ".join(f"{name}: {error}" for name, error in failures.items())
+    return (
+        f"{PREFIX}: at step {step} these parts of its run failed and were left out (training goes on): {shown}. "
+        "They are listed under 'failures' in that run's summary.json entry; pass `strict=True` to raise instead. "
+        "This warning is shown once per cause."
+    )
+
+
+def nonfinite_probes(indices: Sequence[int], *, step: int) -> str:
+    """Probes whose scores were NaN or infinite were left out of a run."""
+    return (
+        f"{PREFIX}: at step {step} the model's scores for probes {list(indices)} were not finite (NaN or inf); those "
+        "probes were left out of this run's maps (zeros in the raw maps, listed under 'skipped_probes' in "
+        "summary.json) and the other probes were explained. This warning is shown once."
+    )
+
+
+def disk_failure(path: object, error: BaseException) -> str:
+    """A write under the history folder failed; logging to TensorBoard goes on."""
+    return (
+        f"{PREFIX} could not write {path} ({type(error).__name__}: {error}); it stops writing files under that "
+        "folder for this fit and goes on logging to TensorBoard (training is not affected). Free disk space or "
+        "fix the permissions to keep the on-disk history."
+    )
+
+
+def no_tensorboard(folder: Path) -> str:
+    """Without a TensorBoard logger: where the images go."""
+    return (
+        f"{PREFIX}: no TensorBoardLogger among the trainer's loggers; attribution images are saved "
+        f"as PNG files under {folder / 'images'} and metrics in {folder / 'summary.json'}."
+    )
+
+
+def fast_dev_run() -> str:
+    """``fast_dev_run`` switches the monitor off."""
+    return f"{PREFIX} is off for this fast_dev_run (Lightning suppresses logging and checkpoints in it): nothing is explained or written."
+
+
+def no_validation(stage: str, reason: str) -> str:
+    """Without validation the monitor stays idle."""
+    return (
+        f"{PREFIX} stays idle for stage {stage!r}: it picks its probes from validation data and explains at the end "
+        f"of validation, but {reason}. Give the Trainer validation data, or pass `probes=` and run `trainer.validate()`."
+    )
+
+
+def settled(key: str, *, epoch: int, step: int, threshold: float, patience: int) -> str:
+    """A method's maps have settled."""
+    return (
+        f"{PREFIX}: {key} maps settled at epoch {epoch} (step {step}): rank correlation with the "
+        f"previous run >= {threshold} for {patience} runs."
+    )
+
+
+def unsettled(keys: Sequence[str], *, threshold: float, patience: int) -> str:
+    """At the end of fit: methods whose maps never settled."""
+    return (
+        f"{PREFIX}: the {', '.join(keys)} maps had not settled by the end of training (rank "
+        f"correlation with the previous run below {threshold} within the last "
+        f"{patience} runs): the explanations were still changing. See the "
+        "xai_stability/* curves in TensorBoard."
+    )
+
+
+def shortcut_found(message: str) -> str:
+    """A new confirmed shortcut finding."""
+    return f"{PREFIX} found a likely shortcut: {message}"
+
+
+def stopping() -> str:
+    """``stop_on_shortcut`` stops the fit."""
+    return f"{PREFIX}: stopping training after a confirmed shortcut (stop_on_shortcut=True)."
+
+
+def incomplete_maps(key: str, relative: float) -> str:
+    """A path method's maps miss much of the score difference they explain."""
+    return (
+        f"{PREFIX}: the {key} maps are incomplete: their sum misses the score difference they "
+        f"explain by {relative:.0%} of the target score on average (completeness gap). Use more steps or "
+        "samples (n_steps / n_samples). This warning is shown once per method."
+    )
+
+
+def insensitive_methods(keys: Sequence[str], threshold: float) -> str:
+    """The sanity check found methods whose maps ignore the model's weights."""
+    return (
+        f"{PREFIX} sanity check: the {', '.join(keys)} maps barely change when the model's weights "
+        f"are randomized (rank correlation with the trained model's maps above {threshold}): they do not explain "
+        "this model (Adebayo et al., 'Sanity Checks for Saliency Maps')."
+    )

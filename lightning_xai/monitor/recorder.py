@@ -1,0 +1,285 @@
+"""The only place that turns the monitor's reports into tags, messages and files (global rank 0).
+
+It holds what is open while the monitor records: the on-disk history, the logger, the
+filmstrips, and the one set of things already said (``said``), so that every "shown once"
+warning is decided here. A failed write under the history folder is warned about once and the
+recorder goes on with what still works (TensorBoard without the files).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from torch import Tensor
+
+from lightning_xai.history import AttributionHistory
+from lightning_xai.loggers import XaiLogger
+from lightning_xai.methods import AttributionMethod
+from lightning_xai.monitor import messages, tags
+from lightning_xai.monitor.artefacts import save_artefacts
+from lightning_xai.monitor.engine import RunMoment, RunReport
+from lightning_xai.monitor.images import Filmstrips, curves_plot, maps_grid, outlined_probes
+from lightning_xai.monitor.metrics import run_metrics
+from lightning_xai.monitor.stability_tracker import StabilityTracker
+from lightning_xai.probes import ProbeSet
+from lightning_xai.render import make_grid
+from lightning_xai.shortcuts import Finding
+from lightning_xai.stability import Stability
+
+__all__ = ["Recorder", "prediction_table"]
+
+T = TypeVar("T")
+
+
+class Recorder:
+    """Logs and stores the monitor's runs.
+
+    Args:
+        folder: ``<log_dir>/xai``.
+        writer: TensorBoard ``SummaryWriter`` or ``None`` (PNG files instead).
+        methods: the methods by key.
+        stability: stability settings (filmstrips, messages), or ``None`` when tracking is off.
+        max_relative_gap: completeness gap above which a path method's maps are warned about.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        writer: Any | None,
+        methods: Mapping[str, AttributionMethod],
+        *,
+        stability: Stability | None,
+        max_relative_gap: float = 0.1,
+    ) -> None:
+        self.methods = dict(methods)
+        self.stability = stability
+        self.max_relative_gap = max_relative_gap
+        self.history = AttributionHistory(folder)
+        self.logger = XaiLogger(writer, folder)
+        self.filmstrips = Filmstrips(stability.filmstrip_length) if stability is not None else None
+        self.resumed_frames: list[tuple[int, dict[str, Tensor]]] = []
+        self.said: set[str] = set()
+        self.files_ok = True
+        self.probes_logged = False
+        self.artefacts_saved = False
+        self.failed_runs: list[dict[str, Any]] = []
+        self.sections: dict[str, Any] = {}
+        if writer is None:
+            self.info_once("no_tensorboard", messages.no_tensorboard(folder))
+        else:
+            self.logger.layout(tags.custom_scalars_layout())
+
+    @property
+    def folder(self) -> Path:
+        """``<log_dir>/xai``."""
+        return self.history.folder
+
+    # ------------------------------------------------------------------ messages
+    def warn_once(self, key: str, message: str) -> None:
+        """Warns with ``message`` unless something was already said under ``key``."""
+        if key not in self.said:
+            self.said.add(key)
+            rank_zero_warn(message)
+
+    def info_once(self, key: str, message: str) -> None:
+        """Says ``message`` as an info line unless something was already said under ``key``."""
+        if key not in self.said:
+            self.said.add(key)
+            rank_zero_info(message)
+
+    # ------------------------------------------------------------------ runs
+    def record_run(self, report: RunReport, probes: ProbeSet, rgb: Tensor, references: Tensor | None = None) -> dict[str, Any] | None:
+        """Logs one run's images, scalars and predictions, stores its maps, and says what needs saying.
+
+        Args:
+            report: the run's report.
+            probes: the probes; rgb: their display images ``[P, 3, H', W']``.
+            references: the frozen reference images, saved once beside the probes.
+        """
+        started = time.perf_counter()
+        moment = report.moment
+        self._save_artefacts_once(probes, references)
+        metrics = run_metrics(report)
+        self._log_images(report, rgb, probes)
+        self.logger.scalars(metrics, moment.log_step)
+        self.logger.text(tags.PREDICTIONS, prediction_table(report, probes), moment.log_step)
+        entry = self._files(lambda: self._store(report, metrics))
+        self._say(report)
+        recording = time.perf_counter() - started
+        self.logger.scalars({tags.phase_seconds("recording"): recording}, moment.log_step)
+        self.logger.flush()
+        if entry is not None:
+            entry["metrics"][tags.phase_seconds("recording")] = recording
+        if len(self.history.runs) == 1 or (entry is None and "first_run" not in self.said):
+            phases = {**report.phase_seconds, "recording": recording}
+            self.info_once("first_run", messages.first_run(len(probes.images), phases, report.maps.seconds, self.folder if self.files_ok else None))
+        return entry
+
+    def record_failure(self, moment: RunMoment, error: str) -> None:
+        """A run that failed as a whole: one warning per cause, an entry under ``failed_runs`` in ``summary.json``."""
+        self.failed_runs.append({"epoch": moment.epoch, "global_step": moment.global_step, "stage": moment.stage, "error": error})
+        self.warn_once(f"run_failed:{error}", messages.run_failed(epoch=moment.epoch, step=moment.global_step, error=error))
+        self.logger.scalars({tags.FAILED_RUNS: float(len(self.failed_runs))}, moment.log_step)
+        self.write_sections(failed_runs=self.failed_runs)
+
+    def record_cost(self, overhead: float, step: int) -> None:
+        """The monitor's overhead so far, as a scalar."""
+        self.logger.scalars({tags.OVERHEAD: overhead}, step)
+
+    def record_findings(self, findings: list[Finding]) -> None:
+        """Every shortcut finding so far, into ``summary.json``."""
+        self.write_sections(findings=[finding.to_dict() for finding in findings])
+
+    def record_sanity(self, report: Mapping[str, Any], *, step: int, log_step: int, threshold: float) -> None:
+        """The sanity check's scalars, its summary section, and a warning for insensitive methods."""
+        scalars = {tags.sanity(key, metric): values[metric] for key, values in report.items() for metric in ("spearman", "ssim")}
+        self.logger.scalars(scalars, log_step)
+        self.logger.flush()
+        self.write_sections(sanity_check={"global_step": step, **report})
+        insensitive = [key for key, values in report.items() if values["insensitive"]]
+        if insensitive:
+            rank_zero_warn(messages.insensitive_methods(insensitive, threshold))
+
+    def write_sections(self, **sections: Any) -> None:
+        """Top-level sections of ``summary.json`` (kept across later writes)."""
+        self.sections.update(sections)
+        self._files(lambda: self.history.write_summary(**self.sections))
+
+    def finish(self, tracker: StabilityTracker | None) -> None:
+        """At the end of fit: the settled state into the summary, and methods that never settled (when they could have)."""
+        if tracker is None:
+            return
+        self.write_sections(settled=tracker.state_dict()["settled"])
+        unsettled = tracker.unsettled()
+        if unsettled and tracker.could_settle():
+            s = tracker.settings
+            rank_zero_warn(messages.unsettled(unsettled, threshold=s.threshold, patience=s.patience))
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Runs, failed runs and what was said (weights-only safe)."""
+        return {**self.history.state_dict(), "failed_runs": list(self.failed_runs), "said": sorted(self.said)}
+
+    def load_state_dict(self, state: Mapping[str, Any], tracker: StabilityTracker | None) -> None:
+        """Continues a checkpoint's history; the last runs' maps feed the filmstrips and the tracker."""
+        self.history.load_state_dict(dict(state))
+        self.failed_runs = list(state.get("failed_runs", []))
+        self.said |= set(state.get("said", []))
+        for run in self.history.runs[-(self.filmstrips.length if self.filmstrips else 1):]:
+            try:
+                maps = self.history.load_run(run)["maps"]
+            except Exception as error:  # damaged or missing files: the run goes on without them
+                rank_zero_warn(f"AttributionMonitor: could not read the earlier run {run.get('file')} ({error}); it is left out of the filmstrips.")
+                continue
+            if tracker is not None:
+                tracker.remember(maps)
+            self._remember_frames(maps, run)
+
+    # ------------------------------------------------------------------ internals
+    def _remember_frames(self, maps: Mapping[str, Tensor], run: Mapping[str, Any]) -> None:
+        self.resumed_frames.append((int(run.get("epoch", 0)), {k: v for k, v in maps.items() if k in self.methods}))
+
+    def _save_artefacts_once(self, probes: ProbeSet, references: Tensor | None) -> None:
+        if not self.artefacts_saved:
+            self.artefacts_saved = True
+            self._files(lambda: save_artefacts(self.folder, probes, references))
+
+    def _log_images(self, report: RunReport, rgb: Tensor, probes: ProbeSet) -> None:
+        step = report.moment.log_step
+        if not self.probes_logged:
+            self.probes_logged = True
+            self._image(tags.PROBES_IMAGE, make_grid(rgb), step)
+        for key, display in report.maps.displays.items():
+            self._image(tags.maps_image(key), maps_grid(rgb, display, report.maps.predictions), step)
+        self._log_filmstrips(report, rgb)
+        if report.shortcuts is not None:
+            size = tuple(probes.images.shape[-2:])
+            for key, finding in report.shortcuts.current.items():
+                if finding.confirmed:
+                    self._image(tags.shortcut_image(key), outlined_probes(rgb, _probe_boxes(finding, len(rgb)), size), step)  # type: ignore[arg-type]
+        if report.faithfulness is not None:
+            for key, curves in report.faithfulness.curves.items():
+                self._image(tags.faithfulness_image(key), curves_plot(curves), step)
+
+    def _log_filmstrips(self, report: RunReport, rgb: Tensor) -> None:
+        if self.filmstrips is None:
+            return
+        for epoch, maps in self.resumed_frames:
+            for key, value in maps.items():
+                self.filmstrips.add(key, self.methods[key].display(value), rgb, epoch=epoch)
+        self.resumed_frames = []
+        for key, display in report.maps.displays.items():
+            self.filmstrips.add(key, display, rgb, epoch=report.moment.epoch)
+            self._image(tags.filmstrip_image(key), self.filmstrips.image(key), report.moment.log_step)
+
+    def _image(self, tag: str, image: Tensor, step: int) -> None:
+        if self.logger.writer is not None:
+            self.logger.image(tag, image, step)
+        else:
+            self._files(lambda: self.logger.image(tag, image, step))
+
+    def _store(self, report: RunReport, metrics: dict[str, float]) -> dict[str, Any]:
+        maps, moment = report.maps, report.moment
+        extra: dict[str, Any] = {}
+        if maps.failures or report.failures:
+            extra["failures"] = {**maps.failures, **report.failures}
+        if maps.predictions.skipped_probes:
+            extra["skipped_probes"] = maps.predictions.skipped_probes
+        return self.history.record(
+            global_step=moment.global_step, epoch=moment.epoch, stage=moment.stage, maps=maps.maps,
+            targets=maps.predictions.targets, predictions=maps.predictions.predicted,
+            probabilities=maps.predictions.probability, metrics=metrics, skipped=maps.skipped, extra=extra,
+        )
+
+    def _say(self, report: RunReport) -> None:
+        maps, moment = report.maps, report.moment
+        failures = {**maps.failures, **report.failures}
+        if failures:
+            self.warn_once("failures:" + "|".join(sorted(failures.values())), messages.methods_failed(failures, step=moment.global_step))
+        if maps.predictions.skipped_probes:
+            self.warn_once("nonfinite", messages.nonfinite_probes(maps.predictions.skipped_probes, step=moment.global_step))
+        if report.stability is not None and self.stability is not None:
+            for key in report.stability.newly_settled:
+                rank_zero_info(messages.settled(
+                    key, epoch=moment.epoch, step=moment.global_step, threshold=self.stability.threshold, patience=self.stability.patience,
+                ))
+        for key, values in report.completeness.items():
+            if values["relative_gap_mean"] > self.max_relative_gap:
+                self.warn_once(f"incomplete:{key}", messages.incomplete_maps(key, values["relative_gap_mean"]))
+        if report.shortcuts is not None:
+            for finding in report.shortcuts.new:
+                rank_zero_warn(messages.shortcut_found(finding.message))
+
+    def _files(self, write: Callable[[], T]) -> T | None:
+        if not self.files_ok:
+            return None
+        try:
+            return write()
+        except OSError as error:
+            self.files_ok = False
+            self.warn_once("disk", messages.disk_failure(error.filename or self.folder, error))
+            return None
+
+
+def _probe_boxes(finding: Finding, count: int) -> list[list[tuple[int, int, int, int]]]:
+    per_probe = getattr(finding, "boxes", None)
+    if per_probe:
+        return [[tuple(box)] if box else [] for box in per_probe][:count] + [[] for _ in range(count - len(per_probe))]  # type: ignore[misc]
+    return [[tuple(finding.box)] for _ in range(count)]  # type: ignore[misc]
+
+
+def prediction_table(report: RunReport, probes: ProbeSet) -> str:
+    """Markdown table: probe, label, prediction, its probability, the target's probability."""
+    predictions = report.maps.predictions
+    rows = ["| probe | label | predicted | probability | target probability |", "|---|---|---|---|---|"]
+    for index in range(predictions.predicted.shape[0]):
+        label = "?" if probes.labels is None else str(int(probes.labels[index]))
+        rows.append(
+            f"| {index} | {label} | {int(predictions.predicted[index])} | {float(predictions.probability[index]):.1%} "
+            f"| {float(predictions.target_probability[index]):.1%} |"
+        )
+    return "\n".join(rows)

@@ -1,0 +1,201 @@
+"""The checks of ``AttributionMonitor(...)``'s arguments and set-up: strict, early, each error naming the argument.
+
+Also gives each method its *key*: its name (``grad_cam``), or, when one method appears several
+times with different settings, its name with the settings that differ
+(``occlusion(window=4)``). Keys name maps in tags, files and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
+from typing import Any, TypeVar
+
+import torch
+from torch import Tensor, nn
+
+from lightning_xai.functional._checks import check_score_shape, is_real_number
+from lightning_xai.methods import AttributionMethod, ExpectedGradients, default_methods
+from lightning_xai.monitor.conditions import attribution_conditions
+from lightning_xai.monitor.model_io import InputConverter, model_inputs, module_device
+from lightning_xai.probes import ProbeSet
+
+__all__ = [
+    "check_callable",
+    "check_display_normalization",
+    "check_labels",
+    "check_max_overhead",
+    "check_max_seconds",
+    "check_methods",
+    "check_methods_can_run",
+    "check_settings",
+    "check_strategy",
+    "describe",
+    "method_keys",
+    "missing_validation",
+    "uses_training_images",
+]
+
+SettingsT = TypeVar("SettingsT")
+
+
+def check_methods(methods: Sequence[AttributionMethod] | None) -> dict[str, AttributionMethod]:
+    """The monitor's methods by key, in the order given (the defaults when ``None``).
+
+    Example:
+        >>> from lightning_xai import GradCAM, Occlusion
+        >>> list(check_methods([GradCAM(), Occlusion(window=4), Occlusion(window=8)]))
+        ['grad_cam', 'occlusion(window=4)', 'occlusion(window=8)']
+    """
+    chosen = list(default_methods() if methods is None else methods)
+    for method in chosen:
+        if not isinstance(method, AttributionMethod):
+            raise TypeError(
+                "`methods` must hold method objects such as GradCAM(), Occlusion(), ExpectedGradients(), "
+                f"got {type(method).__name__}."
+            )
+    descriptions = [describe(m) for m in chosen]
+    if not chosen or len(set(descriptions)) != len(descriptions):
+        raise ValueError(f"`methods` must be a non-empty list with each setting at most once, got {descriptions}.")
+    return dict(zip(method_keys(chosen), chosen))
+
+
+def method_keys(methods: Sequence[AttributionMethod]) -> list[str]:
+    """Each method's key: its name when unique among ``methods``, else its description."""
+    names = [m.name for m in methods]
+    return [m.name if names.count(m.name) == 1 else describe(m, compact=True) for m in methods]
+
+
+def describe(method: AttributionMethod, *, compact: bool = False, show_defaults: bool = False) -> str:
+    """The name plus the settings that differ from the defaults (all settings with ``show_defaults``).
+
+    Automatic settings (``None``, chosen from the image size) show as ``auto``.
+
+    Example:
+        >>> from lightning_xai import Occlusion
+        >>> describe(Occlusion(window=8, stride=4)), describe(Occlusion(), show_defaults=True)
+        ('occlusion(window=8, stride=4)', 'occlusion(window=auto, stride=auto, baseline=0.0, batch_size=auto)')
+    """
+    shown = []
+    for spec in fields(method):
+        value = getattr(method, spec.name)
+        if isinstance(value, Tensor):
+            shown.append(f"{spec.name}=tensor{list(value.shape)}")
+        elif show_defaults or value != spec.default:
+            shown.append(f"{spec.name}={'auto' if value is None else repr(value)}")
+    separator = "," if compact else ", "
+    return method.name + (f"({separator.join(shown)})" if shown else "")
+
+
+def uses_training_images(method: AttributionMethod) -> bool:
+    """Whether the method needs the reservoir of training images (expected gradients' default baselines)."""
+    return isinstance(method, ExpectedGradients) and isinstance(method.baselines, str) and method.baselines == "training"
+
+
+def check_max_seconds(max_seconds: object) -> float | None:
+    """A positive number of seconds, or ``None``."""
+    if max_seconds is None:
+        return None
+    if not is_real_number(max_seconds) or not max_seconds > 0:  # type: ignore[operator]
+        raise ValueError(f"`max_seconds` must be a positive number of seconds or None, got {max_seconds!r}.")
+    return float(max_seconds)  # type: ignore[arg-type]
+
+
+def check_max_overhead(max_overhead: object) -> float | None:
+    """A positive share of the fit time, or ``None``."""
+    if max_overhead is None:
+        return None
+    if not is_real_number(max_overhead) or not max_overhead > 0:  # type: ignore[operator]
+        raise ValueError(
+            f"`max_overhead` must be a positive share of the fit time (e.g. 0.1 for 10%) or None, got {max_overhead!r}."
+        )
+    return float(max_overhead)  # type: ignore[arg-type]
+
+
+def check_display_normalization(
+    mean: Sequence[float] | None, std: Sequence[float] | None
+) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """``display_mean`` and ``display_std``: both ``None``, or one value per channel each."""
+    if mean is None and std is None:
+        return None, None
+    if mean is None or std is None or len(mean) != len(std) or not len(mean):
+        raise ValueError(
+            f"`display_mean` and `display_std` must be given together with one value per channel, got {mean!r} and {std!r}."
+        )
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
+def check_settings(value: Any, kind: type[SettingsT], name: str) -> SettingsT | None:
+    """``value`` when it is ``None`` or a ``kind(...)`` settings object; a clear TypeError otherwise."""
+    if value is not None and not isinstance(value, kind):
+        raise TypeError(f"`{name}` must be a {kind.__name__}(...) or None, got {type(value).__name__}.")
+    return value
+
+
+def check_callable(value: Any, name: str) -> Any:
+    """``value`` when it is ``None`` or callable (pass a picklable function for ``ddp_spawn``)."""
+    if value is not None and not callable(value):
+        raise TypeError(f"`{name}` must be a callable taking a Finding, or None, got {type(value).__name__}.")
+    return value
+
+
+def check_methods_can_run(
+    model: nn.Module, probes: ProbeSet, methods: Mapping[str, AttributionMethod], convert_input: InputConverter | None = None
+) -> None:
+    """Runs the probes through the model once and asks each method whether it can run (clear errors, before training).
+
+    Non-finite scores are not an error here: such probes are left out of the runs where they occur.
+    """
+    with attribution_conditions(model, module_device(model)):
+        images = model_inputs(model, probes.images, convert_input)
+        try:
+            with torch.no_grad():
+                scores = model(images)
+        except Exception as error:  # the model's own error, re-raised with context
+            raise ValueError(
+                f"`probes` of shape {list(images.shape)} were rejected by {type(model).__name__}.forward: {error}"
+            ) from error
+        scores = check_score_shape(scores, images.shape[0], what=f"{type(model).__name__}.forward on the probes")
+        check_labels(probes, scores.shape[1])
+        for method in methods.values():
+            method.validate(model, images)
+
+
+def check_labels(probes: ProbeSet, num_classes: int) -> None:
+    """Probe labels must be classes of the model."""
+    if probes.labels is None:
+        return
+    outside = probes.labels[(probes.labels < 0) | (probes.labels >= num_classes)]
+    if outside.numel():
+        raise ValueError(
+            f"probe targets must be classes in [0, {num_classes - 1}] for a model with {num_classes} outputs, "
+            f"got {outside.tolist()}."
+        )
+
+
+SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy", "XLAFSDPStrategy")
+
+
+def check_strategy(strategy: object) -> None:
+    """Refuses strategies whose forward pass is collective: rank-0-only work would hang until the process-group timeout."""
+    name = type(strategy).__name__
+    if name in SHARDED_STRATEGIES:
+        raise ValueError(
+            f"AttributionMonitor cannot explain a model sharded by {name} yet: with a sharded model every rank must "
+            "take part in each forward pass, and the monitor explains on rank 0 only, which would hang until the "
+            "process-group timeout. Use strategy='ddp' (or 'ddp_spawn'), or replay the checkpoints afterwards with "
+            "lightning_xai.replay."
+        )
+
+
+def missing_validation(trainer: Any, stage: str) -> str | None:
+    """Why there is no validation data to pick probes from in ``stage`` (``None`` when there is some)."""
+    loops = {"fit": lambda: trainer.fit_loop.epoch_loop.val_loop, "validate": lambda: trainer.validate_loop}
+    if stage not in loops:
+        return None
+    source = getattr(loops[stage](), "_data_source", None)
+    if source is not None and not source.is_defined():
+        return "the Trainer has no validation dataloader"
+    if trainer.limit_val_batches == 0:
+        return "validation is disabled (limit_val_batches=0)"
+    return None
