@@ -14,7 +14,7 @@ from torch import nn
 from lightning_xai.demos import SmallCNN
 from lightning_xai.functional import saliency
 from lightning_xai.sanity import (
-    parametrised_layers,
+    parametrized_layers,
     randomization_scores,
     randomized_copies,
     randomized_model,
@@ -40,7 +40,7 @@ def _trained_cnn() -> nn.Module:
 def _changed_layers(model: nn.Module, copy: nn.Module) -> list[str]:
     """Layers (in LAYERS order) whose own parameters differ between ``model`` and ``copy``."""
     changed = []
-    for name in parametrised_layers(model):
+    for name in parametrized_layers(model):
         ours = dict(model.get_submodule(name).named_parameters(recurse=False))
         theirs = dict(copy.get_submodule(name).named_parameters(recurse=False))
         if any(not torch.equal(ours[key], theirs[key]) for key in ours):
@@ -49,7 +49,7 @@ def _changed_layers(model: nn.Module, copy: nn.Module) -> list[str]:
 
 
 def test_layers_with_parameters_are_listed_from_the_output_down():
-    assert parametrised_layers(_trained_cnn()) == LAYERS
+    assert parametrized_layers(_trained_cnn()) == LAYERS
 
 
 def test_cascading_copies_randomise_the_top_layers_one_more_at_a_time():
@@ -84,7 +84,7 @@ def test_a_layer_gets_the_same_new_weights_in_every_copy():
     assert _changed_layers(model, randomized_model(model, layers=["features.4"])) == ["features.4"]
 
 
-def test_the_fully_randomised_model_is_the_last_cascading_copy():
+def test_the_fully_randomized_model_is_the_last_cascading_copy():
     model = _trained_cnn()
     last = randomized_copies(model)[-1][1].state_dict()
     for key, value in randomized_model(model).state_dict().items():
@@ -122,7 +122,7 @@ class _RawParameters(nn.Module):
 def test_parameters_without_reset_parameters_get_noise_of_the_same_spread():
     model = _RawParameters()
     random_model = randomized_model(model)
-    assert parametrised_layers(model) == [""]
+    assert parametrized_layers(model) == [""]
     assert abs(random_model.spread.std().item() - 3.0) < 0.1 and abs(random_model.spread.mean().item()) < 0.1
     assert abs(random_model.constant.std().item() - 2.0) < 0.1  # std 0: the mean magnitude instead
 
@@ -165,12 +165,12 @@ def _centre_reader() -> nn.Module:
     return model.eval()
 
 
-def test_saliency_of_a_randomised_model_differs_from_the_trained_one():
+def test_saliency_of_a_randomized_model_differs_from_the_trained_one():
     model = _centre_reader()
     images = torch.rand(4, 1, 12, 12, generator=torch.Generator().manual_seed(1))
     trained = saliency(model, images, target=0)
     copies = randomized_copies(model)
-    for _, copy in (copies[0], copies[-1]):  # only the classifier randomised, and everything
+    for _, copy in (copies[0], copies[-1]):  # only the classifier randomized, and everything
         scores = randomization_scores(trained, saliency(copy, images, target=0))
         assert bool((scores["spearman"] < 0.5).all()), scores
 

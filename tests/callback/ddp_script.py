@@ -65,7 +65,7 @@ def main(out: Path) -> None:
     report = {
         "rank": trainer.global_rank,
         "runs": [run["global_step"] for run in monitor.history],
-        "has_session": monitor._session is not None,
+        "has_session": monitor._run.recorder is not None,
         "probe_labels": monitor.probes.labels.tolist(),
         "global_step": trainer.global_step,
     }

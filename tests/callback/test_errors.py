@@ -44,14 +44,30 @@ def test_occlusion_window_larger_than_the_probes(tmp_path, digits16):
     _fit_expecting(tmp_path, digits16, monitor, "`window` must fit in the image (16x16), got 20x20.")
 
 
-def test_no_validation_data_and_no_probes(tmp_path, digits16):
+def test_no_validation_data_and_no_probes_leaves_the_monitor_idle(tmp_path, digits16):
     train, _ = loaders(digits16)
-    trainer = make_trainer(tmp_path, [cheap_monitor()])
-    with pytest.raises(ValueError, match=re.escape("AttributionMonitor needs probe images: pass `probes=`")):
+    monitor = cheap_monitor()
+    trainer = make_trainer(tmp_path, [monitor])
+    with pytest.warns(UserWarning, match=re.escape("AttributionMonitor stays idle for stage 'fit': it picks its probes from validation data")) as caught:
         trainer.fit(tiny_model(), train)
-    disabled = make_trainer(tmp_path, [cheap_monitor()], limit_val_batches=0)
-    with pytest.raises(ValueError, match=re.escape("(stage 'fit' has validation disabled)")):
+    assert trainer.global_step == 8 and monitor.history == []
+    assert [str(w.message) for w in caught if "stays idle" in str(w.message)][0].endswith(
+        "but the Trainer has no validation dataloader. Give the Trainer validation data, or pass `probes=` and run `trainer.validate()`."
+    )
+    disabled_monitor = cheap_monitor()
+    disabled = make_trainer(tmp_path / "disabled", [disabled_monitor], limit_val_batches=0)
+    with pytest.warns(UserWarning, match=re.escape("but validation is disabled (limit_val_batches=0)")):
         disabled.fit(tiny_model(), *loaders(digits16))
+    assert disabled.global_step == 8 and disabled_monitor.history == []
+    assert not (tmp_path / "disabled" / "version_0" / "xai").exists()
+
+
+def test_two_settings_of_one_method_run_side_by_side(tmp_path, digits16):
+    monitor = cheap_monitor(methods=[Occlusion(window=4, stride=4), Occlusion(window=8, stride=8)], shortcuts=None)
+    make_trainer(tmp_path, [monitor], max_epochs=1).fit(tiny_model(), *loaders(digits16))
+    keys = ["occlusion(window=4,stride=4)", "occlusion(window=8,stride=8)"]
+    assert monitor.history[0]["methods"] == sorted(keys)
+    assert "occlusion(window=8, stride=8, baseline=0.0, batch_size=auto)" in monitor.state_key
 
 
 class _ReadsTokens(LitClassifier):
@@ -71,7 +87,8 @@ def test_unreadable_validation_batches(tmp_path):
     ("kwargs", "error", "message"),
     [
         ({"methods": ["grad_cam"]}, TypeError, "`methods` must hold method objects such as GradCAM(), Occlusion(), ExpectedGradients(), got str."),
-        ({"methods": [GradCAM(), GradCAM(relu=False)]}, ValueError, "`methods` must be a non-empty list with each method at most once, got ['grad_cam', 'grad_cam']."),
+        ({"methods": [GradCAM(), GradCAM()]}, ValueError, "`methods` must be a non-empty list with each setting at most once, got ['grad_cam', 'grad_cam']."),
+        ({"sanity": True}, TypeError, "`sanity` must be a SanityCheck(...) or None, got bool."),
         ({"num_probes": 0}, ValueError, "`num_probes` must be an int >= 1, got 0."),
         ({"every_n_epochs": 1.5}, TypeError, "`every_n_epochs` must be an int >= 1, got 1.5 (float)."),
         ({"max_seconds": -1}, ValueError, "`max_seconds` must be a positive number of seconds or None, got -1."),

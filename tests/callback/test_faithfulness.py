@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+from lightning_xai.monitor import tags
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lightning_xai import ExpectedGradients, GradCAM, IntegratedGradients, Saliency
+from lightning_xai import ExpectedGradients, GradCAM, IntegratedGradients, Saliency, SanityCheck
 from lightning_xai.faithfulness import Faithfulness
 from lightning_xai.methods import AttributionMethod
 from tests.callback.conftest import cheap_monitor, loaders, make_trainer, tiny_model
@@ -34,15 +35,16 @@ def test_curves_aucs_and_completeness_are_logged_each_run(tmp_path, digits16):
     metrics = monitor.history[-1]["metrics"]
     for name in ("grad_cam", "integrated_gradients", "expected_gradients"):
         for key in ("deletion_auc_mean", "insertion_auc_mean", "deletion_auc_blur", "insertion_auc_blur", "mass_centre_drop", "mass_centre_random_drop"):
-            assert f"faithfulness/{name}/{key}" in metrics, (name, key)
+            assert tags.faithfulness(name, key) in metrics, (name, key)
     for key in ("deletion_auc_mean", "insertion_auc_mean", "deletion_auc_blur", "insertion_auc_blur"):
-        assert f"faithfulness/random/{key}" in metrics
-    assert "completeness/integrated_gradients/relative_gap_mean" in metrics and "completeness/expected_gradients/gap_mean" in metrics
-    assert "completeness/grad_cam/gap_mean" not in metrics
+        assert tags.faithfulness("random", key) in metrics
+    assert tags.completeness("integrated_gradients", "relative_gap_mean") in metrics
+    assert tags.completeness("expected_gradients", "gap_mean") in metrics
+    assert tags.completeness("grad_cam", "gap_mean") not in metrics
     events = EventAccumulator(str(tmp_path / "version_0"), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
-    assert [e.step for e in events.Images("xai/faithfulness/grad_cam")] == [4, 8]
-    assert len(events.Scalars("xai/faithfulness/integrated_gradients/deletion_auc_mean")) == 2
+    assert [e.step for e in events.Images(tags.faithfulness_image("grad_cam"))] == [3, 7]
+    assert len(events.Scalars(tags.faithfulness("integrated_gradients", "deletion_auc_mean"))) == 2
 
 
 def test_too_few_steps_are_warned_about_once(tmp_path, digits16):
@@ -53,9 +55,9 @@ def test_too_few_steps_are_warned_about_once(tmp_path, digits16):
 
 
 def test_sanity_check_flags_a_method_that_ignores_the_model(tmp_path, digits16):
-    monitor = cheap_monitor(methods=[Saliency(), ImageEdges()], faithfulness=Faithfulness(fills=("mean",), sanity_check_at_end=True))
+    monitor = cheap_monitor(methods=[Saliency(), ImageEdges()], sanity=SanityCheck())
     model = tiny_model()
-    with pytest.warns(UserWarning, match=r"sanity check: the image_edges maps barely change when the model's weights are randomised"):
+    with pytest.warns(UserWarning, match=r"sanity check: the image_edges maps barely change when the model's weights are randomized"):
         make_trainer(tmp_path, [monitor], max_epochs=1).fit(model, *loaders(digits16))
     summary = json.loads((tmp_path / "version_0" / "xai" / "summary.json").read_text())
     report = summary["sanity_check"]

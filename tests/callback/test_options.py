@@ -1,4 +1,4 @@
-"""Options: the time budget, the overhead cap, a submodule, display normalisation, and the unified `lightning` package."""
+"""Options: the time budget, the overhead cap, a submodule, display normalization, and the unified `lightning` package."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from lightning_xai import GradCAM, Occlusion, Saliency, SmoothGrad
 from lightning_xai import methods as methods_module
 from lightning_xai.functional import _batching as batching
-from lightning_xai._explain import explain_probes
+from lightning_xai.monitor.engine import explain_maps
 from lightning_xai.probes import ProbeSet
 from tests.callback.conftest import cheap_monitor, loaders, make_trainer, tiny_model
 
@@ -52,7 +52,7 @@ def test_batch_sizes_are_tuned_during_the_first_runs_and_said_once(tmp_path, dig
     monitor = cheap_monitor(methods=[GradCAM(), Occlusion(window=4, stride=4), SmoothGrad(n_samples=4)], shortcuts=None)
     with caplog.at_level(logging.INFO):
         make_trainer(tmp_path, [monitor], max_epochs=3).fit(tiny_model(), *loaders(digits16))
-    forward, backward = monitor._tuners[False], monitor._tuners[True]
+    forward, backward = monitor._run.engine.tuners[False], monitor._run.engine.tuners[True]
     assert seen == [forward] * 3  # occlusion ran its batches through the monitor's forward tuner
     assert forward.best in (2, 4, 8) and backward.best in (2, 4, 8) and set(forward.rates) <= {2, 4, 8}
     message = f"AttributionMonitor: tuned the batch sizes on cpu while explaining: forward {forward.best}, forward+backward {backward.best}"
@@ -66,7 +66,7 @@ def test_methods_with_their_own_batch_size_keep_it(tmp_path, digits16, caplog, m
     monitor = cheap_monitor(methods=[GradCAM(), Occlusion(window=4, stride=4, batch_size=7), Saliency()], shortcuts=None)
     with caplog.at_level(logging.INFO):
         make_trainer(tmp_path, [monitor], max_epochs=1).fit(tiny_model(), *loaders(digits16))
-    assert seen == [7] and monitor._tuners == {}
+    assert seen == [7] and monitor._run.engine.tuners == {}
     assert "tuned the batch sizes" not in caplog.text
 
 
@@ -94,7 +94,7 @@ def test_each_submodule_keeps_its_own_mode():
     model.net.features[1].eval()  # a deliberately frozen batch norm
     probes = ProbeSet(torch.rand(2, 1, 16, 16), torch.tensor([1, 2]), "given")
     modes = [m.training for m in model.modules()]
-    explain_probes(model, probes, [GradCAM()], convert_input=lambda x: x, references=None, seed=0, max_seconds=None)
+    explain_maps(model, probes, {"grad_cam": GradCAM()})
     assert [m.training for m in model.modules()] == modes
 
 

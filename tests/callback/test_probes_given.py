@@ -15,7 +15,7 @@ def test_tensor_probes_use_the_prediction_as_target(tmp_path, digits16):
     saved = torch.load(tmp_path / "version_0" / "xai" / monitor.history[0]["file"], weights_only=True)
     assert torch.equal(saved["targets"], saved["predictions"])
     assert saved["maps"]["grad_cam"].shape == (3, 1, 16, 16)
-    assert "probe_accuracy" not in monitor.history[0]["metrics"]
+    assert "xai_probes/accuracy" not in monitor.history[0]["metrics"]
 
 
 def test_images_and_targets(tmp_path, digits16):

@@ -65,4 +65,4 @@ def test_targets_are_the_true_labels_and_predictions_are_recorded(tmp_path, digi
     saved = torch.load(tmp_path / "version_0" / "xai" / monitor.history[0]["file"], weights_only=True)
     assert torch.equal(saved["targets"], monitor.probes.labels)
     assert saved["predictions"].shape == (4,) and ((saved["probabilities"] > 0) & (saved["probabilities"] <= 1)).all()
-    assert 0.0 <= monitor.history[0]["metrics"]["probe_accuracy"] <= 1.0
+    assert 0.0 <= monitor.history[0]["metrics"]["xai_probes/accuracy"] <= 1.0

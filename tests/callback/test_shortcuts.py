@@ -51,6 +51,6 @@ def test_given_probes_still_get_validation_test_images(tmp_path, decoy_loaders):
     trainer = pl.Trainer(max_epochs=1, default_root_dir=tmp_path, callbacks=[monitor], enable_progress_bar=False,
                          enable_model_summary=False, logger=False, limit_train_batches=2)
     trainer.fit(LitClassifier(in_channels=1, width=4, pooled_size=4), train, val)
-    assert monitor._test_images is not None and monitor._test_images.shape[0] == 64  # from validation, not the 4 probes
+    assert monitor._run.collector.test_images is not None and monitor._run.collector.test_images.shape[0] == 64  # from validation, not the 4 probes
     metrics = monitor.history[0]["metrics"]
-    assert "shortcut/expected_gradients/flip_rate" in metrics and metrics["shortcut/expected_gradients/peak_concentration"] > 0
+    assert "xai_shortcuts/expected_gradients/flip_rate" in metrics and metrics["xai_shortcuts/expected_gradients/peak_concentration"] > 0

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from lightning_xai.monitor import tags
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_xai import GradCAM, Occlusion, Saliency
@@ -50,14 +51,14 @@ def test_stability_curves_agreement_and_filmstrips_are_logged(tmp_path, digits16
     for metric in ("spearman", "topk_iou", "ssim", "cosine"):
         for name in ("grad_cam", "occlusion"):
             for kind in ("mean", "worst"):
-                assert f"xai/stability/{name}/{metric}_{kind}" in scalars
-    assert [s.step for s in events.Scalars("xai/stability/grad_cam/spearman_mean")] == [8, 12]  # from the second run on
-    assert "xai/agreement/grad_cam~occlusion/spearman_mean" in scalars
+                assert tags.stability(name, f"{metric}_{kind}") in scalars
+    assert [s.step for s in events.Scalars(tags.stability("grad_cam", "spearman_mean"))] == [7, 11]  # from the second run on
+    assert tags.agreement("grad_cam", "occlusion", "spearman_mean") in scalars
     strips = [tag for tag in events.Tags()["images"] if tag.startswith("xai/filmstrip/")]
-    assert len(strips) == 2 * 4  # one per method and probe
-    widths = [e.width for e in events.Images("xai/filmstrip/occlusion/probe_00")]
-    assert widths == [98 + 2, 2 * 98 + 2, 2 * 98 + 2]  # grows to filmstrip_length runs, then slides
-    assert "stability/occlusion/spearman_mean" in monitor.history[1]["metrics"]
+    assert sorted(strips) == [tags.filmstrip_image("grad_cam"), tags.filmstrip_image("occlusion")]  # one per method
+    shapes = [(e.height, e.width) for e in events.Images(tags.filmstrip_image("occlusion"))]
+    assert shapes == [(14 + 4 * 98, 98 + 2), (14 + 4 * 98, 2 * 98 + 2), (14 + 4 * 98, 2 * 98 + 2)]  # grows to filmstrip_length runs, then slides
+    assert tags.stability("occlusion", "spearman_mean") in monitor.history[1]["metrics"]
 
 
 def test_unchanging_maps_settle_after_patience_runs(tmp_path, digits16):
@@ -67,8 +68,8 @@ def test_unchanging_maps_settle_after_patience_runs(tmp_path, digits16):
     assert monitor.settled == {"saliency": {"epoch": 2, "global_step": 12}}
     summary = json.loads((tmp_path / "version_0" / "xai" / "summary.json").read_text())
     assert summary["settled"] == {"saliency": {"epoch": 2, "global_step": 12}}
-    values = _events(tmp_path).Scalars("xai/stability/saliency/settled")
-    assert [(v.step, v.value) for v in values] == [(4, 0.0), (8, 0.0), (12, 1.0), (16, 1.0)]
+    values = _events(tmp_path).Scalars(tags.settled("saliency"))
+    assert [(v.step, v.value) for v in values] == [(3, 0.0), (7, 0.0), (11, 1.0), (15, 1.0)]
 
 
 def test_maps_that_keep_changing_are_reported_at_the_end(tmp_path, digits16):
@@ -79,12 +80,12 @@ def test_maps_that_keep_changing_are_reported_at_the_end(tmp_path, digits16):
     assert monitor.settled == {"saliency": None}
     summary = json.loads((tmp_path / "version_0" / "xai" / "summary.json").read_text())
     assert summary["settled"] == {"saliency": None}
-    spearman = [s.value for s in _events(tmp_path).Scalars("xai/stability/saliency/spearman_mean")]
+    spearman = [s.value for s in _events(tmp_path).Scalars(tags.stability("saliency", "spearman_mean"))]
     assert len(spearman) == 2 and max(spearman) < 0.9
 
 
 def test_stability_can_be_switched_off(tmp_path, digits16):
     monitor = cheap_monitor(methods=[Saliency()], stability=None)
     make_trainer(tmp_path, [monitor], max_epochs=2).fit(tiny_model(), *loaders(digits16))
-    assert not any(tag.startswith("xai/stability") for tag in _events(tmp_path).Tags()["scalars"])
+    assert not any(tag.startswith("xai_stability") for tag in _events(tmp_path).Tags()["scalars"])
     assert monitor.settled == {}
