@@ -25,7 +25,7 @@ from lightning_xai.functional._batching import BatchSize
 from lightning_xai.functional._checks import as_pair, check_positive_int, is_real_number
 from lightning_xai.functional.baselines import CONSTANT_BASELINE_NAMES, SAMPLED_BASELINE_NAMES
 from lightning_xai.functional.display import Reduction
-from lightning_xai.functional.expected_gradients import integration_rule
+from lightning_xai.functional.integrated_gradients import check_multiply_by_inputs, integration_rule
 
 
 @dataclass(frozen=True)
@@ -177,6 +177,8 @@ class _PathMethod(AttributionMethod):
     def attribute_with_gap(
         self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext
     ) -> tuple[Tensor, Tensor | None]:
+        if not getattr(self, "multiply_by_inputs", True):  # completeness holds only for the global attribution
+            return self.attribute(model, images, targets, context), None
         return self._run(model, images, targets, context, return_delta=True)  # type: ignore[return-value]
 
     def _run(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext, *, return_delta: bool) -> object:
@@ -194,6 +196,8 @@ class ExpectedGradients(_PathMethod):
             ``"uniform"``, ``"gaussian"``, ``"blur"``.
         reference_count: size of the training-image reservoir.
         batch_size: draws per pass; ``None`` chooses automatically.
+        multiply_by_inputs: multiply the gradients by ``x - x'`` (``False``: averaged gradients
+            alone, Captum's ``multiply_by_inputs=False``; then no completeness gap is reported).
     """
 
     name: ClassVar[str] = "expected_gradients"
@@ -202,12 +206,14 @@ class ExpectedGradients(_PathMethod):
     baselines: Union[str, Tensor] = "training"
     reference_count: int = 64
     batch_size: int | None = None
+    multiply_by_inputs: bool = True
 
     def __post_init__(self) -> None:
         check_positive_int(self.n_samples, "n_samples")
         check_positive_int(self.reference_count, "reference_count")
         _check_baseline(self.baselines, ("training", *SAMPLED_BASELINE_NAMES), "baselines")
         _check_optional_int(self.batch_size, "batch_size")
+        check_multiply_by_inputs(self.multiply_by_inputs, False)
 
     def _run(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext, *, return_delta: bool) -> object:
         baselines = self.baselines
@@ -218,12 +224,17 @@ class ExpectedGradients(_PathMethod):
         return F.expected_gradients(
             model, images, targets, baselines=baselines, n_samples=self.n_samples, generator=context.generator,
             batch_size=context.batch_size(self.batch_size, backward=True), return_delta=return_delta,
+            multiply_by_inputs=self.multiply_by_inputs,
         )
 
 
 @dataclass(frozen=True)
 class IntegratedGradients(_PathMethod):
-    """Integrated gradients (Sundararajan et al.); see ``functional.integrated_gradients``."""
+    """Integrated gradients (Sundararajan et al.); see ``functional.integrated_gradients``.
+
+    ``multiply_by_inputs=False`` gives the integrated gradient alone (Captum's
+    ``multiply_by_inputs=False``); then no completeness gap is reported.
+    """
 
     name: ClassVar[str] = "integrated_gradients"
     batch_pass: ClassVar[bool | None] = True
@@ -231,17 +242,20 @@ class IntegratedGradients(_PathMethod):
     n_steps: int = 32
     method: Literal["gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle"] = "gausslegendre"
     batch_size: int | None = None
+    multiply_by_inputs: bool = True
 
     def __post_init__(self) -> None:
         check_positive_int(self.n_steps, "n_steps")
         _check_baseline(self.baseline, CONSTANT_BASELINE_NAMES)
         _check_optional_int(self.batch_size, "batch_size")
         integration_rule(self.n_steps, self.method)
+        check_multiply_by_inputs(self.multiply_by_inputs, False)
 
     def _run(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext, *, return_delta: bool) -> object:
         return F.integrated_gradients(
             model, images, targets, baseline=self.baseline, n_steps=self.n_steps, method=self.method,
             batch_size=context.batch_size(self.batch_size, backward=True), return_delta=return_delta,
+            multiply_by_inputs=self.multiply_by_inputs,
         )
 
 

@@ -10,9 +10,10 @@ from lightning_xai.functional._batching import BatchSizeTuner
 from lightning_xai.functional.adaptive_occlusion import adaptive_occlusion
 from lightning_xai.functional.baselines import constant_baseline, gaussian_blur
 from lightning_xai.functional.display import display_map
-from lightning_xai.functional.expected_gradients import completeness_gap, expected_gradients, integrated_gradients
+from lightning_xai.functional.expected_gradients import expected_gradients
 from lightning_xai.functional.grad_cam import find_grad_cam_layer, grad_cam
 from lightning_xai.functional.gradients import input_gradients, saliency, smooth_grad
+from lightning_xai.functional.integrated_gradients import completeness_gap, integrated_gradients
 from lightning_xai.functional.occlusion import occlusion
 from lightning_xai.functional.tuning import measure_batch_size
 
