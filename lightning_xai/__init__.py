@@ -10,8 +10,11 @@ from lightning_xai.callback import AttributionMonitor
 from lightning_xai.faithfulness import Faithfulness
 from lightning_xai.methods import (
     AttributionMethod,
+    DeconvNet,
     ExpectedGradients,
     GradCAM,
+    GuidedBackprop,
+    GuidedGradCAM,
     IntegratedGradients,
     Occlusion,
     Saliency,
@@ -25,10 +28,13 @@ __version__ = "0.1.0"
 __all__ = [
     "AttributionMethod",
     "AttributionMonitor",
+    "DeconvNet",
     "ExpectedGradients",
     "Faithfulness",
     "Finding",
     "GradCAM",
+    "GuidedBackprop",
+    "GuidedGradCAM",
     "IntegratedGradients",
     "Occlusion",
     "Saliency",

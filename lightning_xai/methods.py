@@ -293,6 +293,85 @@ class SmoothGrad(AttributionMethod):
         )
 
 
+@dataclass(frozen=True)
+class GuidedBackprop(AttributionMethod):
+    """Guided backpropagation (Springenberg et al.); see ``functional.guided_backprop``.
+
+    Only ``nn.ReLU`` modules are modified; functional ``relu`` calls keep their plain gradient.
+
+    Args:
+        batch_size: images per forward+backward pass; ``None`` chooses automatically.
+    """
+
+    name: ClassVar[str] = "guided_backprop"
+    batch_pass: ClassVar[bool | None] = True
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_optional_int(self.batch_size, "batch_size")
+
+    def attribute(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> Tensor:
+        return F.guided_backprop(model, images, targets, batch_size=context.batch_size(self.batch_size, backward=True))
+
+
+@dataclass(frozen=True)
+class DeconvNet(AttributionMethod):
+    """DeconvNet (Zeiler & Fergus); see ``functional.deconvnet``.
+
+    Only ``nn.ReLU`` modules are modified; functional ``relu`` calls keep their plain gradient.
+
+    Args:
+        batch_size: images per forward+backward pass; ``None`` chooses automatically.
+    """
+
+    name: ClassVar[str] = "deconvnet"
+    batch_pass: ClassVar[bool | None] = True
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_optional_int(self.batch_size, "batch_size")
+
+    def attribute(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> Tensor:
+        return F.deconvnet(model, images, targets, batch_size=context.batch_size(self.batch_size, backward=True))
+
+
+@dataclass(frozen=True)
+class GuidedGradCAM(AttributionMethod):
+    """Guided Grad-CAM (Selvaraju et al.); see ``functional.guided_grad_cam``.
+
+    Args:
+        layer: dotted name of the Grad-CAM layer, relative to the LightningModule; ``None``
+            picks it as :class:`GradCAM` does.
+        interpolate: how the Grad-CAM map is resized to the input: ``"bilinear"`` or ``"nearest"``.
+        batch_size: images per forward+backward pass; ``None`` chooses automatically.
+    """
+
+    name: ClassVar[str] = "guided_grad_cam"
+    batch_pass: ClassVar[bool | None] = True
+    layer: str | None = None
+    interpolate: Literal["bilinear", "nearest"] = "bilinear"
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.layer is not None and not isinstance(self.layer, str):
+            raise TypeError(f"`layer` must be a dotted module name (str) or None, got {type(self.layer).__name__}.")
+        if self.interpolate not in ("bilinear", "nearest"):
+            raise ValueError(f"`interpolate` must be one of ['bilinear', 'nearest'], got {self.interpolate!r}.")
+        _check_optional_int(self.batch_size, "batch_size")
+
+    def attribute(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> Tensor:
+        return F.guided_grad_cam(
+            model, images, targets, layer=self.layer, interpolate=self.interpolate,
+            batch_size=context.batch_size(self.batch_size, backward=True),
+        )
+
+    def validate(self, model: nn.Module, images: Tensor) -> None:
+        if self.layer is None:
+            F.find_grad_cam_layer(model, images[:1])
+        else:
+            F.grad_cam(model, images[:1], layer=self.layer)
+
+
 def default_methods() -> list[AttributionMethod]:
     """The monitor's methods when none are given: Grad-CAM, occlusion and expected gradients."""
     return [GradCAM(), Occlusion(), ExpectedGradients()]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import pickle
 import re
 
 import pytest
 import torch
 
-from lightning_xai import ExpectedGradients, IntegratedGradients
+from lightning_xai import DeconvNet, ExpectedGradients, GuidedBackprop, GuidedGradCAM, IntegratedGradients
 from lightning_xai import functional as F
 from lightning_xai.methods import MethodContext
 from tests.conftest import build_model
@@ -34,3 +35,70 @@ def test_path_methods_without_multiplying_by_inputs_delegate_and_report_no_gap()
 def test_multiply_by_inputs_setting_is_checked():
     with pytest.raises(TypeError, match=re.escape("`multiply_by_inputs` must be a bool, got int.")):
         IntegratedGradients(multiply_by_inputs=0)
+
+
+def _fit_with(method, tmp_path, digits16) -> list[dict]:
+    import pytorch_lightning as pl
+
+    from lightning_xai import AttributionMonitor
+    from tests.callback.conftest import loaders, tiny_model
+
+    monitor = AttributionMonitor([method], num_probes=3)
+    trainer = pl.Trainer(
+        max_epochs=1, limit_train_batches=2, limit_val_batches=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", default_root_dir=tmp_path, callbacks=[monitor],
+    )
+    trainer.fit(tiny_model(), *loaders(digits16))
+    return monitor.history
+
+
+def _assert_ran(history: list[dict], name: str) -> None:
+    assert len(history) == 1, history
+    assert history[0]["methods"] == [name], history[0]
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        IntegratedGradients(n_steps=4, multiply_by_inputs=False),
+        GuidedBackprop(),
+        DeconvNet(batch_size=2),
+        GuidedGradCAM(layer="net.features.3"),
+    ],
+    ids=lambda m: m.name,
+)
+def test_new_methods_run_in_the_monitor(method, tmp_path, digits16):
+    _assert_ran(_fit_with(method, tmp_path, digits16), method.name)
+
+
+NEW = [GuidedBackprop(), DeconvNet(batch_size=4), GuidedGradCAM(layer="layer2", interpolate="nearest")]
+
+
+@pytest.mark.parametrize("method", NEW, ids=lambda m: m.name)
+def test_new_methods_pickle_and_are_frozen(method):
+    assert pickle.loads(pickle.dumps(method)) == method
+    with pytest.raises(AttributeError):
+        method.batch_size = 3  # type: ignore[misc]
+
+
+def test_guided_methods_delegate_to_functional():
+    model, images, targets = build_model("resnet"), torch.randn(2, 3, 12, 10), torch.tensor([1, 2])
+    torch.testing.assert_close(GuidedBackprop().attribute(model, images, targets, _context()), F.guided_backprop(model, images, targets))
+    torch.testing.assert_close(DeconvNet().attribute(model, images, targets, _context()), F.deconvnet(model, images, targets))
+    torch.testing.assert_close(
+        GuidedGradCAM(layer="layer2", interpolate="nearest").attribute(model, images, targets, _context()),
+        F.guided_grad_cam(model, images, targets, layer="layer2", interpolate="nearest"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "message"),
+    [
+        (lambda: GuidedGradCAM(layer=3), TypeError, "`layer` must be a dotted module name (str) or None, got int."),
+        (lambda: GuidedGradCAM(interpolate="area"), ValueError, "`interpolate` must be one of ['bilinear', 'nearest'], got 'area'."),
+        (lambda: GuidedBackprop(batch_size=0), ValueError, "`batch_size` must be an int >= 1, got 0."),
+    ],
+)
+def test_new_settings_are_checked_when_built(build, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        build()

@@ -129,7 +129,7 @@ def saliency(
     batch_size = check_optional_batch_size(batch_size) or default_batch_size(inputs, backward=True)
     with leave_no_trace(forward_fn, inputs.device):
         images = inputs.detach().clone()
-        targets = _targets_from_forward(forward_fn, images, target)
+        targets = targets_from_forward(forward_fn, images, target)
         total = sum_sample_gradients(
             forward_fn,
             images,
@@ -187,7 +187,7 @@ def smooth_grad(
     batch_size = check_optional_batch_size(batch_size) or default_batch_size(inputs, backward=True)
     with leave_no_trace(forward_fn, inputs.device):
         images = inputs.detach().clone()
-        targets = _targets_from_forward(forward_fn, images, target)
+        targets = targets_from_forward(forward_fn, images, target)
 
         noise_stream = NoiseStream(generator, tuple(images.shape[1:]), "normal", images.dtype)
 
@@ -215,7 +215,8 @@ def private_generator(generator: object, device: torch.device) -> torch.Generato
     return generator
 
 
-def _targets_from_forward(forward_fn: ForwardFn, images: Tensor, target: TargetLike) -> Tensor:
+def targets_from_forward(forward_fn: ForwardFn, images: Tensor, target: TargetLike) -> Tensor:
+    """Class per image ``LongTensor[N]``: ``target`` checked against one no-grad forward pass (its top class when ``None``)."""
     with torch.no_grad():
         scores = check_scores(forward_fn(images), images.shape[0])
     return resolve_targets(target, scores)
