@@ -25,6 +25,7 @@ from lightning_xai.functional._batching import BatchSize
 from lightning_xai.functional._checks import as_pair, check_positive_int, is_real_number
 from lightning_xai.functional.baselines import CONSTANT_BASELINE_NAMES, SAMPLED_BASELINE_NAMES
 from lightning_xai.functional.display import Reduction
+from lightning_xai.functional.gradients import NOISE_TUNNEL_KINDS
 from lightning_xai.functional.integrated_gradients import check_multiply_by_inputs, integration_rule
 
 
@@ -272,24 +273,35 @@ class Saliency(AttributionMethod):
 
 @dataclass(frozen=True)
 class SmoothGrad(AttributionMethod):
-    """SmoothGrad (Smilkov et al.); see ``functional.smooth_grad``."""
+    """SmoothGrad (Smilkov et al.) and its noise-tunnel variants; see ``functional.smooth_grad``.
+
+    Args:
+        n_samples: noisy copies per probe.
+        stdev: noise level, a fraction of each image's value range.
+        batch_size: noisy images per pass; ``None`` chooses automatically.
+        kind: ``"smoothgrad"`` (mean gradient), ``"smoothgrad_sq"`` (mean square) or
+            ``"vargrad"`` (variance), as Captum's ``NoiseTunnel(nt_type=...)``.
+    """
 
     name: ClassVar[str] = "smooth_grad"
     batch_pass: ClassVar[bool | None] = True
     n_samples: int = 25
     stdev: float = 0.15
     batch_size: int | None = None
+    kind: Literal["smoothgrad", "smoothgrad_sq", "vargrad"] = "smoothgrad"
 
     def __post_init__(self) -> None:
         check_positive_int(self.n_samples, "n_samples")
         if not is_real_number(self.stdev) or not self.stdev >= 0:
             raise ValueError(f"`stdev` must be a number >= 0, got {self.stdev!r}.")
         _check_optional_int(self.batch_size, "batch_size")
+        if self.kind not in NOISE_TUNNEL_KINDS:
+            raise ValueError(f"`kind` must be one of {list(NOISE_TUNNEL_KINDS)}, got {self.kind!r}.")
 
     def attribute(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> Tensor:
         return F.smooth_grad(
             model, images, targets, n_samples=self.n_samples, stdev=self.stdev, generator=context.generator,
-            batch_size=context.batch_size(self.batch_size, backward=True),
+            batch_size=context.batch_size(self.batch_size, backward=True), kind=self.kind,
         )
 
 

@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from lightning_xai import DeconvNet, ExpectedGradients, GuidedBackprop, GuidedGradCAM, IntegratedGradients
+from lightning_xai import DeconvNet, ExpectedGradients, GuidedBackprop, GuidedGradCAM, IntegratedGradients, SmoothGrad
 from lightning_xai import functional as F
 from lightning_xai.methods import MethodContext
 from tests.conftest import build_model
@@ -64,6 +64,7 @@ def _assert_ran(history: list[dict], name: str) -> None:
         GuidedBackprop(),
         DeconvNet(batch_size=2),
         GuidedGradCAM(layer="net.features.3"),
+        SmoothGrad(n_samples=3, kind="vargrad"),
     ],
     ids=lambda m: m.name,
 )
@@ -81,6 +82,13 @@ def test_new_methods_pickle_and_are_frozen(method):
         method.batch_size = 3  # type: ignore[misc]
 
 
+def test_smooth_grad_kind_delegates_to_functional():
+    model, images, targets = build_model("tiny"), torch.randn(2, 3, 12, 10), torch.tensor([1, 2])
+    ours = SmoothGrad(n_samples=4, kind="smoothgrad_sq").attribute(model, images, targets, _context(3))
+    expected = F.smooth_grad(model, images, targets, n_samples=4, kind="smoothgrad_sq", generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(ours, expected)
+
+
 def test_guided_methods_delegate_to_functional():
     model, images, targets = build_model("resnet"), torch.randn(2, 3, 12, 10), torch.tensor([1, 2])
     torch.testing.assert_close(GuidedBackprop().attribute(model, images, targets, _context()), F.guided_backprop(model, images, targets))
@@ -96,6 +104,7 @@ def test_guided_methods_delegate_to_functional():
     [
         (lambda: GuidedGradCAM(layer=3), TypeError, "`layer` must be a dotted module name (str) or None, got int."),
         (lambda: GuidedGradCAM(interpolate="area"), ValueError, "`interpolate` must be one of ['bilinear', 'nearest'], got 'area'."),
+        (lambda: SmoothGrad(kind="sq"), ValueError, "`kind` must be one of ['smoothgrad', 'smoothgrad_sq', 'vargrad'], got 'sq'."),
         (lambda: GuidedBackprop(batch_size=0), ValueError, "`batch_size` must be an int >= 1, got 0."),
     ],
 )

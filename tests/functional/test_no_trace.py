@@ -29,6 +29,7 @@ CALLS = {
     "grad_cam_layer": lambda m, x, **kw: F.grad_cam(m, x, layer="layer2.0.conv1", batch_size=2, **kw),
     "saliency": lambda m, x, **kw: F.saliency(m, x, batch_size=2, **kw),
     "smooth_grad": lambda m, x, **kw: F.smooth_grad(m, x, n_samples=3, **kw),
+    "vargrad": lambda m, x, **kw: F.smooth_grad(m, x, n_samples=3, kind="vargrad", **kw),
     "integrated_gradients": lambda m, x, **kw: F.integrated_gradients(m, x, n_steps=4, return_delta=True, **kw),
     "expected_gradients": lambda m, x, **kw: F.expected_gradients(m, x, baselines=REFERENCES, n_samples=3, return_delta=True, **kw),
     "expected_gradients_noise": lambda m, x, **kw: F.expected_gradients(m, x, baselines="gaussian", n_samples=3, return_delta=True, **kw),
