@@ -199,12 +199,12 @@ class AttributionHistory:
             if not in_place:
                 import_history(source, history.folder, runs)
                 later = len(summary["runs"]) - len(runs)
-                kept = f" ({later} later runs stay listed there)" if later else ""
-                notes.append(f"resuming the history in {source}{kept}: its {len(runs)} runs up to the checkpoint are copied into {history.folder}.")
+                kept = f", {_count(later, 'later run')} left there" if later else ""
+                notes.append(f"resuming the history in {source}: {_count(len(runs), 'run')} up to the checkpoint copied into {history.folder}{kept}.")
         else:
             history.runs = [{**run, "file": None} for run in runs]
             if runs:
-                notes.append(f"the checkpoint's history ({len(runs)} runs) was not found in {base} or beside it: they stay listed without their maps.")
+                notes.append(f"the checkpoint's history ({_count(len(runs), 'run')}) was not found in {base} or beside it: they stay listed without their maps.")
             if history.folder != base:
                 notes.append(f"{base} already holds {_describe(base)}: this fit writes to {history.folder}.")
         history.write_summary()
@@ -354,6 +354,10 @@ class AttributionHistory:
 
 def _describe(folder: Path) -> str:
     try:
-        return f"the history of another fit ({len(read_summary(folder)['runs'])} runs in summary.json)"
+        return f"the history of another fit ({_count(len(read_summary(folder)['runs']), 'run')} in summary.json)"
     except HistoryError:
         return "files of another fit"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
