@@ -402,6 +402,51 @@ class GuidedGradCAM(AttributionMethod):
             F.grad_cam(model, images[:1], layer=self.layer)
 
 
+@dataclass(frozen=True)
+class Mask(AttributionMethod):
+    """Smallest sufficient masks (extremal perturbations, Fong et al.); see ``functional.extremal_mask``.
+
+    ``attribute`` returns, per probe, the mask ``[N, 1, H, W]`` of the smallest tested area that
+    keeps at least ``keep`` of the target score (the largest area's mask when none does);
+    ``explain`` returns the whole :class:`~lightning_xai.functional.ExtremalMasks` (every area's
+    mask, the kept fractions, the smallest sufficient area per probe).
+
+    Args:
+        areas: mask areas to try, fractions of the image.
+        steps: optimisation steps, one forward+backward pass of ``N * len(areas)`` images each.
+        baseline: what the masked-out part becomes (``"blur"``, ``"zero"``, ``"mean"``, a number).
+        keep: the fraction of the score a mask must keep to be sufficient.
+        grid_step: pixels per mask-grid cell; ``None``: an eighth of the shorter image side.
+    """
+
+    name: ClassVar[str] = "mask"
+    display_reduce: ClassVar[Reduction] = "positive"
+    areas: tuple[float, ...] = (0.05, 0.1, 0.2)
+    steps: int = 200
+    baseline: Union[float, str] = "blur"
+    keep: float = 0.9
+    grid_step: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.areas, tuple) or not self.areas or not all(is_real_number(a) and 0 < a < 1 for a in self.areas):
+            raise ValueError(f"`areas` must be a non-empty tuple of fractions in (0, 1), got {self.areas!r}.")
+        check_positive_int(self.steps, "steps")
+        _check_baseline(self.baseline, CONSTANT_BASELINE_NAMES)
+        if not is_real_number(self.keep) or not 0 < self.keep <= 1:
+            raise ValueError(f"`keep` must be a number in (0, 1], got {self.keep!r}.")
+        _check_optional_int(self.grid_step, "grid_step")
+
+    def explain(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> F.ExtremalMasks:
+        """Every area's mask and the per-probe summary."""
+        return F.extremal_mask(
+            model, images, targets, areas=self.areas, steps=self.steps, baseline=self.baseline, keep=self.keep,
+            grid_step=self.grid_step, generator=context.generator,
+        )
+
+    def attribute(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> Tensor:
+        return self.explain(model, images, targets, context).best
+
+
 def default_methods() -> list[AttributionMethod]:
     """The monitor's methods when none are given: Grad-CAM, occlusion and expected gradients."""
     return [GradCAM(), Occlusion(), ExpectedGradients()]

@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from lightning_xai import DeconvNet, ExpectedGradients, GuidedBackprop, GuidedGradCAM, IntegratedGradients, SmoothGrad
+from lightning_xai import DeconvNet, ExpectedGradients, GuidedBackprop, GuidedGradCAM, IntegratedGradients, Mask, SmoothGrad
 from lightning_xai import functional as F
 from lightning_xai.methods import MethodContext
 from tests.conftest import build_model
@@ -65,6 +65,7 @@ def _assert_ran(history: list[dict], name: str) -> None:
         DeconvNet(batch_size=2),
         GuidedGradCAM(layer="net.features.3"),
         SmoothGrad(n_samples=3, kind="vargrad"),
+        Mask(steps=3),
     ],
     ids=lambda m: m.name,
 )
@@ -72,7 +73,7 @@ def test_new_methods_run_in_the_monitor(method, tmp_path, digits16):
     _assert_ran(_fit_with(method, tmp_path, digits16), method.name)
 
 
-NEW = [GuidedBackprop(), DeconvNet(batch_size=4), GuidedGradCAM(layer="layer2", interpolate="nearest")]
+NEW = [GuidedBackprop(), DeconvNet(batch_size=4), GuidedGradCAM(layer="layer2", interpolate="nearest"), Mask(areas=(0.2,), steps=3)]
 
 
 @pytest.mark.parametrize("method", NEW, ids=lambda m: m.name)
@@ -87,6 +88,15 @@ def test_smooth_grad_kind_delegates_to_functional():
     ours = SmoothGrad(n_samples=4, kind="smoothgrad_sq").attribute(model, images, targets, _context(3))
     expected = F.smooth_grad(model, images, targets, n_samples=4, kind="smoothgrad_sq", generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(ours, expected)
+
+
+def test_mask_returns_the_smallest_sufficient_mask():
+    model, images, targets = build_model("tiny"), torch.randn(2, 3, 12, 10), torch.tensor([1, 2])
+    method = Mask(areas=(0.1, 0.3), steps=4, baseline="zero")
+    full = method.explain(model, images, targets, _context(2))
+    expected = F.extremal_mask(model, images, targets, areas=(0.1, 0.3), steps=4, baseline="zero", generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(full.masks, expected.masks)
+    torch.testing.assert_close(method.attribute(model, images, targets, _context(2)), expected.best)
 
 
 def test_guided_methods_delegate_to_functional():
@@ -105,6 +115,8 @@ def test_guided_methods_delegate_to_functional():
         (lambda: GuidedGradCAM(layer=3), TypeError, "`layer` must be a dotted module name (str) or None, got int."),
         (lambda: GuidedGradCAM(interpolate="area"), ValueError, "`interpolate` must be one of ['bilinear', 'nearest'], got 'area'."),
         (lambda: SmoothGrad(kind="sq"), ValueError, "`kind` must be one of ['smoothgrad', 'smoothgrad_sq', 'vargrad'], got 'sq'."),
+        (lambda: Mask(areas=[0.1]), ValueError, "`areas` must be a non-empty tuple of fractions in (0, 1), got [0.1]."),
+        (lambda: Mask(keep=1.5), ValueError, "`keep` must be a number in (0, 1], got 1.5."),
         (lambda: GuidedBackprop(batch_size=0), ValueError, "`batch_size` must be an int >= 1, got 0."),
     ],
 )

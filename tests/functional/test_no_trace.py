@@ -22,6 +22,10 @@ from lightning_xai.demos import ResNetStyle
 
 REFERENCES = torch.randn(4, 3, 12, 10, generator=torch.Generator().manual_seed(9))
 
+def _mask_tensors(result: F.ExtremalMasks) -> tuple[torch.Tensor, ...]:
+    return result.masks, result.kept, result.deleted_kept, result.smallest_area, result.best
+
+
 CALLS = {
     "occlusion": lambda m, x, **kw: F.occlusion(m, x, window=4, stride=2, batch_size=5, **kw),
     "occlusion_blur": lambda m, x, **kw: F.occlusion(m, x, window=4, baseline="blur", **kw),
@@ -36,6 +40,7 @@ CALLS = {
     "guided_backprop": lambda m, x, **kw: F.guided_backprop(m, x, batch_size=2, **kw),
     "deconvnet": lambda m, x, **kw: F.deconvnet(m, x, **kw),
     "guided_grad_cam": lambda m, x, **kw: F.guided_grad_cam(m, x, layer="layer2", **kw),
+    "extremal_mask": lambda m, x, **kw: _mask_tensors(F.extremal_mask(m, x, steps=3, **kw)),
     "find_grad_cam_layer": lambda m, x, **kw: F.find_grad_cam_layer(m, x),
     "measure_batch_size": lambda m, x, **kw: F.measure_batch_size(m, x, backward=True, candidates=[2, 4]),
 }
