@@ -179,10 +179,14 @@ _MAX_REMEMBERED_PER_MODEL = 8
 
 
 def _found_layer(forward: nn.Module, model: nn.Module, images: Tensor) -> nn.Module:
-    """``find_grad_cam_layer``, remembered while the model's modules and the input size stay the same."""
-    structure = tuple((name, id(module)) for name, module in forward.named_modules())
-    key = (tuple(images.shape[1:]), images.dtype, images.device.type, structure)
-    remembered = _FOUND_LAYERS.setdefault(forward, {})
+    """``find_grad_cam_layer``, remembered while the model's modules and the input size stay the same.
+
+    Remembered per ``model`` (the module holding the layers), so a fresh wrapper around the same
+    model (a ``ScoreModel`` per run) does not search again.
+    """
+    structure = tuple((name, id(module)) for name, module in model.named_modules())
+    key = (tuple(images.shape[1:]), images.dtype, images.device.type, type(forward), structure)
+    remembered = _FOUND_LAYERS.setdefault(model, {})
     if key not in remembered:
         if len(remembered) >= _MAX_REMEMBERED_PER_MODEL:
             remembered.clear()
