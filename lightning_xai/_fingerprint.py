@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_xai._history_checks import HistoryError
+from lightning_xai._history_checks import HistoryError, first_line
 
 __all__ = ["check_probe_fingerprint", "load_probes", "load_references"]
 
@@ -109,7 +109,7 @@ def _load(path: Path, *, what: str) -> dict[str, Any]:
     except FileNotFoundError:
         raise HistoryError(f"{path} does not exist: no {what} were saved in this history folder.") from None
     except Exception as error:  # torch raises several types for damaged files
-        raise HistoryError(f"{path} is truncated or not a lightning_xai {what} file ({type(error).__name__}: {error}).") from None
+        raise HistoryError(f"{path} is truncated or not a lightning_xai {what} file ({first_line(error)}).") from None
     images = payload.get("images") if isinstance(payload, dict) else None
     if not isinstance(images, Tensor) or images.ndim != 4 or not images.is_floating_point():
         raise HistoryError(f"{path} is not a lightning_xai {what} file: no floating 'images' tensor [N, C, H, W] in it.")

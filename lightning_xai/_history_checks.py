@@ -13,7 +13,16 @@ from typing import Any
 
 from torch import Tensor
 
-__all__ = ["SUMMARY_FORMAT", "HistoryError", "check_entry", "check_run_payload", "parse_summary", "relative_run_file", "run_path"]
+__all__ = [
+    "SUMMARY_FORMAT",
+    "HistoryError",
+    "check_entry",
+    "check_run_payload",
+    "first_line",
+    "parse_summary",
+    "relative_run_file",
+    "run_path",
+]
 
 SUMMARY_FORMAT = "lightning_xai.history/1"
 RESERVED_KEYS = ("format", "fit", "runs")
@@ -169,6 +178,17 @@ def check_run_payload(payload: object, path: Path) -> dict[str, Any]:
         if not isinstance(payload.get(key), int) or isinstance(payload.get(key), bool):
             raise HistoryError(f"{path} is not a lightning_xai run file: {key!r} is missing or not an integer.")
     return payload
+
+
+def first_line(error: BaseException) -> str:
+    """``"<Type>: <first line of the message>"``, for one-line messages about errors raised by torch.load.
+
+    Example:
+        >>> first_line(RuntimeError("Weights only load failed.\\nPlease file an issue."))
+        'RuntimeError: Weights only load failed.'
+    """
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def _short(value: object) -> str:

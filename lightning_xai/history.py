@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from lightning_xai._files import atomic_write_bytes
-from lightning_xai._history_checks import RESERVED_KEYS, SUMMARY_FORMAT, HistoryError, check_entry, check_run_payload, parse_summary, run_path
+from lightning_xai._history_checks import RESERVED_KEYS, SUMMARY_FORMAT, HistoryError, check_entry, check_run_payload, first_line, parse_summary, run_path
 from lightning_xai._history_folders import (
     check_state,
     find_resume_source,
@@ -102,7 +102,7 @@ def load_run(folder: str | Path, entry: dict[str, Any]) -> dict[str, Any]:
     except FileNotFoundError:
         raise HistoryError(f"{path} is listed in summary.json but does not exist.") from None
     except Exception as error:  # torch raises several types for damaged files
-        raise HistoryError(f"{path} is truncated or not a lightning_xai run file ({type(error).__name__}: {error}).") from None
+        raise HistoryError(f"{path} is truncated or not a lightning_xai run file ({first_line(error)}).") from None
     payload = check_run_payload(payload, path)
     if payload["global_step"] != entry["global_step"]:
         raise HistoryError(f"{path} holds step {payload['global_step']} but summary.json lists it for step {entry['global_step']}.")
@@ -191,24 +191,32 @@ class AttributionHistory:
         found = find_resume_source(base, fit, runs, search)
         in_place = found is not None and found[0] == base and len(found[1]["runs"]) == len(runs)
         history = cls(base if in_place else free_folder(base))
-        history._fit = fit or history._fit
-        history.runs = runs
-        if found is not None:
-            source, summary = found
-            history._sections = sections_of(summary)
-            if not in_place:
-                import_history(source, history.folder, runs)
-                later = len(summary["runs"]) - len(runs)
-                kept = f", {_count(later, 'later run')} left there" if later else ""
-                notes.append(f"resuming the history in {source}: {_count(len(runs), 'run')} up to the checkpoint copied into {history.folder}{kept}.")
-        else:
-            history.runs = [{**run, "file": None} for run in runs]
-            if runs:
-                notes.append(f"the checkpoint's history ({_count(len(runs), 'run')}) was not found in {base} or beside it: they stay listed without their maps.")
-            if history.folder != base:
-                notes.append(f"{base} already holds {_describe(base)}: this fit writes to {history.folder}.")
+        note = history._continue(fit, runs, found, looked_in=base)
+        notes.extend([note] if note else [])
+        if found is None and history.folder != base:
+            notes.append(f"{base} already holds {_describe(base)}: this fit writes to {history.folder}.")
         history.write_summary()
         return history
+
+    def _continue(
+        self, fit: str | None, runs: list[dict[str, Any]], found: tuple[Path, dict[str, Any]] | None, *, looked_in: Path
+    ) -> str | None:
+        """Takes over a checkpoint's runs (copying their files from ``found`` when elsewhere); returns a note."""
+        self._fit = fit or self._fit
+        if found is None:
+            self.runs = [{**run, "file": None} for run in runs]
+            if not runs:
+                return None
+            return f"the checkpoint's history ({_count(len(runs), 'run')}) was not found in {looked_in} or beside it: they stay listed without their maps."
+        source, summary = found
+        self.runs = runs
+        self._sections = {**sections_of(summary), **self._sections}
+        if source.resolve() == self.folder.resolve():
+            return None
+        import_history(source, self.folder, runs)
+        later = len(summary["runs"]) - len(runs)
+        kept = f", {_count(later, 'later run')} left there" if later else ""
+        return f"resuming the history in {source}: {_count(len(runs), 'run')} up to the checkpoint copied into {self.folder}{kept}."
 
     @property
     def summary_path(self) -> Path:
@@ -311,20 +319,17 @@ class AttributionHistory:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continues the run list of a checkpoint in this folder (other keys of ``state`` are ignored).
 
-        The sections of this folder's ``summary.json`` are kept when it belongs to the same fit. To
-        choose the folder (and find the checkpoint's files elsewhere), use :meth:`open` instead.
+        As in :meth:`open`, the checkpoint's history is looked for here and beside this folder: its
+        sections are kept and, when it lies elsewhere, its files are copied here; runs whose files
+        are nowhere stay listed with ``"file": None``. ``notice`` says what was done. Unlike
+        :meth:`open`, the folder is not changed even when it holds another fit's history.
 
         Raises:
             HistoryError: when ``state`` is not a history state.
+            OSError: when copying the checkpoint's files fails.
         """
-        fit, self.runs = check_state(state, self.folder)
-        self._fit = fit or self._fit
-        try:
-            summary = read_summary(self.folder)
-        except HistoryError:
-            return
-        if summary.get("fit", fit) == fit:
-            self._sections = {**sections_of(summary), **self._sections}
+        fit, runs = check_state(state, self.folder)
+        self.notice = self._continue(fit, runs, find_resume_source(self.folder, fit, runs, ()), looked_in=self.folder)
 
     def _entry(self, global_step: int, epoch: int, stage: str, methods: list[str], metrics: dict[str, float],
                skipped: list[str] | None, extra: dict[str, Any] | None, *, file: str | None) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from lightning_xai._explain import display_rgb, explain_probes
 from lightning_xai._fingerprint import load_probes, load_references
+from lightning_xai._history_checks import first_line
 from lightning_xai._session import MonitorSession
 from lightning_xai.history import AttributionHistory
 from lightning_xai.methods import AttributionMethod, default_methods
@@ -62,17 +63,16 @@ def load_checkpoint(path: Path, *, allow_unsafe_pickle: bool = False) -> dict[st
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=not allow_unsafe_pickle)
     except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(
-            f"checkpoint {path} holds Python objects that safe loading (weights_only=True) refuses: {first_line}. "
+            f"checkpoint {path} holds Python objects that safe loading (weights_only=True) refuses: {reason}. "
             "If you trust the file, replay it with allow_unsafe_pickle=True (command line: --unsafe-load); "
             "unpickling can run arbitrary code."
         ) from None
     except (OSError, RuntimeError, EOFError, ValueError, RecursionError) as error:
         if isinstance(error, FileNotFoundError):
             raise
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ValueError(f"checkpoint {path} is truncated or not a PyTorch checkpoint ({type(error).__name__}: {first_line}).") from None
+        raise ValueError(f"checkpoint {path} is truncated or not a PyTorch checkpoint ({first_line(error)}).") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError(f"checkpoint {path} is not a Lightning checkpoint (no 'state_dict').")
     return checkpoint
@@ -178,10 +178,10 @@ def _build(module_class: Callable[..., nn.Module], checkpoint: dict[str, Any], k
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as error:
-        first_line = str(error).strip().splitlines()[0]
+        reason = str(error).strip().splitlines()[0]
         raise ValueError(
             f"checkpoint {path.name} does not fit {type(model).__name__}({', '.join(f'{k}={v!r}' for k, v in arguments.items())}): "
-            f"{first_line} Check --module / --module-kwargs."
+            f"{reason} Check --module / --module-kwargs."
         ) from None
     return model.to(device).eval()
 

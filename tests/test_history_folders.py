@@ -165,3 +165,15 @@ def test_a_damaged_summary_on_resume_is_kept_and_the_runs_are_not_guessed(tmp_pa
     assert (base / "summary.json.damaged-1").is_file() and resumed.folder == tmp_path / "xai-1"
     assert "is nested too deeply" in resumed.notice and "was not found" in resumed.notice
     assert [run["file"] for run in resumed.runs] == [None, None]
+
+
+def test_load_state_dict_brings_the_checkpoint_history_into_its_own_folder(tmp_path):
+    state = _first_fit(tmp_path / "version_0" / "xai").state_dict()
+    resumed = AttributionHistory(tmp_path / "version_1" / "xai")
+    resumed.load_state_dict({**state, "probe_fingerprint": 0.5, "stability": {}})
+    source = tmp_path / "version_0" / "xai"
+    assert resumed.notice == f"resuming the history in {source}: 2 runs up to the checkpoint copied into {resumed.folder}."
+    _record(resumed, 12)
+    shutil.rmtree(source)
+    assert _steps_and_maps(resumed.folder) == [(4, 4.0), (8, 8.0), (12, 12.0)]
+    assert read_summary(resumed.folder)["findings"] == [{"method": "grad_cam", "global_step": 8}]
