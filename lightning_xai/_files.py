@@ -10,14 +10,16 @@ process umask applies, like any file a program opens for writing.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 from pathlib import Path
 from typing import NoReturn
 
-__all__ = ["atomic_copy", "atomic_write_bytes"]
+__all__ = ["atomic_copy", "atomic_write_bytes", "remove_stale_temporaries"]
 
 _CHUNK = 1 << 24
+_TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
@@ -87,6 +89,28 @@ def atomic_copy(source: str | os.PathLike[str], destination: str | os.PathLike[s
         _remove_quietly(temporary)
         _raise_naming(error, destination)
     return destination
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Removes the temporary files a killed writer left in ``folder`` (not below it); returns them.
+
+    Only names of the form :func:`atomic_write_bytes` uses (``.<name>.<12 hex digits>.tmp``) are
+    touched. Call it only where no other process is writing.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / ".summary.json.0123456789ab.tmp").write_bytes(b"half")
+        >>> _ = (folder / ".hidden").write_bytes(b"a user's file")
+        >>> [p.name for p in remove_stale_temporaries(folder)], sorted(p.name for p in folder.iterdir())
+        (['.summary.json.0123456789ab.tmp'], ['.hidden'])
+    """
+    removed = []
+    for path in sorted(Path(folder).glob(".*.tmp")):
+        if _TEMPORARY.match(path.name) and path.is_file():
+            _remove_quietly(path)
+            removed.append(path)
+    return removed
 
 
 def _temporary_name(path: Path) -> Path:

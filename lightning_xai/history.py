@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_xai._files import atomic_write_bytes
+from lightning_xai._files import atomic_write_bytes, remove_stale_temporaries
 from lightning_xai._history_checks import RESERVED_KEYS, SUMMARY_FORMAT, HistoryError, check_entry, check_run_payload, first_line, parse_summary, run_path
 from lightning_xai._history_folders import (
     check_state,
@@ -212,6 +212,8 @@ class AttributionHistory:
         self.runs = runs
         self._sections = {**sections_of(summary), **self._sections}
         if source.resolve() == self.folder.resolve():
+            for folder in (self.folder, self.folder / "runs"):  # a killed writer's leftovers
+                remove_stale_temporaries(folder)
             return None
         import_history(source, self.folder, runs)
         later = len(summary["runs"]) - len(runs)

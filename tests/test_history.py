@@ -100,6 +100,8 @@ def test_killing_the_writer_leaves_every_listed_run_readable(tmp_path):
     assert [run["global_step"] for run in runs] == list(range(1, len(runs) + 1))
     for run in runs:
         assert load_run(tmp_path, run)["maps"]["occlusion"].shape == (64, 3, 64, 64)
+    resumed = AttributionHistory.open(tmp_path, resume_state={"fit": read_summary(tmp_path)["fit"], "runs": runs})
+    assert resumed.folder == tmp_path and not [p for p in tmp_path.rglob(".*")], "a resume removes a killed writer's temporary file"
 
 
 @pytest.mark.parametrize("how", ["copy", "move"])

@@ -177,3 +177,14 @@ def test_load_state_dict_brings_the_checkpoint_history_into_its_own_folder(tmp_p
     shutil.rmtree(source)
     assert _steps_and_maps(resumed.folder) == [(4, 4.0), (8, 8.0), (12, 12.0)]
     assert read_summary(resumed.folder)["findings"] == [{"method": "grad_cam", "global_step": 8}]
+
+
+def test_a_resume_in_place_removes_a_killed_writers_temporary_files(tmp_path):
+    base = tmp_path / "xai"
+    state = _first_fit(base).state_dict()
+    stale = [base / ".summary.json.0123456789ab.tmp", base / "runs" / ".step-00000012.pt.a1b2c3d4e5f6.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a file")
+    (base / ".keep").write_bytes(b"a user's own hidden file")
+    AttributionHistory.open(base, resume_state=state)
+    assert not any(path.exists() for path in stale) and (base / ".keep").is_file()
