@@ -89,7 +89,8 @@ def find_resume_source(
 ) -> tuple[Path, dict[str, Any]] | None:
     """The first history folder holding the checkpoint's runs (same fit, files present) and its summary.
 
-    Looks in ``base``, then ``search``, then beside ``base`` (``<base>-<n>`` and ``../*/<base name>*``).
+    Looks in ``base``, then each of ``search`` and its ``<folder>-<n>``, then beside ``base``
+    (``<base>-<n>`` and ``../*/<base name>*``).
     """
     for candidate in _candidates(base, search):
         try:
@@ -118,9 +119,10 @@ def sections_of(summary: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _candidates(base: Path, search: Sequence[Path]) -> list[Path]:
+    given = [numbered for folder in map(Path, search) for numbered in [folder, *sorted(folder.parent.glob(f"{folder.name}-*"))]]
     beside = sorted(base.parent.glob(f"{base.name}-*")) + sorted(base.parent.parent.glob(f"*/{base.name}*"))
     seen: dict[Path, Path] = {}
-    for folder in [base, *map(Path, search), *beside]:
+    for folder in [base, *given, *beside]:
         key = folder.resolve()
         if key not in seen and (folder / "summary.json").is_file():
             seen[key] = folder

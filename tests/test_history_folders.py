@@ -113,6 +113,9 @@ def test_a_resume_looks_in_the_folders_it_is_given(tmp_path):
     resumed = AttributionHistory.open(elsewhere, resume_state=state, search=[tmp_path / "run" / "xai"])
     assert resumed.folder == elsewhere and resumed.notice.startswith(f"resuming the history in {tmp_path / 'run' / 'xai'}:")
     assert _steps_and_maps(elsewhere) == [(4, 4.0), (8, 8.0)]
+    shutil.move(tmp_path / "run" / "xai", tmp_path / "run" / "xai-2")  # the checkpoint's fit had written to a numbered folder
+    again = AttributionHistory.open(tmp_path / "third" / "v" / "xai", resume_state=state, search=[tmp_path / "run" / "xai"])
+    assert again.notice.startswith(f"resuming the history in {tmp_path / 'run' / 'xai-2'}:")
 
 
 def test_an_old_checkpoint_state_with_absolute_paths_resumes_in_place(tmp_path):
