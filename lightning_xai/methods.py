@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from lightning_xai import functional as F
 from lightning_xai.functional._batching import BatchSize
 from lightning_xai.functional._checks import as_pair, check_positive_int, is_real_number
-from lightning_xai.functional.baselines import CONSTANT_BASELINE_NAMES, SAMPLED_BASELINE_NAMES
+from lightning_xai.functional.baselines import CONSTANT_BASELINE_NAMES, INPAINT_BASELINE_NAMES, SAMPLED_BASELINE_NAMES
 from lightning_xai.functional.display import Reduction
 from lightning_xai.functional.grad_cam_layers import Reshape, check_reshape
 from lightning_xai.functional.gradients import NOISE_TUNNEL_KINDS
@@ -97,7 +97,8 @@ class Occlusion(AttributionMethod):
         window: window side(s) in pixels; ``None`` uses an eighth of the shorter image side
             (at least 2), so any image size costs about 15 x 15 placements.
         stride: step between placements; ``None`` uses half the window.
-        baseline: what replaces the window (a number, ``"zero"``, ``"mean"``, ``"blur"``, ...).
+        baseline: what replaces the window (a number, ``"zero"``, ``"mean"``, ``"blur"``, ...,
+            or ``"inpaint"`` / ``"inpaint_ns"``: OpenCV inpainting, ``pip install "lightning-xai[inpaint]"``).
         batch_size: occluded images per forward pass; ``None`` chooses automatically.
 
     Example:
@@ -118,7 +119,7 @@ class Occlusion(AttributionMethod):
             as_pair(self.window, "window")
         if self.stride is not None:
             as_pair(self.stride, "stride")
-        _check_baseline(self.baseline, CONSTANT_BASELINE_NAMES)
+        _check_baseline(self.baseline, CONSTANT_BASELINE_NAMES + INPAINT_BASELINE_NAMES)
         _check_optional_int(self.batch_size, "batch_size")
 
     def window_for(self, size: tuple[int, int]) -> tuple[int, int]:

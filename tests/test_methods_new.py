@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from lightning_xai import DeconvNet, ExpectedGradients, GuidedBackprop, GuidedGradCAM, IntegratedGradients, Mask, SmoothGrad
+from lightning_xai import DeconvNet, ExpectedGradients, GuidedBackprop, GuidedGradCAM, IntegratedGradients, Mask, Occlusion, SmoothGrad
 from lightning_xai import functional as F
 from lightning_xai.methods import MethodContext
 from tests.conftest import build_model
@@ -66,6 +66,7 @@ def _assert_ran(history: list[dict], name: str) -> None:
         GuidedGradCAM(layer="net.features.3"),
         SmoothGrad(n_samples=3, kind="vargrad"),
         Mask(steps=3),
+        Occlusion(window=4, stride=4, baseline="inpaint_ns"),
     ],
     ids=lambda m: m.name,
 )

@@ -29,6 +29,7 @@ def _mask_tensors(result: F.ExtremalMasks) -> tuple[torch.Tensor, ...]:
 CALLS = {
     "occlusion": lambda m, x, **kw: F.occlusion(m, x, window=4, stride=2, batch_size=5, **kw),
     "occlusion_blur": lambda m, x, **kw: F.occlusion(m, x, window=4, baseline="blur", **kw),
+    "occlusion_inpaint": lambda m, x, **kw: F.occlusion(m, x, window=4, stride=4, baseline="inpaint", **kw),
     "grad_cam": lambda m, x, **kw: F.grad_cam(m, x, **kw),
     "grad_cam_layer": lambda m, x, **kw: F.grad_cam(m, x, layer="layer2.0.conv1", batch_size=2, **kw),
     "saliency": lambda m, x, **kw: F.saliency(m, x, batch_size=2, **kw),
