@@ -1,4 +1,8 @@
-"""Command line: ``lightning-xai replay`` (explain saved checkpoints) and ``lightning-xai compare`` (two runs)."""
+"""Command line: ``lightning-xai replay`` (explain saved checkpoints) and ``lightning-xai compare`` (two runs).
+
+Exit status 0 on success, 2 on a usage error or a missing, damaged or foreign file (one line on
+stderr naming it: ``lightning-xai compare: error: ...``).
+"""
 
 from __future__ import annotations
 
@@ -22,6 +26,8 @@ from lightning_xai.methods import (
     SmoothGrad,
 )
 from lightning_xai.replay import replay
+
+__all__ = ["build_parser", "import_object", "main", "parse_method"]
 
 METHOD_CLASSES: dict[str, type[AttributionMethod]] = {
     cls.name: cls for cls in (GradCAM, Occlusion, ExpectedGradients, IntegratedGradients, Saliency, SmoothGrad)
@@ -63,6 +69,12 @@ def import_object(spec: str) -> object:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``lightning-xai`` argument parser with its ``replay`` and ``compare`` sub-commands.
+
+    Example:
+        >>> build_parser().parse_args(["compare", "a", "b", "--k", "0.2"]).k
+        0.2
+    """
     parser = argparse.ArgumentParser(prog="lightning-xai", description="Explanations over a training run.")
     commands = parser.add_subparsers(dest="command", required=True)
     rep = commands.add_parser("replay", help="explain saved checkpoints in training order")
@@ -94,11 +106,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 module_kwargs=arguments.module_kwargs, submodule=arguments.submodule, device=arguments.device,
                 allow_unsafe_pickle=arguments.unsafe_load,
             )
-            print(f"{len(entries)} checkpoints replayed; history in {arguments.out / 'xai'}; tensorboard --logdir {arguments.out}")
+            print(f"{len(entries)} checkpoints replayed into {arguments.out} (history in its xai folder); tensorboard --logdir {arguments.out}")
         else:
             result = compare_runs(arguments.run_a, arguments.run_b, k=arguments.k)
             print(json.dumps(result, indent=2) if arguments.json else format_comparison(result))
-    except (HistoryError, ValueError, FileNotFoundError) as error:
+    except (HistoryError, ValueError, OSError) as error:
         print(f"lightning-xai {arguments.command}: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -261,3 +261,60 @@ def plant_decoy(
     else:
         raise ValueError(f"`kind` must be one of ['shade', 'pattern', 'watermark'], got {kind!r}.")
     return out
+
+
+class TinyViT(nn.Module):
+    """A vision transformer at toy size: conv patch embedding, class token, pre-norm encoder, linear head.
+
+    The layout of ViT-B/16 (Dosovitskiy et al.), with ``nn.TransformerEncoder``: the class token's
+    final state (after a layer norm) gives the scores, so only the *last* block's class token feeds
+    the head, the case Grad-CAM has to handle by explaining ``encoder.layers[-1].norm1``.
+
+    Args:
+        in_channels: image channels.
+        num_classes: outputs.
+        image_size: side of the (square) input images; must be a multiple of ``patch_size``.
+        patch_size: side of the square patches (the embedding conv's kernel and stride).
+        dim: token width.
+        depth: encoder layers.
+        heads: attention heads.
+        batch_first: the encoder's token layout (``False``: ``[S, N, C]`` inside the encoder).
+
+    Example:
+        >>> vit = TinyViT(in_channels=1, num_classes=10, image_size=32, patch_size=4)
+        >>> vit(torch.rand(2, 1, 32, 32)).shape
+        torch.Size([2, 10])
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        image_size: int = 32,
+        patch_size: int = 4,
+        dim: int = 64,
+        depth: int = 2,
+        heads: int = 4,
+        batch_first: bool = True,
+    ) -> None:
+        super().__init__()
+        if image_size % patch_size:
+            raise ValueError(f"`image_size` must be a multiple of `patch_size` ({patch_size}), got {image_size}.")
+        self.batch_first = batch_first
+        self.patch_embed = nn.Conv2d(in_channels, dim, patch_size, stride=patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(0.02 * torch.randn(1, 1 + (image_size // patch_size) ** 2, dim))
+        layer = nn.TransformerEncoderLayer(
+            dim, heads, 2 * dim, dropout=0.0, activation="gelu", batch_first=batch_first, norm_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Class scores ``[N, num_classes]`` for images ``[N, C, image_size, image_size]``."""
+        tokens = self.patch_embed(images).flatten(2).transpose(1, 2)  # [N, h*w, dim]
+        tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1) + self.pos_embed
+        if self.batch_first:
+            return self.head(self.norm(self.encoder(tokens)[:, 0]))
+        return self.head(self.norm(self.encoder(tokens.transpose(0, 1))[0]))

@@ -23,9 +23,11 @@ from torch import Tensor, nn
 from lightning_xai import functional as F
 from lightning_xai.functional._batching import BatchSize
 from lightning_xai.functional._checks import as_pair, check_positive_int, is_real_number
-from lightning_xai.functional.baselines import CONSTANT_BASELINE_NAMES, SAMPLED_BASELINE_NAMES
+from lightning_xai.functional.baselines import CONSTANT_BASELINE_NAMES, INPAINT_BASELINE_NAMES, SAMPLED_BASELINE_NAMES
 from lightning_xai.functional.display import Reduction
-from lightning_xai.functional.expected_gradients import integration_rule
+from lightning_xai.functional.grad_cam_layers import Reshape, check_reshape
+from lightning_xai.functional.gradients import NOISE_TUNNEL_KINDS
+from lightning_xai.functional.integrated_gradients import check_multiply_by_inputs, integration_rule
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,8 @@ class Occlusion(AttributionMethod):
         window: window side(s) in pixels; ``None`` uses an eighth of the shorter image side
             (at least 2), so any image size costs about 15 x 15 placements.
         stride: step between placements; ``None`` uses half the window.
-        baseline: what replaces the window (a number, ``"zero"``, ``"mean"``, ``"blur"``, ...).
+        baseline: what replaces the window (a number, ``"zero"``, ``"mean"``, ``"blur"``, ...,
+            or ``"inpaint"`` / ``"inpaint_ns"``: OpenCV inpainting, ``pip install "lightning-xai[inpaint]"``).
         batch_size: occluded images per forward pass; ``None`` chooses automatically.
 
     Example:
@@ -116,7 +119,7 @@ class Occlusion(AttributionMethod):
             as_pair(self.window, "window")
         if self.stride is not None:
             as_pair(self.stride, "stride")
-        _check_baseline(self.baseline, CONSTANT_BASELINE_NAMES)
+        _check_baseline(self.baseline, CONSTANT_BASELINE_NAMES + INPAINT_BASELINE_NAMES)
         _check_optional_int(self.batch_size, "batch_size")
 
     def window_for(self, size: tuple[int, int]) -> tuple[int, int]:
@@ -144,27 +147,44 @@ class GradCAM(AttributionMethod):
 
     Args:
         layer: dotted name of the module to explain, relative to the LightningModule
-            (e.g. ``"net.layer4"``); ``None`` picks the last module with a 4-D output.
+            (e.g. ``"net.layer4"``, ``"net.encoder.layers.1.norm1"``); ``None`` picks it with
+            ``functional.find_grad_cam_layer``: the last 4-D layer of a CNN, the input of the last
+            block's attention (its ``norm1``) in a transformer. :meth:`layer_for` says which.
         relu: keep only positive evidence.
+        reshape: how the layer's output becomes ``[N, C, h, w]``: ``"auto"`` (convolutional maps,
+            ViT tokens with or without a class token, Swin-style ``[N, h, w, C]``), ``None``
+            (4-D only) or a callable like pytorch-grad-cam's ``reshape_transform``, e.g.
+            ``functional.grad_cam_layers.TokenGrid(14, 14, prefix_tokens=1)``.
+
+    Example:
+        >>> from lightning_xai.demos import TinyViT
+        >>> GradCAM().layer_for(TinyViT(image_size=16).eval(), torch.rand(2, 1, 16, 16))
+        'encoder.layers.1.norm1'
     """
 
     name: ClassVar[str] = "grad_cam"
     display_reduce: ClassVar[Reduction] = "positive"
     layer: str | None = None
     relu: bool = True
+    reshape: Reshape = "auto"
 
     def __post_init__(self) -> None:
         if self.layer is not None and not isinstance(self.layer, str):
             raise TypeError(f"`layer` must be a dotted module name (str) or None, got {type(self.layer).__name__}.")
+        check_reshape(self.reshape)
 
     def attribute(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> Tensor:
-        return F.grad_cam(model, images, targets, layer=self.layer, relu=self.relu)
+        return F.grad_cam(model, images, targets, layer=self.layer, relu=self.relu, reshape=self.reshape)
+
+    def layer_for(self, model: nn.Module, images: Tensor) -> str:
+        """The dotted name of the layer explained for ``model`` and images like ``images`` ``[N, C, H, W]``."""
+        return self.layer if self.layer is not None else F.find_grad_cam_layer(model, images[:1])
 
     def validate(self, model: nn.Module, images: Tensor) -> None:
-        if self.layer is None:
+        if self.layer is None and self.reshape == "auto":
             F.find_grad_cam_layer(model, images[:1])
         else:
-            F.grad_cam(model, images[:1], layer=self.layer)
+            F.grad_cam(model, images[:1], layer=self.layer, reshape=self.reshape)
 
 
 @dataclass(frozen=True)
@@ -177,6 +197,8 @@ class _PathMethod(AttributionMethod):
     def attribute_with_gap(
         self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext
     ) -> tuple[Tensor, Tensor | None]:
+        if not getattr(self, "multiply_by_inputs", True):  # completeness holds only for the global attribution
+            return self.attribute(model, images, targets, context), None
         return self._run(model, images, targets, context, return_delta=True)  # type: ignore[return-value]
 
     def _run(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext, *, return_delta: bool) -> object:
@@ -194,6 +216,8 @@ class ExpectedGradients(_PathMethod):
             ``"uniform"``, ``"gaussian"``, ``"blur"``.
         reference_count: size of the training-image reservoir.
         batch_size: draws per pass; ``None`` chooses automatically.
+        multiply_by_inputs: multiply the gradients by ``x - x'`` (``False``: averaged gradients
+            alone, Captum's ``multiply_by_inputs=False``; then no completeness gap is reported).
     """
 
     name: ClassVar[str] = "expected_gradients"
@@ -202,12 +226,14 @@ class ExpectedGradients(_PathMethod):
     baselines: Union[str, Tensor] = "training"
     reference_count: int = 64
     batch_size: int | None = None
+    multiply_by_inputs: bool = True
 
     def __post_init__(self) -> None:
         check_positive_int(self.n_samples, "n_samples")
         check_positive_int(self.reference_count, "reference_count")
         _check_baseline(self.baselines, ("training", *SAMPLED_BASELINE_NAMES), "baselines")
         _check_optional_int(self.batch_size, "batch_size")
+        check_multiply_by_inputs(self.multiply_by_inputs, False)
 
     def _run(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext, *, return_delta: bool) -> object:
         baselines = self.baselines
@@ -218,12 +244,17 @@ class ExpectedGradients(_PathMethod):
         return F.expected_gradients(
             model, images, targets, baselines=baselines, n_samples=self.n_samples, generator=context.generator,
             batch_size=context.batch_size(self.batch_size, backward=True), return_delta=return_delta,
+            multiply_by_inputs=self.multiply_by_inputs,
         )
 
 
 @dataclass(frozen=True)
 class IntegratedGradients(_PathMethod):
-    """Integrated gradients (Sundararajan et al.); see ``functional.integrated_gradients``."""
+    """Integrated gradients (Sundararajan et al.); see ``functional.integrated_gradients``.
+
+    ``multiply_by_inputs=False`` gives the integrated gradient alone (Captum's
+    ``multiply_by_inputs=False``); then no completeness gap is reported.
+    """
 
     name: ClassVar[str] = "integrated_gradients"
     batch_pass: ClassVar[bool | None] = True
@@ -231,17 +262,20 @@ class IntegratedGradients(_PathMethod):
     n_steps: int = 32
     method: Literal["gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle"] = "gausslegendre"
     batch_size: int | None = None
+    multiply_by_inputs: bool = True
 
     def __post_init__(self) -> None:
         check_positive_int(self.n_steps, "n_steps")
         _check_baseline(self.baseline, CONSTANT_BASELINE_NAMES)
         _check_optional_int(self.batch_size, "batch_size")
         integration_rule(self.n_steps, self.method)
+        check_multiply_by_inputs(self.multiply_by_inputs, False)
 
     def _run(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext, *, return_delta: bool) -> object:
         return F.integrated_gradients(
             model, images, targets, baseline=self.baseline, n_steps=self.n_steps, method=self.method,
             batch_size=context.batch_size(self.batch_size, backward=True), return_delta=return_delta,
+            multiply_by_inputs=self.multiply_by_inputs,
         )
 
 
@@ -258,25 +292,160 @@ class Saliency(AttributionMethod):
 
 @dataclass(frozen=True)
 class SmoothGrad(AttributionMethod):
-    """SmoothGrad (Smilkov et al.); see ``functional.smooth_grad``."""
+    """SmoothGrad (Smilkov et al.) and its noise-tunnel variants; see ``functional.smooth_grad``.
+
+    Args:
+        n_samples: noisy copies per probe.
+        stdev: noise level, a fraction of each image's value range.
+        batch_size: noisy images per pass; ``None`` chooses automatically.
+        kind: ``"smoothgrad"`` (mean gradient), ``"smoothgrad_sq"`` (mean square) or
+            ``"vargrad"`` (variance), as Captum's ``NoiseTunnel(nt_type=...)``.
+    """
 
     name: ClassVar[str] = "smooth_grad"
     batch_pass: ClassVar[bool | None] = True
     n_samples: int = 25
     stdev: float = 0.15
     batch_size: int | None = None
+    kind: Literal["smoothgrad", "smoothgrad_sq", "vargrad"] = "smoothgrad"
 
     def __post_init__(self) -> None:
         check_positive_int(self.n_samples, "n_samples")
         if not is_real_number(self.stdev) or not self.stdev >= 0:
             raise ValueError(f"`stdev` must be a number >= 0, got {self.stdev!r}.")
         _check_optional_int(self.batch_size, "batch_size")
+        if self.kind not in NOISE_TUNNEL_KINDS:
+            raise ValueError(f"`kind` must be one of {list(NOISE_TUNNEL_KINDS)}, got {self.kind!r}.")
 
     def attribute(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> Tensor:
         return F.smooth_grad(
             model, images, targets, n_samples=self.n_samples, stdev=self.stdev, generator=context.generator,
+            batch_size=context.batch_size(self.batch_size, backward=True), kind=self.kind,
+        )
+
+
+@dataclass(frozen=True)
+class GuidedBackprop(AttributionMethod):
+    """Guided backpropagation (Springenberg et al.); see ``functional.guided_backprop``.
+
+    Only ``nn.ReLU`` modules are modified; functional ``relu`` calls keep their plain gradient.
+
+    Args:
+        batch_size: images per forward+backward pass; ``None`` chooses automatically.
+    """
+
+    name: ClassVar[str] = "guided_backprop"
+    batch_pass: ClassVar[bool | None] = True
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_optional_int(self.batch_size, "batch_size")
+
+    def attribute(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> Tensor:
+        return F.guided_backprop(model, images, targets, batch_size=context.batch_size(self.batch_size, backward=True))
+
+
+@dataclass(frozen=True)
+class DeconvNet(AttributionMethod):
+    """DeconvNet (Zeiler & Fergus); see ``functional.deconvnet``.
+
+    Only ``nn.ReLU`` modules are modified; functional ``relu`` calls keep their plain gradient.
+
+    Args:
+        batch_size: images per forward+backward pass; ``None`` chooses automatically.
+    """
+
+    name: ClassVar[str] = "deconvnet"
+    batch_pass: ClassVar[bool | None] = True
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_optional_int(self.batch_size, "batch_size")
+
+    def attribute(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> Tensor:
+        return F.deconvnet(model, images, targets, batch_size=context.batch_size(self.batch_size, backward=True))
+
+
+@dataclass(frozen=True)
+class GuidedGradCAM(AttributionMethod):
+    """Guided Grad-CAM (Selvaraju et al.); see ``functional.guided_grad_cam``.
+
+    Args:
+        layer: dotted name of the Grad-CAM layer, relative to the LightningModule; ``None``
+            picks it as :class:`GradCAM` does.
+        interpolate: how the Grad-CAM map is resized to the input: ``"bilinear"`` or ``"nearest"``.
+        batch_size: images per forward+backward pass; ``None`` chooses automatically.
+    """
+
+    name: ClassVar[str] = "guided_grad_cam"
+    batch_pass: ClassVar[bool | None] = True
+    layer: str | None = None
+    interpolate: Literal["bilinear", "nearest"] = "bilinear"
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.layer is not None and not isinstance(self.layer, str):
+            raise TypeError(f"`layer` must be a dotted module name (str) or None, got {type(self.layer).__name__}.")
+        if self.interpolate not in ("bilinear", "nearest"):
+            raise ValueError(f"`interpolate` must be one of ['bilinear', 'nearest'], got {self.interpolate!r}.")
+        _check_optional_int(self.batch_size, "batch_size")
+
+    def attribute(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> Tensor:
+        return F.guided_grad_cam(
+            model, images, targets, layer=self.layer, interpolate=self.interpolate,
             batch_size=context.batch_size(self.batch_size, backward=True),
         )
+
+    def validate(self, model: nn.Module, images: Tensor) -> None:
+        if self.layer is None:
+            F.find_grad_cam_layer(model, images[:1])
+        else:
+            F.grad_cam(model, images[:1], layer=self.layer)
+
+
+@dataclass(frozen=True)
+class Mask(AttributionMethod):
+    """Smallest sufficient masks (extremal perturbations, Fong et al.); see ``functional.extremal_mask``.
+
+    ``attribute`` returns, per probe, the mask ``[N, 1, H, W]`` of the smallest tested area that
+    keeps at least ``keep`` of the target score (the largest area's mask when none does);
+    ``explain`` returns the whole :class:`~lightning_xai.functional.ExtremalMasks` (every area's
+    mask, the kept fractions, the smallest sufficient area per probe).
+
+    Args:
+        areas: mask areas to try, fractions of the image.
+        steps: optimisation steps, one forward+backward pass of ``N * len(areas)`` images each.
+        baseline: what the masked-out part becomes (``"blur"``, ``"zero"``, ``"mean"``, a number).
+        keep: the fraction of the score a mask must keep to be sufficient.
+        grid_step: pixels per mask-grid cell; ``None``: an eighth of the shorter image side.
+    """
+
+    name: ClassVar[str] = "mask"
+    display_reduce: ClassVar[Reduction] = "positive"
+    areas: tuple[float, ...] = (0.05, 0.1, 0.2)
+    steps: int = 200
+    baseline: Union[float, str] = "blur"
+    keep: float = 0.9
+    grid_step: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.areas, tuple) or not self.areas or not all(is_real_number(a) and 0 < a < 1 for a in self.areas):
+            raise ValueError(f"`areas` must be a non-empty tuple of fractions in (0, 1), got {self.areas!r}.")
+        check_positive_int(self.steps, "steps")
+        _check_baseline(self.baseline, CONSTANT_BASELINE_NAMES)
+        if not is_real_number(self.keep) or not 0 < self.keep <= 1:
+            raise ValueError(f"`keep` must be a number in (0, 1], got {self.keep!r}.")
+        _check_optional_int(self.grid_step, "grid_step")
+
+    def explain(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> F.ExtremalMasks:
+        """Every area's mask and the per-probe summary."""
+        return F.extremal_mask(
+            model, images, targets, areas=self.areas, steps=self.steps, baseline=self.baseline, keep=self.keep,
+            grid_step=self.grid_step, generator=context.generator,
+        )
+
+    def attribute(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> Tensor:
+        return self.explain(model, images, targets, context).best
 
 
 def default_methods() -> list[AttributionMethod]:

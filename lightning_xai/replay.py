@@ -17,10 +17,15 @@ from torch import Tensor, nn
 from torch.utils.tensorboard import SummaryWriter
 
 from lightning_xai._explain import display_rgb, explain_probes
+from lightning_xai._fingerprint import load_probes, load_references
+from lightning_xai._history_checks import first_line
 from lightning_xai._session import MonitorSession
+from lightning_xai.history import AttributionHistory
 from lightning_xai.methods import AttributionMethod, default_methods
 from lightning_xai.probes import ProbeSet, probes_from_argument
 from lightning_xai.stability import Stability
+
+__all__ = ["find_checkpoints", "load_checkpoint", "replay"]
 
 PathLike = str | Path
 
@@ -52,17 +57,22 @@ def load_checkpoint(path: Path, *, allow_unsafe_pickle: bool = False) -> dict[st
 
     Raises:
         ValueError: when the file needs objects that ``weights_only`` loading refuses, saying how
-            to opt in (only for checkpoints you trust: unpickling can run arbitrary code).
+            to opt in (only for checkpoints you trust: unpickling can run arbitrary code), or when it
+            is truncated or not a checkpoint (naming the file).
     """
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=not allow_unsafe_pickle)
     except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(
-            f"checkpoint {path} holds Python objects that safe loading (weights_only=True) refuses: {first_line}. "
+            f"checkpoint {path} holds Python objects that safe loading (weights_only=True) refuses: {reason}. "
             "If you trust the file, replay it with allow_unsafe_pickle=True (command line: --unsafe-load); "
             "unpickling can run arbitrary code."
         ) from None
+    except (OSError, RuntimeError, EOFError, ValueError, RecursionError) as error:
+        if isinstance(error, FileNotFoundError):
+            raise
+        raise ValueError(f"checkpoint {path} is truncated or not a PyTorch checkpoint ({first_line(error)}).") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError(f"checkpoint {path} is not a Lightning checkpoint (no 'state_dict').")
     return checkpoint
@@ -93,7 +103,9 @@ def replay(
         module_class: the LightningModule class (or any callable building the module).
         probes: as for the monitor (tensor, ``(images, targets)``, ``(dataset, indices)``), or
             the ``probes.pt`` a live monitor saved under ``<log_dir>/xai/``.
-        out_dir: where TensorBoard events and the history (``out_dir/xai``) are written.
+        out_dir: where TensorBoard events and the history (``out_dir/xai``) are written. When
+            ``out_dir/xai`` already holds a history, it is kept and the replay writes to the first
+            free ``out_dir/xai-<n>`` (and says so).
         methods: as for the monitor; default Grad-CAM, occlusion, expected gradients.
         references: reference images for ``ExpectedGradients(baselines="training")``, or the
             ``references.pt`` the live monitor saved; default: ``references.pt`` beside a probes
@@ -109,13 +121,20 @@ def replay(
 
     Returns:
         The summary entries written, one per checkpoint, in training order.
+
+    Raises:
+        HistoryError: naming the file, when a probes or references file is damaged or foreign.
+        ValueError: when a checkpoint is damaged, unsafe (see ``allow_unsafe_pickle``) or does not fit.
     """
     probe_set, default_references = _probes_and_references(probes)
     reference_images = _references(references) if references is not None else default_references
     methods = list(methods) if methods is not None else default_methods()
     loaded = _ordered(find_checkpoints(checkpoints), allow_unsafe_pickle)
+    history = AttributionHistory.open(Path(out_dir) / "xai")
+    if history.notice:
+        print(f"replay: {history.notice}")
     writer = SummaryWriter(str(out_dir))
-    session = MonitorSession(Path(out_dir) / "xai", writer, methods, stability, None)
+    session = MonitorSession(history.folder, writer, methods, stability, None)
     session.save_artefacts(probe_set, reference_images)
     rgb = display_rgb(probe_set.images, _tuple(display_mean), _tuple(display_std))
     entries = []
@@ -159,10 +178,10 @@ def _build(module_class: Callable[..., nn.Module], checkpoint: dict[str, Any], k
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as error:
-        first_line = str(error).strip().splitlines()[0]
+        reason = str(error).strip().splitlines()[0]
         raise ValueError(
             f"checkpoint {path.name} does not fit {type(model).__name__}({', '.join(f'{k}={v!r}' for k, v in arguments.items())}): "
-            f"{first_line} Check --module / --module-kwargs."
+            f"{reason} Check --module / --module-kwargs."
         ) from None
     return model.to(device).eval()
 
@@ -170,18 +189,20 @@ def _build(module_class: Callable[..., nn.Module], checkpoint: dict[str, Any], k
 def _probes_and_references(probes: Any) -> tuple[ProbeSet, Tensor | None]:
     if isinstance(probes, (str, Path)):
         path = Path(probes)
-        payload = torch.load(path, weights_only=True)
-        images, labels = payload["images"], payload.get("labels")
+        payload = load_probes(path)
+        images, labels = payload["images"], payload["labels"]
         probe_set = probes_from_argument((images, labels) if labels is not None else images)
-        beside = path.with_name("references.pt")
-        return probe_set, (torch.load(beside, weights_only=True)["images"] if beside.is_file() else None)  # type: ignore[return-value]
+        return probe_set, load_references(path.parent if path.is_file() else path)  # type: ignore[return-value]
     return probes_from_argument(probes), None  # type: ignore[return-value]
 
 
 def _references(references: Tensor | PathLike) -> Tensor:
     if isinstance(references, Tensor):
         return references.detach().cpu()
-    return torch.load(references, weights_only=True)["images"]
+    images = load_references(references)
+    if images is None:
+        raise FileNotFoundError(f"`references`: no such file: {references}.")
+    return images
 
 
 def _tuple(values: Sequence[float] | None) -> tuple[float, ...] | None:

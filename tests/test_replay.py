@@ -11,7 +11,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from lightning_xai import ExpectedGradients, GradCAM, Occlusion
 from lightning_xai.cli import main
 from lightning_xai.demos import LitClassifier
-from lightning_xai.history import read_summary
+from lightning_xai.history import load_run, read_summary
 from lightning_xai.replay import load_checkpoint, replay
 from tests.callback.conftest import cheap_monitor, loaders, make_trainer
 
@@ -30,7 +30,7 @@ def live_run(tmp_path_factory, digits16):
 
 
 def _maps(folder, entry):
-    return torch.load(folder / entry["file"] if not entry["file"].startswith("/") else entry["file"], weights_only=True)["maps"]
+    return load_run(folder, entry)["maps"]
 
 
 def test_replay_reproduces_the_live_maps(live_run, tmp_path):

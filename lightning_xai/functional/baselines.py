@@ -9,7 +9,9 @@ The names follow Sturmfels et al., "Visualizing the Impact of Feature Attributio
 
 from __future__ import annotations
 
+import importlib
 import math
+from types import ModuleType
 from typing import Literal, Union, get_args
 
 import torch
@@ -17,12 +19,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 ConstantBaselineName = Literal["zero", "mean", "blur", "max_distance"]
+InpaintName = Literal["inpaint", "inpaint_ns"]
 SampledBaselineName = Literal["uniform", "gaussian", "blur"]
 ConstantBaseline = Union[float, Tensor, ConstantBaselineName]
 ValueRange = Union[tuple[float, float], None]
 
 CONSTANT_BASELINE_NAMES: tuple[str, ...] = get_args(ConstantBaselineName)
 SAMPLED_BASELINE_NAMES: tuple[str, ...] = get_args(SampledBaselineName)
+INPAINT_BASELINE_NAMES: tuple[str, ...] = get_args(InpaintName)
+OcclusionBaseline = Union[ConstantBaseline, InpaintName]
+INPAINT_INSTALL = 'pip install "lightning-xai[inpaint]"'
 
 
 def default_blur_sigma(inputs: Tensor) -> float:
@@ -187,3 +193,61 @@ def noise_baselines_from(name: str, images: Tensor, unit: Tensor, *, low: Tensor
     raise ValueError(
         f"`baselines` must be a reference tensor [M, C, H, W] or one of {list(SAMPLED_BASELINE_NAMES)}, got {name!r}."
     )
+
+
+def import_cv2() -> ModuleType:
+    """OpenCV (``cv2``), the optional dependency of the inpainting baselines.
+
+    Raises:
+        ImportError: naming the extra to install when OpenCV is missing.
+    """
+    try:
+        return importlib.import_module("cv2")
+    except ImportError as error:
+        raise ImportError(
+            f"The inpainting baselines ('inpaint', 'inpaint_ns') need OpenCV; install it with {INPAINT_INSTALL} "
+            "(opencv-python-headless)."
+        ) from error
+
+
+def inpaint(images: Tensor, masks: Tensor, *, method: Literal["telea", "ns"] = "telea", radius: float = 3.0) -> Tensor:
+    """Fills the masked pixels of each image by OpenCV inpainting, channel by channel.
+
+    Telea's fast marching method (default) or Navier-Stokes (``"ns"``) propagate the
+    surrounding pixels into the hole, so an occluded patch stays close to the image's own
+    content ("remove the object, keep the scene"). Pixels outside the mask are unchanged.
+    Each channel of each image is mapped to 8 bits over its own min..max range and inpainted
+    as an 8-bit image (OpenCV's float32 Telea path returns values far outside the surroundings),
+    so filled values are quantized to 1/255 of that range. Runs on the CPU (images on a GPU are
+    copied there and back).
+
+    Args:
+        images: ``[B, C, H, W]``.
+        masks: ``[B, 1, H, W]`` bool, True where pixels are to be filled.
+        method: ``"telea"`` or ``"ns"``.
+        radius: neighbourhood radius in pixels that each filled pixel is drawn from.
+
+    Returns:
+        ``[B, C, H, W]``, the dtype and device of ``images``.
+
+    Example:
+        >>> images = torch.ones(1, 1, 6, 6)
+        >>> masks = torch.zeros(1, 1, 6, 6, dtype=torch.bool)
+        >>> masks[..., 2:4, 2:4] = True
+        >>> torch.allclose(inpaint(images * masks.logical_not(), masks), torch.ones(1, 1, 6, 6))
+        True
+    """
+    cv2 = import_cv2()
+    flag = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}[method]
+    pixels = images.detach().float()
+    low = pixels.amin(dim=(2, 3), keepdim=True)
+    scale = (pixels.amax(dim=(2, 3), keepdim=True) - low).clamp(min=1e-12)
+    levels = ((pixels - low) / scale * 255).round().to("cpu", torch.uint8).numpy()
+    holes = masks.detach().to("cpu", torch.uint8).numpy()
+    filled = levels.copy()
+    for index in range(levels.shape[0]):
+        if holes[index, 0].any():
+            for channel in range(levels.shape[1]):
+                filled[index, channel] = cv2.inpaint(levels[index, channel], holes[index, 0], float(radius), flag)
+    result = torch.from_numpy(filled).to(pixels.device).float() / 255 * scale + low
+    return torch.where(masks, result.to(images.dtype), images)

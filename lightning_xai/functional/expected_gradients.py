@@ -1,17 +1,16 @@
-"""Path methods: integrated gradients and expected gradients.
+"""Expected gradients: integrated gradients averaged over a distribution of baselines.
 
-Integrated gradients (Sundararajan et al., 2017) integrates the input gradient along the
-straight line from one baseline ``x'`` to the input ``x`` and multiplies by ``x - x'``.
-Expected gradients (Erion et al., 2021) averages that over baselines drawn from a
+Integrated gradients (see :mod:`lightning_xai.functional.integrated_gradients`) integrates
+the input gradient along the straight line from one baseline ``x'`` to the input ``x`` and
+multiplies by ``x - x'``. Expected gradients (Erion et al., 2021) averages that over baselines drawn from a
 distribution (training images) and over a random point on the line, one gradient per draw:
 ``E[(x - x') * grad f(x' + a (x - x'))]``, ``x' ~ D``, ``a ~ U(0, 1)`` (Captum: ``GradientShap``).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Literal, Union, get_args
+from typing import Callable, Union
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -29,110 +28,20 @@ from lightning_xai.functional._checks import (
 from lightning_xai.functional._no_trace import leave_no_trace
 from lightning_xai.functional.baselines import (
     SAMPLED_BASELINE_NAMES,
-    ConstantBaseline,
     SampledBaselineName,
     ValueRange,
     channel_range,
     check_reference_set,
-    constant_baseline,
     default_blur_sigma,
     gaussian_blur,
     noise_baselines_from,
 )
 from lightning_xai.functional.gradients import check_finite_attribution, private_generator, sum_sample_gradients
+from lightning_xai.functional.integrated_gradients import check_multiply_by_inputs, checked_scores, completeness_gap
 
-IntegrationMethod = Literal["gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle"]
-INTEGRATION_METHODS: tuple[str, ...] = get_args(IntegrationMethod)
+__all__ = ["SampledBaselines", "expected_gradients"]
+
 SampledBaselines = Union[Tensor, SampledBaselineName]
-
-
-def integration_rule(n_steps: int, method: str) -> tuple[Tensor, Tensor]:
-    """Points ``alpha`` in [0, 1] and their weights, exactly as Captum computes them (float64).
-
-    Example:
-        >>> alphas, weights = integration_rule(3, "riemann_trapezoid")
-        >>> alphas.tolist(), [round(w, 4) for w in weights.tolist()]
-        ([0.0, 0.5, 1.0], [0.1667, 0.3333, 0.1667])
-    """
-    if method not in INTEGRATION_METHODS:
-        raise ValueError(f"`method` must be one of {list(INTEGRATION_METHODS)}, got {method!r}.")
-    if method == "gausslegendre":
-        nodes, weights = np.polynomial.legendre.leggauss(n_steps)
-        return torch.from_numpy(0.5 * (1 + nodes)), torch.from_numpy(0.5 * weights)
-    if n_steps < 2:
-        raise ValueError(f"`n_steps` must be >= 2 for the Riemann rules, got {n_steps}.")
-    steps = torch.full((n_steps,), 1.0 / n_steps, dtype=torch.float64)
-    start, stop = {"left": (0.0, 1 - 1 / n_steps), "right": (1 / n_steps, 1.0), "middle": (1 / (2 * n_steps), 1 - 1 / (2 * n_steps))}.get(
-        method.split("_")[1], (0.0, 1.0)
-    )
-    if method == "riemann_trapezoid":
-        steps[0] /= 2
-        steps[-1] /= 2
-    alphas = torch.tensor(torch.linspace(start, stop, n_steps).tolist(), dtype=torch.float64)
-    return alphas, steps
-
-
-def integrated_gradients(
-    forward_fn: ForwardFn,
-    inputs: Tensor,
-    target: TargetLike = None,
-    *,
-    baseline: ConstantBaseline = 0.0,
-    n_steps: int = 50,
-    method: IntegrationMethod = "gausslegendre",
-    value_range: ValueRange = None,
-    batch_size: BatchSize | None = None,
-    return_delta: bool = False,
-) -> Tensor | tuple[Tensor, Tensor]:
-    """Integrated gradients from a constant baseline, as Captum's ``IntegratedGradients``.
-
-    Args:
-        forward_fn: images ``[B, C, H, W]`` to class scores ``[B, K]``.
-        inputs: images ``[N, C, H, W]``.
-        target: class per image: an int, N ints, or ``None`` for the model's top class.
-        baseline: a number, a tensor (``[C]``, ``[C, H, W]``, ``[N, C, H, W]``), or ``"zero"``
-            (black for images in [0, 1]), ``"max_distance"``, ``"blur"``, ``"mean"``.
-        n_steps: points on the path.
-        method: quadrature rule: ``"gausslegendre"`` or a ``"riemann_*"`` rule.
-        value_range: valid pixel range for ``"max_distance"`` (default: per-channel min/max).
-        batch_size: path points per forward+backward pass; ``None`` chooses automatically. A
-            :class:`~lightning_xai.functional.BatchSizeTuner` picks it by timing the passes as they run.
-        return_delta: also return each image's completeness gap ``|sum(phi) - (f(x) - f(x'))|``.
-
-    Returns:
-        Attributions ``[N, C, H, W]``, and with ``return_delta`` the gaps ``[N]``.
-
-    Example:
-        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2)).eval()
-        >>> attributions, gap = integrated_gradients(net, torch.rand(2, 1, 2, 2), 0, return_delta=True)
-        >>> attributions.shape, bool((gap < 1e-5).all())
-        (torch.Size([2, 1, 2, 2]), True)
-    """
-    check_images(inputs)
-    n_steps = check_positive_int(n_steps, "n_steps")
-    alphas, weights = integration_rule(n_steps, method)
-    batch_size = check_optional_batch_size(batch_size) or default_batch_size(inputs, backward=True)
-    with leave_no_trace(forward_fn, inputs.device):
-        images = inputs.detach().clone()
-        start = constant_baseline(baseline, images, value_range=value_range).expand_as(images)
-        scores = _checked_scores(forward_fn, images)
-        targets = resolve_targets(target, scores)
-        alphas = alphas.to(device=images.device, dtype=images.dtype)
-        weights = weights.to(device=images.device, dtype=images.dtype)
-
-        def path_points(image_index: Tensor, step_index: Tensor) -> tuple[Tensor, Tensor]:
-            alpha = alphas[step_index].view(-1, 1, 1, 1)
-            base = start[image_index]
-            return base + alpha * (images[image_index] - base), weights[step_index].view(-1, 1, 1, 1)
-
-        total = sum_sample_gradients(forward_fn, images, targets, n_samples=n_steps, make_samples=path_points, batch_size=batch_size)
-        attributions = check_finite_attribution(total * (images - start).float())
-        if not return_delta:
-            return attributions.to(inputs.dtype)
-        with torch.no_grad():
-            start_scores = gather_scores(_checked_scores(forward_fn, start.contiguous()), targets)
-        gap = completeness_gap(attributions, gather_scores(scores, targets), start_scores)
-    return attributions.to(inputs.dtype), gap
 
 
 def expected_gradients(
@@ -146,6 +55,7 @@ def expected_gradients(
     value_range: ValueRange = None,
     generator: torch.Generator | None = None,
     batch_size: BatchSize | None = None,
+    multiply_by_inputs: bool = True,
     return_delta: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Expected gradients: ``E[(x - x') * grad f(x' + a (x - x'))]`` over baselines and ``a ~ U(0, 1)``.
@@ -167,9 +77,13 @@ def expected_gradients(
             global RNG is never touched. The draws do not depend on ``batch_size``.
         batch_size: draws per forward+backward pass; ``None`` chooses automatically. A
             :class:`~lightning_xai.functional.BatchSizeTuner` picks it by timing the passes as they run.
+        multiply_by_inputs: multiply each draw's gradient by ``x - x'``. ``False`` averages the
+            gradients alone, ``E[grad f(x' + a (x - x'))]`` (Captum's
+            ``GradientShap(..., multiply_by_inputs=False)``).
         return_delta: also return each image's completeness gap
             ``|sum(phi) - (f(x) - mean f(x'))|`` over its drawn baselines (costs a forward pass
-            per draw for noise baselines, one per reference image for a reference set).
+            per draw for noise baselines, one per reference image for a reference set); needs
+            ``multiply_by_inputs=True``.
 
     Returns:
         Attributions ``[N, C, H, W]``, and with ``return_delta`` the gaps ``[N]``.
@@ -182,12 +96,13 @@ def expected_gradients(
     """
     check_images(inputs)
     n_samples = check_positive_int(n_samples, "n_samples")
+    check_multiply_by_inputs(multiply_by_inputs, return_delta)
     generator = private_generator(generator, inputs.device)
     batch_size = check_optional_batch_size(batch_size) or default_batch_size(inputs, backward=True)
     with leave_no_trace(forward_fn, inputs.device):
         images = inputs.detach().clone()
-        sampler = _BaselineSampler(baselines, images, n_samples, generator, sigma, value_range)
-        scores = _checked_scores(forward_fn, images)
+        sampler = _BaselineSampler(baselines, images, n_samples, generator, sigma, value_range, multiply_by_inputs)
+        scores = checked_scores(forward_fn, images)
         targets = resolve_targets(target, scores)
         baseline_scores = torch.zeros(images.shape[0], n_samples, device=images.device)
         total = sum_sample_gradients(
@@ -207,21 +122,6 @@ def expected_gradients(
     return attributions.to(inputs.dtype), gap
 
 
-def completeness_gap(attributions: Tensor, input_scores: Tensor, baseline_scores: Tensor) -> Tensor:
-    """``|sum(attributions) - (f(x) - f(x'))|`` per image, ``[N]`` float32.
-
-    Example:
-        >>> completeness_gap(torch.ones(1, 1, 2, 2), torch.tensor([5.0]), torch.tensor([2.0])).tolist()
-        [1.0]
-    """
-    return (attributions.float().flatten(1).sum(dim=1) - (input_scores.float() - baseline_scores.float())).abs()
-
-
-def _checked_scores(forward_fn: ForwardFn, images: Tensor) -> Tensor:
-    with torch.no_grad():
-        return check_scores(forward_fn(images), images.shape[0])
-
-
 class _BaselineSampler:
     """Draws the baselines and interpolation points of expected gradients."""
 
@@ -233,8 +133,10 @@ class _BaselineSampler:
         generator: torch.Generator,
         sigma: float | None,
         value_range: ValueRange,
+        multiply_by_inputs: bool = True,
     ) -> None:
         self.images = images
+        self.multiply_by_inputs = multiply_by_inputs
         self.generator = generator
         self.references: Tensor | None = None
         self.noise: NoiseStream | None = None
@@ -265,7 +167,7 @@ class _BaselineSampler:
         self._last_starts = starts
         difference = self.images[image_index] - starts
         alpha = self.alphas[flat].view(-1, 1, 1, 1)
-        return starts + alpha * difference, difference
+        return starts + alpha * difference, difference if self.multiply_by_inputs else None
 
     def record_scores(self, forward_fn: ForwardFn, targets: Tensor, sink: Tensor) -> Callable[[Tensor, Tensor, Tensor], None]:
         """A score sink for noise baselines: scores each batch's drawn baselines into ``sink[N, S]``."""
@@ -273,7 +175,7 @@ class _BaselineSampler:
         def record(image_index: Tensor, sample_index: Tensor, _scores: Tensor) -> None:
             if self.references is None and self._last_starts is not None:
                 with torch.no_grad():
-                    scores = _checked_scores(forward_fn, self._last_starts)
+                    scores = checked_scores(forward_fn, self._last_starts)
                 sink[image_index, sample_index] = gather_scores(scores, targets[image_index]).float()
 
         return record
@@ -282,7 +184,7 @@ class _BaselineSampler:
         """Mean target score over each image's drawn baselines, ``[N]``."""
         if self.references is None:
             return recorded.mean(dim=1)
-        reference_scores = _checked_scores(forward_fn, self.references)
+        reference_scores = checked_scores(forward_fn, self.references)
         n_images = self.images.shape[0]
         picks = self.reference_index.view(n_images, -1)
         return reference_scores[picks, targets.view(-1, 1)].float().mean(dim=1)

@@ -8,7 +8,7 @@ is left alone (validation can run in the middle of a gradient-accumulation windo
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from typing import Callable, Literal, get_args
 
 import torch
 from torch import Tensor
@@ -26,6 +26,9 @@ from lightning_xai.functional._checks import (
     resolve_targets,
 )
 from lightning_xai.functional._no_trace import leave_no_trace
+
+NoiseTunnelKind = Literal["smoothgrad", "smoothgrad_sq", "vargrad"]
+NOISE_TUNNEL_KINDS: tuple[str, ...] = get_args(NoiseTunnelKind)
 
 # (image index [B], sample index [B]) -> (points [B, C, H, W], factor broadcastable to the points or None)
 SampleMaker = Callable[[Tensor, Tensor], tuple[Tensor, "Tensor | None"]]
@@ -69,11 +72,13 @@ def sum_sample_gradients(
     batch_size: BatchSize,
     absolute: bool = False,
     score_sink: Callable[[Tensor, Tensor, Tensor], None] | None = None,
+    squares: Tensor | None = None,
 ) -> Tensor:
     """Sums ``gradient * factor`` over ``n_samples`` sample points per image, in batches.
 
     Sample ``j`` of the flattened ``N * n_samples`` work belongs to image ``j // n_samples``;
-    ``make_samples`` builds the points of a batch of such samples.
+    ``make_samples`` builds the points of a batch of such samples. When ``squares``
+    (``[N, C, H, W]`` float32) is given, the squares of the same terms are added to it.
 
     Returns:
         ``[N, C, H, W]`` float32 sums.
@@ -86,7 +91,10 @@ def sum_sample_gradients(
         grads, scores = input_gradients(forward_fn, points, targets[image_index])
         if absolute:
             grads = grads.abs()
-        total.index_add_(0, image_index, (grads if factor is None else grads * factor).float())
+        terms = (grads if factor is None else grads * factor).float()
+        total.index_add_(0, image_index, terms)
+        if squares is not None:
+            squares.index_add_(0, image_index, terms.square())
         if score_sink is not None:
             score_sink(image_index, sample_index, scores)
     return total
@@ -129,7 +137,7 @@ def saliency(
     batch_size = check_optional_batch_size(batch_size) or default_batch_size(inputs, backward=True)
     with leave_no_trace(forward_fn, inputs.device):
         images = inputs.detach().clone()
-        targets = _targets_from_forward(forward_fn, images, target)
+        targets = targets_from_forward(forward_fn, images, target)
         total = sum_sample_gradients(
             forward_fn,
             images,
@@ -151,10 +159,16 @@ def smooth_grad(
     stdev: float = 0.15,
     stdev_mode: Literal["range", "absolute"] = "range",
     absolute: bool = True,
+    kind: NoiseTunnelKind = "smoothgrad",
     generator: torch.Generator | None = None,
     batch_size: BatchSize | None = None,
 ) -> Tensor:
-    """SmoothGrad: input gradients averaged over noisy copies of the input (Smilkov et al., 2017).
+    """SmoothGrad and its noise-tunnel variants: input gradients over noisy copies of the input.
+
+    With ``g`` the (absolute, see ``absolute``) input gradient at ``x + noise``, ``kind``
+    ``"smoothgrad"`` returns ``E[g]`` (Smilkov et al., 2017), ``"smoothgrad_sq"`` ``E[g^2]``
+    and ``"vargrad"`` ``E[g^2] - E[g]^2`` (Adebayo et al., 2018), the estimates Captum's
+    ``NoiseTunnel(Saliency(model)).attribute(..., nt_type=kind)`` computes from its own draws.
 
     Args:
         forward_fn: images ``[B, C, H, W]`` to class scores ``[B, K]``.
@@ -165,8 +179,9 @@ def smooth_grad(
             fraction of each image's ``max - min``, with ``"absolute"`` in input units (Captum's
             ``NoiseTunnel(stdevs=...)``).
         stdev_mode: ``"range"`` or ``"absolute"``.
-        absolute: average ``|gradient|`` (Captum's ``NoiseTunnel(Saliency())`` default) rather
+        absolute: use ``|gradient|`` (Captum's ``NoiseTunnel(Saliency())`` default) rather
             than the signed gradient.
+        kind: ``"smoothgrad"`` (mean), ``"smoothgrad_sq"`` (mean square) or ``"vargrad"`` (variance).
         generator: source of the noise; ``None`` uses a private generator seeded with 0, so the
             result is reproducible and the global RNG is never touched.
         batch_size: noisy images per forward+backward pass; ``None`` chooses automatically. A
@@ -182,12 +197,14 @@ def smooth_grad(
     """
     check_images(inputs)
     n_samples = check_positive_int(n_samples, "n_samples")
+    if kind not in NOISE_TUNNEL_KINDS:
+        raise ValueError(f"`kind` must be one of {list(NOISE_TUNNEL_KINDS)}, got {kind!r}.")
     sigma = _noise_sigma(inputs, stdev, stdev_mode)
     generator = private_generator(generator, inputs.device)
     batch_size = check_optional_batch_size(batch_size) or default_batch_size(inputs, backward=True)
     with leave_no_trace(forward_fn, inputs.device):
         images = inputs.detach().clone()
-        targets = _targets_from_forward(forward_fn, images, target)
+        targets = targets_from_forward(forward_fn, images, target)
 
         noise_stream = NoiseStream(generator, tuple(images.shape[1:]), "normal", images.dtype)
 
@@ -195,10 +212,19 @@ def smooth_grad(
             noise = noise_stream.take(image_index.shape[0])
             return images[image_index] + noise.to(images.device) * sigma[image_index], None
 
+        squares = torch.zeros(images.shape, dtype=torch.float32, device=images.device) if kind != "smoothgrad" else None
         total = sum_sample_gradients(
-            forward_fn, images, targets, n_samples=n_samples, make_samples=noisy_copies, batch_size=batch_size, absolute=absolute
+            forward_fn, images, targets, n_samples=n_samples, make_samples=noisy_copies, batch_size=batch_size,
+            absolute=absolute, squares=squares,
         )
-    return check_finite_attribution(total / n_samples).to(inputs.dtype)
+    return check_finite_attribution(_noise_tunnel_result(kind, total / n_samples, squares, n_samples)).to(inputs.dtype)
+
+
+def _noise_tunnel_result(kind: str, mean: Tensor, squares: Tensor | None, n_samples: int) -> Tensor:
+    if squares is None:
+        return mean
+    mean_square = squares / n_samples
+    return mean_square if kind == "smoothgrad_sq" else (mean_square - mean.square()).clamp(min=0)
 
 
 def private_generator(generator: object, device: torch.device) -> torch.Generator:
@@ -215,7 +241,8 @@ def private_generator(generator: object, device: torch.device) -> torch.Generato
     return generator
 
 
-def _targets_from_forward(forward_fn: ForwardFn, images: Tensor, target: TargetLike) -> Tensor:
+def targets_from_forward(forward_fn: ForwardFn, images: Tensor, target: TargetLike) -> Tensor:
+    """Class per image ``LongTensor[N]``: ``target`` checked against one no-grad forward pass (its top class when ``None``)."""
     with torch.no_grad():
         scores = check_scores(forward_fn(images), images.shape[0])
     return resolve_targets(target, scores)

@@ -30,7 +30,7 @@ from lightning_xai.functional._checks import (
     resolve_targets,
 )
 from lightning_xai.functional._no_trace import leave_no_trace
-from lightning_xai.functional.baselines import ConstantBaseline, constant_baseline
+from lightning_xai.functional.baselines import INPAINT_BASELINE_NAMES, OcclusionBaseline, constant_baseline, import_cv2, inpaint
 
 
 def occlusion(
@@ -40,7 +40,7 @@ def occlusion(
     *,
     window: int | tuple[int, int],
     stride: int | tuple[int, int] | None = None,
-    baseline: ConstantBaseline = 0.0,
+    baseline: OcclusionBaseline = 0.0,
     batch_size: BatchSize | None = None,
     autocast_dtype: torch.dtype | None = None,
 ) -> Tensor:
@@ -55,7 +55,14 @@ def occlusion(
             exceed the window along an axis the window does not fill.
         baseline: what replaces the window: a number, a tensor ``[C]``, ``[C, H, W]`` or
             ``[N, C, H, W]``, or ``"zero"``, ``"mean"`` (the image's channel means),
-            ``"blur"`` (a blurred copy of the image), ``"max_distance"``.
+            ``"blur"`` (a blurred copy of the image), ``"max_distance"``, or ``"inpaint"`` /
+            ``"inpaint_ns"``: each occluded window filled from its surroundings by OpenCV
+            inpainting (Telea / Navier-Stokes; needs ``pip install "lightning-xai[inpaint]"``).
+            Inpainting runs on the CPU, one ``cv2.inpaint`` call per window and channel:
+            ``benchmarks/bench_inpaint.py`` measured occlusion with ``"inpaint"`` at 1.35x the
+            CPU time of ``"mean"`` at 3 x 32 x 32 (225 windows) and 1.14x at 3 x 64 x 64 (961
+            windows), Navier-Stokes alike (SmallCNN width 16, one thread); the ratio grows for
+            models cheaper than their inputs are large.
         batch_size: occluded images per forward pass; ``None`` chooses from the device and image size. A
             :class:`~lightning_xai.functional.BatchSizeTuner` picks it by timing the passes as they run.
         autocast_dtype: opt-in reduced precision: ``torch.bfloat16`` (CPU or GPU) or
@@ -79,12 +86,21 @@ def occlusion(
     batch_size = check_optional_batch_size(batch_size) or default_batch_size(inputs, backward=False)
     with leave_no_trace(forward_fn, inputs.device), torch.no_grad():
         images = inputs.detach().clone()
-        fill = constant_baseline(baseline, images).expand_as(images)
-        run = PairRunner(forward_fn, images, fill, target, batch_size, autocast_dtype)
+        inpainting = isinstance(baseline, str) and baseline in INPAINT_BASELINE_NAMES
+        fill = images if inpainting else constant_baseline(baseline, images).expand_as(images)  # type: ignore[arg-type]
+        run = PairRunner(forward_fn, images, fill, target, batch_size, autocast_dtype, inpaint_method=_inpaint_method(baseline))
         drops = _score_drops(run, window_hw, stride_hw)
         attribution = spread_over_windows(drops, images.shape[-2:], window_hw, stride_hw)
     check_finite(attribution)
     return attribution.to(inputs.dtype)
+
+
+def _inpaint_method(baseline: object) -> str | None:
+    """``"telea"`` or ``"ns"`` for the inpainting baselines (checking OpenCV is there), else ``None``."""
+    if not (isinstance(baseline, str) and baseline in INPAINT_BASELINE_NAMES):
+        return None
+    import_cv2()
+    return "ns" if baseline == "inpaint_ns" else "telea"
 
 
 def window_counts(size: tuple[int, int], window: tuple[int, int], stride: tuple[int, int]) -> tuple[int, int]:
@@ -159,6 +175,8 @@ class PairRunner:
         batch_size: occluded images per forward pass. A :class:`~lightning_xai.functional.BatchSizeTuner`
             picks it by timing the passes as they run.
         autocast_dtype: ``None``, or the dtype to run the forward passes in under autocast.
+        inpaint_method: ``None`` (windows take ``fill``), or ``"telea"`` / ``"ns"``: each
+            occluded window is filled by OpenCV inpainting instead (``fill`` is then unused).
 
     Attributes:
         targets: class per image ``[N]``.
@@ -174,8 +192,11 @@ class PairRunner:
         target: TargetLike,
         batch_size: BatchSize,
         autocast_dtype: torch.dtype | None = None,
+        *,
+        inpaint_method: str | None = None,
     ) -> None:
         self.forward_fn, self.images, self.fill = forward_fn, images, fill
+        self.inpaint_method = inpaint_method
         self.batch_size, self.autocast_dtype = batch_size, autocast_dtype
         with precision(images, autocast_dtype):
             scores = check_scores(forward_fn(images), images.shape[0])
@@ -196,7 +217,10 @@ class PairRunner:
         for start, stop in chunk_ranges(image_index.shape[0], self.batch_size):
             images, windows = image_index[start:stop], window_index[start:stop]
             mask = _window_masks(windows, cols, size, window, stride)  # type: ignore[arg-type]
-            occluded = torch.where(mask, self.fill[images], self.images[images])
+            if self.inpaint_method is not None:
+                occluded = inpaint(self.images[images], mask, method=self.inpaint_method)  # type: ignore[arg-type]
+            else:
+                occluded = torch.where(mask, self.fill[images], self.images[images])
             with precision(occluded, self.autocast_dtype):
                 scores = check_score_shape(self.forward_fn(occluded), stop - start)
             drops[start:stop] = self.base_scores[images] - gather_scores(scores, self.targets[images]).float()

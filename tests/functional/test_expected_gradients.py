@@ -1,4 +1,4 @@
-"""integrated_gradients and expected_gradients: against Captum, by hand, by convergence, and errors."""
+"""expected_gradients: against Captum, by hand, by convergence, and errors."""
 
 from __future__ import annotations
 
@@ -9,51 +9,8 @@ import pytest
 import torch
 from captum.attr import GradientShap, IntegratedGradients
 
-from lightning_xai.functional import constant_baseline, expected_gradients, integrated_gradients
-from tests.conftest import DEVICES, MODEL_NAMES, build_model
-
-METHODS = ["gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle"]
-
-
-@pytest.mark.parametrize("model_name", MODEL_NAMES)
-@pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("device", DEVICES)
-def test_integrated_gradients_matches_captum(model_name, method, device, images):
-    model = build_model(model_name)
-    target = torch.tensor([2, 0, 4])
-    ours, gap = integrated_gradients(
-        model.to(device), images.to(device), target, n_steps=16, method=method, batch_size=10, return_delta=True
-    )
-    reference, delta = IntegratedGradients(model.cpu()).attribute(
-        images, target=target, n_steps=16, method=method, return_convergence_delta=True
-    )
-    torch.testing.assert_close(ours.cpu(), reference, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(gap.cpu(), delta.abs(), rtol=1e-3, atol=1e-5)
-
-
-@pytest.mark.parametrize("baseline", [0.5, "zero", "max_distance", "blur", "mean", torch.tensor([0.1, 0.0, -0.1])])
-def test_integrated_gradients_baselines_match_captum_given_the_same_tensor(baseline, images):
-    model = build_model("resnet")
-    ours = integrated_gradients(model, images, 1, baseline=baseline, n_steps=8)
-    start = constant_baseline(baseline, images).expand_as(images).contiguous()
-    reference = IntegratedGradients(model).attribute(images, baselines=start, target=1, n_steps=8)
-    torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-5)
-
-
-def test_max_distance_baseline_is_the_far_end_of_the_range():
-    images = torch.tensor([[[[0.1, 0.9], [0.5, 0.6]]]])
-    start = constant_baseline("max_distance", images, value_range=(0.0, 1.0))
-    assert start.flatten().tolist() == [1.0, 0.0, 1.0, 0.0]
-
-
-def test_integrated_gradients_of_a_linear_model_is_exact(linear_model):
-    # For f = W x + b, IG from x' is (x - x') * W[t] with zero completeness gap, for any rule and step count.
-    images, start = torch.randn(2, 3, 2, 2), torch.full((3,), 0.25)
-    weights = linear_model[1].weight.detach()
-    attributions, gap = integrated_gradients(linear_model, images, [1, 0], baseline=start, n_steps=3, return_delta=True)
-    expected = (images - 0.25).flatten(1) * weights[[1, 0]]
-    torch.testing.assert_close(attributions.flatten(1), expected)
-    assert gap.max() < 1e-5
+from lightning_xai.functional import expected_gradients
+from tests.conftest import build_model
 
 
 def _exact_expected_gradients(model, images, target, references):
@@ -128,16 +85,30 @@ def test_expected_gradients_bad_arguments(kwargs, error, message, images):
         expected_gradients(build_model("tiny"), images, **kwargs)
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "error", "message"),
-    [
-        ({"method": "simpson"}, ValueError, "`method` must be one of ['gausslegendre', 'riemann_trapezoid', 'riemann_left', 'riemann_right', 'riemann_middle'], got 'simpson'."),
-        ({"method": "riemann_left", "n_steps": 1}, ValueError, "`n_steps` must be >= 2 for the Riemann rules, got 1."),
-        ({"baseline": torch.zeros(2, 2)}, ValueError, "`baseline` tensor must have shape [], [C], [C, H, W] or [N, C, H, W] = [], [3], [3, 12, 10] or [3, 3, 12, 10] for inputs of shape [3, 3, 12, 10], got [2, 2]."),
-        ({"baseline": [0.0]}, TypeError, "`baseline` must be a number, a tensor or one of ['zero', 'mean', 'blur', 'max_distance'], got list."),
-        ({"target": torch.tensor([0.5, 1.0, 2.0])}, TypeError, "`target` tensor must hold integers, got dtype torch.float32."),
-    ],
-)
-def test_integrated_gradients_bad_arguments(kwargs, error, message, images):
-    with pytest.raises(error, match=re.escape(message)):
-        integrated_gradients(build_model("tiny"), images, **kwargs)
+def test_expected_gradients_without_multiplying_by_inputs_of_a_linear_model_is_its_weights(linear_model):
+    images, references = torch.randn(2, 3, 2, 2), torch.randn(5, 3, 2, 2)
+    ours = expected_gradients(linear_model, images, [1, 0], baselines=references, n_samples=7, multiply_by_inputs=False)
+    torch.testing.assert_close(ours.flatten(1), linear_model[1].weight.detach()[[1, 0]])
+
+
+def test_expected_gradients_without_multiplying_by_inputs_converges_to_captum(images):
+    # One reference: E[grad f(x' + a (x - x'))] is Captum's IG with multiply_by_inputs=False, and
+    # GradientShap(multiply_by_inputs=False) estimates it too; with one reference the global map is
+    # exactly the local one times (x - x') for the same draws.
+    model = build_model("tiny")
+    reference = torch.randn(1, 3, 12, 10, generator=torch.Generator().manual_seed(5))
+    exact = IntegratedGradients(model, multiply_by_inputs=False).attribute(images, baselines=reference.expand_as(images).contiguous(), target=2, n_steps=64)
+    local = expected_gradients(model, images, 2, baselines=reference, n_samples=2000, multiply_by_inputs=False)
+    np.random.seed(0)
+    captum = GradientShap(model, multiply_by_inputs=False).attribute(images, baselines=reference, target=2, n_samples=2000, stdevs=0.0)
+    scale = exact.abs().max()
+    assert (local - exact).abs().max() / scale < 0.08
+    assert (captum - exact).abs().max() / scale < 0.08
+    global_ = expected_gradients(model, images, 2, baselines=reference, n_samples=2000)
+    torch.testing.assert_close(global_, local * (images - reference), rtol=1e-4, atol=1e-6)
+
+
+def test_expected_gradients_gap_needs_multiplying_by_inputs(images):
+    message = "`return_delta=True` needs `multiply_by_inputs=True`: the completeness gap is defined for attributions multiplied by (inputs - baselines), got multiply_by_inputs=False."
+    with pytest.raises(ValueError, match=re.escape(message)):
+        expected_gradients(build_model("tiny"), images, baselines="uniform", multiply_by_inputs=False, return_delta=True)

@@ -102,7 +102,11 @@ def test_bad_layers_raise_clear_errors(images):
     model = build_model("tiny")
     with pytest.raises(ValueError, match=re.escape("`layer` must name a submodule of the model (conv1, act1, conv2, act2, pool, fc), got 'conv9'.")):
         grad_cam(model, images, layer="conv9")
-    with pytest.raises(ValueError, match=re.escape("`layer` (Linear) must produce a 4-D output [N, C, h, w] for Grad-CAM, got [3, 5].")):
+    message = (
+        "`layer` (Linear) must produce a 4-D output [N, C, h, w], tokens [N, S, C] or a channels-last map [N, h, w, C] "
+        "for Grad-CAM, got [3, 5]; choose another `layer=` or pass `reshape=` a callable that returns [N, C, h, w]."
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
         grad_cam(model, images, layer="fc")
     with pytest.raises(ValueError, match=re.escape("`layer` must be a submodule of the model, got a Conv2d that is not part of it.")):
         grad_cam(model, images, layer=nn.Conv2d(3, 3, 1))

@@ -22,16 +22,26 @@ from lightning_xai.demos import ResNetStyle
 
 REFERENCES = torch.randn(4, 3, 12, 10, generator=torch.Generator().manual_seed(9))
 
+def _mask_tensors(result: F.ExtremalMasks) -> tuple[torch.Tensor, ...]:
+    return result.masks, result.kept, result.deleted_kept, result.smallest_area, result.best
+
+
 CALLS = {
     "occlusion": lambda m, x, **kw: F.occlusion(m, x, window=4, stride=2, batch_size=5, **kw),
     "occlusion_blur": lambda m, x, **kw: F.occlusion(m, x, window=4, baseline="blur", **kw),
+    "occlusion_inpaint": lambda m, x, **kw: F.occlusion(m, x, window=4, stride=4, baseline="inpaint", **kw),
     "grad_cam": lambda m, x, **kw: F.grad_cam(m, x, **kw),
     "grad_cam_layer": lambda m, x, **kw: F.grad_cam(m, x, layer="layer2.0.conv1", batch_size=2, **kw),
     "saliency": lambda m, x, **kw: F.saliency(m, x, batch_size=2, **kw),
     "smooth_grad": lambda m, x, **kw: F.smooth_grad(m, x, n_samples=3, **kw),
+    "vargrad": lambda m, x, **kw: F.smooth_grad(m, x, n_samples=3, kind="vargrad", **kw),
     "integrated_gradients": lambda m, x, **kw: F.integrated_gradients(m, x, n_steps=4, return_delta=True, **kw),
     "expected_gradients": lambda m, x, **kw: F.expected_gradients(m, x, baselines=REFERENCES, n_samples=3, return_delta=True, **kw),
     "expected_gradients_noise": lambda m, x, **kw: F.expected_gradients(m, x, baselines="gaussian", n_samples=3, return_delta=True, **kw),
+    "guided_backprop": lambda m, x, **kw: F.guided_backprop(m, x, batch_size=2, **kw),
+    "deconvnet": lambda m, x, **kw: F.deconvnet(m, x, **kw),
+    "guided_grad_cam": lambda m, x, **kw: F.guided_grad_cam(m, x, layer="layer2", **kw),
+    "extremal_mask": lambda m, x, **kw: _mask_tensors(F.extremal_mask(m, x, steps=3, **kw)),
     "find_grad_cam_layer": lambda m, x, **kw: F.find_grad_cam_layer(m, x),
     "measure_batch_size": lambda m, x, **kw: F.measure_batch_size(m, x, backward=True, candidates=[2, 4]),
 }
@@ -118,7 +128,7 @@ def test_training_mode_is_warned_about():
 def test_maps_computed_under_inference_mode_equal_those_with_grad():
     model = _model_with_state(partly_training=False)
     images = torch.randn(2, 3, 12, 10)
-    for name in ("grad_cam", "saliency", "integrated_gradients"):
+    for name in ("grad_cam", "saliency", "integrated_gradients", "guided_backprop", "deconvnet", "guided_grad_cam"):
         plain = CALLS[name](model, images)
         with torch.inference_mode():
             inference_images = images.clone()

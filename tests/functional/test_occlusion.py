@@ -130,3 +130,43 @@ def test_non_finite_scores_are_reported(images):
         occlusion(explodes_when_occluded, images, 0, window=2)
     with pytest.raises(ValueError, match=re.escape("the model returned non-finite scores (NaN or inf) for the given inputs.")):
         occlusion(lambda x: torch.full((x.shape[0], 2), torch.inf), images, window=2)
+
+
+@pytest.mark.parametrize(("baseline", "method"), [("inpaint", "telea"), ("inpaint_ns", "ns")])
+def test_inpaint_baselines_fill_each_window_by_inpainting(baseline, method, images):
+    # The reference loops over the windows by hand: inpaint the window, score, spread the drop.
+    pytest.importorskip("cv2")
+    from lightning_xai.functional.baselines import inpaint
+
+    model, image = build_model("small_cnn"), images[:1]
+    ours = occlusion(model, image, 3, window=(6, 5), stride=(6, 5), baseline=baseline, batch_size=3)
+    expected = torch.zeros(1, 1, 12, 10)
+    with torch.no_grad():
+        base = model(image)[0, 3]
+        for top in (0, 6):
+            for left in (0, 5):
+                hole = torch.zeros(1, 1, 12, 10, dtype=torch.bool)
+                hole[..., top : top + 6, left : left + 5] = True
+                occluded = inpaint(image, hole, method=method)
+                assert not torch.equal(occluded, image)
+                expected[..., top : top + 6, left : left + 5] = base - model(occluded)[0, 3]
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_inpaint_of_a_constant_image_changes_nothing():
+    # Inpainting a flat image restores it, so no window changes the score (a zero fill would).
+    pytest.importorskip("cv2")
+    model, flat = build_model("tiny"), torch.full((1, 3, 12, 10), 0.7)
+    assert occlusion(model, flat, 1, window=4, baseline="inpaint").abs().max() < 1e-5
+    assert occlusion(model, flat, 1, window=4, baseline=0.0).abs().max() > 1e-3
+
+
+def test_inpaint_without_opencv_names_the_extra_before_any_model_call(monkeypatch, images):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "cv2", None)
+    calls = []
+    message = 'The inpainting baselines (\'inpaint\', \'inpaint_ns\') need OpenCV; install it with pip install "lightning-xai[inpaint]" (opencv-python-headless).'
+    with pytest.raises(ImportError, match=re.escape(message)):
+        occlusion(lambda x: calls.append(x) or torch.zeros(x.shape[0], 2), images, 0, window=4, baseline="inpaint")
+    assert not calls
