@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from torch import Tensor
+
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,6 @@ import torch
 from lightning_xai._fingerprint import load_probes
 from lightning_xai.functional.stability import METRICS, compare_maps
 from lightning_xai.history import HistoryError, find_history_folder, load_run, read_summary
-from lightning_xai.stability import summarise
 
 __all__ = ["compare_runs", "format_comparison"]
 
@@ -51,7 +52,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, k: float = 0.1) -> dic
                 f"{folders[1]}); compare runs with the same probes."
             )
         scores = compare_maps(maps_a, maps_b, k=k)
-        methods[name] = {key.split("/", 1)[1]: value for key, value in summarise(scores, name).items()}
+        methods[name] = {f"{metric}_{kind}": value for metric, values in scores.items() for kind, value in _mean_worst(values).items()}
     return {"runs": [str(f) for f in folders], "steps": [int(r["global_step"]) for r in finals], "methods": methods}
 
 
@@ -81,3 +82,7 @@ def _check_same_probes(folders: list[Path], finals: list[dict[str, Any]]) -> Non
             raise HistoryError(f"the runs explain different probe images ({probe_files[0]} vs {probe_files[1]}); compare runs with the same probes.")
     elif finals[0]["targets"].shape != finals[1]["targets"].shape:
         raise HistoryError("the runs explain different numbers of probes; compare runs with the same probes.")
+
+
+def _mean_worst(per_probe: Tensor) -> dict[str, float]:
+    return {"mean": float(per_probe.mean()), "worst": float(per_probe.min())}

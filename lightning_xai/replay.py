@@ -16,10 +16,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils.tensorboard import SummaryWriter
 
-from lightning_xai._explain import display_rgb, explain_probes
 from lightning_xai._fingerprint import load_probes, load_references
 from lightning_xai._history_checks import first_line
-from lightning_xai._session import MonitorSession
+from lightning_xai.monitor.budget import Deadline
+from lightning_xai.monitor.engine import Engine, RunMoment
+from lightning_xai.monitor.images import display_rgb
+from lightning_xai.monitor.recorder import Recorder
+from lightning_xai.monitor.settings import check_methods
 from lightning_xai.history import AttributionHistory
 from lightning_xai.methods import AttributionMethod, default_methods
 from lightning_xai.probes import ProbeSet, probes_from_argument
@@ -134,20 +137,23 @@ def replay(
     if history.notice:
         print(f"replay: {history.notice}")
     writer = SummaryWriter(str(out_dir))
-    session = MonitorSession(history.folder, writer, methods, stability, None)
-    session.save_artefacts(probe_set, reference_images)
+    keyed = check_methods(methods)
+    engine = Engine(keyed, seed=seed, stability=stability, shortcuts=None, faithfulness=None, strict=True)
+    recorder = Recorder(history, writer, keyed, stability=stability)
     rgb = display_rgb(probe_set.images, _tuple(display_mean), _tuple(display_std))
     entries = []
     try:
         for path, checkpoint in loaded:
             model = _build(module_class, checkpoint, module_kwargs, device, path)
             target = model.get_submodule(submodule) if submodule else model
-            result = explain_probes(
-                target, probe_set, methods, convert_input=lambda x: x, references=reference_images, seed=seed, max_seconds=None
-            )
             step, epoch = int(checkpoint.get("global_step", 0)), int(checkpoint.get("epoch", 0))
-            entries.append(session.record(result, probe_set, rgb, step=step, epoch=epoch, stage="replay"))
-            print(f"replayed {path.name}: epoch {epoch}, step {step}, {result.total_seconds:.2f}s")
+            report = engine.run(
+                target, probe_set, RunMoment(epoch, step, step, "replay"), convert_input=None,
+                references=reference_images, test_images=None, deadline=Deadline(0.0, None),
+            )
+            entry = recorder.record_run(report, probe_set, rgb, reference_images)
+            entries.append(entry)
+            print(f"replayed {path.name}: epoch {epoch}, step {step}, {report.maps.total_seconds:.2f}s")
     finally:
         writer.close()
     return entries

@@ -42,7 +42,7 @@ def test_replay_reproduces_the_live_maps(live_run, tmp_path):
         expected, got = _maps(live, live_entry), _maps(tmp_path / "xai", replayed)
         for name in expected:
             torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-5, msg=name)
-    assert "stability/grad_cam/spearman_mean" in entries[1]["metrics"]
+    assert "xai_stability/grad_cam/spearman_mean" in entries[1]["metrics"]
     assert (tmp_path / "xai" / "probes.pt").is_file() and list(tmp_path.glob("events.out.tfevents.*"))
 
 

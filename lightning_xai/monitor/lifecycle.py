@@ -18,6 +18,8 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
+from lightning_xai._fingerprint import check_probe_fingerprint, load_probes, load_references
+from lightning_xai.history import AttributionHistory
 from lightning_xai.loggers import find_tensorboard_writer, resolve_log_dir
 from lightning_xai.monitor import messages
 from lightning_xai.monitor import settings as checks
@@ -112,7 +114,8 @@ class MonitorRun:
         self._sync_stop(trainer)
 
     def _fix_probes(self, trainer: pl.Trainer) -> ProbeSet | None:
-        if self.monitor.probes is None:
+        """On the first run, every rank takes rank 0's probes (picked now, given, or restored on resume)."""
+        if self.collector.wants_probes:
             chosen, error = self._choose() if trainer.is_global_zero else (None, None)
             if trainer.world_size > 1:
                 chosen, error = trainer.strategy.broadcast((chosen, error), src=0)
@@ -123,12 +126,12 @@ class MonitorRun:
                     self.recorder.warn_once("no_probes", f"AttributionMonitor: {error}")
                 return None
             self.monitor.probes = chosen
-        probes = self.monitor.probes
-        if self.collector.wants_probes:
-            self.collector.fix_test_images(probes)  # type: ignore[arg-type]
-        return probes
+            self.collector.fix_test_images(chosen)  # type: ignore[arg-type]
+        return self.monitor.probes
 
     def _choose(self) -> tuple[ProbeSet | None, str | None]:
+        if self.monitor.probes is not None:
+            return self.monitor.probes, None
         try:
             return self.collector.choose_probes(), None
         except ValueError as error:
@@ -251,18 +254,15 @@ class MonitorRun:
         probes = self.monitor.probes
         state["probe_fingerprint"] = probes.fingerprint() if probes is not None else None
         state["findings"] = self.monitor.findings
-        state["references_file"] = "references.pt" if self.collector.references is not None else None
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continues a checkpoint: history, stability streaks, findings (the files are read when the recorder opens)."""
+        """Continues a checkpoint: stability streaks and findings now; the history, probes and references when the recorder opens."""
         self.restored = dict(state)
         if self.engine.tracker is not None:
             self.engine.tracker.load_state_dict(state.get("stability", {}))
         if self.engine.detector is not None:
             self.engine.detector.findings = [Finding(**finding) for finding in state.get("findings", [])]
-        if self.recorder is not None:
-            self.recorder.load_state_dict(self.restored, self.engine.tracker)
 
     def picklable(self) -> MonitorRun:
         """A copy without the open recorder (its lasting state kept for the other side), for pickling."""
@@ -273,29 +273,29 @@ class MonitorRun:
         return clone
 
     def _open_recorder(self, trainer: pl.Trainer) -> None:
-        folder = resolve_log_dir(trainer) / "xai"
+        """Opens (or resumes) the history; on resume restores the probes and references from its folder."""
+        search = [Path(trainer.ckpt_path).parent.parent / "xai"] if trainer.ckpt_path else []
+        history_state = {k: v for k, v in (self.restored or {}).items() if k in ("fit", "runs")} if self.restored else None
+        history = AttributionHistory.open(resolve_log_dir(trainer) / "xai", resume_state=history_state, search=search)
         self.recorder = Recorder(
-            folder, find_tensorboard_writer(trainer), self.monitor._methods, stability=self.monitor.stability,
+            history, find_tensorboard_writer(trainer), self.monitor._methods, stability=self.monitor.stability,
             max_relative_gap=self.monitor.faithfulness.max_relative_gap if self.monitor.faithfulness else 0.1,
         )
         if self.restored is not None:
-            self.recorder.load_state_dict(self.restored, self.engine.tracker)
-            self.collector.references = load_references(folder, self.restored.get("references_file"))
+            self._restore_files(history.folder)
+            self.recorder.resume(self.restored, self.engine.tracker)
+
+    def _restore_files(self, folder: Path) -> None:
+        """The probes a checkpoint explained (checked against its fingerprint) and its reference images."""
+        assert self.restored is not None
+        if self.monitor.probes is None and (folder / "probes.pt").is_file():
+            saved = load_probes(folder)
+            self.monitor.probes = ProbeSet(saved["images"], saved["labels"], saved["source"])
+        if self.monitor.probes is not None and (folder / "probes.pt").is_file():
+            check_probe_fingerprint(self.restored.get("probe_fingerprint"), self.monitor.probes.fingerprint(), folder=folder)
+        self.collector.references = load_references(folder)
 
 
 def torch_generator(device: torch.device, seed: int) -> torch.Generator:
     """A private generator on ``device`` seeded with ``seed``."""
     return torch.Generator(device=device).manual_seed(seed)
-
-
-def load_references(folder: Path, name: object) -> Tensor | None:
-    """The frozen reference images of a checkpointed run, if the file is inside ``folder`` and still there."""
-    if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith("."):
-        return None
-    path = folder / name
-    if not path.is_file():
-        return None
-    try:
-        return torch.load(path, weights_only=True)["images"]
-    except Exception:  # a damaged file: expected gradients fall back to fresh references
-        return None

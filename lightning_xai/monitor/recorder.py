@@ -39,7 +39,7 @@ class Recorder:
     """Logs and stores the monitor's runs.
 
     Args:
-        folder: ``<log_dir>/xai``.
+        history: the opened history (see :meth:`~lightning_xai.history.AttributionHistory.open`).
         writer: TensorBoard ``SummaryWriter`` or ``None`` (PNG files instead).
         methods: the methods by key.
         stability: stability settings (filmstrips, messages), or ``None`` when tracking is off.
@@ -48,7 +48,7 @@ class Recorder:
 
     def __init__(
         self,
-        folder: Path,
+        history: AttributionHistory,
         writer: Any | None,
         methods: Mapping[str, AttributionMethod],
         *,
@@ -58,18 +58,19 @@ class Recorder:
         self.methods = dict(methods)
         self.stability = stability
         self.max_relative_gap = max_relative_gap
-        self.history = AttributionHistory(folder)
-        self.logger = XaiLogger(writer, folder)
+        self.history = history
+        self.logger = XaiLogger(writer, history.folder)
         self.filmstrips = Filmstrips(stability.filmstrip_length) if stability is not None else None
         self.resumed_frames: list[tuple[int, dict[str, Tensor]]] = []
         self.said: set[str] = set()
         self.files_ok = True
         self.probes_logged = False
         self.artefacts_saved = False
-        self.failed_runs: list[dict[str, Any]] = []
         self.sections: dict[str, Any] = {}
+        if history.notice:
+            rank_zero_info(f"AttributionMonitor: {history.notice}")
         if writer is None:
-            self.info_once("no_tensorboard", messages.no_tensorboard(folder))
+            self.info_once("no_tensorboard", messages.no_tensorboard(history.folder))
         else:
             self.logger.layout(tags.custom_scalars_layout())
 
@@ -120,11 +121,12 @@ class Recorder:
         return entry
 
     def record_failure(self, moment: RunMoment, error: str) -> None:
-        """A run that failed as a whole: one warning per cause, an entry under ``failed_runs`` in ``summary.json``."""
-        self.failed_runs.append({"epoch": moment.epoch, "global_step": moment.global_step, "stage": moment.stage, "error": error})
+        """A run that failed as a whole: one warning per cause, an entry with ``"error"`` (and no file) in ``summary.json``."""
         self.warn_once(f"run_failed:{error}", messages.run_failed(epoch=moment.epoch, step=moment.global_step, error=error))
-        self.logger.scalars({tags.FAILED_RUNS: float(len(self.failed_runs))}, moment.log_step)
-        self.write_sections(failed_runs=self.failed_runs)
+        self._files(lambda: self.history.record_failure(global_step=moment.global_step, epoch=moment.epoch, stage=moment.stage, error=error))
+        failed = sum(1 for run in self.history.runs if run.get("error"))
+        self.logger.scalars({tags.FAILED_RUNS: float(failed)}, moment.log_step)
+        self.logger.flush()
 
     def record_cost(self, overhead: float, step: int) -> None:
         """The monitor's overhead so far, as a scalar."""
@@ -161,15 +163,16 @@ class Recorder:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        """Runs, failed runs and what was said (weights-only safe)."""
-        return {**self.history.state_dict(), "failed_runs": list(self.failed_runs), "said": sorted(self.said)}
+        """Runs and what was said (weights-only safe)."""
+        return {**self.history.state_dict(), "said": sorted(self.said)}
 
-    def load_state_dict(self, state: Mapping[str, Any], tracker: StabilityTracker | None) -> None:
-        """Continues a checkpoint's history; the last runs' maps feed the filmstrips and the tracker."""
-        self.history.load_state_dict(dict(state))
-        self.failed_runs = list(state.get("failed_runs", []))
+    def resume(self, state: Mapping[str, Any], tracker: StabilityTracker | None) -> None:
+        """Continues after a checkpoint (the history itself was resumed when opened): what was said, and the
+        last runs' maps for the filmstrips and the tracker."""
         self.said |= set(state.get("said", []))
-        for run in self.history.runs[-(self.filmstrips.length if self.filmstrips else 1):]:
+        self.sections.update({k: v for k, v in state.items() if k in ("findings",)})
+        runs = [run for run in self.history.runs if run.get("file")]
+        for run in runs[-(self.filmstrips.length if self.filmstrips else 1):]:
             try:
                 maps = self.history.load_run(run)["maps"]
             except Exception as error:  # damaged or missing files: the run goes on without them
