@@ -27,6 +27,7 @@ __all__ = [
     "Reshape",
     "TokenGrid",
     "auto_layout",
+    "batch_size_of",
     "channels_last",
     "check_reshape",
     "find_token_grid",
@@ -219,10 +220,26 @@ def resolve_layout(
             f"`layer` ({name}) must produce a 4-D output [N, C, h, w] for Grad-CAM with `reshape=None`, got {list(shape)}; "
             "pass `reshape='auto'` or a callable that returns [N, C, h, w]."
         )
+    if len(shape) in (3, 4) and batch_size_of(shape, sequence_first=sequence_first) != batch:
+        raise ValueError(
+            f"`layer` ({name}) gives an output of shape {list(shape)} without one entry per image (N = {batch}) in its "
+            f"{'second' if sequence_first else 'first'} dimension (e.g. attention over windows); choose another `layer=` "
+            "or pass `reshape=` a callable that returns [N, C, h, w]."
+        )
     layout = auto_layout(shape, image_size, sequence_first=sequence_first)
     if layout is not None:
         return layout
     raise ValueError(_unresolved_message(name, shape, image_size))
+
+
+def batch_size_of(shape: tuple[int, ...], *, sequence_first: bool) -> int:
+    """The batch size of an output of ``shape``: its second size for sequence-first tokens, else its first.
+
+    Example:
+        >>> batch_size_of((65, 2, 16), sequence_first=True), batch_size_of((2, 65, 16), sequence_first=False)
+        (2, 2)
+    """
+    return shape[1] if sequence_first and len(shape) == 3 else shape[0]
 
 
 def _unresolved_message(name: str, shape: tuple[int, ...], image_size: tuple[int, int]) -> str:
