@@ -24,7 +24,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -100,7 +99,7 @@ def _tracing(modules: list[nn.Module], attentions: set[nn.Module]) -> Iterator[_
             handle.remove()
 
 
-def find_token_layer(forward: nn.Module, root: nn.Module, example: Tensor) -> Optional[str]:
+def find_token_layer(forward: nn.Module, root: nn.Module, example: Tensor) -> str | None:
     """Dotted name (in ``root``) of the layer Grad-CAM explains in a model with token blocks.
 
     Runs one forward and one backward pass of ``example`` (with gradients, so that
@@ -154,7 +153,7 @@ def _candidates(trace: _Trace, block: tuple[nn.Module, nn.Module], first_start: 
 
 def _first_with_patch_gradient(
     root: nn.Module, candidates: list[tuple[nn.Module, Tensor]], scores: Tensor, image_size: tuple[int, int]
-) -> Optional[nn.Module]:
+) -> nn.Module | None:
     usable = []
     for module, output in candidates:
         sequence_first = is_sequence_first(root, module, tuple(output.shape), scores.shape[0])

@@ -8,7 +8,7 @@ reshaped gradients over the grid, map = ReLU(sum over channels of weights * acti
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -227,7 +227,7 @@ def test_windowed_attention_is_explained_at_the_blocks_first_norm():
     message = (
         "`layer` (MultiheadAttention) must produce a tensor for Grad-CAM, got tuple; choose another `layer=`."
     )
-    with pytest.raises(ValueError, match=re.escape(message)):
+    with pytest.raises(TypeError, match=re.escape(message)):
         grad_cam(model, images, layer="blocks.1.attn")
     message = (
         "`layer` (Identity) gives an output of shape [8, 24, 16] without one entry per image (N = 2) in its first "
