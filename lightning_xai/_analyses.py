@@ -53,9 +53,11 @@ def check_shortcuts(
     started = time.perf_counter()
     with attribution_conditions(model, module_device(model)):
         images = model_dtype_images(model, test_images)
-        current, new, metrics = detector.check(model, result.displays, images, epoch=epoch, step=step, batch_size=batch_size)
+        report = detector.check(model, result.displays, images, epoch=epoch, step=step, batch_size=batch_size)
+    metrics = {f"shortcut/{name}/{key}": value for name, numbers in report.per_method.items() for key, value in numbers.items()}
     metrics["seconds/shortcuts"] = time.perf_counter() - started
-    outlines = {f"xai/shortcut/{name}": outline_findings(rgb, [finding], probe_size) for name, finding in current.items() if finding.confirmed}
+    outlines = {f"xai/shortcut/{name}": outline_findings(rgb, [finding], probe_size) for name, finding in report.current.items() if finding.confirmed}
+    new = report.new
     for finding in new:
         rank_zero_warn(f"AttributionMonitor found a likely shortcut: {finding.message}")
         on_finding(finding)
