@@ -38,6 +38,11 @@ and a repeat during which other processes took the CPU is rerun (see the footer)
   (occlusion: forward; integrated/expected gradients, SmoothGrad and Grad-CAM: forward+backward).
   1.00 means the method runs at the model's limit; Grad-CAM evaluates only the probe images, so
   its batch is small and its ratio is expected to be lower.
+* ``guided_backprop``, ``deconvnet`` (one gradient per probe, like saliency), ``guided_grad_cam``
+  (a Grad-CAM pass plus a guided pass: ``images`` counts both), ``vargrad`` (SmoothGrad samples,
+  against ``NoiseTunnel(nt_type="vargrad")``) and ``extremal_mask`` (steps x probes x 3 areas,
+  forward+backward, all masks in one pass per step; no Captum counterpart, so ``-``) compare to
+  the forward+backward limit the same way.
 * ``us/cap`` is Captum's time divided by ours at our default batch size: above 1 we are faster.
 * ``max|diff|`` is the largest absolute difference between our map and Captum's for the exact
   methods (occlusion, integrated gradients, Grad-CAM); the sampled methods (expected gradients,
@@ -58,15 +63,30 @@ from typing import TypeVar
 
 import numpy as np
 import torch
-from captum.attr import GradientShap, IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Occlusion, Saliency
+from captum.attr import (
+    Deconvolution,
+    GradientShap,
+    GuidedBackprop,
+    GuidedGradCam,
+    IntegratedGradients,
+    LayerAttribution,
+    LayerGradCam,
+    NoiseTunnel,
+    Occlusion,
+    Saliency,
+)
 from torch import Tensor, nn
 
 from lightning_xai.demos import ResNetStyle, SmallCNN
 from lightning_xai.functional import (
     BatchSizeTuner,
+    deconvnet,
     expected_gradients,
+    extremal_mask,
     find_grad_cam_layer,
     grad_cam,
+    guided_backprop,
+    guided_grad_cam,
     integrated_gradients,
     occlusion,
     smooth_grad,
@@ -137,7 +157,8 @@ class Method:
         work: images the model evaluates per call (perturbed, interpolated or noisy images).
         default_batch: the batch size our function picks with ``batch_size=None``.
         ours: runs our function with the given ``batch_size`` (``None`` for the default).
-        captum: runs Captum with the given number of images per model pass.
+        captum: runs Captum with the given number of images per model pass (``None``: no Captum
+            counterpart, its cells show ``-``).
         captum_batches: images per pass to try for Captum.
         knob: label of Captum's knob for a number of images per pass.
         exact: whether our map should equal Captum's (else the ``max|diff|`` column is empty).
@@ -148,7 +169,7 @@ class Method:
     work: int
     default_batch: int
     ours: Callable[[int | None], Tensor]
-    captum: Callable[[int], Tensor]
+    captum: Callable[[int], Tensor] | None
     captum_batches: tuple[int, ...]
     knob: Callable[[int], str]
     exact: bool
@@ -510,6 +531,50 @@ def grad_cam_method(model: nn.Module, images: Tensor, targets: Tensor) -> Method
     )
 
 
+def relu_rule_methods(model: nn.Module, images: Tensor, targets: Tensor) -> list[Method]:
+    """Guided backprop and DeconvNet (one gradient per image), and guided Grad-CAM; Captum runs each in one batch."""
+    n = images.shape[0]
+    layer_name = find_grad_cam_layer(model, images[:1])
+    captum_guided_grad_cam = GuidedGradCam(model, model.get_submodule(layer_name))
+    rows = [
+        ("guided_backprop", guided_backprop, lambda _b: GuidedBackprop(model).attribute(images, target=targets)),
+        ("deconvnet", deconvnet, lambda _b: Deconvolution(model).attribute(images, target=targets)),
+    ]
+    methods = [
+        Method(name, True, n, default_batch_size(images, backward=True), (lambda b, fn=fn: fn(model, images, targets, batch_size=b)), theirs, (n,), lambda _b: "all", True)
+        for name, fn, theirs in rows
+    ]
+    methods.append(
+        Method(
+            "guided_grad_cam", True, 2 * n, default_batch_size(images, backward=True),
+            lambda b: guided_grad_cam(model, images, targets, layer=layer_name, batch_size=b),
+            lambda _b: captum_guided_grad_cam.attribute(images, target=targets, interpolate_mode="bilinear"),
+            (n,), lambda _b: "all", True,
+        )
+    )  # fmt: skip
+    return methods
+
+
+def noise_tunnel_and_mask_methods(model: nn.Module, images: Tensor, targets: Tensor, case: Case, settings: Settings) -> list[Method]:
+    """VarGrad (Captum's ``NoiseTunnel(nt_type="vargrad")``) and extremal masks (no Captum counterpart)."""
+    n, samples = images.shape[0], settings.n_samples
+    tunnel = NoiseTunnel(Saliency(model))
+    steps, areas = max(2, samples // 2), (0.05, 0.1, 0.2)
+    vargrad = Method(
+        "vargrad", True, n * samples, default_batch_size(images, backward=True),
+        lambda b: smooth_grad(model, images, targets, n_samples=samples, stdev=0.15, stdev_mode="absolute", kind="vargrad", batch_size=b),
+        lambda b: tunnel.attribute(images, nt_type="vargrad", nt_samples=samples, stdevs=0.15, nt_samples_batch_size=b // n, target=targets),
+        multiples(settings, case, n, n * samples), lambda b: f"nsbs={b // n}", False,
+    )  # fmt: skip
+    # extremal_mask runs all N * len(areas) masks in one pass per step; its batch_size argument does not exist
+    mask = Method(
+        f"extremal_mask({steps} steps)", True, steps * n * len(areas), n * len(areas),
+        lambda _b: extremal_mask(model, images, targets, areas=areas, steps=steps).best,
+        None, (), lambda _b: "-", False,
+    )  # fmt: skip
+    return [vargrad, mask]
+
+
 def rate_cells(rate: float, limit: Raw) -> list[str]:
     """Images per second, and as a fraction of the best raw throughput."""
     return [f"{rate:,.0f}", f"{rate / limit.best_rate:.2f}"]
@@ -522,7 +587,12 @@ def method_row(method: Method, raw: dict[bool, Raw], settings: Settings) -> list
         ("ours", None): lambda: method.ours(None),
         ("ours", limit.best_batch): lambda: method.ours(limit.best_batch),
     }
-    calls.update({("captum", b): (lambda b=b: method.captum(b)) for b in method.captum_batches})  # type: ignore[misc]
+    if method.captum is None:
+        timings = interleaved_medians(calls, settings)
+        (default_s, _), (best_s, _) = timings["ours", None], timings["ours", limit.best_batch]
+        ours_cells = [*rate_cells(method.work / default_s, limit), str(min(limit.best_batch, method.work)), *rate_cells(method.work / best_s, limit)]
+        return [method.name, str(method.work), str(min(method.default_batch, method.work)), *ours_cells, *["-"] * 5]
+    calls.update({("captum", b): (lambda b=b: method.captum(b)) for b in method.captum_batches})  # type: ignore[misc,union-attr]
     timings = interleaved_medians(calls, settings)
     captum_batch = min(method.captum_batches, key=lambda b: timings["captum", b][0])
     (default_s, ours_map), (best_s, _), (captum_s, captum_map) = (
@@ -600,6 +670,8 @@ def case_rows(case: Case, settings: Settings) -> list[list[str]]:
         expected_gradients_method(model, images, targets, references, settings),
         smooth_grad_method(model, images, targets, case, settings),
         grad_cam_method(model, images, targets),
+        *relu_rule_methods(model, images, targets),
+        *noise_tunnel_and_mask_methods(model, images, targets, case, settings),
     ]
     tuned = {backward: tuned_batch_size(methods, images, backward) for backward in (False, True)}
     rows = [raw_row("raw fwd", raw[False]), raw_row("raw fwd+bwd", raw[True])]

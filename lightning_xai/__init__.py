@@ -10,6 +10,7 @@ from lightning_xai.callback import AttributionMonitor
 from lightning_xai.faithfulness import Faithfulness
 from lightning_xai.methods import (
     AttributionMethod,
+    CaptumMethod,
     DeconvNet,
     ExpectedGradients,
     GradCAM,
@@ -30,6 +31,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AttributionMethod",
     "AttributionMonitor",
+    "CaptumMethod",
     "DeconvNet",
     "ExpectedGradients",
     "Faithfulness",

@@ -7,8 +7,7 @@ rule, and ``batch_images=`` / ``preprocess=`` say it explicitly when the rule is
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Callable, Optional
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -22,8 +21,8 @@ _MASK_VALUES = 32  # an integer one-channel tensor with at most this many distin
 def images_from_batch(
     batch: object,
     *,
-    batch_images: Optional[Callable[[object], Tensor]] = None,
-    preprocess: Optional[Callable[[Tensor], Tensor]] = None,
+    batch_images: Callable[[object], Tensor] | None = None,
+    preprocess: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
     """The images of a batch as float ``[B, C, H, W]``, ready for the model's ``forward``.
 
@@ -111,7 +110,7 @@ def _not_found_message(batch: object) -> str:
     )
 
 
-def _preprocessed(images: Tensor, preprocess: Optional[Callable[[Tensor], Tensor]]) -> Tensor:
+def _preprocessed(images: Tensor, preprocess: Callable[[Tensor], Tensor] | None) -> Tensor:
     if preprocess is None:
         if not images.is_floating_point():
             raise TypeError(

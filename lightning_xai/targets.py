@@ -3,8 +3,8 @@
 Attribution methods explain one scalar score per image. This module turns whatever a model
 returns into such scores:
 
-* :func:`select_scores` / :func:`make_forward`: the tensor of scores inside a dict, a tuple or a
-  custom call (``output=``, ``forward=``);
+* :func:`select_scores` / :func:`make_forward` (from :mod:`lightning_xai.outputs`, re-exported):
+  the tensor of scores inside a dict, a tuple or a custom call (``output=``, ``forward=``);
 * :func:`infer_task` and :func:`score_columns`: per task, the columns ``[N, K']`` that the
   methods index with an integer target (a multiclass or multilabel class, the binary classes, a
   regression output, a segmentation class summed over its region);
@@ -19,14 +19,15 @@ in :mod:`lightning_xai.batches` and is re-exported here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Optional, Union, get_args
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
 
 from lightning_xai.batches import images_from_batch
+from lightning_xai.outputs import Forward, Output, make_forward, select_scores
 
 __all__ = [
     "Output",
@@ -45,104 +46,11 @@ __all__ = [
 ]
 
 Task = Literal["multiclass", "multilabel", "binary", "regression", "segmentation"]
-Output = Union[str, int, Callable[[Any], Tensor], None]
-Forward = Callable[[nn.Module, Tensor], Any]
 MultilabelTargets = Literal["positive", "top"]
 TASKS: tuple[str, ...] = get_args(Task)
 
 
-def select_scores(outputs: object, *, output: Output = None) -> Tensor:
-    """The scores tensor in a model's outputs.
-
-    Args:
-        outputs: what the model returned.
-        output: a dict key (``"logits"``), a tuple/list index, a callable ``outputs -> Tensor``,
-            or ``None`` when the outputs are the scores tensor itself.
-
-    Raises:
-        ValueError: ``output=None`` and the outputs are a dict, tuple or list (which entry?), or
-            the key or index does not exist.
-        TypeError: the selected scores are not a tensor.
-
-    Example:
-        >>> select_scores({"logits": torch.zeros(2, 3), "features": torch.zeros(2, 8)}, output="logits").shape
-        torch.Size([2, 3])
-        >>> select_scores((torch.zeros(2, 3), torch.zeros(2, 8)), output=0).shape
-        torch.Size([2, 3])
-    """
-    if callable(output):
-        selected = output(outputs)
-    elif output is None:
-        if isinstance(outputs, (Mapping, tuple, list)):
-            raise ValueError(_which_entry_message(outputs))
-        selected = outputs
-    else:
-        selected = _entry(outputs, output)
-    if not isinstance(selected, Tensor):
-        raise TypeError(
-            f"the scores selected with `output={_shown(output)}` must be a Tensor, got {type(selected).__name__}; "
-            "pass `output=` a key, an index or a callable that returns the scores tensor."
-        )
-    return selected
-
-
-def _which_entry_message(outputs: object) -> str:
-    if isinstance(outputs, Mapping):
-        keys = list(outputs.keys())
-        example = next((k for k in keys if isinstance(k, str)), keys[0] if keys else "logits")
-        what = f"a dict with keys {keys}"
-        hint = f"`output={example!r}` (a key)"
-    else:
-        what = f"a {type(outputs).__name__} of {len(outputs)} items"  # type: ignore[arg-type]
-        hint = "`output=0` (an index)"
-    return (
-        f"the model returned {what}; pass {hint}, an index or a callable (outputs -> scores tensor) "
-        "to AttributionMonitor so that it knows which entry holds the scores."
-    )
-
-
-def _entry(outputs: object, output: object) -> object:
-    if isinstance(output, bool) or not isinstance(output, (str, int)):
-        raise TypeError(f"`output` must be a str key, an int index, a callable or None, got {type(output).__name__}.")
-    try:
-        return outputs[output]  # type: ignore[index]
-    except (KeyError, IndexError, TypeError):
-        available = list(outputs.keys()) if isinstance(outputs, Mapping) else (
-            f"indices 0..{len(outputs) - 1}" if isinstance(outputs, Sequence) else type(outputs).__name__
-        )
-        raise ValueError(f"`output={output!r}` is not in the model's outputs ({available}).") from None
-
-
-def _shown(output: Output) -> str:
-    return getattr(output, "__name__", "callable") if callable(output) else repr(output)
-
-
-def make_forward(module: nn.Module, *, forward: Optional[Forward] = None, output: Output = None) -> Callable[[Tensor], Tensor]:
-    """A function ``images -> scores`` from a module, an optional custom call and an output selector.
-
-    Args:
-        module: the model.
-        forward: ``(module, images) -> outputs``, for extra arguments or wrappers
-            (``lambda m, x: m(x, timestep=0)``); ``None`` calls ``module(images)``.
-        output: see :func:`select_scores`.
-
-    Example:
-        >>> net = nn.Linear(4, 3)
-        >>> fn = make_forward(net, forward=lambda m, x: {"logits": m(x)}, output="logits")
-        >>> fn(torch.rand(2, 4)).shape
-        torch.Size([2, 3])
-    """
-    if forward is not None and not callable(forward):
-        raise TypeError(f"`forward` must be a callable (module, images) -> outputs or None, got {type(forward).__name__}.")
-
-    def scores(images: Tensor) -> Tensor:
-        outputs = module(images) if forward is None else forward(module, images)
-        return select_scores(outputs, output=output)
-
-    return scores
-
-
-def infer_task(scores: Tensor, labels: Optional[Tensor] = None) -> Task:
+def infer_task(scores: Tensor, labels: Tensor | None = None) -> Task:
     """The task a model's scores (and the batch's labels, when known) look like.
 
     Rules, in order:
@@ -194,7 +102,7 @@ def _check_task(task: object) -> Task:
     return task  # type: ignore[return-value]
 
 
-def score_columns(scores: Tensor, *, task: Task, region: Optional[Tensor] = None) -> Tensor:
+def score_columns(scores: Tensor, *, task: Task, region: Tensor | None = None) -> Tensor:
     """The scores ``[N, K']`` that methods index with an integer target, for each task.
 
     * multiclass, multilabel, regression: the outputs as ``[N, K]`` (``[N]`` becomes ``[N, 1]``).
@@ -231,7 +139,7 @@ def score_columns(scores: Tensor, *, task: Task, region: Optional[Tensor] = None
     return scores
 
 
-def _segmentation_columns(scores: Tensor, region: Optional[Tensor]) -> Tensor:
+def _segmentation_columns(scores: Tensor, region: Tensor | None) -> Tensor:
     if scores.ndim != 4:
         raise ValueError(f"`task='segmentation'` needs scores [N, K, H, W], got {list(scores.shape)}.")
     classes = scores.shape[1]
@@ -273,10 +181,10 @@ class ScoreModel(nn.Module):
         module: nn.Module,
         *,
         task: Task,
-        forward: Optional[Forward] = None,
+        forward: Forward | None = None,
         output: Output = None,
-        target: Optional[Callable[[Any], Tensor]] = None,
-        region: Optional[Tensor] = None,
+        target: Callable[[Any], Tensor] | None = None,
+        region: Tensor | None = None,
     ) -> None:
         super().__init__()
         if target is not None and not callable(target):
@@ -317,11 +225,11 @@ class ProbeTarget:
 
 def probe_targets(
     scores: Tensor,
-    labels: Optional[Tensor] = None,
+    labels: Tensor | None = None,
     *,
     task: Task,
     multilabel_targets: MultilabelTargets = "positive",
-    background: Optional[int] = 0,
+    background: int | None = 0,
 ) -> list[ProbeTarget]:
     """The default targets for probes with outputs ``scores`` (and ``labels`` when known).
 
@@ -359,7 +267,7 @@ def _class_target(probe: int, column: int, task: str, source: str) -> ProbeTarge
     return ProbeTarget(probe, column, f"{name} ({source})")
 
 
-def _multilabel_targets(columns: Tensor, labels: Optional[Tensor]) -> list[ProbeTarget]:
+def _multilabel_targets(columns: Tensor, labels: Tensor | None) -> list[ProbeTarget]:
     rows = []
     for probe in range(columns.shape[0]):
         positive = [] if labels is None else (labels[probe] == 1).nonzero().flatten().tolist()
@@ -372,7 +280,7 @@ def _multilabel_targets(columns: Tensor, labels: Optional[Tensor]) -> list[Probe
     return rows
 
 
-def _segmentation_targets(scores: Tensor, labels: Optional[Tensor], background: Optional[int]) -> list[ProbeTarget]:
+def _segmentation_targets(scores: Tensor, labels: Tensor | None, background: int | None) -> list[ProbeTarget]:
     predicted = scores.argmax(dim=1)
     masks = labels.reshape(predicted.shape) if labels is not None and labels.numel() == predicted.numel() else predicted
     source = "label mask" if masks is not predicted else "predicted mask"

@@ -17,11 +17,14 @@ from lightning_xai.functional.guided import deconvnet, guided_backprop, guided_g
 from lightning_xai.functional.integrated_gradients import completeness_gap, integrated_gradients
 from lightning_xai.functional.masks import ExtremalMasks, extremal_mask
 from lightning_xai.functional.occlusion import occlusion
+from lightning_xai.functional.robustness import Fragility, InputInvariance, fragility, input_invariance
 from lightning_xai.functional.tuning import measure_batch_size
 
 __all__ = [
     "BatchSizeTuner",
     "ExtremalMasks",
+    "Fragility",
+    "InputInvariance",
     "adaptive_occlusion",
     "completeness_gap",
     "constant_baseline",
@@ -30,11 +33,13 @@ __all__ = [
     "expected_gradients",
     "extremal_mask",
     "find_grad_cam_layer",
+    "fragility",
     "gaussian_blur",
     "grad_cam",
     "guided_backprop",
     "guided_grad_cam",
     "input_gradients",
+    "input_invariance",
     "integrated_gradients",
     "measure_batch_size",
     "occlusion",

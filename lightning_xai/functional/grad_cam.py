@@ -274,7 +274,7 @@ def _single_output(captured: list[Tensor], layer: nn.Module) -> Tensor:
         raise ValueError(f"`layer` ({name}) must run exactly once per forward pass, but it ran {len(captured)} times.")
     output = captured[0]
     if not isinstance(output, Tensor):
-        raise ValueError(
+        raise TypeError(
             f"`layer` ({name}) must produce a tensor for Grad-CAM, got {type(output).__name__}; choose another `layer=`."
         )
     return output

@@ -15,8 +15,9 @@ accepts ``[N, C, h, w]`` outputs only.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal, Optional, Union
+from typing import Literal
 
 import torch  # noqa: F401  (doctests)
 from torch import Tensor, nn
@@ -27,6 +28,7 @@ __all__ = [
     "Reshape",
     "TokenGrid",
     "auto_layout",
+    "batch_size_of",
     "channels_last",
     "check_reshape",
     "find_token_grid",
@@ -34,7 +36,7 @@ __all__ = [
     "resolve_layout",
 ]
 
-Reshape = Union[Callable[[Tensor], Tensor], Literal["auto"], None]
+Reshape = Callable[[Tensor], Tensor] | Literal["auto"] | None
 Layout = Callable[[Tensor], Tensor]
 PREFIX_TOKENS = (0, 1, 2)  # class token, class + distillation token (DeiT)
 
@@ -104,7 +106,7 @@ def check_reshape(reshape: object) -> Reshape:
     )
 
 
-def find_token_grid(tokens: int, image_size: tuple[int, int]) -> Optional[tuple[int, int, int]]:
+def find_token_grid(tokens: int, image_size: tuple[int, int]) -> tuple[int, int, int] | None:
     """``(prefix_tokens, h, w)`` when ``tokens`` are a few prefix tokens plus a patch grid of the image.
 
     A grid ``h x w`` fits an ``H x W`` image when some patch side ``p`` gives ``h = H // p`` or
@@ -137,7 +139,7 @@ def _is_grid_of(sizes: tuple[int, int], image_size: tuple[int, int]) -> bool:
     return any(sizes in _patch_grids(*image_size, patch) for patch in range(1, max(image_size) + 1))
 
 
-def auto_layout(shape: tuple[int, ...], image_size: tuple[int, int], *, sequence_first: bool = False) -> Optional[Layout]:
+def auto_layout(shape: tuple[int, ...], image_size: tuple[int, int], *, sequence_first: bool = False) -> Layout | None:
     """How ``reshape="auto"`` turns an output of ``shape`` into ``[N, C, h, w]``, or ``None``.
 
     Rules, for images of ``image_size`` ``(H, W)``:
@@ -187,7 +189,7 @@ def is_sequence_first(model: nn.Module, layer: nn.Module, shape: tuple[int, ...]
     if len(shape) == 3 and (shape[0] == batch) != (shape[1] == batch):
         return shape[1] == batch
     parents = {child: parent for parent in model.modules() for child in parent.children()}
-    module: Optional[nn.Module] = layer
+    module: nn.Module | None = layer
     while module is not None:
         attention = next((m for m in module.modules() if isinstance(m, nn.MultiheadAttention)), None)
         if attention is not None:
@@ -219,10 +221,26 @@ def resolve_layout(
             f"`layer` ({name}) must produce a 4-D output [N, C, h, w] for Grad-CAM with `reshape=None`, got {list(shape)}; "
             "pass `reshape='auto'` or a callable that returns [N, C, h, w]."
         )
+    if len(shape) in (3, 4) and batch_size_of(shape, sequence_first=sequence_first) != batch:
+        raise ValueError(
+            f"`layer` ({name}) gives an output of shape {list(shape)} without one entry per image (N = {batch}) in its "
+            f"{'second' if sequence_first else 'first'} dimension (e.g. attention over windows); choose another `layer=` "
+            "or pass `reshape=` a callable that returns [N, C, h, w]."
+        )
     layout = auto_layout(shape, image_size, sequence_first=sequence_first)
     if layout is not None:
         return layout
     raise ValueError(_unresolved_message(name, shape, image_size))
+
+
+def batch_size_of(shape: tuple[int, ...], *, sequence_first: bool) -> int:
+    """The batch size of an output of ``shape``: its second size for sequence-first tokens, else its first.
+
+    Example:
+        >>> batch_size_of((65, 2, 16), sequence_first=True), batch_size_of((2, 65, 16), sequence_first=False)
+        (2, 2)
+    """
+    return shape[1] if sequence_first and len(shape) == 3 else shape[0]
 
 
 def _unresolved_message(name: str, shape: tuple[int, ...], image_size: tuple[int, int]) -> str:

@@ -11,7 +11,8 @@ that layer by tracing one forward pass:
    named ``attn``/``self_attn``/``attention``) and a normalization child;
 2. the candidate is the module whose output *is* the tensor the last block passes to its
    attention: the block's first norm for pre-norm blocks (``norm_first=True``, timm, Hugging Face),
-   the previous block for post-norm ones;
+   the previous block for post-norm ones; then the block's first normalization child (Swin
+   partitions ``norm1``'s output into windows before its attention);
 3. the gradient of the top class's score must be non-zero on the patch tokens there; otherwise
    the latest layer with token-shaped output (``[N, S, C]`` or ``[N, h, w, C]``) that started
    after the first block and has such a gradient is taken. Modules that finish before the first
@@ -23,13 +24,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Optional
 
 import torch
 from torch import Tensor, nn
 
 from lightning_xai.functional._checks import check_scores
-from lightning_xai.functional.grad_cam_layers import auto_layout, channels_last, is_sequence_first
+from lightning_xai.functional.grad_cam_layers import auto_layout, batch_size_of, channels_last, is_sequence_first
 
 __all__ = ["find_token_layer", "token_blocks"]
 
@@ -99,7 +99,7 @@ def _tracing(modules: list[nn.Module], attentions: set[nn.Module]) -> Iterator[_
             handle.remove()
 
 
-def find_token_layer(forward: nn.Module, root: nn.Module, example: Tensor) -> Optional[str]:
+def find_token_layer(forward: nn.Module, root: nn.Module, example: Tensor) -> str | None:
     """Dotted name (in ``root``) of the layer Grad-CAM explains in a model with token blocks.
 
     Runs one forward and one backward pass of ``example`` (with gradients, so that
@@ -129,7 +129,7 @@ def find_token_layer(forward: nn.Module, root: nn.Module, example: Tensor) -> Op
     if not ran:
         return None
     last = max(ran, key=lambda block: trace.ended[block])
-    candidates = _candidates(trace, blocks[last], min(trace.started[b] for b in ran))
+    candidates = _candidates(trace, (last, blocks[last]), min(trace.started[b] for b in ran))
     chosen = _first_with_patch_gradient(root, candidates, scores, tuple(example.shape[-2:]))
     if chosen is None:
         raise ValueError(
@@ -140,21 +140,25 @@ def find_token_layer(forward: nn.Module, root: nn.Module, example: Tensor) -> Op
     return names[chosen]
 
 
-def _candidates(trace: _Trace, attention: nn.Module, first_start: int) -> list[tuple[nn.Module, Tensor]]:
-    """The attention input's producer first, then later-started token-shaped outputs, latest first."""
+def _candidates(trace: _Trace, block: tuple[nn.Module, nn.Module], first_start: int) -> list[tuple[nn.Module, Tensor]]:
+    """The attention input's producer, the block's first norm, then later-started token-shaped outputs, latest first."""
     once = [(m, out) for m, out in trace.finished if trace.calls[m] == 1 and isinstance(out, Tensor) and out.requires_grad]
-    feeding = trace.attention_inputs.get(attention)
-    primary = [(m, out) for m, out in once if out is feeding][-1:]
+    feeding = trace.attention_inputs.get(block[1])
+    first_norm = next((c for c in block[0].children() if isinstance(c, _NORMS) or type(c).__name__.endswith("Norm")), None)
+    primary = [(m, out) for m, out in once if out is feeding][-1:] + [(m, out) for m, out in once if m is first_norm]
     later = [(m, out) for m, out in reversed(once) if trace.started[m] > first_start and out.ndim in (3, 4)]
-    return primary + [(m, out) for m, out in later if all(m is not p for p, _ in primary)]
+    ordered = primary + later
+    return [(m, out) for index, (m, out) in enumerate(ordered) if all(m is not p for p, _ in ordered[:index])]
 
 
 def _first_with_patch_gradient(
     root: nn.Module, candidates: list[tuple[nn.Module, Tensor]], scores: Tensor, image_size: tuple[int, int]
-) -> Optional[nn.Module]:
+) -> nn.Module | None:
     usable = []
     for module, output in candidates:
         sequence_first = is_sequence_first(root, module, tuple(output.shape), scores.shape[0])
+        if batch_size_of(tuple(output.shape), sequence_first=sequence_first) != scores.shape[0]:
+            continue  # e.g. attention over windows: [N * windows, tokens, C]
         layout = auto_layout(tuple(output.shape), image_size, sequence_first=sequence_first)
         if layout is not None and (output.ndim == 3 or layout is channels_last):
             usable.append((module, output, layout))

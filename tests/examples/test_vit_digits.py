@@ -20,7 +20,7 @@ def test_vit_digits_example(tmp_path, capsys):
     output = capsys.readouterr().out
     assert f"Grad-CAM layer: {LAYER}" in output and "raw maps and summary" in output
     xai = result["log_dir"] / "xai"
-    last = torch.load(sorted((xai / "runs").glob("step-*.pt"))[-1], weights_only=True)
+    last = torch.load(max((xai / "runs").glob("step-*.pt")), weights_only=True)
     maps, targets = last["maps"]["grad_cam"], last["targets"]
     probes = torch.load(xai / "probes.pt", weights_only=True)["images"]
     assert maps.shape == (16, 1, 16, 16)

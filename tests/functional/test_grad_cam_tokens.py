@@ -8,7 +8,7 @@ reshaped gradients over the grid, map = ReLU(sum over channels of weights * acti
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from lightning_xai.demos import TinyViT
 from lightning_xai.functional import find_grad_cam_layer, grad_cam
 from lightning_xai.functional.grad_cam_layers import TokenGrid, auto_layout, channels_last, find_token_grid
+from tests.conftest import DEVICES
 
 
 def vit_reshape_transform(tensor: Tensor, height: int = 8, width: int = 8) -> Tensor:
@@ -62,10 +63,11 @@ def vit_images() -> Tensor:
     return torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 
 
-def test_vit_default_explains_the_last_blocks_first_norm_like_pytorch_grad_cam(vit_images):
-    model = _vit()
+@pytest.mark.parametrize("device", DEVICES)
+def test_vit_default_explains_the_last_blocks_first_norm_like_pytorch_grad_cam(vit_images, device):
+    model, vit_images = _vit().to(device), vit_images.to(device)
     assert find_grad_cam_layer(model, vit_images[:1]) == "encoder.layers.1.norm1"
-    targets = torch.tensor([4, 0, 2])
+    targets = torch.tensor([4, 0, 2], device=device)
     ours = grad_cam(model, vit_images, targets, upsample=False)
     reference = reference_grad_cam(model, model.encoder.layers[1].norm1, vit_images, targets, vit_reshape_transform)
     torch.testing.assert_close(ours[:, 0], reference, rtol=1e-5, atol=1e-5 * float(reference.abs().max()))
@@ -82,15 +84,17 @@ def test_the_last_blocks_output_has_no_gradient_on_patch_tokens(vit_images):
     assert torch.count_nonzero(cam) == 0
 
 
-def test_sequence_first_layers_give_the_same_maps(vit_images):
-    batch_first, sequence_first = _vit(), _vit(batch_first=False)
+@pytest.mark.parametrize("device", DEVICES)
+def test_sequence_first_layers_give_the_same_maps(vit_images, device):
+    batch_first, sequence_first = _vit().to(device), _vit(batch_first=False).to(device)
     sequence_first.load_state_dict(batch_first.state_dict())
+    vit_images = vit_images.to(device)
     assert find_grad_cam_layer(sequence_first, vit_images[:1]) == "encoder.layers.1.norm1"
     expected = grad_cam(batch_first, vit_images, [1, 2, 3], relu=False)
     torch.testing.assert_close(grad_cam(sequence_first, vit_images, [1, 2, 3], relu=False), expected)
     assert expected.abs().max() > 0
     # a batch as large as the token count is ambiguous by shape; the encoder's batch_first decides
-    many = torch.rand(65, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    many = torch.rand(65, 3, 32, 32, generator=torch.Generator().manual_seed(2)).to(device)
     torch.testing.assert_close(grad_cam(sequence_first, many, 0, relu=False), grad_cam(batch_first, many, 0, relu=False))
 
 
@@ -179,17 +183,58 @@ class _SwinStyle(nn.Module):
         return self.head(x.mean(dim=(1, 2)))
 
 
-def test_swin_style_channels_last_maps():
+@pytest.mark.parametrize("device", DEVICES)
+def test_swin_style_channels_last_maps(device):
     torch.manual_seed(0)
-    model = _SwinStyle().eval()
-    images = torch.rand(2, 3, 32, 48)
+    model = _SwinStyle().eval().to(device)
+    images = torch.rand(2, 3, 32, 48).to(device)
     assert find_grad_cam_layer(model, images) == "blocks.1.norm1"
-    targets = torch.tensor([0, 4])
+    targets = torch.tensor([0, 4], device=device)
     reference = reference_grad_cam(model, model.blocks[1].norm1, images, targets, permute_reshape_transform)
     for reshape in ("auto", channels_last, TokenGrid(8, 12)):
         ours = grad_cam(model, images, targets, upsample=False, reshape=reshape)
         torch.testing.assert_close(ours[:, 0], reference, rtol=1e-5, atol=1e-5 * float(reference.abs().max()))
     assert reference.amax(dim=(1, 2)).min() > 0
+
+
+class _WindowedBlock(_SwinBlock):
+    """Attention inside 2x2 windows: the attention's input is a window partition [N * 4, h*w / 4, C]."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim)
+        self.attn = nn.MultiheadAttention(dim, 2, batch_first=True)
+        self.windows = nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, h, w, c = x.shape
+        windows = self.norm1(x).reshape(n, 2, h // 2, 2, w // 2, c).permute(0, 1, 3, 2, 4, 5).reshape(n * 4, -1, c)
+        windows = self.windows(windows)
+        mixed = self.attn(windows, windows, windows, need_weights=False)[0]
+        x = x + mixed.reshape(n, 2, 2, h // 2, w // 2, c).permute(0, 1, 3, 2, 4, 5).reshape(n, h, w, c)
+        return x + self.mlp(self.norm2(x))
+
+
+def test_windowed_attention_is_explained_at_the_blocks_first_norm():
+    torch.manual_seed(0)
+    model = _SwinStyle()
+    model.blocks = nn.Sequential(_WindowedBlock(16), _WindowedBlock(16))
+    model.eval()
+    images = torch.rand(2, 3, 32, 48)
+    # the attention's input ("blocks.1.windows") has no batch dimension: the block's first norm, as for Swin
+    assert find_grad_cam_layer(model, images[:1]) == "blocks.1.norm1"
+    cam = grad_cam(model, images, 1, upsample=False, relu=False)
+    assert all(torch.count_nonzero(one) == one.numel() for one in cam)
+    message = (
+        "`layer` (MultiheadAttention) must produce a tensor for Grad-CAM, got tuple; choose another `layer=`."
+    )
+    with pytest.raises(TypeError, match=re.escape(message)):
+        grad_cam(model, images, layer="blocks.1.attn")
+    message = (
+        "`layer` (Identity) gives an output of shape [8, 24, 16] without one entry per image (N = 2) in its first "
+        "dimension (e.g. attention over windows); choose another `layer=` or pass `reshape=` a callable that returns [N, C, h, w]."
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        grad_cam(model, images, layer="blocks.1.windows")
 
 
 def test_callable_reshape_equals_auto(vit_images):
