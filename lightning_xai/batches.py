@@ -12,9 +12,10 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["IMAGE_KEYS", "images_from_batch"]
+__all__ = ["IMAGE_KEYS", "LABEL_KEYS", "images_from_batch", "labels_from_batch"]
 
 IMAGE_KEYS = ("image", "images", "x", "input", "inputs", "pixel_values", "img")
+LABEL_KEYS = ("label", "labels", "y", "target", "targets", "mask", "masks", "segmentation", "class", "cls")
 _MASK_VALUES = 32  # an integer one-channel tensor with at most this many distinct values looks like a mask
 
 
@@ -126,3 +127,30 @@ def _preprocessed(images: Tensor, preprocess: Callable[[Tensor], Tensor] | None)
         shape = f"{ready.dtype} of shape {list(ready.shape)}" if isinstance(ready, Tensor) else type(ready).__name__
         raise TypeError(f"`preprocess` must return float images [B, C, H, W], got {shape}.")
     return ready
+
+
+def labels_from_batch(batch: object, images: Tensor) -> Tensor | None:
+    """The labels of a batch whose images are ``images``, whatever their shape, or ``None``.
+
+    A dict's first tensor under ``label``, ``labels``, ``y``, ``target``, ``targets``, ``mask``,
+    ``masks``, ``segmentation``, ``class`` or ``cls``; else the first tensor of the batch (a dict's
+    values or a tuple's items) that is not ``images`` and has one row per image. Class indices
+    ``[B]``, multi-hot ``[B, K]``, values ``[B]``/``[B, K]`` and masks ``[B, H, W]`` alike: pass
+    them to :func:`lightning_xai.targets.infer_task` and :func:`lightning_xai.targets.probe_targets`.
+
+    Example:
+        >>> mask, image = torch.zeros(2, 1, 4, 4, dtype=torch.long), torch.rand(2, 3, 4, 4)
+        >>> labels_from_batch((mask, image), images_from_batch((mask, image))) is mask
+        True
+        >>> labels_from_batch({"image": image, "labels": torch.tensor([[1, 0, 1], [0, 1, 0]])}, image).shape
+        torch.Size([2, 3])
+    """
+    count = images.shape[0]
+    if isinstance(batch, Mapping):
+        keyed = [batch[k] for k in LABEL_KEYS if k in batch]
+        values = keyed + list(batch.values())
+    elif isinstance(batch, Sequence) and not isinstance(batch, str):
+        values = list(batch)
+    else:
+        return None
+    return next((v for v in values if isinstance(v, Tensor) and v is not images and v.ndim >= 1 and v.shape[0] == count), None)

@@ -207,6 +207,34 @@ def digits_loaders(size: int = 32, batch_size: int = 64, *, num_val: int = 297) 
     return DataLoader(train, batch_size=batch_size, shuffle=True), DataLoader(val, batch_size=batch_size)
 
 
+def scattered_digits(
+    seed: int = 0, *, size: int = 32, digit_size: int = 20, centred: bool = False, noise: float = 0.25, channels: int = 1
+) -> tuple[Tensor, Tensor]:
+    """The 1797 digits at ``digit_size`` pixels on a noisy ``size`` x ``size`` background, centred (the
+    MNIST layout: 24 of 32 pixels) or each at a random place; shuffled with ``seed``.
+
+    Returns:
+        ``(images [1797, channels, size, size] in [0, 1], labels [1797])`` (grey, repeated over channels).
+
+    Example:
+        >>> images, labels = scattered_digits(0, centred=True, digit_size=24, channels=3)
+        >>> images.shape, bool(images[:, :, :4, :4].max() <= 0.25)
+        (torch.Size([1797, 3, 32, 32]), True)
+    """
+    generator = torch.Generator().manual_seed(seed)
+    small, labels = load_digits(8)
+    order = torch.randperm(len(labels), generator=generator)
+    glyphs = nn.functional.interpolate(small[order], size=(digit_size, digit_size), mode="bilinear", align_corners=False).clamp(0, 1)
+    out = torch.rand(len(order), 1, size, size, generator=generator) * noise
+    offsets = torch.randint(0, size - digit_size + 1, (len(order), 2), generator=generator)
+    if centred:
+        offsets.fill_((size - digit_size) // 2)
+    for image, glyph, (top, left) in zip(out, glyphs, offsets.tolist()):
+        window = image[:, top : top + digit_size, left : left + digit_size]
+        window.copy_(torch.maximum(window, glyph))
+    return out.expand(-1, channels, -1, -1).contiguous(), labels[order]
+
+
 DecoyKind = Literal["shade", "pattern", "watermark"]
 CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
 

@@ -1,15 +1,22 @@
-"""Flagging shortcut learning while training runs: where the heat sits, confirmed by intervention.
+"""Flagging shortcut learning while training runs: candidates from the maps, decided by transplants.
 
-Each validation run, for every method, the boxes where the probes' attribution mass is most
-concentrated (the same place in images of every class) become candidates, together with any
-regions the user suspects. Each candidate is then tested on validation images by intervention
-(:func:`lightning_xai.functional.shortcut.intervene`): a finding is *confirmed* when replacing
-the box changes many predictions while equally sized boxes elsewhere change few, or when
-pasting the box from an image of another class makes the prediction follow the patch.
+Each validation run, the probes' maps propose candidates: a box where the heat of every probe sits
+(kind ``"region"``), a compact hot spot of single probes that may be a mark one class carries
+(``"class_mark"``), hot spots that move from probe to probe (``"moving_region"``), and, for colour
+images, the colours (``"color"``). Each candidate is tested once per run, whichever methods proposed
+it, on validation images the probes are not needed for (:mod:`lightning_xai.functional.shortcut_interventions`):
+pasted from an image of another class, the region (or the colours) must decide the prediction more
+often than all the rest of the image does, and more often than a box of the same size elsewhere.
+A part of an object cannot pass unless it outweighs the rest of the object, so centred, jittered or
+moving objects raise no finding by construction. Each test gives a p-value; a candidate is confirmed
+when it is below ``false_alarm_rate`` shared out over the run's candidates (Bonferroni) and over
+runs (run ``r`` gets ``1 / (r (r + 1))`` of it, which sums to 1): the chance of any false alarm in a
+whole fit stays below ``false_alarm_rate``.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Union
@@ -17,11 +24,18 @@ from typing import Any, Literal, Union
 import torch
 from torch import Tensor, nn
 
-from lightning_xai.functional._batching import BatchSize
-from lightning_xai.functional.shortcut import Box, box_iou, concentrated_boxes, intervene, mass_outside
+from lightning_xai.functional._batching import BatchSize, default_batch_size
+from lightning_xai.functional._no_trace import leave_no_trace
+from lightning_xai.functional.shortcut import Box, box_iou, mass_outside
+from lightning_xai.functional.shortcut_candidates import Candidate, describe_place, describe_places, normalized_mass, plan_candidates
+from lightning_xai.functional.shortcut_interventions import Bench, ablation_rates, class_votes, color_votes, carriers, locate, mark_class, moving_votes, refine, region_votes
 from lightning_xai.render import draw_box, make_grid
 
+__all__ = ["Finding", "ShortcutDetector", "ShortcutKind", "ShortcutReport", "Shortcuts", "describe_place", "outline_findings"]
+
 SuspectRegion = Union[tuple[int, int, int, int], Literal["border"]]
+ShortcutKind = Literal["region", "moving_region", "class_mark", "color"]
+EVIDENCE_KEYS = ("p_value", "follow_rate", "stay_rate", "random_follow_rate", "win_rate", "trials", "flip_rate", "random_flip_rate", "keep_rate")
 
 
 @dataclass(frozen=True)
@@ -29,44 +43,53 @@ class Shortcuts:
     """Settings of shortcut detection.
 
     Args:
+        false_alarm_rate: the chance of any false finding in a whole fit that you accept; the one
+            knob that sets how strong the evidence must be.
+        min_effect: how much more (in probability) a region pasted from an image of another class must
+            raise that class than the best of 4 pieces of the same size where the model looks, in
+            most images: what counts as relying on a region rather than on an object it is part of.
         box_sides: candidate box sides as fractions of the shorter image side.
-        min_concentration: a box is a candidate only if the probes' mean attribution mass in it is
-            at least this many times its share of the image area (heat at the same place in
-            images of every class); suspect regions are tested regardless.
-        min_flip_rate: share of predictions that replacing the box must change...
-        min_flip_ratio: ...and how many times more than boxes elsewhere change;
-        min_drop_ratio: ...and how many times more the predicted class's probability must fall.
-        min_follow_rate: alternatively, share of transplants after which the prediction follows
-            the pasted patch.
-        test_images: validation images used for the interventions (the probes if fewer are seen).
-        n_random: equally sized boxes elsewhere for comparison.
-        fill: what replaces a box: ``"mean"`` (the image's channel means) or ``"blur"``.
-        suspect_regions: boxes ``(top, left, bottom, right)`` always tested, or ``"border"``
-            for strips along the four edges.
+        test_images: validation images used for the interventions (half select, half decide).
+        min_concentration: a fixed region is a candidate only if the probes' mean heat in it is at
+            least this many times its area share (suspect regions are tested regardless).
+        min_isolation: a box is a candidate only if it holds this share of the heat in the box
+            grown by half its side (a compact spot, not a piece of a larger hot object).
+        max_places: most single-probe hot spots tested per method as marks of a class.
+        colors: test colour images for a colour cue.
+        fill: what replaces a box in the (reported) ablations: ``"mean"`` or ``"blur"``.
+        suspect_regions: boxes ``(top, left, bottom, right)`` always tested, or ``"border"``.
         object_masks: per-probe object masks ``[P, 1, H, W]`` (given probes only): the share of
-            attribution outside the object is logged per method.
+            attribution outside the object is reported per method.
 
     Example:
         >>> Shortcuts(suspect_regions=["border"]).candidate_sides((32, 32))
         [4, 6, 8]
+        >>> Shortcuts().level(run=1, tests=10)
+        0.0005
     """
 
+    false_alarm_rate: float = 0.01
     box_sides: tuple[float, ...] = (1 / 8, 3 / 16, 1 / 4)
-    min_concentration: float = 2.5
-    min_flip_rate: float = 0.3
-    min_flip_ratio: float = 3.0
-    min_drop_ratio: float = 5.0
-    min_follow_rate: float = 0.5
-    test_images: int = 64
-    n_random: int = 8
+    test_images: int = 128
+    min_effect: float = 0.1
+    min_concentration: float = 2.0
+    min_isolation: float = 0.4
+    max_places: int = 4
+    colors: bool = True
     fill: Literal["mean", "blur"] = "mean"
     suspect_regions: Sequence[SuspectRegion] = ()
     object_masks: Tensor | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        for name in ("min_flip_rate", "min_follow_rate"):
-            if not 0 < getattr(self, name) <= 1:
-                raise ValueError(f"`{name}` must be a share in (0, 1], got {getattr(self, name)!r}.")
+        if not isinstance(self.false_alarm_rate, (int, float)) or not 0 < self.false_alarm_rate < 1:
+            raise ValueError(f"`false_alarm_rate` must be a probability in (0, 1), got {self.false_alarm_rate!r}.")
+        if not isinstance(self.min_effect, (int, float)) or not 0 <= self.min_effect < 1:
+            raise ValueError(f"`min_effect` must be in [0, 1), got {self.min_effect!r}.")
+        if not 0 <= self.min_isolation <= 1:
+            raise ValueError(f"`min_isolation` must be a share in [0, 1], got {self.min_isolation!r}.")
+        for name in ("test_images", "max_places"):
+            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int) or getattr(self, name) < 2:
+                raise ValueError(f"`{name}` must be an int >= 2, got {getattr(self, name)!r}.")
         if self.fill not in ("mean", "blur"):
             raise ValueError(f"`fill` must be one of ['mean', 'blur'], got {self.fill!r}.")
         for region in self.suspect_regions:
@@ -89,10 +112,20 @@ class Shortcuts:
                 boxes.append(tuple(int(v) for v in region))  # type: ignore[arg-type]
         return boxes
 
+    def level(self, *, run: int, tests: int) -> float:
+        """The p-value a test must reach in run ``run`` (1-based) among ``tests`` tests."""
+        return self.false_alarm_rate / (run * (run + 1)) / max(1, tests)
+
 
 @dataclass
 class Finding:
-    """A region the model relies on. ``box`` is ``[top, left, bottom, right]`` in input pixels."""
+    """Something the model relies on. ``box`` is ``[top, left, bottom, right]`` in input pixels.
+
+    ``kind``: ``"region"`` (a fixed place), ``"moving_region"`` (``boxes``: one per probe),
+    ``"class_mark"`` (a mark the images of ``classes`` carry) or ``"color"`` (``box``: the whole
+    image). ``p_value`` is the test's p-value, ``level`` the bound it had to reach (the false-alarm
+    rate shared out over candidates and runs), ``confidence`` is ``1 - p_value``.
+    """
 
     epoch: int
     global_step: int
@@ -101,170 +134,226 @@ class Finding:
     score: float
     confirmed: bool
     message: str
-    flip_rate: float
-    random_flip_rate: float
-    drop_ratio: float
-    follow_rate: float
-    keep_rate: float
+    flip_rate: float = 0.0
+    random_flip_rate: float = 0.0
+    drop_ratio: float = 0.0
+    follow_rate: float = 0.0
+    keep_rate: float = 0.0
+    kind: str = "region"
+    classes: list[int] = field(default_factory=list)
+    boxes: list[list[int]] = field(default_factory=list)
+    p_value: float = 1.0
+    level: float = 0.0
+    confidence: float = 0.0
+    stay_rate: float = 0.0
+    random_follow_rate: float = 0.0
+    win_rate: float = 0.0
+    trials: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON- and checkpoint-safe dict."""
+        """JSON- and checkpoint-safe dict; ``Finding(**finding.to_dict())`` rebuilds it."""
         return asdict(self)
 
 
-def describe_place(box: Box, size: tuple[int, int]) -> str:
-    """Where a box lies, in words: ``"top-left corner"``, ``"bottom edge"``, ``"centre"``...
+@dataclass
+class ShortcutReport:
+    """One run's shortcut checks: ``new`` confirmed findings, each method's best ``current`` candidate,
+    plain evidence numbers ``per_method`` (``{"peak_concentration": .., "p_value": ..}``; colour under
+    ``"color"``) and the ``seconds`` the checks took."""
 
-    Example:
-        >>> describe_place((1, 1, 5, 5), (32, 32)), describe_place((14, 14, 18, 18), (32, 32))
-        ('top-left corner', 'centre')
-    """
-    rows = ("top", "middle", "bottom")[min(2, int(3 * (box[0] + box[2]) / 2 / size[0]))]
-    cols = ("left", "centre", "right")[min(2, int(3 * (box[1] + box[3]) / 2 / size[1]))]
-    if rows == "middle" and cols == "centre":
-        return "centre"
-    if rows == "middle":
-        return f"{cols} edge"
-    if cols == "centre":
-        return f"{rows} edge"
-    return f"{rows}-{cols} corner"
+    new: list[Finding]
+    current: dict[str, Finding]
+    per_method: dict[str, dict[str, float]]
+    seconds: float
 
 
 class ShortcutDetector:
-    """Runs candidate search and interventions for each method; remembers what was reported."""
+    """Proposes candidates from the maps, tests each once per run, remembers what was reported."""
 
     def __init__(self, settings: Shortcuts) -> None:
         self.settings = settings
         self.findings: list[Finding] = []
+        self.runs = 0
 
     def check(
-        self, model: nn.Module, displays: dict[str, Tensor], test_images: Tensor, *, epoch: int, step: int, batch_size: BatchSize | None = None
-    ) -> tuple[dict[str, Finding], list[Finding], dict[str, float]]:
-        """Tests this run's candidates (``batch_size``: images per forward pass of the interventions).
+        self, model: nn.Module, displays: dict[str, Tensor], test_images: Tensor, *, epoch: int, step: int,
+        batch_size: BatchSize | None = None, test_labels: Tensor | None = None, probe_maps: dict[str, Tensor] | None = None,
+    ) -> ShortcutReport:
+        """Tests this run's candidates on ``test_images`` ``[N, C, H, W]`` (on the model's device).
 
-        Returns:
-            (each method's best candidate, the confirmed findings not reported before, scalars to log).
+        ``displays``: non-negative maps ``[P, 1, H, W]`` of the probes per method. Classes are the
+        model's predictions (``test_labels`` is accepted and not needed); ``probe_maps`` is unused.
+        ``batch_size``: images per forward pass (an int or a tuner).
         """
-        size = tuple(test_images.shape[-2:])
-        metrics: dict[str, float] = {}
-        current: dict[str, Finding] = {}
-        new: list[Finding] = []
-        tested: dict[Box, dict[str, float]] = {}  # methods often point at the same boxes: test each once
-        for name, maps in displays.items():
-            found = concentrated_boxes(maps, self.settings.candidate_sides(size))  # type: ignore[arg-type]
-            metrics[f"shortcut/{name}/peak_concentration"] = found[0][1] if found else 0.0
-            best = self._best_candidate(model, found, test_images, size, tested, batch_size)
-            if best is None:
-                continue
-            box, scores = best
-            finding = self._finding(name, box, scores, size, epoch, step)  # type: ignore[arg-type]
-            current[name] = finding
-            metrics.update({f"shortcut/{name}/{key}": value for key, value in scores.items() if key != "concentration"})
-            metrics[f"shortcut/{name}/confirmed"] = float(finding.confirmed)
-            if self.settings.object_masks is not None and self.settings.object_masks.shape[0] == maps.shape[0]:
-                metrics[f"shortcut/{name}/outside_mass_mean"] = float(mass_outside(maps, self.settings.object_masks).mean())
-            if finding.confirmed and not self._already_reported(finding):
-                new.append(finding)
-        new = _smallest_per_region(new)
-        self.findings.extend(new)
-        return current, new, metrics
-
-    def _best_candidate(
-        self,
-        model: nn.Module,
-        found: list[tuple[Box, float]],
-        images: Tensor,
-        size: tuple[int, int],
-        tested: dict[Box, dict[str, float]],
-        batch_size: BatchSize | None,
-    ) -> tuple[Box, dict[str, float]] | None:
-        candidates = [(box, c) for box, c in found if c >= self.settings.min_concentration]
-        candidates += [(box, 0.0) for box in self.settings.suspects(size)]
-        scored = []
-        for box, concentration in candidates:
-            if box not in tested:
-                tested[box] = intervene(
-                    model, images, box, fill=self.settings.fill, n_random=self.settings.n_random,
-                    generator=torch.Generator().manual_seed(0), batch_size=batch_size,
-                )
-            scored.append((box, {**tested[box], "concentration": concentration}))
-        if not scored:
-            return None
-        confirmed = [item for item in scored if self._confirms(item[1])]
-        if confirmed:
-            return _most_precise(confirmed)
-        return max(scored, key=lambda item: self._score(item[1]))
-
-    def _confirms(self, scores: dict[str, float]) -> bool:
+        started = time.perf_counter()
+        self.runs += 1
+        size: tuple[int, int] = tuple(test_images.shape[-2:])  # type: ignore[assignment]
         s = self.settings
-        by_ablation = (
-            scores["flip_rate"] >= s.min_flip_rate
-            and scores["flip_rate"] >= s.min_flip_ratio * scores["random_flip_rate"]
-            and scores["drop_ratio"] >= s.min_drop_ratio
+        candidates, peaks = plan_candidates(
+            displays, size, s.candidate_sides(size), min_concentration=s.min_concentration, min_isolation=s.min_isolation,
+            max_places=s.max_places, suspects=s.suspects(size),
         )
-        return by_ablation or scores["follow_rate"] >= s.min_follow_rate
+        colored = s.colors and test_images.shape[1] == 3
+        level = s.level(run=self.runs, tests=len(candidates) + int(colored))
+        batch_size = batch_size or default_batch_size(test_images, backward=False)
+        with leave_no_trace(model, test_images.device), torch.no_grad():
+            heat = torch.stack([normalized_mass(maps).mean(dim=0) for maps in displays.values()]).mean(dim=0, keepdim=True) if displays else None
+            bench = Bench.build(model, test_images.detach(), seed=self.runs, batch_size=batch_size, fill=s.fill, heat=heat, margin=s.min_effect)
+            tested = [self._finding(c, self._evidence(c, bench, level), size, epoch, step, level) for c in candidates.values()]
+            if colored:
+                tested.append(self._color_finding(bench, level, size, epoch, step))
+        per_method, current = self._per_method(displays, candidates, tested, peaks)
+        new = [f for f in _most_precise([f for f in tested if f.confirmed]) if not self._already_reported(f)]
+        self.findings.extend(new)
+        return ShortcutReport(new=new, current=current, per_method=per_method, seconds=time.perf_counter() - started)
 
-    @staticmethod
-    def _score(scores: dict[str, float]) -> float:
-        return max(scores["flip_rate"] - scores["random_flip_rate"], scores["follow_rate"])
+    def _evidence(self, candidate: Candidate, bench: Bench, level: float) -> dict[str, Any]:
+        box, selection = candidate.box, bench.selection[:16]  # ablation rates are only reported: a few images suffice
+        if candidate.kind == "region":
+            rates = ablation_rates(bench, [box] * selection.numel(), selection)
+            votes, classes = region_votes(bench, box, alpha=level), []
+        elif candidate.kind == "class_mark":
+            mark_of, rates = mark_class(bench, box)
+            votes, classes = class_votes(bench, box, mark_of, alpha=level), [mark_of]
+        else:
+            own = locate(bench, candidate.places)
+            rates = ablation_rates(bench, [own[i] for i in selection.tolist()], selection)
+            votes, classes = moving_votes(bench, own, alpha=level), []
+        kind = candidate.kind
+        if votes.decided and kind != "moving_region":
+            candidate.box = refine(bench, box, self.settings.candidate_sides(bench.size), classes[0] if classes else None)
+            kind, classes = _who_carries(carriers(bench, candidate.box), classes)
+        return {**rates, **votes.rates(), "decided": votes.decided, "classes": classes, "kind": kind}
 
-    def _finding(self, method: str, box: Box, scores: dict[str, float], size: tuple[int, int], epoch: int, step: int) -> Finding:
-        height, width = box[2] - box[0], box[3] - box[1]
-        message = (
-            f"after epoch {epoch} the model relies on a {height}x{width} region at the {describe_place(box, size)} "
-            f"(rows {box[0]}-{box[2] - 1}, columns {box[1]}-{box[3] - 1}, found with {method}): replacing it changes "
-            f"{scores['flip_rate']:.0%} of predictions (boxes of that size elsewhere: {scores['random_flip_rate']:.0%})"
+    def _finding(self, candidate: Candidate, evidence: dict[str, Any], size: tuple[int, int], epoch: int, step: int, level: float) -> Finding:
+        boxes = [list(b) for b in candidate.probe_boxes] if candidate.kind == "moving_region" else []
+        finding = Finding(
+            epoch=epoch, global_step=step, method=candidate.methods[0], box=list(candidate.box),
+            score=evidence["follow_rate"] - evidence["stay_rate"], confirmed=bool(evidence["decided"]), message="",
+            flip_rate=evidence["flip_rate"], random_flip_rate=evidence["random_flip_rate"],
+            drop_ratio=evidence["drop"] / max(evidence["random_drop"], 1e-3), follow_rate=evidence["follow_rate"],
+            keep_rate=evidence["keep_rate"], kind=evidence["kind"], classes=evidence["classes"], boxes=boxes,
+            p_value=evidence["p_value"], level=level, confidence=1 - evidence["p_value"], stay_rate=evidence["stay_rate"],
+            random_follow_rate=evidence["random_follow_rate"], win_rate=evidence["win_rate"], trials=int(evidence["trials"]),
         )
-        if scores["follow_rate"] >= 0.2:
-            message += f"; pasted from an image of another class, the prediction follows it {scores['follow_rate']:.0%} of the time"
-        return Finding(
-            epoch=epoch, global_step=step, method=method, box=list(box), score=self._score(scores),
-            confirmed=self._confirms(scores), message=message + ".",
-            flip_rate=scores["flip_rate"], random_flip_rate=scores["random_flip_rate"], drop_ratio=scores["drop_ratio"],
-            follow_rate=scores["follow_rate"], keep_rate=scores["keep_rate"],
+        finding.message = _message(finding, size, candidate, self.settings.min_effect)
+        return finding
+
+    def _color_finding(self, bench: Bench, level: float, size: tuple[int, int], epoch: int, step: int) -> Finding:
+        votes, grey_flip = color_votes(bench, alpha=level)
+        rates = votes.rates()
+        finding = Finding(
+            epoch=epoch, global_step=step, method="color", box=[0, 0, size[0], size[1]], score=rates["follow_rate"] - rates["stay_rate"],
+            confirmed=votes.decided, message="", flip_rate=grey_flip, follow_rate=rates["follow_rate"], kind="color",
+            p_value=rates["p_value"], level=level, confidence=1 - rates["p_value"], stay_rate=rates["stay_rate"], trials=votes.trials,
         )
+        finding.message = _message(finding, size, None, self.settings.min_effect)
+        return finding
+
+    def _per_method(
+        self, displays: dict[str, Tensor], candidates: dict[Any, Candidate], tested: list[Finding], peaks: dict[str, float]
+    ) -> tuple[dict[str, dict[str, float]], dict[str, Finding]]:
+        per_method: dict[str, dict[str, float]] = {}
+        current: dict[str, Finding] = {}
+        pairs = list(zip(candidates.values(), tested))
+        for name, maps in displays.items():
+            numbers = {"peak_concentration": peaks[name], "candidates": float(sum(name in c.methods for c in candidates.values()))}
+            own = [finding for candidate, finding in pairs if name in candidate.methods]
+            if own:
+                best = min(own, key=lambda f: (f.p_value, -f.score))
+                current[name] = best
+                numbers.update({key: float(getattr(best, key)) for key in EVIDENCE_KEYS})
+                numbers["confirmed"] = float(best.confirmed)
+            masks = self.settings.object_masks
+            if masks is not None and masks.shape[0] == maps.shape[0]:
+                numbers["outside_mass_mean"] = float(mass_outside(maps, masks).mean())
+            per_method[name] = numbers
+        if len(tested) > len(pairs):
+            color = tested[-1]
+            per_method["color"] = {"grey_flip_rate": color.flip_rate, **{k: float(getattr(color, k)) for k in ("p_value", "follow_rate", "stay_rate", "trials")}}
+            per_method["color"]["confirmed"] = float(color.confirmed)
+        return per_method, current
 
     def _already_reported(self, finding: Finding) -> bool:
-        return any(box_iou(tuple(finding.box), tuple(old.box)) > 0 for old in self.findings)  # type: ignore[arg-type]
+        for old in self.findings:
+            if finding.kind in ("color", "moving_region") and old.kind == finding.kind:
+                return True
+            if finding.kind in ("region", "class_mark") and old.kind in ("region", "class_mark") and box_iou(tuple(finding.box), tuple(old.box)) > 0:  # type: ignore[arg-type]
+                return True
+        return False
 
 
-def _most_precise(candidates: list[tuple[Box, dict[str, float]]]) -> tuple[Box, dict[str, float]]:
-    """The smallest box that carries nearly (80%) as much evidence as the best one.
-
-    A box inside the real region is confirmed too but explains less; a box around it explains
-    as much but is less precise.
-    """
-    best = max(_evidence(scores) for _, scores in candidates)
-    strong = [item for item in candidates if _evidence(item[1]) >= 0.8 * best]
-    return min(strong, key=lambda item: (_area(item[0]), -_evidence(item[1])))
-
-
-def _evidence(scores: dict[str, float]) -> float:
-    """Necessity (predictions change without the box) plus sufficiency (the box alone keeps them, pasted it is followed)."""
-    return scores["flip_rate"] + scores["keep_rate"] + scores["follow_rate"]
+def _who_carries(rates: dict[int, float], tested: list[int]) -> tuple[str, list[int]]:
+    """A confirmed place is a ``"region"`` when images of most classes carry a version of it that is
+    followed (at least half as often as the most followed class's), else (a third of the classes at
+    most) a ``"class_mark"`` of the classes that do."""
+    top = max(rates.values(), default=0.0)
+    followed = sorted(c for c, rate in rates.items() if rate > 0 and rate >= top / 2)
+    if len(followed) > max(1, len(rates) // 3):
+        return "region", []
+    return "class_mark", followed or tested or sorted(rates, key=rates.__getitem__)[-1:]
 
 
-def _area(box: Box) -> int:
-    return (box[2] - box[0]) * (box[3] - box[1])
-
-
-def _smallest_per_region(findings: list[Finding]) -> list[Finding]:
-    """Of findings whose boxes overlap (several methods, one region), keeps the most precise one (see ``_most_precise``)."""
-    overlaps = lambda a, b: box_iou(tuple(a.box), tuple(b.box)) > 0  # type: ignore[arg-type]  # noqa: E731
+def _most_precise(findings: list[Finding]) -> list[Finding]:
+    """One finding per place: a region before a class mark there, then the smallest box, then the lowest p-value."""
+    order = {"color": 0, "region": 1, "class_mark": 2, "moving_region": 3}
     kept: list[Finding] = []
-    for finding in sorted(findings, key=lambda f: (_area(tuple(f.box)), -_evidence(asdict(f)))):  # type: ignore[arg-type]
-        best_nearby = max(_evidence(asdict(other)) for other in findings if overlaps(finding, other))
-        if _evidence(asdict(finding)) >= 0.8 * best_nearby and not any(overlaps(finding, other) for other in kept):
-            kept.append(finding)
+    for finding in sorted(findings, key=lambda f: (order[f.kind], (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), f.p_value)):
+        same_place = lambda old: old.kind in ("region", "class_mark") and box_iou(tuple(old.box), tuple(finding.box)) > 0  # type: ignore[arg-type]  # noqa: E731
+        if finding.kind in ("region", "class_mark") and any(same_place(old) for old in kept):
+            continue
+        if finding.kind in ("color", "moving_region") and any(old.kind == finding.kind for old in kept):
+            continue
+        kept.append(finding)
     return kept
 
 
+def _message(finding: Finding, size: tuple[int, int], candidate: Candidate | None, margin: float) -> str:
+    """The finding in words, with its evidence."""
+    evidence = (
+        f"the prediction follows it in {finding.follow_rate:.0%} of {finding.trials} transplants and stays in {finding.stay_rate:.0%}"
+    )
+    if finding.kind != "color":
+        evidence += (
+            f"; it raises the donor's class by {margin:.0%} more than each of 4 pieces of the same size where the model "
+            f"looks in {finding.win_rate:.0%} of images (those pieces were followed in {finding.random_follow_rate:.0%})"
+        )
+    evidence += f" (p = {finding.p_value:.1e}, needed <= {finding.level:.1e})"
+    if finding.kind == "color":
+        return (
+            f"after epoch {finding.epoch} the model relies on colour: given the colours of an image of another class (brightness kept), "
+            f"{evidence}; in grey, {finding.flip_rate:.0%} of predictions change."
+        )
+    top, left, bottom, right = finding.box
+    shape = f"{bottom - top}x{right - left}"
+    where = f"(rows {top}-{bottom - 1}, columns {left}-{right - 1}, found with {finding.method})"
+    if finding.kind == "moving_region":
+        places = describe_places(candidate.places if candidate else [tuple(finding.box)], size)  # type: ignore[list-item]
+        return (
+            f"after epoch {finding.epoch} the model relies on a small {shape} region at varying places ({places}, found with "
+            f"{finding.method}): swapped for the same kind of region from an image of another class, {evidence}."
+        )
+    if finding.kind == "class_mark":
+        return (
+            f"after epoch {finding.epoch} the model relies on a {shape} mark at the {describe_place(tuple(finding.box), size)} {where} "  # type: ignore[arg-type]
+            f"that images of class {', '.join(map(str, finding.classes))} carry: pasted into images of other classes, {evidence}."
+        )
+    return (
+        f"after epoch {finding.epoch} the model relies on a {shape} region at the {describe_place(tuple(finding.box), size)} {where}: "  # type: ignore[arg-type]
+        f"pasted from an image of another class, {evidence}; replacing it changes {finding.flip_rate:.0%} of predictions (elsewhere: {finding.random_flip_rate:.0%})."
+    )
+
+
 def outline_findings(rgb: Tensor, findings: list[Finding], size: tuple[int, int]) -> Tensor:
-    """The probes ``[P, 3, H', W']`` with each finding's box drawn on them, as one grid image."""
+    """The probes ``[P, 3, H', W']`` with each finding's box drawn (moving regions: each probe's own), as one grid."""
     scale = (rgb.shape[-2] / size[0], rgb.shape[-1] / size[1])
+    rescale = lambda b: (round(b[0] * scale[0]), round(b[1] * scale[1]), round(b[2] * scale[0]), round(b[3] * scale[1]))  # noqa: E731
     outlined = rgb.clone()
     for finding in findings:
-        top, left, bottom, right = finding.box
-        box = (round(top * scale[0]), round(left * scale[1]), round(bottom * scale[0]), round(right * scale[1]))
-        outlined = draw_box(outlined, box)
+        if finding.kind == "color":
+            continue
+        if finding.kind == "moving_region" and len(finding.boxes) == rgb.shape[0]:
+            outlined = torch.cat([draw_box(outlined[i : i + 1], rescale(box)) for i, box in enumerate(finding.boxes)])
+        else:
+            outlined = draw_box(outlined, rescale(finding.box))
     return make_grid(outlined)

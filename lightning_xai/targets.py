@@ -13,8 +13,8 @@ returns into such scores:
 * :func:`probe_targets`, :func:`probabilities` and :func:`supports`: what to explain for each
   probe, what to show, and which analyses make sense for a task.
 
-Reading images out of batches (:func:`images_from_batch`, ``batch_images=``, ``preprocess=``) lives
-in :mod:`lightning_xai.batches` and is re-exported here.
+Reading images and labels out of batches (:func:`images_from_batch` with ``batch_images=`` and
+``preprocess=``, :func:`labels_from_batch`) lives in :mod:`lightning_xai.batches`, re-exported here.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any, Literal, get_args
 import torch
 from torch import Tensor, nn
 
-from lightning_xai.batches import images_from_batch
+from lightning_xai.batches import images_from_batch, labels_from_batch
 from lightning_xai.outputs import Forward, Output, make_forward, select_scores
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "Task",
     "images_from_batch",
     "infer_task",
+    "labels_from_batch",
     "make_forward",
     "probabilities",
     "probe_targets",

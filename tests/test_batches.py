@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from lightning_xai.batches import images_from_batch
+from lightning_xai.batches import images_from_batch, labels_from_batch
 from lightning_xai.targets import images_from_batch as reexported
 
 IMAGES = torch.rand(2, 3, 4, 4)
@@ -70,3 +70,13 @@ def test_errors_name_batch_images_and_preprocess():
         images_from_batch(IMAGES, batch_images=lambda b: b[:, 0])
     with pytest.raises(TypeError, match=re.escape("`batch_images` must be a callable (batch -> images [B, C, H, W]) or None, got str.")):
         images_from_batch(IMAGES, batch_images="image")
+
+
+def test_labels_of_any_shape():
+    classes, multi_hot, mask = torch.tensor([1, 0]), torch.tensor([[1, 0, 1], [0, 0, 1]]), torch.zeros(2, 4, 4, dtype=torch.long)
+    assert labels_from_batch((IMAGES, classes), IMAGES) is classes
+    assert labels_from_batch({"image": IMAGES, "labels": multi_hot}, IMAGES) is multi_hot
+    assert labels_from_batch((mask, IMAGES), IMAGES) is mask  # a mask first
+    assert labels_from_batch({"id": torch.tensor([7]), "image": IMAGES, "seg": mask}, IMAGES) is mask  # one row per image
+    assert labels_from_batch(IMAGES, IMAGES) is None
+    assert labels_from_batch((IMAGES,), IMAGES) is None

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 import torch
 from torch import nn
 
 from lightning_xai.functional import saliency
 from lightning_xai.functional.shortcut import box_iou, concentrated_boxes, intervene, mass_outside, paste, random_boxes
-from lightning_xai.shortcuts import ShortcutDetector, Shortcuts, describe_place
+from lightning_xai.shortcuts import describe_place
 
 CORNER = (0, 0, 4, 4)
 
@@ -65,35 +63,6 @@ def test_heat_concentrates_where_the_model_looks():
     assert box == CORNER and concentration == pytest.approx(16.0, rel=1e-4)  # all mass in 16 of 256 pixels
 
 
-def test_detector_confirms_the_shortcut_and_stays_silent_otherwise():
-    images = _decoy_images()
-    detector = ShortcutDetector(Shortcuts())
-    maps = {"saliency": saliency(ReadsCorner(), images[:16]).abs().sum(dim=1, keepdim=True)}
-    current, new, metrics = detector.check(ReadsCorner(), maps, images, epoch=2, step=30)
-    assert len(new) == 1 and box_iou(tuple(new[0].box), CORNER) >= 0.5
-    assert new[0].message.startswith("after epoch 2 the model relies on a 4x4 region at the top-left corner")
-    assert metrics["shortcut/saliency/confirmed"] == 1.0
-    again, repeated, _ = detector.check(ReadsCorner(), maps, images, epoch=3, step=40)
-    assert again["saliency"].confirmed and repeated == []  # reported once
-    quiet = ShortcutDetector(Shortcuts())
-    maps = {"saliency": saliency(ReadsEverything(), images[:16]).abs().sum(dim=1, keepdim=True)}
-    current, new, metrics = quiet.check(ReadsEverything(), maps, images, epoch=2, step=30)
-    assert new == [] and current == {}  # evidence spread everywhere: no candidate at all
-    assert list(metrics) == ["shortcut/saliency/peak_concentration"] and metrics["shortcut/saliency/peak_concentration"] < 2.5
-    tolerant = ShortcutDetector(Shortcuts(min_concentration=0.0))  # every box a candidate: tested, not confirmed
-    current, new, metrics = tolerant.check(ReadsEverything(), maps, images, epoch=2, step=30)
-    assert new == [] and not current["saliency"].confirmed and metrics["shortcut/saliency/confirmed"] == 0.0
-
-
-def test_suspect_regions_are_tested_even_without_heat():
-    settings = Shortcuts(suspect_regions=["border", (0, 0, 4, 4)])
-    assert settings.suspects((16, 16))[:2] == [(0, 0, 2, 16), (14, 0, 16, 16)]
-    images = _decoy_images()
-    flat_maps = {"occlusion": torch.ones(16, 1, 16, 16)}  # no concentration anywhere
-    _, new, _ = ShortcutDetector(settings).check(ReadsCorner(), flat_maps, images, epoch=0, step=1)
-    assert [tuple(f.box) for f in new] == [CORNER]
-
-
 def test_helpers_by_hand():
     assert describe_place((28, 0, 32, 4), (32, 32)) == "bottom-left corner"
     assert describe_place((0, 14, 4, 18), (32, 32)) == "top edge"
@@ -104,12 +73,3 @@ def test_helpers_by_hand():
     masks = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
     masks[..., 1:3, 1:3] = True
     assert mass_outside(torch.ones(1, 1, 4, 4), masks).item() == pytest.approx(12 / 16)
-
-
-def test_settings_are_checked():
-    with pytest.raises(ValueError, match=re.escape("`min_flip_rate` must be a share in (0, 1], got 0.")):
-        Shortcuts(min_flip_rate=0)
-    with pytest.raises(ValueError, match=re.escape("`suspect_regions` must hold (top, left, bottom, right) boxes or 'border', got 'corners'.")):
-        Shortcuts(suspect_regions=["corners"])
-    with pytest.raises(ValueError, match=re.escape("`fill` must be one of ['mean', 'blur'], got 'zero'.")):
-        Shortcuts(fill="zero")

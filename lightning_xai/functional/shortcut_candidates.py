@@ -1,0 +1,267 @@
+"""Candidate shortcut regions from attribution maps: where each map's heat sits, and how compact it is.
+
+A candidate is only a question to test (see :mod:`lightning_xai.functional.shortcut_evidence`);
+nothing here decides a finding. Maps are ``[N, 1, H, W]``, made non-negative and scaled to total
+mass 1 each. Boxes are ``(top, left, bottom, right)``, bottom and right exclusive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lightning_xai.functional._checks import check_images
+from lightning_xai.functional.shortcut import Box, box_iou
+
+__all__ = [
+    "Candidate", "box_mass", "describe_place", "describe_places", "isolation", "mean_pairwise_iou", "merge_boxes", "normalized_mass",
+    "peak_boxes", "plan_candidates", "random_place",
+]
+
+
+def normalized_mass(maps: Tensor) -> Tensor:
+    """Non-negative maps ``[N, 1, H, W]`` scaled to total mass 1 each (channels summed)."""
+    check_images(maps, "maps")
+    values = maps.detach().float().clamp(min=0).sum(dim=1, keepdim=True).cpu()
+    return values / values.flatten(1).sum(dim=1).clamp(min=1e-12).view(-1, 1, 1, 1)
+
+
+def box_mass(mass: Tensor, side: int) -> tuple[list[Box], Tensor]:
+    """Each map's best ``side`` x ``side`` box and the mass it holds: ``([box] * N, [N])``.
+
+    Example:
+        >>> mass = torch.zeros(1, 1, 6, 6); mass[0, 0, 4:, 1:3] = 0.5
+        >>> box_mass(mass, 2)
+        ([(4, 1, 6, 3)], tensor([1.]))
+    """
+    inside = F.avg_pool2d(mass, side, stride=1) * side * side  # [N, 1, H - side + 1, W - side + 1]
+    best, index = inside.flatten(1).max(dim=1)
+    columns = inside.shape[-1]
+    boxes = [(i // columns, i % columns, i // columns + side, i % columns + side) for i in index.tolist()]
+    return boxes, best
+
+
+def peak_boxes(mass: Tensor, sides: Sequence[int], *, share: float = 0.8) -> list[Box]:
+    """Per map, the smallest box holding ``share`` of what the best box of the largest side holds.
+
+    A 4x4 hot spot gives a 4x4 box even when 8x8 boxes are allowed; heat spread over an 8x8 area
+    gives the 8x8 box.
+
+    Example:
+        >>> mass = torch.zeros(1, 1, 16, 16); mass[0, 0, 2:6, 2:6] = 1 / 16
+        >>> peak_boxes(mass, [4, 8])
+        [(2, 2, 6, 6)]
+    """
+    sides = sorted(s for s in sides if s <= min(mass.shape[-2:]))
+    found = [box_mass(mass, side) for side in sides]
+    largest = found[-1][1]
+    chosen: list[Box] = []
+    for index in range(mass.shape[0]):
+        for boxes, held in found:
+            if held[index] >= share * largest[index]:
+                chosen.append(boxes[index])
+                break
+    return chosen
+
+
+def isolation(mass: Tensor, box: Box) -> float:
+    """Share of the heat around a box that lies in it: mass in the box / mass in a box of twice its
+    sides around it (shifted inwards at the image border). 1 = an isolated hot spot; 1/4 for a box
+    inside an evenly hot area.
+
+    Example:
+        >>> mass = torch.zeros(1, 1, 8, 8); mass[0, 0, :2, :2] = 0.25
+        >>> isolation(mass, (0, 0, 2, 2)), isolation(torch.full((1, 1, 8, 8), 1 / 64), (3, 3, 5, 5))
+        (1.0, 0.25)
+    """
+    top, left, bottom, right = box
+    height, width = mass.shape[-2:]
+    outer_h, outer_w = min(height, 2 * (bottom - top)), min(width, 2 * (right - left))
+    outer_top = min(max(0, top - (outer_h - (bottom - top)) // 2), height - outer_h)  # shifted inwards at the border
+    outer_left = min(max(0, left - (outer_w - (right - left)) // 2), width - outer_w)
+    outer = mass[..., outer_top : outer_top + outer_h, outer_left : outer_left + outer_w].sum()
+    return float(mass[..., top:bottom, left:right].sum() / outer.clamp(min=1e-12))
+
+
+def merge_boxes(boxes: Sequence[Box], *, min_iou: float = 0.5) -> list[tuple[Box, list[int]]]:
+    """Groups boxes that overlap (IoU >= ``min_iou`` with the group's first box): ``[(box, [indices])]``.
+
+    Example:
+        >>> merge_boxes([(0, 0, 4, 4), (10, 10, 14, 14), (0, 1, 4, 5)])
+        [((0, 0, 4, 4), [0, 2]), ((10, 10, 14, 14), [1])]
+    """
+    groups: list[tuple[Box, list[int]]] = []
+    for index, box in enumerate(boxes):
+        for first, members in groups:
+            if box_iou(first, box) >= min_iou:
+                members.append(index)
+                break
+        else:
+            groups.append((box, [index]))
+    return groups
+
+
+def mean_pairwise_iou(boxes: Sequence[Box]) -> float:
+    """Mean IoU over all pairs of boxes (1.0 for fewer than two): low when the boxes move around.
+
+    Example:
+        >>> mean_pairwise_iou([(0, 0, 4, 4), (0, 0, 4, 4), (8, 8, 12, 12)])
+        0.3333333333333333
+    """
+    pairs = [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1 :]]
+    return sum(box_iou(a, b) for a, b in pairs) / len(pairs) if pairs else 1.0
+
+
+def random_place(size: tuple[int, int], box: Box, generator: torch.Generator) -> Box:
+    """A box of ``box``'s size at a random place that does not overlap it (``box`` itself if none fits)."""
+    height, width = box[2] - box[0], box[3] - box[1]
+    for _ in range(64):
+        top = int(torch.randint(0, size[0] - height + 1, (1,), generator=generator))
+        left = int(torch.randint(0, size[1] - width + 1, (1,), generator=generator))
+        candidate = (top, left, top + height, left + width)
+        if box_iou(candidate, box) == 0:
+            return candidate
+    return box
+
+
+@dataclass
+class Candidate:
+    """A question for the interventions: ``kind``, the box (or places) and the methods that proposed it.
+
+    ``probe_boxes``: for moving regions, each probe's own box (same side for all).
+    """
+
+    kind: str
+    box: Box
+    methods: list[str] = field(default_factory=list)
+    concentration: float = 0.0
+    places: list[Box] = field(default_factory=list)
+    probe_boxes: list[Box] = field(default_factory=list)
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """What makes two candidates the same test."""
+        return (self.kind, self.box, tuple(self.places))
+
+
+def describe_place(box: Box, size: tuple[int, int]) -> str:
+    """Where a box lies, in words: ``"top-left corner"``, ``"bottom edge"``, ``"centre"``...
+
+    Example:
+        >>> describe_place((1, 1, 5, 5), (32, 32)), describe_place((14, 14, 18, 18), (32, 32))
+        ('top-left corner', 'centre')
+    """
+    rows = ("top", "middle", "bottom")[min(2, int(3 * (box[0] + box[2]) / 2 / size[0]))]
+    cols = ("left", "centre", "right")[min(2, int(3 * (box[1] + box[3]) / 2 / size[1]))]
+    if rows == "middle" and cols == "centre":
+        return "centre"
+    if rows == "middle":
+        return f"{cols} edge"
+    if cols == "centre":
+        return f"{rows} edge"
+    return f"{rows}-{cols} corner"
+
+
+def describe_places(boxes: Sequence[Box], size: tuple[int, int]) -> str:
+    """Where boxes that move around lie: ``"corners"``, ``"along the border"`` or ``"anywhere"``.
+
+    Example:
+        >>> describe_places([(0, 0, 4, 4), (28, 28, 32, 32)], (32, 32)), describe_places([(0, 0, 4, 4), (0, 14, 4, 18)], (32, 32))
+        ('corners', 'along the border')
+    """
+    places = [describe_place(box, size) for box in boxes]
+    if all(place.endswith("corner") for place in places):
+        return "corners"
+    if all(place != "centre" for place in places):
+        return "along the border"
+    return "anywhere"
+
+
+def _mean_map_boxes(mean: Tensor, sides: Sequence[int], count: int) -> list[Box]:
+    """Up to ``count`` non-overlapping hot boxes of one map ``[1, 1, H, W]`` (sides chosen as in ``peak_boxes``)."""
+    remaining, boxes = mean.clone(), []
+    for _ in range(count):
+        if float(remaining.sum()) <= 1e-9:
+            break
+        box = peak_boxes(remaining, sides)[0]
+        boxes.append(box)
+        remaining[..., box[0] : box[2], box[1] : box[3]] = 0
+    return boxes
+
+
+def plan_candidates(
+    displays: dict[str, Tensor], size: tuple[int, int], sides: Sequence[int], *, min_concentration: float, min_isolation: float,
+    max_places: int, suspects: Sequence[Box] = (),
+) -> tuple[dict[tuple[Any, ...], Candidate], dict[str, float]]:
+    """Every method's candidates, merged across methods (each is tested once), and each method's peak concentration.
+
+    Args:
+        displays: method name to maps ``[P, 1, H, W]`` of the same probes.
+        size: image size ``(H, W)``; sides: box sides in pixels.
+        min_concentration: fixed regions need this many times their area share of the mean heat.
+        min_isolation: a box must hold this share of the heat around it (see :func:`isolation`).
+        max_places: most class-mark places per method.
+        suspects: boxes always tested as fixed regions.
+
+    Example:
+        >>> maps = torch.zeros(6, 1, 16, 16); maps[:, :, :2, :2] = 1.0
+        >>> found, peaks = plan_candidates({"m": maps}, (16, 16), [2, 4], min_concentration=2, min_isolation=0.5, max_places=4)
+        >>> sorted({c.kind for c in found.values()}), peaks
+        (['class_mark', 'region'], {'m': 64.0})
+    """
+    found: dict[tuple[Any, ...], Candidate] = {}
+
+    def add(candidate: Candidate, method: str) -> None:
+        kept = found.setdefault(candidate.key, candidate)
+        kept.methods.append(method) if method not in kept.methods else None
+        kept.concentration = max(kept.concentration, candidate.concentration)
+
+    peaks: dict[str, float] = {}
+    area = size[0] * size[1]
+    for name, maps in displays.items():
+        mass = normalized_mass(maps)
+        mean = mass.mean(dim=0, keepdim=True)
+        peaks[name] = float(box_mass(mean, min(sides))[1][0]) * area / min(sides) ** 2
+        for box in _mean_map_boxes(mean, sides, 2):
+            concentration = float(mean[..., box[0] : box[2], box[1] : box[3]].sum()) * area / ((box[2] - box[0]) * (box[3] - box[1]))
+            if concentration >= min_concentration and isolation(mean, box) >= min_isolation:
+                add(Candidate("region", box, concentration=concentration), name)
+        own = peak_boxes(mass, sides)
+        compact = [i for i, box in enumerate(own) if isolation(mass[i : i + 1], box) >= min_isolation]
+        groups = sorted(merge_boxes([own[i] for i in compact]), key=lambda group: -len(group[1]))[:max_places]
+        for box, _ in groups:
+            add(Candidate("class_mark", box), name)
+        for side in sorted(sides):  # the smallest side at which spots line up at a few places
+            moving = _moving_candidate(mass, side, min_isolation, max_places)
+            if moving is not None:
+                add(moving, name)
+                break
+        for box in suspects:
+            add(Candidate("region", box), name)
+    return found, peaks
+
+
+def _moving_candidate(mass: Tensor, side: int, min_isolation: float, max_places: int) -> Candidate | None:
+    """Compact hot spots of one small side at the same few places in several probes, not all at one place.
+
+    Each probe offers its 3 hottest isolated spots; places hot in at least two probes are kept
+    (most probes first). Each probe's box is its hottest spot among those places.
+    """
+    strict = max(min_isolation, 0.6)  # a spot that moves must stand alone: not a piece of a hot object
+    spots = [[box for box in _mean_map_boxes(mass[i : i + 1], [side], 3) if isolation(mass[i : i + 1], box) >= strict] for i in range(mass.shape[0])]
+    flat = [(probe, box) for probe, boxes in enumerate(spots) for box in boxes]
+    groups = [(box, {flat[i][0] for i in members}) for box, members in merge_boxes([box for _, box in flat])]
+    groups = sorted((g for g in groups if len(g[1]) >= 2), key=lambda g: -len(g[1]))[:max_places]
+    places = [box for box, _ in groups]
+    if len(places) < 2 or len(set().union(*(probes for _, probes in groups))) < 4:
+        return None
+    probe_boxes = []
+    for probe, boxes in enumerate(spots):
+        near = [place for place in places for box in boxes if box_iou(place, box) >= 0.5]
+        probe_boxes.append(near[0] if near else box_mass(mass[probe : probe + 1], side)[0][0])
+    return Candidate("moving_region", places[0], places=places, probe_boxes=probe_boxes)

@@ -1,0 +1,204 @@
+"""Statistical evidence that a small region (or the colours) decides a prediction: transplants against nulls.
+
+The question each test answers is *dominance*: pasted from an image of another class, does a small
+part of an image (a box, or its colours) decide the prediction more often than the whole rest of
+the recipient image does? Each transplant ends in the donor's class ("follow"), the recipient's
+class ("stay") or a third class. Under the null hypothesis the part carries at most as much as the
+rest, so a follow is no more likely than a stay: a one-sided sign test over the recipients gives the
+p-value. A part of an object passes only if it outweighs all the rest of the object; a region that
+is the object's centre, a jittered object or an object at a random place stays silent by
+construction, whatever the data set.
+
+The second null is measured in the same run: a box of the same size at a random place, pasted from
+the same donor into the same recipient. The candidate must be followed more often than it (a paired
+sign test over the pairs where exactly one of the two is followed). A candidate is confirmed only
+when both tests reject (an intersection-union test: its level is that of each test).
+
+Tests run sequentially on chunks of recipients: they stop as soon as the p-value is below the level
+spent on that look (decided) or the follows do not outnumber the stays (a non-binding futility stop,
+which can only lower the false-alarm rate).
+
+Boxes are ``(top, left, bottom, right)`` in input pixels, bottom and right exclusive.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from lightning_xai.functional._batching import BatchSize, chunk_ranges
+from lightning_xai.functional._checks import ForwardFn, check_score_shape
+
+__all__ = ["Votes", "luminance", "predict", "sequential_test", "sign_test", "swap_boxes", "swap_colors", "to_grey", "transplant_votes"]
+
+Box = tuple[int, int, int, int]
+
+
+def sign_test(successes: int, failures: int) -> float:
+    """One-sided p-value of ``successes`` against ``failures`` when both are equally likely.
+
+    ``P(X >= successes)`` for ``X ~ Binomial(successes + failures, 1/2)``; 1.0 with no trials.
+
+    Example:
+        >>> sign_test(10, 0), sign_test(3, 3), sign_test(0, 0)
+        (0.0009765625, 0.65625, 1.0)
+    """
+    trials = successes + failures
+    if trials == 0:
+        return 1.0
+    return sum(math.comb(trials, k) for k in range(successes, trials + 1)) / 2**trials
+
+
+@dataclass
+class Votes:
+    """Outcomes of transplants, summed over recipients.
+
+    ``follow``/``stay``/``other``: the prediction became the donor's class / stayed the recipient's /
+    became a third class. ``wins``/``losses``: recipients where the candidate raised the donor
+    class's probability more / less than the best of the same-size control boxes did;
+    ``random_follow``: recipients where a control box was followed. ``with_random``: whether the
+    controls exist (else the test is follow against stay).
+    """
+
+    follow: int = 0
+    stay: int = 0
+    other: int = 0
+    wins: int = 0
+    losses: int = 0
+    random_follow: int = 0
+    with_random: bool = True
+    decided: bool = False
+
+    @property
+    def trials(self) -> int:
+        """Transplants counted."""
+        return self.follow + self.stay + self.other
+
+    @property
+    def p_value(self) -> float:
+        """Sign-test p-value: wins against losses with controls, follows against stays without."""
+        return sign_test(self.wins, self.losses) if self.with_random else sign_test(self.follow, self.stay)
+
+    @property
+    def ahead(self) -> bool:
+        """Whether the evidence so far points towards a shortcut at all (else testing stops)."""
+        return self.wins > self.losses if self.with_random else self.follow > self.stay
+
+    def rates(self) -> dict[str, float]:
+        """``follow_rate``, ``stay_rate``, ``random_follow_rate``, ``win_rate``, ``trials`` and ``p_value``."""
+        n = max(1, self.trials)
+        random_rate = self.random_follow / n if self.with_random else 0.0
+        return {
+            "follow_rate": self.follow / n, "stay_rate": self.stay / n, "random_follow_rate": random_rate,
+            "win_rate": self.wins / n if self.with_random else 0.0, "trials": float(self.trials), "p_value": self.p_value,
+        }
+
+    def __add__(self, other: Votes) -> Votes:
+        names = ("follow", "stay", "other", "wins", "losses", "random_follow")
+        return Votes(*(getattr(self, n) + getattr(other, n) for n in names), with_random=self.with_random)  # type: ignore[arg-type]
+
+
+def sequential_test(vote: Callable[[Tensor], Votes], recipients: Tensor, *, alpha: float, first: int = 16) -> Votes:
+    """Votes on the first ``first`` recipients, then on the rest, stopping once decided.
+
+    The level ``alpha`` is split evenly over the (at most two) looks, so the test keeps its level.
+
+    Example:
+        >>> always = lambda chunk: Votes(follow=len(chunk), with_random=False)
+        >>> result = sequential_test(always, torch.arange(40), alpha=0.01)
+        >>> result.decided, result.trials
+        (True, 16)
+    """
+    bounds = sorted({min(first, recipients.numel()), recipients.numel()})
+    level = alpha / len(bounds)
+    total, start = Votes(with_random=True), 0
+    for stop in bounds:
+        if stop <= start:
+            continue
+        total = total + vote(recipients[start:stop]) if start else vote(recipients[start:stop])
+        start = stop
+        if total.p_value <= level:
+            total.decided = True
+            return total
+        if not total.ahead:
+            return total
+    return total
+
+
+def predict(forward_fn: ForwardFn, images: Tensor, batch_size: BatchSize) -> Tensor:
+    """Softmax probabilities ``[N, K]`` in chunks of ``batch_size``."""
+    parts = []
+    for start, stop in chunk_ranges(images.shape[0], batch_size):
+        scores = check_score_shape(forward_fn(images[start:stop]), stop - start)
+        parts.append(torch.softmax(scores.float(), dim=1))
+    return torch.cat(parts)
+
+
+def swap_boxes(recipients: Tensor, donors: Tensor, recipient_boxes: Sequence[Box], donor_boxes: Sequence[Box]) -> Tensor:
+    """Copies of ``recipients`` ``[N, C, H, W]`` with box i replaced by the donor's box i (same size).
+
+    Example:
+        >>> swap_boxes(torch.zeros(1, 1, 2, 3), torch.arange(6.0).view(1, 1, 2, 3), [(0, 0, 1, 1)], [(1, 2, 2, 3)]).flatten().tolist()
+        [5.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    """
+    out = recipients.clone()
+    for index, (to, source) in enumerate(zip(recipient_boxes, donor_boxes)):
+        out[index, :, to[0] : to[2], to[1] : to[3]] = donors[index, :, source[0] : source[2], source[1] : source[3]]
+    return out
+
+
+def luminance(images: Tensor) -> Tensor:
+    """Brightness ``[N, 1, H, W]``: ITU-R 601 weights for 3 channels, the channel mean otherwise."""
+    if images.shape[1] == 3:
+        weights = torch.tensor([0.299, 0.587, 0.114], device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+        return (images * weights).sum(dim=1, keepdim=True)
+    return images.mean(dim=1, keepdim=True)
+
+
+def to_grey(images: Tensor) -> Tensor:
+    """``images`` with every channel set to their luminance (colour removed, brightness kept).
+
+    Example:
+        >>> to_grey(torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)).flatten().tolist()
+        [0.29899999499320984, 0.29899999499320984, 0.29899999499320984]
+    """
+    return luminance(images).expand_as(images).clone()
+
+
+def swap_colors(recipients: Tensor, donors: Tensor) -> Tensor:
+    """The recipients' brightness with the donors' colours (each donor's image minus its luminance)."""
+    return luminance(recipients) + (donors - luminance(donors))
+
+
+def transplant_votes(
+    forward_fn: ForwardFn, transplanted: Tensor, controls: Tensor | None, recipient_class: Tensor, donor_class: Tensor,
+    donor_before: Tensor, batch_size: BatchSize, margin: float = 0.0,
+) -> Votes:
+    """Scores transplanted images ``[n, C, H, W]`` against their controls ``[k * n, C, H, W]`` (or ``None``).
+
+    ``controls`` holds ``k`` same-size boxes pasted from the same donors, control ``j`` of recipient
+    ``i`` at row ``j * n + i``. ``donor_before``: the donor class's probability in each recipient
+    before the transplant ``[n]``. A recipient is a win when the candidate raises the donor class's
+    probability by more than ``margin`` above what the best control does (a loss when by less).
+    """
+    n = transplanted.shape[0]
+    if n == 0:
+        return Votes(with_random=controls is not None)
+    with torch.no_grad():
+        images = transplanted if controls is None else torch.cat([transplanted, controls])
+        probabilities = predict(forward_fn, images, batch_size).cpu()
+    recipient_class, donor_class, donor_before = recipient_class.cpu(), donor_class.cpu(), donor_before.cpu()
+    predicted = probabilities.argmax(dim=1)
+    follows, stays = predicted[:n] == donor_class, predicted[:n] == recipient_class
+    votes = Votes(follow=int(follows.sum()), stay=int(stays.sum()), other=int((~follows & ~stays).sum()), with_random=controls is not None)
+    if controls is not None:
+        gains = probabilities.gather(1, donor_class.repeat(images.shape[0] // n)[:, None]).view(-1, n) - donor_before
+        best_control = gains[1:].amax(dim=0)
+        votes.wins = int((gains[0] > best_control + margin).sum())
+        votes.losses = int((gains[0] < best_control + margin).sum())
+        votes.random_follow = int((predicted[n:].view(-1, n) == donor_class).any(dim=0).sum())
+    return votes

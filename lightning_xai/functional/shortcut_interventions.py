@@ -1,0 +1,265 @@
+"""The interventions behind each kind of shortcut finding, on a fixed set of test images.
+
+The test images are split in two: the *selection* part (the first 32 at most) chooses what to test (which class a
+mark belongs to, where each image's own region is, the ablation rates that are only reported),
+the *test* part (the rest) is where transplants decide (see :mod:`lightning_xai.functional.shortcut_evidence`).
+A region that is part of an object cannot pass, whatever is selected: it would have to outweigh
+the rest of the object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from lightning_xai.functional._batching import BatchSize
+from lightning_xai.functional._checks import ForwardFn
+from lightning_xai.functional.shortcut import Box, Fill, fill_images, paste
+from lightning_xai.functional.shortcut_candidates import random_place
+from lightning_xai.functional.shortcut_evidence import Votes, predict, sequential_test, swap_boxes, swap_colors, to_grey, transplant_votes
+
+__all__ = ["Bench", "ablation_rates", "class_votes", "color_votes", "locate", "mark_class", "moving_votes", "refine", "region_votes", "carriers"]
+
+
+@dataclass
+class Bench:
+    """A model and its test images ``[N, C, H, W]``, with predictions, halves and private randomness.
+
+    Example:
+        >>> bench = Bench.build(lambda x: x.flatten(1)[:, :3], torch.rand(8, 1, 4, 4), seed=0, batch_size=8, fill="mean")
+        >>> bench.selection.tolist(), bench.test.tolist(), bench.predicted.shape
+        ([0, 1, 2, 3], [4, 5, 6, 7], torch.Size([8]))
+    """
+
+    forward_fn: ForwardFn
+    images: Tensor
+    probabilities: Tensor
+    fills: Tensor
+    selection: Tensor
+    test: Tensor
+    generator: torch.Generator
+    batch_size: BatchSize
+    heat: Tensor | None = None
+    controls: int = 4
+    margin: float = 0.1
+
+    @classmethod
+    def build(cls, forward_fn: ForwardFn, images: Tensor, *, seed: int, batch_size: BatchSize, fill: Fill, heat: Tensor | None = None, margin: float = 0.1
+    ) -> Bench:
+        """Predicts the images once and splits them into halves; ``heat`` ``[1, 1, H, W]``: where control boxes go."""
+        with torch.no_grad():
+            probabilities = predict(forward_fn, images, batch_size).cpu()
+        half = min(32, images.shape[0] // 2)  # selection needs a few images per class; the test gets the rest
+        order = torch.arange(images.shape[0])
+        generator = torch.Generator().manual_seed(seed)
+        return cls(forward_fn, images, probabilities, fill_images(images, fill), order[:half], order[half:], generator, batch_size, heat, margin=margin)
+
+    @property
+    def predicted(self) -> Tensor:
+        """Predicted classes ``[N]`` (CPU)."""
+        return self.probabilities.argmax(dim=1)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Image height and width."""
+        return tuple(self.images.shape[-2:])  # type: ignore[return-value]
+
+    def donors(self, recipients: Tensor, donor_class: int | None = None, *, elsewhere: Sequence[Box] | None = None) -> Tensor:
+        """One random donor index per recipient: predicted as ``donor_class``, or as another class (-1: none);
+        with ``elsewhere`` (a box per image), only donors whose box is not the recipient's."""
+        predicted = self.predicted
+        chosen = []
+        for index in recipients.tolist():
+            pool = (predicted == donor_class) if donor_class is not None else (predicted != predicted[index])
+            if elsewhere is not None:
+                pool &= torch.tensor([box != elsewhere[index] for box in elsewhere])
+            pool = pool.nonzero().flatten()
+            chosen.append(int(pool[torch.randint(pool.numel(), (1,), generator=self.generator)]) if pool.numel() else -1)
+        return torch.tensor(chosen, dtype=torch.long)
+
+    def on_device(self, indices: Tensor) -> Tensor:
+        """``images[indices]``."""
+        return self.images[indices.to(self.images.device)]
+
+    def control_places(self, box: Box) -> list[Box]:
+        """``controls`` boxes of ``box``'s size that do not overlap it, drawn where the heat is (pieces
+        of what the model looks at, the object included), uniformly where there is no heat."""
+        height, width = box[2] - box[0], box[3] - box[1]
+        heat = self.heat if self.heat is not None else torch.ones(1, 1, *self.size)
+        weights = torch.nn.functional.avg_pool2d(heat.float(), (height, width), stride=1)[0, 0].clamp(min=0) + 1e-6
+        weights[max(0, box[0] - height + 1) : box[2], max(0, box[1] - width + 1) : box[3]] = 0
+        if float(weights.sum()) <= 0:
+            return [box] * self.controls
+        picks = torch.multinomial(weights.flatten(), self.controls, replacement=True, generator=self.generator).tolist()
+        return [(i // weights.shape[1], i % weights.shape[1], i // weights.shape[1] + height, i % weights.shape[1] + width) for i in picks]
+
+    def transplant(self, recipients: Tensor, donors: Tensor, to: Sequence[Box], source: Sequence[Box]) -> Votes:
+        """Pastes each donor's ``source`` box into its recipient's ``to`` box, against control boxes (same place in both)."""
+        keep = donors >= 0
+        recipients, donors = recipients[keep], donors[keep]
+        to = [b for b, k in zip(to, keep.tolist()) if k]
+        source = [b for b, k in zip(source, keep.tolist()) if k]
+        if recipients.numel() == 0:
+            return Votes()
+        receiving, giving = self.on_device(recipients), self.on_device(donors)
+        places = [self.control_places(box) for box in to]
+        controls = [swap_boxes(receiving, giving, [p[j] for p in places], [p[j] for p in places]) for j in range(self.controls)]
+        moved = swap_boxes(receiving, giving, to, source)
+        donor_class = self.predicted[donors]
+        before = self.probabilities[recipients].gather(1, donor_class[:, None]).squeeze(1)
+        return transplant_votes(
+            self.forward_fn, moved, torch.cat(controls), self.predicted[recipients], donor_class, before, self.batch_size, self.margin
+        )
+
+
+def ablation_rates(bench: Bench, boxes: Sequence[Box], indices: Tensor, *, random_too: bool = True) -> dict[str, float]:
+    """Necessity on ``indices`` (box i filled in image i), compared with same-size boxes elsewhere.
+
+    Returns ``flip_rate``, ``random_flip_rate``, ``drop``, ``random_drop`` and ``keep_rate`` (the
+    box alone, everything else filled, keeps the prediction).
+    """
+    images, fills = bench.on_device(indices), bench.fills[indices.to(bench.images.device)]
+    ablated = torch.stack([paste(image[None], fill[None], box)[0] for image, fill, box in zip(images, fills, boxes)])
+    kept = torch.stack([paste(fill[None], image[None], box)[0] for image, fill, box in zip(images, fills, boxes)])
+    parts = [ablated, kept]
+    if random_too:
+        places = [random_place(bench.size, box, bench.generator) for box in boxes]
+        parts.append(torch.stack([paste(image[None], fill[None], box)[0] for image, fill, box in zip(images, fills, places)]))
+    with torch.no_grad():
+        after = predict(bench.forward_fn, torch.cat(parts), bench.batch_size).cpu().view(len(parts), len(boxes), -1)
+    predicted = bench.predicted[indices]
+    base = bench.probabilities[indices].gather(1, predicted[:, None]).squeeze(1)
+    drops = base[None] - after.gather(2, predicted.view(1, -1, 1).expand(len(parts), -1, 1)).squeeze(2)
+    changed = (after.argmax(dim=2) != predicted[None]).float()
+    random_index = 2 if random_too else 0
+    return {
+        "flip_rate": float(changed[0].mean()), "random_flip_rate": float(changed[random_index].mean()) if random_too else 0.0,
+        "drop": float(drops[0].mean()), "random_drop": float(drops[random_index].mean()) if random_too else 0.0,
+        "keep_rate": float(1 - changed[1].mean()),
+    }
+
+
+def region_votes(bench: Bench, box: Box, *, alpha: float) -> Votes:
+    """A box at a fixed place, pasted from an image of another predicted class (test half)."""
+
+    def vote(recipients: Tensor) -> Votes:
+        return bench.transplant(recipients, bench.donors(recipients), [box] * recipients.numel(), [box] * recipients.numel())
+
+    return sequential_test(vote, bench.test, alpha=alpha)
+
+
+def mark_class(bench: Bench, box: Box) -> tuple[int, dict[str, float]]:
+    """The class whose images (selection part) lose most when ``box`` is filled, and the ablation rates."""
+    indices = bench.selection
+    images, fills = bench.on_device(indices), bench.fills[indices.to(bench.images.device)]
+    with torch.no_grad():
+        after = predict(bench.forward_fn, paste(images, fills, box), bench.batch_size).cpu()
+    predicted = bench.predicted[indices]
+    drops = bench.probabilities[indices].gather(1, predicted[:, None]).squeeze(1) - after.gather(1, predicted[:, None]).squeeze(1)
+    classes = predicted.unique()
+    means = torch.stack([drops[predicted == c].mean() for c in classes])
+    rates = {"flip_rate": float((after.argmax(dim=1) != predicted).float().mean()), "random_flip_rate": 0.0,
+             "drop": float(drops.mean()), "random_drop": 0.0, "keep_rate": 0.0}
+    return int(classes[means.argmax()]), rates
+
+
+def class_votes(bench: Bench, box: Box, mark_of: int, *, alpha: float) -> Votes:
+    """A mark at a fixed place that images of class ``mark_of`` carry, pasted into other classes' images."""
+    others = bench.test[bench.predicted[bench.test] != mark_of]
+
+    def vote(recipients: Tensor) -> Votes:
+        return bench.transplant(recipients, bench.donors(recipients, mark_of), [box] * recipients.numel(), [box] * recipients.numel())
+
+    return sequential_test(vote, others, alpha=alpha)
+
+
+def locate(bench: Bench, places: Sequence[Box]) -> list[Box]:
+    """Each test image's own region among ``places``: the one whose filling lowers its prediction most."""
+    with torch.no_grad():
+        filled = torch.cat([paste(bench.images, bench.fills, place) for place in places])
+        after = predict(bench.forward_fn, filled, bench.batch_size).cpu().view(len(places), bench.images.shape[0], -1)
+    predicted = bench.predicted
+    kept = after.gather(2, predicted.view(1, -1, 1).expand(len(places), -1, 1)).squeeze(2)  # [places, N]
+    return [places[i] for i in kept.argmin(dim=0).tolist()]
+
+
+def moving_votes(bench: Bench, own: Sequence[Box], *, alpha: float) -> Votes:
+    """Each image's own region replaced by the own region of an image of another class (test half)."""
+
+    def vote(recipients: Tensor) -> Votes:
+        donors = bench.donors(recipients, elsewhere=own)  # a region at another place than the recipient's own
+        source = [own[i] if i >= 0 else own[0] for i in donors.tolist()]
+        return bench.transplant(recipients, donors, [own[i] for i in recipients.tolist()], source)
+
+    return sequential_test(vote, bench.test, alpha=alpha)
+
+
+def color_votes(bench: Bench, *, alpha: float) -> tuple[Votes, float]:
+    """The colours of an image of another class on each test image's brightness; and the share of
+    predictions (selection half) that change when colour is replaced by grey."""
+    with torch.no_grad():
+        grey = predict(bench.forward_fn, to_grey(bench.on_device(bench.selection)), bench.batch_size).cpu().argmax(dim=1)
+    grey_flip = float((grey != bench.predicted[bench.selection]).float().mean())
+
+    def vote(recipients: Tensor) -> Votes:
+        donors = bench.donors(recipients)
+        keep = donors >= 0
+        recipients, donors = recipients[keep], donors[keep]
+        moved = swap_colors(bench.on_device(recipients), bench.on_device(donors))
+        before = bench.probabilities[recipients].gather(1, bench.predicted[donors][:, None]).squeeze(1)
+        return transplant_votes(bench.forward_fn, moved, None, bench.predicted[recipients], bench.predicted[donors], before, bench.batch_size)
+
+    return sequential_test(vote, bench.test, alpha=alpha), grey_flip
+
+
+def refine(bench: Bench, box: Box, sides: Sequence[int], donor_class: int | None = None, *, keep: float = 0.9) -> Box:
+    """The smallest box in and around (one pixel) a confirmed ``box`` that, pasted from donors, gives
+    their class nearly (``keep``) as much probability as ``box`` does.
+
+    Boxes of each side in ``sides`` (smallest first) at every place inside ``box`` are pasted from
+    donors (of another class, or of ``donor_class``) into the test half; only reporting precision
+    depends on this, not the decision.
+    """
+    recipients = bench.test if donor_class is None else bench.test[bench.predicted[bench.test] != donor_class]
+    donors = bench.donors(recipients, donor_class)
+    recipients, donors = recipients[donors >= 0], donors[donors >= 0]
+    if recipients.numel() == 0:
+        return box
+
+    def follow(candidate: Box) -> float:  # mean probability of the donor's class after the transplant
+        same = [candidate] * recipients.numel()
+        moved = swap_boxes(bench.on_device(recipients), bench.on_device(donors), same, same)
+        with torch.no_grad():
+            probabilities = predict(bench.forward_fn, moved, bench.batch_size).cpu()
+        return float(probabilities.gather(1, bench.predicted[donors][:, None]).mean())
+
+    target = keep * follow(box)
+    height, width = box[2] - box[0], box[3] - box[1]
+    top, left = max(0, box[0] - 1), max(0, box[1] - 1)  # also one pixel around it: maps blur a little
+    bottom, right = min(bench.size[0], box[2] + 1), min(bench.size[1], box[3] + 1)
+    for side in sorted(s for s in sides if s <= min(height, width)):
+        inside = [(t, l, t + side, l + side) for t in range(top, bottom - side + 1) for l in range(left, right - side + 1)]
+        scored = max(((follow(b), b) for b in inside), key=lambda item: item[0])
+        if scored[0] >= target:
+            return scored[1]
+    return box
+
+
+def carriers(bench: Bench, box: Box, *, per_class: int = 16) -> dict[int, float]:
+    """For each predicted class, how often ``box`` pasted from its images is followed (test part;
+    up to ``per_class`` recipients of other classes each). Describes a confirmed region; decides nothing."""
+    rates: dict[int, float] = {}
+    for donor_class in bench.predicted[bench.test].unique().tolist():
+        recipients = bench.test[bench.predicted[bench.test] != donor_class][:per_class]
+        donors = bench.donors(recipients, donor_class)
+        if recipients.numel() == 0 or bool((donors < 0).any()):
+            continue
+        same = [box] * recipients.numel()
+        moved = swap_boxes(bench.on_device(recipients), bench.on_device(donors), same, same)
+        with torch.no_grad():
+            predicted = predict(bench.forward_fn, moved, bench.batch_size).argmax(dim=1).cpu()
+        rates[int(donor_class)] = float((predicted == donor_class).float().mean())
+    return rates

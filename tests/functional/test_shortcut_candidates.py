@@ -1,0 +1,47 @@
+"""Candidate regions from maps: box sizes, compactness, merging and the plan across methods."""
+
+from __future__ import annotations
+
+import torch
+
+from lightning_xai.functional.shortcut_candidates import (
+    describe_places, isolation, mean_pairwise_iou, merge_boxes, normalized_mass, peak_boxes, plan_candidates,
+)
+
+
+def _spot_maps(boxes: list, size: int = 16) -> torch.Tensor:
+    maps = torch.full((len(boxes), 1, size, size), 1e-3)
+    for index, box in enumerate(boxes):
+        maps[index, :, box[0] : box[2], box[1] : box[3]] = 1.0
+    return maps
+
+
+def test_peak_boxes_pick_the_size_of_the_hot_spot():
+    mass = normalized_mass(_spot_maps([(0, 0, 2, 2), (4, 4, 8, 8)]))
+    assert peak_boxes(mass, [2, 4]) == [(0, 0, 2, 2), (4, 4, 8, 8)]
+
+
+def test_isolation_tells_a_spot_from_a_piece_of_an_object():
+    spot, object_ = normalized_mass(_spot_maps([(0, 0, 2, 2)])), normalized_mass(_spot_maps([(2, 2, 14, 14)]))
+    assert isolation(spot, (0, 0, 2, 2)) > 0.9 and isolation(object_, (7, 7, 9, 9)) == 0.25
+
+
+def test_merging_and_spread():
+    assert merge_boxes([(0, 0, 2, 2), (0, 0, 2, 2), (8, 8, 10, 10)]) == [((0, 0, 2, 2), [0, 1]), ((8, 8, 10, 10), [2])]
+    assert mean_pairwise_iou([(0, 0, 2, 2)] * 3) == 1.0
+    assert describe_places([(0, 0, 4, 4), (12, 0, 16, 4)], (16, 16)) == "corners"
+
+
+def test_plan_merges_methods_and_proposes_each_kind():
+    fixed = _spot_maps([(0, 0, 2, 2)] * 8)
+    corners = [(0, 0, 2, 2), (0, 14, 2, 16), (14, 0, 16, 2), (14, 14, 16, 16)] * 2
+    moving = _spot_maps(corners)
+    found, peaks = plan_candidates({"a": fixed, "b": fixed.clone(), "c": moving}, (16, 16), [2, 4], min_concentration=2.0,
+                                   min_isolation=0.4, max_places=6)
+    region = found[("region", (0, 0, 2, 2), ())]
+    assert region.methods == ["a", "b"] and peaks["a"] == peaks["b"] > 10
+    (walker,) = [c for c in found.values() if c.kind == "moving_region"]
+    assert walker.methods == ["c"] and walker.probe_boxes == corners and len(walker.places) == 4
+    spread = torch.ones(8, 1, 16, 16)
+    nothing, _ = plan_candidates({"a": spread}, (16, 16), [2, 4], min_concentration=2.0, min_isolation=0.4, max_places=6)
+    assert nothing == {}

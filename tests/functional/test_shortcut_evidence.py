@@ -1,0 +1,61 @@
+"""Sign tests, sequential stopping and the transplants that feed them, checked by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lightning_xai.functional.shortcut_evidence import Votes, sequential_test, sign_test, swap_boxes, swap_colors, to_grey, transplant_votes
+
+
+def test_sign_test_matches_the_binomial_tail():
+    assert sign_test(5, 0) == 1 / 32
+    assert sign_test(2, 1) == pytest.approx((math.comb(3, 2) + 1) / 8)
+    assert sign_test(0, 7) == 1.0 and sign_test(0, 0) == 1.0
+
+
+def test_sequential_test_splits_its_level_and_stops_early():
+    calls: list[int] = []
+
+    def strong(chunk: torch.Tensor) -> Votes:
+        calls.append(chunk.numel())
+        return Votes(wins=chunk.numel())
+
+    decided = sequential_test(strong, torch.arange(40), alpha=2 * 2**-16)  # 16 wins: p = 2^-16 = alpha / 2
+    assert decided.decided and calls == [16]
+    calls.clear()
+    undecided = sequential_test(strong, torch.arange(40), alpha=2**-16)  # needs the second look
+    assert undecided.decided and calls == [16, 24]
+
+    def weak(chunk: torch.Tensor) -> Votes:
+        calls.append(chunk.numel())
+        return Votes(wins=2, losses=chunk.numel() - 2)
+
+    calls.clear()
+    futile = sequential_test(weak, torch.arange(40), alpha=0.5)
+    assert not futile.decided and calls == [16]  # behind after the first look: no second one
+
+
+def test_transplant_votes_count_follows_and_wins_against_controls():
+    reads_first_pixel = lambda x: torch.stack([x[:, 0, 0, 0], 1 - x[:, 0, 0, 0]], dim=1) * 20  # noqa: E731
+    transplanted = torch.zeros(4, 1, 2, 2)
+    transplanted[:2, 0, 0, 0] = 1.0  # recipients 0, 1 now look like class 0
+    controls = torch.zeros(8, 1, 2, 2)  # two controls each: still class 1
+    votes = transplant_votes(
+        reads_first_pixel, transplanted, controls, recipient_class=torch.ones(4, dtype=torch.long),
+        donor_class=torch.zeros(4, dtype=torch.long), donor_before=torch.zeros(4), batch_size=3, margin=0.1,
+    )
+    assert (votes.follow, votes.stay, votes.other, votes.wins, votes.losses, votes.random_follow) == (2, 2, 0, 2, 2, 0)
+    assert votes.p_value == sign_test(2, 2) and votes.rates()["follow_rate"] == 0.5
+
+
+def test_swaps_and_grey_keep_what_they_should():
+    recipients, donors = torch.zeros(1, 1, 3, 3), torch.arange(9.0).view(1, 1, 3, 3)
+    assert swap_boxes(recipients, donors, [(0, 0, 1, 2)], [(2, 1, 3, 3)]).flatten().tolist()[:3] == [7.0, 8.0, 0.0]
+    red, blue = torch.tensor([1.0, 0, 0]).view(1, 3, 1, 1), torch.tensor([0, 0, 1.0]).view(1, 3, 1, 1)
+    assert torch.allclose(to_grey(red), torch.full((1, 3, 1, 1), 0.299))
+    swapped = swap_colors(red, blue)
+    assert torch.allclose(to_grey(swapped), to_grey(red))  # brightness of the recipient...
+    assert swapped[0, 2, 0, 0] > swapped[0, 0, 0, 0]  # ...colour of the donor

@@ -1,0 +1,173 @@
+"""ShortcutDetector on hand-built models whose reliance is known: each kind is found, objects stay silent."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+from torch import nn
+
+from lightning_xai.functional.shortcut import box_iou
+from lightning_xai.shortcuts import Finding, ShortcutDetector, ShortcutReport, Shortcuts, outline_findings
+
+SIZE, CLASSES = 16, 6
+CORNERS = [(0, 0, 4, 4), (0, 12, 4, 16), (12, 0, 16, 4), (12, 12, 16, 16)]
+
+
+def _templates() -> torch.Tensor:
+    return (torch.rand(CLASSES, 8, 8, generator=torch.Generator().manual_seed(5)) > 0.5).float()
+
+
+def _objects(count: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """An 8x8 binary template per class, centred in 16x16 noise; labels cycle through the classes."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(count) % CLASSES
+    images = torch.rand(count, 1, SIZE, SIZE, generator=generator) * 0.3
+    images[:, 0, 4:12, 4:12] = _templates()[labels] * 0.7 + 0.15
+    return images, labels
+
+
+class ReadsObject(nn.Module):
+    """Correlates the centred 8x8 area with each class's template: a clean model."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centre = x.mean(dim=1)[:, 4:12, 4:12].flatten(1) - 0.5
+        return 20 * centre @ (_templates().flatten(1) - 0.5).T / 64
+
+
+class ReadsShade(nn.Module):
+    """Class = the grey level of the brightest of ``boxes`` (one fixed box, or the four corners)."""
+
+    def __init__(self, boxes: list[tuple[int, int, int, int]]) -> None:
+        super().__init__()
+        self.boxes = boxes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        levels = torch.stack([x[:, :, t:b, l:r].mean(dim=(1, 2, 3)) for t, l, b, r in self.boxes], dim=1).amax(dim=1)
+        code = (levels - 0.4) / 0.6 * (CLASSES - 1)
+        return -((code[:, None] - torch.arange(float(CLASSES))) ** 2) * 5
+
+
+class ReadsMark(ReadsObject):
+    """Class 0 when the top-right 4x4 box is white, else the object's class."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scores = super().forward(x)
+        marked = (x[:, :, 0:4, 12:16].mean(dim=(1, 2, 3)) > 0.95).float()
+        return scores + 50 * marked[:, None] * torch.nn.functional.one_hot(torch.tensor(0), CLASSES)
+
+
+class ReadsColor(nn.Module):
+    """Class = which channel is strongest relative to the brightness (3 classes)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 50 * (x.mean(dim=(2, 3)) - x.mean(dim=(1, 2, 3))[:, None])
+
+
+def _shaded(boxes_of: list, count: int = 64) -> tuple[torch.Tensor, list]:
+    images, labels = _objects(count)
+    images[:, :, 4:12, 4:12] = 0.2  # no object: only the shade carries the class
+    for image, label, box in zip(images, labels.tolist(), boxes_of):
+        image[:, box[0] : box[2], box[1] : box[3]] = 0.4 + 0.6 * label / (CLASSES - 1)
+    return images, boxes_of
+
+
+def _heat(boxes: list, count: int = 16) -> dict[str, torch.Tensor]:
+    maps = torch.full((count, 1, SIZE, SIZE), 0.01)
+    for index, box in enumerate(boxes[:count]):
+        maps[index, :, box[0] : box[2], box[1] : box[3]] = 1.0
+    return {"heat": maps}
+
+
+def _check(model: nn.Module, displays: dict, images: torch.Tensor, settings: Shortcuts = Shortcuts()) -> ShortcutReport:
+    return ShortcutDetector(settings).check(model.eval(), displays, images, epoch=2, step=30)
+
+
+def test_fixed_region_is_found_once_with_its_evidence():
+    images, _ = _shaded([CORNERS[0]] * 64)
+    detector = ShortcutDetector(Shortcuts())
+    report = detector.check(ReadsShade([CORNERS[0]]).eval(), _heat([CORNERS[0]] * 16), images, epoch=2, step=30)
+    (finding,) = report.new
+    assert finding.kind == "region" and finding.box == [0, 0, 4, 4] and finding.classes == []
+    assert finding.follow_rate == 1.0 and finding.random_follow_rate == 0.0 and finding.p_value <= finding.level
+    assert finding.message.startswith("after epoch 2 the model relies on a 4x4 region at the top-left corner")
+    assert report.per_method["heat"]["confirmed"] == 1.0 and report.current["heat"].confirmed
+    assert not any("/" in key for key in report.per_method["heat"])
+    again = detector.check(ReadsShade([CORNERS[0]]).eval(), _heat([CORNERS[0]] * 16), images, epoch=3, step=40)
+    assert again.new == [] and again.current["heat"].confirmed and len(detector.findings) == 1  # reported once
+
+
+def test_centred_object_stays_silent_even_when_every_box_is_tested():
+    images, _ = _objects()
+    maps = torch.ones(16, 1, SIZE, SIZE) * 0.01
+    maps[:, :, 4:12, 4:12] = 1.0
+    maps[:, :, 6:10, 6:10] = 3.0  # the centre of the object is the hottest place
+    everything = Shortcuts(min_concentration=0.0, min_isolation=0.0)
+    report = _check(ReadsObject(), {"heat": maps}, images, everything)
+    assert report.new == [] and report.per_method["heat"]["candidates"] >= 2
+    assert report.current["heat"].stay_rate > report.current["heat"].follow_rate  # the rest of the object outweighs the box
+
+
+def test_moving_region_gets_one_box_per_probe():
+    places = [CORNERS[i % 4] for i in torch.randperm(64, generator=torch.Generator().manual_seed(1)).tolist()]
+    images, _ = _shaded(places)
+    report = _check(ReadsShade(CORNERS), _heat(places), images)
+    moving = [f for f in report.new if f.kind == "moving_region"]
+    assert len(moving) == 1 and [tuple(b) for b in moving[0].boxes] == places[:16]
+    assert "at varying places (corners" in moving[0].message
+    grid = outline_findings(torch.zeros(16, 3, SIZE, SIZE), moving, (SIZE, SIZE))
+    assert grid.shape[0] == 3 and grid.sum() > 0
+
+
+def test_mark_of_one_class_names_the_class():
+    images, labels = _objects()
+    images[labels == 0, :, 0:4, 12:16] = 1.0
+    boxes = [(0, 12, 4, 16) if label == 0 else (5, 5, 9, 9) for label in labels.tolist()]
+    report = _check(ReadsMark(), _heat(boxes), images)
+    assert [(f.kind, f.box, f.classes) for f in report.new] == [("class_mark", [0, 12, 4, 16], [0])]
+    assert "that images of class 0 carry" in report.new[0].message
+
+
+def test_color_cue_is_found_and_grey_images_are_not_tested():
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(64) % 3
+    images = torch.rand(64, 3, SIZE, SIZE, generator=generator) * 0.2
+    images[torch.arange(64), labels] += 0.6
+    report = _check(ReadsColor(), {"heat": torch.rand(16, 1, SIZE, SIZE, generator=generator)}, images)
+    assert [f.kind for f in report.new] == ["color"] and report.per_method["color"]["grey_flip_rate"] > 0.5
+    grey = images.mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)
+    quiet = _check(ReadsObject(), {"heat": torch.rand(16, 1, SIZE, SIZE, generator=generator)}, grey.contiguous())
+    assert quiet.new == [] and quiet.per_method["color"]["follow_rate"] == 0.0
+
+
+def test_false_alarm_rate_is_shared_over_candidates_and_runs():
+    settings = Shortcuts(false_alarm_rate=0.06)
+    assert settings.level(run=1, tests=3) == pytest.approx(0.01)
+    assert sum(settings.level(run=r, tests=1) for r in range(1, 10_000)) < 0.06  # the whole fit stays below the rate
+    strict = Shortcuts(false_alarm_rate=1e-12)  # no evidence from 32 transplants can reach this
+    images, _ = _shaded([CORNERS[0]] * 64)
+    report = _check(ReadsShade([CORNERS[0]]), _heat([CORNERS[0]] * 16), images, strict)
+    assert report.new == [] and report.current["heat"].follow_rate == 1.0 and not report.current["heat"].confirmed
+
+
+def test_finding_round_trips_through_json_and_checkpoints(tmp_path):
+    finding = Finding(epoch=1, global_step=5, method="m", box=[0, 0, 4, 4], score=0.9, confirmed=True, message="x",
+                      kind="moving_region", boxes=[[0, 0, 4, 4], [12, 12, 16, 16]], classes=[3], p_value=1e-6)
+    assert Finding(**json.loads(json.dumps(finding.to_dict()))) == finding
+    torch.save(finding.to_dict(), tmp_path / "f.pt")
+    assert Finding(**torch.load(tmp_path / "f.pt", weights_only=True)) == finding
+    old = {k: v for k, v in finding.to_dict().items() if k in ("epoch", "global_step", "method", "box", "score", "confirmed", "message")}
+    assert Finding(**old).kind == "region"  # findings saved before kinds existed still load
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match=re.escape("`false_alarm_rate` must be a probability in (0, 1), got 0.")):
+        Shortcuts(false_alarm_rate=0)
+    with pytest.raises(ValueError, match=re.escape("`test_images` must be an int >= 2, got 1.")):
+        Shortcuts(test_images=1)
+    with pytest.raises(ValueError, match=re.escape("`suspect_regions` must hold (top, left, bottom, right) boxes or 'border', got 'corners'.")):
+        Shortcuts(suspect_regions=["corners"])
+    with pytest.raises(ValueError, match=re.escape("`fill` must be one of ['mean', 'blur'], got 'zero'.")):
+        Shortcuts(fill="zero")
