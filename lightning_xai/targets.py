@@ -31,7 +31,9 @@ from lightning_xai.outputs import Forward, Output, make_forward, select_scores
 
 __all__ = [
     "Output",
+    "Probability",
     "ProbeTarget",
+    "ScoreFunction",
     "ScoreModel",
     "Support",
     "Task",
@@ -40,6 +42,7 @@ __all__ = [
     "labels_from_batch",
     "make_forward",
     "probabilities",
+    "probability_kind",
     "probe_targets",
     "score_columns",
     "select_scores",
@@ -209,6 +212,31 @@ class ScoreModel(nn.Module):
         return scores.unsqueeze(1)
 
 
+@dataclass(frozen=True, eq=False)
+class ScoreFunction:
+    """One scalar score per image from a model's outputs: column ``column`` of :func:`score_columns`.
+
+    Attributes:
+        task: the task.
+        column: the column (a class, a label, an output, a segmentation class).
+        description: what it is, for captions.
+        region: for segmentation, see :func:`score_columns`.
+
+    Example:
+        >>> ScoreFunction("binary", 1, "positive class")(torch.tensor([[4.0], [-2.0]])).tolist()
+        [2.0, -1.0]
+    """
+
+    task: Task
+    column: int
+    description: str = ""
+    region: Tensor | None = None
+
+    def __call__(self, outputs: Tensor) -> Tensor:
+        """Scores ``[N]`` for the selected outputs (``[N]``, ``[N, K]`` or ``[N, K, H, W]``)."""
+        return score_columns(outputs, task=self.task, region=self.region)[:, self.column]
+
+
 @dataclass(frozen=True)
 class ProbeTarget:
     """One thing to explain: probe ``probe``'s score column ``column`` (of :func:`score_columns`).
@@ -222,6 +250,10 @@ class ProbeTarget:
     probe: int
     column: int
     description: str
+
+    def score_function(self, task: Task, *, region: Tensor | None = None) -> ScoreFunction:
+        """This target as a :class:`ScoreFunction` of the outputs."""
+        return ScoreFunction(task, self.column, self.description, region)
 
 
 def probe_targets(
@@ -317,6 +349,22 @@ def probabilities(scores: Tensor, *, task: Task) -> Tensor:
     if task == "multilabel":
         return columns.sigmoid()
     return columns if task == "regression" else columns.softmax(dim=1)
+
+
+Probability = Literal["softmax", "sigmoid", "none"]
+_PROBABILITY: dict[str, Probability] = {
+    "multiclass": "softmax", "multilabel": "sigmoid", "binary": "sigmoid", "regression": "none", "segmentation": "softmax",
+}
+
+
+def probability_kind(task: Task) -> Probability:
+    """How :func:`probabilities` turns scores into what is shown: ``"softmax"``, ``"sigmoid"`` or ``"none"``.
+
+    Example:
+        >>> probability_kind("multilabel"), probability_kind("regression")
+        ('sigmoid', 'none')
+    """
+    return _PROBABILITY[_check_task(task)]
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,11 @@ from torch import Tensor, nn
 from lightning_xai import functional as F
 from lightning_xai.targets import (
     ProbeTarget,
+    ScoreFunction,
     ScoreModel,
     infer_task,
     probabilities,
+    probability_kind,
     probe_targets,
     score_columns,
     supports,
@@ -234,3 +236,14 @@ def test_supports():
     assert not supports("shortcuts", "segmentation")
     with pytest.raises(ValueError, match=re.escape("`name` must be a method or analysis name (adaptive_occlusion, deconvnet,")):
         supports("lime", "multiclass")
+
+
+def test_score_functions_and_probability_kinds():
+    # one row per (probe, positive label), each a score function of the outputs
+    scores = torch.tensor([[2.0, -1.0, 0.5], [-3.0, -2.0, -1.0]])
+    rows = probe_targets(scores, torch.tensor([[1, 0, 1], [0, 1, 0]]), task="multilabel")
+    assert [row.score_function("multilabel")(scores)[row.probe].item() for row in rows] == [2.0, 0.5, -2.0]
+    segmentation = ScoreFunction("segmentation", 2, "class 2", region=torch.tensor([[2, 2], [1, 0]]))
+    assert segmentation(SEGMENTATION).tolist() == [1.5]
+    kinds = [probability_kind(task) for task in ("multiclass", "multilabel", "binary", "regression", "segmentation")]
+    assert kinds == ["softmax", "sigmoid", "sigmoid", "none", "softmax"]
