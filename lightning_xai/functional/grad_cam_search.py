@@ -21,7 +21,7 @@ that layer by tracing one forward pass:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -111,8 +111,9 @@ def find_token_layer(forward: nn.Module, root: nn.Module, example: Tensor) -> st
         example: images ``[B, C, H, W]``.
 
     Returns:
-        The name, or ``None`` when ``root`` has no token block that runs (the caller then uses
-        the convolutional rule).
+        The name, or ``None`` when ``root`` has no token block that runs, or no layer with
+        token-shaped output after its first block (a CNN with attention-like modules over
+        ``[N, C, h, w]`` maps): the caller then uses the convolutional rule.
 
     Raises:
         ValueError: token blocks ran but no layer after the patch embedding has a non-zero
@@ -130,7 +131,10 @@ def find_token_layer(forward: nn.Module, root: nn.Module, example: Tensor) -> st
         return None
     last = max(ran, key=lambda block: trace.ended[block])
     candidates = _candidates(trace, (last, blocks[last]), min(trace.started[b] for b in ran))
-    chosen = _first_with_patch_gradient(root, candidates, scores, tuple(example.shape[-2:]))
+    usable = _token_shaped(root, candidates, scores.shape[0], tuple(example.shape[-2:]))
+    if not usable:
+        return None
+    chosen = _first_with_patch_gradient(usable, scores)
     if chosen is None:
         raise ValueError(
             f"Grad-CAM found transformer blocks in {type(root).__name__} (the last is {names[last]!r}) but no token layer "
@@ -151,19 +155,23 @@ def _candidates(trace: _Trace, block: tuple[nn.Module, nn.Module], first_start: 
     return [(m, out) for index, (m, out) in enumerate(ordered) if all(m is not p for p, _ in ordered[:index])]
 
 
-def _first_with_patch_gradient(
-    root: nn.Module, candidates: list[tuple[nn.Module, Tensor]], scores: Tensor, image_size: tuple[int, int]
-) -> nn.Module | None:
+_Usable = tuple[nn.Module, Tensor, Callable[[Tensor], Tensor]]
+
+
+def _token_shaped(root: nn.Module, candidates: list[tuple[nn.Module, Tensor]], batch: int, image_size: tuple[int, int]) -> list[_Usable]:
+    """The candidates whose output ``reshape="auto"`` reads as tokens or a channels-last map, with their layouts."""
     usable = []
     for module, output in candidates:
-        sequence_first = is_sequence_first(root, module, tuple(output.shape), scores.shape[0])
-        if batch_size_of(tuple(output.shape), sequence_first=sequence_first) != scores.shape[0]:
+        sequence_first = is_sequence_first(root, module, tuple(output.shape), batch)
+        if batch_size_of(tuple(output.shape), sequence_first=sequence_first) != batch:
             continue  # e.g. attention over windows: [N * windows, tokens, C]
         layout = auto_layout(tuple(output.shape), image_size, sequence_first=sequence_first)
         if layout is not None and (output.ndim == 3 or layout is channels_last):
             usable.append((module, output, layout))
-    if not usable:
-        return None
+    return usable
+
+
+def _first_with_patch_gradient(usable: list[_Usable], scores: Tensor) -> nn.Module | None:
     top = scores.gather(1, scores.argmax(dim=1, keepdim=True)).sum()
     gradients = torch.autograd.grad(top, [output for _, output, _ in usable], allow_unused=True)
     for (module, _, layout), gradient in zip(usable, gradients):

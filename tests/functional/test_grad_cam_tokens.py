@@ -237,6 +237,26 @@ def test_windowed_attention_is_explained_at_the_blocks_first_norm():
         grad_cam(model, images, layer="blocks.1.windows")
 
 
+class _NonLocalBlock(nn.Module):
+    """Attention-like mixing over a CNN's [N, C, h, w] map, with a GroupNorm: a token block by its children."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(2, channels)
+        self.attn = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.attn(self.norm(x))
+
+
+def test_cnns_with_attention_like_blocks_keep_the_convolutional_rule(images):
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), _NonLocalBlock(8), nn.Conv2d(8, 8, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5)
+    ).eval()
+    assert find_grad_cam_layer(model, images) == "2"
+
+
 def test_callable_reshape_equals_auto(vit_images):
     model = _vit()
     auto = grad_cam(model, vit_images, 2, layer="encoder.layers.0.norm1")
