@@ -21,6 +21,7 @@ __all__ = [
     "first_run",
     "incomplete_maps",
     "insensitive_methods",
+    "logging_failed",
     "methods_failed",
     "no_tensorboard",
     "no_validation",
@@ -127,6 +128,14 @@ def disk_failure(path: object, error: BaseException) -> str:
         f"{PREFIX} could not write {path} ({type(error).__name__}: {error}); it stops writing files under that "
         "folder for this fit and goes on logging to TensorBoard (training is not affected). Free disk space or "
         "fix the permissions to keep the on-disk history."
+    )
+
+
+def logging_failed(error: BaseException) -> str:
+    """The logger failed outside a run (recording a failure, the cost scalar)."""
+    return (
+        f"{PREFIX} could not log to TensorBoard ({type(error).__name__}: {error}); training is not affected and "
+        "summary.json keeps the record. Check the logger's folder. This warning is shown once."
     )
 
 

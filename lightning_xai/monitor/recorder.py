@@ -124,13 +124,14 @@ class Recorder:
         """A run that failed as a whole: one warning per cause, an entry with ``"error"`` (and no file) in ``summary.json``."""
         self.warn_once(f"run_failed:{error}", messages.run_failed(epoch=moment.epoch, step=moment.global_step, error=error))
         self._files(lambda: self.history.record_failure(global_step=moment.global_step, epoch=moment.epoch, stage=moment.stage, error=error))
-        failed = sum(1 for run in self.history.runs if run.get("error"))
-        self.logger.scalars({tags.FAILED_RUNS: float(failed)}, moment.log_step)
-        self.logger.flush()
+        failed = [{key: run[key] for key in ("global_step", "epoch", "stage", "error")} for run in self.history.runs if run.get("error")]
+        self.write_sections(failed_runs=failed)
+        self._logged(lambda: self.logger.scalars({tags.FAILED_RUNS: float(len(failed))}, moment.log_step))
+        self._logged(self.logger.flush)
 
     def record_cost(self, overhead: float, step: int) -> None:
-        """The monitor's overhead so far, as a scalar."""
-        self.logger.scalars({tags.OVERHEAD: overhead}, step)
+        """The monitor's overhead so far, as a scalar (a failing logger is warned about, never raised)."""
+        self._logged(lambda: self.logger.scalars({tags.OVERHEAD: overhead}, step))
 
     def record_findings(self, findings: list[Finding]) -> None:
         """Every shortcut finding so far, into ``summary.json``."""
@@ -256,6 +257,13 @@ class Recorder:
         if report.shortcuts is not None:
             for finding in report.shortcuts.new:
                 rank_zero_warn(messages.shortcut_found(finding.message))
+
+    def _logged(self, log: Callable[[], object]) -> None:
+        """Logging outside a run's guard (after a failure, the cost): a failure is warned about once."""
+        try:
+            log()
+        except Exception as error:
+            self.warn_once(f"logger:{type(error).__name__}", messages.logging_failed(error))
 
     def _files(self, write: Callable[[], T]) -> T | None:
         if not self.files_ok:

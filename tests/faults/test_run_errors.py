@@ -1,0 +1,139 @@
+"""A failure inside a monitor run never ends the fit: one warning, a record, the next run tried again."""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from dataclasses import dataclass
+from typing import ClassVar
+
+import pytest
+import torch
+
+from lightning_xai import Saliency
+from lightning_xai.methods import AttributionMethod, MethodContext
+from lightning_xai.monitor import recorder as recorder_module
+from lightning_xai.monitor import engine as engine_module
+from lightning_xai.loggers import XaiLogger
+from tests.callback.conftest import cheap_monitor, loaders, make_trainer, tiny_model
+
+
+@dataclass(frozen=True)
+class Flaky(AttributionMethod):
+    """Saliency that raises on the calls listed in ``failing`` (counted over the whole test)."""
+
+    name: ClassVar[str] = "flaky"
+    calls: ClassVar[list[int]] = [0]
+    failing: tuple[int, ...] = (1,)
+
+    def attribute(self, model, images, targets, context: MethodContext):
+        Flaky.calls[0] += 1
+        if Flaky.calls[0] in self.failing:
+            raise RuntimeError("boom inside the method")
+        return Saliency().attribute(model, images, targets, context)
+
+
+@pytest.fixture(autouse=True)
+def _reset_calls():
+    Flaky.calls[0] = 0
+
+
+def _fit(root, digits, monitor, **kwargs):
+    trainer = make_trainer(root, [monitor], **kwargs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(tiny_model(), *loaders(digits))
+    ours = [str(w.message) for w in caught if "AttributionMonitor" in str(w.message)]
+    return trainer, ours
+
+
+def _summary(root):
+    return json.loads((root / "version_0" / "xai" / "summary.json").read_text())
+
+
+def test_a_failing_method_is_left_out_of_its_run_and_tried_again(tmp_path, digits16):
+    monitor = cheap_monitor(methods=[Saliency(), Flaky()], stability=None, shortcuts=None)
+    trainer, said = _fit(tmp_path, digits16, monitor)
+    assert trainer.global_step == 8 and trainer.state.finished
+    first, second = monitor.history
+    assert first["failures"] == {"flaky": "RuntimeError: boom inside the method"}
+    assert first["methods"] == ["saliency"] and second["methods"] == ["flaky", "saliency"]  # tried again, worked
+    assert "failures" not in second
+    failed = [text for text in said if "boom" in text]
+    assert len(failed) == 1
+    assert failed[0].startswith("AttributionMonitor: at step 4 these parts of its run failed and were left out (training goes on): ")
+    assert "flaky: RuntimeError: boom inside the method" in failed[0] and "strict=True" in failed[0]
+    assert _summary(tmp_path)["runs"][0]["failures"] == {"flaky": "RuntimeError: boom inside the method"}
+
+
+def test_a_failing_analysis_is_left_out_of_its_run(tmp_path, digits16, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ValueError("analysis broke")
+
+    monkeypatch.setattr(engine_module, "check_shortcuts", broken)
+    monitor = cheap_monitor(methods=[Saliency()], stability=None)
+    trainer, said = _fit(tmp_path, digits16, monitor)
+    assert trainer.global_step == 8
+    assert [run["failures"] for run in monitor.history] == [{"shortcuts": "ValueError: analysis broke"}] * 2
+    assert all(run["methods"] == ["saliency"] and run["file"] for run in monitor.history)  # the maps were kept
+    assert len([text for text in said if "analysis broke" in text]) == 1  # once per cause
+
+
+def test_a_failing_rendering_fails_the_run_not_the_fit(tmp_path, digits16, monkeypatch):
+    real, calls = recorder_module.maps_grid, [0]
+
+    def first_call_fails(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 1:
+            raise RuntimeError("cannot draw")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(recorder_module, "maps_grid", first_call_fails)
+    monitor = cheap_monitor(methods=[Saliency()], stability=None, shortcuts=None)
+    trainer, said = _fit(tmp_path, digits16, monitor)
+    assert trainer.global_step == 8
+    failed, worked = monitor.history
+    assert failed["error"] == "RuntimeError: cannot draw" and failed["file"] is None and failed["global_step"] == 4
+    assert worked["file"] and "error" not in worked  # the next run was tried again
+    assert monitor.cost["failed"] == 1
+    message = [text for text in said if "cannot draw" in text]
+    assert message == [
+        "AttributionMonitor: its run at epoch 0 (step 4) failed and was skipped; training goes on. Cause: RuntimeError: cannot draw. "
+        "The failure is recorded under 'failed_runs' in summary.json and the next run is tried again; pass "
+        "`strict=True` to raise such errors instead (for tests and CI). This warning is shown once per cause."
+    ]
+    summary = _summary(tmp_path)
+    assert summary["failed_runs"] == [{"global_step": 4, "epoch": 0, "stage": "fit", "error": "RuntimeError: cannot draw"}]
+    assert summary["runs"][0]["error"] == "RuntimeError: cannot draw"
+
+
+def test_a_logger_that_always_fails_never_ends_the_fit(tmp_path, digits16, monkeypatch):
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("event file gone")
+
+    monkeypatch.setattr(XaiLogger, "scalars", broken)
+    monitor = cheap_monitor(methods=[Saliency()], stability=None, shortcuts=None)
+    trainer, said = _fit(tmp_path, digits16, monitor)
+    assert trainer.global_step == 8 and trainer.state.finished
+    assert [run["error"] for run in monitor.history] == ["RuntimeError: event file gone"] * 2
+    gone = [text for text in said if "event file gone" in text]
+    assert len(gone) == 2  # each once over two runs: the failed run, and the logger failing while recording it
+    assert gone[0].startswith("AttributionMonitor: its run at epoch 0 (step 4) failed and was skipped; training goes on.")
+    assert gone[1].startswith("AttributionMonitor could not log to TensorBoard (RuntimeError: event file gone); training is not affected")
+
+
+def test_strict_raises_the_failure(tmp_path, digits16):
+    monitor = cheap_monitor(methods=[Saliency(), Flaky()], stability=None, shortcuts=None, strict=True)
+    trainer = make_trainer(tmp_path, [monitor])
+    with pytest.raises(RuntimeError, match=re.escape("boom inside the method")):
+        trainer.fit(tiny_model(), *loaders(digits16))
+    assert trainer.global_step == 4
+
+
+def test_checks_before_the_first_step_stay_strict(tmp_path, digits16):
+    monitor = cheap_monitor(methods=[Saliency()], probes=torch.rand(2, 3, 16, 16))
+    trainer = make_trainer(tmp_path, [monitor])
+    with pytest.raises(ValueError, match=re.escape("`probes` of shape [2, 3, 16, 16] were rejected by LitClassifier.forward:")):
+        trainer.fit(tiny_model(), *loaders(digits16))
+    assert trainer.global_step == 0
