@@ -22,6 +22,7 @@ from lightning_xai.methods import (
     Saliency,
     SmoothGrad,
 )
+from lightning_xai.robustness import RobustnessCheck
 from lightning_xai.sanity import SanityCheck
 from lightning_xai.shortcuts import Finding, Shortcuts
 from lightning_xai.stability import Stability
@@ -42,6 +43,7 @@ __all__ = [
     "IntegratedGradients",
     "Mask",
     "Occlusion",
+    "RobustnessCheck",
     "Saliency",
     "SanityCheck",
     "Shortcuts",

@@ -21,6 +21,7 @@ __all__ = [
     "first_run",
     "incomplete_maps",
     "insensitive_methods",
+    "fragile_methods",
     "logging_failed",
     "methods_failed",
     "no_tensorboard",
@@ -98,7 +99,7 @@ def run_failed(*, epoch: int, step: int, error: str) -> str:
     """A run failed as a whole: training goes on."""
     return (
         f"{PREFIX}: its run at epoch {epoch} (step {step}) failed and was skipped; training goes on. Cause: {error}. "
-        "The failure is recorded under 'failed_runs' in summary.json and the next run is tried again; pass "
+        "The failure is recorded with its error among the runs in summary.json and the next run is tried again; pass "
         "`strict=True` to raise such errors instead (for tests and CI). This warning is shown once per cause."
     )
 
@@ -203,4 +204,15 @@ def insensitive_methods(keys: Sequence[str], threshold: float) -> str:
         f"{PREFIX} sanity check: the {', '.join(keys)} maps barely change when the model's weights "
         f"are randomized (rank correlation with the trained model's maps above {threshold}): they do not explain "
         "this model (Adebayo et al., 'Sanity Checks for Saliency Maps')."
+    )
+
+
+def fragile_methods(failures: Mapping[str, Sequence[str]], threshold: float) -> str:
+    """The robustness checks found methods whose maps are not robust."""
+    shown = "; ".join(f"{key}: {', '.join(checks)}" for key, checks in failures.items())
+    return (
+        f"{PREFIX} robustness check: these methods' maps are not robust (rank correlation below {threshold}): {shown}. "
+        "input_invariance: the maps change under an input shift the model compensates exactly (Kindermans et al.); "
+        "fragility: a small perturbation that keeps the prediction moves the maps (Ghorbani et al.). "
+        "Compare them with other methods before trusting them."
     )

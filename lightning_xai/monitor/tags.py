@@ -2,7 +2,7 @@
 
 Scalars sit in sections that TensorBoard shows as separate groups (the part before the first
 ``/``): ``xai_probes``, ``xai_stability``, ``xai_agreement``, ``xai_shortcuts``,
-``xai_faithfulness``, ``xai_sanity`` and ``xai_cost``. Images and text sit under ``xai/``. A run's
+``xai_faithfulness``, ``xai_sanity``, ``xai_robustness`` and ``xai_cost``. Images and text sit under ``xai/``. A run's
 ``metrics`` in ``summary.json`` use the same names as its scalars. ``<method>`` is a method's key
 (its name, e.g. ``grad_cam``, or its name with its settings when one method is used twice).
 
@@ -40,6 +40,7 @@ __all__ = [
     "maps_image",
     "matches_pattern",
     "phase_seconds",
+    "robustness",
     "sanity",
     "seconds",
     "settled",
@@ -126,6 +127,11 @@ def sanity(method: str, key: str) -> str:
     return f"xai_sanity/{method}/{key}"
 
 
+def robustness(method: str, key: str) -> str:
+    """Robustness checks: ``input_invariance_spearman``, ``fragility_topk_iou`` or ``fragility_spearman``."""
+    return f"xai_robustness/{method}/{key}"
+
+
 # ---------------------------------------------------------------- the documented patterns
 SCALAR_PATTERNS: tuple[str, ...] = (
     PROBE_ACCURACY,
@@ -150,6 +156,9 @@ SCALAR_PATTERNS: tuple[str, ...] = (
     completeness("<method>", "relative_gap_mean"),
     sanity("<method>", "spearman"),
     sanity("<method>", "ssim"),
+    robustness("<method>", "input_invariance_spearman"),
+    robustness("<method>", "fragility_topk_iou"),
+    robustness("<method>", "fragility_spearman"),
 )
 IMAGE_PATTERNS: tuple[str, ...] = (
     PROBES_IMAGE,
