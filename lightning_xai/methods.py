@@ -448,12 +448,20 @@ class Mask(AttributionMethod):
         return self.explain(model, images, targets, context).best
 
 
+class _Kwargs(tuple):
+    """Keyword arguments as sorted ``(name, value)`` items: a picklable tuple whose repr shows tensors by shape."""
+
+    def __repr__(self) -> str:
+        shown = (f"{key!r}: tensor{list(value.shape)}" if isinstance(value, Tensor) else f"{key!r}: {value!r}" for key, value in self)
+        return "{" + ", ".join(shown) + "}"
+
+
 def _items(value: object, name: str) -> tuple[tuple[str, object], ...]:
     if isinstance(value, Mapping):
         value = tuple(sorted(value.items()))
     if not isinstance(value, tuple) or not all(isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) for item in value):
         raise TypeError(f"`{name}` must be a dict of keyword arguments, got {type(value).__name__}.")
-    return value
+    return _Kwargs(value)
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,14 @@ def test_captum_methods_pickle_and_are_checked():
         CaptumMethod("LayerConductance", init_kwargs={"layer": "conv9"}).validate(model, images)
 
 
+def test_captum_methods_are_described_briefly():
+    from lightning_xai.monitor.settings import describe
+
+    method = CaptumMethod("Lime", attribute_kwargs={"n_samples": 40, "feature_mask": torch.zeros(3, 12, 10, dtype=torch.long)})
+    assert describe(method) == "captum_Lime(attribution_class='Lime', attribute_kwargs={'feature_mask': tensor[3, 12, 10], 'n_samples': 40})"
+    assert pickle.loads(pickle.dumps(CaptumMethod("Lime", attribute_kwargs={"n_samples": 4}))) == CaptumMethod("Lime", attribute_kwargs={"n_samples": 4})
+
+
 def test_missing_captum_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "captum.attr", None)
     with pytest.raises(ImportError, match=re.escape('CaptumMethod needs Captum; install it with pip install "lightning-xai[captum]".')):

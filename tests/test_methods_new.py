@@ -124,3 +124,14 @@ def test_guided_methods_delegate_to_functional():
 def test_new_settings_are_checked_when_built(build, error, message):
     with pytest.raises(error, match=re.escape(message)):
         build()
+
+
+def test_occlusion_with_inpainting_fails_at_setup_without_opencv(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "cv2", None)
+    message = 'The inpainting baselines (\'inpaint\', \'inpaint_ns\') need OpenCV; install it with pip install "lightning-xai[inpaint]" (opencv-python-headless).'
+    with pytest.raises(ImportError, match=re.escape(message)):
+        Occlusion(baseline="inpaint").validate(build_model("tiny"), torch.randn(1, 3, 12, 10))
+    with pytest.raises(ValueError, match=re.escape("`baseline` must be a number, a tensor or one of ['zero', 'mean', 'blur', 'max_distance', 'inpaint', 'inpaint_ns'], got 'paint'.")):
+        Occlusion(baseline="paint")
