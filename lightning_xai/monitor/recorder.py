@@ -40,7 +40,8 @@ class Recorder:
 
     Args:
         history: the opened history (see :meth:`~lightning_xai.history.AttributionHistory.open`).
-        writer: TensorBoard ``SummaryWriter`` or ``None`` (PNG files instead).
+        writer: an :class:`~lightning_xai.loggers.XaiLogger` (every logger of the trainer), a TensorBoard
+            ``SummaryWriter``, or ``None`` (PNG files instead).
         methods: the methods by key.
         stability: stability settings (filmstrips, messages), or ``None`` when tracking is off.
         max_relative_gap: completeness gap above which a path method's maps are warned about.
@@ -59,7 +60,7 @@ class Recorder:
         self.stability = stability
         self.max_relative_gap = max_relative_gap
         self.history = history
-        self.logger = XaiLogger(writer, history.folder)
+        self.logger = writer if isinstance(writer, XaiLogger) else XaiLogger(writer, history.folder)
         self.filmstrips = Filmstrips(stability.filmstrip_length) if stability is not None else None
         self.resumed_frames: list[tuple[int, dict[str, Tensor]]] = []
         self.said: set[str] = set()
@@ -69,7 +70,7 @@ class Recorder:
         self.sections: dict[str, Any] = {}
         if history.notice:
             rank_zero_info(f"AttributionMonitor: {history.notice}")
-        if writer is None:
+        if not self.logger.active:
             self.info_once("no_tensorboard", messages.no_tensorboard(history.folder))
         else:
             self.logger.layout(tags.custom_scalars_layout())
@@ -108,7 +109,10 @@ class Recorder:
         self._log_images(report, rgb, probes)
         self.logger.scalars(metrics, moment.log_step)
         self.logger.text(tags.PREDICTIONS, prediction_table(report, probes), moment.log_step)
+        count = len(self.history.runs)
         entry = self._files(lambda: self._store(report, metrics))
+        if entry is None:  # not written (disk fault): still listed, without a file, in `history` and later summaries
+            entry = self.history.runs[-1] if len(self.history.runs) > count else self._listed(report, metrics)
         self._say(report)
         recording = time.perf_counter() - started
         self.logger.scalars({tags.phase_seconds("recording"): recording}, moment.log_step)
@@ -123,10 +127,12 @@ class Recorder:
     def record_failure(self, moment: RunMoment, error: str) -> None:
         """A run that failed as a whole: one warning per cause, an entry with ``"error"`` (and no file) in ``summary.json``."""
         self.warn_once(f"run_failed:{error}", messages.run_failed(epoch=moment.epoch, step=moment.global_step, error=error))
+        count = len(self.history.runs)
         self._files(lambda: self.history.record_failure(global_step=moment.global_step, epoch=moment.epoch, stage=moment.stage, error=error))
-        failed = [{key: run[key] for key in ("global_step", "epoch", "stage", "error")} for run in self.history.runs if run.get("error")]
-        self.write_sections(failed_runs=failed)
-        self._logged(lambda: self.logger.scalars({tags.FAILED_RUNS: float(len(failed))}, moment.log_step))
+        if len(self.history.runs) == count:  # files off after a disk fault: listed in memory
+            self.history.runs.append(self.history._entry(moment.global_step, moment.epoch, moment.stage, [], {}, None, {"error": error}, file=None))
+        failed = sum(1 for run in self.history.runs if run.get("error"))
+        self._logged(lambda: self.logger.scalars({tags.FAILED_RUNS: float(failed)}, moment.log_step))
         self._logged(self.logger.flush)
 
     def record_cost(self, overhead: float, step: int) -> None:
@@ -146,6 +152,16 @@ class Recorder:
         insensitive = [key for key, values in report.items() if values["insensitive"]]
         if insensitive:
             rank_zero_warn(messages.insensitive_methods(insensitive, threshold))
+
+    def record_robustness(self, report: Mapping[str, Any], *, step: int, log_step: int, threshold: float) -> None:
+        """The robustness checks' scalars, their summary section, and a warning for methods that fail them."""
+        keys = ("input_invariance_spearman", "fragility_topk_iou", "fragility_spearman")
+        self.logger.scalars({tags.robustness(key, metric): values[metric] for key, values in report.items() for metric in keys}, log_step)
+        self.logger.flush()
+        self.write_sections(robustness={"global_step": step, **report})
+        failures = {key: values["fails"] for key, values in report.items() if values["fails"]}
+        if failures:
+            rank_zero_warn(messages.fragile_methods(failures, threshold))
 
     def write_sections(self, **sections: Any) -> None:
         """Top-level sections of ``summary.json`` (kept across later writes)."""
@@ -221,23 +237,25 @@ class Recorder:
             self._image(tags.filmstrip_image(key), self.filmstrips.image(key), report.moment.log_step)
 
     def _image(self, tag: str, image: Tensor, step: int) -> None:
-        if self.logger.writer is not None:
+        if self.logger.active:
             self.logger.image(tag, image, step)
         else:
             self._files(lambda: self.logger.image(tag, image, step))
 
     def _store(self, report: RunReport, metrics: dict[str, float]) -> dict[str, Any]:
         maps, moment = report.maps, report.moment
-        extra: dict[str, Any] = {}
-        if maps.failures or report.failures:
-            extra["failures"] = {**maps.failures, **report.failures}
-        if maps.predictions.skipped_probes:
-            extra["skipped_probes"] = maps.predictions.skipped_probes
         return self.history.record(
             global_step=moment.global_step, epoch=moment.epoch, stage=moment.stage, maps=maps.maps,
             targets=maps.predictions.targets, predictions=maps.predictions.predicted,
-            probabilities=maps.predictions.probability, metrics=metrics, skipped=maps.skipped, extra=extra,
+            probabilities=maps.predictions.probability, metrics=metrics, skipped=maps.skipped, extra=_extra(report),
         )
+
+    def _listed(self, report: RunReport, metrics: dict[str, float]) -> dict[str, Any]:
+        """The run's entry without a file, kept in memory when its files could not be written."""
+        maps, moment = report.maps, report.moment
+        entry = self.history._entry(moment.global_step, moment.epoch, moment.stage, sorted(maps.maps), metrics, maps.skipped, _extra(report), file=None)
+        self.history.runs.append(entry)
+        return entry
 
     def _say(self, report: RunReport) -> None:
         maps, moment = report.maps, report.moment
@@ -276,6 +294,19 @@ class Recorder:
             return None
 
 
+def _extra(report: RunReport) -> dict[str, Any]:
+    """A run entry's ``failures`` and ``skipped_probes`` when there are any."""
+    maps = report.maps
+    extra: dict[str, Any] = {}
+    if maps.failures or report.failures:
+        extra["failures"] = {**maps.failures, **report.failures}
+    if maps.predictions.skipped_probes:
+        extra["skipped_probes"] = maps.predictions.skipped_probes
+    if maps.cut:
+        extra["cut"] = list(maps.cut)
+    return extra
+
+
 def _probe_boxes(finding: Finding, count: int) -> list[list[tuple[int, int, int, int]]]:
     per_probe = getattr(finding, "boxes", None)
     if per_probe:
@@ -284,13 +315,23 @@ def _probe_boxes(finding: Finding, count: int) -> list[list[tuple[int, int, int,
 
 
 def prediction_table(report: RunReport, probes: ProbeSet) -> str:
-    """Markdown table: probe, label, prediction, its probability, the target's probability."""
+    """Markdown table: probe, label, prediction, its probability, the target's probability (sigmoids for multi-label, values for regression)."""
     predictions = report.maps.predictions
-    rows = ["| probe | label | predicted | probability | target probability |", "|---|---|---|---|---|"]
+    header = _TABLE_HEADERS.get(predictions.task, _TABLE_HEADERS["multiclass"])
+    shown = (lambda value: f"{value:.4g}") if predictions.task == "regression" else (lambda value: f"{value:.1%}")
+    rows = [header, "|---|---|---|---|---|"]
     for index in range(predictions.predicted.shape[0]):
         label = "?" if probes.labels is None else str(int(probes.labels[index]))
         rows.append(
-            f"| {index} | {label} | {int(predictions.predicted[index])} | {float(predictions.probability[index]):.1%} "
-            f"| {float(predictions.target_probability[index]):.1%} |"
+            f"| {index} | {label} | {int(predictions.predicted[index])} | {shown(float(predictions.probability[index]))} "
+            f"| {shown(float(predictions.target_probability[index]))} |"
         )
     return "\n".join(rows)
+
+
+_TABLE_HEADERS = {
+    "multiclass": "| probe | label | predicted | probability | target probability |",
+    "multilabel": "| probe | label | top label | its sigmoid | target sigmoid |",
+    "regression": "| probe | output | largest output | its value | target value |",
+    "segmentation": "| probe | class | predicted | mean probability | target mean probability |",
+}

@@ -100,12 +100,13 @@ def test_a_failing_rendering_fails_the_run_not_the_fit(tmp_path, digits16, monke
     message = [text for text in said if "cannot draw" in text]
     assert message == [
         "AttributionMonitor: its run at epoch 0 (step 4) failed and was skipped; training goes on. Cause: RuntimeError: cannot draw. "
-        "The failure is recorded under 'failed_runs' in summary.json and the next run is tried again; pass "
+        "The failure is recorded with its error among the runs in summary.json and the next run is tried again; pass "
         "`strict=True` to raise such errors instead (for tests and CI). This warning is shown once per cause."
     ]
     summary = _summary(tmp_path)
-    assert summary["failed_runs"] == [{"global_step": 4, "epoch": 0, "stage": "fit", "error": "RuntimeError: cannot draw"}]
-    assert summary["runs"][0]["error"] == "RuntimeError: cannot draw"
+    assert [(run["global_step"], run.get("error"), run["file"] is None) for run in summary["runs"]] == [
+        (4, "RuntimeError: cannot draw", True), (8, None, False)
+    ]
 
 
 def test_a_logger_that_always_fails_never_ends_the_fit(tmp_path, digits16, monkeypatch):
