@@ -13,7 +13,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal, Union
 
@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_xai import functional as F
-from lightning_xai.functional._batching import BatchSize
+from lightning_xai.functional._batching import BatchSize, DeadlineBatches
 from lightning_xai.functional._checks import as_pair, check_positive_int, is_real_number
 from lightning_xai.functional.baselines import CONSTANT_BASELINE_NAMES, INPAINT_BASELINE_NAMES, SAMPLED_BASELINE_NAMES
 from lightning_xai.functional.display import Reduction
@@ -42,15 +42,22 @@ class MethodContext:
         batch_sizes: batch sizes (ints or :class:`~lightning_xai.functional.BatchSizeTuner`)
             by pass type (``False``: forward only, ``True``: forward+backward), used by methods
             whose own ``batch_size`` is ``None``.
+        deadline: ``() -> bool``, true once the run's ``max_seconds`` has passed: batched work then
+            stops between two batches (:class:`~lightning_xai.functional._batching.TimeBudgetExceeded`).
     """
 
     generator: torch.Generator
     references: Tensor | None = None
     batch_sizes: Mapping[bool, BatchSize] = field(default_factory=dict)
+    deadline: Callable[[], bool] | None = None
 
     def batch_size(self, own: int | None, *, backward: bool) -> BatchSize | None:
-        """The method's own batch size if set, else the one for its pass type (else ``None``: the heuristic)."""
-        return own if own is not None else self.batch_sizes.get(backward)
+        """The method's own batch size if set, else the one for its pass type (else ``None``: the heuristic),
+        checking the deadline between batches when there is one."""
+        chosen = own if own is not None else self.batch_sizes.get(backward)
+        if chosen is None or self.deadline is None:
+            return chosen
+        return DeadlineBatches(chosen, self.deadline)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Literal, Union
 
 import torch
@@ -61,7 +61,7 @@ def chunk_ranges(total: int, batch_size: BatchSize) -> Iterator[tuple[int, int]]
         >>> list(chunk_ranges(5, 2))
         [(0, 2), (2, 4), (4, 5)]
     """
-    if isinstance(batch_size, BatchSizeTuner):
+    if isinstance(batch_size, (BatchSizeTuner, DeadlineBatches)):
         yield from batch_size.ranges(total)
         return
     for start in range(0, total, batch_size):
@@ -197,7 +197,47 @@ class BatchSizeTuner:
         return f"BatchSizeTuner({self.device.type}, {state})"
 
 
-BatchSize = Union[int, BatchSizeTuner]
+class TimeBudgetExceeded(RuntimeError):
+    """Raised between two batches once a time budget has run out (see :class:`DeadlineBatches`)."""
+
+
+class DeadlineBatches:
+    """Batches of ``inner`` (an int or a tuner) that stop between two batches once ``passed()`` is true.
+
+    The monitor wraps the batch sizes it hands to methods in one, so that ``max_seconds`` holds
+    inside a method: a run exceeds it by at most one batch. The caller catches
+    :class:`TimeBudgetExceeded` and records what was cut.
+
+    Example:
+        >>> clock = iter([False, False, True])
+        >>> batches = DeadlineBatches(2, lambda: next(clock))
+        >>> seen = []
+        >>> try:
+        ...     for start, stop in chunk_ranges(10, batches):
+        ...         seen.append((start, stop))
+        ... except TimeBudgetExceeded as error:
+        ...     str(error)
+        'the time budget ran out after 4 of 10 items'
+        >>> seen
+        [(0, 2), (2, 4)]
+    """
+
+    def __init__(self, inner: int | BatchSizeTuner, passed: Callable[[], bool]) -> None:
+        self.inner = inner
+        self.passed = passed
+
+    def ranges(self, total: int) -> Iterator[tuple[int, int]]:
+        """``(start, stop)`` pairs of the inner batch size, checking the deadline before each batch."""
+        for start, stop in chunk_ranges(total, self.inner):
+            if self.passed():
+                raise TimeBudgetExceeded(f"the time budget ran out after {start} of {total} items")
+            yield start, stop
+
+    def __repr__(self) -> str:
+        return f"DeadlineBatches({self.inner!r})"
+
+
+BatchSize = Union[int, BatchSizeTuner, DeadlineBatches]
 
 
 def check_optional_batch_size(batch_size: object) -> BatchSize | None:
@@ -207,7 +247,7 @@ def check_optional_batch_size(batch_size: object) -> BatchSize | None:
         >>> check_optional_batch_size(32)
         32
     """
-    if batch_size is None or isinstance(batch_size, BatchSizeTuner):
+    if batch_size is None or isinstance(batch_size, (BatchSizeTuner, DeadlineBatches)):
         return batch_size
     return check_positive_int(batch_size, "batch_size")
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_xai.faithfulness import Faithfulness
-from lightning_xai.functional._batching import BatchSize, BatchSizeTuner
+from lightning_xai.functional._batching import BatchSize, BatchSizeTuner, TimeBudgetExceeded
 from lightning_xai.methods import AttributionMethod, MethodContext
 from lightning_xai.monitor.analyses import FaithfulnessReport, ShortcutReport, assess_faithfulness, check_shortcuts, completeness
 from lightning_xai.monitor.budget import Deadline
@@ -50,6 +50,7 @@ class MapsReport:
         displays: display maps ``[P, 1, H', W']`` in [0, 1].
         seconds: wall time per method.
         skipped: methods not run because ``max_seconds`` had passed.
+        cut: methods stopped between two batches because ``max_seconds`` passed while they ran (no maps).
         gaps: completeness gaps ``[P']`` of path methods, for the explained probes.
         failures: ``{method key: "ErrorType: message"}``.
         total_seconds: wall time of the maps.
@@ -60,6 +61,7 @@ class MapsReport:
     displays: dict[str, Tensor] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    cut: list[str] = field(default_factory=list)
     gaps: dict[str, Tensor] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     total_seconds: float = 0.0
@@ -110,7 +112,8 @@ def explain_maps(
     """Runs every method on the probes under the monitor's conditions.
 
     Probes whose scores are not finite are left out of this run's maps (zeros). Past the
-    ``deadline`` the remaining methods are skipped (the first method always runs).
+    ``deadline`` the remaining methods are skipped (the first method always starts), and a method
+    that is running stops between two batches (``cut``): a run overruns ``max_seconds`` by at most one batch.
 
     Example:
         >>> from lightning_xai import Saliency
@@ -128,13 +131,19 @@ def explain_maps(
         refs = model_inputs(model, references, convert_input) if references is not None else None
         targets = report.predictions.targets[kept].to(device)
         for key, method in methods.items():
-            if not bool(kept.any()) or (deadline is not None and report.maps and deadline.passed()):
+            started_any = bool(report.maps or report.cut or report.failures)
+            if not bool(kept.any()) or (deadline is not None and started_any and deadline.passed()):
                 report.skipped.append(key)
                 continue
-            context = MethodContext(torch.Generator(device=device).manual_seed(seed), refs, dict(batch_sizes or {}))
+            passed = deadline.passed if deadline is not None and deadline.max_seconds is not None else None
+            context = MethodContext(torch.Generator(device=device).manual_seed(seed), refs, dict(batch_sizes or {}), passed)
             method_started = time.perf_counter()
             try:
                 attributions, gap = _attribute(method, model, images[kept], targets, context, with_gaps)
+            except TimeBudgetExceeded:
+                report.cut.append(key)
+                report.seconds[key] = time.perf_counter() - method_started
+                continue
             except Exception as error:
                 if strict:
                     raise

@@ -69,8 +69,8 @@ def time_budget(max_seconds: float | None, step: int, done: Sequence[str], secon
     """The first time ``max_seconds`` makes a run skip methods."""
     return (
         f"{PREFIX} exceeded its time budget (max_seconds={max_seconds}) at step {step}: "
-        f"{', '.join(done)} took {seconds:.1f}s, so {', '.join(skipped)} did not run. "
-        "Skipped methods are listed in summary.json for every run; raise `max_seconds`, use fewer probes or "
+        f"{', '.join(done)} took {seconds:.1f}s, so {', '.join(skipped)} did not run or stopped between two batches. "
+        "Skipped and cut methods are listed in summary.json for every run; raise `max_seconds`, use fewer probes or "
         "cheaper settings. This warning is shown once."
     )
 

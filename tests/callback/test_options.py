@@ -130,3 +130,13 @@ def test_unified_lightning_package(tmp_path, digits16):
     assert (tmp_path / "version_0" / "xai" / "runs" / "step-00000004.pt").exists()
     event_files = list((tmp_path / "version_0").glob("events.out.tfevents.*"))
     assert event_files, "the unified package's TensorBoardLogger was not used"
+
+
+def test_max_seconds_holds_inside_a_method_between_batches(tmp_path, digits16):
+    # occlusion with 1-pixel windows on 16x16 probes takes 256 placements per probe, in batches of 8:
+    # the deadline passes during its first batches and it stops there (cut), instead of finishing
+    monitor = cheap_monitor(methods=[Occlusion(window=1, stride=1, batch_size=8), Saliency()], max_seconds=1e-9, shortcuts=None)
+    with pytest.warns(UserWarning, match=r"did not run or stopped between two batches"):
+        make_trainer(tmp_path, [monitor], max_epochs=1).fit(tiny_model(), *loaders(digits16))
+    run = monitor.history[0]
+    assert run["cut"] == ["occlusion"] and run["skipped"] == ["saliency"] and run["methods"] == []
