@@ -15,12 +15,13 @@ download):
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
 import pytorch_lightning as pl
 
-from lightning_xai import AttributionMonitor, GradCAM
+from lightning_xai import AttributionMonitor
 from lightning_xai.demos import LitClassifier, TinyViT, digits_loaders
 
 
@@ -42,13 +43,13 @@ def main(root: Path, *, epochs: int = 3, seed: int = 0) -> dict:
     started = time.perf_counter()
     trainer.fit(model, train, val)
     seconds = time.perf_counter() - started
-    probes = monitor.probes.images if monitor.probes is not None else next(iter(val))[0][:1]
-    layer = GradCAM().layer_for(model.eval(), probes.to(model.device))
+    log_dir = Path(trainer.logger.log_dir)
+    summary = json.loads((log_dir / "xai" / "summary.json").read_text())
+    layer = summary["methods"]["grad_cam"]["layer"]  # the layer the monitor chose and explained, as it reported
     print(f"fit with the monitor: {seconds:.1f}s, validation accuracy {float(trainer.callback_metrics['val_acc']):.1%}")
     print(f"Grad-CAM layer: {layer} (the input of the last transformer block's attention)")
     for run in monitor.history:
-        print(f"  epoch {run['epoch']} step {run['global_step']}: probe accuracy {run['metrics']['probe_accuracy']:.0%}")
-    log_dir = Path(trainer.logger.log_dir)
+        print(f"  epoch {run['epoch']} step {run['global_step']}: probe accuracy {run['metrics']['xai_probes/accuracy']:.0%}")
     print(f"TensorBoard: tensorboard --logdir {root}  (images xai/probes, xai/grad_cam, xai/occlusion, xai/expected_gradients)")
     print(f"raw maps and summary: {log_dir / 'xai'}")
     return {"seconds": seconds, "runs": monitor.history, "log_dir": log_dir, "layer": layer, "model": model, "monitor": monitor}

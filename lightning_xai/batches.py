@@ -12,7 +12,10 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["IMAGE_KEYS", "LABEL_KEYS", "images_from_batch", "labels_from_batch"]
+__all__ = ["IMAGE_KEYS", "LABEL_KEYS", "BatchImages", "Preprocess", "images_and_labels", "images_from_batch", "labels_from_batch"]
+
+BatchImages = Callable[[object], Tensor]
+Preprocess = Callable[[Tensor], Tensor]
 
 IMAGE_KEYS = ("image", "images", "x", "input", "inputs", "pixel_values", "img")
 LABEL_KEYS = ("label", "labels", "y", "target", "targets", "mask", "masks", "segmentation", "class", "cls")
@@ -58,16 +61,19 @@ def images_from_batch(
         ...                   preprocess=lambda x: x.float() / 255).tolist()
         [[[[1.0, 1.0], [1.0, 1.0]]]]
     """
-    if batch_images is not None:
-        if not callable(batch_images):
-            raise TypeError(f"`batch_images` must be a callable (batch -> images [B, C, H, W]) or None, got {type(batch_images).__name__}.")
-        images = batch_images(batch)
-        if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[0] == 0:
-            shape = list(images.shape) if isinstance(images, Tensor) else type(images).__name__
-            raise TypeError(f"`batch_images` must return images [B, C, H, W] with B >= 1, got {shape}.")
-    else:
-        images = _find_images(batch)
-    return _preprocessed(images, preprocess)
+    return _preprocessed(_raw_images(batch, batch_images), preprocess)
+
+
+def _raw_images(batch: object, batch_images: BatchImages | None) -> Tensor:
+    if batch_images is None:
+        return _find_images(batch)
+    if not callable(batch_images):
+        raise TypeError(f"`batch_images` must be a callable (batch -> images [B, C, H, W]) or None, got {type(batch_images).__name__}.")
+    images = batch_images(batch)
+    if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[0] == 0:
+        shape = list(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise TypeError(f"`batch_images` must return images [B, C, H, W] with B >= 1, got {shape}.")
+    return images
 
 
 def _find_images(batch: object) -> Tensor:
@@ -154,3 +160,19 @@ def labels_from_batch(batch: object, images: Tensor) -> Tensor | None:
     else:
         return None
     return next((v for v in values if isinstance(v, Tensor) and v is not images and v.ndim >= 1 and v.shape[0] == count), None)
+
+
+def images_and_labels(
+    batch: object, *, batch_images: BatchImages | None = None, preprocess: Preprocess | None = None
+) -> tuple[Tensor, Tensor | None]:
+    """The float images ``[B, C, H, W]`` of a batch (see :func:`images_from_batch`) and its labels of any shape, or ``None``.
+
+    Example:
+        >>> images, labels = images_and_labels({"image": torch.zeros(2, 1, 4, 4, dtype=torch.uint8), "labels": torch.eye(2)},
+        ...                                    preprocess=lambda x: x.float() / 255)
+        >>> images.dtype, labels.shape
+        (torch.float32, torch.Size([2, 2]))
+    """
+    found = _raw_images(batch, batch_images)
+    labels = labels_from_batch(batch, found)
+    return _preprocessed(found, preprocess), labels

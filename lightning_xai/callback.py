@@ -21,6 +21,8 @@ from lightning_xai.monitor.budget import RunBudget
 from lightning_xai.monitor.collector import Collector
 from lightning_xai.monitor.engine import Engine
 from lightning_xai.monitor.lifecycle import MonitorRun
+from lightning_xai.monitor.model_io import MultilabelTargets, TaskOption, check_scoring, check_task_support
+from lightning_xai.outputs import Forward, Output
 from lightning_xai.probes import ProbeSet, probes_from_argument
 from lightning_xai.sanity import SanityCheck
 from lightning_xai.shortcuts import Finding, Shortcuts
@@ -78,6 +80,20 @@ class AttributionMonitor(Callback):
 
     Example:
         >>> from lightning_xai import AttributionMonitor, GradCAM, Occlusion
+        output: which entry of what ``forward`` returns holds the scores: a dict key
+            (``"logits"``), a tuple index (``0``) or a callable ``outputs -> scores``.
+        forward: ``(module, images) -> outputs``, replacing ``module(images)`` (extra arguments, wrappers).
+        task: ``"auto"`` (from the outputs and the labels, see
+            :func:`lightning_xai.targets.infer_task`), ``"multiclass"``, ``"multilabel"`` (sigmoid
+            scores), ``"binary"`` (one logit ``[N]`` or ``[N, 1]``), ``"regression"`` or
+            ``"segmentation"`` (``[N, K, H, W]``: a class's score summed over its predicted region).
+        target: ``(outputs) -> [N]`` scores to explain, for anything else (one score per image).
+        multilabel_targets: ``"positive"``: each probe explained for each of its positive labels
+            (its top-scoring one without labels); ``"top"``: for its top-scoring label only.
+        batch_images: ``batch -> images [B, C, H, W]`` when the monitor's rule (a tensor, the
+            float images of a tuple before uint8 ones and masks, a dict's ``image`` key) does not find them.
+        preprocess: what the model's step does to the batch images before ``forward`` (e.g.
+            ``lambda x: x.float() / 255``); used for probes, references and shortcut test images alike.
         >>> monitor = AttributionMonitor([GradCAM(), Occlusion(window=8, stride=4)], num_probes=8)
         >>> monitor.state_key
         "AttributionMonitor{'methods': ['grad_cam(layer=auto, relu=True)', 'occlusion(window=8, stride=4, baseline=0.0, batch_size=auto)'], 'every_n_epochs': 1, 'probes': 8}"
@@ -107,6 +123,13 @@ class AttributionMonitor(Callback):
         self._methods = checks.check_methods(methods)
         self.methods = list(self._methods.values())
         self.num_probes = check_positive_int(num_probes, "num_probes")
+        output: Output = None,
+        forward: Forward | None = None,
+        task: TaskOption = "auto",
+        target: Callable[[Any], Any] | None = None,
+        multilabel_targets: MultilabelTargets = "positive",
+        batch_images: Callable[[Any], Any] | None = None,
+        preprocess: Callable[[Any], Any] | None = None,
         self.every_n_epochs = check_positive_int(every_n_epochs, "every_n_epochs")
         self.max_seconds = checks.check_max_seconds(max_seconds)
         self.max_overhead = checks.check_max_overhead(max_overhead)
@@ -120,14 +143,18 @@ class AttributionMonitor(Callback):
         self.on_shortcut = checks.check_callable(on_shortcut, "on_shortcut")
         self.stop_on_shortcut = bool(stop_on_shortcut)
         self.strict = bool(strict)
-        self.probes: ProbeSet | None = probes_from_argument(probes)
+        self.scoring = check_scoring(task=task, output=output, forward=forward, target=target, multilabel_targets=multilabel_targets)
+        check_task_support(self.scoring.task, faithfulness=self.faithfulness is not None)
+        self.batch_images = checks.check_callable(batch_images, "batch_images", "(batch -> images [B, C, H, W])")
+        self.preprocess = checks.check_callable(preprocess, "preprocess", "(images -> float images [B, C, H, W])")
+        self.probes: ProbeSet | None = probes_from_argument(probes, preprocess=self.preprocess)
         self._run = self._new_run()
 
     def _new_run(self) -> MonitorRun:
         references = max((m.reference_count for m in self.methods if checks.uses_training_images(m)), default=0)  # type: ignore[attr-defined]
         collector = Collector(
             num_probes=self.num_probes, test_images=self.shortcuts.test_images if self.shortcuts else 0,
-            reference_count=references, seed=self.seed,
+            reference_count=references, seed=self.seed, batch_images=self.batch_images, preprocess=self.preprocess,
         )
         engine = Engine(
             self._methods, seed=self.seed, stability=self.stability, shortcuts=self.shortcuts,

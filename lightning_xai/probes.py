@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from lightning_xai.batches import BatchImages, Preprocess, images_and_labels
+
 _IMAGE_KEYS = ("image", "images", "x", "input", "inputs", "pixel_values", "img")
 _LABEL_KEYS = ("label", "labels", "y", "target", "targets", "class", "cls")
 
@@ -23,13 +25,17 @@ class ProbeSet:
     Attributes:
         images: ``[P, C, H, W]`` on the CPU.
         labels: ``LongTensor[P]`` of true classes, or ``None`` when unknown (the model's
-            prediction is then the target).
+            prediction is then the target). Before the monitor fixes the targets
+            (``targets_fixed=False``) labels of any shape as the batches hold them (multi-hot
+            ``[P, K]``, masks ``[P, H, W]``, values); afterwards the score column each row explains.
         source: where they came from: ``"given"`` or ``"validation"``.
+        targets_fixed: whether ``labels`` are already the columns to explain (one row per target).
     """
 
     images: Tensor
     labels: Tensor | None
     source: str
+    targets_fixed: bool = False
 
     def fingerprint(self) -> float:
         """A number that changes when the probe images change (for resume checks)."""
@@ -96,6 +102,39 @@ def spread_over_classes(labels: Tensor, count: int) -> Tensor:
     return torch.tensor(sorted(order, key=lambda i: (int(labels[i]), i)), dtype=torch.long)
 
 
+def spread_over_labels(labels: Tensor, count: int) -> Tensor:
+    """Indices of ``count`` items spread over what ``labels`` ``[N, ...]`` say.
+
+    Class indices ``[N]``: :func:`spread_over_classes`. Multi-hot ``[N, K]`` (0s and 1s): round
+    robin over the labels, each round taking for every label the next unused item with that
+    label positive (then items without any), sorted by position. Anything else (values, masks):
+    the first ``count``.
+
+    Example:
+        >>> multi_hot = torch.tensor([[1, 0, 0], [1, 0, 0], [1, 1, 0], [0, 0, 1]])
+        >>> spread_over_labels(multi_hot, 2).tolist()
+        [0, 2]
+    """
+    if labels.ndim == 1 and not labels.is_floating_point() and labels.dtype != torch.bool:
+        return spread_over_classes(labels, count)
+    if labels.ndim != 2 or labels.numel() == 0 or not bool(((labels == 0) | (labels == 1)).all()):
+        return torch.arange(min(count, labels.shape[0]))
+    return _round_robin_labels(labels.bool(), count)
+
+
+def _round_robin_labels(positive: Tensor, count: int) -> Tensor:
+    chosen: list[int] = []
+    queues = [positive[:, k].nonzero().flatten().tolist() for k in range(positive.shape[1])]
+    queues.append((~positive.any(dim=1)).nonzero().flatten().tolist())
+    while len(chosen) < min(count, positive.shape[0]) and any(queues):
+        for queue in queues:
+            while queue and queue[0] in chosen:
+                queue.pop(0)
+            if queue and len(chosen) < count:
+                chosen.append(queue.pop(0))
+    return torch.tensor(sorted(chosen), dtype=torch.long)
+
+
 def detached_cpu_copy(tensor: Tensor) -> Tensor:
     """A CPU copy that is a normal tensor even when ``tensor`` was made under inference mode."""
     with torch.inference_mode(False):
@@ -116,8 +155,9 @@ class CandidatePool:
         [0, 1, 2]
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, *, batch_images: BatchImages | None = None, preprocess: Preprocess | None = None) -> None:
         self.capacity = capacity
+        self.batch_images, self.preprocess = batch_images, preprocess
         self._images: list[Tensor] = []
         self._labels: list[Tensor] = []
         self.count = 0
@@ -130,19 +170,19 @@ class CandidatePool:
 
     def reset(self) -> None:
         """Forgets everything (a new validation run starts)."""
-        self.__init__(self.capacity)  # type: ignore[misc]
+        self.__init__(self.capacity, batch_images=self.batch_images, preprocess=self.preprocess)  # type: ignore[misc]
 
     def add(self, batch: object) -> None:
         """Copies up to the remaining capacity of a batch's images and labels."""
         if self.full:
             return
-        images, labels = split_batch(batch)
+        images, labels = images_and_labels(batch, batch_images=self.batch_images, preprocess=self.preprocess)
         take = min(images.shape[0], self.capacity - self.count)
         self._images.append(detached_cpu_copy(images[:take]))
-        if labels is None:
+        if labels is None or (self._labels and labels.shape[1:] != self._labels[0].shape[1:]):
             self.has_labels = False
         else:
-            self._labels.append(detached_cpu_copy(labels[:take]).long())
+            self._labels.append(detached_cpu_copy(labels[:take]))
         self.count += take
 
     def first_images(self, count: int) -> Tensor | None:
@@ -164,7 +204,7 @@ class CandidatePool:
         if not self.has_labels:
             return ProbeSet(images[:count], None, "validation")
         labels = torch.cat(self._labels)
-        chosen = spread_over_classes(labels, count)
+        chosen = spread_over_labels(labels, count)
         return ProbeSet(images[chosen], labels[chosen], "validation")
 
 
@@ -226,12 +266,13 @@ class TrainingReservoir:
         self._generator.set_state(torch.tensor(generator_state, dtype=torch.uint8))
 
 
-def probes_from_argument(probes: object) -> ProbeSet | None:
+def probes_from_argument(probes: object, *, preprocess: Preprocess | None = None) -> ProbeSet | None:
     """Turns the monitor's ``probes`` argument into a :class:`ProbeSet`.
 
     Accepts ``None``, a tensor ``[P, C, H, W]``, a pair ``(images, targets)`` with targets a
     sequence or tensor of P ints, or ``(dataset, indices)`` where ``dataset[i]`` gives an image
-    ``[C, H, W]`` (alone, in a tuple with its label, or in a dict).
+    ``[C, H, W]`` (alone, in a tuple with its label, or in a dict). Images that are not floating
+    point (uint8) go through ``preprocess`` (the monitor's ``preprocess=``).
 
     Example:
         >>> probes_from_argument((torch.zeros(2, 1, 4, 4), [3, 5])).labels.tolist()
@@ -240,29 +281,34 @@ def probes_from_argument(probes: object) -> ProbeSet | None:
     if probes is None:
         return None
     if isinstance(probes, Tensor):
-        return ProbeSet(_checked_probe_images(probes), None, "given")
+        return ProbeSet(_checked_probe_images(probes, preprocess), None, "given")
     if isinstance(probes, (tuple, list)) and len(probes) == 2:
         first, second = probes
         if isinstance(first, Tensor):
-            images = _checked_probe_images(first)
+            images = _checked_probe_images(first, preprocess)
             return ProbeSet(images, _checked_probe_labels(second, images.shape[0]), "given")
         if hasattr(first, "__getitem__") and isinstance(second, (Sequence, Tensor)) and not isinstance(second, str):
-            return _probes_from_dataset(first, second)
+            return _probes_from_dataset(first, second, preprocess)
     raise TypeError(
         "`probes` must be None, a tensor [P, C, H, W], a pair (images, targets) or a pair (dataset, indices), "
         f"got {type(probes).__name__}."
     )
 
 
-def _checked_probe_images(images: Tensor) -> Tensor:
+def _checked_probe_images(images: Tensor, preprocess: Preprocess | None = None) -> Tensor:
+    if preprocess is not None and not images.is_floating_point():
+        images = images_and_labels(images, preprocess=preprocess)[0]
     if images.ndim != 4 or not images.is_floating_point() or images.shape[0] == 0:
         raise ValueError(
-            f"`probes` images must be a float tensor [P, C, H, W] with P >= 1, got {images.dtype} of shape {list(images.shape)}."
+            f"`probes` images must be a float tensor [P, C, H, W] with P >= 1, got {images.dtype} of shape {list(images.shape)}"
+            + ("; pass `preprocess=` to convert them." if not images.is_floating_point() else ".")
         )
     return detached_cpu_copy(images)
 
 
 def _checked_probe_labels(labels: object, count: int) -> Tensor:
+    if isinstance(labels, Tensor) and labels.ndim >= 2 and labels.shape[0] == count:  # multi-hot [P, K], masks [P, H, W]
+        return detached_cpu_copy(labels)
     values = labels.tolist() if isinstance(labels, Tensor) else labels
     if not isinstance(values, (list, tuple)) or len(values) != count or not all(
         isinstance(v, int) and not isinstance(v, bool) for v in values
@@ -271,17 +317,18 @@ def _checked_probe_labels(labels: object, count: int) -> Tensor:
     return torch.tensor(list(values), dtype=torch.long)
 
 
-def _probes_from_dataset(dataset: object, indices: object) -> ProbeSet:
+def _probes_from_dataset(dataset: object, indices: object, preprocess: Preprocess | None = None) -> ProbeSet:
     index_list = indices.tolist() if isinstance(indices, Tensor) else list(indices)  # type: ignore[arg-type]
     if not index_list:
         raise ValueError("`probes` indices must not be empty.")
     images, labels = [], []
     for index in index_list:
         item = dataset[index]  # type: ignore[index]
-        item_images, item_labels = split_batch(_as_batch_of_one(item))
+        item_images, item_labels = images_and_labels(_as_batch_of_one(item), preprocess=preprocess)
         images.append(item_images)
         labels.append(item_labels)
-    stacked_labels = torch.cat(labels) if all(label is not None for label in labels) else None
+    known = all(label is not None for label in labels) and len({tuple(label.shape[1:]) for label in labels}) == 1  # type: ignore[union-attr]
+    stacked_labels = torch.cat(labels) if known else None  # type: ignore[arg-type]
     return ProbeSet(_checked_probe_images(torch.cat(images)), stacked_labels, "given")
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_xai.probes import CandidatePool, ProbeSet, TrainingReservoir, split_batch
+from lightning_xai.batches import BatchImages, Preprocess, images_from_batch
+from lightning_xai.probes import CandidatePool, ProbeSet, TrainingReservoir
 
 __all__ = ["Collector"]
 
@@ -23,6 +24,9 @@ class Collector:
         test_images: how many validation images the shortcut checks use (0: none).
         reference_count: training images to keep for expected gradients (0: none).
         seed: seed of the reservoir's private generator.
+        batch_images: ``batch -> images`` (the monitor's ``batch_images=``), else the rule of
+            :func:`~lightning_xai.batches.images_from_batch`; the same for probes, test images and references.
+        preprocess: what the model's step does to the images before ``forward`` (``preprocess=``).
 
     Example:
         >>> collector = Collector(num_probes=2, test_images=0, reference_count=0, seed=0)
@@ -31,10 +35,20 @@ class Collector:
         [0, 1]
     """
 
-    def __init__(self, *, num_probes: int, test_images: int, reference_count: int, seed: int) -> None:
+    def __init__(
+        self,
+        *,
+        num_probes: int,
+        test_images: int,
+        reference_count: int,
+        seed: int,
+        batch_images: BatchImages | None = None,
+        preprocess: Preprocess | None = None,
+    ) -> None:
         self.num_probes = num_probes
         self.test_image_count = test_images
-        self.pool = CandidatePool(capacity=max(16 * num_probes, test_images, 256))
+        self.batch_images, self.preprocess = batch_images, preprocess
+        self.pool = CandidatePool(capacity=max(16 * num_probes, test_images, 256), batch_images=batch_images, preprocess=preprocess)
         self.reservoir = TrainingReservoir(reference_count, seed=seed) if reference_count else None
         self.references: Tensor | None = None
         self.test_images: Tensor | None = None
@@ -58,7 +72,7 @@ class Collector:
     def offer_training(self, batch: object) -> None:
         """Offers a training batch's images to the reservoir (until the references are frozen)."""
         if self.reservoir is not None and self.references is None:
-            self.reservoir.add(split_batch(batch)[0])
+            self.reservoir.add(images_from_batch(batch, batch_images=self.batch_images, preprocess=self.preprocess))
 
     def choose_probes(self) -> ProbeSet:
         """The probes from the candidates seen (spread over classes when labels are known)."""

@@ -14,7 +14,7 @@ from lightning_xai.functional.shortcut import Box
 from lightning_xai.render import draw_box, enlarge, labelled_columns, line_plot, make_grid, overlay, to_rgb, with_probability_bars
 from lightning_xai.monitor.model_io import Predictions
 
-__all__ = ["CURVE_COLORS", "Filmstrips", "curves_plot", "display_rgb", "maps_grid", "outlined_probes"]
+__all__ = ["CURVE_COLORS", "Filmstrips", "curves_plot", "display_rgb", "maps_grid", "outlined_probes", "outlined_regions"]
 
 CURVE_COLORS = {
     "deletion": (0.90, 0.25, 0.20),
@@ -35,9 +35,32 @@ def display_rgb(images: Tensor, mean: tuple[float, ...] | None, std: tuple[float
 
 
 def maps_grid(rgb: Tensor, display: Tensor, predictions: Predictions) -> Tensor:
-    """One method's maps over the probes ``rgb`` ``[P, 3, H, W]``, with a probability bar under each tile."""
-    tiles = with_probability_bars(overlay(rgb, display), predictions.probability, predictions.correct)
-    return make_grid(tiles)
+    """One method's maps over the probes ``rgb`` ``[P, 3, H, W]``, with a probability bar under each tile.
+
+    The bar is the predicted class's probability (multi-label: the explained label's sigmoid);
+    for segmentation the explained region (the target class's predicted pixels) is outlined.
+    """
+    tiles = overlay(rgb, display)
+    if predictions.regions is not None:
+        tiles = outlined_regions(tiles, predictions.regions == predictions.targets.view(-1, 1, 1))
+    return make_grid(with_probability_bars(tiles, predictions.shown_probability.clamp(0, 1), predictions.correct))
+
+
+def outlined_regions(tiles: Tensor, regions: Tensor) -> Tensor:
+    """``tiles`` ``[P, 3, H, W]`` with the boundary of each bool region ``[P, h, w]`` drawn in cyan.
+
+    Example:
+        >>> region = torch.zeros(1, 4, 4, dtype=torch.bool)
+        >>> region[:, 1:3, 1:3] = True
+        >>> outlined_regions(torch.zeros(1, 3, 8, 8), region)[0, 2].sum().item() > 0
+        True
+    """
+    mask = torch.nn.functional.interpolate(regions.float().unsqueeze(1), size=tiles.shape[-2:], mode="nearest")
+    grown = torch.nn.functional.max_pool2d(mask, 3, stride=1, padding=1)
+    shrunk = -torch.nn.functional.max_pool2d(-mask, 3, stride=1, padding=1)
+    edge = (grown - shrunk) > 0
+    colour = torch.tensor([0.1, 0.9, 1.0]).view(1, 3, 1, 1)
+    return torch.where(edge, colour, tiles.float())
 
 
 def outlined_probes(rgb: Tensor, boxes: list[list[Box]], size: tuple[int, int]) -> Tensor:

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from lightning_xai._fingerprint import check_probe_fingerprint, load_probes, load_references
 from lightning_xai.history import AttributionHistory
-from lightning_xai.loggers import find_tensorboard_writer, resolve_log_dir
+from lightning_xai.loggers import XaiLogger, resolve_log_dir
 from lightning_xai.monitor import messages
 from lightning_xai.monitor import settings as checks
 from lightning_xai.monitor.budget import RunBudget
@@ -28,7 +28,8 @@ from lightning_xai.monitor.collector import Collector
 from lightning_xai.monitor.conditions import attribution_conditions
 from lightning_xai.monitor.engine import Engine, RunMoment, describe_error
 from lightning_xai.monitor.images import display_rgb
-from lightning_xai.monitor.model_io import model_inputs, module_device, predict
+from lightning_xai.monitor.model_io import model_inputs, module_device, predict, prepare_probes
+from lightning_xai.targets import supports
 from lightning_xai.monitor.recorder import Recorder
 from lightning_xai.methods import MethodContext
 from lightning_xai.probes import ProbeSet
@@ -68,6 +69,23 @@ class MonitorRun:
         self.started = False
         self.checked = False
         self.stop_requested = False
+        self.scoring = monitor.scoring
+        self.methods_recorded = False
+
+    def scored_model(self, pl_module: pl.LightningModule) -> torch.nn.Module:
+        """What every forward pass of the monitor calls: the explained module through ``forward=``/``output=``/``task=``/``target=``."""
+        return self.scoring.model(self.monitor.explained_module(pl_module))
+
+    def _prepare(self, pl_module: pl.LightningModule, probes: ProbeSet, convert_input: Any = None) -> ProbeSet:
+        """Resolves the task on the probes, fixes their target rows, and switches off analyses the task cannot serve."""
+        self.scoring, prepared = prepare_probes(self.monitor.explained_module(pl_module), probes, self.scoring, convert_input)
+        task = self.scoring.resolved
+        if self.monitor.faithfulness is not None and not supports("faithfulness", task):
+            raise ValueError(f"AttributionMonitor: {supports('faithfulness', task).reason}")
+        if self.engine.detector is not None and not supports("shortcuts", task):
+            self.engine.detector = None
+            rank_zero_info(f"AttributionMonitor: shortcut checks are off for this model ({supports('shortcuts', task).reason})")
+        return prepared
 
     # ------------------------------------------------------------------ set-up (strict)
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -97,8 +115,8 @@ class MonitorRun:
     def check_sanity_images(self, pl_module: pl.LightningModule) -> None:
         """Checks the methods on the sanity check's images, so that bad settings fail before training."""
         if self.collector.pool.count > 0 and not self.checked:
-            model = self.monitor.explained_module(pl_module)
-            checks.check_methods_can_run(model, self.collector.choose_probes(), self.monitor._methods)
+            probes = self._prepare(pl_module, self.collector.choose_probes())
+            checks.check_methods_can_run(self.scored_model(pl_module), probes, self.monitor._methods)
 
     # ------------------------------------------------------------------ each validation run
     def validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -116,7 +134,7 @@ class MonitorRun:
     def _fix_probes(self, trainer: pl.Trainer) -> ProbeSet | None:
         """On the first run, every rank takes rank 0's probes (picked now, given, or restored on resume)."""
         if self.collector.wants_probes:
-            chosen, error = self._choose() if trainer.is_global_zero else (None, None)
+            chosen, error = self._choose(trainer) if trainer.is_global_zero else (None, None)
             if trainer.world_size > 1:
                 chosen, error = trainer.strategy.broadcast((chosen, error), src=0)
             if error is not None:
@@ -129,11 +147,11 @@ class MonitorRun:
             self.collector.fix_test_images(chosen)  # type: ignore[arg-type]
         return self.monitor.probes
 
-    def _choose(self) -> tuple[ProbeSet | None, str | None]:
+    def _choose(self, trainer: pl.Trainer) -> tuple[ProbeSet | None, str | None]:
         if self.monitor.probes is not None:
             return self.monitor.probes, None
         try:
-            return self.collector.choose_probes(), None
+            return self._prepare(trainer.lightning_module, self.collector.choose_probes(), trainer.precision_plugin.convert_input), None
         except ValueError as error:
             return None, str(error)
 
@@ -155,9 +173,12 @@ class MonitorRun:
 
     def _explain(self, trainer: pl.Trainer, pl_module: pl.LightningModule, probes: ProbeSet, moment: RunMoment) -> dict[str, float]:
         assert self.recorder is not None
-        model = self.monitor.explained_module(pl_module)
         if not self.checked:
             self._check(pl_module, probes, trainer)
+            probes = self.monitor.probes or probes
+        model = self.scored_model(pl_module)
+        if not self.methods_recorded:
+            self._record_methods(model, probes, trainer)
         references = self.collector.freeze_references(tuple(probes.images.shape[-2:]))  # type: ignore[arg-type]
         report = self.engine.run(
             model, probes, moment, convert_input=trainer.precision_plugin.convert_input, references=references,
@@ -195,9 +216,23 @@ class MonitorRun:
             rank_zero_info(messages.stopping())
 
     def _check(self, pl_module: pl.LightningModule, probes: ProbeSet, trainer: pl.Trainer) -> None:
-        model = self.monitor.explained_module(pl_module)
-        checks.check_methods_can_run(model, probes, self.monitor._methods, trainer.precision_plugin.convert_input)
+        probes = self._prepare(pl_module, probes, trainer.precision_plugin.convert_input)
+        if self.monitor.probes is not None:
+            self.monitor.probes = probes
+        checks.check_methods_can_run(self.scored_model(pl_module), probes, self.monitor._methods, trainer.precision_plugin.convert_input)
         self.checked = True
+
+    def _record_methods(self, model: torch.nn.Module, probes: ProbeSet, trainer: pl.Trainer) -> None:
+        """Each method's effective settings (the Grad-CAM layer, the occlusion window) into ``summary.json``, said once."""
+        assert self.recorder is not None
+        self.methods_recorded = True
+        with attribution_conditions(model, module_device(model)):
+            images = model_inputs(model, probes.images[:1], trainer.precision_plugin.convert_input)
+            effective = effective_settings(model, images, self.monitor._methods)
+        self.recorder.write_sections(task=self.scoring.resolved, methods=effective)
+        for key, entry in effective.items():
+            if "layer" in entry:
+                self.recorder.info_once(f"layer:{key}", f"AttributionMonitor: {key} explains the layer {entry['layer']!r} (pass `layer=` to choose another).")
 
     # ------------------------------------------------------------------ end of fit
     def fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -223,7 +258,7 @@ class MonitorRun:
             return {}
         settings = self.monitor.sanity or SanityCheck()
         settings = replace(settings, cascade=cascade) if cascade is not None else settings
-        model = self.monitor.explained_module(pl_module)
+        model = self.scored_model(pl_module)
         device = module_device(model)
         references = self.collector.references
         with attribution_conditions(model, device):
@@ -254,11 +289,14 @@ class MonitorRun:
         probes = self.monitor.probes
         state["probe_fingerprint"] = probes.fingerprint() if probes is not None else None
         state["findings"] = self.monitor.findings
+        state["task"] = self.scoring.task
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continues a checkpoint: stability streaks and findings now; the history, probes and references when the recorder opens."""
         self.restored = dict(state)
+        if state.get("task", "auto") != "auto":
+            self.scoring = replace(self.scoring, task=state["task"])
         if self.engine.tracker is not None:
             self.engine.tracker.load_state_dict(state.get("stability", {}))
         if self.engine.detector is not None:
@@ -278,7 +316,7 @@ class MonitorRun:
         history_state = {k: v for k, v in (self.restored or {}).items() if k in ("fit", "runs")} if self.restored else None
         history = AttributionHistory.open(resolve_log_dir(trainer) / "xai", resume_state=history_state, search=search)
         self.recorder = Recorder(
-            history, find_tensorboard_writer(trainer), self.monitor._methods, stability=self.monitor.stability,
+            history, XaiLogger.for_trainer(trainer, history.folder), self.monitor._methods, stability=self.monitor.stability,
             max_relative_gap=self.monitor.faithfulness.max_relative_gap if self.monitor.faithfulness else 0.1,
         )
         if self.restored is not None:
@@ -290,10 +328,23 @@ class MonitorRun:
         assert self.restored is not None
         if self.monitor.probes is None and (folder / "probes.pt").is_file():
             saved = load_probes(folder)
-            self.monitor.probes = ProbeSet(saved["images"], saved["labels"], saved["source"])
+            self.monitor.probes = ProbeSet(saved["images"], saved["labels"], saved["source"], targets_fixed="task" in self.restored)
         if self.monitor.probes is not None and (folder / "probes.pt").is_file():
             check_probe_fingerprint(self.restored.get("probe_fingerprint"), self.monitor.probes.fingerprint(), folder=folder)
         self.collector.references = load_references(folder)
+
+
+def effective_settings(model: torch.nn.Module, images: Tensor, methods: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each method's settings as used on ``images`` ``[1, C, H, W]``: its description, the Grad-CAM layer, the occlusion window."""
+    effective: dict[str, dict[str, Any]] = {}
+    for key, method in methods.items():
+        entry: dict[str, Any] = {"settings": checks.describe(method, show_defaults=True)}
+        if hasattr(method, "layer_for"):
+            entry["layer"] = method.layer_for(model, images)
+        if hasattr(method, "window_for"):
+            entry["window"] = list(method.window_for(tuple(images.shape[-2:])))
+        effective[key] = entry
+    return effective
 
 
 def torch_generator(device: torch.device, seed: int) -> torch.Generator:

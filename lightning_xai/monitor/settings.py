@@ -132,10 +132,10 @@ def check_settings(value: Any, kind: type[SettingsT], name: str) -> SettingsT | 
     return value
 
 
-def check_callable(value: Any, name: str) -> Any:
+def check_callable(value: Any, name: str, what: str = "taking a Finding") -> Any:
     """``value`` when it is ``None`` or callable (pass a picklable function for ``ddp_spawn``)."""
     if value is not None and not callable(value):
-        raise TypeError(f"`{name}` must be a callable taking a Finding, or None, got {type(value).__name__}.")
+        raise TypeError(f"`{name}` must be a callable {what}, or None, got {type(value).__name__}.")
     return value
 
 

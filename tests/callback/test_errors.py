@@ -78,7 +78,7 @@ class _ReadsTokens(LitClassifier):
 def test_unreadable_validation_batches(tmp_path):
     tokens = DataLoader([{"tokens": torch.zeros(5, dtype=torch.long)}] * 4, batch_size=2)
     trainer = make_trainer(tmp_path, [cheap_monitor()])
-    message = "AttributionMonitor could not find images [B, C, H, W] (a 4-D float tensor) in a validation batch of type dict"
+    message = "could not find images [B, C, H, W] (a 4-D tensor) in a batch of type dict with keys ['tokens']; batches may be a tensor"
     with pytest.raises(TypeError, match=re.escape(message)):
         trainer.validate(_ReadsTokens(), tokens)
 
