@@ -77,9 +77,6 @@ class AttributionMonitor(Callback):
             ablation, completeness gaps); off by default because it costs about as much as the maps.
         sanity: the model-randomization sanity check at the end of fit (``SanityCheck()``); off by default.
         strict: raise failures inside runs instead of warning and recording them (for tests and CI).
-
-    Example:
-        >>> from lightning_xai import AttributionMonitor, GradCAM, Occlusion
         output: which entry of what ``forward`` returns holds the scores: a dict key
             (``"logits"``), a tuple index (``0``) or a callable ``outputs -> scores``.
         forward: ``(module, images) -> outputs``, replacing ``module(images)`` (extra arguments, wrappers).
@@ -94,6 +91,9 @@ class AttributionMonitor(Callback):
             float images of a tuple before uint8 ones and masks, a dict's ``image`` key) does not find them.
         preprocess: what the model's step does to the batch images before ``forward`` (e.g.
             ``lambda x: x.float() / 255``); used for probes, references and shortcut test images alike.
+
+    Example:
+        >>> from lightning_xai import AttributionMonitor, GradCAM, Occlusion
         >>> monitor = AttributionMonitor([GradCAM(), Occlusion(window=8, stride=4)], num_probes=8)
         >>> monitor.state_key
         "AttributionMonitor{'methods': ['grad_cam(layer=auto, relu=True)', 'occlusion(window=8, stride=4, baseline=0.0, batch_size=auto)'], 'every_n_epochs': 1, 'probes': 8}"
@@ -119,10 +119,6 @@ class AttributionMonitor(Callback):
         faithfulness: Faithfulness | None = None,
         sanity: SanityCheck | None = None,
         strict: bool = False,
-    ) -> None:
-        self._methods = checks.check_methods(methods)
-        self.methods = list(self._methods.values())
-        self.num_probes = check_positive_int(num_probes, "num_probes")
         output: Output = None,
         forward: Forward | None = None,
         task: TaskOption = "auto",
@@ -130,6 +126,10 @@ class AttributionMonitor(Callback):
         multilabel_targets: MultilabelTargets = "positive",
         batch_images: Callable[[Any], Any] | None = None,
         preprocess: Callable[[Any], Any] | None = None,
+    ) -> None:
+        self._methods = checks.check_methods(methods)
+        self.methods = list(self._methods.values())
+        self.num_probes = check_positive_int(num_probes, "num_probes")
         self.every_n_epochs = check_positive_int(every_n_epochs, "every_n_epochs")
         self.max_seconds = checks.check_max_seconds(max_seconds)
         self.max_overhead = checks.check_max_overhead(max_overhead)
