@@ -1,0 +1,118 @@
+"""History you can resume, move and trust: findings, settled state, runs and probes carried across a resume."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+
+import pytest
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import TensorBoardLogger
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_xai import Occlusion, Stability
+from lightning_xai.history import HistoryError, load_run, read_summary
+from lightning_xai.monitor import engine as engine_module
+from lightning_xai.monitor.analyses import ShortcutReport
+from lightning_xai.monitor.artefacts import save_tensors
+from lightning_xai.shortcuts import Finding
+from tests.callback.conftest import cheap_monitor, loaders, make_trainer, tiny_model
+
+
+def _plant_finding(detector, model, displays, test_images, *, epoch, step, batch_size=None):
+    """Stands in for the shortcut checks: one confirmed finding at the first run, none after."""
+    if detector.findings:
+        return ShortcutReport()
+    finding = Finding(epoch=epoch, global_step=step, method="occlusion", box=[0, 0, 4, 4], score=1.0, confirmed=True, message="planted")
+    detector.findings.append(finding)
+    return ShortcutReport(new=[finding])
+
+
+def _monitor():
+    return cheap_monitor(methods=[Occlusion(window=4, stride=4)], stability=Stability(patience=1, threshold=-1.0))
+
+
+def _trainer(root, monitor, **kwargs):
+    checkpoint = ModelCheckpoint(dirpath=root / "ckpt", save_last=True, save_top_k=-1)
+    return make_trainer(root, [monitor, checkpoint], limit_train_batches=2, enable_checkpointing=True, **kwargs)
+
+
+def _other_validation(digits):
+    """Validation images in another order: picking probes again would pick other images."""
+    images, labels = digits
+    return DataLoader(TensorDataset(images[1500:].flip(0), labels[1500:].flip(0)), batch_size=32)
+
+
+@pytest.fixture(scope="module")
+def first_fit(tmp_path_factory, digits16):
+    root = tmp_path_factory.mktemp("first")
+    monitor = _monitor()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine_module, "check_shortcuts", _plant_finding)
+        _trainer(root, monitor).fit(tiny_model(), *loaders(digits16))
+    summary = read_summary(root / "version_0" / "xai")
+    assert [run["global_step"] for run in summary["runs"]] == [2, 4] and summary["findings"][0]["message"] == "planted"
+    return root, monitor.probes
+
+
+@pytest.fixture
+def copy_of_first_fit(first_fit, tmp_path):
+    root, probes = first_fit
+    shutil.copytree(root, tmp_path / "run")
+    return tmp_path / "run", probes
+
+
+def _resume(root, digits, monkeypatch, **kwargs):
+    monkeypatch.setattr(engine_module, "check_shortcuts", _plant_finding)
+    monitor = _monitor()
+    trainer = _trainer(root, monitor, max_epochs=3, **kwargs)
+    trainer.fit(tiny_model(), loaders(digits)[0], _other_validation(digits), ckpt_path=root / "ckpt" / "last.ckpt")
+    return monitor, trainer
+
+
+def test_resume_keeps_findings_settled_runs_and_probes(copy_of_first_fit, digits16, monkeypatch):
+    root, probes = copy_of_first_fit
+    monitor, trainer = _resume(root, digits16, monkeypatch)
+    assert trainer.global_step == 6
+    assert torch.equal(monitor.probes.images, probes.images)  # restored from probes.pt, not picked again
+    summary = read_summary(root / "version_0" / "xai")
+    assert [run["global_step"] for run in summary["runs"]] == [2, 4, 6] == [run["global_step"] for run in monitor.history]
+    assert [finding["message"] for finding in summary["findings"]] == ["planted"] == [f["message"] for f in monitor.findings]
+    assert summary["settled"]["occlusion"] == {"epoch": 1, "global_step": 4} == monitor.settled["occlusion"]
+    for run in summary["runs"]:
+        assert load_run(root / "version_0" / "xai", run)["global_step"] == run["global_step"]
+
+
+def test_a_moved_log_dir_still_resumes(copy_of_first_fit, digits16, monkeypatch, tmp_path):
+    root, probes = copy_of_first_fit
+    moved = shutil.move(root, tmp_path / "moved")
+    monitor, _ = _resume(moved, digits16, monkeypatch)
+    folder = moved / "version_0" / "xai"
+    summary = read_summary(folder)
+    assert [run["file"] for run in summary["runs"]] == ["runs/step-00000002.pt", "runs/step-00000004.pt", "runs/step-00000006.pt"]
+    assert all(load_run(folder, run)["maps"]["occlusion"].shape == (4, 1, 16, 16) for run in summary["runs"])
+    assert torch.equal(monitor.probes.images, probes.images)
+
+
+def test_probes_that_do_not_match_the_checkpoint_fail_before_training(copy_of_first_fit, digits16, monkeypatch):
+    root, probes = copy_of_first_fit
+    folder = root / "version_0" / "xai"
+    save_tensors(folder / "probes.pt", {"images": probes.images + 0.5, "labels": probes.labels, "source": probes.source})
+    with pytest.raises(HistoryError, match=re.escape(f"the probes in {folder / 'probes.pt'} are not the ones the checkpoint was explaining")):
+        _resume(root, digits16, monkeypatch)
+    assert [run["global_step"] for run in read_summary(folder)["runs"]] == [2, 4]
+    assert not (folder / "runs" / "step-00000006.pt").exists()
+
+
+def test_a_second_fit_into_the_same_folder_starts_a_numbered_history(copy_of_first_fit, digits16, caplog):
+    root, _ = copy_of_first_fit
+    monitor = _monitor()
+    with caplog.at_level(logging.INFO):
+        make_trainer(root, [monitor], limit_train_batches=2, max_epochs=1).fit(tiny_model(), *loaders(digits16))
+    base = root / "version_0" / "xai"
+    assert f"AttributionMonitor: {base} already holds the history of another fit (2 runs in summary.json): this fit writes to {base}-1." in caplog.text
+    assert [run["global_step"] for run in read_summary(base)["runs"]] == [2, 4]  # untouched
+    assert [run["global_step"] for run in read_summary(root / "version_0" / "xai-1")["runs"]] == [2]
