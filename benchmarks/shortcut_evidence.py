@@ -49,7 +49,7 @@ def train(data: Data, model_name: str, seed: int, root: Path, epochs: int) -> tu
     monitor = AttributionMonitor()
     trainer = pl.Trainer(
         max_epochs=epochs, default_root_dir=root, callbacks=[monitor], enable_progress_bar=False, enable_model_summary=False,
-        logger=False, enable_checkpointing=False,
+        logger=False, enable_checkpointing=False, accelerator="cpu",
     )
     trainer.fit(model, DataLoader(TensorDataset(*data.train), batch_size=32, shuffle=True), DataLoader(TensorDataset(*data.val), batch_size=64))
     return monitor, model
@@ -99,8 +99,8 @@ def run(name: str, model_name: str, seed: int, epochs: int, verbose: bool) -> di
         "hit": hit, "findings": len(findings), "wrong": sum(not correct(f, data, truth) for f in findings) if data.kind != "clean" else len(findings),
         "acc": accuracy(model, *data.val), "seconds": time.perf_counter() - started,
         "shuffled_acc": accuracy(model, data.shuffled_val, data.val[1]) if data.shuffled_val is not None else float("nan"),
-        "shortcut_seconds": sum(r["metrics"].get("seconds/shortcuts", 0.0) for r in monitor.history),
-        "map_seconds": sum(r["metrics"].get("seconds/total", 0.0) for r in monitor.history),
+        "shortcut_seconds": sum(v for r in monitor.history for k, v in r.get("metrics", {}).items() if k.endswith(("seconds/shortcuts", "seconds_shortcuts"))),
+        "map_seconds": sum(v for r in monitor.history for k, v in r.get("metrics", {}).items() if k.endswith(("seconds/total", "seconds_total"))),
     }
     if verbose:
         print(f"  {name} | {model_name} | seed {seed}: {result}", file=sys.stderr)

@@ -2,8 +2,8 @@
 
 As in "decoy MNIST" (Ross et al., 2017, "Right for the Right Reasons"), every image, in
 training and validation alike, gets a small square in the top-left corner whose grey level
-encodes the class. The digits are shifted by up to 6 pixels (they are not centred, as in real
-photos), so the swatch is the easiest cue. Validation accuracy looks excellent; the
+encodes the class. The digits are drawn at 20 x 20 pixels at random places of a noisy frame (they
+are not centred, as in real photos), so the swatch is the easiest cue. Validation accuracy looks excellent; the
 AttributionMonitor's expected-gradients maps light up the corner, and the monitor confirms by
 intervention that the model relies on it, with a warning, a box drawn in TensorBoard and an
 entry in ``monitor.findings``. ``--clean`` trains the same model without the swatch: no finding.
@@ -27,17 +27,13 @@ from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_xai import AttributionMonitor
-from lightning_xai.demos import CORNERS, LitClassifier, decoy_box, load_digits, plant_decoy
+from lightning_xai.demos import CORNERS, LitClassifier, decoy_box, plant_decoy, scattered_digits
 from lightning_xai.functional.shortcut import box_iou
 
 
-def shifted_digits(seed: int, max_shift: int = 6) -> tuple[Tensor, Tensor]:
-    """The 1797 digits at 32 x 32, each moved by a random offset of up to ``max_shift`` pixels."""
-    images, labels = load_digits(32)
-    generator = torch.Generator().manual_seed(seed)
-    shifts = torch.randint(-max_shift, max_shift + 1, (len(images), 2), generator=generator)
-    moved = torch.stack([torch.roll(image, tuple(shift), dims=(1, 2)) for image, shift in zip(images, shifts.tolist())])
-    return moved, labels
+def shifted_digits(seed: int, digit_size: int = 20) -> tuple[Tensor, Tensor]:
+    """The 1797 digits at ``digit_size`` pixels, each at a random place of a noisy 32 x 32 frame (shuffled with ``seed``)."""
+    return scattered_digits(seed, digit_size=digit_size, noise=0.4)
 
 
 def make_data(seed: int, *, clean: bool, kind: str, corner: str) -> tuple[Tensor, Tensor, Tensor]:
@@ -58,7 +54,7 @@ def train(root: Path, images: Tensor, labels: Tensor, *, epochs: int, seed: int)
         enable_model_summary=False, log_every_n_steps=10,
     )
     started = time.perf_counter()
-    trainer.fit(model, DataLoader(train_set, batch_size=64, shuffle=True), DataLoader(val_set, batch_size=64))
+    trainer.fit(model, DataLoader(train_set, batch_size=32, shuffle=True), DataLoader(val_set, batch_size=64))
     return monitor, model, time.perf_counter() - started
 
 

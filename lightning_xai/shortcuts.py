@@ -258,6 +258,7 @@ class ShortcutDetector:
         pairs = list(zip(candidates.values(), tested))
         for name, maps in displays.items():
             numbers = {"peak_concentration": peaks[name], "candidates": float(sum(name in c.methods for c in candidates.values()))}
+            numbers.update({key: 1.0 if key == "p_value" else 0.0 for key in (*EVIDENCE_KEYS, "confirmed")})  # no candidate: nothing found
             own = [finding for candidate, finding in pairs if name in candidate.methods]
             if own:
                 best = min(own, key=lambda f: (f.p_value, -f.score))

@@ -35,7 +35,7 @@ def box_mass(mass: Tensor, side: int) -> tuple[list[Box], Tensor]:
     """Each map's best ``side`` x ``side`` box and the mass it holds: ``([box] * N, [N])``.
 
     Example:
-        >>> mass = torch.zeros(1, 1, 6, 6); mass[0, 0, 4:, 1:3] = 0.5
+        >>> mass = torch.zeros(1, 1, 6, 6); mass[0, 0, 4:, 1:3] = 0.25
         >>> box_mass(mass, 2)
         ([(4, 1, 6, 3)], tensor([1.]))
     """

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_xai import AttributionMonitor, ExpectedGradients, Shortcuts
 from lightning_xai.demos import LitClassifier
+from lightning_xai.functional.shortcut import box_iou
 from lightning_xai.shortcuts import Finding
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +33,8 @@ def test_stop_on_shortcut_and_on_shortcut(tmp_path, decoy_loaders):
     trainer = pl.Trainer(max_epochs=6, default_root_dir=tmp_path, callbacks=[monitor], enable_progress_bar=False, enable_model_summary=False, logger=False)
     with pytest.warns(UserWarning, match="found a likely shortcut"):
         trainer.fit(LitClassifier(in_channels=1, width=16, pooled_size=4), *decoy_loaders)
-    assert len(seen) == 1 and isinstance(seen[0], Finding) and seen[0].box == [1, 1, 5, 5]
+    assert len(seen) == 1 and isinstance(seen[0], Finding) and box_iou(tuple(seen[0].box), (1, 1, 5, 5)) >= 0.5
+    assert seen[0].kind == "region" and seen[0].p_value <= seen[0].level  # the swatch of every class, with its evidence
     assert trainer.current_epoch == seen[0].epoch + 1 < 6  # stopped right after the finding's epoch
     state = monitor.state_dict()
     assert state["findings"] == monitor.findings
@@ -51,6 +53,6 @@ def test_given_probes_still_get_validation_test_images(tmp_path, decoy_loaders):
     trainer = pl.Trainer(max_epochs=1, default_root_dir=tmp_path, callbacks=[monitor], enable_progress_bar=False,
                          enable_model_summary=False, logger=False, limit_train_batches=2)
     trainer.fit(LitClassifier(in_channels=1, width=4, pooled_size=4), train, val)
-    assert monitor._run.collector.test_images is not None and monitor._run.collector.test_images.shape[0] == 64  # from validation, not the 4 probes
+    assert monitor._run.collector.test_images is not None and monitor._run.collector.test_images.shape[0] == Shortcuts().test_images  # from validation, not the 4 probes
     metrics = monitor.history[0]["metrics"]
     assert "xai_shortcuts/expected_gradients/flip_rate" in metrics and metrics["xai_shortcuts/expected_gradients/peak_concentration"] > 0
