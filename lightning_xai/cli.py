@@ -18,9 +18,13 @@ from lightning_xai.compare import compare_runs, format_comparison
 from lightning_xai.history import HistoryError
 from lightning_xai.methods import (
     AttributionMethod,
+    DeconvNet,
     ExpectedGradients,
     GradCAM,
+    GuidedBackprop,
+    GuidedGradCAM,
     IntegratedGradients,
+    Mask,
     Occlusion,
     Saliency,
     SmoothGrad,
@@ -30,7 +34,11 @@ from lightning_xai.replay import replay
 __all__ = ["build_parser", "import_object", "main", "parse_method"]
 
 METHOD_CLASSES: dict[str, type[AttributionMethod]] = {
-    cls.name: cls for cls in (GradCAM, Occlusion, ExpectedGradients, IntegratedGradients, Saliency, SmoothGrad)
+    cls.name: cls
+    for cls in (
+        GradCAM, Occlusion, ExpectedGradients, IntegratedGradients, Saliency, SmoothGrad, GuidedBackprop, DeconvNet,
+        GuidedGradCAM, Mask,
+    )
 }
 
 

@@ -153,3 +153,13 @@ def test_the_parser_reads_both_commands():
     replay_arguments = build_parser().parse_args(["replay", "c.ckpt", "--module", "lightning_xai.demos:LitClassifier",
                                                   "--probes", "p.pt", "--out", "o", "--methods", "grad_cam"])
     assert replay_arguments.module is LitClassifier and [m.name for m in replay_arguments.methods] == ["grad_cam"]
+
+
+def test_every_method_class_can_be_named_on_the_command_line():
+    from lightning_xai.cli import parse_method
+    from lightning_xai.methods import DeconvNet, GuidedBackprop, GuidedGradCAM, Mask
+
+    assert parse_method("guided_backprop") == GuidedBackprop()
+    assert parse_method("deconvnet") == DeconvNet()
+    assert parse_method("guided_grad_cam:interpolate=nearest") == GuidedGradCAM(interpolate="nearest")
+    assert parse_method("mask:steps=50") == Mask(steps=50)
