@@ -78,7 +78,7 @@ def main(root: Path, *, epochs: int = 4, seed: int = 0, clean: bool = False, kin
         print(f"  finding ({finding['method']}, epoch {finding['epoch']}, box {finding['box']}, IoU with the swatch {iou:.2f}): {finding['message']}")
     if not monitor.findings:
         print("  no shortcut found")
-    print(f"TensorBoard: tensorboard --logdir {root}  (images xai/shortcut/<method> outline the region; scalars xai/shortcut/*)")
+    print(f"TensorBoard: tensorboard --logdir {root}  (images xai/shortcut/<method> outline the region; scalars xai_shortcuts/*)")
     first = min((f for f in monitor.findings), key=lambda f: f["epoch"], default=None)
     return {
         "findings": monitor.findings,
