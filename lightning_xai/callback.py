@@ -172,11 +172,13 @@ class AttributionMonitor(Callback):
     @property
     def history(self) -> list[dict[str, Any]]:
         """The summary entries of every run so far (also in ``<log_dir>/xai/summary.json``)."""
+        self._run.collect_from_spawned()
         return self._run.history()
 
     @property
     def findings(self) -> list[dict[str, Any]]:
         """Every confirmed shortcut finding so far (see :class:`~lightning_xai.shortcuts.Finding` for the fields)."""
+        self._run.collect_from_spawned()
         detector = self._run.engine.detector
         return [finding.to_dict() for finding in detector.findings] if detector else []
 
@@ -189,6 +191,7 @@ class AttributionMonitor(Callback):
     @property
     def settled(self) -> dict[str, dict[str, int] | None]:
         """Per method, the epoch and step at which its maps settled, or ``None`` (needs ``stability``)."""
+        self._run.collect_from_spawned()
         tracker = self._run.engine.tracker
         return dict(tracker.settled) if tracker is not None else {}
 

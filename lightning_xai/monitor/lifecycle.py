@@ -9,15 +9,21 @@ nothing here raises out of a hook: a failed run becomes a warning and a record i
 from __future__ import annotations
 
 import copy
+import json
+import os
+import secrets
+import tempfile
 import time
 from pathlib import Path
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import torch
+from pytorch_lightning.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
+from lightning_xai._files import atomic_write_bytes
 from lightning_xai._fingerprint import check_probe_fingerprint, load_probes, load_references
 from lightning_xai.history import AttributionHistory
 from lightning_xai.loggers import XaiLogger, resolve_log_dir
@@ -69,6 +75,8 @@ class MonitorRun:
         self.started = False
         self.checked = False
         self.stop_requested = False
+        # where rank 0 of a spawned process group (ddp_spawn) leaves its results for the main process
+        self.channel = Path(tempfile.gettempdir()) / f"lightning_xai-{os.getpid()}-{secrets.token_hex(6)}.json"
         self.scoring = monitor.scoring
         self.methods_recorded = False
 
@@ -126,6 +134,7 @@ class MonitorRun:
             decision = self.budget.decide(epoch=trainer.current_epoch, fitting=stage_name(trainer.state.fn) == "fit")
             if decision.run:
                 self._guarded_run(trainer, pl_module, probes)
+                self.report_to_parent(trainer)
             elif decision.reason == "overhead":
                 self.budget.skipped += 1
                 self.recorder.warn_once("overhead", messages.overhead_skip(self.budget, epoch=trainer.current_epoch, step=trainer.global_step))
@@ -241,6 +250,7 @@ class MonitorRun:
             return
         try:
             self.recorder.finish(self.engine.tracker if self.budget.runs else None)
+            self.report_to_parent(trainer)
             if self.budget.runs:
                 rank_zero_info(f"AttributionMonitor: {messages.cost_summary(self.budget)}.")
             sanity = self.monitor.sanity
@@ -273,6 +283,32 @@ class MonitorRun:
         if self.recorder is not None:
             self.recorder.record_sanity(report, step=trainer.global_step, log_step=log_step(trainer), threshold=settings.insensitive_above)
         return report
+
+    # ------------------------------------------------------------------ spawned processes (ddp_spawn)
+    def report_to_parent(self, trainer: pl.Trainer) -> None:
+        """In a process started by a spawn launcher (``ddp_spawn``), rank 0 leaves its lasting state for the main
+        process, whose copy of the callback never sees a hook (read back by :meth:`collect_from_spawned`)."""
+        if self.recorder is None or not isinstance(getattr(trainer.strategy, "launcher", None), _MultiProcessingLauncher):
+            return
+        try:
+            atomic_write_bytes(self.channel, json.dumps(self.state_dict()).encode())
+        except (OSError, TypeError, ValueError) as error:
+            self.recorder.warn_once("channel", (
+                f"AttributionMonitor could not hand its results to the main process ({describe_error(error)}): "
+                f"`monitor.history` and `monitor.findings` stay empty there; read {self.recorder.folder / 'summary.json'} instead."
+            ))
+
+    def collect_from_spawned(self) -> None:
+        """In the main process after a ``ddp_spawn`` fit or validation: takes over rank 0's runs, findings and
+        stability state (once; the hand-over file is removed). Does nothing where this process ran the hooks itself."""
+        if self.started or self.recorder is not None or not self.channel.is_file():
+            return
+        try:
+            state = json.loads(self.channel.read_bytes())
+            self.channel.unlink()
+        except (OSError, ValueError):
+            return
+        self.load_state_dict(state)
 
     # ------------------------------------------------------------------ state
     def history(self) -> list[dict[str, Any]]:
