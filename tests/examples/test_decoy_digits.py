@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from lightning_xai.monitor import tags
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -18,9 +20,9 @@ def example():
 
 
 def test_decoy_is_flagged_at_the_swatch(example, tmp_path, capsys):
-    with pytest.warns(UserWarning, match="AttributionMonitor found a likely shortcut: after epoch 1 the model relies on a 4x4 region at the top-left corner"):
+    with pytest.warns(UserWarning, match="AttributionMonitor found a likely shortcut: after epoch 0 the model relies on a 4x4 region at the top-left corner"):
         result = example["main"](tmp_path, epochs=2, seed=0)
-    assert result["first_epoch"] == 1 and result["iou"] >= 0.5
+    assert result["first_epoch"] == 0 and result["iou"] >= 0.5
     assert result["val_accuracy"] > result["accuracy_without_decoy"] + 0.2  # accuracy hides the shortcut
     finding = result["findings"][0]
     assert set(finding) >= {"epoch", "global_step", "method", "box", "score", "confirmed", "message"} and finding["confirmed"]
@@ -30,9 +32,9 @@ def test_decoy_is_flagged_at_the_swatch(example, tmp_path, capsys):
     events = EventAccumulator(str(log_dir), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
     method = finding["method"]
-    assert f"xai/shortcut/{method}" in events.Tags()["images"]
-    flips = events.Scalars(f"xai/shortcut/{method}/flip_rate")
-    assert len(flips) == 2 and flips[-1].value >= 0.3
+    assert tags.shortcut_image(method) in events.Tags()["images"]
+    p_values = events.Scalars(tags.shortcut(method, "p_value"))
+    assert len(p_values) == 2 and p_values[0].value <= finding["level"]
     assert "the model relies on" in capsys.readouterr().out
 
 
