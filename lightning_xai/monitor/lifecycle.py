@@ -179,6 +179,14 @@ class MonitorRun:
         finally:
             self.budget.add_run(time.perf_counter() - started, phases)
         self.recorder.record_cost(self.budget.overhead(), moment.log_step)
+        self._warn_near_timeout(trainer, self.budget.last_run, moment)
+
+    def _warn_near_timeout(self, trainer: pl.Trainer, seconds: float, moment: RunMoment) -> None:
+        """The other ranks wait for rank 0's run in their next collective: warn when a run took half the timeout."""
+        timeout = getattr(trainer.strategy, "_timeout", None)
+        limit = timeout.total_seconds() if hasattr(timeout, "total_seconds") else None
+        if self.recorder is not None and trainer.world_size > 1 and limit and seconds >= 0.5 * limit:
+            self.recorder.warn_once("timeout", messages.near_timeout(seconds, limit, step=moment.global_step, world_size=trainer.world_size))
 
     def _explain(self, trainer: pl.Trainer, pl_module: pl.LightningModule, probes: ProbeSet, moment: RunMoment) -> dict[str, float]:
         assert self.recorder is not None

@@ -24,6 +24,7 @@ __all__ = [
     "fragile_methods",
     "logging_failed",
     "methods_failed",
+    "near_timeout",
     "no_tensorboard",
     "no_validation",
     "nonfinite_probes",
@@ -166,6 +167,16 @@ def settled(key: str, *, epoch: int, step: int, threshold: float, patience: int)
     return (
         f"{PREFIX}: {key} maps settled at epoch {epoch} (step {step}): rank correlation with the "
         f"previous run >= {threshold} for {patience} runs."
+    )
+
+
+def near_timeout(seconds: float, timeout: float, *, step: int, world_size: int) -> str:
+    """A run on rank 0 took half the process group's timeout or more while the other ranks waited."""
+    return (
+        f"{PREFIX}: its run at step {step} took {seconds:.0f}s on rank 0 while the other {count(world_size - 1, 'rank')} "
+        f"waited: {seconds / timeout:.0%} of the process group's timeout ({timeout:.0f}s). A run longer than the timeout "
+        f"ends the fit on every rank: pass `max_seconds=` (e.g. {timeout / 4:.0f}), use fewer probes or cheaper methods, "
+        "or raise the strategy's `timeout`. This warning is shown once."
     )
 
 

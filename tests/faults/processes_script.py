@@ -2,6 +2,8 @@
 
 ``spawn <out>``: ``strategy="ddp_spawn"`` on two CPU processes with the default methods; the main
 process writes what *its* monitor object sees after ``fit`` to ``<out>/spawn.json``.
+``timeout <out>``: ``strategy="ddp"`` with a 300 s process-group timeout and a clock that makes each
+monitor run last 200 s; each rank writes the monitor's warnings to ``<out>/timeout-rank-<r>.json``.
 ``fsdp2 <out>``: ``ModelParallelStrategy`` + ``fully_shard`` on two CPU processes (gloo); each rank
 writes the error the monitor raised at setup to ``<out>/fsdp2-rank-<r>.json``.
 
@@ -39,6 +41,17 @@ def plant_finding(detector, model, displays, test_images, *, epoch, step, batch_
 engine_module.check_shortcuts = plant_finding
 
 
+class SlowClock:
+    """Each reading is 200 s after the previous one: a monitor run (timed by two readings) "takes" 200 s, without waiting."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        self.now += 200.0
+        return self.now
+
+
 def data() -> tuple[DataLoader, DataLoader]:
     generator = torch.Generator().manual_seed(0)
     images, labels = torch.rand(192, 1, 16, 16, generator=generator), torch.randint(0, 10, (192,), generator=generator)
@@ -69,6 +82,34 @@ def spawn_main(out: Path) -> None:
     (out / "spawn.json").write_text(json.dumps(report))
 
 
+def timeout_main(out: Path) -> None:
+    import warnings
+    from datetime import timedelta
+
+    from pytorch_lightning.strategies import DDPStrategy
+
+    from lightning_xai import GradCAM
+    from lightning_xai.monitor import lifecycle
+
+    lifecycle.time = SlowClock()  # the subprocess launcher re-runs this function on every rank
+    pl.seed_everything(0, verbose=False)
+    monitor = AttributionMonitor([GradCAM()], num_probes=4, shortcuts=None, stability=None)
+    strategy = DDPStrategy(timeout=timedelta(seconds=300))
+    trainer = pl.Trainer(strategy=strategy, callbacks=[monitor], **trainer_options(out))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(LitClassifier(SmallCNN(1, 10, width=4)), *data())
+    said = [str(w.message) for w in caught if "AttributionMonitor" in str(w.message)]
+    (out / f"timeout-rank-{trainer.global_rank}.json").write_text(json.dumps({"said": said, "runs": len(monitor.history)}))
+    close_process_group()
+
+
+def close_process_group() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 class ShardedClassifier(LitClassifier):
     def configure_model(self) -> None:
         from torch.distributed.fsdp import fully_shard
@@ -89,10 +130,8 @@ def fsdp2_main(out: Path) -> None:
         error = str(raised)
     report = {"rank": trainer.global_rank, "error": error, "global_step": trainer.global_step}
     (out / f"fsdp2-rank-{trainer.global_rank}.json").write_text(json.dumps(report))
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+    close_process_group()
 
 
 if __name__ == "__main__":
-    {"spawn": spawn_main, "fsdp2": fsdp2_main}[sys.argv[1]](Path(sys.argv[2]))
+    {"spawn": spawn_main, "timeout": timeout_main, "fsdp2": fsdp2_main}[sys.argv[1]](Path(sys.argv[2]))

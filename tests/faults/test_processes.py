@@ -44,3 +44,15 @@ def test_fsdp2_is_refused_at_setup_on_every_rank_and_never_hangs(tmp_path):
             "AttributionMonitor cannot explain a model sharded by ModelParallelStrategy yet: with a sharded model every rank "
             "must take part in each forward pass"
         )
+
+
+def test_a_run_near_the_process_group_timeout_is_warned_about_with_the_figures(tmp_path):
+    _run_script("timeout", tmp_path, timeout=300)
+    rank0 = json.loads((tmp_path / "timeout-rank-0.json").read_text())
+    rank1 = json.loads((tmp_path / "timeout-rank-1.json").read_text())
+    assert rank0["runs"] == 2 and rank1["said"] == []
+    assert [text for text in rank0["said"] if "timeout" in text] == [
+        "AttributionMonitor: its run at step 2 took 200s on rank 0 while the other 1 rank waited: 67% of the process "
+        "group's timeout (300s). A run longer than the timeout ends the fit on every rank: pass `max_seconds=` (e.g. 75), "
+        "use fewer probes or cheaper methods, or raise the strategy's `timeout`. This warning is shown once."
+    ]
