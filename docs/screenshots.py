@@ -19,10 +19,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-PAGES = {
-    "tensorboard_images.png": "#images&tagFilter=xai%2F(maps%7Cfilmstrip%7Cshortcut)",
-    "tensorboard_scalars.png": "#scalars&tagFilter=xai_",
-    "tensorboard_custom_scalars.png": "#custom_scalars",
+PAGES = {  # file: (URL fragment, window size)
+    "tensorboard_images.png": ("#images&tagFilter=xai%2F(maps%7Cfilmstrip%7Cshortcut)", (1400, 1000)),
+    "tensorboard_scalars.png": ("#scalars", (1400, 1600)),
+    "tensorboard_custom_scalars.png": ("#custom_scalars", (1400, 1000)),
 }
 
 
@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> None:
         wait_until_serving(base + "data/runs", time.monotonic() + 90)
         time.sleep(3)  # let TensorBoard load the event files
         args.out.mkdir(parents=True, exist_ok=True)
-        for name, fragment in PAGES.items():
-            screenshot(browser, base + fragment, args.out / name)
+        for name, (fragment, size) in PAGES.items():
+            screenshot(browser, base + fragment, args.out / name, size=size)
             print(f"wrote {args.out / name}")
     finally:
         server.terminate()
