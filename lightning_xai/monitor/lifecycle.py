@@ -25,7 +25,7 @@ from torch import Tensor
 
 from lightning_xai._files import atomic_write_bytes
 from lightning_xai._fingerprint import check_probe_fingerprint, load_probes, load_references
-from lightning_xai.history import AttributionHistory
+from lightning_xai.history import AttributionHistory, HistoryError
 from lightning_xai.loggers import XaiLogger, resolve_log_dir
 from lightning_xai.monitor import messages
 from lightning_xai.monitor import settings as checks
@@ -364,18 +364,37 @@ class MonitorRun:
             max_relative_gap=self.monitor.faithfulness.max_relative_gap if self.monitor.faithfulness else 0.1,
         )
         if self.restored is not None:
-            self._restore_files(history.folder)
+            self._restore_files(history.folder, [resolve_log_dir(trainer) / "xai", *search])
             self.recorder.resume(self.restored, self.engine.tracker)
 
-    def _restore_files(self, folder: Path) -> None:
-        """The probes a checkpoint explained (checked against its fingerprint) and its reference images."""
+    def _restore_files(self, folder: Path, elsewhere: list[Path]) -> None:
+        """The probes a checkpoint explained (checked against its fingerprint) and its reference images: from the
+        history folder, else from a folder of ``elsewhere`` whose probes match (e.g. beside a damaged summary)."""
         assert self.restored is not None
+        folder = self._probe_source(folder, elsewhere)
         if self.monitor.probes is None and (folder / "probes.pt").is_file():
             saved = load_probes(folder)
             self.monitor.probes = ProbeSet(saved["images"], saved["labels"], saved["source"], targets_fixed="task" in self.restored)
         if self.monitor.probes is not None and (folder / "probes.pt").is_file():
             check_probe_fingerprint(self.restored.get("probe_fingerprint"), self.monitor.probes.fingerprint(), folder=folder)
         self.collector.references = load_references(folder)
+        if self.monitor.probes is None and self.restored.get("probe_fingerprint") is not None and self.recorder is not None:
+            self.recorder.warn_once("probes_lost", messages.probes_not_restored(folder))
+
+    def _probe_source(self, folder: Path, elsewhere: list[Path]) -> Path:
+        """``folder``, unless it has no probes.pt and one of ``elsewhere`` holds the checkpoint's probes (same fingerprint)."""
+        saved = (self.restored or {}).get("probe_fingerprint")
+        if (folder / "probes.pt").is_file() or self.monitor.probes is not None or saved is None:
+            return folder
+        for candidate in elsewhere:
+            if candidate != folder and (candidate / "probes.pt").is_file():
+                try:
+                    found = load_probes(candidate)
+                    check_probe_fingerprint(saved, ProbeSet(found["images"], found["labels"], found["source"]).fingerprint(), folder=candidate)
+                except HistoryError:
+                    continue
+                return candidate
+        return folder
 
 
 def effective_settings(model: torch.nn.Module, images: Tensor, methods: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -27,6 +27,7 @@ __all__ = [
     "near_timeout",
     "no_tensorboard",
     "no_validation",
+    "probes_not_restored",
     "nonfinite_probes",
     "overhead_skip",
     "run_failed",
@@ -167,6 +168,16 @@ def settled(key: str, *, epoch: int, step: int, threshold: float, patience: int)
     return (
         f"{PREFIX}: {key} maps settled at epoch {epoch} (step {step}): rank correlation with the "
         f"previous run >= {threshold} for {patience} runs."
+    )
+
+
+def probes_not_restored(folder: Path) -> str:
+    """On resume, the checkpoint's probes were nowhere to be found: new ones are picked."""
+    return (
+        f"{PREFIX}: the probes the checkpoint was explaining were not found (no matching probes.pt in {folder} or "
+        "beside it): new probes are picked from validation data, so maps after the resume are of other images than "
+        "before it and are not comparable with them. Resume with the log directory the checkpoint was written with, "
+        "or pass the original probes."
     )
 
 

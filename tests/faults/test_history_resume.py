@@ -116,3 +116,39 @@ def test_a_second_fit_into_the_same_folder_starts_a_numbered_history(copy_of_fir
     assert f"AttributionMonitor: {base} already holds the history of another fit (2 runs in summary.json): this fit writes to {base}-1." in caplog.text
     assert [run["global_step"] for run in read_summary(base)["runs"]] == [2, 4]  # untouched
     assert [run["global_step"] for run in read_summary(root / "version_0" / "xai-1")["runs"]] == [2]
+
+
+def test_a_copied_log_dir_resumes_with_its_own_files(first_fit, digits16, monkeypatch, tmp_path):
+    original, _ = first_fit
+    before = (original / "version_0" / "xai" / "summary.json").read_bytes()
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    for path in (copy / "version_0" / "xai" / "runs").iterdir():  # the copy's own maps, told apart from the original's
+        payload = torch.load(path, weights_only=True)
+        payload["maps"] = {key: torch.full_like(value, 7.0) for key, value in payload["maps"].items()}
+        torch.save(payload, path)
+    monitor, _ = _resume(copy, digits16, monkeypatch)
+    folder = copy / "version_0" / "xai"
+    assert [run["global_step"] for run in read_summary(folder)["runs"]] == [2, 4, 6]
+    assert all(bool((load_run(folder, run)["maps"]["occlusion"] == 7.0).all()) for run in monitor.history[:2])
+    assert (original / "version_0" / "xai" / "summary.json").read_bytes() == before  # the original is never written
+
+
+def test_a_damaged_summary_is_kept_aside_and_said_on_resume(copy_of_first_fit, digits16, monkeypatch, caplog):
+    root, probes = copy_of_first_fit
+    base = root / "version_0" / "xai"
+    (base / "summary.json").write_text('{"format": "lightning_xai.history/1", "runs": [')
+    with caplog.at_level(logging.INFO):
+        monitor, trainer = _resume(root, digits16, monkeypatch)
+    assert trainer.global_step == 6 and (base / "summary.json.damaged-1").is_file()
+    assert f"{base / 'summary.json'} could not be read (" in caplog.text and "it is kept as summary.json.damaged-1 and not rebuilt." in caplog.text
+    assert [run["global_step"] for run in monitor.history] == [2, 4, 6]
+    assert torch.equal(monitor.probes.images, probes.images)  # the probes beside the damaged summary match the checkpoint
+
+
+def test_lost_probes_on_resume_are_said(copy_of_first_fit, digits16, monkeypatch):
+    root, probes = copy_of_first_fit
+    (root / "version_0" / "xai" / "probes.pt").unlink()
+    with pytest.warns(UserWarning, match=re.escape("AttributionMonitor: the probes the checkpoint was explaining were not found")):
+        monitor, trainer = _resume(root, digits16, monkeypatch)
+    assert trainer.global_step == 6 and not torch.equal(monitor.probes.images, probes.images)
