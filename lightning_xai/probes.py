@@ -115,8 +115,8 @@ def spread_over_labels(labels: Tensor, count: int) -> Tensor:
         >>> spread_over_labels(multi_hot, 2).tolist()
         [0, 2]
     """
-    if labels.ndim == 1 and not labels.is_floating_point() and labels.dtype != torch.bool:
-        return spread_over_classes(labels, count)
+    if labels.ndim == 1 and labels.dtype != torch.bool and bool((labels == labels.round()).all()):
+        return spread_over_classes(labels.long(), count)  # class indices, or 0./1. labels of a binary classifier
     if labels.ndim != 2 or labels.numel() == 0 or not bool(((labels == 0) | (labels == 1)).all()):
         return torch.arange(min(count, labels.shape[0]))
     return _round_robin_labels(labels.bool(), count)

@@ -161,7 +161,7 @@ class MonitorRun:
             return self.monitor.probes, None
         try:
             return self._prepare(trainer.lightning_module, self.collector.choose_probes(), trainer.precision_plugin.convert_input), None
-        except ValueError as error:
+        except (ValueError, TypeError) as error:  # after setup nothing raises out of a hook (unless strict)
             return None, str(error)
 
     def _guarded_run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, probes: ProbeSet) -> None:

@@ -21,7 +21,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
 from lightning_xai import AttributionMonitor, Faithfulness, GradCAM, Saliency
+from lightning_xai.monitor import tags
 from tests.callback.conftest import make_trainer
 
 N, SIZE = 32, 8
@@ -104,6 +107,12 @@ def test_multilabel_probes_spread_over_labels_each_explained_for_its_positive_la
     torch.testing.assert_close(run["probabilities"], sigmoid.gather(1, sigmoid.argmax(1, keepdim=True)).squeeze(1))
     by_hand = saliency(net, rows, lambda images: net(images).gather(1, targets.view(-1, 1)).squeeze(1))
     torch.testing.assert_close(run["maps"]["saliency"], by_hand, rtol=1e-4, atol=1e-6)
+    events = EventAccumulator(str(tmp_path / "version_0"), size_guidance={"tensors": 0})
+    events.Reload()
+    table = events.Tensors(f"{tags.PREDICTIONS}/text_summary")[-1].tensor_proto.string_val[0].decode()
+    assert table.startswith("| probe | label | top label | its sigmoid | target sigmoid |")
+    first = sigmoid[0, targets[0]]
+    assert f"| 0 | {int(targets[0])} | {int(sigmoid[0].argmax())} | {float(sigmoid[0].max()):.1%} | {float(first):.1%} |" in table
 
 
 def test_segmentation_explains_the_class_over_its_region_masks_first(tmp_path):
@@ -139,7 +148,9 @@ def test_binary_one_logit(tmp_path, shape):
     fit(tmp_path, model, TensorDataset(x, labels), AttributionMonitor([Saliency()], num_probes=4, strict=True))
     summary, run, probes = last_run(tmp_path)
     assert summary["task"] == "binary"
-    assert probes["labels"].tolist() == labels[:4].long().tolist()
+    index = torch.cdist(probes["images"].flatten(1), x.flatten(1)).argmin(dim=1)
+    assert probes["labels"].tolist() == labels[index].long().tolist()
+    assert sorted(probes["labels"].tolist()) == [0, 0, 1, 1]  # spread over the two classes
     logit = model.eval()(probes["images"]).reshape(-1)
     positive = torch.stack([1 - logit.sigmoid(), logit.sigmoid()], dim=1)
     torch.testing.assert_close(run["probabilities"], positive.gather(1, run["predictions"].view(-1, 1)).squeeze(1))
