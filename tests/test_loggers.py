@@ -45,3 +45,22 @@ def test_without_tensorboard_images_are_png_files(tmp_path):
     logger.image("xai/picture", picture, 3)
     saved = tmp_path / "xai" / "images" / "xai_picture" / "step-00000003.png"
     assert np.array_equal(np.asarray(Image.open(saved).convert("RGB")), _pixels(picture))
+
+
+def test_every_logger_kind_gets_its_backend_and_csv_none(tmp_path):
+    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+    from lightning_xai.loggers import CometBackend, MLflowBackend, TensorBoardBackend, WandbBackend, backends_for
+
+    kinds = {name: type(name, (), {}) for name in ("WandbLogger", "MLFlowLogger", "CometLogger")}
+    loggers = [CSVLogger(tmp_path), TensorBoardLogger(tmp_path), *(kind() for kind in kinds.values())]
+    assert [type(b) for b in backends_for(loggers)] == [TensorBoardBackend, WandbBackend, MLflowBackend, CometBackend]
+    assert backends_for([CSVLogger(tmp_path)]) == []
+
+
+def test_markdown_tables_become_columns_and_rows():
+    from lightning_xai.loggers import markdown_table
+
+    table = "| probe | label | sigmoid |\n|---|---|---|\n| 0 | 3 | 91.0% |\n| 1 | ? | 12.5% |"
+    assert markdown_table(table) == (["probe", "label", "sigmoid"], [["0", "3", "91.0%"], ["1", "?", "12.5%"]])
+    assert markdown_table("plain words") == (["text"], [["plain words"]])
