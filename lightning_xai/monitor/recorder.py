@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
+from lightning_xai._fast_crc import install_fast_crc
 from lightning_xai.history import AttributionHistory
 from lightning_xai.loggers import XaiLogger
 from lightning_xai.methods import AttributionMethod
@@ -73,6 +74,7 @@ class Recorder:
         if not self.logger.active:
             self.info_once("no_tensorboard", messages.no_tensorboard(history.folder))
         else:
+            install_fast_crc()  # TensorBoard's pure-Python checksum costs ~110 ms per MB of images
             self.logger.layout(tags.custom_scalars_layout())
 
     @property
@@ -290,7 +292,7 @@ class Recorder:
             return write()
         except OSError as error:
             self.files_ok = False
-            self.warn_once("disk", messages.disk_failure(error.filename or self.folder, error))
+            self.warn_once("disk", messages.disk_failure(error.filename or self.folder, error, logging=self.logger.active))
             return None
 
 
