@@ -125,11 +125,12 @@ def nonfinite_probes(indices: Sequence[int], *, step: int) -> str:
     )
 
 
-def disk_failure(path: object, error: BaseException) -> str:
-    """A write under the history folder failed; logging to TensorBoard goes on."""
+def disk_failure(path: object, error: BaseException, *, logging: bool = True) -> str:
+    """A write under the history folder failed; logging goes on when a logger takes the monitor's output."""
+    goes_on = "goes on logging to its loggers" if logging else "has no logger to go on with, so it records nothing more"
     return (
         f"{PREFIX} could not write {path} ({type(error).__name__}: {error}); it stops writing files under that "
-        "folder for this fit and goes on logging to TensorBoard (training is not affected). Free disk space or "
+        f"folder for this fit and {goes_on} (training is not affected). Free disk space or "
         "fix the permissions to keep the on-disk history."
     )
 

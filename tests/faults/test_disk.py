@@ -36,9 +36,9 @@ def mount_tmpfs():
         subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
-def _fit(root):
+def _fit(root, **kwargs):
     monitor = cheap_monitor(methods=[GradCAM(), Occlusion(window=4, stride=4)], stability=None, shortcuts=None)
-    trainer = make_trainer(root, [monitor], limit_train_batches=2)
+    trainer = make_trainer(root, [monitor], limit_train_batches=2, **kwargs)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.fit(tiny_model(), *loaders(trainer_digits[0]))
@@ -75,6 +75,15 @@ def test_a_read_only_history_folder(tmp_path, mount_tmpfs):
     assert len(monitor.history) == 2  # still listed in memory
     tags = _tensorboard_tags(tmp_path / "version_0")
     assert "xai/maps/grad_cam" in tags and "xai/maps/occlusion" in tags
+    assert "goes on logging to its loggers" in disk[0]
+
+
+def test_a_read_only_history_folder_without_a_logger(tmp_path, mount_tmpfs):
+    xai = mount_tmpfs(tmp_path / "xai", "ro,size=1m")  # logger=False: the history goes under default_root_dir
+    monitor, said = _fit(tmp_path, logger=False)
+    assert len(said) == 1 and said[0].startswith(f"AttributionMonitor could not write {xai}")
+    assert "has no logger to go on with, so it records nothing more (training is not affected)" in said[0]
+    assert len(monitor.history) == 2 and all(run["file"] is None for run in monitor.history)
 
 
 def test_a_full_disk_leaves_no_temporary_file(tmp_path, mount_tmpfs):

@@ -53,6 +53,16 @@ def test_probes_of_another_floating_dtype_are_explained(tmp_path, digits16, make
     assert all("failures" not in run for run in monitor.history)
 
 
+def test_float64_probes_with_bf16_true_weights(tmp_path, digits16):
+    probes = torch.from_numpy(digits16[0][1500:1504].numpy().astype(np.float64))
+    monitor = cheap_monitor(methods=[GradCAM(), Saliency()], probes=(probes, [0, 1, 2, 3]), stability=None, shortcuts=None)
+    _, said = _fit(tmp_path, monitor, tiny_model(), *loaders(digits16), precision="bf16-true")
+    assert [run["methods"] for run in monitor.history] == [["grad_cam", "saliency"]] * 2
+    assert all("failures" not in run for run in monitor.history) and not [text for text in said if "failed" in text]
+    maps = monitor._run.recorder.history.load_run(monitor.history[-1])["maps"]
+    assert maps["saliency"].dtype == torch.float32 and bool(torch.isfinite(maps["saliency"]).all())
+
+
 def test_a_nan_logit_skips_only_that_probe(tmp_path, digits16):
     probes = digits16[0][1500:1504].clone()
     probes[2, 0, 0, 0] = MARK
