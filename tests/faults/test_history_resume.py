@@ -55,6 +55,9 @@ def first_fit(tmp_path_factory, digits16):
         _trainer(root, monitor).fit(tiny_model(), *loaders(digits16))
     summary = read_summary(root / "version_0" / "xai")
     assert [run["global_step"] for run in summary["runs"]] == [2, 4] and summary["findings"][0]["message"] == "planted"
+    checkpoint = torch.load(root / "ckpt" / "last.ckpt", weights_only=True)
+    state = json.dumps(checkpoint["callbacks"][monitor.state_key])
+    assert str(root) not in state and '"runs/step-00000002.pt"' in state  # no absolute path in the checkpoint either
     return root, monitor.probes
 
 
