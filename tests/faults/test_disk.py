@@ -36,22 +36,14 @@ def mount_tmpfs():
         subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
-def _fit(root, **kwargs):
+def _fit(root, digits, **kwargs):
     monitor = cheap_monitor(methods=[GradCAM(), Occlusion(window=4, stride=4)], stability=None, shortcuts=None)
     trainer = make_trainer(root, [monitor], limit_train_batches=2, **kwargs)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer.fit(tiny_model(), *loaders(trainer_digits[0]))
+        trainer.fit(tiny_model(), *loaders(digits))
     assert trainer.state.finished and trainer.global_step == 4
     return monitor, [str(w.message) for w in caught if "AttributionMonitor" in str(w.message)]
-
-
-trainer_digits: list = []
-
-
-@pytest.fixture(autouse=True)
-def _digits(digits16):
-    trainer_digits[:] = [digits16]
 
 
 def _tensorboard_tags(folder: Path) -> list[str]:
@@ -64,9 +56,9 @@ def _leftovers(folder: Path) -> list[str]:
     return [path.name for path in folder.rglob("*.tmp")]
 
 
-def test_a_read_only_history_folder(tmp_path, mount_tmpfs):
+def test_a_read_only_history_folder(tmp_path, digits16, mount_tmpfs):
     xai = mount_tmpfs(tmp_path / "version_0" / "xai", "ro,size=1m")
-    monitor, said = _fit(tmp_path)
+    monitor, said = _fit(tmp_path, digits16)
     disk = [text for text in said if "could not write" in text]
     assert len(disk) == 1 and len(said) == 1
     assert disk[0].startswith(f"AttributionMonitor could not write {xai}")
@@ -78,15 +70,15 @@ def test_a_read_only_history_folder(tmp_path, mount_tmpfs):
     assert "goes on logging to its loggers" in disk[0]
 
 
-def test_a_read_only_history_folder_without_a_logger(tmp_path, mount_tmpfs):
+def test_a_read_only_history_folder_without_a_logger(tmp_path, digits16, mount_tmpfs):
     xai = mount_tmpfs(tmp_path / "xai", "ro,size=1m")  # logger=False: the history goes under default_root_dir
-    monitor, said = _fit(tmp_path, logger=False)
+    monitor, said = _fit(tmp_path, digits16, logger=False)
     assert len(said) == 1 and said[0].startswith(f"AttributionMonitor could not write {xai}")
     assert "has no logger to go on with, so it records nothing more (training is not affected)" in said[0]
     assert len(monitor.history) == 2 and all(run["file"] is None for run in monitor.history)
 
 
-def test_a_full_disk_leaves_no_temporary_file(tmp_path, mount_tmpfs):
+def test_a_full_disk_leaves_no_temporary_file(tmp_path, digits16, mount_tmpfs):
     disk = mount_tmpfs(tmp_path / "small_disk", "size=256k")
     xai = disk / "xai"
     xai.mkdir()
@@ -98,7 +90,7 @@ def test_a_full_disk_leaves_no_temporary_file(tmp_path, mount_tmpfs):
             handle.write(b"\0" * (256 - 12) * 1024)
         except OSError:
             pass
-    monitor, said = _fit(tmp_path)
+    monitor, said = _fit(tmp_path, digits16)
     disk = [text for text in said if "could not write" in text]
     assert len(disk) == 1 and "No space left on device" in disk[0], said
     assert "runs/step-00000002.pt" in disk[0]  # the first run file did not fit: it was cut short and removed
@@ -109,10 +101,10 @@ def test_a_full_disk_leaves_no_temporary_file(tmp_path, mount_tmpfs):
     assert "xai/maps/grad_cam" in _tensorboard_tags(tmp_path / "version_0")
 
 
-def test_files_follow_the_umask(tmp_path):
+def test_files_follow_the_umask(tmp_path, digits16):
     previous = os.umask(0o027)
     try:
-        monitor, said = _fit(tmp_path)
+        monitor, said = _fit(tmp_path, digits16)
     finally:
         os.umask(previous)
     files = [path for path in (tmp_path / "version_0" / "xai").rglob("*") if path.is_file()]

@@ -10,7 +10,6 @@ import shutil
 import pytest
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_xai import Occlusion, Stability

@@ -7,10 +7,10 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
-from lightning_xai._fingerprint import load_references
 from lightning_xai import ExpectedGradients, GradCAM, Occlusion, Saliency
+from lightning_xai._fingerprint import load_references
 from lightning_xai.demos import LitClassifier, SmallCNN, load_digits
 from tests.callback.conftest import cheap_monitor, loaders, make_trainer, tiny_model
 

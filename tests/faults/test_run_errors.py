@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from lightning_xai import Saliency
-from lightning_xai.methods import AttributionMethod, MethodContext
-from lightning_xai.monitor import recorder as recorder_module
-from lightning_xai.monitor import engine as engine_module
 from lightning_xai.loggers import XaiLogger
+from lightning_xai.methods import AttributionMethod, MethodContext
+from lightning_xai.monitor import engine as engine_module
+from lightning_xai.monitor import recorder as recorder_module
 from tests.callback.conftest import cheap_monitor, loaders, make_trainer, tiny_model
 
 
