@@ -65,6 +65,19 @@ class AttributionMethod:
         """Attributions and, for path methods, each image's completeness gap ``[N]`` (else ``None``)."""
         return self.attribute(model, images, targets, context), None
 
+    def attribute_with_details(
+        self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext, *, with_gap: bool = False
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Attributions and per-probe numbers ``{name: [N]}`` the monitor records beside the maps.
+
+        The base gives ``{"completeness_gap": [N]}`` for path methods when ``with_gap``; :class:`Mask`
+        gives the smallest sufficient area.
+        """
+        if with_gap:
+            attributions, gap = self.attribute_with_gap(model, images, targets, context)
+            return attributions, ({"completeness_gap": gap} if gap is not None else {})
+        return self.attribute(model, images, targets, context), {}
+
     def display(self, attributions: Tensor) -> Tensor:
         """Display maps ``[N, 1, H, W]`` in [0, 1], normalised per image."""
         return F.display_map(attributions, reduce=self.display_reduce)

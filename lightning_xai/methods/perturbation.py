@@ -11,7 +11,12 @@ from torch import Tensor, nn
 
 from lightning_xai import functional as F
 from lightning_xai.functional._checks import as_pair, check_positive_int, is_real_number
-from lightning_xai.functional.baselines import CONSTANT_BASELINE_NAMES, INPAINT_BASELINE_NAMES
+from lightning_xai.functional.baselines import (
+    CONSTANT_BASELINE_NAMES,
+    INPAINT_BASELINE_NAMES,
+    ConstantBaselineName,
+    InpaintName,
+)
 from lightning_xai.functional.display import Reduction
 from lightning_xai.methods.base import AttributionMethod, MethodContext, _check_baseline, _check_optional_int
 
@@ -40,7 +45,7 @@ class Occlusion(AttributionMethod):
     display_reduce: ClassVar[Reduction] = "positive"
     window: int | tuple[int, int] | None = None
     stride: int | tuple[int, int] | None = None
-    baseline: Union[float, str] = 0.0
+    baseline: float | ConstantBaselineName | InpaintName = 0.0
     batch_size: int | None = None
 
     def __post_init__(self) -> None:
@@ -59,14 +64,14 @@ class Occlusion(AttributionMethod):
         return side, side
 
     def attribute(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> Tensor:
-        window = self.window_for(tuple(images.shape[-2:]))
+        window = self.window_for((images.shape[-2], images.shape[-1]))
         return F.occlusion(
             model, images, targets, window=window, stride=self.stride, baseline=self.baseline,
             batch_size=context.batch_size(self.batch_size, backward=False),
         )
 
     def validate(self, model: nn.Module, images: Tensor) -> None:
-        window = self.window_for(tuple(images.shape[-2:]))
+        window = self.window_for((images.shape[-2], images.shape[-1]))
         F.occlusion(lambda x: torch.zeros(x.shape[0], 1, device=x.device), images[:1], 0, window=window, stride=self.stride, baseline=self.baseline)
 
 @dataclass(frozen=True)
@@ -90,7 +95,7 @@ class Mask(AttributionMethod):
     display_reduce: ClassVar[Reduction] = "positive"
     areas: tuple[float, ...] = (0.05, 0.1, 0.2)
     steps: int = 200
-    baseline: Union[float, str] = "blur"
+    baseline: float | ConstantBaselineName = "blur"
     keep: float = 0.9
     grid_step: int | None = None
 
@@ -112,3 +117,10 @@ class Mask(AttributionMethod):
 
     def attribute(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> Tensor:
         return self.explain(model, images, targets, context).best
+
+    def attribute_with_details(
+        self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext, *, with_gap: bool = False
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The best masks and, per probe, the smallest sufficient area (``smallest_area``, ``sufficient``)."""
+        masks = self.explain(model, images, targets, context)
+        return masks.best, {"smallest_area": masks.smallest_area.float(), "sufficient": masks.sufficient.float()}

@@ -52,6 +52,7 @@ class MapsReport:
         skipped: methods not run because ``max_seconds`` had passed.
         cut: methods stopped between two batches because ``max_seconds`` passed while they ran (no maps).
         gaps: completeness gaps ``[P']`` of path methods, for the explained probes.
+        details: other per-probe numbers ``{name: [P']}`` by method (a mask's smallest sufficient area).
         failures: ``{method key: "ErrorType: message"}``.
         total_seconds: wall time of the maps.
     """
@@ -63,6 +64,7 @@ class MapsReport:
     skipped: list[str] = field(default_factory=list)
     cut: list[str] = field(default_factory=list)
     gaps: dict[str, Tensor] = field(default_factory=dict)
+    details: dict[str, dict[str, Tensor]] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     total_seconds: float = 0.0
 
@@ -139,7 +141,7 @@ def explain_maps(
             context = MethodContext(torch.Generator(device=device).manual_seed(seed), refs, dict(batch_sizes or {}), passed)
             method_started = time.perf_counter()
             try:
-                attributions, gap = _attribute(method, model, images[kept], targets, context, with_gaps)
+                attributions, details = method.attribute_with_details(model, images[kept], targets, context, with_gap=with_gaps)
             except TimeBudgetExceeded:
                 report.cut.append(key)
                 report.seconds[key] = time.perf_counter() - method_started
@@ -151,19 +153,14 @@ def explain_maps(
                 continue
             report.maps[key] = _scatter(attributions.detach().float().cpu(), kept)
             report.displays[key] = method.display(report.maps[key]).cpu()
+            gap = details.pop("completeness_gap", None)
             if gap is not None:
                 report.gaps[key] = gap.detach().float().cpu()
+            if details:
+                report.details[key] = {name: values.detach().float().cpu() for name, values in details.items()}
             report.seconds[key] = time.perf_counter() - method_started
     report.total_seconds = time.perf_counter() - started
     return report
-
-
-def _attribute(
-    method: AttributionMethod, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext, with_gaps: bool
-) -> tuple[Tensor, Tensor | None]:
-    if with_gaps:
-        return method.attribute_with_gap(model, images, targets, context)
-    return method.attribute(model, images, targets, context), None
 
 
 def _scatter(attributions: Tensor, kept: Tensor) -> Tensor:

@@ -14,7 +14,7 @@ from lightning_xai.functional.shortcut import Box
 from lightning_xai.render import draw_box, enlarge, labelled_columns, line_plot, make_grid, overlay, to_rgb, with_probability_bars
 from lightning_xai.monitor.model_io import Predictions
 
-__all__ = ["CURVE_COLORS", "Filmstrips", "curves_plot", "display_rgb", "maps_grid", "outlined_probes", "outlined_regions"]
+__all__ = ["CURVE_COLORS", "Filmstrips", "curves_plot", "display_rgb", "maps_grid", "outlined_masks", "outlined_probes", "outlined_regions"]
 
 CURVE_COLORS = {
     "deletion": (0.90, 0.25, 0.20),
@@ -89,6 +89,22 @@ def outlined_probes(rgb: Tensor, boxes: list[list[Box]], size: tuple[int, int]) 
             box = (round(top * scale[0]), round(left * scale[1]), round(bottom * scale[0]), round(right * scale[1]))
             outlined[index : index + 1] = draw_box(outlined[index : index + 1], box)
     return make_grid(outlined)
+
+
+def outlined_masks(rgb: Tensor, masks: Tensor, *, threshold: float = 0.5) -> Tensor:
+    """The probes ``rgb`` ``[P, 3, H', W']`` with the outline of each one's mask ``[P, 1, H, W]`` drawn, as one grid.
+
+    Example:
+        >>> masks = torch.zeros(1, 1, 8, 8); masks[..., 2:6, 2:6] = 1
+        >>> outlined_masks(torch.zeros(1, 3, 8, 8), masks)[:, 2 + 2, 2 + 2].tolist()
+        [0.10000000149011612, 0.8999999761581421, 1.0]
+    """
+    inside = (masks.float().cpu() > threshold).float()
+    inside = torch.nn.functional.interpolate(inside, size=tuple(rgb.shape[-2:]), mode="nearest")
+    eroded = -torch.nn.functional.max_pool2d(-inside, kernel_size=3, stride=1, padding=1)
+    edge = (inside - eroded).clamp(0, 1)
+    colour = torch.tensor([0.1, 0.9, 1.0]).view(1, 3, 1, 1)
+    return make_grid(rgb * (1 - edge) + colour * edge)
 
 
 def curves_plot(curves: dict[str, Tensor]) -> Tensor:

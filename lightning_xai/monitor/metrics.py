@@ -32,6 +32,7 @@ def run_metrics(report: RunReport) -> dict[str, float]:
     metrics.update(_stability(report))
     metrics.update(_shortcuts(report))
     metrics.update(_faithfulness(report))
+    metrics.update(_masks(report))
     return metrics
 
 
@@ -55,6 +56,17 @@ def _shortcuts(report: RunReport) -> dict[str, float]:
     if report.shortcuts is None:
         return {}
     return {tags.shortcut(key, name): float(value) for key, values in report.shortcuts.per_method.items() for name, value in values.items()}
+
+
+def _masks(report: RunReport) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, details in report.maps.details.items():
+        if "smallest_area" in details and details["smallest_area"].numel():
+            out[tags.mask(key, "smallest_area_mean")] = float(details["smallest_area"].mean())
+            out[tags.mask(key, "smallest_area_max")] = float(details["smallest_area"].max())
+        if "sufficient" in details and details["sufficient"].numel():
+            out[tags.mask(key, "sufficient")] = float(details["sufficient"].mean())
+    return out
 
 
 def _faithfulness(report: RunReport) -> dict[str, float]:

@@ -23,7 +23,7 @@ from lightning_xai.methods import AttributionMethod
 from lightning_xai.monitor import messages, tags
 from lightning_xai.monitor.artefacts import save_artefacts
 from lightning_xai.monitor.engine import RunMoment, RunReport
-from lightning_xai.monitor.images import Filmstrips, curves_plot, maps_grid, outlined_probes
+from lightning_xai.monitor.images import Filmstrips, curves_plot, maps_grid, outlined_masks, outlined_probes
 from lightning_xai.monitor.metrics import run_metrics
 from lightning_xai.monitor.stability_tracker import StabilityTracker
 from lightning_xai.probes import ProbeSet
@@ -223,6 +223,9 @@ class Recorder:
             for key, finding in report.shortcuts.current.items():
                 if finding.confirmed:
                     self._image(tags.shortcut_image(key), outlined_probes(rgb, _probe_boxes(finding, len(rgb)), size), step)  # type: ignore[arg-type]
+        for key, details in report.maps.details.items():
+            if "smallest_area" in details:
+                self._image(tags.mask_image(key), outlined_masks(rgb, report.maps.maps[key]), step)
         if report.faithfulness is not None:
             for key, curves in report.faithfulness.curves.items():
                 self._image(tags.faithfulness_image(key), curves_plot(curves), step)
@@ -306,6 +309,8 @@ def _extra(report: RunReport) -> dict[str, Any]:
         extra["skipped_probes"] = maps.predictions.skipped_probes
     if maps.cut:
         extra["cut"] = list(maps.cut)
+    if maps.details:
+        extra["details"] = {key: {name: values.tolist() for name, values in numbers.items()} for key, numbers in maps.details.items()}
     return extra
 
 

@@ -2,7 +2,7 @@
 
 Scalars sit in sections that TensorBoard shows as separate groups (the part before the first
 ``/``): ``xai_probes``, ``xai_stability``, ``xai_agreement``, ``xai_shortcuts``,
-``xai_faithfulness``, ``xai_sanity``, ``xai_robustness`` and ``xai_cost``. Images and text sit under ``xai/``. A run's
+``xai_faithfulness``, ``xai_masks``, ``xai_sanity``, ``xai_robustness`` and ``xai_cost``. Images and text sit under ``xai/``. A run's
 ``metrics`` in ``summary.json`` use the same names as its scalars. ``<method>`` is a method's key
 (its name, e.g. ``grad_cam``, or its name with its settings when one method is used twice).
 
@@ -37,6 +37,8 @@ __all__ = [
     "faithfulness",
     "faithfulness_image",
     "filmstrip_image",
+    "mask",
+    "mask_image",
     "maps_image",
     "matches_pattern",
     "phase_seconds",
@@ -67,6 +69,11 @@ def filmstrip_image(method: str) -> str:
 def shortcut_image(method: str) -> str:
     """The probes with the regions of a confirmed shortcut outlined."""
     return f"xai/shortcut/{method}"
+
+
+def mask_image(method: str) -> str:
+    """The probes with each one's smallest sufficient mask outlined (``Mask()``)."""
+    return f"xai/mask/{method}"
 
 
 def faithfulness_image(method: str) -> str:
@@ -127,6 +134,12 @@ def sanity(method: str, key: str) -> str:
     return f"xai_sanity/{method}/{key}"
 
 
+def mask(method: str, key: str) -> str:
+    """``Mask()``: ``smallest_area_mean``/``smallest_area_max`` (fraction of the image a mask needs to keep the
+    score) and ``sufficient`` (share of probes for which a tried area sufficed)."""
+    return f"xai_masks/{method}/{key}"
+
+
 def robustness(method: str, key: str) -> str:
     """Robustness checks: ``input_invariance_spearman``, ``fragility_topk_iou`` or ``fragility_spearman``."""
     return f"xai_robustness/{method}/{key}"
@@ -156,6 +169,9 @@ SCALAR_PATTERNS: tuple[str, ...] = (
     completeness("<method>", "relative_gap_mean"),
     sanity("<method>", "spearman"),
     sanity("<method>", "ssim"),
+    mask("<method>", "smallest_area_mean"),
+    mask("<method>", "smallest_area_max"),
+    mask("<method>", "sufficient"),
     robustness("<method>", "input_invariance_spearman"),
     robustness("<method>", "fragility_topk_iou"),
     robustness("<method>", "fragility_spearman"),
@@ -166,6 +182,7 @@ IMAGE_PATTERNS: tuple[str, ...] = (
     filmstrip_image("<method>"),
     shortcut_image("<method>"),
     faithfulness_image("<method>"),
+    mask_image("<method>"),
 )
 TEXT_PATTERNS: tuple[str, ...] = (PREDICTIONS,)
 

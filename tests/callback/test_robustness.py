@@ -29,3 +29,19 @@ def test_robustness_on_demand_returns_the_report(tmp_path, digits16):
     trainer.fit(model, *loaders(digits16))
     report = monitor.robustness_check(trainer, model, RobustnessCheck(steps=2))
     assert set(report) == {"saliency"} and report["saliency"]["input_invariant"]
+
+
+def test_masks_report_the_smallest_sufficient_area_per_probe_and_outline_it(tmp_path, digits16):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from lightning_xai import Mask
+
+    monitor = cheap_monitor(methods=[Mask(areas=(0.1, 0.3), steps=10)], shortcuts=None, stability=None)
+    make_trainer(tmp_path, [monitor], max_epochs=1).fit(tiny_model(), *loaders(digits16))
+    run = monitor.history[0]
+    areas = run["details"]["mask"]["smallest_area"]
+    assert len(areas) == 4 and all(min(abs(a - 0.1), abs(a - 0.3)) < 1e-6 for a in areas)
+    assert run["metrics"][tags.mask("mask", "smallest_area_mean")] == pytest.approx(sum(areas) / 4)
+    events = EventAccumulator(str(tmp_path / "version_0"), size_guidance={"images": 0})
+    events.Reload()
+    assert tags.mask_image("mask") in events.Tags()["images"]
