@@ -275,7 +275,7 @@ def plant_decoy(
         >>> round(out[0, 0, 1, 1].item(), 2), round(out[1, 0, 1, 1].item(), 2)
         (0.1, 1.0)
     """
-    top, left, bottom, right = decoy_box(tuple(images.shape[-2:]), corner, side)
+    top, left, bottom, right = decoy_box((images.shape[-2], images.shape[-1]), corner, side)
     out = images.clone()
     if kind == "shade":
         shade = 0.1 + 0.9 * labels.float() / (num_classes - 1)

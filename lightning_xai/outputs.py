@@ -38,6 +38,7 @@ def select_scores(outputs: object, *, output: Output = None) -> Tensor:
         >>> select_scores((torch.zeros(2, 3), torch.zeros(2, 8)), output=0).shape
         torch.Size([2, 3])
     """
+    selected: object
     if callable(output):
         selected = output(outputs)
     elif output is None:

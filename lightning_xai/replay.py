@@ -10,7 +10,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -141,7 +141,7 @@ def replay(
     engine = Engine(keyed, seed=seed, stability=stability, shortcuts=None, faithfulness=None, strict=True)
     recorder = Recorder(history, writer, keyed, stability=stability)
     rgb = display_rgb(probe_set.images, _tuple(display_mean), _tuple(display_std))
-    entries = []
+    entries: list[dict[str, Any]] = []
     try:
         for path, checkpoint in loaded:
             model = _build(module_class, checkpoint, module_kwargs, device, path)
@@ -151,7 +151,8 @@ def replay(
                 target, probe_set, RunMoment(epoch, step, step, "replay"), convert_input=None,
                 references=reference_images, test_images=None, deadline=Deadline(0.0, None),
             )
-            entry = recorder.record_run(report, probe_set, rgb, reference_images)
+            # the recorder lists a run it could not write with an entry in memory: never None here
+            entry = cast(dict[str, Any], recorder.record_run(report, probe_set, rgb, reference_images))
             entries.append(entry)
             print(f"replayed {path.name}: epoch {epoch}, step {step}, {report.maps.total_seconds:.2f}s")
     finally:

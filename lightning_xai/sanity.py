@@ -89,15 +89,16 @@ def sanity_check(
     report: dict[str, Any] = {}
     for key, method in methods.items():
         trained = method.attribute(model, images, targets, make_context())
-        layers = []
+        layers: list[dict[str, object]] = []
+        spearman, ssim = 1.0, 1.0  # the last layer's, or these without one
         for layer, randomized in copies:
             scores = randomization_scores(trained, method.attribute(randomized.eval(), images, targets, make_context()))
-            layers.append({"layer": layer, "spearman": float(scores["spearman"].mean()), "ssim": float(scores["ssim"].mean())})
-        final = layers[-1] if layers else {"spearman": 1.0, "ssim": 1.0}
+            spearman, ssim = float(scores["spearman"].mean()), float(scores["ssim"].mean())
+            layers.append({"layer": layer, "spearman": spearman, "ssim": ssim})
         report[key] = {
-            "spearman": final["spearman"],
-            "ssim": final["ssim"],
-            "insensitive": final["spearman"] > settings.insensitive_above,
+            "spearman": spearman,
+            "ssim": ssim,
+            "insensitive": spearman > settings.insensitive_above,
             "layers": layers,
         }
     return report

@@ -222,7 +222,7 @@ class DeadlineBatches:
         [(0, 2), (2, 4)]
     """
 
-    def __init__(self, inner: int | BatchSizeTuner, passed: Callable[[], bool]) -> None:
+    def __init__(self, inner: BatchSize, passed: Callable[[], bool]) -> None:
         self.inner = inner
         self.passed = passed
 

@@ -9,7 +9,7 @@ distribution (training images) and over a random point on the line, one gradient
 
 from __future__ import annotations
 
-from typing import Callable, Union
+from typing import Callable, Literal, Union
 
 import torch
 from torch import Tensor
@@ -150,7 +150,7 @@ class _BaselineSampler:
             self.low, self.high = channel_range(images, value_range)
             self.sigma = _default_sigma(baselines, images, sigma, self.low, self.high)
             self.blurred = gaussian_blur(images, float(self.sigma)) if baselines == "blur" else None
-            kind = "uniform" if baselines == "uniform" else "normal"
+            kind: Literal["normal", "uniform"] = "uniform" if baselines == "uniform" else "normal"
             self.noise = NoiseStream(generator, tuple(images.shape[1:]), kind, images.dtype) if self.blurred is None else None
         else:
             shown = type(baselines).__name__ if not isinstance(baselines, str) else repr(baselines)
@@ -161,7 +161,7 @@ class _BaselineSampler:
         self.alphas = alphas.to(images.device)
         self._last_starts: Tensor | None = None
 
-    def points(self, image_index: Tensor, sample_index: Tensor) -> tuple[Tensor, Tensor]:
+    def points(self, image_index: Tensor, sample_index: Tensor) -> tuple[Tensor, Tensor | None]:
         flat = image_index * (self.alphas.shape[0] // self.images.shape[0]) + sample_index
         starts = self._starts(image_index, flat)
         self._last_starts = starts

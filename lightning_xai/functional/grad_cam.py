@@ -240,7 +240,7 @@ def _layout(
     root, module = layer
     sequence_first = activations.ndim == 3 and is_sequence_first(root, module, tuple(activations.shape), images.shape[0])
     return resolve_layout(
-        activations, reshape=reshape, image_size=tuple(images.shape[-2:]), batch=images.shape[0],
+        activations, reshape=reshape, image_size=(images.shape[-2], images.shape[-1]), batch=images.shape[0],
         sequence_first=sequence_first, name=type(module).__name__,
     )
 

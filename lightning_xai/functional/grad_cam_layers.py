@@ -158,7 +158,7 @@ def auto_layout(shape: tuple[int, ...], image_size: tuple[int, int], *, sequence
         torch.Size([2, 16, 8, 8])
     """
     if len(shape) == 4:
-        last = _is_grid_of(tuple(shape[1:3]), image_size) and not _is_grid_of(tuple(shape[2:4]), image_size)
+        last = _is_grid_of((shape[1], shape[2]), image_size) and not _is_grid_of((shape[2], shape[3]), image_size)
         return channels_last if last else _as_is
     if len(shape) == 3:
         found = find_token_grid(shape[0] if sequence_first else shape[1], image_size)

@@ -131,7 +131,7 @@ def find_token_layer(forward: nn.Module, root: nn.Module, example: Tensor) -> st
         return None
     last = max(ran, key=lambda block: trace.ended[block])
     candidates = _candidates(trace, (last, blocks[last]), min(trace.started[b] for b in ran))
-    usable = _token_shaped(root, candidates, scores.shape[0], tuple(example.shape[-2:]))
+    usable = _token_shaped(root, candidates, scores.shape[0], (example.shape[-2], example.shape[-1]))
     if not usable:
         return None
     chosen = _first_with_patch_gradient(usable, scores)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Union
+from typing import Union, cast
 
 import torch
 import torch.nn.functional as F
@@ -87,7 +87,7 @@ class _ShiftedFirstConv(nn.Module):
         self.bias = nn.Parameter(base - absorbed, requires_grad=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        pad_h, pad_w = self.conv.padding  # type: ignore[misc]  # strings are refused when the copy is built
+        pad_h, pad_w = cast(tuple[int, int], self.conv.padding)  # strings are refused when the copy is built
         if self.conv.padding_mode == "zeros" and (pad_h or pad_w):
             # zero padding of x is padding x + shift with the shift: pad (x - shift) with zeros, add it back
             x = F.pad(x - self.shift, (pad_w, pad_w, pad_h, pad_h)) + self.shift
@@ -101,7 +101,9 @@ class _ShiftedFirstConv(nn.Module):
 
 def _first_layer(model: nn.Module, images: Tensor) -> tuple[str, nn.Module]:
     """Name and module of the first Conv2d or Linear to run, checked to receive the raw input."""
-    names = {module: name for name, module in model.named_modules() if isinstance(module, (nn.Conv2d, nn.Linear))}
+    names: dict[nn.Module, str] = {
+        module: name for name, module in model.named_modules() if isinstance(module, (nn.Conv2d, nn.Linear))
+    }
     seen: list[tuple[nn.Module, Tensor]] = []
     handles = [m.register_forward_pre_hook(lambda m, args: seen.append((m, args[0])) if not seen else None) for m in names]
     try:
@@ -142,13 +144,17 @@ def shift_compensated_copy(model: nn.Module, images: Tensor, shift: Shift) -> nn
     name, layer = _first_layer(model, images)
     copied = copy.deepcopy(model)
     if isinstance(layer, nn.Conv2d):
-        if isinstance(layer.padding, str):
-            if layer.padding != "valid":
-                raise ValueError(f"`model`'s first convolution ({name}) must use numeric padding or 'valid', got padding={layer.padding!r}.")
-            copied.get_submodule(name).padding = (0, 0)
-        replacement: nn.Module = _ShiftedFirstConv(copied.get_submodule(name), shift_t)
+        if isinstance(layer.padding, str) and layer.padding != "valid":
+            raise ValueError(
+                f"`model`'s first convolution ({name}) must use numeric padding or 'valid', "
+                f"got padding={layer.padding!r}."
+            )
+        conv = cast(nn.Conv2d, copied.get_submodule(name))  # the copy of ``layer``
+        if isinstance(conv.padding, str):  # "valid"
+            conv.padding = (0, 0)
+        replacement: nn.Module = _ShiftedFirstConv(conv, shift_t)
     else:
-        linear = copied.get_submodule(name)
+        linear = cast(nn.Linear, copied.get_submodule(name))  # the copy of ``layer``
         flat_shift = shift_t.view(1, -1, 1, 1).expand(1, *images.shape[1:]).flatten()
         replacement = nn.Linear(linear.in_features, linear.out_features, bias=True).to(linear.weight)
         with torch.no_grad():

@@ -98,8 +98,11 @@ class Votes:
         }
 
     def __add__(self, other: Votes) -> Votes:
-        names = ("follow", "stay", "other", "wins", "losses", "random_follow")
-        return Votes(*(getattr(self, n) + getattr(other, n) for n in names), with_random=self.with_random)  # type: ignore[arg-type]
+        return Votes(
+            follow=self.follow + other.follow, stay=self.stay + other.stay, other=self.other + other.other,
+            wins=self.wins + other.wins, losses=self.losses + other.losses,
+            random_follow=self.random_follow + other.random_follow, with_random=self.with_random,
+        )
 
 
 def sequential_test(vote: Callable[[Tensor], Votes], recipients: Tensor, *, alpha: float, first: int = 16) -> Votes:

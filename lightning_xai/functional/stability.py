@@ -8,7 +8,7 @@ and returns one value per image, ``[N]``.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -119,7 +119,11 @@ def structural_similarity(maps_a: Tensor, maps_b: Tensor) -> Tensor:
         a, b = (F.interpolate(t, size=(16, 16), mode="bilinear") for t in (a, b))
         kernel = 11
     sigma = 1.5 * kernel / 11
-    values = structural_similarity_index_measure(a, b, data_range=1.0, kernel_size=kernel, sigma=sigma, reduction="none")
+    # without return_full_image / return_contrast_sensitivity the measure is one tensor
+    values = cast(
+        Tensor,
+        structural_similarity_index_measure(a, b, data_range=1.0, kernel_size=kernel, sigma=sigma, reduction="none"),
+    )
     return values.reshape(-1).clamp(-1, 1).cpu()
 
 

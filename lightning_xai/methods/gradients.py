@@ -9,7 +9,12 @@ from torch import Tensor, nn
 
 from lightning_xai import functional as F
 from lightning_xai.functional._checks import check_positive_int, is_real_number
-from lightning_xai.functional.baselines import CONSTANT_BASELINE_NAMES, SAMPLED_BASELINE_NAMES
+from lightning_xai.functional.baselines import (
+    CONSTANT_BASELINE_NAMES,
+    SAMPLED_BASELINE_NAMES,
+    ConstantBaselineName,
+    SampledBaselineName,
+)
 from lightning_xai.functional.gradients import NOISE_TUNNEL_KINDS
 from lightning_xai.functional.integrated_gradients import check_multiply_by_inputs, integration_rule
 from lightning_xai.methods.base import AttributionMethod, MethodContext, _check_baseline, _check_optional_int
@@ -53,7 +58,7 @@ class ExpectedGradients(_PathMethod):
     name: ClassVar[str] = "expected_gradients"
     batch_pass: ClassVar[bool | None] = True
     n_samples: int = 32
-    baselines: Union[str, Tensor] = "training"
+    baselines: Literal["training"] | SampledBaselineName | Tensor = "training"
     reference_count: int = 64
     batch_size: int | None = None
     multiply_by_inputs: bool = True
@@ -66,11 +71,13 @@ class ExpectedGradients(_PathMethod):
         check_multiply_by_inputs(self.multiply_by_inputs, False)
 
     def _run(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext, *, return_delta: bool) -> object:
-        baselines = self.baselines
-        if isinstance(baselines, str) and baselines == "training":
+        baselines: SampledBaselineName | Tensor
+        if isinstance(self.baselines, str) and self.baselines == "training":
             baselines = context.references if context.references is not None else "blur"
-        elif isinstance(baselines, Tensor):
-            baselines = baselines.to(images.device)
+        elif isinstance(self.baselines, Tensor):
+            baselines = self.baselines.to(images.device)
+        else:
+            baselines = self.baselines
         return F.expected_gradients(
             model, images, targets, baselines=baselines, n_samples=self.n_samples, generator=context.generator,
             batch_size=context.batch_size(self.batch_size, backward=True), return_delta=return_delta,
@@ -88,7 +95,7 @@ class IntegratedGradients(_PathMethod):
 
     name: ClassVar[str] = "integrated_gradients"
     batch_pass: ClassVar[bool | None] = True
-    baseline: Union[float, str] = "zero"
+    baseline: float | ConstantBaselineName = "zero"
     n_steps: int = 32
     method: Literal["gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle"] = "gausslegendre"
     batch_size: int | None = None
