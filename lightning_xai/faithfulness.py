@@ -30,7 +30,8 @@ class Faithfulness:
 
     Args:
         fractions: shares of pixels removed or inserted along the curves (default 0 to 1 in 10 steps).
-        fills: what replaces removed pixels: ``"mean"`` (each image's channel means), ``"blur"``.
+        fills: what replaces removed pixels: ``"mean"`` (each image's channel means), ``"blur"``,
+            ``"inpaint"`` (OpenCV inpainting, ``pip install "lightning-xai[inpaint]"``).
         box_fraction: side of the mass-centre box as a share of the image side.
         n_random_boxes: random boxes the mass-centre drop is compared with.
         max_relative_gap: completeness gap, relative to the target score, above which a warning
@@ -42,14 +43,14 @@ class Faithfulness:
     """
 
     fractions: tuple[float, ...] = DEFAULT_FRACTIONS
-    fills: tuple[Literal["mean", "blur"], ...] = ("mean", "blur")
+    fills: tuple[Literal["mean", "blur", "inpaint"], ...] = ("mean", "blur")
     box_fraction: float = 0.25
     n_random_boxes: int = 8
     max_relative_gap: float = 0.1
 
     def __post_init__(self) -> None:
-        if not self.fills or any(fill not in ("mean", "blur") for fill in self.fills):
-            raise ValueError(f"`fills` must be a non-empty tuple of 'mean' and/or 'blur', got {self.fills!r}.")
+        if not self.fills or any(fill not in ("mean", "blur", "inpaint") for fill in self.fills):
+            raise ValueError(f"`fills` must be a non-empty tuple of 'mean', 'blur' and/or 'inpaint', got {self.fills!r}.")
         if not 0 < self.box_fraction <= 1:
             raise ValueError(f"`box_fraction` must be in (0, 1], got {self.box_fraction!r}.")
         if not self.max_relative_gap > 0:

@@ -40,11 +40,11 @@ from lightning_xai.functional._checks import (
     resolve_targets,
 )
 from lightning_xai.functional._no_trace import leave_no_trace
-from lightning_xai.functional.baselines import constant_baseline
+from lightning_xai.functional.baselines import constant_baseline, import_cv2, inpaint
 from lightning_xai.functional.gradients import private_generator
 from lightning_xai.functional.stability import reduce_channels
 
-Fill = Literal["mean", "blur"]
+Fill = Literal["mean", "blur", "inpaint"]
 Score = Literal["probability", "logit"]
 FILLS: tuple[str, ...] = get_args(Fill)
 SCORES: tuple[str, ...] = get_args(Score)
@@ -52,6 +52,8 @@ DEFAULT_FRACTIONS: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.
 
 # flat indices of a chunk -> (images [B, C, H, W], index of the probe each image comes from [B])
 ImageBuilder = Callable[[Tensor], tuple[Tensor, Tensor]]
+# (index of the probe of each image [B], pixels to replace [B, 1, H, W] bool) -> images [B, C, H, W]
+Filler = Callable[[Tensor, Tensor], Tensor]
 
 
 def ablation_curves(
@@ -83,8 +85,10 @@ def ablation_curves(
         target: class per image: an int, N ints, or ``None`` for the model's top class.
         fractions: strictly increasing fractions of the pixels in [0, 1], at least 2;
             ``None`` uses ``DEFAULT_FRACTIONS`` (0 to 1, denser near 0).
-        fill: ``"mean"`` (each image's channel means) or ``"blur"`` (a Gaussian-blurred copy,
-            sigma a tenth of the longer side).
+        fill: ``"mean"`` (each image's channel means), ``"blur"`` (a Gaussian-blurred copy,
+            sigma a tenth of the longer side) or ``"inpaint"`` (the removed pixels inpainted from the
+            others by OpenCV, near the data manifold; one inpainting per curve point, on the CPU;
+            ``pip install "lightning-xai[inpaint]"``).
         score: ``"probability"`` (softmax of the target class) or ``"logit"``; recorded as a
             fraction of the score on the unaltered image, which must be positive.
         random_control: also compute the curves of a random pixel ranking (one per image).
@@ -122,7 +126,7 @@ def ablation_curves(
         if random_control:
             ranks = torch.cat([ranks, _random_ranks(images, generator).unsqueeze(1)], dim=1)
         counts = _pixel_counts(grid, images.shape[-2] * images.shape[-1]).to(images.device)
-        build = _curve_builder(images, _fill_images(fill, images), ranks, counts)
+        build = _curve_builder(images, _filler(fill, images), ranks, counts)
         shape = (*ranks.shape[:2], 2, len(counts))
         after = _scores_in_chunks(forward_fn, build, math.prod(shape), targets, score, batch_size)
     return _curve_results(grid, after.view(shape) / before.view(-1, 1, 1, 1))
@@ -155,7 +159,8 @@ def mass_centre_ablation(
         attributions: maps ``[N, C', h, w]`` (any number of channels and any size).
         target: class per image: an int, N ints, or ``None`` for the model's top class.
         box_fraction: box side as a fraction of the image side, in (0, 1].
-        fill: ``"mean"`` (each image's channel means) or ``"blur"`` (a blurred copy).
+        fill: ``"mean"`` (each image's channel means), ``"blur"`` (a blurred copy) or ``"inpaint"``
+            (OpenCV inpainting of the box, ``pip install "lightning-xai[inpaint]"``).
         n_random: random boxes per image (uniform over all placements inside the image), >= 1.
         score: ``"probability"`` (softmax of the target class) or ``"logit"``.
         generator: source of the random boxes; ``None`` uses a private generator seeded with 0.
@@ -186,7 +191,7 @@ def mass_centre_ablation(
         targets, before = _original_scores(forward_fn, images, target, score)
         centre = _centre_box(_resized_map(maps.detach().clone(), images.shape[-2:]), box_hw)
         corners = torch.cat([centre.unsqueeze(1), _random_boxes(images, n_random, box_hw, generator)], dim=1)
-        build = _box_builder(images, _fill_images(fill, images), corners, box_hw)
+        build = _box_builder(images, _filler(fill, images), corners, box_hw)
         after = _scores_in_chunks(forward_fn, build, corners.shape[0] * corners.shape[1], targets, score, batch_size)
     drops = 1.0 - after.view(corners.shape[:2]) / before.unsqueeze(1)
     size = torch.tensor(box_hw, device=centre.device)
@@ -264,11 +269,17 @@ def _check_choice(value: object, name: str, allowed: tuple[str, ...]) -> None:
 def _box_size(box_fraction: object, size: torch.Size) -> tuple[int, int]:
     if not is_real_number(box_fraction) or not 0 < box_fraction <= 1:
         raise ValueError(f"`box_fraction` must be a number in (0, 1], got {box_fraction!r}.")
-    return tuple(max(1, math.floor(box_fraction * side + 0.5)) for side in size)  # type: ignore[return-value]
+    height, width = (max(1, math.floor(box_fraction * side + 0.5)) for side in size)
+    return height, width
 
 
-def _fill_images(fill: str, images: Tensor) -> Tensor:
-    return constant_baseline(fill, images).expand_as(images)
+def _filler(fill: Fill, images: Tensor) -> Filler:
+    """How chosen pixels of the probes are replaced: by a fill image, or by inpainting them from the rest."""
+    if fill == "inpaint":
+        import_cv2()  # a clear error naming the extra, before any work
+        return lambda probe, mask: inpaint(images[probe], mask)
+    fills = constant_baseline(fill, images).expand_as(images)
+    return lambda probe, mask: torch.where(mask, fills[probe], images[probe])
 
 
 def _original_scores(forward_fn: ForwardFn, images: Tensor, target: TargetLike, score: str) -> tuple[Tensor, Tensor]:
@@ -319,7 +330,7 @@ def _pixel_counts(grid: Tensor, n_pixels: int) -> Tensor:
     return torch.where(grid > 0, counts.clamp(min=1), counts)
 
 
-def _curve_builder(images: Tensor, fill: Tensor, ranks: Tensor, counts: Tensor) -> ImageBuilder:
+def _curve_builder(images: Tensor, fill: Filler, ranks: Tensor, counts: Tensor) -> ImageBuilder:
     """Images of the flat work ``(probe, ranking, deletion/insertion, fraction)``, fraction fastest."""
     n_rankings, n_fractions = ranks.shape[1], counts.shape[0]
 
@@ -330,7 +341,7 @@ def _curve_builder(images: Tensor, fill: Tensor, ranks: Tensor, counts: Tensor) 
         probe = flat // (2 * n_fractions * n_rankings)
         changed = ranks[probe, ranking] < counts[fraction].unsqueeze(1)
         use_fill = (changed ^ insertion.bool().unsqueeze(1)).view(-1, 1, *images.shape[-2:])
-        return torch.where(use_fill, fill[probe], images[probe]), probe
+        return fill(probe, use_fill), probe
 
     return build
 
@@ -359,7 +370,7 @@ def _random_boxes(images: Tensor, n_random: int, box_hw: tuple[int, int], genera
     return torch.stack([tops, lefts], dim=2).to(images.device)
 
 
-def _box_builder(images: Tensor, fill: Tensor, corners: Tensor, box_hw: tuple[int, int]) -> ImageBuilder:
+def _box_builder(images: Tensor, fill: Filler, corners: Tensor, box_hw: tuple[int, int]) -> ImageBuilder:
     """Images of the flat work ``(probe, box)`` with the box filled, box fastest."""
     n_boxes = corners.shape[1]
     ys = torch.arange(images.shape[-2], device=images.device).view(1, -1)
@@ -371,7 +382,7 @@ def _box_builder(images: Tensor, fill: Tensor, corners: Tensor, box_hw: tuple[in
         rows = (ys >= top.view(-1, 1)) & (ys < top.view(-1, 1) + box_hw[0])
         cols = (xs >= left.view(-1, 1)) & (xs < left.view(-1, 1) + box_hw[1])
         inside = (rows[:, :, None] & cols[:, None, :]).unsqueeze(1)
-        return torch.where(inside, fill[probe], images[probe]), probe
+        return fill(probe, inside), probe
 
     return build
 

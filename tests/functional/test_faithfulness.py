@@ -334,7 +334,7 @@ CURVE_ERRORS = [
     ({"fractions": [0.3]}, ValueError, FRACTIONS_MESSAGE.format("[0.3]")),
     ({"fractions": "0.1"}, TypeError, FRACTIONS_MESSAGE.format("'0.1'")),
     ({"fractions": torch.zeros(2, 2)}, ValueError, FRACTIONS_MESSAGE.format("[[0.0, 0.0], [0.0, 0.0]]")),
-    ({"fill": "zero"}, ValueError, "`fill` must be one of ['mean', 'blur'], got 'zero'."),
+    ({"fill": "zero"}, ValueError, "`fill` must be one of ['mean', 'blur', 'inpaint'], got 'zero'."),
     ({"score": "prob"}, ValueError, "`score` must be one of ['probability', 'logit'], got 'prob'."),
     ({"random_control": 1}, TypeError, "`random_control` must be a bool, got 1 (int)."),
     ({"generator": 0}, TypeError, "`generator` must be a torch.Generator or None, got int."),
@@ -346,7 +346,7 @@ BOX_ERRORS = [
     ({"box_fraction": 0}, ValueError, "`box_fraction` must be a number in (0, 1], got 0."),
     ({"box_fraction": 1.5}, ValueError, "`box_fraction` must be a number in (0, 1], got 1.5."),
     ({"n_random": 0}, ValueError, "`n_random` must be an int >= 1, got 0."),
-    ({"fill": "zero"}, ValueError, "`fill` must be one of ['mean', 'blur'], got 'zero'."),
+    ({"fill": "zero"}, ValueError, "`fill` must be one of ['mean', 'blur', 'inpaint'], got 'zero'."),
     ({"score": "logits"}, ValueError, "`score` must be one of ['probability', 'logit'], got 'logits'."),
 ]
 MAP_ERRORS = [
@@ -403,3 +403,22 @@ def test_auc_argument_errors():
         auc([0.0, 1.0], [1.0, 0.0])
     with pytest.raises(ValueError, match=re.escape(FRACTIONS_MESSAGE.format("[1.0, 0.0]"))):
         auc([1.0, 0.0], torch.zeros(2))
+
+
+def test_inpainting_fills_the_removed_pixels_from_the_rest_of_the_image():
+    pytest.importorskip("cv2")
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3)).eval()
+    images = torch.full((2, 1, 8, 8), 0.7)  # a flat image: inpainting restores it exactly, so nothing changes
+    curves = ablation_curves(net, images, torch.rand(2, 1, 8, 8), fractions=[0.0, 0.5, 1.0 - 1 / 64], fill="inpaint")
+    torch.testing.assert_close(curves["deletion"], torch.ones(2, 3), atol=2e-3, rtol=0)
+    box = mass_centre_ablation(net, images, torch.rand(2, 1, 8, 8), fill="inpaint", n_random=2)
+    torch.testing.assert_close(box["drop"], torch.zeros(2), atol=2e-3, rtol=0)
+
+
+def test_inpainting_without_opencv_names_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "cv2", None)  # as if OpenCV were not installed
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2)).eval()
+    with pytest.raises(ImportError, match=re.escape('pip install "lightning-xai[inpaint]"')):
+        ablation_curves(net, torch.rand(1, 1, 4, 4), torch.rand(1, 1, 4, 4), fill="inpaint")
