@@ -24,6 +24,7 @@ from lightning_xai.monitor.lifecycle import MonitorRun
 from lightning_xai.monitor.model_io import MultilabelTargets, TaskOption, check_scoring, check_task_support
 from lightning_xai.outputs import Forward, Output
 from lightning_xai.probes import ProbeSet, probes_from_argument
+from lightning_xai.robustness import RobustnessCheck
 from lightning_xai.sanity import SanityCheck
 from lightning_xai.shortcuts import Finding, Shortcuts
 from lightning_xai.stability import Stability
@@ -76,6 +77,8 @@ class AttributionMonitor(Callback):
         faithfulness: judge the maps themselves each run (deletion/insertion curves, mass-centre
             ablation, completeness gaps); off by default because it costs about as much as the maps.
         sanity: the model-randomization sanity check at the end of fit (``SanityCheck()``); off by default.
+        robustness: input-invariance and fragility checks of every method at the end of fit
+            (``RobustnessCheck()``); off by default.
         strict: raise failures inside runs instead of warning and recording them (for tests and CI).
         output: which entry of what ``forward`` returns holds the scores: a dict key
             (``"logits"``), a tuple index (``0``) or a callable ``outputs -> scores``.
@@ -95,8 +98,8 @@ class AttributionMonitor(Callback):
     Example:
         >>> from lightning_xai import AttributionMonitor, GradCAM, Occlusion
         >>> monitor = AttributionMonitor([GradCAM(), Occlusion(window=8, stride=4)], num_probes=8)
-        >>> monitor.state_key
-        "AttributionMonitor{'methods': ['grad_cam(layer=auto, relu=True)', 'occlusion(window=8, stride=4, baseline=0.0, batch_size=auto)'], 'every_n_epochs': 1, 'probes': 8}"
+        >>> print(monitor.state_key)
+        AttributionMonitor{'methods': ["grad_cam(layer=auto, relu=True, reshape='auto')", 'occlusion(window=8, stride=4, baseline=0.0, batch_size=auto)'], 'every_n_epochs': 1, 'probes': 8}
     """
 
     def __init__(
@@ -118,6 +121,7 @@ class AttributionMonitor(Callback):
         stop_on_shortcut: bool = False,
         faithfulness: Faithfulness | None = None,
         sanity: SanityCheck | None = None,
+        robustness: RobustnessCheck | None = None,
         strict: bool = False,
         output: Output = None,
         forward: Forward | None = None,
@@ -140,6 +144,7 @@ class AttributionMonitor(Callback):
         self.shortcuts = checks.check_settings(shortcuts, Shortcuts, "shortcuts")
         self.faithfulness = checks.check_settings(faithfulness, Faithfulness, "faithfulness")
         self.sanity = checks.check_settings(sanity, SanityCheck, "sanity")
+        self.robustness = checks.check_settings(robustness, RobustnessCheck, "robustness")
         self.on_shortcut = checks.check_callable(on_shortcut, "on_shortcut")
         self.stop_on_shortcut = bool(stop_on_shortcut)
         self.strict = bool(strict)
@@ -281,6 +286,22 @@ class AttributionMonitor(Callback):
             ``{method: {"spearman", "ssim", "insensitive", "layers": [...]}}`` (rank 0; ``{}`` elsewhere).
         """
         return self._run.sanity_check(trainer, pl_module, cascade=cascade)
+
+    def robustness_check(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, settings: RobustnessCheck | None = None
+    ) -> dict[str, Any]:
+        """Input invariance and fragility of every method, on the probes (see :class:`~lightning_xai.RobustnessCheck`).
+
+        Each method's maps are recomputed for a shifted copy of the model that compensates the shift
+        exactly (Kindermans et al.) and for small perturbations that keep the prediction (Ghorbani
+        et al.); methods whose maps move are named in a warning, ``"robustness"`` in ``summary.json``
+        and scalars ``xai_robustness/<method>/*``. The live model is never modified.
+
+        Returns:
+            ``{method: {"input_invariance_spearman", "input_invariant", "fragility_topk_iou",
+            "fragility_spearman", "fails"}}`` (rank 0; ``{}`` elsewhere).
+        """
+        return self._run.robustness_check(trainer, pl_module, settings)
 
     # ------------------------------------------------------------------ helpers for MonitorRun
     def explained_module(self, pl_module: nn.Module) -> nn.Module:

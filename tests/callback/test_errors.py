@@ -110,7 +110,7 @@ def test_bad_arguments_fail_at_construction(kwargs, error, message):
 
 
 def test_method_settings_are_checked_at_construction():
-    with pytest.raises(ValueError, match=re.escape("`baseline` must be a number, a tensor or one of ['zero', 'mean', 'blur', 'max_distance'], got 'black'.")):
+    with pytest.raises(ValueError, match=re.escape("`baseline` must be a number, a tensor or one of ['zero', 'mean', 'blur', 'max_distance', 'inpaint', 'inpaint_ns'], got 'black'.")):
         Occlusion(baseline="black")
     with pytest.raises(TypeError, match=re.escape("`layer` must be a dotted module name (str) or None, got Linear.")):
         GradCAM(layer=nn.Linear(1, 1))
