@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Literal, Union
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -115,7 +115,9 @@ class BatchSizeTuner:
         (False, True)
     """
 
-    def __init__(self, device: torch.device | str = "cpu", *, candidates: list[int] | None = None, timed_batches: int = 2) -> None:
+    def __init__(
+        self, device: torch.device | str = "cpu", *, candidates: list[int] | None = None, timed_batches: int = 2
+    ) -> None:
         self.device = torch.device(device)
         on_gpu = self.device.type == "cuda"
         default = GPU_BATCH_CANDIDATES if on_gpu else CPU_BATCH_CANDIDATES
@@ -197,7 +199,7 @@ class BatchSizeTuner:
         return f"BatchSizeTuner({self.device.type}, {state})"
 
 
-class TimeBudgetExceeded(RuntimeError):
+class TimeBudgetExceeded(RuntimeError):  # noqa: N818 (a public name: the budget ran out, not an error)
     """Raised between two batches once a time budget has run out (see :class:`DeadlineBatches`)."""
 
 
@@ -237,7 +239,7 @@ class DeadlineBatches:
         return f"DeadlineBatches({self.inner!r})"
 
 
-BatchSize = Union[int, BatchSizeTuner, DeadlineBatches]
+BatchSize = int | BatchSizeTuner | DeadlineBatches
 
 
 def check_optional_batch_size(batch_size: object) -> BatchSize | None:
@@ -267,7 +269,12 @@ class NoiseStream:
     """
 
     def __init__(
-        self, generator: torch.Generator, sample_shape: tuple[int, ...], kind: Literal["normal", "uniform"], dtype: torch.dtype, block: int = 64
+        self,
+        generator: torch.Generator,
+        sample_shape: tuple[int, ...],
+        kind: Literal["normal", "uniform"],
+        dtype: torch.dtype,
+        block: int = 64,
     ) -> None:
         self.generator = generator
         self.sample_shape = tuple(sample_shape)
@@ -280,7 +287,12 @@ class NoiseStream:
         """The next ``count`` samples' noise, ``[count, *sample_shape]`` on the generator's device."""
         while self._buffer.shape[0] < count:
             draw = torch.randn if self.kind == "normal" else torch.rand
-            block = draw((self.block, *self.sample_shape), generator=self.generator, device=self.generator.device, dtype=self.dtype)
+            block = draw(
+                (self.block, *self.sample_shape),
+                generator=self.generator,
+                device=self.generator.device,
+                dtype=self.dtype,
+            )
             self._buffer = torch.cat([self._buffer, block])
         taken, self._buffer = self._buffer[:count], self._buffer[count:]
         return taken

@@ -27,7 +27,7 @@ With ``refine_fraction=1.0`` every fine placement is evaluated and the map equal
 from __future__ import annotations
 
 import math
-from typing import Literal, NamedTuple, get_args
+from typing import Literal, NamedTuple, TypeGuard, get_args
 
 import torch
 import torch.nn.functional as F
@@ -177,7 +177,7 @@ def adaptive_occlusion_with_counts(
             drops, evaluated = _subsampled_drops(run, *fine, coarse_factor, refine_fraction)
         else:
             drops, evaluated = _enlarged_drops(run, *fine, coarse_grid(size, *fine, coarse_factor), refine_fraction)
-        attribution = spread_over_windows(drops, images.shape[-2:], *fine)
+        attribution = spread_over_windows(drops, (images.shape[-2], images.shape[-1]), *fine)
     check_finite(attribution)
     exact = run.unperturbed_passes + images.shape[0] * math.prod(window_counts(size, *fine))
     return AdaptiveOcclusionResult(attribution.to(inputs.dtype), run.unperturbed_passes + evaluated, exact)
@@ -190,15 +190,19 @@ def coarse_grid(size: Pair, window: Pair, stride: Pair, coarse_factor: int) -> t
         >>> coarse_grid((32, 32), (8, 8), (4, 4), 2), coarse_grid((12, 10), (4, 4), (2, 2), 3)
         (((16, 16), (8, 8)), ((12, 10), (6, 6)))
     """
-    coarse_window = tuple(min(w * coarse_factor, s) for w, s in zip(window, size))
-    coarse_stride = tuple(min(st * coarse_factor, w) for st, w in zip(stride, coarse_window))
-    return coarse_window, coarse_stride  # type: ignore[return-value]
+    coarse_window = (min(window[0] * coarse_factor, size[0]), min(window[1] * coarse_factor, size[1]))
+    coarse_stride = (min(stride[0] * coarse_factor, coarse_window[0]), min(stride[1] * coarse_factor, coarse_window[1]))
+    return coarse_window, coarse_stride
+
+
+def _is_coarse_mode(value: object) -> TypeGuard[CoarseMode]:
+    return value in COARSE_MODES
 
 
 def _check_coarse_mode(coarse_mode: object) -> CoarseMode:
-    if coarse_mode not in COARSE_MODES:
+    if not _is_coarse_mode(coarse_mode):
         raise ValueError(f"`coarse_mode` must be one of {list(COARSE_MODES)}, got {coarse_mode!r}.")
-    return coarse_mode  # type: ignore[return-value]
+    return coarse_mode
 
 
 def _check_refine_fraction(refine_fraction: object) -> float:
@@ -211,19 +215,23 @@ def _check_refine_fraction(refine_fraction: object) -> float:
     return float(refine_fraction)
 
 
-def _subsampled_drops(run: PairRunner, window: Pair, stride: Pair, coarse_factor: int, fraction: float) -> tuple[Tensor, int]:
+def _subsampled_drops(
+    run: PairRunner, window: Pair, stride: Pair, coarse_factor: int, fraction: float
+) -> tuple[Tensor, int]:
     """``coarse_mode="subsample"``: fine drops ``[N, rows, cols]`` and the number of placements evaluated."""
-    n_images, size = run.images.shape[0], tuple(run.images.shape[-2:])
-    rows, cols = window_counts(size, window, stride)  # type: ignore[arg-type]
+    n_images, size = run.images.shape[0], (run.images.shape[-2], run.images.shape[-1])
+    rows, cols = window_counts(size, window, stride)
     device = run.images.device
     keep_rows, keep_cols = _every_nth(rows, coarse_factor, device), _every_nth(cols, coarse_factor, device)
     known = torch.zeros(rows, cols, dtype=torch.bool, device=device)
     known[keep_rows[:, None], keep_cols[None, :]] = True
     placements = known.flatten().nonzero().view(-1)
     image_index = torch.arange(n_images, device=device).repeat_interleave(placements.shape[0])
-    sampled = run(image_index, placements.repeat(n_images), cols, window, stride).view(n_images, len(keep_rows), len(keep_cols))
+    sampled = run(image_index, placements.repeat(n_images), cols, window, stride).view(
+        n_images, len(keep_rows), len(keep_cols)
+    )
     estimates = _interpolate(_interpolate(sampled, keep_rows, rows, dim=1), keep_cols, cols, dim=2)
-    selection_map = spread_over_windows(estimates, size, window, stride)  # type: ignore[arg-type]
+    selection_map = spread_over_windows(estimates, size, window, stride)
     refined, exact = _refine(run, selection_map, known.expand(n_images, -1, -1), window, stride, fraction)
     estimates[refined] = exact
     return estimates, int(image_index.shape[0] + exact.shape[0])
@@ -231,7 +239,9 @@ def _subsampled_drops(run: PairRunner, window: Pair, stride: Pair, coarse_factor
 
 def _every_nth(count: int, step: int, device: torch.device) -> Tensor:
     """Indices ``0, step, 2 * step, ...`` below ``count``, and always the last one."""
-    return torch.cat([torch.arange(0, count - 1, step, device=device), torch.tensor([count - 1], device=device)]).unique()
+    return torch.cat(
+        [torch.arange(0, count - 1, step, device=device), torch.tensor([count - 1], device=device)]
+    ).unique()
 
 
 def _interpolate(values: Tensor, known: Tensor, count: int, *, dim: int) -> Tensor:
@@ -252,11 +262,11 @@ def _enlarged_drops(
     run: PairRunner, window: Pair, stride: Pair, coarse: tuple[Pair, Pair], fraction: float
 ) -> tuple[Tensor, int]:
     """``coarse_mode="enlarge"``: fine drops ``[N, rows, cols]`` and the number of placements evaluated."""
-    n_images, size = run.images.shape[0], tuple(run.images.shape[-2:])
-    rows, cols = window_counts(size, *coarse)  # type: ignore[arg-type]
+    n_images, size = run.images.shape[0], (run.images.shape[-2], run.images.shape[-1])
+    rows, cols = window_counts(size, *coarse)
     flat = torch.arange(n_images * rows * cols, device=run.images.device)
     coarse_drops = run(flat // (rows * cols), flat % (rows * cols), cols, *coarse).view(n_images, rows, cols)
-    coarse_map = spread_over_windows(coarse_drops, size, *coarse)  # type: ignore[arg-type]
+    coarse_map = spread_over_windows(coarse_drops, size, *coarse)
     estimates = _window_sums(coarse_map, window, stride) / _window_sums(torch.ones_like(coarse_map[:1]), window, stride)
     refined, exact = _refine(run, coarse_map, torch.zeros_like(estimates, dtype=torch.bool), window, stride, fraction)
     drops = _calibrated(estimates, refined, exact)
@@ -270,7 +280,7 @@ def _refine(
     """Evaluates the fine placements that overlap each map's top ``fraction`` of pixels and are
     not ``known`` yet. Returns their mask ``[N, rows, cols]`` and exact drops (in mask order)."""
     check_finite(selection_map)
-    cols = window_counts(tuple(selection_map.shape[-2:]), window, stride)[1]  # type: ignore[arg-type]
+    cols = window_counts((selection_map.shape[-2], selection_map.shape[-1]), window, stride)[1]
     refined = (_window_sums(_top_pixels(selection_map, fraction), window, stride) > 0) & ~known
     image_index, window_index = refined.flatten(1).nonzero(as_tuple=True)
     return refined, run(image_index, window_index, cols, window, stride)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import math
 from types import ModuleType
-from typing import Literal, Union, get_args
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -21,13 +21,13 @@ from torch import Tensor
 ConstantBaselineName = Literal["zero", "mean", "blur", "max_distance"]
 InpaintName = Literal["inpaint", "inpaint_ns"]
 SampledBaselineName = Literal["uniform", "gaussian", "blur"]
-ConstantBaseline = Union[float, Tensor, ConstantBaselineName]
-ValueRange = Union[tuple[float, float], None]
+ConstantBaseline = float | Tensor | ConstantBaselineName
+ValueRange = tuple[float, float] | None
 
 CONSTANT_BASELINE_NAMES: tuple[str, ...] = get_args(ConstantBaselineName)
 SAMPLED_BASELINE_NAMES: tuple[str, ...] = get_args(SampledBaselineName)
 INPAINT_BASELINE_NAMES: tuple[str, ...] = get_args(InpaintName)
-OcclusionBaseline = Union[ConstantBaseline, InpaintName]
+OcclusionBaseline = ConstantBaseline | InpaintName
 INPAINT_INSTALL = 'pip install "lightning-xai[inpaint]"'
 
 
@@ -178,11 +178,14 @@ def check_reference_set(references: Tensor, inputs: Tensor) -> Tensor:
     return references.detach().to(dtype=inputs.dtype, device=inputs.device)
 
 
-def noise_baselines_from(name: str, images: Tensor, unit: Tensor, *, low: Tensor, high: Tensor, sigma: float | Tensor) -> Tensor:
+def noise_baselines_from(
+    name: str, images: Tensor, unit: Tensor, *, low: Tensor, high: Tensor, sigma: float | Tensor
+) -> Tensor:
     """Baselines from pre-drawn standard noise ``unit`` (``U(0, 1)`` for ``"uniform"``, ``N(0, 1)`` for ``"gaussian"``).
 
     Example:
-        >>> noise_baselines_from("uniform", torch.zeros(1, 1, 1, 2), torch.tensor([[[[0.0, 0.5]]]]), low=torch.tensor(2.0), high=torch.tensor(4.0), sigma=1.0)
+        >>> noise_baselines_from("uniform", torch.zeros(1, 1, 1, 2), torch.tensor([[[[0.0, 0.5]]]]),
+        ...                      low=torch.tensor(2.0), high=torch.tensor(4.0), sigma=1.0)
         tensor([[[[2., 3.]]]])
     """
     unit = unit.to(images.device)

@@ -9,7 +9,8 @@ distribution (training images) and over a random point on the line, one gradient
 
 from __future__ import annotations
 
-from typing import Callable, Literal, Union
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -20,7 +21,6 @@ from lightning_xai.functional._checks import (
     TargetLike,
     check_images,
     check_positive_int,
-    check_scores,
     gather_scores,
     is_real_number,
     resolve_targets,
@@ -41,7 +41,7 @@ from lightning_xai.functional.integrated_gradients import check_multiply_by_inpu
 
 __all__ = ["SampledBaselines", "expected_gradients"]
 
-SampledBaselines = Union[Tensor, SampledBaselineName]
+SampledBaselines = Tensor | SampledBaselineName
 
 
 def expected_gradients(
@@ -151,11 +151,14 @@ class _BaselineSampler:
             self.sigma = _default_sigma(baselines, images, sigma, self.low, self.high)
             self.blurred = gaussian_blur(images, float(self.sigma)) if baselines == "blur" else None
             kind: Literal["normal", "uniform"] = "uniform" if baselines == "uniform" else "normal"
-            self.noise = NoiseStream(generator, tuple(images.shape[1:]), kind, images.dtype) if self.blurred is None else None
+            self.noise = (
+                NoiseStream(generator, tuple(images.shape[1:]), kind, images.dtype) if self.blurred is None else None
+            )
         else:
             shown = type(baselines).__name__ if not isinstance(baselines, str) else repr(baselines)
             raise ValueError(
-                f"`baselines` must be a reference tensor [M, C, H, W] or one of {list(SAMPLED_BASELINE_NAMES)}, got {shown}."
+                "`baselines` must be a reference tensor [M, C, H, W] or one of "
+                f"{list(SAMPLED_BASELINE_NAMES)}, got {shown}."
             )
         alphas = torch.rand(total, generator=generator, device=generator.device, dtype=images.dtype)
         self.alphas = alphas.to(images.device)
@@ -169,7 +172,9 @@ class _BaselineSampler:
         alpha = self.alphas[flat].view(-1, 1, 1, 1)
         return starts + alpha * difference, difference if self.multiply_by_inputs else None
 
-    def record_scores(self, forward_fn: ForwardFn, targets: Tensor, sink: Tensor) -> Callable[[Tensor, Tensor, Tensor], None]:
+    def record_scores(
+        self, forward_fn: ForwardFn, targets: Tensor, sink: Tensor
+    ) -> Callable[[Tensor, Tensor, Tensor], None]:
         """A score sink for noise baselines: scores each batch's drawn baselines into ``sink[N, S]``."""
 
         def record(image_index: Tensor, sample_index: Tensor, _scores: Tensor) -> None:
@@ -196,7 +201,9 @@ class _BaselineSampler:
             return self.blurred[image_index]
         assert self.noise is not None
         unit = self.noise.take(image_index.shape[0])
-        return noise_baselines_from(self.name, self.images[image_index], unit, low=self.low, high=self.high, sigma=self.sigma)
+        return noise_baselines_from(
+            self.name, self.images[image_index], unit, low=self.low, high=self.high, sigma=self.sigma
+        )
 
 
 def _default_sigma(name: str, images: Tensor, sigma: float | None, low: Tensor, high: Tensor) -> float | Tensor:

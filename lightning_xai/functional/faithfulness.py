@@ -20,8 +20,8 @@ score on the unaltered image.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Callable, Literal, get_args
+from collections.abc import Callable, Sequence
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -195,7 +195,11 @@ def mass_centre_ablation(
         after = _scores_in_chunks(forward_fn, build, corners.shape[0] * corners.shape[1], targets, score, batch_size)
     drops = 1.0 - after.view(corners.shape[:2]) / before.unsqueeze(1)
     size = torch.tensor(box_hw, device=centre.device)
-    return {"drop": drops[:, 0], "random_drop": drops[:, 1:].mean(dim=1), "box": torch.cat([centre, centre + size], dim=1)}
+    return {
+        "drop": drops[:, 0],
+        "random_drop": drops[:, 1:].mean(dim=1),
+        "box": torch.cat([centre, centre + size], dim=1),
+    }
 
 
 def auc(fractions: Sequence[float] | Tensor, curves: Tensor) -> Tensor:
@@ -221,7 +225,8 @@ def auc(fractions: Sequence[float] | Tensor, curves: Tensor) -> Tensor:
         raise TypeError(f"`curves` must be a torch.Tensor [..., K], got {type(curves).__name__}.")
     if curves.ndim == 0 or curves.shape[-1] != len(grid):
         raise ValueError(
-            f"`curves` must have one value per fraction ({len(grid)}) along its last dimension, got shape {list(curves.shape)}."
+            f"`curves` must have one value per fraction ({len(grid)}) along its last dimension, "
+            f"got shape {list(curves.shape)}."
         )
     grid = grid.to(curves.device)
     area = torch.trapezoid(curves.double(), x=grid, dim=-1) / (grid[-1] - grid[0])

@@ -206,7 +206,9 @@ def _resolve_layer(forward: nn.Module, model: nn.Module, layer: nn.Module | str 
             raise ValueError(f"`layer` must name a submodule of the model ({shown}), got {layer!r}.") from None
     if isinstance(layer, nn.Module):
         if not any(module is layer for module in model.modules()):
-            raise ValueError(f"`layer` must be a submodule of the model, got a {type(layer).__name__} that is not part of it.")
+            raise ValueError(
+                f"`layer` must be a submodule of the model, got a {type(layer).__name__} that is not part of it."
+            )
         return layer
     raise TypeError(f"`layer` must be an nn.Module, a dotted module name or None, got {type(layer).__name__}.")
 
@@ -238,7 +240,9 @@ def _layout(
     activations: Tensor, layer: tuple[nn.Module, nn.Module], images: Tensor, reshape: Reshape
 ) -> Callable[[Tensor], Tensor]:
     root, module = layer
-    sequence_first = activations.ndim == 3 and is_sequence_first(root, module, tuple(activations.shape), images.shape[0])
+    sequence_first = activations.ndim == 3 and is_sequence_first(
+        root, module, tuple(activations.shape), images.shape[0]
+    )
     return resolve_layout(
         activations, reshape=reshape, image_size=(images.shape[-2], images.shape[-1]), batch=images.shape[0],
         sequence_first=sequence_first, name=type(module).__name__,
@@ -250,13 +254,13 @@ def _target_rows(target: TargetLike, rows: tuple[int, int]) -> TargetLike:
 
 
 @contextmanager
-def _capture_output(layer: nn.Module) -> Iterator[list[Tensor]]:
+def _capture_output(layer: nn.Module) -> Iterator[list[object]]:
     """Records ``layer``'s output and hands a clone downstream, so later in-place ops cannot alter it."""
-    captured: list[Tensor] = []
+    captured: list[object] = []  # a non-tensor output too, for _single_output to refuse
 
     def hook(_module: nn.Module, _inputs: object, output: object) -> object:
         if not isinstance(output, Tensor):
-            captured.append(output)  # type: ignore[arg-type]
+            captured.append(output)
             return None
         captured.append(output)
         return output.clone()
@@ -268,13 +272,14 @@ def _capture_output(layer: nn.Module) -> Iterator[list[Tensor]]:
         handle.remove()
 
 
-def _single_output(captured: list[Tensor], layer: nn.Module) -> Tensor:
+def _single_output(captured: list[object], layer: nn.Module) -> Tensor:
     name = type(layer).__name__
     if len(captured) != 1:
         raise ValueError(f"`layer` ({name}) must run exactly once per forward pass, but it ran {len(captured)} times.")
     output = captured[0]
     if not isinstance(output, Tensor):
         raise TypeError(
-            f"`layer` ({name}) must produce a tensor for Grad-CAM, got {type(output).__name__}; choose another `layer=`."
+            f"`layer` ({name}) must produce a tensor for Grad-CAM, got {type(output).__name__}; "
+            "choose another `layer=`."
         )
     return output

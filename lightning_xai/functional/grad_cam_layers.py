@@ -218,14 +218,14 @@ def resolve_layout(
         if len(shape) == 4:
             return _as_is
         raise ValueError(
-            f"`layer` ({name}) must produce a 4-D output [N, C, h, w] for Grad-CAM with `reshape=None`, got {list(shape)}; "
-            "pass `reshape='auto'` or a callable that returns [N, C, h, w]."
+            f"`layer` ({name}) must produce a 4-D output [N, C, h, w] for Grad-CAM with `reshape=None`, "
+            f"got {list(shape)}; pass `reshape='auto'` or a callable that returns [N, C, h, w]."
         )
     if len(shape) in (3, 4) and batch_size_of(shape, sequence_first=sequence_first) != batch:
         raise ValueError(
             f"`layer` ({name}) gives an output of shape {list(shape)} without one entry per image (N = {batch}) in its "
-            f"{'second' if sequence_first else 'first'} dimension (e.g. attention over windows); choose another `layer=` "
-            "or pass `reshape=` a callable that returns [N, C, h, w]."
+            f"{'second' if sequence_first else 'first'} dimension (e.g. attention over windows); "
+            "choose another `layer=` or pass `reshape=` a callable that returns [N, C, h, w]."
         )
     layout = auto_layout(shape, image_size, sequence_first=sequence_first)
     if layout is not None:
@@ -247,13 +247,15 @@ def _unresolved_message(name: str, shape: tuple[int, ...], image_size: tuple[int
     size = f"{image_size[0]}x{image_size[1]}"
     if len(shape) == 3:
         return (
-            f"`layer` ({name}) gives tokens {list(shape)} that Grad-CAM cannot lay out on a patch grid of the {size} images "
-            "(0, 1 or 2 prefix tokens plus h*w patches); pass `reshape=` a callable that returns [N, C, h, w] "
-            "(e.g. TokenGrid(h, w, prefix_tokens=1)) or choose another `layer=`."
+            f"`layer` ({name}) gives tokens {list(shape)} that Grad-CAM cannot lay out on a patch grid "
+            f"of the {size} images (0, 1 or 2 prefix tokens plus h*w patches); "
+            "pass `reshape=` a callable that returns [N, C, h, w] (e.g. TokenGrid(h, w, prefix_tokens=1)) "
+            "or choose another `layer=`."
         )
     return (
-        f"`layer` ({name}) must produce a 4-D output [N, C, h, w], tokens [N, S, C] or a channels-last map [N, h, w, C] "
-        f"for Grad-CAM, got {list(shape)}; choose another `layer=` or pass `reshape=` a callable that returns [N, C, h, w]."
+        f"`layer` ({name}) must produce a 4-D output [N, C, h, w], tokens [N, S, C] or a channels-last map "
+        f"[N, h, w, C] for Grad-CAM, got {list(shape)}; choose another `layer=` or pass `reshape=` a callable "
+        "that returns [N, C, h, w]."
     )
 
 

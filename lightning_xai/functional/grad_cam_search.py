@@ -56,7 +56,11 @@ def token_blocks(model: nn.Module) -> dict[nn.Module, nn.Module]:
 
 
 def _is_attention(name: str, child: nn.Module) -> bool:
-    return isinstance(child, nn.MultiheadAttention) or "attention" in type(child).__name__.lower() or name in _ATTENTION_NAMES
+    return (
+        isinstance(child, nn.MultiheadAttention)
+        or "attention" in type(child).__name__.lower()
+        or name in _ATTENTION_NAMES
+    )
 
 
 @dataclass
@@ -137,18 +141,23 @@ def find_token_layer(forward: nn.Module, root: nn.Module, example: Tensor) -> st
     chosen = _first_with_patch_gradient(usable, scores)
     if chosen is None:
         raise ValueError(
-            f"Grad-CAM found transformer blocks in {type(root).__name__} (the last is {names[last]!r}) but no token layer "
-            "after the patch embedding whose gradient is non-zero on the patch tokens; pass `layer=` (e.g. the last block's "
-            "first norm) and, unless its output is [N, 1 + h*w, C], [N, h*w, C] or [N, h, w, C], `reshape=`."
+            f"Grad-CAM found transformer blocks in {type(root).__name__} (the last is {names[last]!r}) "
+            "but no token layer after the patch embedding whose gradient is non-zero on the patch tokens; "
+            "pass `layer=` (e.g. the last block's first norm) and, unless its output is [N, 1 + h*w, C], "
+            "[N, h*w, C] or [N, h, w, C], `reshape=`."
         )
     return names[chosen]
 
 
 def _candidates(trace: _Trace, block: tuple[nn.Module, nn.Module], first_start: int) -> list[tuple[nn.Module, Tensor]]:
     """The attention input's producer, the block's first norm, then later-started token-shaped outputs, latest first."""
-    once = [(m, out) for m, out in trace.finished if trace.calls[m] == 1 and isinstance(out, Tensor) and out.requires_grad]
+    once = [
+        (m, out) for m, out in trace.finished if trace.calls[m] == 1 and isinstance(out, Tensor) and out.requires_grad
+    ]
     feeding = trace.attention_inputs.get(block[1])
-    first_norm = next((c for c in block[0].children() if isinstance(c, _NORMS) or type(c).__name__.endswith("Norm")), None)
+    first_norm = next(
+        (c for c in block[0].children() if isinstance(c, _NORMS) or type(c).__name__.endswith("Norm")), None
+    )
     primary = [(m, out) for m, out in once if out is feeding][-1:] + [(m, out) for m, out in once if m is first_norm]
     later = [(m, out) for m, out in reversed(once) if trace.started[m] > first_start and out.ndim in (3, 4)]
     ordered = primary + later
@@ -158,7 +167,9 @@ def _candidates(trace: _Trace, block: tuple[nn.Module, nn.Module], first_start: 
 _Usable = tuple[nn.Module, Tensor, Callable[[Tensor], Tensor]]
 
 
-def _token_shaped(root: nn.Module, candidates: list[tuple[nn.Module, Tensor]], batch: int, image_size: tuple[int, int]) -> list[_Usable]:
+def _token_shaped(
+    root: nn.Module, candidates: list[tuple[nn.Module, Tensor]], batch: int, image_size: tuple[int, int]
+) -> list[_Usable]:
     """The candidates whose output ``reshape="auto"`` reads as tokens or a channels-last map, with their layouts."""
     usable = []
     for module, output in candidates:

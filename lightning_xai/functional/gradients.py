@@ -8,12 +8,19 @@ is left alone (validation can run in the middle of a gradient-accumulation windo
 
 from __future__ import annotations
 
-from typing import Callable, Literal, get_args
+from collections.abc import Callable
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
-from lightning_xai.functional._batching import BatchSize, NoiseStream, check_optional_batch_size, chunk_ranges, default_batch_size
+from lightning_xai.functional._batching import (
+    BatchSize,
+    NoiseStream,
+    check_optional_batch_size,
+    chunk_ranges,
+    default_batch_size,
+)
 from lightning_xai.functional._checks import (
     ForwardFn,
     TargetLike,
@@ -242,7 +249,8 @@ def private_generator(generator: object, device: torch.device) -> torch.Generato
 
 
 def targets_from_forward(forward_fn: ForwardFn, images: Tensor, target: TargetLike) -> Tensor:
-    """Class per image ``LongTensor[N]``: ``target`` checked against one no-grad forward pass (its top class when ``None``)."""
+    """Class per image ``LongTensor[N]``: ``target`` checked against one no-grad forward pass
+    (its top class when ``None``)."""
     with torch.no_grad():
         scores = check_scores(forward_fn(images), images.shape[0])
     return resolve_targets(target, scores)

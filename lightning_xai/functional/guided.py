@@ -30,7 +30,7 @@ from lightning_xai.functional._batching import BatchSize, check_optional_batch_s
 from lightning_xai.functional._checks import TargetLike, check_images
 from lightning_xai.functional._no_trace import leave_no_trace
 from lightning_xai.functional.grad_cam import grad_cam, unwrap_compiled
-from lightning_xai.functional.gradients import targets_from_forward, check_finite_attribution, sum_sample_gradients
+from lightning_xai.functional.gradients import check_finite_attribution, sum_sample_gradients, targets_from_forward
 
 __all__ = ["ReluRule", "deconvnet", "guided_backprop", "guided_grad_cam"]
 
@@ -110,12 +110,19 @@ def _modified_gradients(
         targets = targets_from_forward(model, images, target)
         with relu_rule(model, rule):
             total = sum_sample_gradients(
-                model, images, targets, n_samples=1, make_samples=lambda index, _: (images[index], None), batch_size=batch_size
+                model,
+                images,
+                targets,
+                n_samples=1,
+                make_samples=lambda index, _: (images[index], None),
+                batch_size=batch_size,
             )
     return check_finite_attribution(total).to(inputs.dtype)
 
 
-def guided_backprop(model: nn.Module, inputs: Tensor, target: TargetLike = None, *, batch_size: BatchSize | None = None) -> Tensor:
+def guided_backprop(
+    model: nn.Module, inputs: Tensor, target: TargetLike = None, *, batch_size: BatchSize | None = None
+) -> Tensor:
     """Guided backpropagation (Springenberg et al., 2015), as Captum's ``GuidedBackprop``.
 
     The input gradient of the target score, with every ``nn.ReLU`` module passing back only
@@ -139,7 +146,9 @@ def guided_backprop(model: nn.Module, inputs: Tensor, target: TargetLike = None,
     return _modified_gradients(model, inputs, target, "guided", batch_size)
 
 
-def deconvnet(model: nn.Module, inputs: Tensor, target: TargetLike = None, *, batch_size: BatchSize | None = None) -> Tensor:
+def deconvnet(
+    model: nn.Module, inputs: Tensor, target: TargetLike = None, *, batch_size: BatchSize | None = None
+) -> Tensor:
     """DeconvNet (Zeiler & Fergus, 2014), as Captum's ``Deconvolution``.
 
     The input gradient of the target score, with every ``nn.ReLU`` module passing back the
@@ -209,5 +218,7 @@ def guided_grad_cam(
 
 def _check_model(model: object) -> nn.Module:
     if not isinstance(model, nn.Module):
-        raise TypeError(f"`model` must be a torch.nn.Module (its ReLU modules are modified), got {type(model).__name__}.")
+        raise TypeError(
+            f"`model` must be a torch.nn.Module (its ReLU modules are modified), got {type(model).__name__}."
+        )
     return model

@@ -13,12 +13,27 @@ import torch
 from torch import Tensor
 
 from lightning_xai.functional._batching import BatchSize, check_optional_batch_size, default_batch_size
-from lightning_xai.functional._checks import ForwardFn, TargetLike, check_images, check_positive_int, check_scores, gather_scores, resolve_targets
+from lightning_xai.functional._checks import (
+    ForwardFn,
+    TargetLike,
+    check_images,
+    check_positive_int,
+    check_scores,
+    gather_scores,
+    resolve_targets,
+)
 from lightning_xai.functional._no_trace import leave_no_trace
 from lightning_xai.functional.baselines import ConstantBaseline, ValueRange, constant_baseline
 from lightning_xai.functional.gradients import check_finite_attribution, sum_sample_gradients
 
-__all__ = ["INTEGRATION_METHODS", "IntegrationMethod", "checked_scores", "completeness_gap", "integrated_gradients", "integration_rule"]
+__all__ = [
+    "INTEGRATION_METHODS",
+    "IntegrationMethod",
+    "checked_scores",
+    "completeness_gap",
+    "integrated_gradients",
+    "integration_rule",
+]
 
 IntegrationMethod = Literal["gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle"]
 INTEGRATION_METHODS: tuple[str, ...] = get_args(IntegrationMethod)
@@ -40,9 +55,11 @@ def integration_rule(n_steps: int, method: str) -> tuple[Tensor, Tensor]:
     if n_steps < 2:
         raise ValueError(f"`n_steps` must be >= 2 for the Riemann rules, got {n_steps}.")
     steps = torch.full((n_steps,), 1.0 / n_steps, dtype=torch.float64)
-    start, stop = {"left": (0.0, 1 - 1 / n_steps), "right": (1 / n_steps, 1.0), "middle": (1 / (2 * n_steps), 1 - 1 / (2 * n_steps))}.get(
-        method.split("_")[1], (0.0, 1.0)
-    )
+    start, stop = {
+        "left": (0.0, 1 - 1 / n_steps),
+        "right": (1 / n_steps, 1.0),
+        "middle": (1 / (2 * n_steps), 1 - 1 / (2 * n_steps)),
+    }.get(method.split("_")[1], (0.0, 1.0))
     if method == "riemann_trapezoid":
         steps[0] /= 2
         steps[-1] /= 2
@@ -109,7 +126,9 @@ def integrated_gradients(
             base = start[image_index]
             return base + alpha * (images[image_index] - base), weights[step_index].view(-1, 1, 1, 1)
 
-        total = sum_sample_gradients(forward_fn, images, targets, n_samples=n_steps, make_samples=path_points, batch_size=batch_size)
+        total = sum_sample_gradients(
+            forward_fn, images, targets, n_samples=n_steps, make_samples=path_points, batch_size=batch_size
+        )
         attributions = check_finite_attribution(total * (images - start).float() if multiply_by_inputs else total)
         if not return_delta:
             return attributions.to(inputs.dtype)

@@ -29,7 +29,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_xai.functional._checks import ForwardFn, TargetLike, check_images, check_positive_int, gather_scores, is_real_number
+from lightning_xai.functional._checks import (
+    ForwardFn,
+    TargetLike,
+    check_images,
+    check_positive_int,
+    gather_scores,
+    is_real_number,
+)
 from lightning_xai.functional._no_trace import leave_no_trace
 from lightning_xai.functional.baselines import ConstantBaseline, constant_baseline, gaussian_blur
 from lightning_xai.functional.gradients import private_generator, targets_from_forward
@@ -122,7 +129,13 @@ class _Problem:
     """One optimisation: the images repeated once per area, their baselines and reference scores."""
 
     def __init__(
-        self, forward_fn: ForwardFn, images: Tensor, target: TargetLike, baseline: ConstantBaseline, areas: list[float], cell: int
+        self,
+        forward_fn: ForwardFn,
+        images: Tensor,
+        target: TargetLike,
+        baseline: ConstantBaseline,
+        areas: list[float],
+        cell: int,
     ) -> None:
         self.forward_fn, self.images, self.areas, self.cell = forward_fn, images, areas, cell
         self.targets = targets_from_forward(forward_fn, images, target)
@@ -153,7 +166,9 @@ class _Problem:
         return torch.where(gap > 0, (scores - self.empty[rows]) / gap.clamp(min=1e-12), torch.ones_like(scores))
 
     def optimise(self, steps: int, learning_rate: float, area_weight: float, generator: torch.Generator) -> Tensor:
-        noise = torch.rand((len(self.rows), 1, *self.grid), generator=generator, device=generator.device).to(self.images.device)
+        noise = torch.rand((len(self.rows), 1, *self.grid), generator=generator, device=generator.device).to(
+            self.images.device
+        )
         parameters = (0.5 + 0.01 * noise).requires_grad_(True)
         optimizer = torch.optim.Adam([parameters], lr=learning_rate)
         for step in range(steps):
@@ -176,7 +191,9 @@ class _Problem:
         masks = masks.view(n_images, n_areas, *masks.shape[-2:])
         enough = kept >= keep
         sufficient = enough.any(dim=1)
-        first = torch.where(sufficient, enough.float().argmax(dim=1), torch.full_like(sufficient, n_areas - 1, dtype=torch.long))
+        first = torch.where(
+            sufficient, enough.float().argmax(dim=1), torch.full_like(sufficient, n_areas - 1, dtype=torch.long)
+        )
         area_values = torch.tensor(self.areas, device=masks.device)
         best = masks[torch.arange(n_images, device=masks.device), first].unsqueeze(1)
         return ExtremalMasks(tuple(self.areas), masks, kept, deleted, area_values[first], sufficient, best)

@@ -11,8 +11,8 @@ clipped at the image border.
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
-from typing import ContextManager
+from contextlib import AbstractContextManager, nullcontext
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +30,14 @@ from lightning_xai.functional._checks import (
     resolve_targets,
 )
 from lightning_xai.functional._no_trace import leave_no_trace
-from lightning_xai.functional.baselines import INPAINT_BASELINE_NAMES, OcclusionBaseline, constant_baseline, import_cv2, inpaint
+from lightning_xai.functional.baselines import (
+    INPAINT_BASELINE_NAMES,
+    ConstantBaseline,
+    OcclusionBaseline,
+    constant_baseline,
+    import_cv2,
+    inpaint,
+)
 
 
 def occlusion(
@@ -87,15 +94,18 @@ def occlusion(
     with leave_no_trace(forward_fn, inputs.device), torch.no_grad():
         images = inputs.detach().clone()
         inpainting = isinstance(baseline, str) and baseline in INPAINT_BASELINE_NAMES
-        fill = images if inpainting else constant_baseline(baseline, images).expand_as(images)  # type: ignore[arg-type]
-        run = PairRunner(forward_fn, images, fill, target, batch_size, autocast_dtype, inpaint_method=_inpaint_method(baseline))
+        # not an inpainting name: a constant baseline
+        fill = images if inpainting else constant_baseline(cast(ConstantBaseline, baseline), images).expand_as(images)
+        run = PairRunner(
+            forward_fn, images, fill, target, batch_size, autocast_dtype, inpaint_method=_inpaint_method(baseline)
+        )
         drops = _score_drops(run, window_hw, stride_hw)
-        attribution = spread_over_windows(drops, images.shape[-2:], window_hw, stride_hw)
+        attribution = spread_over_windows(drops, (images.shape[-2], images.shape[-1]), window_hw, stride_hw)
     check_finite(attribution)
     return attribution.to(inputs.dtype)
 
 
-def _inpaint_method(baseline: object) -> str | None:
+def _inpaint_method(baseline: object) -> Literal["telea", "ns"] | None:
     """``"telea"`` or ``"ns"`` for the inpainting baselines (checking OpenCV is there), else ``None``."""
     if not (isinstance(baseline, str) and baseline in INPAINT_BASELINE_NAMES):
         return None
@@ -110,7 +120,7 @@ def window_counts(size: tuple[int, int], window: tuple[int, int], stride: tuple[
         >>> window_counts((32, 32), (8, 8), (4, 4)), window_counts((10, 10), (4, 4), (4, 4))
         ((7, 7), (3, 3))
     """
-    return tuple(math.ceil((s - w) / st) + 1 for s, w, st in zip(size, window, stride))  # type: ignore[return-value]
+    return math.ceil((size[0] - window[0]) / stride[0]) + 1, math.ceil((size[1] - window[1]) / stride[1]) + 1
 
 
 def check_autocast_dtype(autocast_dtype: object) -> torch.dtype | None:
@@ -122,13 +132,15 @@ def check_autocast_dtype(autocast_dtype: object) -> torch.dtype | None:
     """
     allowed = "None, torch.bfloat16 or torch.float16"
     if autocast_dtype is not None and not isinstance(autocast_dtype, torch.dtype):
-        raise TypeError(f"`autocast_dtype` must be {allowed}, got {autocast_dtype!r} ({type(autocast_dtype).__name__}).")
+        raise TypeError(
+            f"`autocast_dtype` must be {allowed}, got {autocast_dtype!r} ({type(autocast_dtype).__name__})."
+        )
     if autocast_dtype not in (None, torch.bfloat16, torch.float16):
         raise ValueError(f"`autocast_dtype` must be {allowed}, got {autocast_dtype}.")
     return autocast_dtype
 
 
-def precision(images: Tensor, autocast_dtype: torch.dtype | None) -> ContextManager[object]:
+def precision(images: Tensor, autocast_dtype: torch.dtype | None) -> AbstractContextManager[object]:
     """``torch.autocast`` on ``images``' device with ``autocast_dtype``, or nothing when it is ``None``."""
     if autocast_dtype is None:
         return nullcontext()
@@ -148,7 +160,7 @@ def check_window_and_stride(
     height, width = inputs.shape[-2:]
     if window_hw[0] > height or window_hw[1] > width:
         raise ValueError(f"`window` must fit in the image ({height}x{width}), got {window_hw[0]}x{window_hw[1]}.")
-    stride_hw = as_pair(stride, "stride") if stride is not None else tuple((w + 1) // 2 for w in window_hw)
+    stride_hw = as_pair(stride, "stride") if stride is not None else ((window_hw[0] + 1) // 2, (window_hw[1] + 1) // 2)
     for axis, (size, w, s) in enumerate(zip((height, width), window_hw, stride_hw)):
         if w < size and s > w:
             name = ("height", "width")[axis]
@@ -156,7 +168,7 @@ def check_window_and_stride(
                 f"`stride` must be at most the window along each axis it does not fill, or pixels are never "
                 f"occluded; got stride {s} > window {w} in {name}."
             )
-    return window_hw, stride_hw  # type: ignore[return-value]
+    return window_hw, stride_hw
 
 
 class PairRunner:
@@ -193,7 +205,7 @@ class PairRunner:
         batch_size: BatchSize,
         autocast_dtype: torch.dtype | None = None,
         *,
-        inpaint_method: str | None = None,
+        inpaint_method: Literal["telea", "ns"] | None = None,
     ) -> None:
         self.forward_fn, self.images, self.fill = forward_fn, images, fill
         self.inpaint_method = inpaint_method
@@ -212,13 +224,13 @@ class PairRunner:
         self, image_index: Tensor, window_index: Tensor, cols: int, window: tuple[int, int], stride: tuple[int, int]
     ) -> Tensor:
         """Drops ``[P]`` (float32) of the pairs ``(image_index[p], window_index[p])``; ``cols`` placements per row."""
-        size = tuple(self.images.shape[-2:])
+        size = (self.images.shape[-2], self.images.shape[-1])
         drops = torch.empty(image_index.shape[0], dtype=torch.float32, device=self.images.device)
         for start, stop in chunk_ranges(image_index.shape[0], self.batch_size):
             images, windows = image_index[start:stop], window_index[start:stop]
-            mask = _window_masks(windows, cols, size, window, stride)  # type: ignore[arg-type]
+            mask = _window_masks(windows, cols, size, window, stride)
             if self.inpaint_method is not None:
-                occluded = inpaint(self.images[images], mask, method=self.inpaint_method)  # type: ignore[arg-type]
+                occluded = inpaint(self.images[images], mask, method=self.inpaint_method)
             else:
                 occluded = torch.where(mask, self.fill[images], self.images[images])
             with precision(occluded, self.autocast_dtype):
@@ -230,7 +242,7 @@ class PairRunner:
 def _score_drops(run: PairRunner, window: tuple[int, int], stride: tuple[int, int]) -> Tensor:
     """Score drop of every (image, placement) pair, ``[N, rows, cols]`` in float32."""
     n_images = run.images.shape[0]
-    rows, cols = window_counts(tuple(run.images.shape[-2:]), window, stride)  # type: ignore[arg-type]
+    rows, cols = window_counts((run.images.shape[-2], run.images.shape[-1]), window, stride)
     flat = torch.arange(n_images * rows * cols, device=run.images.device)
     drops = run(flat // (rows * cols), flat % (rows * cols), cols, window, stride)
     return drops.view(n_images, rows, cols)
@@ -250,7 +262,9 @@ def _window_masks(
     return (in_rows[:, :, None] & in_cols[:, None, :]).unsqueeze(1)
 
 
-def spread_over_windows(drops: Tensor, size: torch.Size, window: tuple[int, int], stride: tuple[int, int]) -> Tensor:
+def spread_over_windows(
+    drops: Tensor, size: tuple[int, int], window: tuple[int, int], stride: tuple[int, int]
+) -> Tensor:
     """Averages each placement's drop over the pixels it covers: ``[N, rows, cols]`` → ``[N, 1, H, W]``.
 
     Example:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Union, cast
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,7 @@ __all__ = ["Fragility", "InputInvariance", "MethodFn", "fragility", "input_invar
 
 # (model, images [N, C, H, W], targets [N]) -> attributions [N, C', H, W]
 MethodFn = Callable[[nn.Module, Tensor, Tensor], Tensor]
-Shift = Union[float, Tensor]
+Shift = float | Tensor
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,9 @@ class _ShiftedFirstConv(nn.Module):
         self.conv, self.shift = conv, shift.view(1, -1, 1, 1)
         summed = conv.weight.detach().sum(dim=(2, 3))  # [out, in / groups]
         per_group = self.shift.flatten().view(conv.groups, -1)
-        absorbed = torch.cat([summed.view(conv.groups, -1, summed.shape[1])[g] @ per_group[g] for g in range(conv.groups)])
+        absorbed = torch.cat(
+            [summed.view(conv.groups, -1, summed.shape[1])[g] @ per_group[g] for g in range(conv.groups)]
+        )
         base = conv.bias.detach() if conv.bias is not None else torch.zeros_like(absorbed)
         self.bias = nn.Parameter(base - absorbed, requires_grad=False)
 
@@ -105,7 +107,9 @@ def _first_layer(model: nn.Module, images: Tensor) -> tuple[str, nn.Module]:
         module: name for name, module in model.named_modules() if isinstance(module, (nn.Conv2d, nn.Linear))
     }
     seen: list[tuple[nn.Module, Tensor]] = []
-    handles = [m.register_forward_pre_hook(lambda m, args: seen.append((m, args[0])) if not seen else None) for m in names]
+    handles = [
+        m.register_forward_pre_hook(lambda m, args: seen.append((m, args[0])) if not seen else None) for m in names
+    ]
     try:
         with leave_no_trace(model, images.device), torch.no_grad():
             model(images)
@@ -113,7 +117,9 @@ def _first_layer(model: nn.Module, images: Tensor) -> tuple[str, nn.Module]:
         for handle in handles:
             handle.remove()
     if not seen:
-        raise ValueError(f"`model` must have a Conv2d or Linear layer to absorb the shift; {type(model).__name__} ran none.")
+        raise ValueError(
+            f"`model` must have a Conv2d or Linear layer to absorb the shift; {type(model).__name__} ran none."
+        )
     module, received = seen[0]
     if received.numel() != images.numel() or not torch.equal(received.reshape(images.shape), images):
         raise ValueError(
@@ -209,7 +215,8 @@ def input_invariance(
     Example:
         >>> from lightning_xai.functional import saliency
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2)).eval()
-        >>> report = input_invariance(net, torch.rand(2, 1, 2, 2), torch.tensor([0, 1]), lambda m, x, t: saliency(m, x, t))
+        >>> report = input_invariance(net, torch.rand(2, 1, 2, 2), torch.tensor([0, 1]),
+        ...                           lambda m, x, t: saliency(m, x, t))
         >>> report.invariant, [round(r, 4) for r in report.rank_correlation.tolist()]
         (True, [1.0, 1.0])
     """
@@ -232,7 +239,9 @@ def input_invariance(
     after = method_fn(shifted_model, shifted, targets)
     change = _map_change(before, after)
     changed = change > tolerance
-    return InputInvariance(rank_correlation(before, after), change.cpu(), changed.cpu(), not bool(changed.any()), difference)
+    return InputInvariance(
+        rank_correlation(before, after), change.cpu(), changed.cpu(), not bool(changed.any()), difference
+    )
 
 
 def fragility(
@@ -271,7 +280,8 @@ def fragility(
     Example:
         >>> from lightning_xai.functional import saliency
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2)).eval()
-        >>> result = fragility(net, torch.rand(2, 1, 2, 2), torch.tensor([0, 1]), lambda m, x, t: saliency(m, x, t), epsilon=0.1)
+        >>> result = fragility(net, torch.rand(2, 1, 2, 2), torch.tensor([0, 1]), lambda m, x, t: saliency(m, x, t),
+        ...                    epsilon=0.1)
         >>> result.top_k_overlap.tolist()  # a linear model's gradient does not depend on the input
         [1.0, 1.0]
     """

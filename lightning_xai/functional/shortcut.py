@@ -22,7 +22,7 @@ from torch import Tensor
 from lightning_xai.functional._batching import BatchSize, check_optional_batch_size, chunk_ranges, default_batch_size
 from lightning_xai.functional._checks import ForwardFn, check_images, check_score_shape
 from lightning_xai.functional._no_trace import leave_no_trace
-from lightning_xai.functional.baselines import gaussian_blur, default_blur_sigma
+from lightning_xai.functional.baselines import default_blur_sigma, gaussian_blur
 
 Box = tuple[int, int, int, int]
 Fill = Literal["mean", "blur"]
@@ -32,13 +32,14 @@ def box_iou(first: Box, second: Box) -> float:
     """Intersection over union of two boxes.
 
     Example:
-        >>> box_iou((0, 0, 4, 4), (0, 0, 4, 4)), box_iou((0, 0, 4, 4), (2, 0, 6, 4)), box_iou((0, 0, 2, 2), (4, 4, 6, 6))
+        >>> (box_iou((0, 0, 4, 4), (0, 0, 4, 4)), box_iou((0, 0, 4, 4), (2, 0, 6, 4)),
+        ...  box_iou((0, 0, 2, 2), (4, 4, 6, 6)))
         (1.0, 0.3333333333333333, 0.0)
     """
     height = max(0, min(first[2], second[2]) - max(first[0], second[0]))
     width = max(0, min(first[3], second[3]) - max(first[1], second[1]))
     overlap = height * width
-    area = lambda b: (b[2] - b[0]) * (b[3] - b[1])  # noqa: E731
+    area = lambda b: (b[2] - b[0]) * (b[3] - b[1])
     return overlap / (area(first) + area(second) - overlap)
 
 
@@ -181,8 +182,18 @@ def intervene(
     return {**ablation, **transplant}
 
 
-def _ablation(forward_fn, images, fills, box, before, predicted, n_random, generator, batch_size) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    boxes = [box, *random_boxes(tuple(images.shape[-2:]), box, n_random, generator)]
+def _ablation(
+    forward_fn: ForwardFn,
+    images: Tensor,
+    fills: Tensor,
+    box: Box,
+    before: Tensor,
+    predicted: Tensor,
+    n_random: int,
+    generator: torch.Generator,
+    batch_size: BatchSize,
+) -> dict[str, float]:
+    boxes = [box, *random_boxes((images.shape[-2], images.shape[-1]), box, n_random, generator)]
     ablated = torch.cat([paste(images, fills, b) for b in boxes])
     after = _probabilities(forward_fn, ablated, batch_size).view(len(boxes), images.shape[0], -1)
     base = before.gather(1, predicted.view(-1, 1)).squeeze(1)
@@ -202,8 +213,17 @@ def _ablation(forward_fn, images, fills, box, before, predicted, n_random, gener
     }
 
 
-def _transplant(forward_fn, images, box, predicted, max_donors, generator, batch_size) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    recipients, donors = [], []
+def _transplant(
+    forward_fn: ForwardFn,
+    images: Tensor,
+    box: Box,
+    predicted: Tensor,
+    max_donors: int,
+    generator: torch.Generator,
+    batch_size: BatchSize,
+) -> dict[str, float]:
+    recipients: list[int] = []
+    donors: list[int] = []
     for index in range(images.shape[0]):
         others = (predicted != predicted[index]).nonzero().flatten()
         chosen = others[torch.randperm(others.numel(), generator=generator)[:max_donors].to(others.device)]
@@ -213,10 +233,15 @@ def _transplant(forward_fn, images, box, predicted, max_donors, generator, batch
         return {"follow_rate": 0.0, "best_class_follow_rate": 0.0}
     recipient_index, donor_index = torch.tensor(recipients), torch.tensor(donors)
     pasted = paste(images[recipient_index.to(images.device)], images[donor_index.to(images.device)], box)
-    followed = (_probabilities(forward_fn, pasted, batch_size).argmax(dim=1).cpu() == predicted.cpu()[donor_index]).float()
+    followed = (
+        _probabilities(forward_fn, pasted, batch_size).argmax(dim=1).cpu() == predicted.cpu()[donor_index]
+    ).float()
     donor_classes = predicted.cpu()[donor_index]
     per_class = [followed[donor_classes == c].mean() for c in donor_classes.unique() if (donor_classes == c).sum() >= 3]
-    return {"follow_rate": float(followed.mean()), "best_class_follow_rate": float(max(per_class)) if per_class else 0.0}
+    return {
+        "follow_rate": float(followed.mean()),
+        "best_class_follow_rate": float(max(per_class)) if per_class else 0.0,
+    }
 
 
 def mass_outside(maps: Tensor, masks: Tensor) -> Tensor:
@@ -229,7 +254,10 @@ def mass_outside(maps: Tensor, masks: Tensor) -> Tensor:
     """
     check_images(maps, "maps")
     if masks.shape[0] != maps.shape[0] or masks.shape[-2:] != maps.shape[-2:]:
-        raise ValueError(f"`masks` must be [N, 1, H, W] = {[maps.shape[0], 1, *maps.shape[-2:]]} like the maps, got {list(masks.shape)}.")
+        raise ValueError(
+            f"`masks` must be [N, 1, H, W] = {[maps.shape[0], 1, *maps.shape[-2:]]} like the maps, "
+            f"got {list(masks.shape)}."
+        )
     values = maps.detach().float().clamp(min=0).sum(dim=1)
     outside = (values * (~masks.bool().reshape(values.shape))).flatten(1).sum(dim=1)
     return (outside / values.flatten(1).sum(dim=1).clamp(min=1e-12)).cpu()

@@ -19,8 +19,17 @@ from lightning_xai.functional._checks import check_images
 from lightning_xai.functional.shortcut import Box, box_iou
 
 __all__ = [
-    "Candidate", "box_mass", "describe_place", "describe_places", "isolation", "mean_pairwise_iou", "merge_boxes", "normalized_mass",
-    "peak_boxes", "plan_candidates", "random_place",
+    "Candidate",
+    "box_mass",
+    "describe_place",
+    "describe_places",
+    "isolation",
+    "mean_pairwise_iou",
+    "merge_boxes",
+    "normalized_mass",
+    "peak_boxes",
+    "plan_candidates",
+    "random_place",
 ]
 
 
@@ -171,7 +180,8 @@ def describe_places(boxes: Sequence[Box], size: tuple[int, int]) -> str:
     """Where boxes that move around lie: ``"corners"``, ``"along the border"`` or ``"anywhere"``.
 
     Example:
-        >>> describe_places([(0, 0, 4, 4), (28, 28, 32, 32)], (32, 32)), describe_places([(0, 0, 4, 4), (0, 14, 4, 18)], (32, 32))
+        >>> (describe_places([(0, 0, 4, 4), (28, 28, 32, 32)], (32, 32)),
+        ...  describe_places([(0, 0, 4, 4), (0, 14, 4, 18)], (32, 32)))
         ('corners', 'along the border')
     """
     places = [describe_place(box, size) for box in boxes]
@@ -195,8 +205,14 @@ def _mean_map_boxes(mean: Tensor, sides: Sequence[int], count: int) -> list[Box]
 
 
 def plan_candidates(
-    displays: dict[str, Tensor], size: tuple[int, int], sides: Sequence[int], *, min_concentration: float, min_isolation: float,
-    max_places: int, suspects: Sequence[Box] = (),
+    displays: dict[str, Tensor],
+    size: tuple[int, int],
+    sides: Sequence[int],
+    *,
+    min_concentration: float,
+    min_isolation: float,
+    max_places: int,
+    suspects: Sequence[Box] = (),
 ) -> tuple[dict[tuple[Any, ...], Candidate], dict[str, float]]:
     """Every method's candidates, merged across methods (each is tested once), and each method's peak concentration.
 
@@ -210,7 +226,8 @@ def plan_candidates(
 
     Example:
         >>> maps = torch.zeros(6, 1, 16, 16); maps[:, :, :2, :2] = 1.0
-        >>> found, peaks = plan_candidates({"m": maps}, (16, 16), [2, 4], min_concentration=2, min_isolation=0.5, max_places=4)
+        >>> found, peaks = plan_candidates({"m": maps}, (16, 16), [2, 4], min_concentration=2, min_isolation=0.5,
+        ...                                max_places=4)
         >>> sorted({c.kind for c in found.values()}), peaks
         (['class_mark', 'region'], {'m': 64.0})
     """
@@ -228,7 +245,11 @@ def plan_candidates(
         mean = mass.mean(dim=0, keepdim=True)
         peaks[name] = float(box_mass(mean, min(sides))[1][0]) * area / min(sides) ** 2
         for box in _mean_map_boxes(mean, sides, 2):
-            concentration = float(mean[..., box[0] : box[2], box[1] : box[3]].sum()) * area / ((box[2] - box[0]) * (box[3] - box[1]))
+            concentration = (
+                float(mean[..., box[0] : box[2], box[1] : box[3]].sum())
+                * area
+                / ((box[2] - box[0]) * (box[3] - box[1]))
+            )
             if concentration >= min_concentration and isolation(mean, box) >= min_isolation:
                 add(Candidate("region", box, concentration=concentration), name)
         own = peak_boxes(mass, sides)
@@ -253,7 +274,10 @@ def _moving_candidate(mass: Tensor, side: int, min_isolation: float, max_places:
     (most probes first). Each probe's box is its hottest spot among those places.
     """
     strict = max(min_isolation, 0.6)  # a spot that moves must stand alone: not a piece of a hot object
-    spots = [[box for box in _mean_map_boxes(mass[i : i + 1], [side], 3) if isolation(mass[i : i + 1], box) >= strict] for i in range(mass.shape[0])]
+    spots = [
+        [box for box in _mean_map_boxes(mass[i : i + 1], [side], 3) if isolation(mass[i : i + 1], box) >= strict]
+        for i in range(mass.shape[0])
+    ]
     flat = [(probe, box) for probe, boxes in enumerate(spots) for box in boxes]
     groups = [(box, {flat[i][0] for i in members}) for box, members in merge_boxes([box for _, box in flat])]
     groups = sorted((g for g in groups if len(g[1]) >= 2), key=lambda g: -len(g[1]))[:max_places]

@@ -33,7 +33,17 @@ from torch import Tensor
 from lightning_xai.functional._batching import BatchSize, chunk_ranges
 from lightning_xai.functional._checks import ForwardFn, check_score_shape
 
-__all__ = ["Votes", "luminance", "predict", "sequential_test", "sign_test", "swap_boxes", "swap_colors", "to_grey", "transplant_votes"]
+__all__ = [
+    "Votes",
+    "luminance",
+    "predict",
+    "sequential_test",
+    "sign_test",
+    "swap_boxes",
+    "swap_colors",
+    "to_grey",
+    "transplant_votes",
+]
 
 Box = tuple[int, int, int, int]
 
@@ -93,8 +103,12 @@ class Votes:
         n = max(1, self.trials)
         random_rate = self.random_follow / n if self.with_random else 0.0
         return {
-            "follow_rate": self.follow / n, "stay_rate": self.stay / n, "random_follow_rate": random_rate,
-            "win_rate": self.wins / n if self.with_random else 0.0, "trials": float(self.trials), "p_value": self.p_value,
+            "follow_rate": self.follow / n,
+            "stay_rate": self.stay / n,
+            "random_follow_rate": random_rate,
+            "win_rate": self.wins / n if self.with_random else 0.0,
+            "trials": float(self.trials),
+            "p_value": self.p_value,
         }
 
     def __add__(self, other: Votes) -> Votes:
@@ -141,11 +155,14 @@ def predict(forward_fn: ForwardFn, images: Tensor, batch_size: BatchSize) -> Ten
     return torch.cat(parts)
 
 
-def swap_boxes(recipients: Tensor, donors: Tensor, recipient_boxes: Sequence[Box], donor_boxes: Sequence[Box]) -> Tensor:
+def swap_boxes(
+    recipients: Tensor, donors: Tensor, recipient_boxes: Sequence[Box], donor_boxes: Sequence[Box]
+) -> Tensor:
     """Copies of ``recipients`` ``[N, C, H, W]`` with box i replaced by the donor's box i (same size).
 
     Example:
-        >>> swap_boxes(torch.zeros(1, 1, 2, 3), torch.arange(6.0).view(1, 1, 2, 3), [(0, 0, 1, 1)], [(1, 2, 2, 3)]).flatten().tolist()
+        >>> recipients, donors = torch.zeros(1, 1, 2, 3), torch.arange(6.0).view(1, 1, 2, 3)
+        >>> swap_boxes(recipients, donors, [(0, 0, 1, 1)], [(1, 2, 2, 3)]).flatten().tolist()
         [5.0, 0.0, 0.0, 0.0, 0.0, 0.0]
     """
     out = recipients.clone()
@@ -197,7 +214,12 @@ def transplant_votes(
     recipient_class, donor_class, donor_before = recipient_class.cpu(), donor_class.cpu(), donor_before.cpu()
     predicted = probabilities.argmax(dim=1)
     follows, stays = predicted[:n] == donor_class, predicted[:n] == recipient_class
-    votes = Votes(follow=int(follows.sum()), stay=int(stays.sum()), other=int((~follows & ~stays).sum()), with_random=controls is not None)
+    votes = Votes(
+        follow=int(follows.sum()),
+        stay=int(stays.sum()),
+        other=int((~follows & ~stays).sum()),
+        with_random=controls is not None,
+    )
     if controls is not None:
         gains = probabilities.gather(1, donor_class.repeat(images.shape[0] // n)[:, None]).view(-1, n) - donor_before
         best_control = gains[1:].amax(dim=0)

@@ -19,9 +19,28 @@ from lightning_xai.functional._batching import BatchSize
 from lightning_xai.functional._checks import ForwardFn
 from lightning_xai.functional.shortcut import Box, Fill, fill_images, paste
 from lightning_xai.functional.shortcut_candidates import random_place
-from lightning_xai.functional.shortcut_evidence import Votes, predict, sequential_test, swap_boxes, swap_colors, to_grey, transplant_votes
+from lightning_xai.functional.shortcut_evidence import (
+    Votes,
+    predict,
+    sequential_test,
+    swap_boxes,
+    swap_colors,
+    to_grey,
+    transplant_votes,
+)
 
-__all__ = ["Bench", "ablation_rates", "class_votes", "color_votes", "locate", "mark_class", "moving_votes", "refine", "region_votes", "carriers"]
+__all__ = [
+    "Bench",
+    "ablation_rates",
+    "carriers",
+    "class_votes",
+    "color_votes",
+    "locate",
+    "mark_class",
+    "moving_votes",
+    "refine",
+    "region_votes",
+]
 
 
 @dataclass
@@ -29,7 +48,8 @@ class Bench:
     """A model and its test images ``[N, C, H, W]``, with predictions, halves and private randomness.
 
     Example:
-        >>> bench = Bench.build(lambda x: x.flatten(1)[:, :3], torch.rand(8, 1, 4, 4), seed=0, batch_size=8, fill="mean")
+        >>> bench = Bench.build(lambda x: x.flatten(1)[:, :3], torch.rand(8, 1, 4, 4), seed=0, batch_size=8,
+        ...                     fill="mean")
         >>> bench.selection.tolist(), bench.test.tolist(), bench.predicted.shape
         ([0, 1, 2, 3], [4, 5, 6, 7], torch.Size([8]))
     """
@@ -47,7 +67,16 @@ class Bench:
     margin: float = 0.1
 
     @classmethod
-    def build(cls, forward_fn: ForwardFn, images: Tensor, *, seed: int, batch_size: BatchSize, fill: Fill, heat: Tensor | None = None, margin: float = 0.1
+    def build(
+        cls,
+        forward_fn: ForwardFn,
+        images: Tensor,
+        *,
+        seed: int,
+        batch_size: BatchSize,
+        fill: Fill,
+        heat: Tensor | None = None,
+        margin: float = 0.1,
     ) -> Bench:
         """Predicts the images once and splits them into halves; ``heat`` ``[1, 1, H, W]``: where control boxes go."""
         with torch.no_grad():
@@ -55,7 +84,18 @@ class Bench:
         half = min(32, images.shape[0] // 2)  # selection needs a few images per class; the test gets the rest
         order = torch.arange(images.shape[0])
         generator = torch.Generator().manual_seed(seed)
-        return cls(forward_fn, images, probabilities, fill_images(images, fill), order[:half], order[half:], generator, batch_size, heat, margin=margin)
+        return cls(
+            forward_fn,
+            images,
+            probabilities,
+            fill_images(images, fill),
+            order[:half],
+            order[half:],
+            generator,
+            batch_size,
+            heat,
+            margin=margin,
+        )
 
     @property
     def predicted(self) -> Tensor:
@@ -65,9 +105,11 @@ class Bench:
     @property
     def size(self) -> tuple[int, int]:
         """Image height and width."""
-        return tuple(self.images.shape[-2:])  # type: ignore[return-value]
+        return self.images.shape[-2], self.images.shape[-1]
 
-    def donors(self, recipients: Tensor, donor_class: int | None = None, *, elsewhere: Sequence[Box] | None = None) -> Tensor:
+    def donors(
+        self, recipients: Tensor, donor_class: int | None = None, *, elsewhere: Sequence[Box] | None = None
+    ) -> Tensor:
         """One random donor index per recipient: predicted as ``donor_class``, or as another class (-1: none);
         with ``elsewhere`` (a box per image), only donors whose box is not the recipient's."""
         predicted = self.predicted
@@ -77,7 +119,9 @@ class Bench:
             if elsewhere is not None:
                 pool &= torch.tensor([box != elsewhere[index] for box in elsewhere])
             pool = pool.nonzero().flatten()
-            chosen.append(int(pool[torch.randint(pool.numel(), (1,), generator=self.generator)]) if pool.numel() else -1)
+            chosen.append(
+                int(pool[torch.randint(pool.numel(), (1,), generator=self.generator)]) if pool.numel() else -1
+            )
         return torch.tensor(chosen, dtype=torch.long)
 
     def on_device(self, indices: Tensor) -> Tensor:
@@ -94,10 +138,14 @@ class Bench:
         if float(weights.sum()) <= 0:
             return [box] * self.controls
         picks = torch.multinomial(weights.flatten(), self.controls, replacement=True, generator=self.generator).tolist()
-        return [(i // weights.shape[1], i % weights.shape[1], i // weights.shape[1] + height, i % weights.shape[1] + width) for i in picks]
+        return [
+            (i // weights.shape[1], i % weights.shape[1], i // weights.shape[1] + height, i % weights.shape[1] + width)
+            for i in picks
+        ]
 
     def transplant(self, recipients: Tensor, donors: Tensor, to: Sequence[Box], source: Sequence[Box]) -> Votes:
-        """Pastes each donor's ``source`` box into its recipient's ``to`` box, against control boxes (same place in both)."""
+        """Pastes each donor's ``source`` box into its recipient's ``to`` box, against control boxes
+        (same place in both)."""
         keep = donors >= 0
         recipients, donors = recipients[keep], donors[keep]
         to = [b for b, k in zip(to, keep.tolist()) if k]
@@ -106,12 +154,21 @@ class Bench:
             return Votes()
         receiving, giving = self.on_device(recipients), self.on_device(donors)
         places = [self.control_places(box) for box in to]
-        controls = [swap_boxes(receiving, giving, [p[j] for p in places], [p[j] for p in places]) for j in range(self.controls)]
+        controls = [
+            swap_boxes(receiving, giving, [p[j] for p in places], [p[j] for p in places]) for j in range(self.controls)
+        ]
         moved = swap_boxes(receiving, giving, to, source)
         donor_class = self.predicted[donors]
         before = self.probabilities[recipients].gather(1, donor_class[:, None]).squeeze(1)
         return transplant_votes(
-            self.forward_fn, moved, torch.cat(controls), self.predicted[recipients], donor_class, before, self.batch_size, self.margin
+            self.forward_fn,
+            moved,
+            torch.cat(controls),
+            self.predicted[recipients],
+            donor_class,
+            before,
+            self.batch_size,
+            self.margin,
         )
 
 
@@ -127,7 +184,9 @@ def ablation_rates(bench: Bench, boxes: Sequence[Box], indices: Tensor, *, rando
     parts = [ablated, kept]
     if random_too:
         places = [random_place(bench.size, box, bench.generator) for box in boxes]
-        parts.append(torch.stack([paste(image[None], fill[None], box)[0] for image, fill, box in zip(images, fills, places)]))
+        parts.append(
+            torch.stack([paste(image[None], fill[None], box)[0] for image, fill, box in zip(images, fills, places)])
+        )
     with torch.no_grad():
         after = predict(bench.forward_fn, torch.cat(parts), bench.batch_size).cpu().view(len(parts), len(boxes), -1)
     predicted = bench.predicted[indices]
@@ -136,8 +195,10 @@ def ablation_rates(bench: Bench, boxes: Sequence[Box], indices: Tensor, *, rando
     changed = (after.argmax(dim=2) != predicted[None]).float()
     random_index = 2 if random_too else 0
     return {
-        "flip_rate": float(changed[0].mean()), "random_flip_rate": float(changed[random_index].mean()) if random_too else 0.0,
-        "drop": float(drops[0].mean()), "random_drop": float(drops[random_index].mean()) if random_too else 0.0,
+        "flip_rate": float(changed[0].mean()),
+        "random_flip_rate": float(changed[random_index].mean()) if random_too else 0.0,
+        "drop": float(drops[0].mean()),
+        "random_drop": float(drops[random_index].mean()) if random_too else 0.0,
         "keep_rate": float(1 - changed[1].mean()),
     }
 
@@ -146,7 +207,9 @@ def region_votes(bench: Bench, box: Box, *, alpha: float) -> Votes:
     """A box at a fixed place, pasted from an image of another predicted class (test half)."""
 
     def vote(recipients: Tensor) -> Votes:
-        return bench.transplant(recipients, bench.donors(recipients), [box] * recipients.numel(), [box] * recipients.numel())
+        return bench.transplant(
+            recipients, bench.donors(recipients), [box] * recipients.numel(), [box] * recipients.numel()
+        )
 
     return sequential_test(vote, bench.test, alpha=alpha)
 
@@ -158,7 +221,9 @@ def mark_class(bench: Bench, box: Box) -> tuple[int, dict[str, float]]:
     with torch.no_grad():
         after = predict(bench.forward_fn, paste(images, fills, box), bench.batch_size).cpu()
     predicted = bench.predicted[indices]
-    drops = bench.probabilities[indices].gather(1, predicted[:, None]).squeeze(1) - after.gather(1, predicted[:, None]).squeeze(1)
+    drops = bench.probabilities[indices].gather(1, predicted[:, None]).squeeze(1) - after.gather(
+        1, predicted[:, None]
+    ).squeeze(1)
     classes = predicted.unique()
     means = torch.stack([drops[predicted == c].mean() for c in classes])
     rates = {"flip_rate": float((after.argmax(dim=1) != predicted).float().mean()), "random_flip_rate": 0.0,
@@ -171,7 +236,9 @@ def class_votes(bench: Bench, box: Box, mark_of: int, *, alpha: float) -> Votes:
     others = bench.test[bench.predicted[bench.test] != mark_of]
 
     def vote(recipients: Tensor) -> Votes:
-        return bench.transplant(recipients, bench.donors(recipients, mark_of), [box] * recipients.numel(), [box] * recipients.numel())
+        return bench.transplant(
+            recipients, bench.donors(recipients, mark_of), [box] * recipients.numel(), [box] * recipients.numel()
+        )
 
     return sequential_test(vote, others, alpha=alpha)
 
@@ -201,7 +268,9 @@ def color_votes(bench: Bench, *, alpha: float) -> tuple[Votes, float]:
     """The colours of an image of another class on each test image's brightness; and the share of
     predictions (selection half) that change when colour is replaced by grey."""
     with torch.no_grad():
-        grey = predict(bench.forward_fn, to_grey(bench.on_device(bench.selection)), bench.batch_size).cpu().argmax(dim=1)
+        grey = (
+            predict(bench.forward_fn, to_grey(bench.on_device(bench.selection)), bench.batch_size).cpu().argmax(dim=1)
+        )
     grey_flip = float((grey != bench.predicted[bench.selection]).float().mean())
 
     def vote(recipients: Tensor) -> Votes:
@@ -210,7 +279,15 @@ def color_votes(bench: Bench, *, alpha: float) -> tuple[Votes, float]:
         recipients, donors = recipients[keep], donors[keep]
         moved = swap_colors(bench.on_device(recipients), bench.on_device(donors))
         before = bench.probabilities[recipients].gather(1, bench.predicted[donors][:, None]).squeeze(1)
-        return transplant_votes(bench.forward_fn, moved, None, bench.predicted[recipients], bench.predicted[donors], before, bench.batch_size)
+        return transplant_votes(
+            bench.forward_fn,
+            moved,
+            None,
+            bench.predicted[recipients],
+            bench.predicted[donors],
+            before,
+            bench.batch_size,
+        )
 
     return sequential_test(vote, bench.test, alpha=alpha), grey_flip
 
@@ -241,7 +318,9 @@ def refine(bench: Bench, box: Box, sides: Sequence[int], donor_class: int | None
     top, left = max(0, box[0] - 1), max(0, box[1] - 1)  # also one pixel around it: maps blur a little
     bottom, right = min(bench.size[0], box[2] + 1), min(bench.size[1], box[3] + 1)
     for side in sorted(s for s in sides if s <= min(height, width)):
-        inside = [(t, l, t + side, l + side) for t in range(top, bottom - side + 1) for l in range(left, right - side + 1)]
+        inside = [
+            (t, c, t + side, c + side) for t in range(top, bottom - side + 1) for c in range(left, right - side + 1)
+        ]
         scored = max(((follow(b), b) for b in inside), key=lambda item: item[0])
         if scored[0] >= target:
             return scored[1]

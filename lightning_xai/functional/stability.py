@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.functional.image import structural_similarity_index_measure
-from torchmetrics.functional.regression import spearman_corrcoef
 from torchmetrics.functional.pairwise import pairwise_cosine_similarity
+from torchmetrics.functional.regression import spearman_corrcoef
 
 from lightning_xai.functional._checks import check_images
 
@@ -38,7 +38,10 @@ def _pair(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     check_images(a, "maps_a")
     check_images(b, "maps_b")
     if a.shape[0] != b.shape[0] or a.shape[-2:] != b.shape[-2:]:
-        raise ValueError(f"`maps_a` and `maps_b` must hold the same images at the same size, got {list(a.shape)} and {list(b.shape)}.")
+        raise ValueError(
+            "`maps_a` and `maps_b` must hold the same images at the same size, "
+            f"got {list(a.shape)} and {list(b.shape)}."
+        )
     if a.shape[1] != 1:
         a = reduce_channels(a)
     if b.shape[1] != 1:
@@ -136,7 +139,9 @@ def cosine(maps_a: Tensor, maps_b: Tensor) -> Tensor:
         [1.0, 1.0, 1.0]
     """
     a, b = _pair(maps_a, maps_b)
-    values = torch.stack([pairwise_cosine_similarity(a[i : i + 1], b[i : i + 1]).reshape(()) for i in range(a.shape[0])])
+    values = torch.stack(
+        [pairwise_cosine_similarity(a[i : i + 1], b[i : i + 1]).reshape(()) for i in range(a.shape[0])]
+    )
     return torch.nan_to_num(values, nan=0.0).cpu()
 
 
@@ -164,5 +169,5 @@ def _same_size(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     if a.shape[-2:] == b.shape[-2:]:
         return a, b
     size = max(a.shape[-2:], b.shape[-2:], key=lambda s: s[0] * s[1])
-    resize = lambda t: t if t.shape[-2:] == size else F.interpolate(t.float(), size=tuple(size), mode="bilinear")  # noqa: E731
+    resize = lambda t: t if t.shape[-2:] == size else F.interpolate(t.float(), size=tuple(size), mode="bilinear")
     return resize(a), resize(b)

@@ -77,7 +77,9 @@ def measure_batch_size(
     return remembered[key]
 
 
-def _sweep(forward_fn: ForwardFn, image: Tensor, sizes: list[int], backward: bool, max_seconds: float) -> dict[int, float]:
+def _sweep(
+    forward_fn: ForwardFn, image: Tensor, sizes: list[int], backward: bool, max_seconds: float
+) -> dict[int, float]:
     """Images per second at each size tried: a :class:`BatchSizeTuner` run on copies of ``image``.
 
     One batch of the tuner's current size per step (so each size gets its warm-up pass and two
