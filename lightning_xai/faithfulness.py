@@ -50,7 +50,9 @@ class Faithfulness:
 
     def __post_init__(self) -> None:
         if not self.fills or any(fill not in ("mean", "blur", "inpaint") for fill in self.fills):
-            raise ValueError(f"`fills` must be a non-empty tuple of 'mean', 'blur' and/or 'inpaint', got {self.fills!r}.")
+            raise ValueError(
+                f"`fills` must be a non-empty tuple of 'mean', 'blur' and/or 'inpaint', got {self.fills!r}."
+            )
         if not 0 < self.box_fraction <= 1:
             raise ValueError(f"`box_fraction` must be in (0, 1], got {self.box_fraction!r}.")
         if not self.max_relative_gap > 0:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Union
 
 from torch import Tensor, nn
 
@@ -17,14 +16,19 @@ class _Kwargs(tuple):
     """Keyword arguments as sorted ``(name, value)`` items: a picklable tuple whose repr shows tensors by shape."""
 
     def __repr__(self) -> str:
-        shown = (f"{key!r}: tensor{list(value.shape)}" if isinstance(value, Tensor) else f"{key!r}: {value!r}" for key, value in self)
+        shown = (
+            f"{key!r}: tensor{list(value.shape)}" if isinstance(value, Tensor) else f"{key!r}: {value!r}"
+            for key, value in self
+        )
         return "{" + ", ".join(shown) + "}"
 
 
 def _items(value: object, name: str) -> tuple[tuple[str, object], ...]:
     if isinstance(value, Mapping):
         value = tuple(sorted(value.items()))
-    if not isinstance(value, tuple) or not all(isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) for item in value):
+    if not isinstance(value, tuple) or not all(
+        isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) for item in value
+    ):
         raise TypeError(f"`{name}` must be a dict of keyword arguments, got {type(value).__name__}.")
     return _Kwargs(value)
 
@@ -47,22 +51,28 @@ class CaptumMethod(AttributionMethod):
         attribute_kwargs: keyword arguments of ``attribute`` besides the inputs and ``target``.
 
     Example:
-        >>> CaptumMethod("DeepLift").name, CaptumMethod("LayerConductance", init_kwargs={"layer": "net.features.3"}).name
+        >>> conductance = CaptumMethod("LayerConductance", init_kwargs={"layer": "net.features.3"})
+        >>> CaptumMethod("DeepLift").name, conductance.name
         ('captum_DeepLift', 'captum_LayerConductance')
     """
 
-    attribution_class: Union[type, str] = "Saliency"
+    attribution_class: type | str = "Saliency"
     init_kwargs: tuple[tuple[str, object], ...] = ()
     attribute_kwargs: tuple[tuple[str, object], ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.attribution_class, (type, str)):
-            raise TypeError(f"`attribution_class` must be a captum.attr attribution class or its name, got {type(self.attribution_class).__name__}.")
+            raise TypeError(
+                "`attribution_class` must be a captum.attr attribution class or its name, "
+                f"got {type(self.attribution_class).__name__}."
+            )
         object.__setattr__(self, "init_kwargs", _items(self.init_kwargs, "init_kwargs"))
         object.__setattr__(self, "attribute_kwargs", _items(self.attribute_kwargs, "attribute_kwargs"))
         for key in ("inputs", "target"):
             if key in dict(self.attribute_kwargs):
-                raise ValueError(f"`attribute_kwargs` must not set {key!r}: the monitor passes the probes and their classes.")
+                raise ValueError(
+                    f"`attribute_kwargs` must not set {key!r}: the monitor passes the probes and their classes."
+                )
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -74,9 +84,17 @@ class CaptumMethod(AttributionMethod):
         from lightning_xai._captum import run_captum
 
         return run_captum(
-            model, images, targets, spec=self.attribution_class, init_kwargs=dict(self.init_kwargs),
-            attribute_kwargs=dict(self.attribute_kwargs), generator=context.generator,
-            batch_sizes={True: context.batch_size(None, backward=True), False: context.batch_size(None, backward=False)},
+            model,
+            images,
+            targets,
+            spec=self.attribution_class,
+            init_kwargs=dict(self.init_kwargs),
+            attribute_kwargs=dict(self.attribute_kwargs),
+            generator=context.generator,
+            batch_sizes={
+                True: context.batch_size(None, backward=True),
+                False: context.batch_size(None, backward=False),
+            },
         )
 
     def validate(self, model: nn.Module, images: Tensor) -> None:

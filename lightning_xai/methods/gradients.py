@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal, Union
+from typing import ClassVar, Literal
 
 from torch import Tensor, nn
 
@@ -36,7 +36,9 @@ class _PathMethod(AttributionMethod):
             return self.attribute(model, images, targets, context), None
         return self._run(model, images, targets, context, return_delta=True)  # type: ignore[return-value]
 
-    def _run(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext, *, return_delta: bool) -> object:
+    def _run(
+        self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext, *, return_delta: bool
+    ) -> object:
         raise NotImplementedError
 
 
@@ -70,7 +72,9 @@ class ExpectedGradients(_PathMethod):
         _check_optional_int(self.batch_size, "batch_size")
         check_multiply_by_inputs(self.multiply_by_inputs, False)
 
-    def _run(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext, *, return_delta: bool) -> object:
+    def _run(
+        self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext, *, return_delta: bool
+    ) -> object:
         baselines: SampledBaselineName | Tensor
         if isinstance(self.baselines, str) and self.baselines == "training":
             baselines = context.references if context.references is not None else "blur"
@@ -97,7 +101,9 @@ class IntegratedGradients(_PathMethod):
     batch_pass: ClassVar[bool | None] = True
     baseline: float | ConstantBaselineName = "zero"
     n_steps: int = 32
-    method: Literal["gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle"] = "gausslegendre"
+    method: Literal["gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle"] = (
+        "gausslegendre"
+    )
     batch_size: int | None = None
     multiply_by_inputs: bool = True
 
@@ -108,7 +114,9 @@ class IntegratedGradients(_PathMethod):
         integration_rule(self.n_steps, self.method)
         check_multiply_by_inputs(self.multiply_by_inputs, False)
 
-    def _run(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext, *, return_delta: bool) -> object:
+    def _run(
+        self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext, *, return_delta: bool
+    ) -> object:
         return F.integrated_gradients(
             model, images, targets, baseline=self.baseline, n_steps=self.n_steps, method=self.method,
             batch_size=context.batch_size(self.batch_size, backward=True), return_delta=return_delta,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Union
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -72,7 +72,15 @@ class Occlusion(AttributionMethod):
 
     def validate(self, model: nn.Module, images: Tensor) -> None:
         window = self.window_for((images.shape[-2], images.shape[-1]))
-        F.occlusion(lambda x: torch.zeros(x.shape[0], 1, device=x.device), images[:1], 0, window=window, stride=self.stride, baseline=self.baseline)
+        F.occlusion(
+            lambda x: torch.zeros(x.shape[0], 1, device=x.device),
+            images[:1],
+            0,
+            window=window,
+            stride=self.stride,
+            baseline=self.baseline,
+        )
+
 
 @dataclass(frozen=True)
 class Mask(AttributionMethod):
@@ -100,7 +108,11 @@ class Mask(AttributionMethod):
     grid_step: int | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.areas, tuple) or not self.areas or not all(is_real_number(a) and 0 < a < 1 for a in self.areas):
+        if (
+            not isinstance(self.areas, tuple)
+            or not self.areas
+            or not all(is_real_number(a) and 0 < a < 1 for a in self.areas)
+        ):
             raise ValueError(f"`areas` must be a non-empty tuple of fractions in (0, 1), got {self.areas!r}.")
         check_positive_int(self.steps, "steps")
         _check_baseline(self.baseline, CONSTANT_BASELINE_NAMES)
