@@ -42,7 +42,9 @@ def attribution_class(spec: object) -> type:
     if isinstance(spec, str):
         found = getattr(_captum_attr(), spec, None)
         if not isinstance(found, type):
-            raise ValueError(f"`attribution_class` must name an attribution class of captum.attr (e.g. 'DeepLift'), got {spec!r}.")
+            raise ValueError(
+                f"`attribution_class` must name an attribution class of captum.attr (e.g. 'DeepLift'), got {spec!r}."
+            )
         return found
     base = getattr(_captum_attr(), "Attribution", None) if isinstance(spec, type) else None
     if not (isinstance(spec, type) and base is not None and issubclass(spec, base)):
@@ -61,13 +63,16 @@ def resolve_init_kwargs(model: nn.Module, init_kwargs: Mapping[str, Any]) -> dic
         except AttributeError:
             names = [name for name, _ in model.named_modules() if name]
             shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
-            raise ValueError(f"`init_kwargs['layer']` must name a submodule of the model ({shown}), got {layer!r}.") from None
+            raise ValueError(
+                f"`init_kwargs['layer']` must name a submodule of the model ({shown}), got {layer!r}."
+            ) from None
     return resolved
 
 
 @contextmanager
 def _seeded_global_rngs(generator: torch.Generator) -> Iterator[None]:
-    """Seeds torch, NumPy and Python's global RNGs from ``generator`` (Captum draws from them) and restores them after."""
+    """Seeds torch, NumPy and Python's global RNGs from ``generator`` (Captum draws from them) and restores them
+    after."""
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device))
     numpy_state, python_state = np.random.get_state(), random.getstate()
     try:
@@ -80,14 +85,21 @@ def _seeded_global_rngs(generator: torch.Generator) -> Iterator[None]:
         random.setstate(python_state)
 
 
-def _batching_kwargs(method: Any, images: Tensor, given: Mapping[str, Any], batch_sizes: Mapping[bool, BatchSize | None]) -> dict[str, int]:
-    """``internal_batch_size`` / ``perturbations_per_eval`` where ``attribute`` takes them and the caller did not set them."""
+def _batching_kwargs(
+    method: Any, images: Tensor, given: Mapping[str, Any], batch_sizes: Mapping[bool, BatchSize | None]
+) -> dict[str, int]:
+    """``internal_batch_size`` / ``perturbations_per_eval`` where ``attribute`` takes them and the caller did not
+    set them."""
     accepted = inspect.signature(method.attribute).parameters
     chosen: dict[str, int] = {}
     for name, backward in (("internal_batch_size", True), ("perturbations_per_eval", False)):
         if name in accepted and name not in given:
             size = batch_sizes.get(backward)
-            size = size if isinstance(size, int) else getattr(size, "best", None) or default_batch_size(images, backward=backward)
+            size = (
+                size
+                if isinstance(size, int)
+                else getattr(size, "best", None) or default_batch_size(images, backward=backward)
+            )
             chosen[name] = size if backward else max(1, size // images.shape[0])
     return chosen
 
@@ -122,7 +134,9 @@ def run_captum(
         result = result[0]
     if not isinstance(result, Tensor) or result.ndim != 4 or result.shape[0] != images.shape[0]:
         shown = list(result.shape) if isinstance(result, Tensor) else type(result).__name__
-        raise ValueError(f"{cls.__name__} must return attributions [N, C, h, w] for N = {images.shape[0]} images, got {shown}.")
+        raise ValueError(
+            f"{cls.__name__} must return attributions [N, C, h, w] for N = {images.shape[0]} images, got {shown}."
+        )
     if result.shape[-2:] != images.shape[-2:]:
         result = F.interpolate(result.float(), size=tuple(images.shape[-2:]), mode="bilinear")
     return result.detach()

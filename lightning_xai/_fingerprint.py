@@ -32,17 +32,25 @@ def check_probe_fingerprint(saved: float | None, current: float, *, folder: str 
 
     Example:
         >>> check_probe_fingerprint(0.25, 0.25, folder="logs/xai")
-        >>> check_probe_fingerprint(0.25, 0.5, folder="logs/xai")
+        >>> check_probe_fingerprint(0.25, 0.5, folder="logs/xai")  # doctest: +NORMALIZE_WHITESPACE
         Traceback (most recent call last):
         ...
-        lightning_xai.history.HistoryError: the probes in logs/xai/probes.pt are not the ones the checkpoint was explaining (fingerprint 0.5, the checkpoint saved 0.25): maps after the resume would not be comparable with earlier ones. Resume with the log directory the checkpoint was written with, or pass the original probes.
+        lightning_xai.history.HistoryError: the probes in logs/xai/probes.pt are not the ones the checkpoint was
+        explaining (fingerprint 0.5, the checkpoint saved 0.25): maps after the resume would not be comparable with
+        earlier ones. Resume with the log directory the checkpoint was written with, or pass the original probes.
     """
     if saved is None:
         return
     if not isinstance(saved, (int, float)) or isinstance(saved, bool):
-        raise HistoryError(f"the checkpoint's probe_fingerprint must be a number or None, got {type(saved).__name__} ({saved!r}).")
+        raise HistoryError(
+            f"the checkpoint's probe_fingerprint must be a number or None, got {type(saved).__name__} ({saved!r})."
+        )
     saved, current = float(saved), float(current)
-    if saved == current or (math.isnan(saved) and math.isnan(current)) or math.isclose(saved, current, rel_tol=1e-9, abs_tol=1e-12):
+    if (
+        saved == current
+        or (math.isnan(saved) and math.isnan(current))
+        or math.isclose(saved, current, rel_tol=1e-9, abs_tol=1e-12)
+    ):
         return
     raise HistoryError(
         f"the probes in {Path(folder) / 'probes.pt'} are not the ones the checkpoint was explaining (fingerprint "
@@ -66,7 +74,8 @@ def load_probes(folder: str | Path) -> dict[str, Any]:
     Example:
         >>> import tempfile
         >>> folder = Path(tempfile.mkdtemp())
-        >>> torch.save({"images": torch.zeros(2, 1, 4, 4), "labels": torch.tensor([0, 1]), "source": "given"}, folder / "probes.pt")
+        >>> saved = {"images": torch.zeros(2, 1, 4, 4), "labels": torch.tensor([0, 1]), "source": "given"}
+        >>> torch.save(saved, folder / "probes.pt")
         >>> probes = load_probes(folder)
         >>> probes["images"].shape, probes["labels"].tolist(), probes["source"]
         (torch.Size([2, 1, 4, 4]), [0, 1], 'given')
@@ -75,11 +84,19 @@ def load_probes(folder: str | Path) -> dict[str, Any]:
     payload = _load(path, what="probes")
     images, labels, source = payload["images"], payload.get("labels"), payload.get("source", "given")
     if labels is not None and (
-        not isinstance(labels, Tensor) or labels.ndim != 1 or labels.shape[0] != images.shape[0] or labels.is_floating_point()
+        not isinstance(labels, Tensor)
+        or labels.ndim != 1
+        or labels.shape[0] != images.shape[0]
+        or labels.is_floating_point()
     ):
-        raise HistoryError(f"{path} is not a lightning_xai probes file: 'labels' must be None or an integer tensor [{images.shape[0]}].")
+        raise HistoryError(
+            f"{path} is not a lightning_xai probes file: "
+            f"'labels' must be None or an integer tensor [{images.shape[0]}]."
+        )
     if not isinstance(source, str):
-        raise HistoryError(f"{path} is not a lightning_xai probes file: 'source' must be a string, got {type(source).__name__}.")
+        raise HistoryError(
+            f"{path} is not a lightning_xai probes file: 'source' must be a string, got {type(source).__name__}."
+        )
     return {"images": images, "labels": labels, "source": source}
 
 
@@ -112,5 +129,7 @@ def _load(path: Path, *, what: str) -> dict[str, Any]:
         raise HistoryError(f"{path} is truncated or not a lightning_xai {what} file ({first_line(error)}).") from None
     images = payload.get("images") if isinstance(payload, dict) else None
     if not isinstance(images, Tensor) or images.ndim != 4 or not images.is_floating_point():
-        raise HistoryError(f"{path} is not a lightning_xai {what} file: no floating 'images' tensor [N, C, H, W] in it.")
+        raise HistoryError(
+            f"{path} is not a lightning_xai {what} file: no floating 'images' tensor [N, C, H, W] in it."
+        )
     return payload

@@ -14,8 +14,8 @@ from typing import Any
 from torch import Tensor
 
 __all__ = [
-    "SUMMARY_FORMAT",
     "HistoryError",
+    "SUMMARY_FORMAT",
     "check_entry",
     "check_run_payload",
     "first_line",
@@ -58,14 +58,22 @@ def parse_summary(text: str | bytes, path: Path) -> dict[str, Any]:
     except (ValueError, UnicodeDecodeError) as error:  # JSONDecodeError is a ValueError
         raise HistoryError(f"{path} is truncated or not JSON ({error}); it was not written by lightning_xai.") from None
     except RecursionError:
-        raise HistoryError(f"{path} is nested too deeply to be a lightning_xai summary; it was not written by lightning_xai.") from None
-    if not isinstance(document, dict) or document.get("format") != SUMMARY_FORMAT or not isinstance(document.get("runs"), list):
+        raise HistoryError(
+            f"{path} is nested too deeply to be a lightning_xai summary; it was not written by lightning_xai."
+        ) from None
+    if (
+        not isinstance(document, dict)
+        or document.get("format") != SUMMARY_FORMAT
+        or not isinstance(document.get("runs"), list)
+    ):
         found = document.get("format") if isinstance(document, dict) else type(document).__name__
         raise HistoryError(f"{path} is not a lightning_xai history (format {found!r}, expected {SUMMARY_FORMAT!r}).")
     if "fit" in document and not isinstance(document["fit"], str):
         raise HistoryError(f"{path}: 'fit' must be a string, got {type(document['fit']).__name__}.")
     folder = path.parent
-    document["runs"] = [check_entry(entry, where=f"{path}, run {index}", folder=folder) for index, entry in enumerate(document["runs"])]
+    document["runs"] = [
+        check_entry(entry, where=f"{path}, run {index}", folder=folder) for index, entry in enumerate(document["runs"])
+    ]
     return document
 
 
@@ -97,10 +105,14 @@ def check_entry(entry: object, *, where: str, folder: Path) -> dict[str, Any]:
             raise HistoryError(f"{where}: the key {key!r} is missing; not a lightning_xai run entry.")
         value = entry[key]
         if not isinstance(value, types) or isinstance(value, bool):
-            raise HistoryError(f"{where}: {key!r} must be {types[0].__name__}, got {type(value).__name__} ({_short(value)}).")
+            raise HistoryError(
+                f"{where}: {key!r} must be {types[0].__name__}, got {type(value).__name__} ({_short(value)})."
+            )
     _check_items(entry, where)
     checked = dict(entry)
-    checked["file"] = None if entry.get("file") is None else relative_run_file(entry["file"], folder=folder, where=where)
+    checked["file"] = (
+        None if entry.get("file") is None else relative_run_file(entry["file"], folder=folder, where=where)
+    )
     return checked
 
 
@@ -110,7 +122,9 @@ def _check_items(entry: dict[str, Any], where: str) -> None:
             raise HistoryError(f"{where}: {key!r} must be a list of strings, got {_short(entry[key])}.")
     for name, value in entry["metrics"].items():
         if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise HistoryError(f"{where}: metric {name!r} must be a number, got {type(value).__name__} ({_short(value)}).")
+            raise HistoryError(
+                f"{where}: metric {name!r} must be a number, got {type(value).__name__} ({_short(value)})."
+            )
     if "file" not in entry:
         raise HistoryError(f"{where}: the key 'file' is missing; not a lightning_xai run entry.")
 
@@ -128,14 +142,20 @@ def relative_run_file(file: object, *, folder: Path, where: str) -> str:
     Example:
         >>> relative_run_file("/logs/xai/runs/step-00000004.pt", folder=Path("/logs/xai"), where="summary.json")
         'runs/step-00000004.pt'
-        >>> relative_run_file("../other/xai/runs/step-00000004.pt", folder=Path("/logs/xai"), where="summary.json")
+        >>> relative_run_file("../other/xai/runs/step-00000004.pt", folder=Path("/logs/xai"),
+        ...                   where="summary.json")  # doctest: +NORMALIZE_WHITESPACE
         Traceback (most recent call last):
         ...
-        lightning_xai.history.HistoryError: summary.json: the run file '../other/xai/runs/step-00000004.pt' is not inside the history folder /logs/xai; refusing to read it.
+        lightning_xai.history.HistoryError: summary.json: the run file '../other/xai/runs/step-00000004.pt'
+        is not inside the history folder /logs/xai; refusing to read it.
     """
-    refused = HistoryError(f"{where}: the run file {file!r} is not inside the history folder {folder}; refusing to read it.")
+    refused = HistoryError(
+        f"{where}: the run file {file!r} is not inside the history folder {folder}; refusing to read it."
+    )
     if not isinstance(file, str) or not file or "\x00" in file:
-        raise HistoryError(f"{where}: 'file' must be a path relative to the history folder {folder}, got {_short(file)}.")
+        raise HistoryError(
+            f"{where}: 'file' must be a path relative to the history folder {folder}, got {_short(file)}."
+        )
     posix = PurePosixPath(file.replace("\\", "/"))
     if posix.is_absolute() or PureWindowsPath(file).is_absolute():
         try:

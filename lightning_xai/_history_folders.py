@@ -21,7 +21,15 @@ from typing import Any
 from lightning_xai._files import atomic_copy
 from lightning_xai._history_checks import RESERVED_KEYS, HistoryError, check_entry, parse_summary, run_path
 
-__all__ = ["check_state", "find_resume_source", "free_folder", "import_history", "is_free", "sections_of", "set_aside_damaged"]
+__all__ = [
+    "check_state",
+    "find_resume_source",
+    "free_folder",
+    "import_history",
+    "is_free",
+    "sections_of",
+    "set_aside_damaged",
+]
 
 ARTEFACTS = ("probes.pt", "references.pt")
 
@@ -119,7 +127,11 @@ def sections_of(summary: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _candidates(base: Path, search: Sequence[Path]) -> list[Path]:
-    given = [numbered for folder in map(Path, search) for numbered in [folder, *sorted(folder.parent.glob(f"{folder.name}-*"))]]
+    given = [
+        numbered
+        for folder in map(Path, search)
+        for numbered in [folder, *sorted(folder.parent.glob(f"{folder.name}-*"))]
+    ]
     beside = sorted(base.parent.glob(f"{base.name}-*")) + sorted(base.parent.parent.glob(f"*/{base.name}*"))
     seen: dict[Path, Path] = {}
     for folder in [base, *given, *beside]:

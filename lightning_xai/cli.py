@@ -87,11 +87,19 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     rep = commands.add_parser("replay", help="explain saved checkpoints in training order")
     rep.add_argument("checkpoints", nargs="+", type=Path, help="checkpoint files or folders of them")
-    rep.add_argument("--module", required=True, type=import_object, help="LightningModule class, package.module:ClassName")
-    rep.add_argument("--probes", required=True, type=Path, help="probes.pt saved by the monitor (<log_dir>/xai/probes.pt)")
+    rep.add_argument(
+        "--module", required=True, type=import_object, help="LightningModule class, package.module:ClassName"
+    )
+    rep.add_argument(
+        "--probes", required=True, type=Path, help="probes.pt saved by the monitor (<log_dir>/xai/probes.pt)"
+    )
     rep.add_argument("--out", required=True, type=Path, help="output folder for TensorBoard events and the history")
-    rep.add_argument("--methods", nargs="+", type=parse_method, help="e.g. grad_cam occlusion:window=8 expected_gradients")
-    rep.add_argument("--module-kwargs", type=json.loads, help="JSON arguments for the module (default: saved hyper-parameters)")
+    rep.add_argument(
+        "--methods", nargs="+", type=parse_method, help="e.g. grad_cam occlusion:window=8 expected_gradients"
+    )
+    rep.add_argument(
+        "--module-kwargs", type=json.loads, help="JSON arguments for the module (default: saved hyper-parameters)"
+    )
     rep.add_argument("--submodule", help="dotted name of the network inside the module")
     rep.add_argument("--device", default="cpu")
     rep.add_argument("--unsafe-load", action="store_true", help="allow full unpickling of trusted checkpoints")
@@ -110,11 +118,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if arguments.command == "replay":
             checkpoints = arguments.checkpoints[0] if len(arguments.checkpoints) == 1 else arguments.checkpoints
             entries = replay(
-                checkpoints, arguments.module, probes=arguments.probes, out_dir=arguments.out, methods=arguments.methods,
-                module_kwargs=arguments.module_kwargs, submodule=arguments.submodule, device=arguments.device,
+                checkpoints,
+                arguments.module,
+                probes=arguments.probes,
+                out_dir=arguments.out,
+                methods=arguments.methods,
+                module_kwargs=arguments.module_kwargs,
+                submodule=arguments.submodule,
+                device=arguments.device,
                 allow_unsafe_pickle=arguments.unsafe_load,
             )
-            print(f"{len(entries)} checkpoints replayed into {arguments.out} (history in its xai folder); tensorboard --logdir {arguments.out}")
+            print(
+                f"{len(entries)} checkpoints replayed into {arguments.out} (history in its xai folder); "
+                f"tensorboard --logdir {arguments.out}"
+            )
         else:
             result = compare_runs(arguments.run_a, arguments.run_b, k=arguments.k)
             print(json.dumps(result, indent=2) if arguments.json else format_comparison(result))

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from torch import Tensor
-
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from lightning_xai._fingerprint import load_probes
 from lightning_xai.functional.stability import METRICS, compare_maps
@@ -32,10 +31,11 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, k: float = 0.1) -> dic
             folder has no run with maps, or the runs explain different probes.
 
     Example:
-        >>> compare_runs("/nonexistent/a", "/nonexistent/b")
+        >>> compare_runs("/nonexistent/a", "/nonexistent/b")  # doctest: +NORMALIZE_WHITESPACE
         Traceback (most recent call last):
         ...
-        lightning_xai.history.HistoryError: /nonexistent/a holds no lightning_xai history (no summary.json in it, in xai/ or in */xai/).
+        lightning_xai.history.HistoryError: /nonexistent/a holds no lightning_xai history
+        (no summary.json in it, in xai/ or in */xai/).
     """
     folders = [find_history_folder(run_a), find_history_folder(run_b)]
     finals = [_final_run(folder) for folder in folders]
@@ -52,14 +52,22 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, k: float = 0.1) -> dic
                 f"{folders[1]}); compare runs with the same probes."
             )
         scores = compare_maps(maps_a, maps_b, k=k)
-        methods[name] = {f"{metric}_{kind}": value for metric, values in scores.items() for kind, value in _mean_worst(values).items()}
+        methods[name] = {
+            f"{metric}_{kind}": value
+            for metric, values in scores.items()
+            for kind, value in _mean_worst(values).items()
+        }
     return {"runs": [str(f) for f in folders], "steps": [int(r["global_step"]) for r in finals], "methods": methods}
 
 
 def format_comparison(result: dict[str, Any]) -> str:
     """A plain-text table of :func:`compare_runs`' result: one row per method, mean / worst per metric."""
     header = f"{'method':<22}" + "".join(f"{m + ' mean/worst':>22}" for m in METRICS)
-    lines = [f"A: {result['runs'][0]} (step {result['steps'][0]})", f"B: {result['runs'][1]} (step {result['steps'][1]})", header]
+    lines = [
+        f"A: {result['runs'][0]} (step {result['steps'][0]})",
+        f"B: {result['runs'][1]} (step {result['steps'][1]})",
+        header,
+    ]
     for name, values in result["methods"].items():
         cells = "".join(f"{values[f'{m}_mean']:>13.3f} / {values[f'{m}_worst']:<6.3f}" for m in METRICS)
         lines.append(f"{name:<22}{cells}")
@@ -79,7 +87,10 @@ def _check_same_probes(folders: list[Path], finals: list[dict[str, Any]]) -> Non
     if all(path.is_file() for path in probe_files):
         images = [load_probes(path)["images"] for path in probe_files]
         if images[0].shape != images[1].shape or not torch.allclose(images[0], images[1]):
-            raise HistoryError(f"the runs explain different probe images ({probe_files[0]} vs {probe_files[1]}); compare runs with the same probes.")
+            raise HistoryError(
+                f"the runs explain different probe images ({probe_files[0]} vs {probe_files[1]}); "
+                "compare runs with the same probes."
+            )
     elif finals[0]["targets"].shape != finals[1]["targets"].shape:
         raise HistoryError("the runs explain different numbers of probes; compare runs with the same probes.")
 

@@ -43,7 +43,9 @@ class SmallCNN(nn.Module):
             *_conv_block(2 * width, 4 * width),
         )
         self.pool = nn.AdaptiveAvgPool2d(pooled_size)
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(4 * width * pooled_size**2, num_classes))
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(4 * width * pooled_size**2, num_classes)
+        )
 
     def forward(self, images: Tensor) -> Tensor:
         """Class scores ``[N, num_classes]`` for images ``[N, C, H, W]``."""
@@ -93,7 +95,9 @@ class ResNetStyle(nn.Module):
 
     def __init__(self, in_channels: int = 3, num_classes: int = 10, width: int = 16, blocks_per_stage: int = 2) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
+        )
         stages = []
         channels = width
         for index in range(4):
@@ -169,7 +173,11 @@ class LitClassifier(LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net"])
-        self.net = net if net is not None else SmallCNN(in_channels, num_classes, width=width, dropout=dropout, pooled_size=pooled_size)
+        self.net = (
+            net
+            if net is not None
+            else SmallCNN(in_channels, num_classes, width=width, dropout=dropout, pooled_size=pooled_size)
+        )
         self.lr = lr
 
     def forward(self, images: Tensor) -> Tensor:
@@ -208,7 +216,13 @@ def digits_loaders(size: int = 32, batch_size: int = 64, *, num_val: int = 297) 
 
 
 def scattered_digits(
-    seed: int = 0, *, size: int = 32, digit_size: int = 20, centred: bool = False, noise: float = 0.25, channels: int = 1
+    seed: int = 0,
+    *,
+    size: int = 32,
+    digit_size: int = 20,
+    centred: bool = False,
+    noise: float = 0.25,
+    channels: int = 1,
 ) -> tuple[Tensor, Tensor]:
     """The 1797 digits at ``digit_size`` pixels on a noisy ``size`` x ``size`` background, centred (the
     MNIST layout: 24 of 32 pixels) or each at a random place; shuffled with ``seed``.
@@ -224,7 +238,9 @@ def scattered_digits(
     generator = torch.Generator().manual_seed(seed)
     small, labels = load_digits(8)
     order = torch.randperm(len(labels), generator=generator)
-    glyphs = nn.functional.interpolate(small[order], size=(digit_size, digit_size), mode="bilinear", align_corners=False).clamp(0, 1)
+    glyphs = nn.functional.interpolate(
+        small[order], size=(digit_size, digit_size), mode="bilinear", align_corners=False
+    ).clamp(0, 1)
     out = torch.rand(len(order), 1, size, size, generator=generator) * noise
     offsets = torch.randint(0, size - digit_size + 1, (len(order), 2), generator=generator)
     if centred:
@@ -239,7 +255,9 @@ DecoyKind = Literal["shade", "pattern", "watermark"]
 CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
 
 
-def decoy_box(size: tuple[int, int], corner: str = "top_left", side: int = 4, margin: int = 1) -> tuple[int, int, int, int]:
+def decoy_box(
+    size: tuple[int, int], corner: str = "top_left", side: int = 4, margin: int = 1
+) -> tuple[int, int, int, int]:
     """Where a decoy goes: ``(top, left, bottom, right)`` of a ``side`` x ``side`` square in a corner.
 
     Example:
@@ -254,7 +272,13 @@ def decoy_box(size: tuple[int, int], corner: str = "top_left", side: int = 4, ma
 
 
 def plant_decoy(
-    images: Tensor, labels: Tensor, *, kind: DecoyKind = "shade", corner: str = "top_left", side: int = 4, num_classes: int = 10
+    images: Tensor,
+    labels: Tensor,
+    *,
+    kind: DecoyKind = "shade",
+    corner: str = "top_left",
+    side: int = 4,
+    num_classes: int = 10,
 ) -> Tensor:
     """Decoy-MNIST style shortcut (Ross et al., 2017): a swatch in a corner that encodes the label.
 

@@ -27,7 +27,16 @@ import torch
 from torch import Tensor
 
 from lightning_xai._files import atomic_write_bytes, remove_stale_temporaries
-from lightning_xai._history_checks import RESERVED_KEYS, SUMMARY_FORMAT, HistoryError, check_entry, check_run_payload, first_line, parse_summary, run_path
+from lightning_xai._history_checks import (
+    RESERVED_KEYS,
+    SUMMARY_FORMAT,
+    HistoryError,
+    check_entry,
+    check_run_payload,
+    first_line,
+    parse_summary,
+    run_path,
+)
 from lightning_xai._history_folders import (
     check_state,
     find_resume_source,
@@ -37,7 +46,7 @@ from lightning_xai._history_folders import (
     set_aside_damaged,
 )
 
-__all__ = ["SUMMARY_FORMAT", "AttributionHistory", "HistoryError", "find_history_folder", "load_run", "read_summary"]
+__all__ = ["AttributionHistory", "HistoryError", "SUMMARY_FORMAT", "find_history_folder", "load_run", "read_summary"]
 
 
 def find_history_folder(path: str | Path) -> Path:
@@ -95,7 +104,10 @@ def load_run(folder: str | Path, entry: dict[str, Any]) -> dict[str, Any]:
     where = f"{folder / 'summary.json'}, step {entry.get('global_step') if isinstance(entry, dict) else '?'}"
     entry = check_entry(entry, where=where, folder=folder)
     if entry["file"] is None:
-        raise HistoryError(f"{where}: this run has no maps file ({entry.get('error') or 'its file was not found when the fit resumed'}).")
+        raise HistoryError(
+            f"{where}: this run has no maps file "
+            f"({entry.get('error') or 'its file was not found when the fit resumed'})."
+        )
     path = run_path(folder, entry["file"], where=where)
     try:
         payload = torch.load(path, weights_only=True)
@@ -105,7 +117,9 @@ def load_run(folder: str | Path, entry: dict[str, Any]) -> dict[str, Any]:
         raise HistoryError(f"{path} is truncated or not a lightning_xai run file ({first_line(error)}).") from None
     payload = check_run_payload(payload, path)
     if payload["global_step"] != entry["global_step"]:
-        raise HistoryError(f"{path} holds step {payload['global_step']} but summary.json lists it for step {entry['global_step']}.")
+        raise HistoryError(
+            f"{path} holds step {payload['global_step']} but summary.json lists it for step {entry['global_step']}."
+        )
     return payload
 
 
@@ -207,7 +221,10 @@ class AttributionHistory:
             self.runs = [{**run, "file": None} for run in runs]
             if not runs:
                 return None
-            return f"the checkpoint's history ({_count(len(runs), 'run')}) was not found in {looked_in} or beside it: they stay listed without their maps."
+            return (
+                f"the checkpoint's history ({_count(len(runs), 'run')}) was not found in {looked_in} or beside it: "
+                "they stay listed without their maps."
+            )
         source, summary = found
         self.runs = runs
         self._sections = {**sections_of(summary), **self._sections}
@@ -218,7 +235,10 @@ class AttributionHistory:
         import_history(source, self.folder, runs)
         later = len(summary["runs"]) - len(runs)
         kept = f", {_count(later, 'later run')} left there" if later else ""
-        return f"resuming the history in {source}: {_count(len(runs), 'run')} up to the checkpoint copied into {self.folder}{kept}."
+        return (
+            f"resuming the history in {source}: {_count(len(runs), 'run')} up to the checkpoint copied into "
+            f"{self.folder}{kept}."
+        )
 
     @property
     def summary_path(self) -> Path:
@@ -285,7 +305,9 @@ class AttributionHistory:
             >>> history.record_failure(global_step=3, epoch=0, stage="fit", error="OSError: disk full")["file"] is None
             True
         """
-        entry = self._entry(global_step, epoch, stage, [], metrics or {}, None, {**(extra or {}), "error": error}, file=None)
+        entry = self._entry(
+            global_step, epoch, stage, [], metrics or {}, None, {**(extra or {}), "error": error}, file=None
+        )
         self.runs.append(entry)
         self.write_summary()
         return entry

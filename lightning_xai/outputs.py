@@ -43,7 +43,7 @@ def select_scores(outputs: object, *, output: Output = None) -> Tensor:
         selected = output(outputs)
     elif output is None:
         if isinstance(outputs, (Mapping, tuple, list)):
-            raise ValueError(_which_entry_message(outputs))  # noqa: TRY004 (a choice to make, not a wrong type)
+            raise ValueError(_which_entry_message(outputs))
         selected = outputs
     else:
         selected = _entry(outputs, output)
@@ -55,14 +55,14 @@ def select_scores(outputs: object, *, output: Output = None) -> Tensor:
     return selected
 
 
-def _which_entry_message(outputs: object) -> str:
+def _which_entry_message(outputs: Mapping[object, object] | tuple[object, ...] | list[object]) -> str:
     if isinstance(outputs, Mapping):
         keys = list(outputs.keys())
         example = next((k for k in keys if isinstance(k, str)), keys[0] if keys else "logits")
         what = f"a dict with keys {keys}"
         hint = f"`output={example!r}` (a key)"
     else:
-        what = f"a {type(outputs).__name__} of {len(outputs)} items"  # type: ignore[arg-type]
+        what = f"a {type(outputs).__name__} of {len(outputs)} items"
         hint = "`output=0` (an index)"
     return (
         f"the model returned {what}; pass {hint}, an index or a callable (outputs -> scores tensor) "
@@ -86,7 +86,9 @@ def _shown(output: Output) -> str:
     return getattr(output, "__name__", "callable") if callable(output) else repr(output)
 
 
-def make_forward(module: nn.Module, *, forward: Forward | None = None, output: Output = None) -> Callable[[Tensor], Tensor]:
+def make_forward(
+    module: nn.Module, *, forward: Forward | None = None, output: Output = None
+) -> Callable[[Tensor], Tensor]:
     """A function ``images -> scores`` from a module, an optional custom call and an output selector.
 
     Args:
@@ -102,7 +104,9 @@ def make_forward(module: nn.Module, *, forward: Forward | None = None, output: O
         torch.Size([2, 3])
     """
     if forward is not None and not callable(forward):
-        raise TypeError(f"`forward` must be a callable (module, images) -> outputs or None, got {type(forward).__name__}.")
+        raise TypeError(
+            f"`forward` must be a callable (module, images) -> outputs or None, got {type(forward).__name__}."
+        )
 
     def scores(images: Tensor) -> Tensor:
         outputs = module(images) if forward is None else forward(module, images)

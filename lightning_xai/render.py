@@ -68,7 +68,9 @@ def to_rgb(images: Tensor, *, mean: tuple[float, ...] | None = None, std: tuple[
     images = images.detach().float()
     if mean is not None and std is not None:
         shape = (1, -1, 1, 1)
-        images = images * torch.tensor(std, device=images.device).view(shape) + torch.tensor(mean, device=images.device).view(shape)
+        images = images * torch.tensor(std, device=images.device).view(shape) + torch.tensor(
+            mean, device=images.device
+        ).view(shape)
         images = images.clamp(0, 1)
     else:
         flat = images.flatten(1)
@@ -141,7 +143,12 @@ def encode_png(image: Tensor, *, compress_level: int = 6) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.numpy().tobytes(), compress_level)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows.numpy().tobytes(), compress_level))
+        + chunk(b"IEND", b"")
+    )
 
 
 def save_png(image: Tensor, path: str | os.PathLike[str], *, compress_level: int = 6) -> Path:
@@ -172,7 +179,9 @@ def with_probability_bars(tiles: Tensor, probabilities: Tensor, correct: Tensor 
     if correct is not None:
         colours[correct.cpu()] = torch.tensor([0.20, 0.75, 0.30])
         colours[~correct.cpu()] = torch.tensor([0.90, 0.20, 0.20])
-    filled = (torch.arange(width).view(1, -1) < (probabilities.detach().float().cpu().view(-1, 1) * width).round()).float()
+    filled = (
+        torch.arange(width).view(1, -1) < (probabilities.detach().float().cpu().view(-1, 1) * width).round()
+    ).float()
     bars = colours.view(count, 3, 1, 1) * filled.view(count, 1, 1, width) + 0.12 * (1 - filled.view(count, 1, 1, width))
     return torch.cat([tiles.cpu().float(), bars.expand(count, 3, bar_height, width)], dim=2)
 
@@ -190,10 +199,18 @@ def enlarge(images: Tensor, *, min_side: int = 96, mode: str = "nearest") -> Ten
     if factor <= 1:
         return images
     size = (images.shape[-2] * factor, images.shape[-1] * factor)
-    return F.interpolate(images.float(), size=size, mode=mode, **({"align_corners": False} if mode == "bilinear" else {}))
+    return F.interpolate(
+        images.float(), size=size, mode=mode, **({"align_corners": False} if mode == "bilinear" else {})
+    )
 
 
-def draw_box(images: Tensor, box: tuple[int, int, int, int], *, colour: tuple[float, float, float] = (0.1, 0.9, 1.0), thickness: int = 2) -> Tensor:
+def draw_box(
+    images: Tensor,
+    box: tuple[int, int, int, int],
+    *,
+    colour: tuple[float, float, float] = (0.1, 0.9, 1.0),
+    thickness: int = 2,
+) -> Tensor:
     """Copies of ``images`` ``[N, 3, H, W]`` with the outline of ``box`` (top, left, bottom, right) drawn.
 
     Example:
@@ -229,7 +246,8 @@ def line_plot(
         y_max: top of the y axis (default: the larger of 1 and the highest value).
 
     Example:
-        >>> plot = line_plot({"a": (torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.0]))}, colours={"a": (1.0, 0.0, 0.0)})
+        >>> plot = line_plot({"a": (torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.0]))},
+        ...                  colours={"a": (1.0, 0.0, 0.0)})
         >>> plot.shape, plot[:, 40, 200].tolist()
         (torch.Size([3, 160, 240]), [1.0, 1.0, 1.0])
     """

@@ -18,13 +18,13 @@ from torch.utils.tensorboard import SummaryWriter
 
 from lightning_xai._fingerprint import load_probes, load_references
 from lightning_xai._history_checks import first_line
+from lightning_xai.history import AttributionHistory
+from lightning_xai.methods import AttributionMethod, default_methods
 from lightning_xai.monitor.budget import Deadline
 from lightning_xai.monitor.engine import Engine, RunMoment
 from lightning_xai.monitor.images import display_rgb
 from lightning_xai.monitor.recorder import Recorder
 from lightning_xai.monitor.settings import check_methods
-from lightning_xai.history import AttributionHistory
-from lightning_xai.methods import AttributionMethod, default_methods
 from lightning_xai.probes import ProbeSet, probes_from_argument
 from lightning_xai.stability import Stability
 
@@ -51,7 +51,9 @@ def find_checkpoints(checkpoints: PathLike | Sequence[PathLike]) -> list[Path]:
     if missing:
         raise FileNotFoundError(f"`checkpoints`: no such file: {', '.join(missing)}.")
     if not paths:
-        raise ValueError(f"`checkpoints` must name at least one .ckpt file or a folder holding some, got {checkpoints!r}.")
+        raise ValueError(
+            f"`checkpoints` must name at least one .ckpt file or a folder holding some, got {checkpoints!r}."
+        )
     return paths
 
 
@@ -173,7 +175,13 @@ def _ordered(paths: list[Path], allow_unsafe_pickle: bool) -> list[tuple[Path, d
     return unique
 
 
-def _build(module_class: Callable[..., nn.Module], checkpoint: dict[str, Any], kwargs: dict[str, Any] | None, device: Any, path: Path) -> nn.Module:
+def _build(
+    module_class: Callable[..., nn.Module],
+    checkpoint: dict[str, Any],
+    kwargs: dict[str, Any] | None,
+    device: Any,
+    path: Path,
+) -> nn.Module:
     arguments = dict(kwargs) if kwargs is not None else dict(checkpoint.get("hyper_parameters", {}) or {})
     try:
         model = module_class(**arguments)
@@ -187,7 +195,8 @@ def _build(module_class: Callable[..., nn.Module], checkpoint: dict[str, Any], k
     except RuntimeError as error:
         reason = str(error).strip().splitlines()[0]
         raise ValueError(
-            f"checkpoint {path.name} does not fit {type(model).__name__}({', '.join(f'{k}={v!r}' for k, v in arguments.items())}): "
+            f"checkpoint {path.name} does not fit "
+            f"{type(model).__name__}({', '.join(f'{k}={v!r}' for k, v in arguments.items())}): "
             f"{reason} Check --module / --module-kwargs."
         ) from None
     return model.to(device).eval()

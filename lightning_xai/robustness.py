@@ -56,7 +56,9 @@ class RobustnessCheck:
         if not is_real_number(self.top_k) or not 0 < self.top_k <= 1:
             raise ValueError(f"`top_k` must be a fraction in (0, 1], got {self.top_k!r}.")
         if not is_real_number(self.min_rank_correlation) or not -1 <= self.min_rank_correlation <= 1:
-            raise ValueError(f"`min_rank_correlation` must be a rank correlation in [-1, 1], got {self.min_rank_correlation!r}.")
+            raise ValueError(
+                f"`min_rank_correlation` must be a rank correlation in [-1, 1], got {self.min_rank_correlation!r}."
+            )
 
 
 def robustness_check(
@@ -79,8 +81,8 @@ def robustness_check(
         >>> from lightning_xai import Saliency
         >>> net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(32, 2)).eval()
         >>> context = lambda: MethodContext(torch.Generator().manual_seed(0))
-        >>> report = robustness_check(net, torch.rand(2, 1, 4, 4), torch.tensor([0, 1]), {"saliency": Saliency()}, context,
-        ...                           settings=RobustnessCheck(steps=2))
+        >>> report = robustness_check(net, torch.rand(2, 1, 4, 4), torch.tensor([0, 1]), {"saliency": Saliency()},
+        ...                           context, settings=RobustnessCheck(steps=2))
         >>> report["saliency"]["input_invariant"]
         True
     """
@@ -90,7 +92,9 @@ def robustness_check(
     devices = [images.device] if images.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):  # building the shifted copy's layer draws from the global RNG
         for key, method in methods.items():
-            report[key] = _check_method(model, images, targets, method, make_context, settings, seed, spread, value_range)
+            report[key] = _check_method(
+                model, images, targets, method, make_context, settings, seed, spread, value_range
+            )
     return report
 
 

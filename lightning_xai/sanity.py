@@ -22,7 +22,14 @@ from lightning_xai.functional._checks import check_images, is_real_number
 from lightning_xai.functional.stability import rank_correlation, reduce_channels, structural_similarity
 from lightning_xai.methods import AttributionMethod, MethodContext
 
-__all__ = ["SanityCheck", "parametrized_layers", "randomization_scores", "randomized_copies", "randomized_model", "sanity_check"]
+__all__ = [
+    "SanityCheck",
+    "parametrized_layers",
+    "randomization_scores",
+    "randomized_copies",
+    "randomized_model",
+    "sanity_check",
+]
 
 
 @dataclass(frozen=True)
@@ -46,7 +53,9 @@ class SanityCheck:
 
     def __post_init__(self) -> None:
         if not is_real_number(self.insensitive_above) or not -1 <= self.insensitive_above <= 1:
-            raise ValueError(f"`insensitive_above` must be a rank correlation in [-1, 1], got {self.insensitive_above!r}.")
+            raise ValueError(
+                f"`insensitive_above` must be a rank correlation in [-1, 1], got {self.insensitive_above!r}."
+            )
 
 
 def sanity_check(

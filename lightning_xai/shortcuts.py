@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -27,15 +27,50 @@ from torch import Tensor, nn
 from lightning_xai.functional._batching import BatchSize, default_batch_size
 from lightning_xai.functional._no_trace import leave_no_trace
 from lightning_xai.functional.shortcut import Box, box_iou, mass_outside
-from lightning_xai.functional.shortcut_candidates import Candidate, describe_place, describe_places, normalized_mass, plan_candidates
-from lightning_xai.functional.shortcut_interventions import Bench, ablation_rates, class_votes, color_votes, carriers, locate, mark_class, moving_votes, refine, region_votes
+from lightning_xai.functional.shortcut_candidates import (
+    Candidate,
+    describe_place,
+    describe_places,
+    normalized_mass,
+    plan_candidates,
+)
+from lightning_xai.functional.shortcut_interventions import (
+    Bench,
+    ablation_rates,
+    carriers,
+    class_votes,
+    color_votes,
+    locate,
+    mark_class,
+    moving_votes,
+    refine,
+    region_votes,
+)
 from lightning_xai.render import draw_box, make_grid
 
-__all__ = ["Finding", "ShortcutDetector", "ShortcutKind", "ShortcutReport", "Shortcuts", "describe_place", "outline_findings"]
+__all__ = [
+    "Finding",
+    "ShortcutDetector",
+    "ShortcutKind",
+    "ShortcutReport",
+    "Shortcuts",
+    "describe_place",
+    "outline_findings",
+]
 
-SuspectRegion = Union[tuple[int, int, int, int], Literal["border"]]
+SuspectRegion = tuple[int, int, int, int] | Literal["border"]
 ShortcutKind = Literal["region", "moving_region", "class_mark", "color"]
-EVIDENCE_KEYS = ("p_value", "follow_rate", "stay_rate", "random_follow_rate", "win_rate", "trials", "flip_rate", "random_flip_rate", "keep_rate")
+EVIDENCE_KEYS = (
+    "p_value",
+    "follow_rate",
+    "stay_rate",
+    "random_follow_rate",
+    "win_rate",
+    "trials",
+    "flip_rate",
+    "random_flip_rate",
+    "keep_rate",
+)
 
 
 @dataclass(frozen=True)
@@ -88,13 +123,19 @@ class Shortcuts:
         if not 0 <= self.min_isolation <= 1:
             raise ValueError(f"`min_isolation` must be a share in [0, 1], got {self.min_isolation!r}.")
         for name in ("test_images", "max_places"):
-            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int) or getattr(self, name) < 2:
+            if (
+                isinstance(getattr(self, name), bool)
+                or not isinstance(getattr(self, name), int)
+                or getattr(self, name) < 2
+            ):
                 raise ValueError(f"`{name}` must be an int >= 2, got {getattr(self, name)!r}.")
         if self.fill not in ("mean", "blur"):
             raise ValueError(f"`fill` must be one of ['mean', 'blur'], got {self.fill!r}.")
         for region in self.suspect_regions:
             if region != "border" and not (isinstance(region, (tuple, list)) and len(region) == 4):
-                raise ValueError(f"`suspect_regions` must hold (top, left, bottom, right) boxes or 'border', got {region!r}.")
+                raise ValueError(
+                    f"`suspect_regions` must hold (top, left, bottom, right) boxes or 'border', got {region!r}."
+                )
 
     def candidate_sides(self, size: tuple[int, int]) -> list[int]:
         """Box sides in pixels for images of ``size``."""
@@ -107,9 +148,14 @@ class Shortcuts:
             if region == "border":
                 strip = max(2, min(size) // 8)
                 height, width = size
-                boxes += [(0, 0, strip, width), (height - strip, 0, height, width), (0, 0, height, strip), (0, width - strip, height, width)]
+                boxes += [
+                    (0, 0, strip, width),
+                    (height - strip, 0, height, width),
+                    (0, 0, height, strip),
+                    (0, width - strip, height, width),
+                ]
             else:
-                boxes.append(tuple(int(v) for v in region))  # type: ignore[arg-type]
+                boxes.append(_as_box([int(v) for v in region]))
         return boxes
 
     def level(self, *, run: int, tests: int) -> float:
@@ -176,8 +222,16 @@ class ShortcutDetector:
         self.runs = 0
 
     def check(
-        self, model: nn.Module, displays: dict[str, Tensor], test_images: Tensor, *, epoch: int, step: int,
-        batch_size: BatchSize | None = None, test_labels: Tensor | None = None, probe_maps: dict[str, Tensor] | None = None,
+        self,
+        model: nn.Module,
+        displays: dict[str, Tensor],
+        test_images: Tensor,
+        *,
+        epoch: int,
+        step: int,
+        batch_size: BatchSize | None = None,
+        test_labels: Tensor | None = None,
+        probe_maps: dict[str, Tensor] | None = None,
     ) -> ShortcutReport:
         """Tests this run's candidates on ``test_images`` ``[N, C, H, W]`` (on the model's device).
 
@@ -187,19 +241,38 @@ class ShortcutDetector:
         """
         started = time.perf_counter()
         self.runs += 1
-        size: tuple[int, int] = tuple(test_images.shape[-2:])  # type: ignore[assignment]
+        size = (test_images.shape[-2], test_images.shape[-1])
         s = self.settings
         candidates, peaks = plan_candidates(
-            displays, size, s.candidate_sides(size), min_concentration=s.min_concentration, min_isolation=s.min_isolation,
-            max_places=s.max_places, suspects=s.suspects(size),
+            displays,
+            size,
+            s.candidate_sides(size),
+            min_concentration=s.min_concentration,
+            min_isolation=s.min_isolation,
+            max_places=s.max_places,
+            suspects=s.suspects(size),
         )
         colored = s.colors and test_images.shape[1] == 3
         level = s.level(run=self.runs, tests=len(candidates) + int(colored))
         batch_size = batch_size or default_batch_size(test_images, backward=False)
         with leave_no_trace(model, test_images.device), torch.no_grad():
-            heat = torch.stack([normalized_mass(maps).mean(dim=0) for maps in displays.values()]).mean(dim=0, keepdim=True) if displays else None
-            bench = Bench.build(model, test_images.detach(), seed=self.runs, batch_size=batch_size, fill=s.fill, heat=heat, margin=s.min_effect)
-            tested = [self._finding(c, self._evidence(c, bench, level), size, epoch, step, level) for c in candidates.values()]
+            heat = (
+                torch.stack([normalized_mass(maps).mean(dim=0) for maps in displays.values()]).mean(dim=0, keepdim=True)
+                if displays
+                else None
+            )
+            bench = Bench.build(
+                model,
+                test_images.detach(),
+                seed=self.runs,
+                batch_size=batch_size,
+                fill=s.fill,
+                heat=heat,
+                margin=s.min_effect,
+            )
+            tested = [
+                self._finding(c, self._evidence(c, bench, level), size, epoch, step, level) for c in candidates.values()
+            ]
             if colored:
                 tested.append(self._color_finding(bench, level, size, epoch, step))
         per_method, current = self._per_method(displays, candidates, tested, peaks)
@@ -221,20 +294,39 @@ class ShortcutDetector:
             votes, classes = moving_votes(bench, own, alpha=level), []
         kind = candidate.kind
         if votes.decided and kind != "moving_region":
-            candidate.box = refine(bench, box, self.settings.candidate_sides(bench.size), classes[0] if classes else None)
+            candidate.box = refine(
+                bench, box, self.settings.candidate_sides(bench.size), classes[0] if classes else None
+            )
             kind, classes = _who_carries(carriers(bench, candidate.box), classes)
         return {**rates, **votes.rates(), "decided": votes.decided, "classes": classes, "kind": kind}
 
-    def _finding(self, candidate: Candidate, evidence: dict[str, Any], size: tuple[int, int], epoch: int, step: int, level: float) -> Finding:
+    def _finding(
+        self, candidate: Candidate, evidence: dict[str, Any], size: tuple[int, int], epoch: int, step: int, level: float
+    ) -> Finding:
         boxes = [list(b) for b in candidate.probe_boxes] if candidate.kind == "moving_region" else []
         finding = Finding(
-            epoch=epoch, global_step=step, method=candidate.methods[0], box=list(candidate.box),
-            score=evidence["follow_rate"] - evidence["stay_rate"], confirmed=bool(evidence["decided"]), message="",
-            flip_rate=evidence["flip_rate"], random_flip_rate=evidence["random_flip_rate"],
-            drop_ratio=evidence["drop"] / max(evidence["random_drop"], 1e-3), follow_rate=evidence["follow_rate"],
-            keep_rate=evidence["keep_rate"], kind=evidence["kind"], classes=evidence["classes"], boxes=boxes,
-            p_value=evidence["p_value"], level=level, confidence=1 - evidence["p_value"], stay_rate=evidence["stay_rate"],
-            random_follow_rate=evidence["random_follow_rate"], win_rate=evidence["win_rate"], trials=int(evidence["trials"]),
+            epoch=epoch,
+            global_step=step,
+            method=candidate.methods[0],
+            box=list(candidate.box),
+            score=evidence["follow_rate"] - evidence["stay_rate"],
+            confirmed=bool(evidence["decided"]),
+            message="",
+            flip_rate=evidence["flip_rate"],
+            random_flip_rate=evidence["random_flip_rate"],
+            drop_ratio=evidence["drop"] / max(evidence["random_drop"], 1e-3),
+            follow_rate=evidence["follow_rate"],
+            keep_rate=evidence["keep_rate"],
+            kind=evidence["kind"],
+            classes=evidence["classes"],
+            boxes=boxes,
+            p_value=evidence["p_value"],
+            level=level,
+            confidence=1 - evidence["p_value"],
+            stay_rate=evidence["stay_rate"],
+            random_follow_rate=evidence["random_follow_rate"],
+            win_rate=evidence["win_rate"],
+            trials=int(evidence["trials"]),
         )
         finding.message = _message(finding, size, candidate, self.settings.min_effect)
         return finding
@@ -243,22 +335,43 @@ class ShortcutDetector:
         votes, grey_flip = color_votes(bench, alpha=level)
         rates = votes.rates()
         finding = Finding(
-            epoch=epoch, global_step=step, method="color", box=[0, 0, size[0], size[1]], score=rates["follow_rate"] - rates["stay_rate"],
-            confirmed=votes.decided, message="", flip_rate=grey_flip, follow_rate=rates["follow_rate"], kind="color",
-            p_value=rates["p_value"], level=level, confidence=1 - rates["p_value"], stay_rate=rates["stay_rate"], trials=votes.trials,
+            epoch=epoch,
+            global_step=step,
+            method="color",
+            box=[0, 0, size[0], size[1]],
+            score=rates["follow_rate"] - rates["stay_rate"],
+            confirmed=votes.decided,
+            message="",
+            flip_rate=grey_flip,
+            follow_rate=rates["follow_rate"],
+            kind="color",
+            p_value=rates["p_value"],
+            level=level,
+            confidence=1 - rates["p_value"],
+            stay_rate=rates["stay_rate"],
+            trials=votes.trials,
         )
         finding.message = _message(finding, size, None, self.settings.min_effect)
         return finding
 
     def _per_method(
-        self, displays: dict[str, Tensor], candidates: dict[Any, Candidate], tested: list[Finding], peaks: dict[str, float]
+        self,
+        displays: dict[str, Tensor],
+        candidates: dict[Any, Candidate],
+        tested: list[Finding],
+        peaks: dict[str, float],
     ) -> tuple[dict[str, dict[str, float]], dict[str, Finding]]:
         per_method: dict[str, dict[str, float]] = {}
         current: dict[str, Finding] = {}
         pairs = list(zip(candidates.values(), tested))
         for name, maps in displays.items():
-            numbers = {"peak_concentration": peaks[name], "candidates": float(sum(name in c.methods for c in candidates.values()))}
-            numbers.update({key: 1.0 if key == "p_value" else 0.0 for key in (*EVIDENCE_KEYS, "confirmed")})  # no candidate: nothing found
+            numbers = {
+                "peak_concentration": peaks[name],
+                "candidates": float(sum(name in c.methods for c in candidates.values())),
+            }
+            numbers.update(
+                {key: 1.0 if key == "p_value" else 0.0 for key in (*EVIDENCE_KEYS, "confirmed")}
+            )  # no candidate: nothing found
             own = [finding for candidate, finding in pairs if name in candidate.methods]
             if own:
                 best = min(own, key=lambda f: (f.p_value, -f.score))
@@ -271,7 +384,10 @@ class ShortcutDetector:
             per_method[name] = numbers
         if len(tested) > len(pairs):
             color = tested[-1]
-            per_method["color"] = {"grey_flip_rate": color.flip_rate, **{k: float(getattr(color, k)) for k in ("p_value", "follow_rate", "stay_rate", "trials")}}
+            per_method["color"] = {
+                "grey_flip_rate": color.flip_rate,
+                **{k: float(getattr(color, k)) for k in ("p_value", "follow_rate", "stay_rate", "trials")},
+            }
             per_method["color"]["confirmed"] = float(color.confirmed)
         return per_method, current
 
@@ -279,7 +395,11 @@ class ShortcutDetector:
         for old in self.findings:
             if finding.kind in ("color", "moving_region") and old.kind == finding.kind:
                 return True
-            if finding.kind in ("region", "class_mark") and old.kind in ("region", "class_mark") and box_iou(tuple(finding.box), tuple(old.box)) > 0:  # type: ignore[arg-type]
+            if (
+                finding.kind in ("region", "class_mark")
+                and old.kind in ("region", "class_mark")
+                and box_iou(_as_box(finding.box), _as_box(old.box)) > 0
+            ):
                 return True
         return False
 
@@ -295,13 +415,21 @@ def _who_carries(rates: dict[int, float], tested: list[int]) -> tuple[str, list[
     return "class_mark", followed or tested or sorted(rates, key=rates.__getitem__)[-1:]
 
 
+def _as_box(box: Sequence[int]) -> Box:
+    """``(top, left, bottom, right)`` from a box's four numbers (a finding keeps its box as a list)."""
+    return box[0], box[1], box[2], box[3]
+
+
 def _most_precise(findings: list[Finding]) -> list[Finding]:
     """One finding per place: a region before a class mark there, then the smallest box, then the lowest p-value."""
     order = {"color": 0, "region": 1, "class_mark": 2, "moving_region": 3}
     kept: list[Finding] = []
-    for finding in sorted(findings, key=lambda f: (order[f.kind], (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), f.p_value)):
-        same_place = lambda old: old.kind in ("region", "class_mark") and box_iou(tuple(old.box), tuple(finding.box)) > 0  # type: ignore[arg-type]  # noqa: E731
-        if finding.kind in ("region", "class_mark") and any(same_place(old) for old in kept):
+    for finding in sorted(
+        findings, key=lambda f: (order[f.kind], (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), f.p_value)
+    ):
+        if finding.kind in ("region", "class_mark") and any(
+            old.kind in ("region", "class_mark") and box_iou(_as_box(old.box), _as_box(finding.box)) > 0 for old in kept
+        ):
             continue
         if finding.kind in ("color", "moving_region") and any(old.kind == finding.kind for old in kept):
             continue
@@ -312,43 +440,48 @@ def _most_precise(findings: list[Finding]) -> list[Finding]:
 def _message(finding: Finding, size: tuple[int, int], candidate: Candidate | None, margin: float) -> str:
     """The finding in words, with its evidence."""
     evidence = (
-        f"the prediction follows it in {finding.follow_rate:.0%} of {finding.trials} transplants and stays in {finding.stay_rate:.0%}"
+        f"the prediction follows it in {finding.follow_rate:.0%} of {finding.trials} transplants "
+        f"and stays in {finding.stay_rate:.0%}"
     )
     if finding.kind != "color":
         evidence += (
-            f"; it raises the donor's class by {margin:.0%} more than each of 4 pieces of the same size where the model "
-            f"looks in {finding.win_rate:.0%} of images (those pieces were followed in {finding.random_follow_rate:.0%})"
+            f"; it raises the donor's class by {margin:.0%} more than each of 4 pieces of the same size "
+            f"where the model looks in {finding.win_rate:.0%} of images "
+            f"(those pieces were followed in {finding.random_follow_rate:.0%})"
         )
     evidence += f" (p = {finding.p_value:.1e}, needed <= {finding.level:.1e})"
     if finding.kind == "color":
         return (
-            f"after epoch {finding.epoch} the model relies on colour: given the colours of an image of another class (brightness kept), "
-            f"{evidence}; in grey, {finding.flip_rate:.0%} of predictions change."
+            f"after epoch {finding.epoch} the model relies on colour: given the colours of an image of another class "
+            f"(brightness kept), {evidence}; in grey, {finding.flip_rate:.0%} of predictions change."
         )
     top, left, bottom, right = finding.box
     shape = f"{bottom - top}x{right - left}"
     where = f"(rows {top}-{bottom - 1}, columns {left}-{right - 1}, found with {finding.method})"
     if finding.kind == "moving_region":
-        places = describe_places(candidate.places if candidate else [tuple(finding.box)], size)  # type: ignore[list-item]
+        places = describe_places(candidate.places if candidate else [_as_box(finding.box)], size)
         return (
-            f"after epoch {finding.epoch} the model relies on a small {shape} region at varying places ({places}, found with "
-            f"{finding.method}): swapped for the same kind of region from an image of another class, {evidence}."
+            f"after epoch {finding.epoch} the model relies on a small {shape} region at varying places "
+            f"({places}, found with {finding.method}): swapped for the same kind of region from an image of "
+            f"another class, {evidence}."
         )
     if finding.kind == "class_mark":
         return (
-            f"after epoch {finding.epoch} the model relies on a {shape} mark at the {describe_place(tuple(finding.box), size)} {where} "  # type: ignore[arg-type]
-            f"that images of class {', '.join(map(str, finding.classes))} carry: pasted into images of other classes, {evidence}."
+            f"after epoch {finding.epoch} the model relies on a {shape} mark at the "
+            f"{describe_place(_as_box(finding.box), size)} {where} that images of class "
+            f"{', '.join(map(str, finding.classes))} carry: pasted into images of other classes, {evidence}."
         )
     return (
-        f"after epoch {finding.epoch} the model relies on a {shape} region at the {describe_place(tuple(finding.box), size)} {where}: "  # type: ignore[arg-type]
-        f"pasted from an image of another class, {evidence}; replacing it changes {finding.flip_rate:.0%} of predictions (elsewhere: {finding.random_flip_rate:.0%})."
+        f"after epoch {finding.epoch} the model relies on a {shape} region at the "
+        f"{describe_place(_as_box(finding.box), size)} {where}: pasted from an image of another class, {evidence}; "
+        f"replacing it changes {finding.flip_rate:.0%} of predictions (elsewhere: {finding.random_flip_rate:.0%})."
     )
 
 
 def outline_findings(rgb: Tensor, findings: list[Finding], size: tuple[int, int]) -> Tensor:
     """The probes ``[P, 3, H', W']`` with each finding's box drawn (moving regions: each probe's own), as one grid."""
     scale = (rgb.shape[-2] / size[0], rgb.shape[-1] / size[1])
-    rescale = lambda b: (round(b[0] * scale[0]), round(b[1] * scale[1]), round(b[2] * scale[0]), round(b[3] * scale[1]))  # noqa: E731
+    rescale = lambda b: (round(b[0] * scale[0]), round(b[1] * scale[1]), round(b[2] * scale[0]), round(b[3] * scale[1]))
     outlined = rgb.clone()
     for finding in findings:
         if finding.kind == "color":
