@@ -6,13 +6,13 @@ argument, says what is allowed and shows what was received.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Callable, Union
+from collections.abc import Callable, Sequence
+from typing import TypeGuard
 
 import torch
 from torch import Tensor
 
-TargetLike = Union[int, Sequence[int], Tensor, None]
+TargetLike = int | Sequence[int] | Tensor | None
 ForwardFn = Callable[[Tensor], Tensor]
 
 
@@ -37,7 +37,7 @@ def check_images(inputs: object, name: str = "inputs") -> Tensor:
     return inputs
 
 
-def is_real_number(value: object) -> bool:
+def is_real_number(value: object) -> TypeGuard[int | float]:
     """Whether ``value`` is an int or a float, and not a bool (``True > 0`` must not pass a check).
 
     Example:
@@ -89,10 +89,10 @@ def check_scores(scores: object, n_images: int, *, what: str = "the model") -> T
         >>> check_scores(torch.zeros(2, 10), 2).shape
         torch.Size([2, 10])
     """
-    check_score_shape(scores, n_images, what=what)
-    if not bool(torch.isfinite(scores).all()):
+    checked = check_score_shape(scores, n_images, what=what)
+    if not bool(torch.isfinite(checked).all()):
         raise ValueError(f"{what} returned non-finite scores (NaN or inf) for the given inputs.")
-    return scores
+    return checked
 
 
 def check_score_shape(scores: object, n_images: int, *, what: str = "the model") -> Tensor:
@@ -143,7 +143,9 @@ def resolve_targets(target: TargetLike, scores: Tensor) -> Tensor:
     out_of_range = (targets < 0) | (targets >= n_classes)
     if bool(out_of_range.any()):
         bad = targets[out_of_range].tolist()
-        raise ValueError(f"`target` must be class indices in [0, {n_classes - 1}] for a model with {n_classes} outputs, got {bad}.")
+        raise ValueError(
+            f"`target` must be class indices in [0, {n_classes - 1}] for a model with {n_classes} outputs, got {bad}."
+        )
     return targets
 
 
