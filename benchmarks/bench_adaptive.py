@@ -66,7 +66,7 @@ def _head(model: nn.Module) -> tuple[nn.Linear, Callable[[Tensor], Tensor]]:
     """The last linear layer and a function giving its input features."""
     if isinstance(model, SmallCNN):
         return model.classifier[-1], lambda x: model.pool(model.features(x)).flatten(1)
-    body = lambda x: model.layer4(model.layer3(model.layer2(model.layer1(model.stem(x)))))  # noqa: E731
+    body = lambda x: model.layer4(model.layer3(model.layer2(model.layer1(model.stem(x)))))
     return model.fc, lambda x: model.pool(body(x)).flatten(1)
 
 
@@ -74,7 +74,9 @@ def fit_head(model: nn.Module, images: Tensor, labels: Tensor) -> float:
     """Ridge regression of one-hot (+-1) labels on the features; returns held-out accuracy."""
     head, features_of = _head(model)
     with torch.no_grad():
-        features = torch.cat([torch.cat([features_of(chunk) for chunk in images[:1000].split(100)]), torch.ones(1000, 1)], 1)
+        features = torch.cat(
+            [torch.cat([features_of(chunk) for chunk in images[:1000].split(100)]), torch.ones(1000, 1)], 1
+        )
         targets = nn.functional.one_hot(labels[:1000], 10).float() * 2 - 1
         ridge = features.T @ features + 0.1 * torch.eye(features.shape[1])
         solution = torch.linalg.solve(ridge, features.T @ targets)
@@ -122,7 +124,9 @@ def run_config(config: Config, head: str, digits: tuple[Tensor, Tensor], repeats
         counts = adaptive_occlusion_with_counts(model, probes, coarse_mode=mode, **kwargs)
         rho, err = fidelity(maps[mode], maps["exact"])
         passes = counts.forward_passes / counts.exact_forward_passes
-        cells.append(f"{seconds[mode]:5.2f} {seconds['exact'] / seconds[mode]:4.2f} {passes:4.2f} {rho:5.3f} {err:5.3f}")
+        cells.append(
+            f"{seconds[mode]:5.2f} {seconds['exact'] / seconds[mode]:4.2f} {passes:4.2f} {rho:5.3f} {err:5.3f}"
+        )
     rho, err = fidelity(maps["bf16"], maps["exact"])
     cells.append(f"{seconds['bf16']:5.2f} {seconds['exact'] / seconds['bf16']:4.2f} {rho:5.3f} {err:5.3f}")
     return " | ".join(cells)
@@ -133,7 +137,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds per measurement (the best is reported)")
     parser.add_argument("--heads", nargs="+", choices=["random", "fitted"], default=["random", "fitted"])
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f} (1 min)")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f} (1 min)"
+    )
     digits = load_digits(32)
     groups = "exact s | adaptive (subsample): s x passes rho err | enlarge: s x passes rho err | bf16: s x rho err"
     print(f"{'model':18} {'size':5} {'head':6} {'acc':4} | {groups}")

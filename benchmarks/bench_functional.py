@@ -203,13 +203,34 @@ def make_settings(quick: bool, device: torch.device) -> Settings:
     on_gpu = device.type == "cuda"
     if quick:
         sweep = (16, 64, 256) if on_gpu else (8, 32)
-        return Settings(device, n_images=2, n_samples=8, n_references=4, repeats=1, min_repeat_s=0.05, budget_s=0.5, sweep=sweep, monitor=CpuMonitor(attempts=2, max_wait_s=5.0, total_wait_s=20.0))
+        return Settings(
+            device,
+            n_images=2,
+            n_samples=8,
+            n_references=4,
+            repeats=1,
+            min_repeat_s=0.05,
+            budget_s=0.5,
+            sweep=sweep,
+            monitor=CpuMonitor(attempts=2, max_wait_s=5.0, total_wait_s=20.0),
+        )
     sweep = (8, 16, 32, 64, 128, 256, 512, 1024, 2048) if on_gpu else (8, 16, 32, 64, 128, 256)
-    return Settings(device, n_images=8, n_samples=32, n_references=16, repeats=3, min_repeat_s=0.2, budget_s=4.0, sweep=sweep, monitor=CpuMonitor())
+    return Settings(
+        device,
+        n_images=8,
+        n_samples=32,
+        n_references=16,
+        repeats=3,
+        min_repeat_s=0.2,
+        budget_s=4.0,
+        sweep=sweep,
+        monitor=CpuMonitor(),
+    )
 
 
 def make_cases(device: torch.device, large: bool = False) -> list[Case]:
-    """The benchmarked models: a ResNet-style net at 32x32 and 64x64 (and 224x224 if ``large``), and the small CNN at 32x32."""
+    """The benchmarked models: a ResNet-style net at 32x32 and 64x64 (and 224x224 if ``large``), and the small CNN
+    at 32x32."""
     cap_64 = 2048 if device.type == "cuda" else 64
     cap_224 = 256 if device.type == "cuda" else 16
 
@@ -290,7 +311,12 @@ class CpuMonitor:
     def __init__(
         self, threshold: float = 0.10, attempts: int = 4, max_wait_s: float = 60.0, total_wait_s: float = 600.0
     ) -> None:
-        self.threshold, self.attempts, self.max_wait_s, self.total_wait_s = threshold, attempts, max_wait_s, total_wait_s
+        self.threshold, self.attempts, self.max_wait_s, self.total_wait_s = (
+            threshold,
+            attempts,
+            max_wait_s,
+            total_wait_s,
+        )
         self.reruns, self.kept_disturbed, self.waited_s = 0, 0, 0.0
 
     def time_quietly(self, fn: Callable[[], object], device: torch.device) -> tuple[float, object]:
@@ -325,7 +351,10 @@ class CpuMonitor:
         if cpu_ticks() is None:
             return "CPU use of other processes not monitored (no /proc)."
         kept = f"; {self.kept_disturbed} kept disturbed -- rerun on a quiet machine" if self.kept_disturbed else ""
-        return f"{self.reruns} timed repeats rerun because other processes used the CPU ({self.waited_s:.0f} s waiting){kept}."
+        return (
+            f"{self.reruns} timed repeats rerun because other processes used the CPU "
+            f"({self.waited_s:.0f} s waiting){kept}."
+        )
 
 
 def interleaved_medians(fns: Mapping[K, Callable[[], object]], settings: Settings) -> dict[K, tuple[float, object]]:
@@ -340,14 +369,19 @@ def interleaved_medians(fns: Mapping[K, Callable[[], object]], settings: Setting
         Per key: the median seconds per call and the result of its last call.
     """
     plans = {key: calls_per_repeat(fn, settings) for key, fn in fns.items()}
-    wanted = {key: max(1, min(settings.repeats, int(settings.budget_s / (calls * estimate)))) for key, (calls, estimate, _) in plans.items()}
+    wanted = {
+        key: max(1, min(settings.repeats, int(settings.budget_s / (calls * estimate))))
+        for key, (calls, estimate, _) in plans.items()
+    }
     times: dict[K, list[float]] = {key: [] for key in fns}
     results = {key: plan[2] for key, plan in plans.items()}
     for round_ in range(max(wanted.values())):
         for key, fn in fns.items():
             if round_ < wanted[key]:
                 calls = plans[key][0]
-                seconds, results[key] = settings.monitor.time_quietly(lambda: [fn() for _ in range(calls)][-1], settings.device)
+                seconds, results[key] = settings.monitor.time_quietly(
+                    lambda fn=fn, calls=calls: [fn() for _ in range(calls)][-1], settings.device
+                )
                 times[key].append(seconds / calls)
     return {key: (statistics.median(times[key]), results[key]) for key in fns}
 
@@ -425,7 +459,9 @@ def occlusion_method(model: nn.Module, images: Tensor, targets: Tensor, case: Ca
     )
 
 
-def integrated_gradients_method(model: nn.Module, images: Tensor, targets: Tensor, case: Case, settings: Settings) -> Method:
+def integrated_gradients_method(
+    model: nn.Module, images: Tensor, targets: Tensor, case: Case, settings: Settings
+) -> Method:
     """Integrated gradients from a black baseline, Gauss-Legendre; Captum's ``IntegratedGradients``."""
     captum = IntegratedGradients(model)
     steps = settings.n_samples
@@ -485,11 +521,18 @@ def smooth_grad_method(model: nn.Module, images: Tensor, targets: Tensor, case: 
     n = images.shape[0]
 
     def ours(batch: int | None) -> Tensor:
-        return smooth_grad(model, images, targets, n_samples=samples, stdev=0.15, stdev_mode="absolute", batch_size=batch)
+        return smooth_grad(
+            model, images, targets, n_samples=samples, stdev=0.15, stdev_mode="absolute", batch_size=batch
+        )
 
     def theirs(batch: int) -> Tensor:
         return captum.attribute(
-            images, nt_type="smoothgrad", nt_samples=samples, stdevs=0.15, nt_samples_batch_size=batch // n, target=targets
+            images,
+            nt_type="smoothgrad",
+            nt_samples=samples,
+            stdevs=0.15,
+            nt_samples_batch_size=batch // n,
+            target=targets,
         )
 
     return Method(
@@ -541,7 +584,17 @@ def relu_rule_methods(model: nn.Module, images: Tensor, targets: Tensor) -> list
         ("deconvnet", deconvnet, lambda _b: Deconvolution(model).attribute(images, target=targets)),
     ]
     methods = [
-        Method(name, True, n, default_batch_size(images, backward=True), (lambda b, fn=fn: fn(model, images, targets, batch_size=b)), theirs, (n,), lambda _b: "all", True)
+        Method(
+            name,
+            True,
+            n,
+            default_batch_size(images, backward=True),
+            (lambda b, fn=fn: fn(model, images, targets, batch_size=b)),
+            theirs,
+            (n,),
+            lambda _b: "all",
+            True,
+        )
         for name, fn, theirs in rows
     ]
     methods.append(
@@ -555,15 +608,21 @@ def relu_rule_methods(model: nn.Module, images: Tensor, targets: Tensor) -> list
     return methods
 
 
-def noise_tunnel_and_mask_methods(model: nn.Module, images: Tensor, targets: Tensor, case: Case, settings: Settings) -> list[Method]:
+def noise_tunnel_and_mask_methods(
+    model: nn.Module, images: Tensor, targets: Tensor, case: Case, settings: Settings
+) -> list[Method]:
     """VarGrad (Captum's ``NoiseTunnel(nt_type="vargrad")``) and extremal masks (no Captum counterpart)."""
     n, samples = images.shape[0], settings.n_samples
     tunnel = NoiseTunnel(Saliency(model))
     steps, areas = max(2, samples // 2), (0.05, 0.1, 0.2)
     vargrad = Method(
         "vargrad", True, n * samples, default_batch_size(images, backward=True),
-        lambda b: smooth_grad(model, images, targets, n_samples=samples, stdev=0.15, stdev_mode="absolute", kind="vargrad", batch_size=b),
-        lambda b: tunnel.attribute(images, nt_type="vargrad", nt_samples=samples, stdevs=0.15, nt_samples_batch_size=b // n, target=targets),
+        lambda b: smooth_grad(
+            model, images, targets, n_samples=samples, stdev=0.15, stdev_mode="absolute", kind="vargrad", batch_size=b
+        ),
+        lambda b: tunnel.attribute(
+            images, nt_type="vargrad", nt_samples=samples, stdevs=0.15, nt_samples_batch_size=b // n, target=targets
+        ),
         multiples(settings, case, n, n * samples), lambda b: f"nsbs={b // n}", False,
     )  # fmt: skip
     # extremal_mask runs all N * len(areas) masks in one pass per step; its batch_size argument does not exist
@@ -590,7 +649,11 @@ def method_row(method: Method, raw: dict[bool, Raw], settings: Settings) -> list
     if method.captum is None:
         timings = interleaved_medians(calls, settings)
         (default_s, _), (best_s, _) = timings["ours", None], timings["ours", limit.best_batch]
-        ours_cells = [*rate_cells(method.work / default_s, limit), str(min(limit.best_batch, method.work)), *rate_cells(method.work / best_s, limit)]
+        ours_cells = [
+            *rate_cells(method.work / default_s, limit),
+            str(min(limit.best_batch, method.work)),
+            *rate_cells(method.work / best_s, limit),
+        ]
         return [method.name, str(method.work), str(min(method.default_batch, method.work)), *ours_cells, *["-"] * 5]
     calls.update({("captum", b): (lambda b=b: method.captum(b)) for b in method.captum_batches})  # type: ignore[misc,union-attr]
     timings = interleaved_medians(calls, settings)
@@ -629,7 +692,15 @@ def raw_row(name: str, raw: Raw) -> list[str]:
 def chosen_row(name: str, raw: Raw, size: int) -> list[str]:
     """Table cells for a batch size chosen automatically, at the sweep's throughput for it."""
     rate = raw.rates.get(size)
-    return [name, "-", str(size), *(rate_cells(rate, raw) if rate is not None else ["-", "-"]), str(raw.best_batch), *rate_cells(raw.best_rate, raw), *["-"] * 5]
+    return [
+        name,
+        "-",
+        str(size),
+        *(rate_cells(rate, raw) if rate is not None else ["-", "-"]),
+        str(raw.best_batch),
+        *rate_cells(raw.best_rate, raw),
+        *["-"] * 5,
+    ]
 
 
 def tuned_batch_size(methods: list[Method], images: Tensor, backward: bool, max_calls: int = 50) -> int:
@@ -696,7 +767,9 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
     left = {0, 1, 2, 10}
 
     def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        return "  ".join(
+            c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
 
     rule = "-" * len(line(header))
     body = []

@@ -26,7 +26,7 @@ from lightning_xai.functional import occlusion
 
 def median_seconds(baseline: str, model: torch.nn.Module, images: torch.Tensor, repeats: int) -> tuple[float, float]:
     """Median wall and CPU time (this process, all threads) of ``repeats`` occlusion calls, after a warm-up call."""
-    run = lambda: occlusion(model, images, 0, window=4, stride=2, baseline=baseline)  # noqa: E731
+    run = lambda: occlusion(model, images, 0, window=4, stride=2, baseline=baseline)
     run()
     wall, cpu = [], []
     for _ in range(repeats):
@@ -48,7 +48,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     images = torch.rand(args.probes, 3, args.size, args.size)
     rows = {name: median_seconds(name, model, images, args.repeats) for name in ("mean", "inpaint", "inpaint_ns")}
     windows = ((args.size - 4 + 1) // 2 + 1) ** 2
-    print(f"occlusion of {args.probes} images 3x{args.size}x{args.size}, {windows} windows each, torch threads {torch.get_num_threads()}")
+    print(
+        f"occlusion of {args.probes} images 3x{args.size}x{args.size}, {windows} windows each, "
+        f"torch threads {torch.get_num_threads()}"
+    )
     print(f"{'baseline':<12}{'wall s':>10}{'x mean':>10}{'cpu s':>10}{'x mean':>10}")
     for name, (wall, cpu) in rows.items():
         print(f"{name:<12}{wall:>10.3f}{wall / rows['mean'][0]:>10.2f}{cpu:>10.3f}{cpu / rows['mean'][1]:>10.2f}")

@@ -103,8 +103,12 @@ def fit_seconds(setting: Setting, monitor: AttributionMonitor | None, root: Path
     train, val = datasets(setting.data)
     train = ConcatDataset([train] * setting.repeat)
     trainer = pl.Trainer(
-        max_epochs=setting.epochs, default_root_dir=root, callbacks=[monitor] if monitor else [], enable_progress_bar=False,
-        enable_model_summary=False, log_every_n_steps=10,
+        max_epochs=setting.epochs,
+        default_root_dir=root,
+        callbacks=[monitor] if monitor else [],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=10,
     )
     model = LitClassifier(in_channels=1, width=16, pooled_size=4)
     started = time.perf_counter()
@@ -146,16 +150,35 @@ def row(setting: Setting, folder: Path, progress: Callable[[str], None]) -> list
 
 def print_table(rows: list[list[str]]) -> None:
     """Prints the rows under a header, columns aligned."""
-    header = ["data", "epochs", "monitor", "without s", "with s", "added", "runs", "skipped", "per run s", "maps", "shortcuts", "rest", "10% at s"]
+    header = [
+        "data",
+        "epochs",
+        "monitor",
+        "without s",
+        "with s",
+        "added",
+        "runs",
+        "skipped",
+        "per run s",
+        "maps",
+        "shortcuts",
+        "rest",
+        "10% at s",
+    ]
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
     for cells in [header, *rows]:
-        print("  ".join(cell.rjust(width) if index > 2 else cell.ljust(width) for index, (cell, width) in enumerate(zip(cells, widths))))
+        print(
+            "  ".join(
+                cell.rjust(width) if index > 2 else cell.ljust(width)
+                for index, (cell, width) in enumerate(zip(cells, widths))
+            )
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
     """Runs every row and prints the table, with the machine's load before and after."""
     arguments = parse_args(argv)
-    progress = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
+    progress = lambda message: print(message, file=sys.stderr, flush=True)
     load_before = os.getloadavg()[0]
     rows = []
     with tempfile.TemporaryDirectory() as folder:

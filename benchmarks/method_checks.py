@@ -34,8 +34,16 @@ from lightning_xai import (
 from lightning_xai.demos import LitClassifier, digits_loaders
 
 METHODS = [
-    Saliency(), SmoothGrad(n_samples=16), IntegratedGradients(n_steps=16), ExpectedGradients(n_samples=16, reference_count=32),
-    Occlusion(), GradCAM(), GuidedBackprop(), DeconvNet(), GuidedGradCAM(), Mask(steps=60),
+    Saliency(),
+    SmoothGrad(n_samples=16),
+    IntegratedGradients(n_steps=16),
+    ExpectedGradients(n_samples=16, reference_count=32),
+    Occlusion(),
+    GradCAM(),
+    GuidedBackprop(),
+    DeconvNet(),
+    GuidedGradCAM(),
+    Mask(steps=60),
 ]
 
 
@@ -56,12 +64,16 @@ def main(epochs: int, probes: int, seed: int) -> None:
     sanity = monitor.sanity_check(trainer, model)
     robust = monitor.robustness_check(trainer, model, RobustnessCheck(steps=4))
     print(f"checks took {time.perf_counter() - started:.0f}s on {probes} probes after {epochs} epochs (seed {seed})\n")
-    print("| method | sanity: rank corr. trained vs randomized (lower is better) | insensitive | input invariance (rank corr.) | fragility top-10% IoU | fragility rank corr. | fails |")
+    print(
+        "| method | sanity: rank corr. trained vs randomized (lower is better) | insensitive "
+        "| input invariance (rank corr.) | fragility top-10% IoU | fragility rank corr. | fails |"
+    )
     print("|---|---|---|---|---|---|---|")
     for key in sanity:
         s, r = sanity[key], robust[key]
         print(
-            f"| {key} | {s['spearman']:.2f} | {'yes' if s['insensitive'] else 'no'} | {r['input_invariance_spearman']:.2f} "
+            f"| {key} | {s['spearman']:.2f} | {'yes' if s['insensitive'] else 'no'} "
+            f"| {r['input_invariance_spearman']:.2f} "
             f"| {r['fragility_topk_iou']:.2f} | {r['fragility_spearman']:.2f} | {', '.join(r['fails']) or '-'} |"
         )
 

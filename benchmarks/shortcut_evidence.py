@@ -30,11 +30,11 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from shortcut_suite import SETTINGS, Data  # noqa: E402
+from shortcut_suite import SETTINGS, Data
 
-from lightning_xai import AttributionMonitor  # noqa: E402
-from lightning_xai.demos import LitClassifier, ResNetStyle, SmallCNN  # noqa: E402
-from lightning_xai.functional.shortcut import box_iou  # noqa: E402
+from lightning_xai import AttributionMonitor
+from lightning_xai.demos import LitClassifier, ResNetStyle, SmallCNN
+from lightning_xai.functional.shortcut import box_iou
 
 MODELS = {
     "SmallCNN": lambda k: SmallCNN(3, k, width=16, pooled_size=4),
@@ -48,10 +48,20 @@ def train(data: Data, model_name: str, seed: int, root: Path, epochs: int) -> tu
     model = LitClassifier(MODELS[model_name](data.num_classes), lr=3e-3)
     monitor = AttributionMonitor()
     trainer = pl.Trainer(
-        max_epochs=epochs, default_root_dir=root, callbacks=[monitor], enable_progress_bar=False, enable_model_summary=False,
-        logger=False, enable_checkpointing=False, accelerator="cpu",
+        max_epochs=epochs,
+        default_root_dir=root,
+        callbacks=[monitor],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=False,
+        enable_checkpointing=False,
+        accelerator="cpu",
     )
-    trainer.fit(model, DataLoader(TensorDataset(*data.train), batch_size=32, shuffle=True), DataLoader(TensorDataset(*data.val), batch_size=64))
+    trainer.fit(
+        model,
+        DataLoader(TensorDataset(*data.train), batch_size=32, shuffle=True),
+        DataLoader(TensorDataset(*data.val), batch_size=64),
+    )
     return monitor, model
 
 
@@ -81,7 +91,11 @@ def correct(finding: dict, data: Data, truth: list) -> bool:
         hits = sum(box_iou(tuple(b), t) >= 0.5 for b, t in zip(boxes, truth) if t is not None)
         return finding["kind"] == "moving_region" and hits >= len(truth) / 2
     if data.kind == "class_mark":
-        return finding["kind"] == "class_mark" and finding["classes"] == data.classes and box_iou(tuple(finding["box"]), data.boxes[0]) >= 0.5
+        return (
+            finding["kind"] == "class_mark"
+            and finding["classes"] == data.classes
+            and box_iou(tuple(finding["box"]), data.boxes[0]) >= 0.5
+        )
     return finding["kind"] in ("region", "class_mark") and box_iou(tuple(finding["box"]), data.boxes[0]) >= 0.5
 
 
@@ -96,11 +110,26 @@ def run(name: str, model_name: str, seed: int, epochs: int, verbose: bool) -> di
     truth = probe_truth(monitor, data) if data.kind == "moving_region" else []
     hit = data.kind != "clean" and any(correct(f, data, truth) for f in findings)
     result = {
-        "hit": hit, "findings": len(findings), "wrong": sum(not correct(f, data, truth) for f in findings) if data.kind != "clean" else len(findings),
-        "acc": accuracy(model, *data.val), "seconds": time.perf_counter() - started,
-        "shuffled_acc": accuracy(model, data.shuffled_val, data.val[1]) if data.shuffled_val is not None else float("nan"),
-        "shortcut_seconds": sum(v for r in monitor.history for k, v in r.get("metrics", {}).items() if k.endswith(("seconds/shortcuts", "seconds_shortcuts"))),
-        "map_seconds": sum(v for r in monitor.history for k, v in r.get("metrics", {}).items() if k.endswith(("seconds/total", "seconds_total"))),
+        "hit": hit,
+        "findings": len(findings),
+        "wrong": sum(not correct(f, data, truth) for f in findings) if data.kind != "clean" else len(findings),
+        "acc": accuracy(model, *data.val),
+        "seconds": time.perf_counter() - started,
+        "shuffled_acc": accuracy(model, data.shuffled_val, data.val[1])
+        if data.shuffled_val is not None
+        else float("nan"),
+        "shortcut_seconds": sum(
+            v
+            for r in monitor.history
+            for k, v in r.get("metrics", {}).items()
+            if k.endswith(("seconds/shortcuts", "seconds_shortcuts"))
+        ),
+        "map_seconds": sum(
+            v
+            for r in monitor.history
+            for k, v in r.get("metrics", {}).items()
+            if k.endswith(("seconds/total", "seconds_total"))
+        ),
     }
     if verbose:
         print(f"  {name} | {model_name} | seed {seed}: {result}", file=sys.stderr)
@@ -118,14 +147,17 @@ def _job(task: tuple[str, str, int, int, bool]) -> dict:
 
 def row(name: str, model_name: str, results: list[dict]) -> str:
     """One markdown table row."""
-    mean = lambda key: sum(r[key] for r in results) / len(results)  # noqa: E731
+    mean = lambda key: sum(r[key] for r in results) / len(results)
     clean = name.startswith("clean")
     flagged = "—" if clean else f"{sum(r['hit'] for r in results)}/{len(results)}"
     any_finding = f"{sum(r['findings'] > 0 for r in results)}/{len(results)}"
     wrong = f"{sum(r['wrong'] > 0 for r in results)}/{len(results)}"
     drop = "—" if clean else f"{mean('acc') - mean('shuffled_acc'):+.1%}".replace("+", "")
     costs = f"{mean('shortcut_seconds'):.1f} / {mean('map_seconds'):.1f}"
-    return f"| {name} | {model_name} | {flagged} | {any_finding} | {wrong} | {mean('acc'):.1%} | {drop} | {costs} | {mean('seconds'):.0f} |"
+    return (
+        f"| {name} | {model_name} | {flagged} | {any_finding} | {wrong} | {mean('acc'):.1%} | {drop} | {costs} "
+        f"| {mean('seconds'):.0f} |"
+    )
 
 
 HEADER = (
@@ -151,7 +183,12 @@ def main() -> None:
     lines = [HEADER]
     names = [name for name in SETTINGS if not arguments.only or any(o in name for o in arguments.only)]
     seeds = range(arguments.first_seed, arguments.first_seed + arguments.seeds)
-    tasks = [(name, model_name, seed, arguments.epochs, arguments.verbose) for name in names for model_name in arguments.models for seed in seeds]
+    tasks = [
+        (name, model_name, seed, arguments.epochs, arguments.verbose)
+        for name in names
+        for model_name in arguments.models
+        for seed in seeds
+    ]
     if arguments.jobs == 1:
         results = [_job(task) for task in tasks]
     else:

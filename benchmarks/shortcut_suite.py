@@ -22,7 +22,20 @@ from lightning_xai.demos import load_digits
 SIZE, SIDE, TRAIN, VAL = 32, 4, 1400, 160
 Box = tuple[int, int, int, int]
 CORNER_BOXES: tuple[Box, ...] = ((1, 1, 5, 5), (1, 27, 5, 31), (27, 1, 31, 5), (27, 27, 31, 31))
-HUES = torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1], [1, .5, 0], [.5, 0, 1], [0, .5, 1], [.6, 1, .3]])
+HUES = torch.tensor(
+    [
+        [1, 0, 0],
+        [0, 1, 0],
+        [0, 0, 1],
+        [1, 1, 0],
+        [1, 0, 1],
+        [0, 1, 1],
+        [1, 0.5, 0],
+        [0.5, 0, 1],
+        [0, 0.5, 1],
+        [0.6, 1, 0.3],
+    ]
+)
 
 
 @dataclass
@@ -51,15 +64,28 @@ def digits(seed: int, *, centred: bool) -> tuple[Tensor, Tensor]:
     glyphs = F.interpolate(images[order], size=(side, side), mode="bilinear", align_corners=False).clamp(0, 1)
     out = _noise(len(order), generator)
     for index, glyph in enumerate(glyphs):
-        top, left = ((SIZE - side) // 2,) * 2 if centred else torch.randint(0, SIZE - side + 1, (2,), generator=generator).tolist()
-        out[index, :, top : top + side, left : left + side] = torch.maximum(out[index, :, top : top + side, left : left + side], glyph)
+        top, left = (
+            ((SIZE - side) // 2,) * 2
+            if centred
+            else torch.randint(0, SIZE - side + 1, (2,), generator=generator).tolist()
+        )
+        out[index, :, top : top + side, left : left + side] = torch.maximum(
+            out[index, :, top : top + side, left : left + side], glyph
+        )
     return out, labels[order]
 
 
 def _shape_mask(kind: int, side: int) -> Tensor:
     y, x = torch.meshgrid(torch.linspace(-1, 1, side), torch.linspace(-1, 1, side), indexing="ij")
     r = (x**2 + y**2).sqrt()
-    masks = [r <= 1, torch.ones(side, side, dtype=torch.bool), y >= 2 * x.abs() - 1, (x.abs() < 0.3) | (y.abs() < 0.3), (r <= 1) & (r >= 0.55), x.abs() + y.abs() <= 1]
+    masks = [
+        r <= 1,
+        torch.ones(side, side, dtype=torch.bool),
+        y >= 2 * x.abs() - 1,
+        (x.abs() < 0.3) | (y.abs() < 0.3),
+        (r <= 1) & (r >= 0.55),
+        x.abs() + y.abs() <= 1,
+    ]
     return masks[kind].float()
 
 
@@ -90,7 +116,10 @@ def _shade(images: Tensor, codes: Tensor, boxes: list[Box], num_classes: int) ->
 
 
 def _border_box(generator: torch.Generator) -> Box:
-    edge, offset = int(torch.randint(0, 4, (1,), generator=generator)), int(torch.randint(1, SIZE - SIDE - 1, (1,), generator=generator))
+    edge, offset = (
+        int(torch.randint(0, 4, (1,), generator=generator)),
+        int(torch.randint(1, SIZE - SIDE - 1, (1,), generator=generator)),
+    )
     top, left = [(1, offset), (SIZE - SIDE - 1, offset), (offset, 1), (offset, SIZE - SIDE - 1)][edge]
     return top, left, top + SIDE, left + SIDE
 
@@ -118,7 +147,16 @@ def _tint(images: Tensor, codes: Tensor, boxes: list[Box], num_classes: int) -> 
 Planter = Callable[[Tensor, Tensor, list[Box], int], Tensor]
 
 
-def _planted(base: tuple[Tensor, Tensor], planter: Planter, kind: str, seed: int, *, place: str, agree: float = 1.0, num_classes: int = 10) -> Data:
+def _planted(
+    base: tuple[Tensor, Tensor],
+    planter: Planter,
+    kind: str,
+    seed: int,
+    *,
+    place: str,
+    agree: float = 1.0,
+    num_classes: int = 10,
+) -> Data:
     images, labels = base
     generator = torch.Generator().manual_seed(seed + 7)
     if place == "fixed":
@@ -135,23 +173,43 @@ def _planted(base: tuple[Tensor, Tensor], planter: Planter, kind: str, seed: int
     planted = planter(images, codes, boxes, num_classes)
     shuffled = planter(images, codes[torch.randperm(len(codes), generator=generator)], boxes, num_classes)
     truth = boxes[TRAIN:] if kind in ("region", "moving_region", "class_mark") else []
-    return Data((planted[:TRAIN], labels[:TRAIN]), (planted[TRAIN:], labels[TRAIN:]), shuffled[TRAIN:], kind, list(truth), [0] if kind == "class_mark" else [], num_classes)
+    return Data(
+        (planted[:TRAIN], labels[:TRAIN]),
+        (planted[TRAIN:], labels[TRAIN:]),
+        shuffled[TRAIN:],
+        kind,
+        list(truth),
+        [0] if kind == "class_mark" else [],
+        num_classes,
+    )
 
 
 def _clean(base: tuple[Tensor, Tensor], num_classes: int) -> Data:
     images, labels = base
-    return Data((images[:TRAIN], labels[:TRAIN]), (images[TRAIN:], labels[TRAIN:]), None, "clean", num_classes=num_classes)
+    return Data(
+        (images[:TRAIN], labels[:TRAIN]), (images[TRAIN:], labels[TRAIN:]), None, "clean", num_classes=num_classes
+    )
 
 
 SETTINGS: dict[str, Callable[[int], Data]] = {
-    "shade, fixed corner (shifted digits)": lambda s: _planted(digits(s, centred=False), _shade, "region", s, place="fixed"),
-    "shade, random corner (Ross et al.)": lambda s: _planted(digits(s, centred=False), _shade, "moving_region", s, place="corners"),
-    "shade, random place on the border": lambda s: _planted(digits(s, centred=False), _shade, "moving_region", s, place="border"),
+    "shade, fixed corner (shifted digits)": lambda s: _planted(
+        digits(s, centred=False), _shade, "region", s, place="fixed"
+    ),
+    "shade, random corner (Ross et al.)": lambda s: _planted(
+        digits(s, centred=False), _shade, "moving_region", s, place="corners"
+    ),
+    "shade, random place on the border": lambda s: _planted(
+        digits(s, centred=False), _shade, "moving_region", s, place="border"
+    ),
     "per-class glyph, fixed corner": lambda s: _planted(digits(s, centred=True), _glyph, "region", s, place="other"),
     "mark on class 0 only": lambda s: _planted(digits(s, centred=False), _mark, "class_mark", s, place="other"),
-    "shade agreeing with 85% of labels": lambda s: _planted(digits(s, centred=False), _shade, "region", s, place="fixed", agree=0.85),
+    "shade agreeing with 85% of labels": lambda s: _planted(
+        digits(s, centred=False), _shade, "region", s, place="fixed", agree=0.85
+    ),
     "colour encodes the class": lambda s: _planted(digits(s, centred=False), _tint, "color", s, place="fixed"),
-    "shapes + shade, fixed corner": lambda s: _planted(shapes(s, centred=False), _shade, "region", s, place="fixed", num_classes=6),
+    "shapes + shade, fixed corner": lambda s: _planted(
+        shapes(s, centred=False), _shade, "region", s, place="fixed", num_classes=6
+    ),
     "clean: centred digits (MNIST layout)": lambda s: _clean(digits(s, centred=True), 10),
     "clean: shifted digits": lambda s: _clean(digits(s, centred=False), 10),
     "clean: centred shapes": lambda s: _clean(shapes(s, centred=True), 6),

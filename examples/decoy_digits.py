@@ -32,7 +32,8 @@ from lightning_xai.functional.shortcut import box_iou
 
 
 def shifted_digits(seed: int, digit_size: int = 20) -> tuple[Tensor, Tensor]:
-    """The 1797 digits at ``digit_size`` pixels, each at a random place of a noisy 32 x 32 frame (shuffled with ``seed``)."""
+    """The 1797 digits at ``digit_size`` pixels, each at a random place of a noisy 32 x 32 frame (shuffled with
+    ``seed``)."""
     return scattered_digits(seed, digit_size=digit_size, noise=0.4)
 
 
@@ -43,7 +44,9 @@ def make_data(seed: int, *, clean: bool, kind: str, corner: str) -> tuple[Tensor
     return images, labels, digits
 
 
-def train(root: Path, images: Tensor, labels: Tensor, *, epochs: int, seed: int) -> tuple[AttributionMonitor, LitClassifier, float]:
+def train(
+    root: Path, images: Tensor, labels: Tensor, *, epochs: int, seed: int
+) -> tuple[AttributionMonitor, LitClassifier, float]:
     """Trains the small CNN with the monitor; returns (monitor, model, seconds)."""
     pl.seed_everything(seed, verbose=False)
     train_set, val_set = TensorDataset(images[:1500], labels[:1500]), TensorDataset(images[1500:], labels[1500:])
@@ -65,20 +68,31 @@ def accuracy(model: LitClassifier, images: Tensor, labels: Tensor) -> float:
         return float((model(images).argmax(dim=1) == labels).float().mean())
 
 
-def main(root: Path, *, epochs: int = 4, seed: int = 0, clean: bool = False, kind: str = "shade", corner: str = "top_left") -> dict:
+def main(
+    root: Path, *, epochs: int = 4, seed: int = 0, clean: bool = False, kind: str = "shade", corner: str = "top_left"
+) -> dict:
     """Trains, prints the findings and returns a summary (used by the evidence script and the tests)."""
     images, labels, digits = make_data(seed, clean=clean, kind=kind, corner=corner)
     monitor, model, seconds = train(root, images, labels, epochs=epochs, seed=seed)
     true_box = decoy_box((32, 32), corner)
     val_accuracy = accuracy(model, images[1500:], labels[1500:])
     without_decoy = accuracy(model, digits[1500:], labels[1500:])
-    print(f"trained {epochs} epochs in {seconds:.0f}s: validation accuracy {val_accuracy:.1%}, on the same digits without a swatch {without_decoy:.1%}")
+    print(
+        f"trained {epochs} epochs in {seconds:.0f}s: validation accuracy {val_accuracy:.1%}, "
+        f"on the same digits without a swatch {without_decoy:.1%}"
+    )
     for finding in monitor.findings:
         iou = box_iou(tuple(finding["box"]), true_box)
-        print(f"  finding ({finding['method']}, epoch {finding['epoch']}, box {finding['box']}, IoU with the swatch {iou:.2f}): {finding['message']}")
+        print(
+            f"  finding ({finding['method']}, epoch {finding['epoch']}, box {finding['box']}, "
+            f"IoU with the swatch {iou:.2f}): {finding['message']}"
+        )
     if not monitor.findings:
         print("  no shortcut found")
-    print(f"TensorBoard: tensorboard --logdir {root}  (images xai/shortcut/<method> outline the region; scalars xai_shortcuts/*)")
+    print(
+        f"TensorBoard: tensorboard --logdir {root}  "
+        "(images xai/shortcut/<method> outline the region; scalars xai_shortcuts/*)"
+    )
     first = min((f for f in monitor.findings), key=lambda f: f["epoch"], default=None)
     return {
         "findings": monitor.findings,
@@ -102,4 +116,11 @@ if __name__ == "__main__":
     )
     parser.add_argument("--corner", choices=CORNERS, default="top_left")
     arguments = parser.parse_args()
-    main(arguments.root, epochs=arguments.epochs, seed=arguments.seed, clean=arguments.clean, kind=arguments.kind, corner=arguments.corner)
+    main(
+        arguments.root,
+        epochs=arguments.epochs,
+        seed=arguments.seed,
+        clean=arguments.clean,
+        kind=arguments.kind,
+        corner=arguments.corner,
+    )

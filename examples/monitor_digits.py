@@ -20,8 +20,8 @@ from pathlib import Path
 import pytorch_lightning as pl
 
 from lightning_xai import AttributionMonitor, ExpectedGradients, GradCAM, IntegratedGradients, Occlusion
-from lightning_xai.faithfulness import Faithfulness
 from lightning_xai.demos import LitClassifier, SmallCNN, digits_loaders
+from lightning_xai.faithfulness import Faithfulness
 
 
 def fit(root: Path, *, epochs: int, monitor: AttributionMonitor | None, seed: int) -> tuple[float, pl.Trainer]:
@@ -55,10 +55,18 @@ def main(root: Path, *, epochs: int = 6, compare: bool = False, seed: int = 0, f
     runs = monitor.history
     print(f"fit with the monitor: {seconds:.1f}s, validation accuracy {float(trainer.callback_metrics['val_acc']):.1%}")
     for run in runs:
-        timings = ", ".join(f"{k.split('/')[1]} {v:.2f}s" for k, v in run["metrics"].items() if k.startswith("seconds/"))
-        print(f"  epoch {run['epoch']} step {run['global_step']}: probe accuracy {run['metrics']['probe_accuracy']:.0%}; {timings}")
+        timings = ", ".join(
+            f"{k.split('/')[1]} {v:.2f}s" for k, v in run["metrics"].items() if k.startswith("seconds/")
+        )
+        print(
+            f"  epoch {run['epoch']} step {run['global_step']}: "
+            f"probe accuracy {run['metrics']['probe_accuracy']:.0%}; {timings}"
+        )
     log_dir = Path(trainer.logger.log_dir)
-    print(f"TensorBoard: tensorboard --logdir {root}  (images xai/probes, xai/grad_cam, xai/occlusion, xai/expected_gradients)")
+    print(
+        f"TensorBoard: tensorboard --logdir {root}  "
+        "(images xai/probes, xai/grad_cam, xai/occlusion, xai/expected_gradients)"
+    )
     print(f"raw maps and summary: {log_dir / 'xai'}")
     if faithfulness:
         last = runs[-1]["metrics"]
@@ -66,7 +74,8 @@ def main(root: Path, *, epochs: int = 6, compare: bool = False, seed: int = 0, f
             print(
                 f"  {name:>22}: deletion AUC {last[f'faithfulness/{name}/deletion_auc_mean']:.2f} "
                 f"(random {last['faithfulness/random/deletion_auc_mean']:.2f}), insertion AUC "
-                f"{last[f'faithfulness/{name}/insertion_auc_mean']:.2f} (random {last['faithfulness/random/insertion_auc_mean']:.2f})"
+                f"{last[f'faithfulness/{name}/insertion_auc_mean']:.2f} "
+                f"(random {last['faithfulness/random/insertion_auc_mean']:.2f})"
             )
     result = {"seconds_with": seconds, "runs": runs, "log_dir": log_dir}
     if compare:
@@ -86,6 +95,14 @@ if __name__ == "__main__":
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--compare", action="store_true", help="also train without the monitor and compare fit time")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--faithfulness", action="store_true", help="also judge the maps: deletion/insertion curves, sanity check")
+    parser.add_argument(
+        "--faithfulness", action="store_true", help="also judge the maps: deletion/insertion curves, sanity check"
+    )
     arguments = parser.parse_args()
-    main(arguments.root, epochs=arguments.epochs, compare=arguments.compare, seed=arguments.seed, faithfulness=arguments.faithfulness)
+    main(
+        arguments.root,
+        epochs=arguments.epochs,
+        compare=arguments.compare,
+        seed=arguments.seed,
+        faithfulness=arguments.faithfulness,
+    )

@@ -84,12 +84,24 @@ def main(root: Path, *, epochs: int = 3, seed: int = 0) -> dict:
     seconds = time.perf_counter() - started
     log_dir = Path(trainer.logger.log_dir)
     summary = json.loads((log_dir / "xai" / "summary.json").read_text())
-    print(f"fit with the monitor: {seconds:.1f}s, label accuracy {float(trainer.callback_metrics['val_label_acc']):.1%}")
+    print(
+        f"fit with the monitor: {seconds:.1f}s, label accuracy {float(trainer.callback_metrics['val_label_acc']):.1%}"
+    )
     print(f"task: {summary['task']}; {len(monitor.probes.labels)} maps per method for the probes' positive labels")
     for run in monitor.history:
-        print(f"  epoch {run['epoch']}: mean sigmoid of the explained labels {run['metrics']['xai_probes/target_probability']:.0%}")
+        print(
+            f"  epoch {run['epoch']}: mean sigmoid of the explained labels "
+            f"{run['metrics']['xai_probes/target_probability']:.0%}"
+        )
     print(f"TensorBoard: tensorboard --logdir {root}  (xai/maps/<method>, table xai/predictions)")
-    return {"seconds": seconds, "log_dir": log_dir, "summary": summary, "model": model, "monitor": monitor, "labels": labels}
+    return {
+        "seconds": seconds,
+        "log_dir": log_dir,
+        "summary": summary,
+        "model": model,
+        "monitor": monitor,
+        "labels": labels,
+    }
 
 
 if __name__ == "__main__":

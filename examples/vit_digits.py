@@ -49,15 +49,30 @@ def main(root: Path, *, epochs: int = 3, seed: int = 0) -> dict:
     print(f"fit with the monitor: {seconds:.1f}s, validation accuracy {float(trainer.callback_metrics['val_acc']):.1%}")
     print(f"Grad-CAM layer: {layer} (the input of the last transformer block's attention)")
     for run in monitor.history:
-        print(f"  epoch {run['epoch']} step {run['global_step']}: probe accuracy {run['metrics']['xai_probes/accuracy']:.0%}")
-    print(f"TensorBoard: tensorboard --logdir {root}  (images xai/probes, xai/grad_cam, xai/occlusion, xai/expected_gradients)")
+        print(
+            f"  epoch {run['epoch']} step {run['global_step']}: "
+            f"probe accuracy {run['metrics']['xai_probes/accuracy']:.0%}"
+        )
+    print(
+        f"TensorBoard: tensorboard --logdir {root}  "
+        "(images xai/probes, xai/grad_cam, xai/occlusion, xai/expected_gradients)"
+    )
     print(f"raw maps and summary: {log_dir / 'xai'}")
-    return {"seconds": seconds, "runs": monitor.history, "log_dir": log_dir, "layer": layer, "model": model, "monitor": monitor}
+    return {
+        "seconds": seconds,
+        "runs": monitor.history,
+        "log_dir": log_dir,
+        "layer": layer,
+        "model": model,
+        "monitor": monitor,
+    }
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--root", type=Path, default=Path("runs/vit_digits"), help="log folder (default runs/vit_digits)")
+    parser.add_argument(
+        "--root", type=Path, default=Path("runs/vit_digits"), help="log folder (default runs/vit_digits)"
+    )
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     arguments = parser.parse_args()
