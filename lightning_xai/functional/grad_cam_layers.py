@@ -99,7 +99,7 @@ def check_reshape(reshape: object) -> Reshape:
         'auto'
     """
     if reshape is None or reshape == "auto" or (callable(reshape) and not isinstance(reshape, str)):
-        return reshape  # type: ignore[return-value]
+        return reshape
     raise TypeError(
         "`reshape` must be 'auto', None or a callable that turns the layer's output into [N, C, h, w] "
         f"(e.g. TokenGrid(14, 14, prefix_tokens=1)), got {reshape!r}."

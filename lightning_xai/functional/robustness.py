@@ -173,7 +173,7 @@ def shift_compensated_copy(model: nn.Module, images: Tensor, shift: Shift) -> nn
 def _shift_tensor(shift: object, images: Tensor) -> Tensor:
     channels = images.shape[1]
     if is_real_number(shift):
-        return torch.full((channels,), float(shift), dtype=images.dtype, device=images.device)  # type: ignore[arg-type]
+        return torch.full((channels,), float(shift), dtype=images.dtype, device=images.device)
     if isinstance(shift, Tensor) and shift.shape == (channels,):
         return shift.detach().to(dtype=images.dtype, device=images.device)
     shown = list(shift.shape) if isinstance(shift, Tensor) else type(shift).__name__

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, cast
 
 from torch import Tensor, nn
 
@@ -27,18 +27,19 @@ class _PathMethod(AttributionMethod):
     """A method with a completeness gap (integrated and expected gradients): both calls go through ``_run``."""
 
     def attribute(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> Tensor:
-        return self._run(model, images, targets, context, return_delta=False)  # type: ignore[return-value]
+        # without the delta the functional call returns the attributions alone
+        return cast(Tensor, self._run(model, images, targets, context, return_delta=False))
 
     def attribute_with_gap(
         self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext
     ) -> tuple[Tensor, Tensor | None]:
         if not getattr(self, "multiply_by_inputs", True):  # completeness holds only for the global attribution
             return self.attribute(model, images, targets, context), None
-        return self._run(model, images, targets, context, return_delta=True)  # type: ignore[return-value]
+        return cast(tuple[Tensor, Tensor], self._run(model, images, targets, context, return_delta=True))
 
     def _run(
         self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext, *, return_delta: bool
-    ) -> object:
+    ) -> Tensor | tuple[Tensor, Tensor]:
         raise NotImplementedError
 
 
@@ -74,7 +75,7 @@ class ExpectedGradients(_PathMethod):
 
     def _run(
         self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext, *, return_delta: bool
-    ) -> object:
+    ) -> Tensor | tuple[Tensor, Tensor]:
         baselines: SampledBaselineName | Tensor
         if isinstance(self.baselines, str) and self.baselines == "training":
             baselines = context.references if context.references is not None else "blur"
@@ -116,7 +117,7 @@ class IntegratedGradients(_PathMethod):
 
     def _run(
         self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext, *, return_delta: bool
-    ) -> object:
+    ) -> Tensor | tuple[Tensor, Tensor]:
         return F.integrated_gradients(
             model, images, targets, baseline=self.baseline, n_steps=self.n_steps, method=self.method,
             batch_size=context.batch_size(self.batch_size, backward=True), return_delta=return_delta,
