@@ -74,12 +74,14 @@ def as_pair(value: object, name: str) -> tuple[int, int]:
         pair = tuple(value)
     else:
         raise TypeError(f"`{name}` must be an int or a pair of ints (height, width), got {value!r}.")
+    sides: list[int] = []
     for item in pair:
         if isinstance(item, bool) or not isinstance(item, int):
             raise TypeError(f"`{name}` must be an int or a pair of ints (height, width), got {value!r}.")
         if item < 1:
             raise ValueError(f"`{name}` must be >= 1 in each dimension, got {value!r}.")
-    return int(pair[0]), int(pair[1])  # type: ignore[call-overload]
+        sides.append(item)
+    return int(sides[0]), int(sides[1])
 
 
 def check_scores(scores: object, n_images: int, *, what: str = "the model") -> Tensor:
