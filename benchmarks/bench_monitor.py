@@ -119,8 +119,8 @@ def fit_seconds(setting: Setting, monitor: AttributionMonitor | None, root: Path
 def phase_seconds(monitor: AttributionMonitor) -> dict[str, float]:
     """Mean seconds per run: maps, shortcut checks, and the rest of the run."""
     runs = monitor.history
-    maps = statistics.fmean(run["metrics"]["seconds/total"] for run in runs)
-    shortcuts = statistics.fmean(run["metrics"].get("seconds/shortcuts", 0.0) for run in runs)
+    maps = statistics.fmean(run["metrics"].get("xai_cost/seconds_maps", 0.0) for run in runs)
+    shortcuts = statistics.fmean(run["metrics"].get("xai_cost/seconds_shortcuts", 0.0) for run in runs)
     per_run = monitor.cost["seconds"] / monitor.cost["runs"]
     return {"per_run": per_run, "maps": maps, "shortcuts": shortcuts, "rest": per_run - maps - shortcuts}
 

@@ -21,7 +21,9 @@ import pytorch_lightning as pl
 
 from lightning_xai import AttributionMonitor, ExpectedGradients, GradCAM, IntegratedGradients, Occlusion
 from lightning_xai.demos import LitClassifier, SmallCNN, digits_loaders
+from lightning_xai import SanityCheck
 from lightning_xai.faithfulness import Faithfulness
+from lightning_xai.monitor import tags
 
 
 def fit(root: Path, *, epochs: int, monitor: AttributionMonitor | None, seed: int) -> tuple[float, pl.Trainer]:
@@ -49,33 +51,34 @@ def main(root: Path, *, epochs: int = 6, compare: bool = False, seed: int = 0, f
         [GradCAM(), Occlusion(), ExpectedGradients(), IntegratedGradients()],
         display_mean=(0.0,),
         display_std=(1.0,),
-        faithfulness=Faithfulness(sanity_check_at_end=True) if faithfulness else None,
+        faithfulness=Faithfulness() if faithfulness else None,
+        sanity=SanityCheck() if faithfulness else None,
     )
     seconds, trainer = fit(root, epochs=epochs, monitor=monitor, seed=seed)
     runs = monitor.history
     print(f"fit with the monitor: {seconds:.1f}s, validation accuracy {float(trainer.callback_metrics['val_acc']):.1%}")
     for run in runs:
         timings = ", ".join(
-            f"{k.split('/')[1]} {v:.2f}s" for k, v in run["metrics"].items() if k.startswith("seconds/")
+            f"{k.removeprefix('xai_cost/seconds_')} {v:.2f}s" for k, v in run["metrics"].items() if k.startswith("xai_cost/seconds_")
         )
         print(
             f"  epoch {run['epoch']} step {run['global_step']}: "
-            f"probe accuracy {run['metrics']['probe_accuracy']:.0%}; {timings}"
+            f"probe accuracy {run['metrics'][tags.PROBE_ACCURACY]:.0%}; {timings}"
         )
     log_dir = Path(trainer.logger.log_dir)
     print(
         f"TensorBoard: tensorboard --logdir {root}  "
-        "(images xai/probes, xai/grad_cam, xai/occlusion, xai/expected_gradients)"
+        "(images xai/probes, xai/maps/<method>, xai/filmstrip/<method>; scalars in the xai_* sections)"
     )
     print(f"raw maps and summary: {log_dir / 'xai'}")
     if faithfulness:
         last = runs[-1]["metrics"]
         for name in ("grad_cam", "occlusion", "expected_gradients", "integrated_gradients"):
             print(
-                f"  {name:>22}: deletion AUC {last[f'faithfulness/{name}/deletion_auc_mean']:.2f} "
-                f"(random {last['faithfulness/random/deletion_auc_mean']:.2f}), insertion AUC "
-                f"{last[f'faithfulness/{name}/insertion_auc_mean']:.2f} "
-                f"(random {last['faithfulness/random/insertion_auc_mean']:.2f})"
+                f"  {name:>22}: deletion AUC {last[tags.faithfulness(name, 'deletion_auc_mean')]:.2f} "
+                f"(random {last[tags.faithfulness('random', 'deletion_auc_mean')]:.2f}), insertion AUC "
+                f"{last[tags.faithfulness(name, 'insertion_auc_mean')]:.2f} "
+                f"(random {last[tags.faithfulness('random', 'insertion_auc_mean')]:.2f})"
             )
     result = {"seconds_with": seconds, "runs": runs, "log_dir": log_dir}
     if compare:
