@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import tempfile
+from collections.abc import Callable
 import time
 from pathlib import Path
 from dataclasses import replace
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from pytorch_lightning.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
-from torch import Tensor
+from torch import Tensor, nn
 
 from lightning_xai._files import atomic_write_bytes
 from lightning_xai._fingerprint import check_probe_fingerprint, load_probes, load_references
@@ -39,6 +40,7 @@ from lightning_xai.targets import supports
 from lightning_xai.monitor.recorder import Recorder
 from lightning_xai.methods import MethodContext
 from lightning_xai.probes import ProbeSet
+from lightning_xai.robustness import RobustnessCheck, robustness_check
 from lightning_xai.sanity import SanityCheck, sanity_check
 from lightning_xai.shortcuts import Finding
 
@@ -47,7 +49,9 @@ if TYPE_CHECKING:
 
     from lightning_xai.callback import AttributionMonitor
 
-__all__ = ["MonitorRun", "log_step", "stage_name"]
+__all__ = ["MonitorRun", "ProbeCheck", "log_step", "stage_name"]
+
+ProbeCheck = Callable[[nn.Module, Tensor, Tensor, Callable[[], MethodContext]], dict[str, Any]]
 
 
 def stage_name(stage: object) -> str:
@@ -203,7 +207,7 @@ class MonitorRun:
         )
         rgb = display_rgb(probes.images, self.monitor.display_mean, self.monitor.display_std)
         self.recorder.record_run(report, probes, rgb, references)
-        self._after_run(report.maps.skipped, report.maps.seconds, report.maps.total_seconds, moment)
+        self._after_run(report.maps.skipped + report.maps.cut, report.maps.seconds, report.maps.total_seconds, moment)
         if report.shortcuts is not None and report.shortcuts.new:
             self._react(report.shortcuts.new)
         return report.phase_seconds
@@ -264,6 +268,9 @@ class MonitorRun:
             sanity = self.monitor.sanity
             if sanity is not None and sanity.at_end:
                 self.sanity_check(trainer, pl_module, cascade=None)
+            robustness = self.monitor.robustness
+            if robustness is not None and robustness.at_end:
+                self.robustness_check(trainer, pl_module, robustness)
         except Exception as error:
             if self.monitor.strict:
                 raise
@@ -271,26 +278,39 @@ class MonitorRun:
 
     def sanity_check(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *, cascade: bool | None) -> dict[str, Any]:
         """The model-randomization sanity check on the probes (rank 0), recorded when a recorder is open."""
+        settings = self.monitor.sanity or SanityCheck()
+        settings = replace(settings, cascade=cascade) if cascade is not None else settings
+        report = self._on_probes(trainer, pl_module, lambda model, images, targets, context: sanity_check(
+            model, images, targets, self.monitor._methods, context, settings=settings, seed=self.monitor.seed,
+        ))
+        if report and self.recorder is not None:
+            self.recorder.record_sanity(report, step=trainer.global_step, log_step=log_step(trainer), threshold=settings.insensitive_above)
+        return report
+
+    def robustness_check(self, trainer: pl.Trainer, pl_module: pl.LightningModule, settings: RobustnessCheck | None) -> dict[str, Any]:
+        """Input invariance and fragility of every method on the probes (rank 0), recorded when a recorder is open."""
+        chosen = settings or self.monitor.robustness or RobustnessCheck()
+        report = self._on_probes(trainer, pl_module, lambda model, images, targets, context: robustness_check(
+            model, images, targets, self.monitor._methods, context, settings=chosen, seed=self.monitor.seed,
+        ))
+        if report and self.recorder is not None:
+            self.recorder.record_robustness(report, step=trainer.global_step, log_step=log_step(trainer), threshold=chosen.min_rank_correlation)
+        return report
+
+    def _on_probes(self, trainer: pl.Trainer, pl_module: pl.LightningModule, check: ProbeCheck) -> dict[str, Any]:
+        """Runs an on-demand check of the methods on the probes under the monitor's conditions (rank 0 only)."""
         probes = self.monitor.probes
         if not trainer.is_global_zero or probes is None:
             return {}
-        settings = self.monitor.sanity or SanityCheck()
-        settings = replace(settings, cascade=cascade) if cascade is not None else settings
         model = self.scored_model(pl_module)
         device = module_device(model)
         references = self.collector.references
+        seed = self.monitor.seed
         with attribution_conditions(model, device):
             images = model_inputs(model, probes.images, trainer.precision_plugin.convert_input)
             targets = predict(model, images, probes.labels).targets.to(device)
             refs = model_inputs(model, references) if references is not None else None
-            seed = self.monitor.seed
-            report = sanity_check(
-                model, images, targets, self.monitor._methods,
-                lambda: MethodContext(torch_generator(device, seed), refs), settings=settings, seed=seed,
-            )
-        if self.recorder is not None:
-            self.recorder.record_sanity(report, step=trainer.global_step, log_step=log_step(trainer), threshold=settings.insensitive_above)
-        return report
+            return check(model, images, targets, lambda: MethodContext(torch_generator(device, seed), refs))
 
     # ------------------------------------------------------------------ spawned processes (ddp_spawn)
     def report_to_parent(self, trainer: pl.Trainer) -> None:
