@@ -93,10 +93,10 @@ class MonitorRun:
         self.scoring, prepared = prepare_probes(self.monitor.explained_module(pl_module), probes, self.scoring, convert_input)
         task = self.scoring.resolved
         if self.monitor.faithfulness is not None and not supports("faithfulness", task):
-            raise ValueError(f"AttributionMonitor: {supports('faithfulness', task).reason}")
+            raise ValueError(messages.analysis_refused(supports("faithfulness", task).reason))
         if self.engine.detector is not None and not supports("shortcuts", task):
             self.engine.detector = None
-            rank_zero_info(f"AttributionMonitor: shortcut checks are off for this model ({supports('shortcuts', task).reason})")
+            rank_zero_info(messages.shortcuts_off(supports("shortcuts", task).reason))
         return prepared
 
     # ------------------------------------------------------------------ set-up (strict)
@@ -253,7 +253,7 @@ class MonitorRun:
         self.recorder.write_sections(task=self.scoring.resolved, methods=effective)
         for key, entry in effective.items():
             if "layer" in entry:
-                self.recorder.info_once(f"layer:{key}", f"AttributionMonitor: {key} explains the layer {entry['layer']!r} (pass `layer=` to choose another).")
+                self.recorder.info_once(f"layer:{key}", messages.explained_layer(key, entry["layer"]))
 
     # ------------------------------------------------------------------ end of fit
     def fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -274,7 +274,7 @@ class MonitorRun:
         except Exception as error:
             if self.monitor.strict:
                 raise
-            self.recorder.warn_once(f"fit_end:{describe_error(error)}", f"AttributionMonitor: its end-of-fit work failed ({describe_error(error)}); training has finished normally.")
+            self.recorder.warn_once(f"fit_end:{describe_error(error)}", messages.fit_end_failed(describe_error(error)))
 
     def sanity_check(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *, cascade: bool | None) -> dict[str, Any]:
         """The model-randomization sanity check on the probes (rank 0), recorded when a recorder is open."""
@@ -321,10 +321,7 @@ class MonitorRun:
         try:
             atomic_write_bytes(self.channel, json.dumps(self.state_dict()).encode())
         except (OSError, TypeError, ValueError) as error:
-            self.recorder.warn_once("channel", (
-                f"AttributionMonitor could not hand its results to the main process ({describe_error(error)}): "
-                f"`monitor.history` and `monitor.findings` stay empty there; read {self.recorder.folder / 'summary.json'} instead."
-            ))
+            self.recorder.warn_once("channel", messages.handover_failed(describe_error(error), self.recorder.folder / "summary.json"))
 
     def collect_from_spawned(self) -> None:
         """In the main process after a ``ddp_spawn`` fit or validation: takes over rank 0's runs, findings and

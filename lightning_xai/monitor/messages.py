@@ -14,28 +14,35 @@ from lightning_xai.functional._batching import BatchSizeTuner
 from lightning_xai.monitor.budget import RunBudget
 
 __all__ = [
+    "analysis_refused",
     "cost_summary",
     "count",
     "disk_failure",
+    "explained_layer",
     "fast_dev_run",
     "first_run",
+    "fit_end_failed",
+    "fragile_methods",
+    "handover_failed",
+    "history_notice",
     "incomplete_maps",
     "insensitive_methods",
-    "fragile_methods",
     "logging_failed",
     "methods_failed",
     "near_timeout",
     "no_tensorboard",
     "no_validation",
-    "probes_not_restored",
     "nonfinite_probes",
     "overhead_skip",
+    "probes_not_restored",
     "run_failed",
     "settled",
     "shortcut_found",
+    "shortcuts_off",
     "stopping",
     "time_budget",
     "tuned",
+    "unreadable_run",
     "unsettled",
 ]
 
@@ -200,6 +207,44 @@ def unsettled(keys: Sequence[str], *, threshold: float, patience: int) -> str:
         f"{patience} runs): the explanations were still changing. See the "
         "xai_stability/* curves in TensorBoard."
     )
+
+
+def analysis_refused(reason: str) -> str:
+    """An analysis that cannot serve the model's task (raised at set-up)."""
+    return f"{PREFIX}: {reason}"
+
+
+def shortcuts_off(reason: str) -> str:
+    """The shortcut checks are switched off for a task they cannot serve."""
+    return f"{PREFIX}: shortcut checks are off for this model ({reason})"
+
+
+def explained_layer(key: str, layer: str) -> str:
+    """Which layer a layer method explains (said once)."""
+    return f"{PREFIX}: {key} explains the layer {layer!r} (pass `layer=` to choose another)."
+
+
+def fit_end_failed(error: str) -> str:
+    """The end-of-fit work (summary, sanity or robustness checks) failed."""
+    return f"{PREFIX}: its end-of-fit work failed ({error}); training has finished normally."
+
+
+def handover_failed(error: str, summary: object) -> str:
+    """Under ``ddp_spawn``, rank 0 could not hand its results to the main process."""
+    return (
+        f"{PREFIX} could not hand its results to the main process ({error}): "
+        f"`monitor.history` and `monitor.findings` stay empty there; read {summary} instead."
+    )
+
+
+def unreadable_run(file: object, error: object) -> str:
+    """An earlier run's maps could not be read on resume."""
+    return f"{PREFIX}: could not read the earlier run {file} ({error}); it is left out of the filmstrips."
+
+
+def history_notice(notice: str) -> str:
+    """What opening the history decided (another folder, a resume, a damaged summary kept aside)."""
+    return f"{PREFIX}: {notice}"
 
 
 def shortcut_found(message: str) -> str:

@@ -22,6 +22,7 @@ from typing import Any, Literal, get_args
 import torch
 from torch import Tensor, nn
 
+from lightning_xai.monitor import messages
 from lightning_xai.functional._checks import check_score_shape
 from lightning_xai.monitor.conditions import attribution_conditions
 from lightning_xai.outputs import Forward, Output, select_scores
@@ -305,4 +306,4 @@ def check_task_support(task: str, *, faithfulness: bool) -> None:
     if task != "auto" and faithfulness:
         support = supports("faithfulness", task)  # type: ignore[arg-type]
         if not support:
-            raise ValueError(f"AttributionMonitor: {support.reason}")
+            raise ValueError(messages.analysis_refused(support.reason))

@@ -70,7 +70,7 @@ class Recorder:
         self.artefacts_saved = False
         self.sections: dict[str, Any] = {}
         if history.notice:
-            rank_zero_info(f"AttributionMonitor: {history.notice}")
+            rank_zero_info(messages.history_notice(history.notice))
         if not self.logger.active:
             self.info_once("no_tensorboard", messages.no_tensorboard(history.folder))
         else:
@@ -195,7 +195,7 @@ class Recorder:
             try:
                 maps = self.history.load_run(run)["maps"]
             except Exception as error:  # damaged or missing files: the run goes on without them
-                rank_zero_warn(f"AttributionMonitor: could not read the earlier run {run.get('file')} ({error}); it is left out of the filmstrips.")
+                rank_zero_warn(messages.unreadable_run(run.get("file"), error))
                 continue
             if tracker is not None:
                 tracker.remember(maps)
