@@ -19,9 +19,8 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-from lightning_xai import AttributionMonitor, ExpectedGradients, GradCAM, IntegratedGradients, Occlusion
+from lightning_xai import AttributionMonitor, ExpectedGradients, GradCAM, IntegratedGradients, Occlusion, SanityCheck
 from lightning_xai.demos import LitClassifier, SmallCNN, digits_loaders
-from lightning_xai import SanityCheck
 from lightning_xai.faithfulness import Faithfulness
 from lightning_xai.monitor import tags
 
@@ -59,7 +58,9 @@ def main(root: Path, *, epochs: int = 6, compare: bool = False, seed: int = 0, f
     print(f"fit with the monitor: {seconds:.1f}s, validation accuracy {float(trainer.callback_metrics['val_acc']):.1%}")
     for run in runs:
         timings = ", ".join(
-            f"{k.removeprefix('xai_cost/seconds_')} {v:.2f}s" for k, v in run["metrics"].items() if k.startswith("xai_cost/seconds_")
+            f"{k.removeprefix('xai_cost/seconds_')} {v:.2f}s"
+            for k, v in run["metrics"].items()
+            if k.startswith("xai_cost/seconds_")
         )
         print(
             f"  epoch {run['epoch']} step {run['global_step']}: "
