@@ -5,10 +5,9 @@ from __future__ import annotations
 import logging
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from torch import nn
-
-import pytorch_lightning as pl
 
 from lightning_xai.demos import ResNetStyle, SmallCNN, load_digits
 

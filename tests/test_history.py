@@ -9,7 +9,14 @@ import shutil
 import pytest
 import torch
 
-from lightning_xai.history import SUMMARY_FORMAT, AttributionHistory, HistoryError, find_history_folder, load_run, read_summary
+from lightning_xai.history import (
+    SUMMARY_FORMAT,
+    AttributionHistory,
+    HistoryError,
+    find_history_folder,
+    load_run,
+    read_summary,
+)
 
 
 def _record(history: AttributionHistory, step: int) -> dict:

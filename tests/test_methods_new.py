@@ -8,7 +8,16 @@ import re
 import pytest
 import torch
 
-from lightning_xai import DeconvNet, ExpectedGradients, GuidedBackprop, GuidedGradCAM, IntegratedGradients, Mask, Occlusion, SmoothGrad
+from lightning_xai import (
+    DeconvNet,
+    ExpectedGradients,
+    GuidedBackprop,
+    GuidedGradCAM,
+    IntegratedGradients,
+    Mask,
+    Occlusion,
+    SmoothGrad,
+)
 from lightning_xai import functional as F
 from lightning_xai.methods import MethodContext
 from tests.conftest import build_model

@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_xai.functional.shortcut import box_iou
 from lightning_xai.shortcuts import Finding, ShortcutDetector, ShortcutReport, Shortcuts, outline_findings
 
 SIZE, CLASSES = 16, 6
@@ -45,7 +44,7 @@ class ReadsShade(nn.Module):
         self.boxes = boxes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        levels = torch.stack([x[:, :, t:b, l:r].mean(dim=(1, 2, 3)) for t, l, b, r in self.boxes], dim=1).amax(dim=1)
+        levels = torch.stack([x[:, :, top:bottom, left:right].mean(dim=(1, 2, 3)) for top, left, bottom, right in self.boxes], dim=1).amax(dim=1)
         code = (levels - 0.4) / 0.6 * (CLASSES - 1)
         return -((code[:, None] - torch.arange(float(CLASSES))) ** 2) * 5
 

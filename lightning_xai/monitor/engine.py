@@ -18,13 +18,19 @@ from torch import Tensor, nn
 from lightning_xai.faithfulness import Faithfulness
 from lightning_xai.functional._batching import BatchSize, BatchSizeTuner, TimeBudgetExceeded
 from lightning_xai.methods import AttributionMethod, MethodContext
-from lightning_xai.monitor.analyses import FaithfulnessReport, ShortcutReport, assess_faithfulness, check_shortcuts, completeness
+from lightning_xai.monitor.analyses import (
+    FaithfulnessReport,
+    ShortcutReport,
+    assess_faithfulness,
+    check_shortcuts,
+    completeness,
+)
 from lightning_xai.monitor.budget import Deadline
 from lightning_xai.monitor.conditions import attribution_conditions
 from lightning_xai.monitor.model_io import InputConverter, Predictions, model_inputs, module_device, predict
 from lightning_xai.monitor.stability_tracker import StabilityReport, StabilityTracker
 from lightning_xai.probes import ProbeSet
-from lightning_xai.shortcuts import Shortcuts, ShortcutDetector
+from lightning_xai.shortcuts import ShortcutDetector, Shortcuts
 from lightning_xai.stability import Stability
 
 __all__ = ["Engine", "MapsReport", "RunMoment", "RunReport", "explain_maps"]

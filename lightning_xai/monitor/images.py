@@ -11,8 +11,17 @@ import torch
 from torch import Tensor
 
 from lightning_xai.functional.shortcut import Box
-from lightning_xai.render import draw_box, enlarge, labelled_columns, line_plot, make_grid, overlay, to_rgb, with_probability_bars
 from lightning_xai.monitor.model_io import Predictions
+from lightning_xai.render import (
+    draw_box,
+    enlarge,
+    labelled_columns,
+    line_plot,
+    make_grid,
+    overlay,
+    to_rgb,
+    with_probability_bars,
+)
 
 __all__ = ["CURVE_COLORS", "Filmstrips", "curves_plot", "display_rgb", "maps_grid", "outlined_masks", "outlined_probes", "outlined_regions"]
 

@@ -13,10 +13,10 @@ import json
 import os
 import secrets
 import tempfile
-from collections.abc import Callable
 import time
-from pathlib import Path
+from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -28,6 +28,7 @@ from lightning_xai._files import atomic_write_bytes
 from lightning_xai._fingerprint import check_probe_fingerprint, load_probes, load_references
 from lightning_xai.history import AttributionHistory, HistoryError
 from lightning_xai.loggers import XaiLogger, resolve_log_dir
+from lightning_xai.methods import MethodContext
 from lightning_xai.monitor import messages
 from lightning_xai.monitor import settings as checks
 from lightning_xai.monitor.budget import RunBudget
@@ -36,13 +37,12 @@ from lightning_xai.monitor.conditions import attribution_conditions
 from lightning_xai.monitor.engine import Engine, RunMoment, describe_error
 from lightning_xai.monitor.images import display_rgb
 from lightning_xai.monitor.model_io import model_inputs, module_device, predict, prepare_probes
-from lightning_xai.targets import supports
 from lightning_xai.monitor.recorder import Recorder
-from lightning_xai.methods import MethodContext
 from lightning_xai.probes import ProbeSet
 from lightning_xai.robustness import RobustnessCheck, robustness_check
 from lightning_xai.sanity import SanityCheck, sanity_check
 from lightning_xai.shortcuts import Finding
+from lightning_xai.targets import supports
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl

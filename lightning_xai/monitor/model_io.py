@@ -22,8 +22,8 @@ from typing import Any, Literal, get_args
 import torch
 from torch import Tensor, nn
 
-from lightning_xai.monitor import messages
 from lightning_xai.functional._checks import check_score_shape
+from lightning_xai.monitor import messages
 from lightning_xai.monitor.conditions import attribution_conditions
 from lightning_xai.outputs import Forward, Output, select_scores
 from lightning_xai.probes import ProbeSet

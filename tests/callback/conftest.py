@@ -14,7 +14,6 @@ from lightning_xai import AttributionMonitor, ExpectedGradients, GradCAM, Occlus
 from lightning_xai.demos import LitClassifier, SmallCNN
 
 
-
 def loaders(digits: tuple[torch.Tensor, torch.Tensor], *, batch_size: int = 32, shuffle: bool = True) -> tuple[DataLoader, DataLoader]:
     images, labels = digits
     train = DataLoader(TensorDataset(images[:1500], labels[:1500]), batch_size=batch_size, shuffle=shuffle)

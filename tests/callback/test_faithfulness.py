@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from lightning_xai.monitor import tags
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_xai import ExpectedGradients, GradCAM, IntegratedGradients, Saliency, SanityCheck
 from lightning_xai.faithfulness import Faithfulness
 from lightning_xai.methods import AttributionMethod
+from lightning_xai.monitor import tags
 from tests.callback.conftest import cheap_monitor, loaders, make_trainer, tiny_model
 
 

@@ -6,11 +6,11 @@ import json
 
 import pytest
 import torch
-from lightning_xai.monitor import tags
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_xai import GradCAM, Occlusion, Saliency
 from lightning_xai.demos import LitClassifier, SmallCNN
+from lightning_xai.monitor import tags
 from lightning_xai.stability import Stability
 from tests.callback.conftest import cheap_monitor, loaders, make_trainer, tiny_model
 

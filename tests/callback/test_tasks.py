@@ -18,10 +18,9 @@ from typing import Any
 import pytest
 import pytorch_lightning as pl
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
-
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_xai import AttributionMonitor, Faithfulness, GradCAM, Saliency
 from lightning_xai.monitor import tags
@@ -185,7 +184,7 @@ def uint8_dict_batches(seed: int = 4) -> DataLoader:
 
 
 def test_dict_outputs_need_output_and_uint8_dict_batches_need_preprocess(tmp_path):
-    preprocess = lambda images: images.float() / 255  # noqa: E731
+    preprocess = lambda images: images.float() / 255
     model = Lit(DictNet(), lambda out, y: nn.functional.cross_entropy(out["logits"], y), read=lambda b: (preprocess(b["image"]), b["label"]))
     monitor = AttributionMonitor([Saliency()], num_probes=4, output="logits", preprocess=preprocess, strict=True)
     fit(tmp_path, model, uint8_dict_batches(), monitor)

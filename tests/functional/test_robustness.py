@@ -13,8 +13,8 @@ from lightning_xai.functional.robustness import fragility, input_invariance, shi
 from tests.conftest import MODEL_NAMES, build_model
 
 TARGETS = torch.tensor([0, 1, 2])
-SALIENCY = lambda m, x, t: F.saliency(m, x, t)  # noqa: E731
-GRADIENT_X_INPUT = lambda m, x, t: F.saliency(m, x, t, absolute=False) * x  # noqa: E731
+SALIENCY = lambda m, x, t: F.saliency(m, x, t)
+GRADIENT_X_INPUT = lambda m, x, t: F.saliency(m, x, t, absolute=False) * x
 
 
 @pytest.mark.parametrize("model_name", MODEL_NAMES)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 
 from lightning_xai.functional.shortcut_candidates import (
-    describe_places, isolation, mean_pairwise_iou, merge_boxes, normalized_mass, peak_boxes, plan_candidates,
+    describe_places,
+    isolation,
+    mean_pairwise_iou,
+    merge_boxes,
+    normalized_mass,
+    peak_boxes,
+    plan_candidates,
 )
 
 

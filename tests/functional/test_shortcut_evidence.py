@@ -7,7 +7,15 @@ import math
 import pytest
 import torch
 
-from lightning_xai.functional.shortcut_evidence import Votes, sequential_test, sign_test, swap_boxes, swap_colors, to_grey, transplant_votes
+from lightning_xai.functional.shortcut_evidence import (
+    Votes,
+    sequential_test,
+    sign_test,
+    swap_boxes,
+    swap_colors,
+    to_grey,
+    transplant_votes,
+)
 
 
 def test_sign_test_matches_the_binomial_tail():
@@ -39,7 +47,7 @@ def test_sequential_test_splits_its_level_and_stops_early():
 
 
 def test_transplant_votes_count_follows_and_wins_against_controls():
-    reads_first_pixel = lambda x: torch.stack([x[:, 0, 0, 0], 1 - x[:, 0, 0, 0]], dim=1) * 20  # noqa: E731
+    reads_first_pixel = lambda x: torch.stack([x[:, 0, 0, 0], 1 - x[:, 0, 0, 0]], dim=1) * 20
     transplanted = torch.zeros(4, 1, 2, 2)
     transplanted[:2, 0, 0, 0] = 1.0  # recipients 0, 1 now look like class 0
     controls = torch.zeros(8, 1, 2, 2)  # two controls each: still class 1
