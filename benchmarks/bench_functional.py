@@ -91,7 +91,7 @@ from lightning_xai.functional import (
     occlusion,
     smooth_grad,
 )
-from lightning_xai.functional._batching import default_batch_size
+from lightning_xai.functional.batching import default_batch_size
 
 NUM_CLASSES = 10
 CHANNELS = 3
@@ -192,7 +192,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a smoke run with little work per measurement")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run (default: cpu)")
     parser.add_argument(
-        "--large", action="store_true",
+        "--large",
+        action="store_true",
         help="add the ResNet-style net at 224x224 (batch capped at 16 on a CPU; there, combine with --quick)",
     )
     return parser.parse_args(argv)

@@ -56,8 +56,13 @@ def main(epochs: int, probes: int, seed: int) -> None:
     monitor = AttributionMonitor(METHODS, num_probes=probes, shortcuts=None, stability=None, every_n_epochs=epochs)
     root = Path(tempfile.mkdtemp())
     trainer = pl.Trainer(
-        max_epochs=epochs, default_root_dir=root, callbacks=[monitor], logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False,
+        max_epochs=epochs,
+        default_root_dir=root,
+        callbacks=[monitor],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     trainer.fit(model, train, val)
     started = time.perf_counter()

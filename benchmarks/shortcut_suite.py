@@ -55,18 +55,18 @@ def _noise(count: int, generator: torch.Generator, level: float = 0.25) -> Tenso
     return torch.rand(count, 3, SIZE, SIZE, generator=generator) * level
 
 
-def digits(seed: int, *, centred: bool) -> tuple[Tensor, Tensor]:
+def digits(seed: int, *, centered: bool) -> tuple[Tensor, Tensor]:
     """Grey digits on noise, as RGB: 24x24 centred (the MNIST layout) or 20x20 at random offsets."""
     generator = torch.Generator().manual_seed(seed)
     images, labels = load_digits(8)
     order = torch.randperm(len(labels), generator=generator)[: TRAIN + VAL]
-    side = 24 if centred else 20
+    side = 24 if centered else 20
     glyphs = F.interpolate(images[order], size=(side, side), mode="bilinear", align_corners=False).clamp(0, 1)
     out = _noise(len(order), generator)
     for index, glyph in enumerate(glyphs):
         top, left = (
             ((SIZE - side) // 2,) * 2
-            if centred
+            if centered
             else torch.randint(0, SIZE - side + 1, (2,), generator=generator).tolist()
         )
         out[index, :, top : top + side, left : left + side] = torch.maximum(
@@ -89,7 +89,7 @@ def _shape_mask(kind: int, side: int) -> Tensor:
     return masks[kind].float()
 
 
-def shapes(seed: int, *, centred: bool) -> tuple[Tensor, Tensor]:
+def shapes(seed: int, *, centered: bool) -> tuple[Tensor, Tensor]:
     """Six shapes (disc, square, triangle, cross, ring, diamond) of 12-16 px in random colours on noise."""
     generator = torch.Generator().manual_seed(seed)
     count = TRAIN + VAL
@@ -97,7 +97,7 @@ def shapes(seed: int, *, centred: bool) -> tuple[Tensor, Tensor]:
     out = _noise(count, generator)
     for index, label in enumerate(labels.tolist()):
         side = int(torch.randint(12, 17, (1,), generator=generator))
-        if centred:
+        if centered:
             top, left = [(SIZE - side) // 2 + int(v) for v in torch.randint(-1, 2, (2,), generator=generator)]
         else:
             top, left = torch.randint(0, SIZE - side + 1, (2,), generator=generator).tolist()
@@ -193,25 +193,25 @@ def _clean(base: tuple[Tensor, Tensor], num_classes: int) -> Data:
 
 SETTINGS: dict[str, Callable[[int], Data]] = {
     "shade, fixed corner (shifted digits)": lambda s: _planted(
-        digits(s, centred=False), _shade, "region", s, place="fixed"
+        digits(s, centered=False), _shade, "region", s, place="fixed"
     ),
     "shade, random corner (Ross et al.)": lambda s: _planted(
-        digits(s, centred=False), _shade, "moving_region", s, place="corners"
+        digits(s, centered=False), _shade, "moving_region", s, place="corners"
     ),
     "shade, random place on the border": lambda s: _planted(
-        digits(s, centred=False), _shade, "moving_region", s, place="border"
+        digits(s, centered=False), _shade, "moving_region", s, place="border"
     ),
-    "per-class glyph, fixed corner": lambda s: _planted(digits(s, centred=True), _glyph, "region", s, place="other"),
-    "mark on class 0 only": lambda s: _planted(digits(s, centred=False), _mark, "class_mark", s, place="other"),
+    "per-class glyph, fixed corner": lambda s: _planted(digits(s, centered=True), _glyph, "region", s, place="other"),
+    "mark on class 0 only": lambda s: _planted(digits(s, centered=False), _mark, "class_mark", s, place="other"),
     "shade agreeing with 85% of labels": lambda s: _planted(
-        digits(s, centred=False), _shade, "region", s, place="fixed", agree=0.85
+        digits(s, centered=False), _shade, "region", s, place="fixed", agree=0.85
     ),
-    "colour encodes the class": lambda s: _planted(digits(s, centred=False), _tint, "color", s, place="fixed"),
+    "colour encodes the class": lambda s: _planted(digits(s, centered=False), _tint, "color", s, place="fixed"),
     "shapes + shade, fixed corner": lambda s: _planted(
-        shapes(s, centred=False), _shade, "region", s, place="fixed", num_classes=6
+        shapes(s, centered=False), _shade, "region", s, place="fixed", num_classes=6
     ),
-    "clean: centred digits (MNIST layout)": lambda s: _clean(digits(s, centred=True), 10),
-    "clean: shifted digits": lambda s: _clean(digits(s, centred=False), 10),
-    "clean: centred shapes": lambda s: _clean(shapes(s, centred=True), 6),
-    "clean: shapes at random places": lambda s: _clean(shapes(s, centred=False), 6),
+    "clean: centred digits (MNIST layout)": lambda s: _clean(digits(s, centered=True), 10),
+    "clean: shifted digits": lambda s: _clean(digits(s, centered=False), 10),
+    "clean: centred shapes": lambda s: _clean(shapes(s, centered=True), 6),
+    "clean: shapes at random places": lambda s: _clean(shapes(s, centered=False), 6),
 }

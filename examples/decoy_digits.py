@@ -53,8 +53,12 @@ def train(
     model = LitClassifier(in_channels=1, width=16, pooled_size=4)
     monitor = AttributionMonitor(display_mean=(0.0,), display_std=(1.0,))
     trainer = pl.Trainer(
-        max_epochs=epochs, default_root_dir=root, callbacks=[monitor], enable_progress_bar=False,
-        enable_model_summary=False, log_every_n_steps=10,
+        max_epochs=epochs,
+        default_root_dir=root,
+        callbacks=[monitor],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=10,
     )
     started = time.perf_counter()
     trainer.fit(model, DataLoader(train_set, batch_size=32, shuffle=True), DataLoader(val_set, batch_size=64))
@@ -111,7 +115,9 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--clean", action="store_true", help="no decoy: the control run")
     parser.add_argument(
-        "--kind", choices=["shade", "pattern", "watermark"], default="shade",
+        "--kind",
+        choices=["shade", "pattern", "watermark"],
+        default="shade",
         help="the swatch encodes the class by its grey level, by a checker code, or marks class 0 only",
     )
     parser.add_argument("--corner", choices=CORNERS, default="top_left")

@@ -76,8 +76,13 @@ def main(root: Path, *, epochs: int = 3, seed: int = 0) -> dict:
     model = LitMultiLabel()
     monitor = AttributionMonitor()
     trainer = pl.Trainer(
-        max_epochs=epochs, default_root_dir=root, callbacks=[monitor], enable_progress_bar=False,
-        enable_model_summary=False, log_every_n_steps=10, enable_checkpointing=False,
+        max_epochs=epochs,
+        default_root_dir=root,
+        callbacks=[monitor],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=10,
+        enable_checkpointing=False,
     )
     started = time.perf_counter()
     trainer.fit(model, train, val)

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_xai.functional._batching import BatchSize, default_batch_size
 from lightning_xai.functional._no_trace import leave_no_trace
+from lightning_xai.functional.batching import BatchSize, default_batch_size
 
 __all__ = ["CAPTUM_INSTALL", "attribution_class", "resolve_init_kwargs", "run_captum"]
 

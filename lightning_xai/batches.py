@@ -12,7 +12,15 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["IMAGE_KEYS", "LABEL_KEYS", "BatchImages", "Preprocess", "images_and_labels", "images_from_batch", "labels_from_batch"]
+__all__ = [
+    "IMAGE_KEYS",
+    "LABEL_KEYS",
+    "BatchImages",
+    "Preprocess",
+    "images_and_labels",
+    "images_from_batch",
+    "labels_from_batch",
+]
 
 BatchImages = Callable[[object], Tensor]
 Preprocess = Callable[[Tensor], Tensor]
@@ -68,7 +76,9 @@ def _raw_images(batch: object, batch_images: BatchImages | None) -> Tensor:
     if batch_images is None:
         return _find_images(batch)
     if not callable(batch_images):
-        raise TypeError(f"`batch_images` must be a callable (batch -> images [B, C, H, W]) or None, got {type(batch_images).__name__}.")
+        raise TypeError(
+            f"`batch_images` must be a callable (batch -> images [B, C, H, W]) or None, got {type(batch_images).__name__}."
+        )
     images = batch_images(batch)
     if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[0] == 0:
         shape = list(images.shape) if isinstance(images, Tensor) else type(images).__name__
@@ -88,7 +98,9 @@ def _find_images(batch: object) -> Tensor:
         values = list(batch)
     else:
         values = []
-    candidates = [(position, v) for position, v in enumerate(values) if isinstance(v, Tensor) and v.ndim == 4 and v.shape[0] > 0]
+    candidates = [
+        (position, v) for position, v in enumerate(values) if isinstance(v, Tensor) and v.ndim == 4 and v.shape[0] > 0
+    ]
     if not candidates:
         raise TypeError(_not_found_message(batch))
     return min(candidates, key=lambda item: _rank(*item))[1]
@@ -127,7 +139,9 @@ def _preprocessed(images: Tensor, preprocess: Callable[[Tensor], Tensor] | None)
             )
         return images
     if not callable(preprocess):
-        raise TypeError(f"`preprocess` must be a callable (images -> float images [B, C, H, W]) or None, got {type(preprocess).__name__}.")
+        raise TypeError(
+            f"`preprocess` must be a callable (images -> float images [B, C, H, W]) or None, got {type(preprocess).__name__}."
+        )
     ready = preprocess(images)
     if not isinstance(ready, Tensor) or ready.ndim != 4 or not ready.is_floating_point():
         shape = f"{ready.dtype} of shape {list(ready.shape)}" if isinstance(ready, Tensor) else type(ready).__name__
@@ -159,7 +173,9 @@ def labels_from_batch(batch: object, images: Tensor) -> Tensor | None:
         values = list(batch)
     else:
         return None
-    return next((v for v in values if isinstance(v, Tensor) and v is not images and v.ndim >= 1 and v.shape[0] == count), None)
+    return next(
+        (v for v in values if isinstance(v, Tensor) and v is not images and v.ndim >= 1 and v.shape[0] == count), None
+    )
 
 
 def images_and_labels(

@@ -148,7 +148,9 @@ class AttributionMonitor(Callback):
         self.on_shortcut = checks.check_callable(on_shortcut, "on_shortcut")
         self.stop_on_shortcut = bool(stop_on_shortcut)
         self.strict = bool(strict)
-        self.scoring = check_scoring(task=task, output=output, forward=forward, target=target, multilabel_targets=multilabel_targets)
+        self.scoring = check_scoring(
+            task=task, output=output, forward=forward, target=target, multilabel_targets=multilabel_targets
+        )
         check_task_support(self.scoring.task, faithfulness=self.faithfulness is not None)
         self.batch_images = checks.check_callable(batch_images, "batch_images", "(batch -> images [B, C, H, W])")
         self.preprocess = checks.check_callable(preprocess, "preprocess", "(images -> float images [B, C, H, W])")
@@ -158,21 +160,33 @@ class AttributionMonitor(Callback):
     def _new_run(self) -> MonitorRun:
         references = max((m.reference_count for m in self.methods if checks.uses_training_images(m)), default=0)  # type: ignore[attr-defined]
         collector = Collector(
-            num_probes=self.num_probes, test_images=self.shortcuts.test_images if self.shortcuts else 0,
-            reference_count=references, seed=self.seed, batch_images=self.batch_images, preprocess=self.preprocess,
+            num_probes=self.num_probes,
+            test_images=self.shortcuts.test_images if self.shortcuts else 0,
+            reference_count=references,
+            seed=self.seed,
+            batch_images=self.batch_images,
+            preprocess=self.preprocess,
         )
         engine = Engine(
-            self._methods, seed=self.seed, stability=self.stability, shortcuts=self.shortcuts,
-            faithfulness=self.faithfulness, strict=self.strict,
+            self._methods,
+            seed=self.seed,
+            stability=self.stability,
+            shortcuts=self.shortcuts,
+            faithfulness=self.faithfulness,
+            strict=self.strict,
         )
-        budget = RunBudget(every_n_epochs=self.every_n_epochs, max_seconds=self.max_seconds, max_overhead=self.max_overhead)
+        budget = RunBudget(
+            every_n_epochs=self.every_n_epochs, max_seconds=self.max_seconds, max_overhead=self.max_overhead
+        )
         return MonitorRun(self, collector, engine, budget)
 
     @property
     def state_key(self) -> str:
         """Distinguishes monitors with different settings in a checkpoint (every method's effective settings)."""
         described = [checks.describe(m, show_defaults=True) for m in self.methods]
-        return self._generate_state_key(methods=described, every_n_epochs=self.every_n_epochs, probes=self._probe_description())
+        return self._generate_state_key(
+            methods=described, every_n_epochs=self.every_n_epochs, probes=self._probe_description()
+        )
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -219,7 +233,9 @@ class AttributionMonitor(Callback):
             self._run.start(trainer, pl_module, new_fit=False)
 
     @override
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         """Offers the batch's images to the reservoir of training images (rank 0, a copy, until first used)."""
         if self._run.active and trainer.is_global_zero:
             self._run.collector.offer_training(batch)
@@ -232,7 +248,13 @@ class AttributionMonitor(Callback):
 
     @override
     def on_validation_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         """Copies the first validation images as probe candidates and shortcut test images."""
         if self._run.active:
@@ -273,7 +295,9 @@ class AttributionMonitor(Callback):
         return state
 
     # ------------------------------------------------------------------ on demand
-    def sanity_check(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *, cascade: bool | None = None) -> dict[str, Any]:
+    def sanity_check(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, *, cascade: bool | None = None
+    ) -> dict[str, Any]:
         """Model-randomization sanity check (Adebayo et al.) of every method, on the probes.
 
         Maps of copies of the model whose weights are randomized, cascading from the top layer,
@@ -311,7 +335,9 @@ class AttributionMonitor(Callback):
         try:
             return pl_module.get_submodule(self.submodule)
         except AttributeError:
-            raise ValueError(f"`submodule` must name a submodule of {type(pl_module).__name__}, got {self.submodule!r}.") from None
+            raise ValueError(
+                f"`submodule` must name a submodule of {type(pl_module).__name__}, got {self.submodule!r}."
+            ) from None
 
     def react(self, finding: Finding) -> None:
         """Hands a new finding to ``on_shortcut`` and asks to stop when ``stop_on_shortcut``."""
@@ -324,4 +350,3 @@ class AttributionMonitor(Callback):
         if self.probes is not None and self.probes.source == "given":
             return f"given{list(self.probes.images.shape)}"
         return self.num_probes
-

@@ -36,8 +36,16 @@ __all__ = ["build_parser", "import_object", "main", "parse_method"]
 METHOD_CLASSES: dict[str, type[AttributionMethod]] = {
     cls.name: cls
     for cls in (
-        GradCAM, Occlusion, ExpectedGradients, IntegratedGradients, Saliency, SmoothGrad, GuidedBackprop, DeconvNet,
-        GuidedGradCAM, Mask,
+        GradCAM,
+        Occlusion,
+        ExpectedGradients,
+        IntegratedGradients,
+        Saliency,
+        SmoothGrad,
+        GuidedBackprop,
+        DeconvNet,
+        GuidedGradCAM,
+        Mask,
     )
 }
 

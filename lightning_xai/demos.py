@@ -220,7 +220,7 @@ def scattered_digits(
     *,
     size: int = 32,
     digit_size: int = 20,
-    centred: bool = False,
+    centered: bool = False,
     noise: float = 0.25,
     channels: int = 1,
 ) -> tuple[Tensor, Tensor]:
@@ -231,7 +231,7 @@ def scattered_digits(
         ``(images [1797, channels, size, size] in [0, 1], labels [1797])`` (grey, repeated over channels).
 
     Example:
-        >>> images, labels = scattered_digits(0, centred=True, digit_size=24, channels=3)
+        >>> images, labels = scattered_digits(0, centered=True, digit_size=24, channels=3)
         >>> images.shape, bool(images[:, :, :4, :4].max() <= 0.25)
         (torch.Size([1797, 3, 32, 32]), True)
     """
@@ -243,7 +243,7 @@ def scattered_digits(
     ).clamp(0, 1)
     out = torch.rand(len(order), 1, size, size, generator=generator) * noise
     offsets = torch.randint(0, size - digit_size + 1, (len(order), 2), generator=generator)
-    if centred:
+    if centered:
         offsets.fill_((size - digit_size) // 2)
     for image, glyph, (top, left) in zip(out, glyphs, offsets.tolist()):
         window = image[:, top : top + digit_size, left : left + digit_size]

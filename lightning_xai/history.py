@@ -294,7 +294,13 @@ class AttributionHistory:
         return entry
 
     def record_failure(
-        self, *, global_step: int, epoch: int, stage: str, error: str, metrics: dict[str, float] | None = None,
+        self,
+        *,
+        global_step: int,
+        epoch: int,
+        stage: str,
+        error: str,
+        metrics: dict[str, float] | None = None,
         extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Appends a run that failed (no maps file: ``"file": None``, ``"error": error``) to ``summary.json``.
@@ -355,8 +361,18 @@ class AttributionHistory:
         fit, runs = check_state(state, self.folder)
         self.notice = self._continue(fit, runs, find_resume_source(self.folder, fit, runs, ()), looked_in=self.folder)
 
-    def _entry(self, global_step: int, epoch: int, stage: str, methods: list[str], metrics: dict[str, float],
-               skipped: list[str] | None, extra: dict[str, Any] | None, *, file: str | None) -> dict[str, Any]:
+    def _entry(
+        self,
+        global_step: int,
+        epoch: int,
+        stage: str,
+        methods: list[str],
+        metrics: dict[str, float],
+        skipped: list[str] | None,
+        extra: dict[str, Any] | None,
+        *,
+        file: str | None,
+    ) -> dict[str, Any]:
         entry = {
             "global_step": int(global_step),
             "epoch": int(epoch),

@@ -25,8 +25,15 @@ from torch.utils.tensorboard import SummaryWriter
 from lightning_xai.render import encode_png, save_png
 
 __all__ = [
-    "CometBackend", "MLflowBackend", "PNG_COMPRESS_LEVEL", "TensorBoardBackend", "WandbBackend", "XaiLogger",
-    "backends_for", "find_tensorboard_writer", "resolve_log_dir",
+    "CometBackend",
+    "MLflowBackend",
+    "PNG_COMPRESS_LEVEL",
+    "TensorBoardBackend",
+    "WandbBackend",
+    "XaiLogger",
+    "backends_for",
+    "find_tensorboard_writer",
+    "resolve_log_dir",
 ]
 
 PNG_COMPRESS_LEVEL = 1
@@ -49,7 +56,7 @@ def find_tensorboard_writer(trainer: Any) -> Any | None:
     types = _tensorboard_logger_types()
     for logger in getattr(trainer, "loggers", []) or []:
         if isinstance(logger, types):
-            return logger.experiment
+            return getattr(logger, "experiment", None)
     return None
 
 
@@ -80,7 +87,9 @@ class TensorBoardBackend:
     def image(self, tag: str, image: Tensor, step: int) -> None:
         """Logs an RGB image ``[3, H, W]`` in [0, 1]."""
         if isinstance(self.writer, SummaryWriter):
-            self.writer._get_file_writer().add_summary(_image_summary(tag, image), step)  # what add_image does, with faster PNG encoding
+            self.writer._get_file_writer().add_summary(
+                _image_summary(tag, image), step
+            )  # what add_image does, with faster PNG encoding
         else:  # another writer class (tensorboardX): its own add_image
             self.writer.add_image(tag, image.clamp(0, 1), global_step=step, dataformats="CHW")
 
@@ -245,7 +254,11 @@ class XaiLogger:
     def image(self, tag: str, image: Tensor, step: int) -> None:
         """Logs an RGB image ``[3, H, W]`` in [0, 1] under ``tag`` at ``step`` (a PNG file without any backend)."""
         if not self.backends:
-            save_png(image, self.folder / "images" / tag.replace("/", "_") / f"step-{step:08d}.png", compress_level=PNG_COMPRESS_LEVEL)
+            save_png(
+                image,
+                self.folder / "images" / tag.replace("/", "_") / f"step-{step:08d}.png",
+                compress_level=PNG_COMPRESS_LEVEL,
+            )
         for backend in self.backends:
             backend.image(tag, image, step)
 
@@ -273,7 +286,11 @@ def markdown_table(markdown: str) -> tuple[list[str], list[list[str]]]:
         (['probe', 'label'], [['0', '3']])
     """
     lines = [line.strip().strip("|") for line in markdown.splitlines() if line.strip().startswith("|")]
-    cells = [[cell.strip() for cell in line.split("|")] for line in lines if not set(line.replace("|", "").strip()) <= {"-", ":"}]
+    cells = [
+        [cell.strip() for cell in line.split("|")]
+        for line in lines
+        if not set(line.replace("|", "").strip()) <= {"-", ":"}
+    ]
     if not cells:
         return ["text"], [[markdown]]
     return cells[0], cells[1:]

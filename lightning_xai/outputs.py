@@ -76,8 +76,10 @@ def _entry(outputs: object, output: object) -> object:
     try:
         return outputs[output]  # type: ignore[index]
     except (KeyError, IndexError, TypeError):
-        available = list(outputs.keys()) if isinstance(outputs, Mapping) else (
-            f"indices 0..{len(outputs) - 1}" if isinstance(outputs, Sequence) else type(outputs).__name__
+        available = (
+            list(outputs.keys())
+            if isinstance(outputs, Mapping)
+            else (f"indices 0..{len(outputs) - 1}" if isinstance(outputs, Sequence) else type(outputs).__name__)
         )
         raise ValueError(f"`output={output!r}` is not in the model's outputs ({available}).") from None
 

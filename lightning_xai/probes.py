@@ -70,7 +70,7 @@ def split_batch(batch: object) -> tuple[Tensor, Tensor | None]:
             f"{type(batch).__name__}; batches may be a tensor, a tuple/list (images, labels) or a dict with an "
             "'image'/'images'/'x' key. Otherwise pass `probes=` explicitly."
         )
-    labels = next((v for v in values if _is_label_vector(v, images.shape[0])), None)
+    labels = next((v for v in values if isinstance(v, Tensor) and _is_label_vector(v, images.shape[0])), None)
     return images, labels
 
 
@@ -155,7 +155,9 @@ class CandidatePool:
         [0, 1, 2]
     """
 
-    def __init__(self, capacity: int, *, batch_images: BatchImages | None = None, preprocess: Preprocess | None = None) -> None:
+    def __init__(
+        self, capacity: int, *, batch_images: BatchImages | None = None, preprocess: Preprocess | None = None
+    ) -> None:
         self.capacity = capacity
         self.batch_images, self.preprocess = batch_images, preprocess
         self._images: list[Tensor] = []
@@ -195,7 +197,9 @@ class CandidatePool:
     def select(self, count: int) -> ProbeSet:
         """``count`` probes spread over the classes when labels are known, else the first ``count``."""
         if self.count == 0:
-            raise ValueError("AttributionMonitor saw no validation images to choose probes from; pass `probes=` explicitly.")
+            raise ValueError(
+                "AttributionMonitor saw no validation images to choose probes from; pass `probes=` explicitly."
+            )
         with torch.inference_mode(False):  # hooks run under inference mode; probes must be normal tensors
             return self._select(count)
 
@@ -307,18 +311,24 @@ def _checked_probe_images(images: Tensor, preprocess: Preprocess | None = None) 
 
 
 def _checked_probe_labels(labels: object, count: int) -> Tensor:
-    if isinstance(labels, Tensor) and labels.ndim >= 2 and labels.shape[0] == count:  # multi-hot [P, K], masks [P, H, W]
+    if (
+        isinstance(labels, Tensor) and labels.ndim >= 2 and labels.shape[0] == count
+    ):  # multi-hot [P, K], masks [P, H, W]
         return detached_cpu_copy(labels)
     values = labels.tolist() if isinstance(labels, Tensor) else labels
-    if not isinstance(values, (list, tuple)) or len(values) != count or not all(
-        isinstance(v, int) and not isinstance(v, bool) for v in values
+    if (
+        not isinstance(values, (list, tuple))
+        or len(values) != count
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in values)
     ):
         raise ValueError(f"`probes` targets must be {count} ints, one per image, got {labels!r}.")
     return torch.tensor(list(values), dtype=torch.long)
 
 
 def _probes_from_dataset(dataset: object, indices: object, preprocess: Preprocess | None = None) -> ProbeSet:
-    index_list = indices.tolist() if isinstance(indices, Tensor) else list(indices)  # type: ignore[arg-type]
+    if not isinstance(indices, (Tensor, Sequence)) or isinstance(indices, str):
+        raise TypeError(f"`probes` indices must be a sequence or tensor of ints, got {type(indices).__name__}.")
+    index_list = indices.tolist() if isinstance(indices, Tensor) else list(indices)
     if not index_list:
         raise ValueError("`probes` indices must not be empty.")
     images, labels = [], []

@@ -175,14 +175,14 @@ def with_probability_bars(tiles: Tensor, probabilities: Tensor, correct: Tensor 
     """
     count, _, height, width = tiles.shape
     bar_height = max(2, height // 8)
-    colours = torch.tensor([[0.55, 0.55, 0.55]]).expand(count, 3).clone()
+    colors = torch.tensor([[0.55, 0.55, 0.55]]).expand(count, 3).clone()
     if correct is not None:
-        colours[correct.cpu()] = torch.tensor([0.20, 0.75, 0.30])
-        colours[~correct.cpu()] = torch.tensor([0.90, 0.20, 0.20])
+        colors[correct.cpu()] = torch.tensor([0.20, 0.75, 0.30])
+        colors[~correct.cpu()] = torch.tensor([0.90, 0.20, 0.20])
     filled = (
         torch.arange(width).view(1, -1) < (probabilities.detach().float().cpu().view(-1, 1) * width).round()
     ).float()
-    bars = colours.view(count, 3, 1, 1) * filled.view(count, 1, 1, width) + 0.12 * (1 - filled.view(count, 1, 1, width))
+    bars = colors.view(count, 3, 1, 1) * filled.view(count, 1, 1, width) + 0.12 * (1 - filled.view(count, 1, 1, width))
     return torch.cat([tiles.cpu().float(), bars.expand(count, 3, bar_height, width)], dim=2)
 
 
@@ -208,7 +208,7 @@ def draw_box(
     images: Tensor,
     box: tuple[int, int, int, int],
     *,
-    colour: tuple[float, float, float] = (0.1, 0.9, 1.0),
+    color: tuple[float, float, float] = (0.1, 0.9, 1.0),
     thickness: int = 2,
 ) -> Tensor:
     """Copies of ``images`` ``[N, 3, H, W]`` with the outline of ``box`` (top, left, bottom, right) drawn.
@@ -222,7 +222,7 @@ def draw_box(
     height, width = images.shape[-2:]
     top, left = max(0, box[0]), max(0, box[1])
     bottom, right = min(height, box[2]), min(width, box[3])
-    paint = torch.tensor(colour, dtype=out.dtype).view(1, 3, 1, 1)
+    paint = torch.tensor(color, dtype=out.dtype).view(1, 3, 1, 1)
     out[..., top : min(bottom, top + thickness), left:right] = paint
     out[..., max(top, bottom - thickness) : bottom, left:right] = paint
     out[..., top:bottom, left : min(right, left + thickness)] = paint
@@ -233,7 +233,7 @@ def draw_box(
 def line_plot(
     series: dict[str, tuple[Tensor, Tensor]],
     *,
-    colours: dict[str, tuple[float, float, float]],
+    colors: dict[str, tuple[float, float, float]],
     size: tuple[int, int] = (160, 240),
     y_max: float | None = None,
 ) -> Tensor:
@@ -241,13 +241,13 @@ def line_plot(
 
     Args:
         series: ``{name: (x [K] in [0, 1], y [K])}``.
-        colours: ``{name: (r, g, b)}``.
+        colors: ``{name: (r, g, b)}``.
         size: ``(height, width)`` in pixels.
         y_max: top of the y axis (default: the larger of 1 and the highest value).
 
     Example:
         >>> plot = line_plot({"a": (torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.0]))},
-        ...                  colours={"a": (1.0, 0.0, 0.0)})
+        ...                  colors={"a": (1.0, 0.0, 0.0)})
         >>> plot.shape, plot[:, 40, 200].tolist()
         (torch.Size([3, 160, 240]), [1.0, 1.0, 1.0])
     """
@@ -263,7 +263,7 @@ def line_plot(
         columns = (margin + dense_x * (width - 2 * margin - 1)).round().long()
         rows = (height - margin - (dense_y / top).clamp(0, 1) * (height - 2 * margin - 1)).round().long()
         for offset in (0, 1):
-            canvas[:, (rows + offset).clamp(0, height - 1), columns] = torch.tensor(colours[name]).view(3, 1)
+            canvas[:, (rows + offset).clamp(0, height - 1), columns] = torch.tensor(colors[name]).view(3, 1)
     return canvas
 
 
@@ -276,14 +276,26 @@ def _interpolate(x: Tensor, y: Tensor, at: Tensor) -> Tensor:
 
 # A 3x5 pixel font for labels on images (digits, a few letters): no PIL, no font files.
 _GLYPHS = {
-    "0": "111101101101111", "1": "010110010010111", "2": "111001111100111", "3": "111001111001111",
-    "4": "101101111001001", "5": "111100111001111", "6": "111100111101111", "7": "111001010010010",
-    "8": "111101111101111", "9": "111101111001111", "e": "000111111100111", "p": "000111101111100",
-    "s": "000111110011111", "t": "010111010010011", " ": "000000000000000", "-": "000000111000000",
+    "0": "111101101101111",
+    "1": "010110010010111",
+    "2": "111001111100111",
+    "3": "111001111001111",
+    "4": "101101111001001",
+    "5": "111100111001111",
+    "6": "111100111101111",
+    "7": "111001010010010",
+    "8": "111101111101111",
+    "9": "111101111001111",
+    "e": "000111111100111",
+    "p": "000111101111100",
+    "s": "000111110011111",
+    "t": "010111010010011",
+    " ": "000000000000000",
+    "-": "000000111000000",
 }
 
 
-def draw_text(text: str, *, scale: int = 2, colour: float = 0.15, background: float = 1.0) -> Tensor:
+def draw_text(text: str, *, scale: int = 2, color: float = 0.15, background: float = 1.0) -> Tensor:
     """``text`` drawn with a 3x5 pixel font: ``[3, 5*scale, 4*scale*len(text)]`` RGB in [0, 1].
 
     Knows the digits, ``e``, ``p``, ``s``, ``t``, ``-`` and space (enough for ``"ep 12"``); other
@@ -300,7 +312,7 @@ def draw_text(text: str, *, scale: int = 2, colour: float = 0.15, background: fl
         columns += [glyph, torch.zeros(5, 1)]
     mask = torch.cat(columns, dim=1) if columns else torch.zeros(5, 0)
     mask = mask.repeat_interleave(scale, dim=0).repeat_interleave(scale, dim=1)
-    return (background + (colour - background) * mask).unsqueeze(0).expand(3, -1, -1).clone()
+    return (background + (color - background) * mask).unsqueeze(0).expand(3, -1, -1).clone()
 
 
 def labelled_columns(columns: list[Tensor], labels: list[str], *, padding: int = 2) -> Tensor:
@@ -316,7 +328,7 @@ def labelled_columns(columns: list[Tensor], labels: list[str], *, padding: int =
     image = torch.ones(3, header_height + stacked[0].shape[-2] - padding, len(columns) * (width + padding) + padding)
     for index, (grid, label) in enumerate(zip(stacked, labels)):
         left = index * (width + padding)
-        text = draw_text(label)[:, :, : width]
+        text = draw_text(label)[:, :, :width]
         image[:, padding : padding + text.shape[-2], left + padding : left + padding + text.shape[-1]] = text
         image[:, header_height - padding :, left : left + grid.shape[-1]] = grid
     return image

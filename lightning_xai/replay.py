@@ -150,8 +150,13 @@ def replay(
             target = model.get_submodule(submodule) if submodule else model
             step, epoch = int(checkpoint.get("global_step", 0)), int(checkpoint.get("epoch", 0))
             report = engine.run(
-                target, probe_set, RunMoment(epoch, step, step, "replay"), convert_input=None,
-                references=reference_images, test_images=None, deadline=Deadline(0.0, None),
+                target,
+                probe_set,
+                RunMoment(epoch, step, step, "replay"),
+                convert_input=None,
+                references=reference_images,
+                test_images=None,
+                deadline=Deadline(0.0, None),
             )
             # the recorder lists a run it could not write with an entry in memory: never None here
             entry = cast(dict[str, Any], recorder.record_run(report, probe_set, rgb, reference_images))

@@ -110,13 +110,21 @@ def _check_method(
     value_range: tuple[float, float],
 ) -> dict[str, Any]:
     """Both checks for one method: plain numbers and the names of the failed checks."""
+
     def explain(module: nn.Module, x: Tensor, t: Tensor) -> Tensor:
         return method.attribute(module, x, t, make_context())
 
     invariance = input_invariance(model, images, targets, explain, shift=settings.shift)
     fragile = fragility(
-        model, images, targets, explain, epsilon=settings.epsilon * spread, steps=settings.steps, k=settings.top_k,
-        value_range=value_range, generator=torch.Generator(device=images.device).manual_seed(seed),
+        model,
+        images,
+        targets,
+        explain,
+        epsilon=settings.epsilon * spread,
+        steps=settings.steps,
+        k=settings.top_k,
+        value_range=value_range,
+        generator=torch.Generator(device=images.device).manual_seed(seed),
     )
     values = {
         "input_invariance_spearman": float(invariance.rank_correlation.mean()),

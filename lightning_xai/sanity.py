@@ -180,7 +180,7 @@ def randomized_copies(
     previous = model
     for name in chosen:
         randomized = _deep_copy(previous if cascade else model)
-        _reinitialise(randomized.get_submodule(name), seed=_layer_seed(seed, positions[name]))
+        _reinitialize(randomized.get_submodule(name), seed=_layer_seed(seed, positions[name]))
         copies.append((name, randomized))
         previous = randomized
     return copies
@@ -204,7 +204,7 @@ def randomized_model(model: nn.Module, *, seed: int = 0, layers: Sequence[str] |
     positions = {name: index for index, name in enumerate(parametrized_layers(model))}
     randomized = _deep_copy(model)
     for name in chosen:
-        _reinitialise(randomized.get_submodule(name), seed=_layer_seed(seed, positions[name]))
+        _reinitialize(randomized.get_submodule(name), seed=_layer_seed(seed, positions[name]))
     return randomized
 
 
@@ -267,7 +267,7 @@ def _layer_seed(seed: int, position: int) -> int:
     return (seed * 1_000_003 + position) % (2**63)
 
 
-def _reinitialise(module: nn.Module, *, seed: int) -> None:
+def _reinitialize(module: nn.Module, *, seed: int) -> None:
     """Re-initialises ``module``'s own parameters in place, drawing from a seeded, forked global RNG."""
     devices = sorted({p.device.index or 0 for p in module.parameters(recurse=False) if p.device.type == "cuda"})
     with torch.random.fork_rng(devices=devices), torch.inference_mode(False), torch.no_grad():

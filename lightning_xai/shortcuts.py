@@ -24,8 +24,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from lightning_xai.functional._batching import BatchSize, default_batch_size
 from lightning_xai.functional._no_trace import leave_no_trace
+from lightning_xai.functional.batching import BatchSize, default_batch_size
 from lightning_xai.functional.shortcut import Box, box_iou, mass_outside
 from lightning_xai.functional.shortcut_candidates import (
     Candidate,
@@ -332,7 +332,7 @@ class ShortcutDetector:
         return finding
 
     def _color_finding(self, bench: Bench, level: float, size: tuple[int, int], epoch: int, step: int) -> Finding:
-        votes, grey_flip = color_votes(bench, alpha=level)
+        votes, gray_flip = color_votes(bench, alpha=level)
         rates = votes.rates()
         finding = Finding(
             epoch=epoch,
@@ -342,7 +342,7 @@ class ShortcutDetector:
             score=rates["follow_rate"] - rates["stay_rate"],
             confirmed=votes.decided,
             message="",
-            flip_rate=grey_flip,
+            flip_rate=gray_flip,
             follow_rate=rates["follow_rate"],
             kind="color",
             p_value=rates["p_value"],
@@ -385,7 +385,7 @@ class ShortcutDetector:
         if len(tested) > len(pairs):
             color = tested[-1]
             per_method["color"] = {
-                "grey_flip_rate": color.flip_rate,
+                "gray_flip_rate": color.flip_rate,
                 **{k: float(getattr(color, k)) for k in ("p_value", "follow_rate", "stay_rate", "trials")},
             }
             per_method["color"]["confirmed"] = float(color.confirmed)

@@ -135,7 +135,9 @@ def score_columns(scores: Tensor, *, task: Task, region: Tensor | None = None) -
     if scores.ndim == 1:
         scores = scores.unsqueeze(1)
     if scores.ndim != 2:
-        raise ValueError(f"`task='{task}'` needs scores [N] or [N, K], got {list(scores.shape)}; pass `target=` for other outputs.")
+        raise ValueError(
+            f"`task='{task}'` needs scores [N] or [N, K], got {list(scores.shape)}; pass `target=` for other outputs."
+        )
     if task == "binary":
         if scores.shape[1] != 1:
             raise ValueError(f"`task='binary'` needs one logit per image ([N] or [N, 1]), got {list(scores.shape)}.")
@@ -150,7 +152,9 @@ def _segmentation_columns(scores: Tensor, region: Tensor | None) -> Tensor:
     if region is None:
         weights = nn.functional.one_hot(scores.detach().argmax(dim=1), classes).permute(0, 3, 1, 2).to(scores.dtype)
     elif region.shape[-2:] != scores.shape[-2:] or region.ndim not in (2, 3):
-        raise ValueError(f"`region` must be [H, W] or [N, H, W] with H, W = {list(scores.shape[-2:])}, got {list(region.shape)}.")
+        raise ValueError(
+            f"`region` must be [H, W] or [N, H, W] with H, W = {list(scores.shape[-2:])}, got {list(region.shape)}."
+        )
     elif region.is_floating_point() or region.dtype == torch.bool:
         weights = region.to(scores.device, scores.dtype).expand(scores.shape[0], *region.shape[-2:]).unsqueeze(1)
     else:
@@ -192,7 +196,9 @@ class ScoreModel(nn.Module):
     ) -> None:
         super().__init__()
         if target is not None and not callable(target):
-            raise TypeError(f"`target` must be a callable (outputs -> [N] scores) or None, got {type(target).__name__}.")
+            raise TypeError(
+                f"`target` must be a callable (outputs -> [N] scores) or None, got {type(target).__name__}."
+            )
         self.explained_module = module
         self.training = False  # the wrapper has no layers of its own; `module` keeps its own modes
         self.task = _check_task(task)
@@ -325,7 +331,9 @@ def _segmentation_targets(scores: Tensor, labels: Tensor | None, background: int
             counts[background] = -1
         k = int(counts.argmax())
         pixels = int((predicted[probe] == k).sum())
-        rows.append(ProbeTarget(probe, k, f"class {k} over its predicted region ({pixels} pixels; chosen from the {source})"))
+        rows.append(
+            ProbeTarget(probe, k, f"class {k} over its predicted region ({pixels} pixels; chosen from the {source})")
+        )
     return rows
 
 
@@ -353,7 +361,11 @@ def probabilities(scores: Tensor, *, task: Task) -> Tensor:
 
 Probability = Literal["softmax", "sigmoid", "none"]
 _PROBABILITY: dict[str, Probability] = {
-    "multiclass": "softmax", "multilabel": "sigmoid", "binary": "sigmoid", "regression": "none", "segmentation": "softmax",
+    "multiclass": "softmax",
+    "multilabel": "sigmoid",
+    "binary": "sigmoid",
+    "regression": "none",
+    "segmentation": "softmax",
 }
 
 
@@ -379,8 +391,16 @@ class Support:
 
 
 ATTRIBUTION_METHODS = (
-    "occlusion", "adaptive_occlusion", "grad_cam", "guided_grad_cam", "guided_backprop", "deconvnet",
-    "expected_gradients", "integrated_gradients", "saliency", "smooth_grad",
+    "occlusion",
+    "adaptive_occlusion",
+    "grad_cam",
+    "guided_grad_cam",
+    "guided_backprop",
+    "deconvnet",
+    "expected_gradients",
+    "integrated_gradients",
+    "saliency",
+    "smooth_grad",
 )
 _SOFTMAX_ANALYSES = {"faithfulness": "its deletion and insertion curves", "shortcuts": "its interventions"}
 

@@ -93,7 +93,10 @@ def _deterministic_algorithms_restored():
     """``Trainer(deterministic=True)`` switches torch's deterministic algorithms on for the whole
     process and leaves them on; a later test (Captum's DeepLift uses max-unpooling, which has no
     deterministic kernel) must not depend on which tests ran before it."""
-    enabled, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    enabled, warn_only = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     yield
     torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 

@@ -15,8 +15,13 @@ if __name__ == "__main__":
     while True:
         step += 1
         history.record(
-            global_step=step, epoch=step, stage="fit", maps={"occlusion": torch.rand(64, 3, 64, 64)},
-            targets=torch.zeros(64, dtype=torch.long), predictions=torch.zeros(64, dtype=torch.long),
-            probabilities=torch.rand(64), metrics={"seconds/total": 0.1},
+            global_step=step,
+            epoch=step,
+            stage="fit",
+            maps={"occlusion": torch.rand(64, 3, 64, 64)},
+            targets=torch.zeros(64, dtype=torch.long),
+            predictions=torch.zeros(64, dtype=torch.long),
+            probabilities=torch.rand(64),
+            metrics={"seconds/total": 0.1},
         )
         print(step, flush=True)

@@ -52,31 +52,50 @@ def test_preprocess_and_batch_images():
 
 
 def test_errors_name_batch_images_and_preprocess():
-    with pytest.raises(TypeError, match=re.escape(
-        "could not find images [B, C, H, W] (a 4-D tensor) in a batch of type dict with keys ['tokens']; batches may be a tensor, "
-        "a tuple/list (images, labels, ...) or a dict with an 'image'/'images'/'x'/'input' key. Otherwise pass `batch_images=` "
-        "(a callable batch -> images [B, C, H, W]) and, if the model's step transforms them, `preprocess=`."
-    )):
+    with pytest.raises(
+        TypeError,
+        match=re.escape(
+            "could not find images [B, C, H, W] (a 4-D tensor) in a batch of type dict with keys ['tokens']; batches may be a tensor, "
+            "a tuple/list (images, labels, ...) or a dict with an 'image'/'images'/'x'/'input' key. Otherwise pass `batch_images=` "
+            "(a callable batch -> images [B, C, H, W]) and, if the model's step transforms them, `preprocess=`."
+        ),
+    ):
         images_from_batch({"tokens": torch.zeros(2, 7)})
-    with pytest.raises(TypeError, match=re.escape(
-        "the images found in the batch are torch.uint8 of shape [2, 3, 4, 4], and the attributions need the float images the "
-        "model's forward takes; pass `preprocess=` (what the model's step does before forward, e.g. lambda x: x.float() / 255) "
-        "and, if these are not the images, `batch_images=`."
-    )):
+    with pytest.raises(
+        TypeError,
+        match=re.escape(
+            "the images found in the batch are torch.uint8 of shape [2, 3, 4, 4], and the attributions need the float images the "
+            "model's forward takes; pass `preprocess=` (what the model's step does before forward, e.g. lambda x: x.float() / 255) "
+            "and, if these are not the images, `batch_images=`."
+        ),
+    ):
         images_from_batch({"image": UINT8})
-    with pytest.raises(TypeError, match=re.escape("`preprocess` must return float images [B, C, H, W], got torch.uint8 of shape [2, 3, 4, 4].")):
+    with pytest.raises(
+        TypeError,
+        match=re.escape("`preprocess` must return float images [B, C, H, W], got torch.uint8 of shape [2, 3, 4, 4]."),
+    ):
         images_from_batch(UINT8, preprocess=lambda x: x)
-    with pytest.raises(TypeError, match=re.escape("`batch_images` must return images [B, C, H, W] with B >= 1, got [2, 4, 4].")):
+    with pytest.raises(
+        TypeError, match=re.escape("`batch_images` must return images [B, C, H, W] with B >= 1, got [2, 4, 4].")
+    ):
         images_from_batch(IMAGES, batch_images=lambda b: b[:, 0])
-    with pytest.raises(TypeError, match=re.escape("`batch_images` must be a callable (batch -> images [B, C, H, W]) or None, got str.")):
+    with pytest.raises(
+        TypeError, match=re.escape("`batch_images` must be a callable (batch -> images [B, C, H, W]) or None, got str.")
+    ):
         images_from_batch(IMAGES, batch_images="image")
 
 
 def test_labels_of_any_shape():
-    classes, multi_hot, mask = torch.tensor([1, 0]), torch.tensor([[1, 0, 1], [0, 0, 1]]), torch.zeros(2, 4, 4, dtype=torch.long)
+    classes, multi_hot, mask = (
+        torch.tensor([1, 0]),
+        torch.tensor([[1, 0, 1], [0, 0, 1]]),
+        torch.zeros(2, 4, 4, dtype=torch.long),
+    )
     assert labels_from_batch((IMAGES, classes), IMAGES) is classes
     assert labels_from_batch({"image": IMAGES, "labels": multi_hot}, IMAGES) is multi_hot
     assert labels_from_batch((mask, IMAGES), IMAGES) is mask  # a mask first
-    assert labels_from_batch({"id": torch.tensor([7]), "image": IMAGES, "seg": mask}, IMAGES) is mask  # one row per image
+    assert (
+        labels_from_batch({"id": torch.tensor([7]), "image": IMAGES, "seg": mask}, IMAGES) is mask
+    )  # one row per image
     assert labels_from_batch(IMAGES, IMAGES) is None
     assert labels_from_batch((IMAGES,), IMAGES) is None

@@ -12,7 +12,21 @@ def test_monitor_cost_row_fits_with_and_without_the_monitor(tmp_path):
     bench = runpy.run_path(str(ROOT / "benchmarks" / "bench_monitor.py"))
     messages: list[str] = []
     cells = bench["row"](bench["Setting"]("digits", 1, 1, 0.1), tmp_path, messages.append)
-    label, epochs, monitor, without, with_monitor, added, runs, skipped, per_run, maps, shortcuts, rest, ten_percent_at = cells
+    (
+        label,
+        epochs,
+        monitor,
+        without,
+        with_monitor,
+        added,
+        runs,
+        skipped,
+        per_run,
+        maps,
+        shortcuts,
+        rest,
+        ten_percent_at,
+    ) = cells
     assert (label, epochs, monitor, runs, skipped) == ("digits", "1", "cap 10%", "1", "0")
     assert float(without) > 0 and float(with_monitor) > 0 and added.endswith("%")
     assert float(per_run) >= float(maps) > 0 and float(shortcuts) > 0

@@ -23,9 +23,14 @@ def _history(folder, *, seed: int = 0, probes: torch.Tensor = PROBES, steps=(4, 
     count = probes.shape[0]
     for step in steps:
         history.record(
-            global_step=step, epoch=step // 4, stage="fit", maps={"grad_cam": torch.rand(count, 1, 16, 16, generator=generator)},
-            targets=torch.zeros(count, dtype=torch.long), predictions=torch.zeros(count, dtype=torch.long),
-            probabilities=torch.full((count,), 0.5), metrics={},
+            global_step=step,
+            epoch=step // 4,
+            stage="fit",
+            maps={"grad_cam": torch.rand(count, 1, 16, 16, generator=generator)},
+            targets=torch.zeros(count, dtype=torch.long),
+            predictions=torch.zeros(count, dtype=torch.long),
+            probabilities=torch.full((count,), 0.5),
+            metrics={},
         )
     torch.save({"images": probes, "labels": None, "source": "given"}, folder / "probes.pt")
     return history
@@ -67,12 +72,26 @@ def _state(run) -> dict:
     [
         (lambda s: b"[" * 100_000, "summary.json is nested too deeply to be a lightning_xai summary"),
         (lambda s: s[:50], "summary.json is truncated or not JSON"),
-        (lambda s: s.replace(b'"epoch"', b'"epoque"'), "summary.json, run 0: the key 'epoch' is missing; not a lightning_xai run entry."),
-        (lambda s: s.replace(b'"global_step": 8', b'"global_step": "8"'), "summary.json, run 1: 'global_step' must be int, got str ('8')."),
-        (lambda s: s.replace(b'"runs/step-00000008.pt"', b'"../../../b/version_0/xai/runs/step-00000008.pt"'),
-         "is not inside the history folder"),
-        (lambda s: s.replace(b'"runs/step-00000008.pt"', b'"/etc/hostname"'), "the run file '/etc/hostname' is not inside the history folder"),
-        (lambda s: s.replace(b'"lightning_xai.history/1"', b'"lightning_xai.history/9"'), "is not a lightning_xai history (format 'lightning_xai.history/9'"),
+        (
+            lambda s: s.replace(b'"epoch"', b'"epoque"'),
+            "summary.json, run 0: the key 'epoch' is missing; not a lightning_xai run entry.",
+        ),
+        (
+            lambda s: s.replace(b'"global_step": 8', b'"global_step": "8"'),
+            "summary.json, run 1: 'global_step' must be int, got str ('8').",
+        ),
+        (
+            lambda s: s.replace(b'"runs/step-00000008.pt"', b'"../../../b/version_0/xai/runs/step-00000008.pt"'),
+            "is not inside the history folder",
+        ),
+        (
+            lambda s: s.replace(b'"runs/step-00000008.pt"', b'"/etc/hostname"'),
+            "the run file '/etc/hostname' is not inside the history folder",
+        ),
+        (
+            lambda s: s.replace(b'"lightning_xai.history/1"', b'"lightning_xai.history/9"'),
+            "is not a lightning_xai history (format 'lightning_xai.history/9'",
+        ),
     ],
     ids=["deeply-nested", "truncated", "missing-key", "wrong-type", "dot-dot", "absolute", "other-format"],
 )
@@ -112,28 +131,56 @@ def test_compare_of_a_history_with_only_failed_runs(tmp_path, capsys):
     history = _history(tmp_path / "a", steps=())
     history.record_failure(global_step=4, epoch=0, stage="fit", error="OSError: disk full")
     _history(tmp_path / "b")
-    assert f"{tmp_path / 'a' / 'summary.json'} lists no run with maps yet." in _compare_error(capsys, tmp_path / "a", tmp_path / "b")
+    assert f"{tmp_path / 'a' / 'summary.json'} lists no run with maps yet." in _compare_error(
+        capsys, tmp_path / "a", tmp_path / "b"
+    )
 
 
 def _checkpoint(path) -> None:
     model = LitClassifier(in_channels=1, width=4)
-    torch.save({"state_dict": model.state_dict(), "global_step": 4, "epoch": 0, "hyper_parameters": {"in_channels": 1, "width": 4}}, path)
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "global_step": 4,
+            "epoch": 0,
+            "hyper_parameters": {"in_channels": 1, "width": 4},
+        },
+        path,
+    )
 
 
 def _replay(tmp_path, probes, checkpoints, out) -> int:
-    return main(["replay", str(checkpoints), "--module", "lightning_xai.demos:LitClassifier", "--probes", str(probes),
-                 "--out", str(out), "--methods", "grad_cam"])
+    return main(
+        [
+            "replay",
+            str(checkpoints),
+            "--module",
+            "lightning_xai.demos:LitClassifier",
+            "--probes",
+            str(probes),
+            "--out",
+            str(out),
+            "--methods",
+            "grad_cam",
+        ]
+    )
 
 
 def test_replay_refuses_damaged_probes_and_checkpoints(tmp_path, capsys):
     _checkpoint(tmp_path / "good.ckpt")
     (tmp_path / "probes.pt").write_bytes(b"\x00\x01 not a probes file")
     assert _replay(tmp_path, tmp_path / "probes.pt", tmp_path / "good.ckpt", tmp_path / "out") == 2
-    assert f"lightning-xai replay: error: {tmp_path / 'probes.pt'} is truncated or not a lightning_xai probes file" in capsys.readouterr().err
+    assert (
+        f"lightning-xai replay: error: {tmp_path / 'probes.pt'} is truncated or not a lightning_xai probes file"
+        in capsys.readouterr().err
+    )
     torch.save({"images": PROBES, "labels": None, "source": "given"}, tmp_path / "probes.pt")
     (tmp_path / "bad.ckpt").write_bytes((tmp_path / "good.ckpt").read_bytes()[:300])
     assert _replay(tmp_path, tmp_path / "probes.pt", tmp_path / "bad.ckpt", tmp_path / "out") == 2
-    assert f"lightning-xai replay: error: checkpoint {tmp_path / 'bad.ckpt'} is truncated or not a PyTorch checkpoint" in capsys.readouterr().err
+    assert (
+        f"lightning-xai replay: error: checkpoint {tmp_path / 'bad.ckpt'} is truncated or not a PyTorch checkpoint"
+        in capsys.readouterr().err
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -143,15 +190,30 @@ def test_replay_never_overwrites_an_earlier_history(tmp_path, capsys):
     before = (earlier.folder / "summary.json").read_bytes()
     assert _replay(tmp_path, earlier.folder / "probes.pt", tmp_path / "model.ckpt", tmp_path / "out") == 0
     output = capsys.readouterr().out
-    assert f"replay: {tmp_path / 'out' / 'xai'} already holds the history of another fit (2 runs in summary.json)" in output
+    assert (
+        f"replay: {tmp_path / 'out' / 'xai'} already holds the history of another fit (2 runs in summary.json)"
+        in output
+    )
     assert (earlier.folder / "summary.json").read_bytes() == before
     assert [run["stage"] for run in read_summary(tmp_path / "out" / "xai-1")["runs"]] == ["replay"]
 
 
 def test_the_parser_reads_both_commands():
     assert build_parser().parse_args(["compare", "a", "b", "--json"]).json is True
-    replay_arguments = build_parser().parse_args(["replay", "c.ckpt", "--module", "lightning_xai.demos:LitClassifier",
-                                                  "--probes", "p.pt", "--out", "o", "--methods", "grad_cam"])
+    replay_arguments = build_parser().parse_args(
+        [
+            "replay",
+            "c.ckpt",
+            "--module",
+            "lightning_xai.demos:LitClassifier",
+            "--probes",
+            "p.pt",
+            "--out",
+            "o",
+            "--methods",
+            "grad_cam",
+        ]
+    )
     assert replay_arguments.module is LitClassifier and [m.name for m in replay_arguments.methods] == ["grad_cam"]
 
 

@@ -32,7 +32,9 @@ def test_two_seeds_agree_less_than_a_run_with_itself(tmp_path, digits16):
     for name in ("grad_cam", "saliency"):
         assert same["methods"][name]["spearman_mean"] == pytest.approx(1.0, abs=1e-5)
         assert different["methods"][name]["spearman_mean"] < 0.99
-        assert set(different["methods"][name]) == {f"{m}_{k}" for m in ("spearman", "topk_iou", "ssim", "cosine") for k in ("mean", "worst")}
+        assert set(different["methods"][name]) == {
+            f"{m}_{k}" for m in ("spearman", "topk_iou", "ssim", "cosine") for k in ("mean", "worst")
+        }
 
 
 def test_runs_with_different_probes_are_refused(tmp_path, digits16, capsys):

@@ -30,7 +30,9 @@ def _mount_tmpfs(folder: Path, options: str) -> None:
     if os.name != "posix" or os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("mounting a tmpfs needs root and mount(8)")
     folder.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True, text=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True, text=True
+    )
     if result.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
 
@@ -84,13 +86,17 @@ def test_a_write_failing_half_way_leaves_no_temporary_file_and_the_old_content(t
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(_files.os, "write", full_after_some_bytes)
-    with pytest.raises(OSError, match=re.escape(f"[Errno {errno.ENOSPC}] No space left on device: '{target}'")) as raised:
+    with pytest.raises(
+        OSError, match=re.escape(f"[Errno {errno.ENOSPC}] No space left on device: '{target}'")
+    ) as raised:
         atomic_write_bytes(target, b"new" * 1000)
     assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(target)
     assert target.read_bytes() == b"old" and _leftovers(tmp_path) == []
 
 
-@pytest.mark.parametrize("error", [KeyboardInterrupt(), PermissionError(errno.EACCES, "Permission denied"), RuntimeError("boom")])
+@pytest.mark.parametrize(
+    "error", [KeyboardInterrupt(), PermissionError(errno.EACCES, "Permission denied"), RuntimeError("boom")]
+)
 def test_any_failure_at_the_rename_removes_the_temporary_file(tmp_path, monkeypatch, error):
     def failing_replace(source: object, destination: object) -> None:
         raise error

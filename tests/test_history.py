@@ -21,9 +21,15 @@ from lightning_xai.history import (
 
 def _record(history: AttributionHistory, step: int) -> dict:
     return history.record(
-        global_step=step, epoch=step // 10, stage="fit", maps={"grad_cam": torch.rand(2, 1, 4, 4, dtype=torch.float64)},
-        targets=torch.tensor([0, 1]), predictions=torch.tensor([0, 0]), probabilities=torch.tensor([0.9, 0.4]),
-        metrics={"seconds/total": 0.5}, skipped=["occlusion"],
+        global_step=step,
+        epoch=step // 10,
+        stage="fit",
+        maps={"grad_cam": torch.rand(2, 1, 4, 4, dtype=torch.float64)},
+        targets=torch.tensor([0, 1]),
+        predictions=torch.tensor([0, 0]),
+        probabilities=torch.tensor([0.9, 0.4]),
+        metrics={"seconds/total": 0.5},
+        skipped=["occlusion"],
     )
 
 
@@ -34,7 +40,11 @@ def test_runs_are_written_and_listed(tmp_path):
     _record(history, 20)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["format"] == SUMMARY_FORMAT and summary["fit"] == history.fit
-    assert [run["file"] for run in summary["runs"]] == ["runs/step-00000010.pt", "runs/step-00000010-1.pt", "runs/step-00000020.pt"]
+    assert [run["file"] for run in summary["runs"]] == [
+        "runs/step-00000010.pt",
+        "runs/step-00000010-1.pt",
+        "runs/step-00000020.pt",
+    ]
     assert summary["runs"][0]["skipped"] == ["occlusion"] and summary["runs"][0]["metrics"] == {"seconds/total": 0.5}
     loaded = history.load_run(summary["runs"][2])
     assert loaded["maps"]["grad_cam"].dtype == torch.float32 and loaded["global_step"] == 20
@@ -54,8 +64,17 @@ def test_every_write_keeps_the_sections_it_was_not_given(tmp_path):
     with pytest.raises(ValueError, match=re.escape("`sections` may not be named format, fit, runs; got ['runs'].")):
         history.write_summary(runs=[])
     with pytest.raises(ValueError, match=re.escape("`extra` may not use the keys of the entry itself")):
-        history.record(global_step=2, epoch=0, stage="fit", maps={}, targets=torch.zeros(1), predictions=torch.zeros(1),
-                       probabilities=torch.zeros(1), metrics={}, extra={"file": "/etc/passwd"})
+        history.record(
+            global_step=2,
+            epoch=0,
+            stage="fit",
+            maps={},
+            targets=torch.zeros(1),
+            predictions=torch.zeros(1),
+            probabilities=torch.zeros(1),
+            metrics={},
+            extra={"file": "/etc/passwd"},
+        )
 
 
 def test_state_round_trip_is_relative_and_weights_only_safe(tmp_path):
@@ -68,7 +87,9 @@ def test_state_round_trip_is_relative_and_weights_only_safe(tmp_path):
     torch.save(state, tmp_path / "state.pt")
     assert torch.load(tmp_path / "state.pt", weights_only=True) == state
     resumed = AttributionHistory(tmp_path / "first")
-    resumed.load_state_dict({**state, "stability": {}, "probe_fingerprint": 0.5})  # the monitor's other keys are ignored
+    resumed.load_state_dict(
+        {**state, "stability": {}, "probe_fingerprint": 0.5}
+    )  # the monitor's other keys are ignored
     _record(resumed, 6)
     summary = resumed.load_summary()
     assert [run["global_step"] for run in summary["runs"]] == [5, 6] and summary["fit"] == history.fit
@@ -77,9 +98,13 @@ def test_state_round_trip_is_relative_and_weights_only_safe(tmp_path):
 
 def test_failed_runs_are_listed_without_maps(tmp_path):
     history = AttributionHistory(tmp_path)
-    entry = history.record_failure(global_step=7, epoch=1, stage="fit", error="OSError: [Errno 28] No space left on device")
+    entry = history.record_failure(
+        global_step=7, epoch=1, stage="fit", error="OSError: [Errno 28] No space left on device"
+    )
     assert read_summary(tmp_path)["runs"] == [entry] and entry["methods"] == [] and entry["file"] is None
-    message = f"{tmp_path / 'summary.json'}, step 7: this run has no maps file (OSError: [Errno 28] No space left on device)."
+    message = (
+        f"{tmp_path / 'summary.json'}, step 7: this run has no maps file (OSError: [Errno 28] No space left on device)."
+    )
     with pytest.raises(HistoryError, match=re.escape(message)):
         load_run(tmp_path, entry)
 
@@ -93,8 +118,12 @@ def test_killing_the_writer_leaves_every_listed_run_readable(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     environment = {**os.environ, "PYTHONPATH": str(root)}
-    writer = subprocess.Popen([sys.executable, str(root / "tests" / "history_writer_script.py"), str(tmp_path)],
-                              stdout=subprocess.PIPE, text=True, env=environment)
+    writer = subprocess.Popen(
+        [sys.executable, str(root / "tests" / "history_writer_script.py"), str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=environment,
+    )
     written = 0
     while written < 5:  # let it write a few runs, then kill it mid-write
         line = writer.stdout.readline()
@@ -108,7 +137,9 @@ def test_killing_the_writer_leaves_every_listed_run_readable(tmp_path):
     for run in runs:
         assert load_run(tmp_path, run)["maps"]["occlusion"].shape == (64, 3, 64, 64)
     resumed = AttributionHistory.open(tmp_path, resume_state={"fit": read_summary(tmp_path)["fit"], "runs": runs})
-    assert resumed.folder == tmp_path and not [p for p in tmp_path.rglob(".*")], "a resume removes a killed writer's temporary file"
+    assert resumed.folder == tmp_path and not [p for p in tmp_path.rglob(".*")], (
+        "a resume removes a killed writer's temporary file"
+    )
 
 
 @pytest.mark.parametrize("how", ["copy", "move"])

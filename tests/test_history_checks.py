@@ -12,15 +12,28 @@ import torch
 
 from lightning_xai.history import SUMMARY_FORMAT, AttributionHistory, HistoryError, load_run, read_summary
 
-ENTRY = {"global_step": 4, "epoch": 0, "stage": "fit", "methods": ["grad_cam"], "metrics": {"seconds/total": 0.1},
-         "skipped": [], "file": "runs/step-00000004.pt"}
+ENTRY = {
+    "global_step": 4,
+    "epoch": 0,
+    "stage": "fit",
+    "methods": ["grad_cam"],
+    "metrics": {"seconds/total": 0.1},
+    "skipped": [],
+    "file": "runs/step-00000004.pt",
+}
 
 
 def _history(folder) -> dict:
     history = AttributionHistory(folder)
     return history.record(
-        global_step=4, epoch=0, stage="fit", maps={"grad_cam": torch.rand(2, 1, 4, 4)}, targets=torch.tensor([0, 1]),
-        predictions=torch.tensor([0, 0]), probabilities=torch.tensor([0.9, 0.4]), metrics={"seconds/total": 0.1},
+        global_step=4,
+        epoch=0,
+        stage="fit",
+        maps={"grad_cam": torch.rand(2, 1, 4, 4)},
+        targets=torch.tensor([0, 1]),
+        predictions=torch.tensor([0, 0]),
+        probabilities=torch.tensor([0.9, 0.4]),
+        metrics={"seconds/total": 0.1},
     )
 
 
@@ -34,13 +47,27 @@ def _summary(folder, runs: list, **top) -> None:
     [
         (b'{"format": "lightning_xai.history/1", "ru', "is truncated or not JSON"),
         (b"\xff\xfe\x00garbage\x81", "is truncated or not JSON"),
-        (b'{"format": "someone-else/2", "runs": []}', "is not a lightning_xai history (format 'someone-else/2', expected 'lightning_xai.history/1')."),
+        (
+            b'{"format": "someone-else/2", "runs": []}',
+            "is not a lightning_xai history (format 'someone-else/2', expected 'lightning_xai.history/1').",
+        ),
         (b"[1, 2, 3]", "is not a lightning_xai history (format 'list', expected 'lightning_xai.history/1')."),
-        (b'{"format": "lightning_xai.history/1", "runs": {}}', "is not a lightning_xai history (format 'lightning_xai.history/1'"),
+        (
+            b'{"format": "lightning_xai.history/1", "runs": {}}',
+            "is not a lightning_xai history (format 'lightning_xai.history/1'",
+        ),
         (b"[" * 200_000 + b"]" * 200_000, "is nested too deeply to be a lightning_xai summary"),
         (b'{"format": "lightning_xai.history/1", "fit": 3, "runs": []}', ": 'fit' must be a string, got int."),
     ],
-    ids=["truncated", "garbled", "other-format", "not-an-object", "runs-not-a-list", "deeply-nested", "fit-not-a-string"],
+    ids=[
+        "truncated",
+        "garbled",
+        "other-format",
+        "not-an-object",
+        "runs-not-a-list",
+        "deeply-nested",
+        "fit-not-a-string",
+    ],
 )
 def test_damaged_or_foreign_summaries_name_the_file(tmp_path, content, message):
     path = tmp_path / "summary.json"
@@ -80,18 +107,24 @@ def test_entries_missing_a_key_are_refused(tmp_path, key):
 
 def test_entries_that_are_not_objects_are_refused(tmp_path):
     _summary(tmp_path, [ENTRY, ["not", "a", "run"]])
-    with pytest.raises(HistoryError, match=re.escape(f"{tmp_path / 'summary.json'}, run 1: a run must be a JSON object, got list.")):
+    with pytest.raises(
+        HistoryError, match=re.escape(f"{tmp_path / 'summary.json'}, run 1: a run must be a JSON object, got list.")
+    ):
         read_summary(tmp_path)
 
 
-@pytest.mark.parametrize("file", ["../outside/runs/step-00000004.pt", "runs/../../outside/runs/step-00000004.pt", "/etc/passwd"])
+@pytest.mark.parametrize(
+    "file", ["../outside/runs/step-00000004.pt", "runs/../../outside/runs/step-00000004.pt", "/etc/passwd"]
+)
 def test_paths_leading_outside_the_folder_are_refused(tmp_path, file):
     folder = tmp_path / "xai"
     _summary(folder, [{**ENTRY, "file": file}])
     message = f"{folder / 'summary.json'}, run 0: the run file {file!r} is not inside the history folder {folder}; refusing to read it."
     with pytest.raises(HistoryError, match=re.escape(message)):
         read_summary(folder)
-    with pytest.raises(HistoryError, match=re.escape(f"the run file {file!r} is not inside the history folder {folder}")):
+    with pytest.raises(
+        HistoryError, match=re.escape(f"the run file {file!r} is not inside the history folder {folder}")
+    ):
         load_run(folder, {**ENTRY, "file": file})
 
 
@@ -101,7 +134,9 @@ def test_symbolic_links_leading_outside_the_folder_are_refused(tmp_path):
     folder.mkdir()
     os.symlink(tmp_path / "outside" / "runs", folder / "runs")
     _summary(folder, [ENTRY])
-    with pytest.raises(HistoryError, match=re.escape(f"the run file 'runs/step-00000004.pt' is not inside the history folder {folder}")):
+    with pytest.raises(
+        HistoryError, match=re.escape(f"the run file 'runs/step-00000004.pt' is not inside the history folder {folder}")
+    ):
         read_summary(folder)
 
 
@@ -122,12 +157,29 @@ def test_old_absolute_paths_are_accepted_inside_the_folder_only(tmp_path):
     [
         ({"weights": torch.zeros(3)}, "is not a lightning_xai run file (no 'maps' in it)."),
         ([1, 2, 3], "is not a lightning_xai run file (no 'maps' in it)."),
-        ({"maps": {"grad_cam": torch.zeros(4)}}, "is not a lightning_xai run file: map 'grad_cam' is not a [P, C, H, W] tensor."),
-        ({"maps": {}, "targets": torch.zeros(2)}, "is not a lightning_xai run file: 'predictions' is missing or not a tensor."),
-        ({"maps": {}, "targets": torch.zeros(2), "predictions": torch.zeros(2), "probabilities": torch.zeros(2)},
-         "is not a lightning_xai run file: 'global_step' is missing or not an integer."),
-        ({"maps": {}, "targets": torch.zeros(2), "predictions": torch.zeros(2), "probabilities": torch.zeros(2),
-          "global_step": 9, "epoch": 0}, "holds step 9 but summary.json lists it for step 4."),
+        (
+            {"maps": {"grad_cam": torch.zeros(4)}},
+            "is not a lightning_xai run file: map 'grad_cam' is not a [P, C, H, W] tensor.",
+        ),
+        (
+            {"maps": {}, "targets": torch.zeros(2)},
+            "is not a lightning_xai run file: 'predictions' is missing or not a tensor.",
+        ),
+        (
+            {"maps": {}, "targets": torch.zeros(2), "predictions": torch.zeros(2), "probabilities": torch.zeros(2)},
+            "is not a lightning_xai run file: 'global_step' is missing or not an integer.",
+        ),
+        (
+            {
+                "maps": {},
+                "targets": torch.zeros(2),
+                "predictions": torch.zeros(2),
+                "probabilities": torch.zeros(2),
+                "global_step": 9,
+                "epoch": 0,
+            },
+            "holds step 9 but summary.json lists it for step 4.",
+        ),
     ],
 )
 def test_run_files_that_are_not_lightning_xai_runs_name_the_file(tmp_path, payload, message):
@@ -145,7 +197,9 @@ def test_truncated_pickled_and_missing_run_files_name_the_file(tmp_path):
     with pytest.raises(HistoryError, match=re.escape(f"{path} is truncated or not a lightning_xai run file")):
         load_run(tmp_path, entry)
     torch.save({"maps": {}, "evil": AttributionHistory(tmp_path)}, path)  # weights_only refuses arbitrary objects
-    with pytest.raises(HistoryError, match=re.escape(f"{path} is truncated or not a lightning_xai run file (UnpicklingError")):
+    with pytest.raises(
+        HistoryError, match=re.escape(f"{path} is truncated or not a lightning_xai run file (UnpicklingError")
+    ):
         load_run(tmp_path, entry)
     path.unlink()
     with pytest.raises(HistoryError, match=re.escape(f"{path} is listed in summary.json but does not exist.")):

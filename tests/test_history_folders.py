@@ -14,8 +14,14 @@ from lightning_xai.history import AttributionHistory, HistoryError, load_run, re
 
 def _record(history: AttributionHistory, step: int) -> dict:
     return history.record(
-        global_step=step, epoch=step // 4, stage="fit", maps={"grad_cam": torch.full((2, 1, 4, 4), float(step))},
-        targets=torch.tensor([0, 1]), predictions=torch.tensor([0, 0]), probabilities=torch.tensor([0.9, 0.4]), metrics={},
+        global_step=step,
+        epoch=step // 4,
+        stage="fit",
+        maps={"grad_cam": torch.full((2, 1, 4, 4), float(step))},
+        targets=torch.tensor([0, 1]),
+        predictions=torch.tensor([0, 0]),
+        probabilities=torch.tensor([0.9, 0.4]),
+        metrics={},
     )
 
 
@@ -29,7 +35,10 @@ def _first_fit(folder, steps=(4, 8)) -> AttributionHistory:
 
 
 def _steps_and_maps(folder) -> list[tuple[int, float]]:
-    return [(run["global_step"], float(load_run(folder, run)["maps"]["grad_cam"][0, 0, 0, 0])) for run in read_summary(folder)["runs"]]
+    return [
+        (run["global_step"], float(load_run(folder, run)["maps"]["grad_cam"][0, 0, 0, 0]))
+        for run in read_summary(folder)["runs"]
+    ]
 
 
 def test_a_second_fit_writes_to_the_next_numbered_folder(tmp_path):
@@ -38,11 +47,16 @@ def test_a_second_fit_writes_to_the_next_numbered_folder(tmp_path):
     before = (base / "summary.json").read_bytes()
     second = AttributionHistory.open(base)
     assert second.folder == tmp_path / "version_0" / "xai-1"
-    assert second.notice == f"{base} already holds the history of another fit (2 runs in summary.json): this fit writes to {second.folder}."
+    assert (
+        second.notice
+        == f"{base} already holds the history of another fit (2 runs in summary.json): this fit writes to {second.folder}."
+    )
     _record(second, 4)
     third = AttributionHistory.open(base)
     assert third.folder.name == "xai-2" and third.fit != second.fit
-    assert (base / "summary.json").read_bytes() == before and (base / "probes.pt").read_bytes() == b"probes of the first fit"
+    assert (base / "summary.json").read_bytes() == before and (
+        base / "probes.pt"
+    ).read_bytes() == b"probes of the first fit"
     assert _steps_and_maps(second.folder) == [(4, 4.0)]
     assert AttributionHistory.open(tmp_path / "fresh" / "xai").notice is None
 
@@ -87,7 +101,10 @@ def test_a_resume_from_an_earlier_checkpoint_keeps_the_later_runs(tmp_path):
     _record(history, 8)  # a run after the checkpoint was saved
     resumed = AttributionHistory.open(base, resume_state=state)
     assert resumed.folder == tmp_path / "xai-1"
-    assert resumed.notice == f"resuming the history in {base}: 1 run up to the checkpoint copied into {resumed.folder}, 1 later run left there."
+    assert (
+        resumed.notice
+        == f"resuming the history in {base}: 1 run up to the checkpoint copied into {resumed.folder}, 1 later run left there."
+    )
     assert [run["global_step"] for run in read_summary(base)["runs"]] == [4, 8]
     assert _steps_and_maps(resumed.folder) == [(4, 4.0)]
 
@@ -98,7 +115,10 @@ def test_a_resume_without_the_checkpoint_history_lists_runs_without_maps(tmp_pat
     other = _first_fit(tmp_path / "version_0" / "xai").state_dict()  # another fit: same file names, other maps
     resumed = AttributionHistory.open(tmp_path / "version_1" / "xai", resume_state=state)
     assert resumed.folder == tmp_path / "version_1" / "xai" and other["fit"] != state["fit"]
-    assert resumed.notice == f"the checkpoint's history (2 runs) was not found in {resumed.folder} or beside it: they stay listed without their maps."
+    assert (
+        resumed.notice
+        == f"the checkpoint's history (2 runs) was not found in {resumed.folder} or beside it: they stay listed without their maps."
+    )
     runs = read_summary(resumed.folder)["runs"]
     assert [(run["global_step"], run["file"]) for run in runs] == [(4, None), (8, None)]
     with pytest.raises(HistoryError, match="this run has no maps file"):
@@ -111,10 +131,16 @@ def test_a_resume_looks_in_the_folders_it_is_given(tmp_path):
     assert AttributionHistory.open(elsewhere, resume_state=state).runs[0]["file"] is None
     shutil.rmtree(elsewhere)
     resumed = AttributionHistory.open(elsewhere, resume_state=state, search=[tmp_path / "run" / "xai"])
-    assert resumed.folder == elsewhere and resumed.notice.startswith(f"resuming the history in {tmp_path / 'run' / 'xai'}:")
+    assert resumed.folder == elsewhere and resumed.notice.startswith(
+        f"resuming the history in {tmp_path / 'run' / 'xai'}:"
+    )
     assert _steps_and_maps(elsewhere) == [(4, 4.0), (8, 8.0)]
-    shutil.move(tmp_path / "run" / "xai", tmp_path / "run" / "xai-2")  # the checkpoint's fit had written to a numbered folder
-    again = AttributionHistory.open(tmp_path / "third" / "v" / "xai", resume_state=state, search=[tmp_path / "run" / "xai"])
+    shutil.move(
+        tmp_path / "run" / "xai", tmp_path / "run" / "xai-2"
+    )  # the checkpoint's fit had written to a numbered folder
+    again = AttributionHistory.open(
+        tmp_path / "third" / "v" / "xai", resume_state=state, search=[tmp_path / "run" / "xai"]
+    )
     assert again.notice.startswith(f"resuming the history in {tmp_path / 'run' / 'xai-2'}:")
 
 
@@ -134,7 +160,10 @@ def test_an_old_checkpoint_state_with_absolute_paths_resumes_in_place(tmp_path):
 @pytest.mark.parametrize(
     ("state", "message"),
     [
-        ([1, 2], "the checkpoint's monitor state is not a lightning_xai history state (expected a dict with a 'runs' list)."),
+        (
+            [1, 2],
+            "the checkpoint's monitor state is not a lightning_xai history state (expected a dict with a 'runs' list).",
+        ),
         ({"runs": "all of them"}, "the checkpoint's monitor state is not a lightning_xai history state"),
         ({"runs": [{"global_step": 1}]}, "the checkpoint's monitor state, run 0: the key 'epoch' is missing"),
         ({"fit": 5, "runs": []}, "the checkpoint's monitor state: 'fit' must be a string, got int."),
@@ -153,8 +182,12 @@ def test_a_damaged_summary_is_kept_aside_never_rebuilt(tmp_path):
     kept = base / "summary.json.damaged-1"
     assert kept.read_bytes() == b'{"format": "lightning_xai.his' and not (base / "summary.json").exists()
     assert history.folder == tmp_path / "xai-1"
-    assert history.notice.startswith(f"{base / 'summary.json'} could not be read ({base / 'summary.json'} is truncated or not JSON")
-    assert history.notice.endswith(f"it is kept as summary.json.damaged-1 and not rebuilt. {base} already holds files of another fit: this fit writes to {history.folder}.")
+    assert history.notice.startswith(
+        f"{base / 'summary.json'} could not be read ({base / 'summary.json'} is truncated or not JSON"
+    )
+    assert history.notice.endswith(
+        f"it is kept as summary.json.damaged-1 and not rebuilt. {base} already holds files of another fit: this fit writes to {history.folder}."
+    )
     (base / "summary.json").write_text('{"format": "someone-else/2", "runs": []}')
     AttributionHistory.open(base)
     assert (base / "summary.json.damaged-2").is_file() and kept.is_file()
@@ -175,7 +208,9 @@ def test_load_state_dict_brings_the_checkpoint_history_into_its_own_folder(tmp_p
     resumed = AttributionHistory(tmp_path / "version_1" / "xai")
     resumed.load_state_dict({**state, "probe_fingerprint": 0.5, "stability": {}})
     source = tmp_path / "version_0" / "xai"
-    assert resumed.notice == f"resuming the history in {source}: 2 runs up to the checkpoint copied into {resumed.folder}."
+    assert (
+        resumed.notice == f"resuming the history in {source}: 2 runs up to the checkpoint copied into {resumed.folder}."
+    )
     _record(resumed, 12)
     shutil.rmtree(source)
     assert _steps_and_maps(resumed.folder) == [(4, 4.0), (8, 8.0), (12, 12.0)]

@@ -15,7 +15,7 @@ from lightning_xai.loggers import XaiLogger
 
 def _picture() -> torch.Tensor:
     generator = torch.Generator().manual_seed(0)
-    return (torch.randint(0, 256, (3, 7, 11), generator=generator).float() / 255)
+    return torch.randint(0, 256, (3, 7, 11), generator=generator).float() / 255
 
 
 def _pixels(image: torch.Tensor) -> np.ndarray:

@@ -13,7 +13,14 @@ from lightning_xai import functional as F
 from lightning_xai.methods import MethodContext, default_methods
 from tests.conftest import build_model
 
-ALL = [Occlusion(window=4), GradCAM(), ExpectedGradients(n_samples=4), IntegratedGradients(n_steps=4), Saliency(), SmoothGrad(n_samples=3)]
+ALL = [
+    Occlusion(window=4),
+    GradCAM(),
+    ExpectedGradients(n_samples=4),
+    IntegratedGradients(n_steps=4),
+    Saliency(),
+    SmoothGrad(n_samples=3),
+]
 
 
 @pytest.mark.parametrize("method", ALL, ids=lambda m: m.name)
@@ -26,10 +33,22 @@ def test_methods_pickle_and_are_frozen(method):
 def test_methods_delegate_to_functional():
     model, images, targets = build_model("resnet"), torch.randn(2, 3, 12, 10), torch.tensor([1, 2])
     context = MethodContext(generator=torch.Generator().manual_seed(0), references=torch.randn(4, 3, 12, 10))
-    torch.testing.assert_close(Occlusion(window=4).attribute(model, images, targets, context), F.occlusion(model, images, targets, window=4))
-    torch.testing.assert_close(GradCAM(layer="layer3").attribute(model, images, targets, context), F.grad_cam(model, images, targets, layer="layer3"))
-    expected = F.expected_gradients(model, images, targets, baselines=context.references, n_samples=4, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(ExpectedGradients(n_samples=4).attribute(model, images, targets, MethodContext(torch.Generator().manual_seed(0), context.references)), expected)
+    torch.testing.assert_close(
+        Occlusion(window=4).attribute(model, images, targets, context), F.occlusion(model, images, targets, window=4)
+    )
+    torch.testing.assert_close(
+        GradCAM(layer="layer3").attribute(model, images, targets, context),
+        F.grad_cam(model, images, targets, layer="layer3"),
+    )
+    expected = F.expected_gradients(
+        model, images, targets, baselines=context.references, n_samples=4, generator=torch.Generator().manual_seed(0)
+    )
+    torch.testing.assert_close(
+        ExpectedGradients(n_samples=4).attribute(
+            model, images, targets, MethodContext(torch.Generator().manual_seed(0), context.references)
+        ),
+        expected,
+    )
 
 
 def test_default_window_scales_with_the_image():
@@ -49,7 +68,11 @@ def test_expected_gradients_without_training_images_falls_back_to_blur():
     ("build", "error", "message"),
     [
         (lambda: ExpectedGradients(n_samples=0), ValueError, "`n_samples` must be an int >= 1, got 0."),
-        (lambda: ExpectedGradients(baselines="zeros"), ValueError, "`baselines` must be a number, a tensor or one of ['training', 'uniform', 'gaussian', 'blur'], got 'zeros'."),
+        (
+            lambda: ExpectedGradients(baselines="zeros"),
+            ValueError,
+            "`baselines` must be a number, a tensor or one of ['training', 'uniform', 'gaussian', 'blur'], got 'zeros'.",
+        ),
         (lambda: IntegratedGradients(method="simpson"), ValueError, "`method` must be one of"),
         (lambda: SmoothGrad(stdev=-1), ValueError, "`stdev` must be a number >= 0, got -1."),
         (lambda: Occlusion(window=(2, 0)), ValueError, "`window` must be >= 1 in each dimension, got (2, 0)."),

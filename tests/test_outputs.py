@@ -42,15 +42,23 @@ def test_select_scores_errors_name_the_output_option():
     )
     with pytest.raises(ValueError, match=re.escape(message)):
         select_scores(OUTPUTS)
-    with pytest.raises(ValueError, match=re.escape("the model returned a tuple of 2 items; pass `output=0` (an index)")):
+    with pytest.raises(
+        ValueError, match=re.escape("the model returned a tuple of 2 items; pass `output=0` (an index)")
+    ):
         select_scores((torch.zeros(1, 2), torch.zeros(1, 3)))
-    with pytest.raises(ValueError, match=re.escape("`output='scores'` is not in the model's outputs (['logits', 'features']).")):
+    with pytest.raises(
+        ValueError, match=re.escape("`output='scores'` is not in the model's outputs (['logits', 'features']).")
+    ):
         select_scores(OUTPUTS, output="scores")
     with pytest.raises(ValueError, match=re.escape("`output=2` is not in the model's outputs (indices 0..1).")):
         select_scores((torch.zeros(1, 2), torch.zeros(1, 3)), output=2)
-    with pytest.raises(TypeError, match=re.escape("the scores selected with `output='features'` must be a Tensor, got list;")):
+    with pytest.raises(
+        TypeError, match=re.escape("the scores selected with `output='features'` must be a Tensor, got list;")
+    ):
         select_scores({"features": [1, 2]}, output="features")
-    with pytest.raises(TypeError, match=re.escape("`output` must be a str key, an int index, a callable or None, got float.")):
+    with pytest.raises(
+        TypeError, match=re.escape("`output` must be a str key, an int index, a callable or None, got float.")
+    ):
         select_scores(OUTPUTS, output=1.5)
 
 
@@ -59,5 +67,7 @@ def test_make_forward_with_extra_arguments_and_a_dict_output():
     module, x = _NeedsScale(), torch.rand(2, 4)
     scores = make_forward(module, forward=lambda m, images: m(images, scale=2.0), output="logits")(x)
     torch.testing.assert_close(scores, module.fc(x) * 2.0)
-    with pytest.raises(TypeError, match=re.escape("`forward` must be a callable (module, images) -> outputs or None, got str.")):
+    with pytest.raises(
+        TypeError, match=re.escape("`forward` must be a callable (module, images) -> outputs or None, got str.")
+    ):
         make_forward(module, forward="scale")

@@ -35,8 +35,14 @@ def _maps(folder, entry):
 
 def test_replay_reproduces_the_live_maps(live_run, tmp_path):
     live = live_run / "version_0" / "xai"
-    entries = replay(live_run / "checkpoints", LitClassifier, probes=live / "probes.pt", out_dir=tmp_path, methods=METHODS)
-    assert [(e["epoch"], e["global_step"], e["stage"]) for e in entries] == [(0, 4, "replay"), (1, 8, "replay"), (2, 12, "replay")]
+    entries = replay(
+        live_run / "checkpoints", LitClassifier, probes=live / "probes.pt", out_dir=tmp_path, methods=METHODS
+    )
+    assert [(e["epoch"], e["global_step"], e["stage"]) for e in entries] == [
+        (0, 4, "replay"),
+        (1, 8, "replay"),
+        (2, 12, "replay"),
+    ]
     live_runs = read_summary(live)["runs"]
     for live_entry, replayed in zip(live_runs, entries):
         expected, got = _maps(live, live_entry), _maps(tmp_path / "xai", replayed)
@@ -48,11 +54,22 @@ def test_replay_reproduces_the_live_maps(live_run, tmp_path):
 
 def test_command_line_replay_and_compare(live_run, tmp_path, capsys):
     live = live_run / "version_0" / "xai"
-    status = main([
-        "replay", str(live_run / "checkpoints"), "--module", "lightning_xai.demos:LitClassifier",
-        "--probes", str(live / "probes.pt"), "--out", str(tmp_path / "replayed"),
-        "--methods", "grad_cam", "occlusion:window=4,stride=4", "expected_gradients:n_samples=4,reference_count=8",
-    ])
+    status = main(
+        [
+            "replay",
+            str(live_run / "checkpoints"),
+            "--module",
+            "lightning_xai.demos:LitClassifier",
+            "--probes",
+            str(live / "probes.pt"),
+            "--out",
+            str(tmp_path / "replayed"),
+            "--methods",
+            "grad_cam",
+            "occlusion:window=4,stride=4",
+            "expected_gradients:n_samples=4,reference_count=8",
+        ]
+    )
     assert status == 0
     assert "3 checkpoints replayed" in capsys.readouterr().out
     assert main(["compare", str(live_run / "version_0"), str(tmp_path / "replayed")]) == 0
@@ -70,7 +87,9 @@ class Custom:
 
 def test_unsafe_checkpoints_need_an_explicit_opt_in(tmp_path):
     path = tmp_path / "unsafe.ckpt"
-    torch.save({"state_dict": LitClassifier(in_channels=1, width=4).state_dict(), "extra": Custom(), "global_step": 3}, path)
+    torch.save(
+        {"state_dict": LitClassifier(in_channels=1, width=4).state_dict(), "extra": Custom(), "global_step": 3}, path
+    )
     message = f"checkpoint {path} holds Python objects that safe loading (weights_only=True) refuses"
     with pytest.raises(ValueError, match=re.escape(message)):
         load_checkpoint(path)
@@ -81,8 +100,20 @@ def test_replay_argument_errors(live_run, tmp_path, capsys):
     live = live_run / "version_0" / "xai"
     with pytest.raises(FileNotFoundError, match=re.escape("`checkpoints`: no such file:")):
         replay([tmp_path / "missing.ckpt"], LitClassifier, probes=live / "probes.pt", out_dir=tmp_path)
-    status = main(["replay", str(live_run / "checkpoints"), "--module", "lightning_xai.demos:LitClassifier",
-                   "--probes", str(live / "probes.pt"), "--out", str(tmp_path / "x"), "--module-kwargs", '{"width": 7}'])
+    status = main(
+        [
+            "replay",
+            str(live_run / "checkpoints"),
+            "--module",
+            "lightning_xai.demos:LitClassifier",
+            "--probes",
+            str(live / "probes.pt"),
+            "--out",
+            str(tmp_path / "x"),
+            "--module-kwargs",
+            '{"width": 7}',
+        ]
+    )
     assert status == 2
     error = capsys.readouterr().err
     assert "lightning-xai replay: error: checkpoint" in error and "does not fit LitClassifier(width=7)" in error

@@ -25,8 +25,12 @@ def _context() -> MethodContext:
 def test_gradients_are_input_invariant_and_integrated_gradients_from_zero_are_not():
     images = torch.rand(4, 1, 4, 4, generator=torch.Generator().manual_seed(1))
     methods = {"saliency": Saliency(), "integrated_gradients": IntegratedGradients(baseline="zero", n_steps=8)}
-    report = robustness_check(_net(), images, torch.tensor([0, 1, 2, 0]), methods, _context, settings=RobustnessCheck(steps=2))
-    assert report["saliency"]["input_invariant"] and report["saliency"]["input_invariance_spearman"] == pytest.approx(1.0)
+    report = robustness_check(
+        _net(), images, torch.tensor([0, 1, 2, 0]), methods, _context, settings=RobustnessCheck(steps=2)
+    )
+    assert report["saliency"]["input_invariant"] and report["saliency"]["input_invariance_spearman"] == pytest.approx(
+        1.0
+    )
     assert not report["integrated_gradients"]["input_invariant"]
     assert report["integrated_gradients"]["input_invariance_spearman"] < 1.0
     for values in report.values():
@@ -39,7 +43,9 @@ def test_the_live_model_and_the_global_rng_are_untouched():
     images = torch.rand(2, 1, 4, 4)
     before = {k: v.clone() for k, v in net.state_dict().items()}
     state = torch.get_rng_state()
-    robustness_check(net, images, torch.tensor([0, 1]), {"saliency": Saliency()}, _context, settings=RobustnessCheck(steps=2))
+    robustness_check(
+        net, images, torch.tensor([0, 1]), {"saliency": Saliency()}, _context, settings=RobustnessCheck(steps=2)
+    )
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     assert torch.equal(state, torch.get_rng_state())
 
@@ -51,7 +57,11 @@ def test_the_live_model_and_the_global_rng_are_untouched():
         ({"steps": 0}, ValueError, "`steps` must be an int >= 1, got 0."),
         ({"top_k": 2.0}, ValueError, "`top_k` must be a fraction in (0, 1], got 2.0."),
         ({"shift": "one"}, TypeError, "`shift` must be a number, got 'one'."),
-        ({"min_rank_correlation": 3}, ValueError, "`min_rank_correlation` must be a rank correlation in [-1, 1], got 3."),
+        (
+            {"min_rank_correlation": 3},
+            ValueError,
+            "`min_rank_correlation` must be a rank correlation in [-1, 1], got 3.",
+        ),
     ],
 )
 def test_bad_settings_fail_at_construction(kwargs, error, message):

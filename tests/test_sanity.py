@@ -198,22 +198,41 @@ def test_argument_errors():
     model = _trained_cnn()
     allowed = str(LAYERS)
     cases = [
-        (lambda: randomized_copies(model, layers=["features.2"]), ValueError,
-         f"`layers` must name modules with parameters of their own, from {allowed}, got ['features.2']."),
-        (lambda: randomized_copies(model, layers=[]), ValueError,
-         f"`layers` must name modules with parameters of their own, from {allowed}, got []."),
-        (lambda: randomized_copies(model, layers="features.0"), TypeError,
-         "`layers` must be a sequence of dotted module names or None, got 'features.0'."),
+        (
+            lambda: randomized_copies(model, layers=["features.2"]),
+            ValueError,
+            f"`layers` must name modules with parameters of their own, from {allowed}, got ['features.2'].",
+        ),
+        (
+            lambda: randomized_copies(model, layers=[]),
+            ValueError,
+            f"`layers` must name modules with parameters of their own, from {allowed}, got [].",
+        ),
+        (
+            lambda: randomized_copies(model, layers="features.0"),
+            TypeError,
+            "`layers` must be a sequence of dotted module names or None, got 'features.0'.",
+        ),
         (lambda: randomized_copies(model, cascade="yes"), TypeError, "`cascade` must be a bool, got 'yes' (str)."),
         (lambda: randomized_copies(model, seed=1.5), TypeError, "`seed` must be an int, got 1.5 (float)."),
         (lambda: randomized_model(model, seed=None), TypeError, "`seed` must be an int, got None (NoneType)."),
-        (lambda: randomized_copies(nn.ReLU()), ValueError, "`model` must hold parameters to randomise, got a ReLU without any."),
+        (
+            lambda: randomized_copies(nn.ReLU()),
+            ValueError,
+            "`model` must hold parameters to randomise, got a ReLU without any.",
+        ),
         (lambda: randomized_copies("model"), TypeError, "`model` must be a torch.nn.Module, got str."),
-        (lambda: randomization_scores(torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 6)), ValueError,
-         "`maps_trained` and `maps_random` must hold maps of the same images at the same size [N, *, H, W], "
-         "got [2, 1, 8, 8] and [2, 1, 8, 6]."),
-        (lambda: randomization_scores(torch.rand(8, 8), torch.rand(2, 1, 8, 8)), ValueError,
-         "`maps_trained` must have 4 dimensions [N, C, H, W], got 2 dimensions with shape [8, 8]."),
+        (
+            lambda: randomization_scores(torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 6)),
+            ValueError,
+            "`maps_trained` and `maps_random` must hold maps of the same images at the same size [N, *, H, W], "
+            "got [2, 1, 8, 8] and [2, 1, 8, 6].",
+        ),
+        (
+            lambda: randomization_scores(torch.rand(8, 8), torch.rand(2, 1, 8, 8)),
+            ValueError,
+            "`maps_trained` must have 4 dimensions [N, C, H, W], got 2 dimensions with shape [8, 8].",
+        ),
     ]
     for call, error, message in cases:
         with pytest.raises(error, match=re.escape(message)):

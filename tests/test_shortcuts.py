@@ -44,7 +44,9 @@ class ReadsShade(nn.Module):
         self.boxes = boxes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        levels = torch.stack([x[:, :, top:bottom, left:right].mean(dim=(1, 2, 3)) for top, left, bottom, right in self.boxes], dim=1).amax(dim=1)
+        levels = torch.stack(
+            [x[:, :, top:bottom, left:right].mean(dim=(1, 2, 3)) for top, left, bottom, right in self.boxes], dim=1
+        ).amax(dim=1)
         code = (levels - 0.4) / 0.6 * (CLASSES - 1)
         return -((code[:, None] - torch.arange(float(CLASSES))) ** 2) * 5
 
@@ -106,7 +108,9 @@ def test_centred_object_stays_silent_even_when_every_box_is_tested():
     everything = Shortcuts(min_concentration=0.0, min_isolation=0.0)
     report = _check(ReadsObject(), {"heat": maps}, images, everything)
     assert report.new == [] and report.per_method["heat"]["candidates"] >= 2
-    assert report.current["heat"].stay_rate > report.current["heat"].follow_rate  # the rest of the object outweighs the box
+    assert (
+        report.current["heat"].stay_rate > report.current["heat"].follow_rate
+    )  # the rest of the object outweighs the box
 
 
 def test_moving_region_gets_one_box_per_probe():
@@ -135,7 +139,7 @@ def test_color_cue_is_found_and_grey_images_are_not_tested():
     images = torch.rand(64, 3, SIZE, SIZE, generator=generator) * 0.2
     images[torch.arange(64), labels] += 0.6
     report = _check(ReadsColor(), {"heat": torch.rand(16, 1, SIZE, SIZE, generator=generator)}, images)
-    assert [f.kind for f in report.new] == ["color"] and report.per_method["color"]["grey_flip_rate"] > 0.5
+    assert [f.kind for f in report.new] == ["color"] and report.per_method["color"]["gray_flip_rate"] > 0.5
     grey = images.mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)
     quiet = _check(ReadsObject(), {"heat": torch.rand(16, 1, SIZE, SIZE, generator=generator)}, grey.contiguous())
     assert quiet.new == [] and quiet.per_method["color"]["follow_rate"] == 0.0
@@ -152,12 +156,27 @@ def test_false_alarm_rate_is_shared_over_candidates_and_runs():
 
 
 def test_finding_round_trips_through_json_and_checkpoints(tmp_path):
-    finding = Finding(epoch=1, global_step=5, method="m", box=[0, 0, 4, 4], score=0.9, confirmed=True, message="x",
-                      kind="moving_region", boxes=[[0, 0, 4, 4], [12, 12, 16, 16]], classes=[3], p_value=1e-6)
+    finding = Finding(
+        epoch=1,
+        global_step=5,
+        method="m",
+        box=[0, 0, 4, 4],
+        score=0.9,
+        confirmed=True,
+        message="x",
+        kind="moving_region",
+        boxes=[[0, 0, 4, 4], [12, 12, 16, 16]],
+        classes=[3],
+        p_value=1e-6,
+    )
     assert Finding(**json.loads(json.dumps(finding.to_dict()))) == finding
     torch.save(finding.to_dict(), tmp_path / "f.pt")
     assert Finding(**torch.load(tmp_path / "f.pt", weights_only=True)) == finding
-    old = {k: v for k, v in finding.to_dict().items() if k in ("epoch", "global_step", "method", "box", "score", "confirmed", "message")}
+    old = {
+        k: v
+        for k, v in finding.to_dict().items()
+        if k in ("epoch", "global_step", "method", "box", "score", "confirmed", "message")
+    }
     assert Finding(**old).kind == "region"  # findings saved before kinds existed still load
 
 
@@ -166,7 +185,10 @@ def test_settings_are_checked():
         Shortcuts(false_alarm_rate=0)
     with pytest.raises(ValueError, match=re.escape("`test_images` must be an int >= 2, got 1.")):
         Shortcuts(test_images=1)
-    with pytest.raises(ValueError, match=re.escape("`suspect_regions` must hold (top, left, bottom, right) boxes or 'border', got 'corners'.")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape("`suspect_regions` must hold (top, left, bottom, right) boxes or 'border', got 'corners'."),
+    ):
         Shortcuts(suspect_regions=["corners"])
     with pytest.raises(ValueError, match=re.escape("`fill` must be one of ['mean', 'blur'], got 'zero'.")):
         Shortcuts(fill="zero")

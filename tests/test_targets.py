@@ -60,7 +60,12 @@ def test_infer_task(scores, labels, task):
 
 
 def test_infer_task_refuses_other_shapes():
-    with pytest.raises(ValueError, match=re.escape("cannot tell the task of scores of shape [4, 3, 8] (expected [N], [N, K] or [N, K, H, W]); pass `task=`")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "cannot tell the task of scores of shape [4, 3, 8] (expected [N], [N, K] or [N, K, H, W]); pass `task=`"
+        ),
+    ):
         infer_task(torch.zeros(4, 3, 8))
 
 
@@ -74,7 +79,9 @@ def test_segmentation_columns_sum_each_class_over_its_region():
     assert score_columns(SEGMENTATION, task="segmentation", region=class_map).tolist() == [[0.0, 3.0, 1.5]]
     mask = torch.tensor([[True, False], [False, True]])
     assert score_columns(SEGMENTATION, task="segmentation", region=mask).tolist() == [[1.0, 0.0, 4.5]]
-    with pytest.raises(ValueError, match=re.escape("`region` must be [H, W] or [N, H, W] with H, W = [2, 2], got [3, 3].")):
+    with pytest.raises(
+        ValueError, match=re.escape("`region` must be [H, W] or [N, H, W] with H, W = [2, 2], got [3, 3].")
+    ):
         score_columns(SEGMENTATION, task="segmentation", region=torch.zeros(3, 3))
 
 
@@ -84,9 +91,16 @@ def test_binary_columns_are_the_two_class_softmax_model():
     assert columns.tolist() == [[-1.0, 1.0], [2.0, -2.0], [0.0, 0.0]]
     torch.testing.assert_close(columns.softmax(dim=1)[:, 1], z.sigmoid())
     torch.testing.assert_close(probabilities(z, task="binary")[:, 1], z.sigmoid())
-    with pytest.raises(ValueError, match=re.escape("`task='binary'` needs one logit per image ([N] or [N, 1]), got [3, 2].")):
+    with pytest.raises(
+        ValueError, match=re.escape("`task='binary'` needs one logit per image ([N] or [N, 1]), got [3, 2].")
+    ):
         score_columns(torch.zeros(3, 2), task="binary")
-    with pytest.raises(ValueError, match=re.escape("`task` must be one of ['multiclass', 'multilabel', 'binary', 'regression', 'segmentation'], got 'detection'.")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "`task` must be one of ['multiclass', 'multilabel', 'binary', 'regression', 'segmentation'], got 'detection'."
+        ),
+    ):
         score_columns(z, task="detection")
 
 
@@ -106,26 +120,43 @@ def test_probe_targets_multilabel_positive_and_top():
     labels = torch.tensor([[1, 0, 1], [0, 0, 0], [0, 1, 1]])
     positive = probe_targets(scores, labels, task="multilabel")
     assert positive == [
-        ProbeTarget(0, 0, "label 0 (positive)"), ProbeTarget(0, 2, "label 2 (positive)"),
+        ProbeTarget(0, 0, "label 0 (positive)"),
+        ProbeTarget(0, 2, "label 2 (positive)"),
         ProbeTarget(1, 2, "label 2 (top score, no positive label)"),
-        ProbeTarget(2, 1, "label 1 (positive)"), ProbeTarget(2, 2, "label 2 (positive)"),
+        ProbeTarget(2, 1, "label 1 (positive)"),
+        ProbeTarget(2, 2, "label 2 (positive)"),
     ]
     top = probe_targets(scores, labels, task="multilabel", multilabel_targets="top")
-    assert [(t.probe, t.column, t.description) for t in top] == [(0, 0, "label 0 (top score)"), (1, 2, "label 2 (top score)"), (2, 1, "label 1 (top score)")]
+    assert [(t.probe, t.column, t.description) for t in top] == [
+        (0, 0, "label 0 (top score)"),
+        (1, 2, "label 2 (top score)"),
+        (2, 1, "label 1 (top score)"),
+    ]
     with pytest.raises(ValueError, match=re.escape("`multilabel_targets` must be 'positive' or 'top', got 'all'.")):
         probe_targets(scores, labels, task="multilabel", multilabel_targets="all")
 
 
 def test_probe_targets_multiclass_binary_regression():
     scores = torch.tensor([[0.1, 0.9, 0.0], [2.0, 0.0, 1.0]])
-    assert [(t.column, t.description) for t in probe_targets(scores, task="multiclass")] == [(1, "class 1 (predicted)"), (0, "class 0 (predicted)")]
+    assert [(t.column, t.description) for t in probe_targets(scores, task="multiclass")] == [
+        (1, "class 1 (predicted)"),
+        (0, "class 0 (predicted)"),
+    ]
     assert [t.column for t in probe_targets(scores, torch.tensor([2, 2]), task="multiclass")] == [2, 2]
     assert [t.column for t in probe_targets(scores, torch.tensor([[0, 0, 1], [1, 0, 0]]), task="multiclass")] == [2, 0]
     logits = torch.tensor([[1.5], [-0.5]])
-    assert [(t.column, t.description) for t in probe_targets(logits, task="binary")] == [(1, "positive class (predicted)"), (0, "negative class (predicted)")]
+    assert [(t.column, t.description) for t in probe_targets(logits, task="binary")] == [
+        (1, "positive class (predicted)"),
+        (0, "negative class (predicted)"),
+    ]
     assert [t.column for t in probe_targets(logits, torch.tensor([0, 1]), task="binary")] == [0, 1]
     rows = probe_targets(torch.zeros(2, 2), task="regression")
-    assert [(t.probe, t.column, t.description) for t in rows] == [(0, 0, "output 0"), (0, 1, "output 1"), (1, 0, "output 0"), (1, 1, "output 1")]
+    assert [(t.probe, t.column, t.description) for t in rows] == [
+        (0, 0, "output 0"),
+        (0, 1, "output 1"),
+        (1, 0, "output 0"),
+        (1, 1, "output 1"),
+    ]
 
 
 def test_probe_targets_segmentation_skip_the_background():
@@ -135,7 +166,9 @@ def test_probe_targets_segmentation_skip_the_background():
     ]
     labels = torch.tensor([[[0, 0], [2, 255]]])  # background and an ignore value do not count
     assert [t.column for t in probe_targets(SEGMENTATION, labels, task="segmentation")] == [2]
-    assert [t.column for t in probe_targets(SEGMENTATION, torch.zeros(1, 2, 2, dtype=torch.long), task="segmentation")] == [0]
+    assert [
+        t.column for t in probe_targets(SEGMENTATION, torch.zeros(1, 2, 2, dtype=torch.long), task="segmentation")
+    ] == [0]
 
 
 def _segmentation_net() -> nn.Module:
@@ -193,7 +226,10 @@ def test_multilabel_and_dict_outputs_through_score_model():
     torch.testing.assert_close(model(x), module.fc(x.flatten(1)) * 3.0)
     expected = (3.0 * module.fc.weight.detach()[2]).view(1, 1, 2, 2).expand(2, 1, 2, 2)
     torch.testing.assert_close(F.saliency(model, x, 2, absolute=False), expected)
-    with pytest.raises(ValueError, match=re.escape("the model returned a dict with keys ['features', 'logits']; pass `output='features'`")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape("the model returned a dict with keys ['features', 'logits']; pass `output='features'`"),
+    ):
         ScoreModel(module, task="multilabel", forward=lambda m, images: m(images, scale=1.0))(x)
 
 
@@ -208,7 +244,9 @@ def test_target_callable_gives_one_column():
     bad = ScoreModel(net, task="regression", target=lambda out: out)
     with pytest.raises(ValueError, match=re.escape("`target` must return one score per image, [N] = [2], got [2, 2].")):
         bad(x)
-    with pytest.raises(TypeError, match=re.escape("`target` must be a callable (outputs -> [N] scores) or None, got int.")):
+    with pytest.raises(
+        TypeError, match=re.escape("`target` must be a callable (outputs -> [N] scores) or None, got int.")
+    ):
         ScoreModel(net, task="regression", target=3)
 
 
@@ -234,7 +272,9 @@ def test_supports():
         "class, which regression outputs do not have; turn it off (e.g. `faithfulness=None`) or pass `target=` with a class score."
     )
     assert not supports("shortcuts", "segmentation")
-    with pytest.raises(ValueError, match=re.escape("`name` must be a method or analysis name (adaptive_occlusion, deconvnet,")):
+    with pytest.raises(
+        ValueError, match=re.escape("`name` must be a method or analysis name (adaptive_occlusion, deconvnet,")
+    ):
         supports("lime", "multiclass")
 
 

@@ -6,9 +6,9 @@ or ``None`` for the model's top class), works under ``torch.no_grad()`` and
 inputs and the global RNG as they were.
 """
 
-from lightning_xai.functional._batching import BatchSizeTuner
 from lightning_xai.functional.adaptive_occlusion import adaptive_occlusion
 from lightning_xai.functional.baselines import constant_baseline, gaussian_blur
+from lightning_xai.functional.batching import BatchSizeTuner
 from lightning_xai.functional.display import display_map
 from lightning_xai.functional.expected_gradients import expected_gradients
 from lightning_xai.functional.grad_cam import find_grad_cam_layer, grad_cam

@@ -33,7 +33,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_xai.functional._batching import BatchSize, check_optional_batch_size, default_batch_size
 from lightning_xai.functional._checks import (
     ForwardFn,
     TargetLike,
@@ -43,6 +42,7 @@ from lightning_xai.functional._checks import (
 )
 from lightning_xai.functional._no_trace import leave_no_trace
 from lightning_xai.functional.baselines import ConstantBaseline, constant_baseline
+from lightning_xai.functional.batching import BatchSize, check_optional_batch_size, default_batch_size
 from lightning_xai.functional.occlusion import (
     PairRunner,
     check_autocast_dtype,
@@ -122,8 +122,17 @@ def adaptive_occlusion(
         torch.Size([2, 1, 8, 8])
     """
     return adaptive_occlusion_with_counts(
-        forward_fn, inputs, target, window=window, stride=stride, baseline=baseline, coarse_factor=coarse_factor,
-        refine_fraction=refine_fraction, coarse_mode=coarse_mode, batch_size=batch_size, autocast_dtype=autocast_dtype,
+        forward_fn,
+        inputs,
+        target,
+        window=window,
+        stride=stride,
+        baseline=baseline,
+        coarse_factor=coarse_factor,
+        refine_fraction=refine_fraction,
+        coarse_mode=coarse_mode,
+        batch_size=batch_size,
+        autocast_dtype=autocast_dtype,
     ).attribution
 
 
@@ -320,9 +329,9 @@ def _calibrated(estimates: Tensor, refined: Tensor, exact: Tensor) -> Tensor:
     count = weight.flatten(1).sum(1)
     mean_x = x.flatten(1).sum(1) / count.clamp(min=1)
     mean_y = y.flatten(1).sum(1) / count.clamp(min=1)
-    centred = (x - mean_x.view(-1, 1, 1)) * weight
-    var_x = (centred**2).flatten(1).sum(1)
-    cov = (centred * (y - mean_y.view(-1, 1, 1))).flatten(1).sum(1)
+    centered = (x - mean_x.view(-1, 1, 1)) * weight
+    var_x = (centered**2).flatten(1).sum(1)
+    cov = (centered * (y - mean_y.view(-1, 1, 1))).flatten(1).sum(1)
     slope = cov / var_x.clamp(min=1e-30)
     usable = (count >= 2) & (var_x > 0) & (slope > 0)
     slope = torch.where(usable, slope, torch.ones(n_images, device=slope.device))

@@ -15,7 +15,6 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from lightning_xai.functional._batching import BatchSize, NoiseStream, check_optional_batch_size, default_batch_size
 from lightning_xai.functional._checks import (
     ForwardFn,
     TargetLike,
@@ -36,6 +35,7 @@ from lightning_xai.functional.baselines import (
     gaussian_blur,
     noise_baselines_from,
 )
+from lightning_xai.functional.batching import BatchSize, NoiseStream, check_optional_batch_size, default_batch_size
 from lightning_xai.functional.gradients import check_finite_attribution, private_generator, sum_sample_gradients
 from lightning_xai.functional.integrated_gradients import check_multiply_by_inputs, checked_scores, completeness_gap
 

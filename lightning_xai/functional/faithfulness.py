@@ -10,7 +10,7 @@ Two tests, both forward-only:
   map must beat. What "hidden" means is a baseline in the sense of Sturmfels et al.
   ("Visualizing the Impact of Feature Attribution Baselines", Distill 2020): the image's own
   channel means, or a blurred copy of it.
-* :func:`mass_centre_ablation`: hide one box at the map's centre of mass and compare the
+* :func:`mass_center_ablation`: hide one box at the map's centre of mass and compare the
   score drop with the drop caused by boxes of the same size at random places.
 
 Scores are the target class's softmax probability (or its logit), as a fraction of the
@@ -27,7 +27,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_xai.functional._batching import BatchSize, check_optional_batch_size, chunk_ranges, default_batch_size
 from lightning_xai.functional._checks import (
     ForwardFn,
     TargetLike,
@@ -41,6 +40,7 @@ from lightning_xai.functional._checks import (
 )
 from lightning_xai.functional._no_trace import leave_no_trace
 from lightning_xai.functional.baselines import constant_baseline, import_cv2, inpaint
+from lightning_xai.functional.batching import BatchSize, check_optional_batch_size, chunk_ranges, default_batch_size
 from lightning_xai.functional.gradients import private_generator
 from lightning_xai.functional.stability import reduce_channels
 
@@ -132,7 +132,7 @@ def ablation_curves(
     return _curve_results(grid, after.view(shape) / before.view(-1, 1, 1, 1))
 
 
-def mass_centre_ablation(
+def mass_center_ablation(
     forward_fn: ForwardFn,
     inputs: Tensor,
     attributions: Tensor,
@@ -175,7 +175,7 @@ def mass_centre_ablation(
         >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3)).eval()
         >>> maps = torch.zeros(1, 1, 8, 8)
         >>> maps[0, 0, 6, 7] = 1.0
-        >>> mass_centre_ablation(net, torch.rand(1, 1, 8, 8), maps)["box"].tolist()
+        >>> mass_center_ablation(net, torch.rand(1, 1, 8, 8), maps)["box"].tolist()
         [[6, 6, 8, 8]]
     """
     check_images(inputs)
@@ -189,7 +189,7 @@ def mass_centre_ablation(
     with leave_no_trace(forward_fn, inputs.device), torch.no_grad():
         images = inputs.detach().clone()
         targets, before = _original_scores(forward_fn, images, target, score)
-        centre = _centre_box(_resized_map(maps.detach().clone(), images.shape[-2:]), box_hw)
+        centre = _center_box(_resized_map(maps.detach().clone(), images.shape[-2:]), box_hw)
         corners = torch.cat([centre.unsqueeze(1), _random_boxes(images, n_random, box_hw, generator)], dim=1)
         build = _box_builder(images, _filler(fill, images), corners, box_hw)
         after = _scores_in_chunks(forward_fn, build, corners.shape[0] * corners.shape[1], targets, score, batch_size)
@@ -351,7 +351,7 @@ def _curve_builder(images: Tensor, fill: Filler, ranks: Tensor, counts: Tensor) 
     return build
 
 
-def _centre_box(maps: Tensor, box_hw: tuple[int, int]) -> Tensor:
+def _center_box(maps: Tensor, box_hw: tuple[int, int]) -> Tensor:
     """Top-left corner ``[N, 2]`` of the box centred on each map's centre of mass, inside the image."""
     height, width = maps.shape[-2:]
     weights = maps.flatten(1).clamp(min=0).double()
@@ -360,10 +360,10 @@ def _centre_box(maps: Tensor, box_hw: tuple[int, int]) -> Tensor:
     total = weights.sum(dim=1)
     empty = total <= 0
     safe_total = torch.where(empty, torch.ones_like(total), total)
-    centre_y = torch.where(empty, torch.full_like(total, (height - 1) / 2), (weights * ys).sum(dim=1) / safe_total)
-    centre_x = torch.where(empty, torch.full_like(total, (width - 1) / 2), (weights * xs).sum(dim=1) / safe_total)
-    top = torch.floor(centre_y - (box_hw[0] - 1) / 2 + 0.5).long().clamp(0, height - box_hw[0])
-    left = torch.floor(centre_x - (box_hw[1] - 1) / 2 + 0.5).long().clamp(0, width - box_hw[1])
+    center_y = torch.where(empty, torch.full_like(total, (height - 1) / 2), (weights * ys).sum(dim=1) / safe_total)
+    center_x = torch.where(empty, torch.full_like(total, (width - 1) / 2), (weights * xs).sum(dim=1) / safe_total)
+    top = torch.floor(center_y - (box_hw[0] - 1) / 2 + 0.5).long().clamp(0, height - box_hw[0])
+    left = torch.floor(center_x - (box_hw[1] - 1) / 2 + 0.5).long().clamp(0, width - box_hw[1])
     return torch.stack([top, left], dim=1)
 
 

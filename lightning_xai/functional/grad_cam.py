@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_xai.functional._batching import BatchSize, check_optional_batch_size, chunk_ranges
 from lightning_xai.functional._checks import (
     TargetLike,
     check_images,
@@ -27,6 +26,7 @@ from lightning_xai.functional._checks import (
     resolve_targets,
 )
 from lightning_xai.functional._no_trace import leave_no_trace
+from lightning_xai.functional.batching import BatchSize, check_optional_batch_size, chunk_ranges
 from lightning_xai.functional.grad_cam_layers import Reshape, check_reshape, is_sequence_first, resolve_layout
 from lightning_xai.functional.grad_cam_search import find_token_layer
 
@@ -244,8 +244,12 @@ def _layout(
         root, module, tuple(activations.shape), images.shape[0]
     )
     return resolve_layout(
-        activations, reshape=reshape, image_size=(images.shape[-2], images.shape[-1]), batch=images.shape[0],
-        sequence_first=sequence_first, name=type(module).__name__,
+        activations,
+        reshape=reshape,
+        image_size=(images.shape[-2], images.shape[-1]),
+        batch=images.shape[0],
+        sequence_first=sequence_first,
+        name=type(module).__name__,
     )
 
 

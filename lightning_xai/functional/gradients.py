@@ -14,13 +14,6 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
-from lightning_xai.functional._batching import (
-    BatchSize,
-    NoiseStream,
-    check_optional_batch_size,
-    chunk_ranges,
-    default_batch_size,
-)
 from lightning_xai.functional._checks import (
     ForwardFn,
     TargetLike,
@@ -33,6 +26,13 @@ from lightning_xai.functional._checks import (
     resolve_targets,
 )
 from lightning_xai.functional._no_trace import leave_no_trace
+from lightning_xai.functional.batching import (
+    BatchSize,
+    NoiseStream,
+    check_optional_batch_size,
+    chunk_ranges,
+    default_batch_size,
+)
 
 NoiseTunnelKind = Literal["smoothgrad", "smoothgrad_sq", "vargrad"]
 NOISE_TUNNEL_KINDS: tuple[str, ...] = get_args(NoiseTunnelKind)
@@ -221,8 +221,14 @@ def smooth_grad(
 
         squares = torch.zeros(images.shape, dtype=torch.float32, device=images.device) if kind != "smoothgrad" else None
         total = sum_sample_gradients(
-            forward_fn, images, targets, n_samples=n_samples, make_samples=noisy_copies, batch_size=batch_size,
-            absolute=absolute, squares=squares,
+            forward_fn,
+            images,
+            targets,
+            n_samples=n_samples,
+            make_samples=noisy_copies,
+            batch_size=batch_size,
+            absolute=absolute,
+            squares=squares,
         )
     return check_finite_attribution(_noise_tunnel_result(kind, total / n_samples, squares, n_samples)).to(inputs.dtype)
 

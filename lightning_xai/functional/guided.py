@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_xai.functional._batching import BatchSize, check_optional_batch_size, default_batch_size
 from lightning_xai.functional._checks import TargetLike, check_images
 from lightning_xai.functional._no_trace import leave_no_trace
+from lightning_xai.functional.batching import BatchSize, check_optional_batch_size, default_batch_size
 from lightning_xai.functional.grad_cam import grad_cam, unwrap_compiled
 from lightning_xai.functional.gradients import check_finite_attribution, sum_sample_gradients, targets_from_forward
 

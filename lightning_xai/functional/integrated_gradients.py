@@ -12,7 +12,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_xai.functional._batching import BatchSize, check_optional_batch_size, default_batch_size
 from lightning_xai.functional._checks import (
     ForwardFn,
     TargetLike,
@@ -24,6 +23,7 @@ from lightning_xai.functional._checks import (
 )
 from lightning_xai.functional._no_trace import leave_no_trace
 from lightning_xai.functional.baselines import ConstantBaseline, ValueRange, constant_baseline
+from lightning_xai.functional.batching import BatchSize, check_optional_batch_size, default_batch_size
 from lightning_xai.functional.gradients import check_finite_attribution, sum_sample_gradients
 
 __all__ = [

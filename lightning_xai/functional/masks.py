@@ -121,7 +121,7 @@ def extremal_mask(
     with leave_no_trace(forward_fn, inputs.device):
         images = inputs.detach().clone()
         problem = _Problem(forward_fn, images, target, baseline, area_list, cell)
-        masks = problem.optimise(steps, float(learning_rate), float(area_weight), generator)
+        masks = problem.optimize(steps, float(learning_rate), float(area_weight), generator)
         return problem.summarise(masks, float(keep))
 
 
@@ -165,7 +165,7 @@ class _Problem:
         gap = self.full[rows] - self.empty[rows]
         return torch.where(gap > 0, (scores - self.empty[rows]) / gap.clamp(min=1e-12), torch.ones_like(scores))
 
-    def optimise(self, steps: int, learning_rate: float, area_weight: float, generator: torch.Generator) -> Tensor:
+    def optimize(self, steps: int, learning_rate: float, area_weight: float, generator: torch.Generator) -> Tensor:
         noise = torch.rand((len(self.rows), 1, *self.grid), generator=generator, device=generator.device).to(
             self.images.device
         )

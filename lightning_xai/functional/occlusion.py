@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_xai.functional._batching import BatchSize, check_optional_batch_size, chunk_ranges, default_batch_size
 from lightning_xai.functional._checks import (
     ForwardFn,
     TargetLike,
@@ -38,6 +37,7 @@ from lightning_xai.functional.baselines import (
     import_cv2,
     inpaint,
 )
+from lightning_xai.functional.batching import BatchSize, check_optional_batch_size, chunk_ranges, default_batch_size
 
 
 def occlusion(
@@ -147,9 +147,7 @@ def precision(images: Tensor, autocast_dtype: torch.dtype | None) -> AbstractCon
     return torch.autocast(device_type=images.device.type, dtype=autocast_dtype)
 
 
-def check_window_and_stride(
-    inputs: Tensor, window: object, stride: object
-) -> tuple[tuple[int, int], tuple[int, int]]:
+def check_window_and_stride(inputs: Tensor, window: object, stride: object) -> tuple[tuple[int, int], tuple[int, int]]:
     """Checks ``window`` and ``stride`` against the image size; ``stride=None`` is half the window.
 
     Example:

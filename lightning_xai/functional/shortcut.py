@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_xai.functional._batching import BatchSize, check_optional_batch_size, chunk_ranges, default_batch_size
 from lightning_xai.functional._checks import ForwardFn, check_images, check_score_shape
 from lightning_xai.functional._no_trace import leave_no_trace
 from lightning_xai.functional.baselines import default_blur_sigma, gaussian_blur
+from lightning_xai.functional.batching import BatchSize, check_optional_batch_size, chunk_ranges, default_batch_size
 
 Box = tuple[int, int, int, int]
 Fill = Literal["mean", "blur"]

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lightning_xai.functional._batching import BatchSize, chunk_ranges
 from lightning_xai.functional._checks import ForwardFn, check_score_shape
+from lightning_xai.functional.batching import BatchSize, chunk_ranges
 
 __all__ = [
     "Votes",
@@ -41,7 +41,7 @@ __all__ = [
     "sign_test",
     "swap_boxes",
     "swap_colors",
-    "to_grey",
+    "to_gray",
     "transplant_votes",
 ]
 
@@ -113,9 +113,13 @@ class Votes:
 
     def __add__(self, other: Votes) -> Votes:
         return Votes(
-            follow=self.follow + other.follow, stay=self.stay + other.stay, other=self.other + other.other,
-            wins=self.wins + other.wins, losses=self.losses + other.losses,
-            random_follow=self.random_follow + other.random_follow, with_random=self.with_random,
+            follow=self.follow + other.follow,
+            stay=self.stay + other.stay,
+            other=self.other + other.other,
+            wins=self.wins + other.wins,
+            losses=self.losses + other.losses,
+            random_follow=self.random_follow + other.random_follow,
+            with_random=self.with_random,
         )
 
 
@@ -179,11 +183,11 @@ def luminance(images: Tensor) -> Tensor:
     return images.mean(dim=1, keepdim=True)
 
 
-def to_grey(images: Tensor) -> Tensor:
+def to_gray(images: Tensor) -> Tensor:
     """``images`` with every channel set to their luminance (colour removed, brightness kept).
 
     Example:
-        >>> to_grey(torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)).flatten().tolist()
+        >>> to_gray(torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)).flatten().tolist()
         [0.29899999499320984, 0.29899999499320984, 0.29899999499320984]
     """
     return luminance(images).expand_as(images).clone()
@@ -195,8 +199,14 @@ def swap_colors(recipients: Tensor, donors: Tensor) -> Tensor:
 
 
 def transplant_votes(
-    forward_fn: ForwardFn, transplanted: Tensor, controls: Tensor | None, recipient_class: Tensor, donor_class: Tensor,
-    donor_before: Tensor, batch_size: BatchSize, margin: float = 0.0,
+    forward_fn: ForwardFn,
+    transplanted: Tensor,
+    controls: Tensor | None,
+    recipient_class: Tensor,
+    donor_class: Tensor,
+    donor_before: Tensor,
+    batch_size: BatchSize,
+    margin: float = 0.0,
 ) -> Votes:
     """Scores transplanted images ``[n, C, H, W]`` against their controls ``[k * n, C, H, W]`` (or ``None``).
 

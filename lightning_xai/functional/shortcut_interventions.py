@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lightning_xai.functional._batching import BatchSize
 from lightning_xai.functional._checks import ForwardFn
+from lightning_xai.functional.batching import BatchSize
 from lightning_xai.functional.shortcut import Box, Fill, fill_images, paste
 from lightning_xai.functional.shortcut_candidates import random_place
 from lightning_xai.functional.shortcut_evidence import (
@@ -25,7 +25,7 @@ from lightning_xai.functional.shortcut_evidence import (
     sequential_test,
     swap_boxes,
     swap_colors,
-    to_grey,
+    to_gray,
     transplant_votes,
 )
 
@@ -226,8 +226,13 @@ def mark_class(bench: Bench, box: Box) -> tuple[int, dict[str, float]]:
     ).squeeze(1)
     classes = predicted.unique()
     means = torch.stack([drops[predicted == c].mean() for c in classes])
-    rates = {"flip_rate": float((after.argmax(dim=1) != predicted).float().mean()), "random_flip_rate": 0.0,
-             "drop": float(drops.mean()), "random_drop": 0.0, "keep_rate": 0.0}
+    rates = {
+        "flip_rate": float((after.argmax(dim=1) != predicted).float().mean()),
+        "random_flip_rate": 0.0,
+        "drop": float(drops.mean()),
+        "random_drop": 0.0,
+        "keep_rate": 0.0,
+    }
     return int(classes[means.argmax()]), rates
 
 
@@ -269,9 +274,9 @@ def color_votes(bench: Bench, *, alpha: float) -> tuple[Votes, float]:
     predictions (selection half) that change when colour is replaced by grey."""
     with torch.no_grad():
         grey = (
-            predict(bench.forward_fn, to_grey(bench.on_device(bench.selection)), bench.batch_size).cpu().argmax(dim=1)
+            predict(bench.forward_fn, to_gray(bench.on_device(bench.selection)), bench.batch_size).cpu().argmax(dim=1)
         )
-    grey_flip = float((grey != bench.predicted[bench.selection]).float().mean())
+    gray_flip = float((grey != bench.predicted[bench.selection]).float().mean())
 
     def vote(recipients: Tensor) -> Votes:
         donors = bench.donors(recipients)
@@ -289,7 +294,7 @@ def color_votes(bench: Bench, *, alpha: float) -> tuple[Votes, float]:
             bench.batch_size,
         )
 
-    return sequential_test(vote, bench.test, alpha=alpha), grey_flip
+    return sequential_test(vote, bench.test, alpha=alpha), gray_flip
 
 
 def refine(bench: Bench, box: Box, sides: Sequence[int], donor_class: int | None = None, *, keep: float = 0.9) -> Box:

@@ -14,14 +14,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from lightning_xai.functional._batching import (
+from lightning_xai.functional._checks import ForwardFn, check_images, check_score_shape, is_real_number
+from lightning_xai.functional._no_trace import leave_no_trace
+from lightning_xai.functional.batching import (
     BatchSizeTuner,
     check_candidates,
     chunk_ranges,
     default_batch_size,
 )
-from lightning_xai.functional._checks import ForwardFn, check_images, check_score_shape, is_real_number
-from lightning_xai.functional._no_trace import leave_no_trace
 
 # model -> {(image shape, dtype, device, backward): best batch size}
 _MEASURED: weakref.WeakKeyDictionary[nn.Module, dict[tuple, int]] = weakref.WeakKeyDictionary()

@@ -10,8 +10,8 @@ import torch
 from torch import Tensor, nn
 
 from lightning_xai import functional as F
-from lightning_xai.functional._batching import BatchSize, DeadlineBatches
 from lightning_xai.functional._checks import check_positive_int
+from lightning_xai.functional.batching import BatchSize, DeadlineBatches
 from lightning_xai.functional.display import Reduction
 
 __all__ = ["AttributionMethod", "MethodContext"]
@@ -30,7 +30,7 @@ class MethodContext:
             by pass type (``False``: forward only, ``True``: forward+backward), used by methods
             whose own ``batch_size`` is ``None``.
         deadline: ``() -> bool``, true once the run's ``max_seconds`` has passed: batched work then
-            stops between two batches (:class:`~lightning_xai.functional._batching.TimeBudgetExceeded`).
+            stops between two batches (:class:`~lightning_xai.functional.batching.TimeBudgetExceeded`).
     """
 
     generator: torch.Generator

@@ -61,6 +61,7 @@ class GradCAM(AttributionMethod):
         else:
             F.grad_cam(model, images[:1], layer=self.layer, reshape=self.reshape)
 
+
 @dataclass(frozen=True)
 class GuidedGradCAM(AttributionMethod):
     """Guided Grad-CAM (Selvaraju et al.); see ``functional.guided_grad_cam``.
@@ -87,7 +88,11 @@ class GuidedGradCAM(AttributionMethod):
 
     def attribute(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> Tensor:
         return F.guided_grad_cam(
-            model, images, targets, layer=self.layer, interpolate=self.interpolate,
+            model,
+            images,
+            targets,
+            layer=self.layer,
+            interpolate=self.interpolate,
             batch_size=context.batch_size(self.batch_size, backward=True),
         )
 

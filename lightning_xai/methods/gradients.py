@@ -84,8 +84,14 @@ class ExpectedGradients(_PathMethod):
         else:
             baselines = self.baselines
         return F.expected_gradients(
-            model, images, targets, baselines=baselines, n_samples=self.n_samples, generator=context.generator,
-            batch_size=context.batch_size(self.batch_size, backward=True), return_delta=return_delta,
+            model,
+            images,
+            targets,
+            baselines=baselines,
+            n_samples=self.n_samples,
+            generator=context.generator,
+            batch_size=context.batch_size(self.batch_size, backward=True),
+            return_delta=return_delta,
             multiply_by_inputs=self.multiply_by_inputs,
         )
 
@@ -119,8 +125,14 @@ class IntegratedGradients(_PathMethod):
         self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext, *, return_delta: bool
     ) -> Tensor | tuple[Tensor, Tensor]:
         return F.integrated_gradients(
-            model, images, targets, baseline=self.baseline, n_steps=self.n_steps, method=self.method,
-            batch_size=context.batch_size(self.batch_size, backward=True), return_delta=return_delta,
+            model,
+            images,
+            targets,
+            baseline=self.baseline,
+            n_steps=self.n_steps,
+            method=self.method,
+            batch_size=context.batch_size(self.batch_size, backward=True),
+            return_delta=return_delta,
             multiply_by_inputs=self.multiply_by_inputs,
         )
 
@@ -165,8 +177,14 @@ class SmoothGrad(AttributionMethod):
 
     def attribute(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> Tensor:
         return F.smooth_grad(
-            model, images, targets, n_samples=self.n_samples, stdev=self.stdev, generator=context.generator,
-            batch_size=context.batch_size(self.batch_size, backward=True), kind=self.kind,
+            model,
+            images,
+            targets,
+            n_samples=self.n_samples,
+            stdev=self.stdev,
+            generator=context.generator,
+            batch_size=context.batch_size(self.batch_size, backward=True),
+            kind=self.kind,
         )
 
 

@@ -66,7 +66,12 @@ class Occlusion(AttributionMethod):
     def attribute(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> Tensor:
         window = self.window_for((images.shape[-2], images.shape[-1]))
         return F.occlusion(
-            model, images, targets, window=window, stride=self.stride, baseline=self.baseline,
+            model,
+            images,
+            targets,
+            window=window,
+            stride=self.stride,
+            baseline=self.baseline,
             batch_size=context.batch_size(self.batch_size, backward=False),
         )
 
@@ -123,8 +128,15 @@ class Mask(AttributionMethod):
     def explain(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> F.ExtremalMasks:
         """Every area's mask and the per-probe summary."""
         return F.extremal_mask(
-            model, images, targets, areas=self.areas, steps=self.steps, baseline=self.baseline, keep=self.keep,
-            grid_step=self.grid_step, generator=context.generator,
+            model,
+            images,
+            targets,
+            areas=self.areas,
+            steps=self.steps,
+            baseline=self.baseline,
+            keep=self.keep,
+            grid_step=self.grid_step,
+            generator=context.generator,
         )
 
     def attribute(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> Tensor:

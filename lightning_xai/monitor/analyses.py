@@ -14,8 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from lightning_xai.faithfulness import Faithfulness
-from lightning_xai.functional._batching import BatchSize
-from lightning_xai.functional.faithfulness import ablation_curves, mass_centre_ablation
+from lightning_xai.functional.batching import BatchSize
+from lightning_xai.functional.faithfulness import ablation_curves, mass_center_ablation
 from lightning_xai.shortcuts import Finding, ShortcutDetector
 
 __all__ = ["FaithfulnessReport", "ShortcutReport", "assess_faithfulness", "check_shortcuts", "completeness"]
@@ -43,7 +43,7 @@ class FaithfulnessReport:
     """One run's faithfulness metrics.
 
     Attributes:
-        per_method: ``{key: {"deletion_auc_mean": ..., "mass_centre_drop": ..., ...}}``.
+        per_method: ``{key: {"deletion_auc_mean": ..., "mass_center_drop": ..., ...}}``.
         random: the random-ranking controls ``{"deletion_auc_mean": ..., ...}``.
         curves: the first fill's mean curves per method ``{key: {"fractions", "deletion", ...}}`` (CPU).
         completeness: ``{key: {"gap_mean": ..., "relative_gap_mean": ...}}`` for path methods.
@@ -107,7 +107,12 @@ def assess_faithfulness(
         values: dict[str, float] = {}
         for fill in settings.fills:
             curves = ablation_curves(
-                model, images, attributions, targets, fractions=settings.fractions, fill=fill,
+                model,
+                images,
+                attributions,
+                targets,
+                fractions=settings.fractions,
+                fill=fill,
                 random_control=not report.random or f"deletion_auc_{fill}" not in report.random,
                 generator=torch.Generator(device=images.device).manual_seed(seed),
             )
@@ -117,12 +122,18 @@ def assess_faithfulness(
                     report.random[f"{kind}_auc_{fill}"] = float(curves[f"{kind}_random_auc"].mean())
             if fill == settings.fills[0]:
                 report.curves[key] = _mean_curves(curves)
-        box = mass_centre_ablation(
-            model, images, attributions, targets, box_fraction=settings.box_fraction, fill=settings.fills[0],
-            n_random=settings.n_random_boxes, generator=torch.Generator(device=images.device).manual_seed(seed),
+        box = mass_center_ablation(
+            model,
+            images,
+            attributions,
+            targets,
+            box_fraction=settings.box_fraction,
+            fill=settings.fills[0],
+            n_random=settings.n_random_boxes,
+            generator=torch.Generator(device=images.device).manual_seed(seed),
         )
-        values["mass_centre_drop"] = float(box["drop"].mean())
-        values["mass_centre_random_drop"] = float(box["random_drop"].mean())
+        values["mass_center_drop"] = float(box["drop"].mean())
+        values["mass_center_random_drop"] = float(box["random_drop"].mean())
         report.per_method[key] = values
     report.seconds = time.perf_counter() - started
     return report

@@ -26,7 +26,12 @@ def save_artefacts(folder: Path, probes: ProbeSet, references: Tensor | None) ->
     """``probes.pt`` (images, labels, source, fingerprint) and, when there are any, ``references.pt``."""
     save_tensors(
         folder / "probes.pt",
-        {"images": probes.images, "labels": probes.labels, "source": probes.source, "fingerprint": probes.fingerprint()},
+        {
+            "images": probes.images,
+            "labels": probes.labels,
+            "source": probes.source,
+            "fingerprint": probes.fingerprint(),
+        },
     )
     if references is not None:
         save_tensors(folder / "references.pt", {"images": references})

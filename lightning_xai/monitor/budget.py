@@ -136,6 +136,10 @@ class RunBudget:
         """``runs``, ``skipped``, ``failed``, ``seconds``, ``training_seconds`` and ``overhead``, at one moment."""
         now = time.perf_counter() if now is None else now
         return {
-            "runs": self.runs, "skipped": self.skipped, "failed": self.failed, "seconds": self.seconds,
-            "training_seconds": self.training_seconds(now), "overhead": self.overhead(now),
+            "runs": self.runs,
+            "skipped": self.skipped,
+            "failed": self.failed,
+            "seconds": self.seconds,
+            "training_seconds": self.training_seconds(now),
+            "overhead": self.overhead(now),
         }

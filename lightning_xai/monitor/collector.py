@@ -48,7 +48,9 @@ class Collector:
         self.num_probes = num_probes
         self.test_image_count = test_images
         self.batch_images, self.preprocess = batch_images, preprocess
-        self.pool = CandidatePool(capacity=max(16 * num_probes, test_images, 256), batch_images=batch_images, preprocess=preprocess)
+        self.pool = CandidatePool(
+            capacity=max(16 * num_probes, test_images, 256), batch_images=batch_images, preprocess=preprocess
+        )
         self.reservoir = TrainingReservoir(reference_count, seed=seed) if reference_count else None
         self.references: Tensor | None = None
         self.test_images: Tensor | None = None

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_xai.faithfulness import Faithfulness
-from lightning_xai.functional._batching import BatchSize, BatchSizeTuner, TimeBudgetExceeded
+from lightning_xai.functional.batching import BatchSize, BatchSizeTuner, TimeBudgetExceeded
 from lightning_xai.methods import AttributionMethod, MethodContext
 from lightning_xai.monitor.analyses import (
     FaithfulnessReport,
@@ -144,10 +144,14 @@ def explain_maps(
                 report.skipped.append(key)
                 continue
             passed = deadline.passed if deadline is not None and deadline.max_seconds is not None else None
-            context = MethodContext(torch.Generator(device=device).manual_seed(seed), refs, dict(batch_sizes or {}), passed)
+            context = MethodContext(
+                torch.Generator(device=device).manual_seed(seed), refs, dict(batch_sizes or {}), passed
+            )
             method_started = time.perf_counter()
             try:
-                attributions, details = method.attribute_with_details(model, images[kept], targets, context, with_gap=with_gaps)
+                attributions, details = method.attribute_with_details(
+                    model, images[kept], targets, context, with_gap=with_gaps
+                )
             except TimeBudgetExceeded:
                 report.cut.append(key)
                 report.seconds[key] = time.perf_counter() - method_started
@@ -224,8 +228,16 @@ class Engine:
         if self.tuners is None:
             self.tuners = batch_size_tuners(model, probes, self.methods, forward_too=self.detector is not None)
         maps = explain_maps(
-            model, probes, self.methods, convert_input=convert_input, references=references, seed=self.seed,
-            deadline=deadline, with_gaps=self.faithfulness is not None, batch_sizes=self.tuners, strict=self.strict,
+            model,
+            probes,
+            self.methods,
+            convert_input=convert_input,
+            references=references,
+            seed=self.seed,
+            deadline=deadline,
+            with_gaps=self.faithfulness is not None,
+            batch_sizes=self.tuners,
+            strict=self.strict,
         )
         report = RunReport(moment=moment, maps=maps)
         if maps.maps:
@@ -233,27 +245,53 @@ class Engine:
         return report
 
     def _analyse(
-        self, model: nn.Module, probes: ProbeSet, report: RunReport, convert_input: InputConverter | None, test_images: Tensor | None
+        self,
+        model: nn.Module,
+        probes: ProbeSet,
+        report: RunReport,
+        convert_input: InputConverter | None,
+        test_images: Tensor | None,
     ) -> None:
         maps, moment = report.maps, report.moment
         if self.tracker is not None:
-            report.stability = self._guarded(report, "stability", lambda: self.tracker.update(maps.maps, epoch=moment.epoch, step=moment.global_step))  # type: ignore[union-attr]
+            report.stability = self._guarded(
+                report, "stability", lambda: self.tracker.update(maps.maps, epoch=moment.epoch, step=moment.global_step)
+            )  # type: ignore[union-attr]
         device = module_device(model)
         with attribution_conditions(model, device):
             if self.detector is not None and test_images is not None:
                 batch = (self.tuners or {}).get(False)
                 images = model_inputs(model, test_images, convert_input)
-                report.shortcuts = self._guarded(report, "shortcuts", lambda: check_shortcuts(
-                    self.detector, model, maps.displays, images, epoch=moment.epoch, step=moment.global_step, batch_size=batch,  # type: ignore[arg-type]
-                ))
+                report.shortcuts = self._guarded(
+                    report,
+                    "shortcuts",
+                    lambda: check_shortcuts(
+                        self.detector,
+                        model,
+                        maps.displays,
+                        images,
+                        epoch=moment.epoch,
+                        step=moment.global_step,
+                        batch_size=batch,  # type: ignore[arg-type]
+                    ),
+                )
             if self.faithfulness is not None:
                 kept = maps.predictions.finite
                 images = model_inputs(model, probes.images[kept], convert_input)
                 targets = maps.predictions.targets[kept].to(device)
                 chosen = {key: value[kept] for key, value in maps.maps.items()}
-                report.faithfulness = self._guarded(report, "faithfulness", lambda: assess_faithfulness(
-                    model, images, targets, chosen, self.faithfulness, seed=self.seed,  # type: ignore[arg-type]
-                ))
+                report.faithfulness = self._guarded(
+                    report,
+                    "faithfulness",
+                    lambda: assess_faithfulness(
+                        model,
+                        images,
+                        targets,
+                        chosen,
+                        self.faithfulness,
+                        seed=self.seed,  # type: ignore[arg-type]
+                    ),
+                )
                 report.completeness = completeness(maps.gaps, maps.predictions.target_score[kept])
 
     def _guarded(self, report: RunReport, name: str, work):  # type: ignore[no-untyped-def]
@@ -275,7 +313,9 @@ def batch_size_tuners(
     runs try sizes as they go, later runs use the fastest
     (see :class:`~lightning_xai.functional.BatchSizeTuner`).
     """
-    passes = {m.batch_pass for m in methods.values() if m.batch_pass is not None and getattr(m, "batch_size", None) is None}
+    passes = {
+        m.batch_pass for m in methods.values() if m.batch_pass is not None and getattr(m, "batch_size", None) is None
+    }
     if forward_too:
         passes.add(False)
     images = probes.images[:1].to(module_device(model))

@@ -23,7 +23,16 @@ from lightning_xai.render import (
     with_probability_bars,
 )
 
-__all__ = ["CURVE_COLORS", "Filmstrips", "curves_plot", "display_rgb", "maps_grid", "outlined_masks", "outlined_probes", "outlined_regions"]
+__all__ = [
+    "CURVE_COLORS",
+    "Filmstrips",
+    "curves_plot",
+    "display_rgb",
+    "maps_grid",
+    "outlined_masks",
+    "outlined_probes",
+    "outlined_regions",
+]
 
 CURVE_COLORS = {
     "deletion": (0.90, 0.25, 0.20),
@@ -85,8 +94,8 @@ def outlined_regions(tiles: Tensor, regions: Tensor) -> Tensor:
     grown = torch.nn.functional.max_pool2d(mask, 3, stride=1, padding=1)
     shrunk = -torch.nn.functional.max_pool2d(-mask, 3, stride=1, padding=1)
     edge = (grown - shrunk) > 0
-    colour = torch.tensor([0.1, 0.9, 1.0]).view(1, 3, 1, 1)
-    return torch.where(edge, colour, tiles.float())
+    color = torch.tensor([0.1, 0.9, 1.0]).view(1, 3, 1, 1)
+    return torch.where(edge, color, tiles.float())
 
 
 def outlined_probes(rgb: Tensor, boxes: list[list[Box]], size: tuple[int, int]) -> Tensor:
@@ -112,15 +121,15 @@ def outlined_masks(rgb: Tensor, masks: Tensor, *, threshold: float = 0.5) -> Ten
     inside = torch.nn.functional.interpolate(inside, size=tuple(rgb.shape[-2:]), mode="nearest")
     eroded = -torch.nn.functional.max_pool2d(-inside, kernel_size=3, stride=1, padding=1)
     edge = (inside - eroded).clamp(0, 1)
-    colour = torch.tensor([0.1, 0.9, 1.0]).view(1, 3, 1, 1)
-    return make_grid(rgb * (1 - edge) + colour * edge)
+    color = torch.tensor([0.1, 0.9, 1.0]).view(1, 3, 1, 1)
+    return make_grid(rgb * (1 - edge) + color * edge)
 
 
 def curves_plot(curves: dict[str, Tensor]) -> Tensor:
     """Mean deletion/insertion curves with their random controls (see :data:`CURVE_COLORS`)."""
     fractions = curves["fractions"]
     series = {key: (fractions, curves[key]) for key in CURVE_COLORS if key in curves}
-    return line_plot(series, colours=CURVE_COLORS)
+    return line_plot(series, colors=CURVE_COLORS)
 
 
 class Filmstrips:

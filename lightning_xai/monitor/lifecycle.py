@@ -90,7 +90,9 @@ class MonitorRun:
 
     def _prepare(self, pl_module: pl.LightningModule, probes: ProbeSet, convert_input: Any = None) -> ProbeSet:
         """Resolves the task on the probes, fixes their target rows, and switches off analyses the task cannot serve."""
-        self.scoring, prepared = prepare_probes(self.monitor.explained_module(pl_module), probes, self.scoring, convert_input)
+        self.scoring, prepared = prepare_probes(
+            self.monitor.explained_module(pl_module), probes, self.scoring, convert_input
+        )
         task = self.scoring.resolved
         if self.monitor.faithfulness is not None and not supports("faithfulness", task):
             raise ValueError(messages.analysis_refused(supports("faithfulness", task).reason))
@@ -102,7 +104,7 @@ class MonitorRun:
     # ------------------------------------------------------------------ set-up (strict)
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Switches off for ``fast_dev_run`` and without validation data; refuses sharded strategies."""
-        self.active = not trainer.fast_dev_run
+        self.active = not getattr(trainer, "fast_dev_run", False)
         if not self.active:
             rank_zero_info(messages.fast_dev_run())
             return
@@ -141,7 +143,10 @@ class MonitorRun:
                 self.report_to_parent(trainer)
             elif decision.reason == "overhead":
                 self.budget.skipped += 1
-                self.recorder.warn_once("overhead", messages.overhead_skip(self.budget, epoch=trainer.current_epoch, step=trainer.global_step))
+                self.recorder.warn_once(
+                    "overhead",
+                    messages.overhead_skip(self.budget, epoch=trainer.current_epoch, step=trainer.global_step),
+                )
         self._sync_stop(trainer)
 
     def _fix_probes(self, trainer: pl.Trainer) -> ProbeSet | None:
@@ -164,7 +169,9 @@ class MonitorRun:
         if self.monitor.probes is not None:
             return self.monitor.probes, None
         try:
-            return self._prepare(trainer.lightning_module, self.collector.choose_probes(), trainer.precision_plugin.convert_input), None
+            return self._prepare(
+                trainer.lightning_module, self.collector.choose_probes(), trainer.precision_plugin.convert_input
+            ), None
         except (ValueError, TypeError) as error:  # after setup nothing raises out of a hook (unless strict)
             return None, str(error)
 
@@ -188,11 +195,15 @@ class MonitorRun:
     def _warn_near_timeout(self, trainer: pl.Trainer, seconds: float, moment: RunMoment) -> None:
         """The other ranks wait for rank 0's run in their next collective: warn when a run took half the timeout."""
         timeout = getattr(trainer.strategy, "_timeout", None)
-        limit = timeout.total_seconds() if hasattr(timeout, "total_seconds") else None
+        limit = timeout.total_seconds() if timeout is not None and hasattr(timeout, "total_seconds") else None
         if self.recorder is not None and trainer.world_size > 1 and limit and seconds >= 0.5 * limit:
-            self.recorder.warn_once("timeout", messages.near_timeout(seconds, limit, step=moment.global_step, world_size=trainer.world_size))
+            self.recorder.warn_once(
+                "timeout", messages.near_timeout(seconds, limit, step=moment.global_step, world_size=trainer.world_size)
+            )
 
-    def _explain(self, trainer: pl.Trainer, pl_module: pl.LightningModule, probes: ProbeSet, moment: RunMoment) -> dict[str, float]:
+    def _explain(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, probes: ProbeSet, moment: RunMoment
+    ) -> dict[str, float]:
         assert self.recorder is not None
         if not self.checked:
             self._check(pl_module, probes, trainer)
@@ -202,8 +213,13 @@ class MonitorRun:
             self._record_methods(model, probes, trainer)
         references = self.collector.freeze_references(tuple(probes.images.shape[-2:]))  # type: ignore[arg-type]
         report = self.engine.run(
-            model, probes, moment, convert_input=trainer.precision_plugin.convert_input, references=references,
-            test_images=self.collector.test_images, deadline=self.budget.deadline(),
+            model,
+            probes,
+            moment,
+            convert_input=trainer.precision_plugin.convert_input,
+            references=references,
+            test_images=self.collector.test_images,
+            deadline=self.budget.deadline(),
         )
         rgb = display_rgb(probes.images, self.monitor.display_mean, self.monitor.display_std)
         self.recorder.record_run(report, probes, rgb, references)
@@ -215,7 +231,10 @@ class MonitorRun:
     def _after_run(self, skipped: list[str], seconds: dict[str, float], total: float, moment: RunMoment) -> None:
         assert self.recorder is not None
         if skipped and self.monitor.max_seconds is not None:
-            self.recorder.warn_once("max_seconds", messages.time_budget(self.monitor.max_seconds, moment.global_step, list(seconds), total, skipped))
+            self.recorder.warn_once(
+                "max_seconds",
+                messages.time_budget(self.monitor.max_seconds, moment.global_step, list(seconds), total, skipped),
+            )
         tuners = self.engine.tuners
         if tuners and all(tuner.best is not None for tuner in tuners.values()):
             self.recorder.info_once("tuned", messages.tuned(tuners))
@@ -240,7 +259,9 @@ class MonitorRun:
         probes = self._prepare(pl_module, probes, trainer.precision_plugin.convert_input)
         if self.monitor.probes is not None:
             self.monitor.probes = probes
-        checks.check_methods_can_run(self.scored_model(pl_module), probes, self.monitor._methods, trainer.precision_plugin.convert_input)
+        checks.check_methods_can_run(
+            self.scored_model(pl_module), probes, self.monitor._methods, trainer.precision_plugin.convert_input
+        )
         self.checked = True
 
     def _record_methods(self, model: torch.nn.Module, probes: ProbeSet, trainer: pl.Trainer) -> None:
@@ -276,25 +297,53 @@ class MonitorRun:
                 raise
             self.recorder.warn_once(f"fit_end:{describe_error(error)}", messages.fit_end_failed(describe_error(error)))
 
-    def sanity_check(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *, cascade: bool | None) -> dict[str, Any]:
+    def sanity_check(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, *, cascade: bool | None
+    ) -> dict[str, Any]:
         """The model-randomization sanity check on the probes (rank 0), recorded when a recorder is open."""
         settings = self.monitor.sanity or SanityCheck()
         settings = replace(settings, cascade=cascade) if cascade is not None else settings
-        report = self._on_probes(trainer, pl_module, lambda model, images, targets, context: sanity_check(
-            model, images, targets, self.monitor._methods, context, settings=settings, seed=self.monitor.seed,
-        ))
+        report = self._on_probes(
+            trainer,
+            pl_module,
+            lambda model, images, targets, context: sanity_check(
+                model,
+                images,
+                targets,
+                self.monitor._methods,
+                context,
+                settings=settings,
+                seed=self.monitor.seed,
+            ),
+        )
         if report and self.recorder is not None:
-            self.recorder.record_sanity(report, step=trainer.global_step, log_step=log_step(trainer), threshold=settings.insensitive_above)
+            self.recorder.record_sanity(
+                report, step=trainer.global_step, log_step=log_step(trainer), threshold=settings.insensitive_above
+            )
         return report
 
-    def robustness_check(self, trainer: pl.Trainer, pl_module: pl.LightningModule, settings: RobustnessCheck | None) -> dict[str, Any]:
+    def robustness_check(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, settings: RobustnessCheck | None
+    ) -> dict[str, Any]:
         """Input invariance and fragility of every method on the probes (rank 0), recorded when a recorder is open."""
         chosen = settings or self.monitor.robustness or RobustnessCheck()
-        report = self._on_probes(trainer, pl_module, lambda model, images, targets, context: robustness_check(
-            model, images, targets, self.monitor._methods, context, settings=chosen, seed=self.monitor.seed,
-        ))
+        report = self._on_probes(
+            trainer,
+            pl_module,
+            lambda model, images, targets, context: robustness_check(
+                model,
+                images,
+                targets,
+                self.monitor._methods,
+                context,
+                settings=chosen,
+                seed=self.monitor.seed,
+            ),
+        )
         if report and self.recorder is not None:
-            self.recorder.record_robustness(report, step=trainer.global_step, log_step=log_step(trainer), threshold=chosen.min_rank_correlation)
+            self.recorder.record_robustness(
+                report, step=trainer.global_step, log_step=log_step(trainer), threshold=chosen.min_rank_correlation
+            )
         return report
 
     def _on_probes(self, trainer: pl.Trainer, pl_module: pl.LightningModule, check: ProbeCheck) -> dict[str, Any]:
@@ -316,12 +365,16 @@ class MonitorRun:
     def report_to_parent(self, trainer: pl.Trainer) -> None:
         """In a process started by a spawn launcher (``ddp_spawn``), rank 0 leaves its lasting state for the main
         process, whose copy of the callback never sees a hook (read back by :meth:`collect_from_spawned`)."""
-        if self.recorder is None or not isinstance(getattr(trainer.strategy, "launcher", None), _MultiProcessingLauncher):
+        if self.recorder is None or not isinstance(
+            getattr(trainer.strategy, "launcher", None), _MultiProcessingLauncher
+        ):
             return
         try:
             atomic_write_bytes(self.channel, json.dumps(self.state_dict()).encode())
         except (OSError, TypeError, ValueError) as error:
-            self.recorder.warn_once("channel", messages.handover_failed(describe_error(error), self.recorder.folder / "summary.json"))
+            self.recorder.warn_once(
+                "channel", messages.handover_failed(describe_error(error), self.recorder.folder / "summary.json")
+            )
 
     def collect_from_spawned(self) -> None:
         """In the main process after a ``ddp_spawn`` fit or validation: takes over rank 0's runs, findings and
@@ -374,10 +427,15 @@ class MonitorRun:
     def _open_recorder(self, trainer: pl.Trainer) -> None:
         """Opens (or resumes) the history; on resume restores the probes and references from its folder."""
         search = [Path(trainer.ckpt_path).parent.parent / "xai"] if trainer.ckpt_path else []
-        history_state = {k: v for k, v in (self.restored or {}).items() if k in ("fit", "runs")} if self.restored else None
+        history_state = (
+            {k: v for k, v in (self.restored or {}).items() if k in ("fit", "runs")} if self.restored else None
+        )
         history = AttributionHistory.open(resolve_log_dir(trainer) / "xai", resume_state=history_state, search=search)
         self.recorder = Recorder(
-            history, XaiLogger.for_trainer(trainer, history.folder), self.monitor._methods, stability=self.monitor.stability,
+            history,
+            XaiLogger.for_trainer(trainer, history.folder),
+            self.monitor._methods,
+            stability=self.monitor.stability,
             max_relative_gap=self.monitor.faithfulness.max_relative_gap if self.monitor.faithfulness else 0.1,
         )
         if self.restored is not None:
@@ -391,11 +449,19 @@ class MonitorRun:
         folder = self._probe_source(folder, elsewhere)
         if self.monitor.probes is None and (folder / "probes.pt").is_file():
             saved = load_probes(folder)
-            self.monitor.probes = ProbeSet(saved["images"], saved["labels"], saved["source"], targets_fixed="task" in self.restored)
+            self.monitor.probes = ProbeSet(
+                saved["images"], saved["labels"], saved["source"], targets_fixed="task" in self.restored
+            )
         if self.monitor.probes is not None and (folder / "probes.pt").is_file():
-            check_probe_fingerprint(self.restored.get("probe_fingerprint"), self.monitor.probes.fingerprint(), folder=folder)
+            check_probe_fingerprint(
+                self.restored.get("probe_fingerprint"), self.monitor.probes.fingerprint(), folder=folder
+            )
         self.collector.references = load_references(folder)
-        if self.monitor.probes is None and self.restored.get("probe_fingerprint") is not None and self.recorder is not None:
+        if (
+            self.monitor.probes is None
+            and self.restored.get("probe_fingerprint") is not None
+            and self.recorder is not None
+        ):
             self.recorder.warn_once("probes_lost", messages.probes_not_restored(folder))
 
     def _probe_source(self, folder: Path, elsewhere: list[Path]) -> Path:
@@ -407,7 +473,11 @@ class MonitorRun:
             if candidate != folder and (candidate / "probes.pt").is_file():
                 try:
                     found = load_probes(candidate)
-                    check_probe_fingerprint(saved, ProbeSet(found["images"], found["labels"], found["source"]).fingerprint(), folder=candidate)
+                    check_probe_fingerprint(
+                        saved,
+                        ProbeSet(found["images"], found["labels"], found["source"]).fingerprint(),
+                        folder=candidate,
+                    )
                 except HistoryError:
                     continue
                 return candidate

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from lightning_xai.functional._batching import BatchSizeTuner
+from lightning_xai.functional.batching import BatchSizeTuner
 from lightning_xai.monitor.budget import RunBudget
 
 __all__ = [
@@ -54,7 +54,9 @@ def count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
-def first_run(probes: int, phases: Mapping[str, float], method_seconds: Mapping[str, float], folder: Path | None) -> str:
+def first_run(
+    probes: int, phases: Mapping[str, float], method_seconds: Mapping[str, float], folder: Path | None
+) -> str:
     """After the first run: the whole run's time by part, and where things are."""
     total = sum(phases.values())
     per_method = ", ".join(f"{key} {seconds:.2f}s" for key, seconds in method_seconds.items())
@@ -66,7 +68,9 @@ def first_run(probes: int, phases: Mapping[str, float], method_seconds: Mapping[
 
 def tuned(tuners: Mapping[bool, BatchSizeTuner]) -> str:
     """Once every tuner has settled: the batch size of each pass type."""
-    shown = ", ".join(f"{'forward+backward' if backward else 'forward'} {tuner.best}" for backward, tuner in sorted(tuners.items()))
+    shown = ", ".join(
+        f"{'forward+backward' if backward else 'forward'} {tuner.best}" for backward, tuner in sorted(tuners.items())
+    )
     device = next(iter(tuners.values())).device
     return (
         f"{PREFIX}: tuned the batch sizes on {device} while explaining: {shown} images per pass (the fastest "
@@ -74,7 +78,9 @@ def tuned(tuners: Mapping[bool, BatchSizeTuner]) -> str:
     )
 
 
-def time_budget(max_seconds: float | None, step: int, done: Sequence[str], seconds: float, skipped: Sequence[str]) -> str:
+def time_budget(
+    max_seconds: float | None, step: int, done: Sequence[str], seconds: float, skipped: Sequence[str]
+) -> str:
     """The first time ``max_seconds`` makes a run skip methods."""
     return (
         f"{PREFIX} exceeded its time budget (max_seconds={max_seconds}) at step {step}: "

@@ -55,7 +55,11 @@ def _stability(report: RunReport) -> dict[str, float]:
 def _shortcuts(report: RunReport) -> dict[str, float]:
     if report.shortcuts is None:
         return {}
-    return {tags.shortcut(key, name): float(value) for key, values in report.shortcuts.per_method.items() for name, value in values.items()}
+    return {
+        tags.shortcut(key, name): float(value)
+        for key, values in report.shortcuts.per_method.items()
+        for name, value in values.items()
+    }
 
 
 def _masks(report: RunReport) -> dict[str, float]:

@@ -30,8 +30,19 @@ from lightning_xai.probes import ProbeSet
 from lightning_xai.targets import ScoreModel, Task, infer_task, probabilities, probe_targets, score_columns, supports
 
 __all__ = [
-    "InputConverter", "MonitorModel", "MultilabelTargets", "Predictions", "Scoring", "TaskOption", "check_scoring", "check_task_support", "model_inputs",
-    "module_device", "predict", "prepare_probes", "weights_dtype",
+    "InputConverter",
+    "MonitorModel",
+    "MultilabelTargets",
+    "Predictions",
+    "Scoring",
+    "TaskOption",
+    "check_scoring",
+    "check_task_support",
+    "model_inputs",
+    "module_device",
+    "predict",
+    "prepare_probes",
+    "weights_dtype",
 ]
 
 InputConverter = Callable[[Tensor], Tensor]
@@ -107,7 +118,9 @@ class Scoring:
         try:
             outputs = module(images) if self.forward is None else self.forward(module, images)
         except Exception as error:  # the model's own error, re-raised with context
-            raise ValueError(f"`probes` of shape {list(images.shape)} were rejected by {type(module).__name__}.forward: {error}") from error
+            raise ValueError(
+                f"`probes` of shape {list(images.shape)} were rejected by {type(module).__name__}.forward: {error}"
+            ) from error
         return select_scores(outputs, output=self.output)
 
 
@@ -124,8 +137,13 @@ def check_scoring(
     if task not in tasks:
         raise ValueError(f"`task` must be one of {list(tasks)}, got {task!r}.")
     if output is not None and not callable(output) and (isinstance(output, bool) or not isinstance(output, (str, int))):
-        raise TypeError(f"`output` must be a dict key (str), a tuple index (int), a callable (outputs -> scores) or None, got {type(output).__name__}.")
-    for name, value, what in (("forward", forward, "(module, images) -> outputs"), ("target", target, "(outputs) -> [N] scores")):
+        raise TypeError(
+            f"`output` must be a dict key (str), a tuple index (int), a callable (outputs -> scores) or None, got {type(output).__name__}."
+        )
+    for name, value, what in (
+        ("forward", forward, "(module, images) -> outputs"),
+        ("target", target, "(outputs) -> [N] scores"),
+    ):
         if value is not None and not callable(value):
             raise TypeError(f"`{name}` must be a callable {what} or None, got {type(value).__name__}.")
     if multilabel_targets not in get_args(MultilabelTargets):
@@ -223,7 +241,11 @@ def predict(model: nn.Module, images: Tensor, labels: Tensor | None) -> Predicti
     scores = scores.detach().float().cpu()
     finite = torch.isfinite(scores).all(dim=1)
     safe = torch.where(finite.view(-1, 1), scores, torch.zeros_like(scores))
-    shown = torch.softmax(safe, dim=1) if shown is None else torch.where(finite.view(-1, 1), shown.detach().float().cpu(), 0.0)
+    shown = (
+        torch.softmax(safe, dim=1)
+        if shown is None
+        else torch.where(finite.view(-1, 1), shown.detach().float().cpu(), 0.0)
+    )
     predicted = safe.argmax(dim=1)
     targets = labels.cpu().long() if labels is not None else predicted
     target_probability = shown.gather(1, targets.view(-1, 1)).squeeze(1)
@@ -272,7 +294,9 @@ def prepare_probes(
         chosen = Scoring(scoring.resolved, scoring.output, scoring.forward, scoring.target, scoring.multilabel_targets)
         return chosen, replace(probes, labels=None, targets_fixed=True)
     with attribution_conditions(module, module_device(module)), torch.no_grad():
-        raw = scoring.selected_outputs(module, model_inputs(module, probes.images, convert_input)).detach().float().cpu()
+        raw = (
+            scoring.selected_outputs(module, model_inputs(module, probes.images, convert_input)).detach().float().cpu()
+        )
     task = infer_task(raw, labels) if scoring.task == "auto" else scoring.task
     chosen = replace(scoring, task=task)
     return chosen, _target_rows(probes, raw, chosen)
@@ -280,7 +304,9 @@ def prepare_probes(
 
 def _target_rows(probes: ProbeSet, raw: Tensor, scoring: Scoring) -> ProbeSet:
     task, labels = scoring.resolved, probes.labels
-    integer_labels = labels is not None and labels.ndim == 1 and not labels.is_floating_point() and labels.dtype != torch.bool
+    integer_labels = (
+        labels is not None and labels.ndim == 1 and not labels.is_floating_point() and labels.dtype != torch.bool
+    )
     if task == "multiclass":
         if labels is not None and labels.ndim == 2 and labels.shape == raw.shape:
             return replace(probes, labels=labels.argmax(dim=1), targets_fixed=True)

@@ -9,7 +9,7 @@ recorder goes on with what still works (TensorBoard without the files).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -96,7 +96,9 @@ class Recorder:
             rank_zero_info(message)
 
     # ------------------------------------------------------------------ runs
-    def record_run(self, report: RunReport, probes: ProbeSet, rgb: Tensor, references: Tensor | None = None) -> dict[str, Any] | None:
+    def record_run(
+        self, report: RunReport, probes: ProbeSet, rgb: Tensor, references: Tensor | None = None
+    ) -> dict[str, Any] | None:
         """Logs one run's images, scalars and predictions, stores its maps, and says what needs saying.
 
         Args:
@@ -123,16 +125,31 @@ class Recorder:
             entry["metrics"][tags.phase_seconds("recording")] = recording
         if len(self.history.runs) == 1 or (entry is None and "first_run" not in self.said):
             phases = {**report.phase_seconds, "recording": recording}
-            self.info_once("first_run", messages.first_run(len(probes.images), phases, report.maps.seconds, self.folder if self.files_ok else None))
+            self.info_once(
+                "first_run",
+                messages.first_run(
+                    len(probes.images), phases, report.maps.seconds, self.folder if self.files_ok else None
+                ),
+            )
         return entry
 
     def record_failure(self, moment: RunMoment, error: str) -> None:
         """A run that failed as a whole: one warning per cause, an entry with ``"error"`` (and no file) in ``summary.json``."""
-        self.warn_once(f"run_failed:{error}", messages.run_failed(epoch=moment.epoch, step=moment.global_step, error=error))
+        self.warn_once(
+            f"run_failed:{error}", messages.run_failed(epoch=moment.epoch, step=moment.global_step, error=error)
+        )
         count = len(self.history.runs)
-        self._files(lambda: self.history.record_failure(global_step=moment.global_step, epoch=moment.epoch, stage=moment.stage, error=error))
+        self._files(
+            lambda: self.history.record_failure(
+                global_step=moment.global_step, epoch=moment.epoch, stage=moment.stage, error=error
+            )
+        )
         if len(self.history.runs) == count:  # files off after a disk fault: listed in memory
-            self.history.runs.append(self.history._entry(moment.global_step, moment.epoch, moment.stage, [], {}, None, {"error": error}, file=None))
+            self.history.runs.append(
+                self.history._entry(
+                    moment.global_step, moment.epoch, moment.stage, [], {}, None, {"error": error}, file=None
+                )
+            )
         failed = sum(1 for run in self.history.runs if run.get("error"))
         self._logged(lambda: self.logger.scalars({tags.FAILED_RUNS: float(failed)}, moment.log_step))
         self._logged(self.logger.flush)
@@ -147,7 +164,11 @@ class Recorder:
 
     def record_sanity(self, report: Mapping[str, Any], *, step: int, log_step: int, threshold: float) -> None:
         """The sanity check's scalars, its summary section, and a warning for insensitive methods."""
-        scalars = {tags.sanity(key, metric): values[metric] for key, values in report.items() for metric in ("spearman", "ssim")}
+        scalars = {
+            tags.sanity(key, metric): values[metric]
+            for key, values in report.items()
+            for metric in ("spearman", "ssim")
+        }
         self.logger.scalars(scalars, log_step)
         self.logger.flush()
         self.write_sections(sanity_check={"global_step": step, **report})
@@ -158,7 +179,10 @@ class Recorder:
     def record_robustness(self, report: Mapping[str, Any], *, step: int, log_step: int, threshold: float) -> None:
         """The robustness checks' scalars, their summary section, and a warning for methods that fail them."""
         keys = ("input_invariance_spearman", "fragility_topk_iou", "fragility_spearman")
-        self.logger.scalars({tags.robustness(key, metric): values[metric] for key, values in report.items() for metric in keys}, log_step)
+        self.logger.scalars(
+            {tags.robustness(key, metric): values[metric] for key, values in report.items() for metric in keys},
+            log_step,
+        )
         self.logger.flush()
         self.write_sections(robustness={"global_step": step, **report})
         failures = {key: values["fails"] for key, values in report.items() if values["fails"]}
@@ -191,7 +215,7 @@ class Recorder:
         self.said |= set(state.get("said", []))
         self.sections.update({k: v for k, v in state.items() if k in ("findings",)})
         runs = [run for run in self.history.runs if run.get("file")]
-        for run in runs[-(self.filmstrips.length if self.filmstrips else 1):]:
+        for run in runs[-(self.filmstrips.length if self.filmstrips else 1) :]:
             try:
                 maps = self.history.load_run(run)["maps"]
             except Exception as error:  # damaged or missing files: the run goes on without them
@@ -219,10 +243,11 @@ class Recorder:
             self._image(tags.maps_image(key), maps_grid(rgb, display, report.maps.predictions), step)
         self._log_filmstrips(report, rgb)
         if report.shortcuts is not None:
-            size = tuple(probes.images.shape[-2:])
+            size = (int(probes.images.shape[-2]), int(probes.images.shape[-1]))
             for key, finding in report.shortcuts.current.items():
                 if finding.confirmed:
-                    self._image(tags.shortcut_image(key), outlined_probes(rgb, _probe_boxes(finding, len(rgb)), size), step)  # type: ignore[arg-type]
+                    outlined = outlined_probes(rgb, _probe_boxes(finding, len(rgb)), size)
+                    self._image(tags.shortcut_image(key), outlined, step)
         for key, details in report.maps.details.items():
             if "smallest_area" in details:
                 self._image(tags.mask_image(key), outlined_masks(rgb, report.maps.maps[key]), step)
@@ -250,15 +275,31 @@ class Recorder:
     def _store(self, report: RunReport, metrics: dict[str, float]) -> dict[str, Any]:
         maps, moment = report.maps, report.moment
         return self.history.record(
-            global_step=moment.global_step, epoch=moment.epoch, stage=moment.stage, maps=maps.maps,
-            targets=maps.predictions.targets, predictions=maps.predictions.predicted,
-            probabilities=maps.predictions.probability, metrics=metrics, skipped=maps.skipped, extra=_extra(report),
+            global_step=moment.global_step,
+            epoch=moment.epoch,
+            stage=moment.stage,
+            maps=maps.maps,
+            targets=maps.predictions.targets,
+            predictions=maps.predictions.predicted,
+            probabilities=maps.predictions.probability,
+            metrics=metrics,
+            skipped=maps.skipped,
+            extra=_extra(report),
         )
 
     def _listed(self, report: RunReport, metrics: dict[str, float]) -> dict[str, Any]:
         """The run's entry without a file, kept in memory when its files could not be written."""
         maps, moment = report.maps, report.moment
-        entry = self.history._entry(moment.global_step, moment.epoch, moment.stage, sorted(maps.maps), metrics, maps.skipped, _extra(report), file=None)
+        entry = self.history._entry(
+            moment.global_step,
+            moment.epoch,
+            moment.stage,
+            sorted(maps.maps),
+            metrics,
+            maps.skipped,
+            _extra(report),
+            file=None,
+        )
         self.history.runs.append(entry)
         return entry
 
@@ -266,14 +307,25 @@ class Recorder:
         maps, moment = report.maps, report.moment
         failures = {**maps.failures, **report.failures}
         if failures:
-            self.warn_once("failures:" + "|".join(sorted(failures.values())), messages.methods_failed(failures, step=moment.global_step))
+            self.warn_once(
+                "failures:" + "|".join(sorted(failures.values())),
+                messages.methods_failed(failures, step=moment.global_step),
+            )
         if maps.predictions.skipped_probes:
-            self.warn_once("nonfinite", messages.nonfinite_probes(maps.predictions.skipped_probes, step=moment.global_step))
+            self.warn_once(
+                "nonfinite", messages.nonfinite_probes(maps.predictions.skipped_probes, step=moment.global_step)
+            )
         if report.stability is not None and self.stability is not None:
             for key in report.stability.newly_settled:
-                rank_zero_info(messages.settled(
-                    key, epoch=moment.epoch, step=moment.global_step, threshold=self.stability.threshold, patience=self.stability.patience,
-                ))
+                rank_zero_info(
+                    messages.settled(
+                        key,
+                        epoch=moment.epoch,
+                        step=moment.global_step,
+                        threshold=self.stability.threshold,
+                        patience=self.stability.patience,
+                    )
+                )
         for key, values in report.completeness.items():
             if values["relative_gap_mean"] > self.max_relative_gap:
                 self.warn_once(f"incomplete:{key}", messages.incomplete_maps(key, values["relative_gap_mean"]))
@@ -295,7 +347,9 @@ class Recorder:
             return write()
         except OSError as error:
             self.files_ok = False
-            self.warn_once("disk", messages.disk_failure(error.filename or self.folder, error, logging=self.logger.active))
+            self.warn_once(
+                "disk", messages.disk_failure(error.filename or self.folder, error, logging=self.logger.active)
+            )
             return None
 
 
@@ -310,15 +364,23 @@ def _extra(report: RunReport) -> dict[str, Any]:
     if maps.cut:
         extra["cut"] = list(maps.cut)
     if maps.details:
-        extra["details"] = {key: {name: values.tolist() for name, values in numbers.items()} for key, numbers in maps.details.items()}
+        extra["details"] = {
+            key: {name: values.tolist() for name, values in numbers.items()} for key, numbers in maps.details.items()
+        }
     return extra
 
 
 def _probe_boxes(finding: Finding, count: int) -> list[list[tuple[int, int, int, int]]]:
     per_probe = getattr(finding, "boxes", None)
     if per_probe:
-        return [[tuple(box)] if box else [] for box in per_probe][:count] + [[] for _ in range(count - len(per_probe))]  # type: ignore[misc]
-    return [[tuple(finding.box)] for _ in range(count)]  # type: ignore[misc]
+        drawn = [[_box(box)] if box else [] for box in per_probe][:count]
+        return drawn + [[] for _ in range(count - len(drawn))]
+    return [[_box(finding.box)] for _ in range(count)]
+
+
+def _box(box: Sequence[int]) -> tuple[int, int, int, int]:
+    top, left, bottom, right = (int(value) for value in box)
+    return top, left, bottom, right
 
 
 def prediction_table(report: RunReport, probes: ProbeSet) -> str:

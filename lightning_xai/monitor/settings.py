@@ -89,7 +89,9 @@ def describe(method: AttributionMethod, *, compact: bool = False, show_defaults:
 
 def uses_training_images(method: AttributionMethod) -> bool:
     """Whether the method needs the reservoir of training images (expected gradients' default baselines)."""
-    return isinstance(method, ExpectedGradients) and isinstance(method.baselines, str) and method.baselines == "training"
+    return (
+        isinstance(method, ExpectedGradients) and isinstance(method.baselines, str) and method.baselines == "training"
+    )
 
 
 def check_max_seconds(max_seconds: object) -> float | None:
@@ -140,7 +142,10 @@ def check_callable(value: Any, name: str, what: str = "taking a Finding") -> Any
 
 
 def check_methods_can_run(
-    model: nn.Module, probes: ProbeSet, methods: Mapping[str, AttributionMethod], convert_input: InputConverter | None = None
+    model: nn.Module,
+    probes: ProbeSet,
+    methods: Mapping[str, AttributionMethod],
+    convert_input: InputConverter | None = None,
 ) -> None:
     """Runs the probes through the model once and asks each method whether it can run (clear errors, before training).
 

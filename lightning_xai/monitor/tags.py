@@ -206,12 +206,19 @@ def custom_scalars_layout() -> dict[str, dict[str, list[object]]]:
     """TensorBoard's CUSTOM SCALARS layout: related curves on one chart (regexes over the tags above)."""
     return {
         "lightning_xai": {
-            "stability: rank correlation with the last run (mean and worst)": ["Multiline", [r"xai_stability/.*/spearman_(mean|worst)"]],
-            "stability: top-k IoU with the last run (mean and worst)": ["Multiline", [r"xai_stability/.*/topk_iou_(mean|worst)"]],
+            "stability: rank correlation with the last run (mean and worst)": [
+                "Multiline",
+                [r"xai_stability/.*/spearman_(mean|worst)"],
+            ],
+            "stability: top-k IoU with the last run (mean and worst)": [
+                "Multiline",
+                [r"xai_stability/.*/topk_iou_(mean|worst)"],
+            ],
             "agreement between methods (rank correlation)": ["Multiline", [r"xai_agreement/.*"]],
             "probes: accuracy and target probability": ["Multiline", [r"xai_probes/.*"]],
             "shortcuts: predictions changed by the region vs elsewhere": [
-                "Multiline", [r"xai_shortcuts/.*/(flip_rate|random_flip_rate)"],
+                "Multiline",
+                [r"xai_shortcuts/.*/(flip_rate|random_flip_rate)"],
             ],
             "faithfulness: deletion AUC (lower is better)": ["Multiline", [r"xai_faithfulness/.*/deletion_auc_.*"]],
             "faithfulness: insertion AUC (higher is better)": ["Multiline", [r"xai_faithfulness/.*/insertion_auc_.*"]],

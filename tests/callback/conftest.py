@@ -14,7 +14,9 @@ from lightning_xai import AttributionMonitor, ExpectedGradients, GradCAM, Occlus
 from lightning_xai.demos import LitClassifier, SmallCNN
 
 
-def loaders(digits: tuple[torch.Tensor, torch.Tensor], *, batch_size: int = 32, shuffle: bool = True) -> tuple[DataLoader, DataLoader]:
+def loaders(
+    digits: tuple[torch.Tensor, torch.Tensor], *, batch_size: int = 32, shuffle: bool = True
+) -> tuple[DataLoader, DataLoader]:
     images, labels = digits
     train = DataLoader(TensorDataset(images[:1500], labels[:1500]), batch_size=batch_size, shuffle=shuffle)
     val = DataLoader(TensorDataset(images[1500:], labels[1500:]), batch_size=batch_size)
@@ -26,7 +28,9 @@ def tiny_model(dropout: float = 0.0) -> LitClassifier:
 
 
 def cheap_monitor(**kwargs: Any) -> AttributionMonitor:
-    methods = kwargs.pop("methods", [GradCAM(), Occlusion(window=4, stride=4), ExpectedGradients(n_samples=4, reference_count=8)])
+    methods = kwargs.pop(
+        "methods", [GradCAM(), Occlusion(window=4, stride=4), ExpectedGradients(n_samples=4, reference_count=8)]
+    )
     return AttributionMonitor(methods, **{"num_probes": 4, **kwargs})
 
 

@@ -40,11 +40,23 @@ def decoy_main(out: Path) -> None:
     val = DataLoader(TensorDataset(images[1500:], labels[1500:]), batch_size=64)
     monitor = AttributionMonitor([ExpectedGradients(n_samples=16)], stop_on_shortcut=True, stability=None)
     trainer = pl.Trainer(
-        strategy="ddp", accelerator="cpu", devices=2, max_epochs=10, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, enable_checkpointing=False, callbacks=[monitor],
+        strategy="ddp",
+        accelerator="cpu",
+        devices=2,
+        max_epochs=10,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        callbacks=[monitor],
     )
     trainer.fit(LitClassifier(in_channels=1, width=16, pooled_size=4), train, val)
-    report = {"rank": trainer.global_rank, "epoch": trainer.current_epoch, "global_step": trainer.global_step, "findings": len(monitor.findings)}
+    report = {
+        "rank": trainer.global_rank,
+        "epoch": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "findings": len(monitor.findings),
+    }
     (out / f"decoy-rank-{trainer.global_rank}.json").write_text(json.dumps(report))
     close_process_group()
 
@@ -55,11 +67,21 @@ def main(out: Path) -> None:
     images, labels = torch.rand(256, 1, 16, 16, generator=generator), torch.randint(0, 10, (256,), generator=generator)
     train = DataLoader(TensorDataset(images[:192], labels[:192]), batch_size=16, shuffle=True)
     val = DataLoader(TensorDataset(images[192:], labels[192:]), batch_size=16)
-    monitor = AttributionMonitor([GradCAM(), Occlusion(window=4, stride=4), ExpectedGradients(n_samples=4, reference_count=8)], num_probes=4)
+    monitor = AttributionMonitor(
+        [GradCAM(), Occlusion(window=4, stride=4), ExpectedGradients(n_samples=4, reference_count=8)], num_probes=4
+    )
     trainer = pl.Trainer(
-        strategy="ddp", accelerator="cpu", devices=2, max_epochs=2, limit_train_batches=3, limit_val_batches=2,
-        logger=TensorBoardLogger(out, name="", version=0), enable_progress_bar=False, enable_model_summary=False,
-        enable_checkpointing=False, callbacks=[monitor],
+        strategy="ddp",
+        accelerator="cpu",
+        devices=2,
+        max_epochs=2,
+        limit_train_batches=3,
+        limit_val_batches=2,
+        logger=TensorBoardLogger(out, name="", version=0),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        callbacks=[monitor],
     )
     trainer.fit(LitClassifier(SmallCNN(1, 10, width=4)), train, val)
     report = {

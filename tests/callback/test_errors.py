@@ -23,18 +23,24 @@ def _fit_expecting(tmp_path, digits, monitor, message, model=None, **trainer_kwa
 
 def test_probes_of_the_wrong_shape(tmp_path, digits16):
     monitor = cheap_monitor(probes=torch.rand(2, 3, 16, 16))
-    _fit_expecting(tmp_path, digits16, monitor, "`probes` of shape [2, 3, 16, 16] were rejected by LitClassifier.forward:")
+    _fit_expecting(
+        tmp_path, digits16, monitor, "`probes` of shape [2, 3, 16, 16] were rejected by LitClassifier.forward:"
+    )
 
 
 def test_probe_target_outside_the_model_classes(tmp_path, digits16):
     monitor = cheap_monitor(probes=(torch.rand(2, 1, 16, 16), [3, 12]))
-    _fit_expecting(tmp_path, digits16, monitor, "probe targets must be classes in [0, 9] for a model with 10 outputs, got [12].")
+    _fit_expecting(
+        tmp_path, digits16, monitor, "probe targets must be classes in [0, 9] for a model with 10 outputs, got [12]."
+    )
 
 
 def test_grad_cam_on_a_model_without_a_4d_layer(tmp_path, digits16):
     mlp = LitClassifier(nn.Sequential(nn.Flatten(), nn.Linear(256, 32), nn.ReLU(), nn.Linear(32, 10)))
     message = "Grad-CAM needs a layer with a 4-D output [N, C, h, w] larger than 1x1, and LitClassifier has none"
-    _fit_expecting(tmp_path, digits16, AttributionMonitor([GradCAM()], probes=torch.rand(2, 1, 16, 16)), message, model=mlp)
+    _fit_expecting(
+        tmp_path, digits16, AttributionMonitor([GradCAM()], probes=torch.rand(2, 1, 16, 16)), message, model=mlp
+    )
     # with probes picked from validation data, the sanity check's images reveal it before training
     _fit_expecting(tmp_path / "picked", digits16, AttributionMonitor([GradCAM()]), message, model=mlp)
 
@@ -48,7 +54,10 @@ def test_no_validation_data_and_no_probes_leaves_the_monitor_idle(tmp_path, digi
     train, _ = loaders(digits16)
     monitor = cheap_monitor()
     trainer = make_trainer(tmp_path, [monitor])
-    with pytest.warns(UserWarning, match=re.escape("AttributionMonitor stays idle for stage 'fit': it picks its probes from validation data")) as caught:
+    with pytest.warns(
+        UserWarning,
+        match=re.escape("AttributionMonitor stays idle for stage 'fit': it picks its probes from validation data"),
+    ) as caught:
         trainer.fit(tiny_model(), train)
     assert trainer.global_step == 8 and monitor.history == []
     assert [str(w.message) for w in caught if "stays idle" in str(w.message)][0].endswith(
@@ -86,22 +95,54 @@ def test_unreadable_validation_batches(tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"methods": ["grad_cam"]}, TypeError, "`methods` must hold method objects such as GradCAM(), Occlusion(), ExpectedGradients(), got str."),
-        ({"methods": [GradCAM(), GradCAM()]}, ValueError, "`methods` must be a non-empty list with each setting at most once, got ['grad_cam', 'grad_cam']."),
+        (
+            {"methods": ["grad_cam"]},
+            TypeError,
+            "`methods` must hold method objects such as GradCAM(), Occlusion(), ExpectedGradients(), got str.",
+        ),
+        (
+            {"methods": [GradCAM(), GradCAM()]},
+            ValueError,
+            "`methods` must be a non-empty list with each setting at most once, got ['grad_cam', 'grad_cam'].",
+        ),
         ({"sanity": True}, TypeError, "`sanity` must be a SanityCheck(...) or None, got bool."),
         ({"num_probes": 0}, ValueError, "`num_probes` must be an int >= 1, got 0."),
         ({"every_n_epochs": 1.5}, TypeError, "`every_n_epochs` must be an int >= 1, got 1.5 (float)."),
         ({"max_seconds": -1}, ValueError, "`max_seconds` must be a positive number of seconds or None, got -1."),
-        ({"max_overhead": 0}, ValueError, "`max_overhead` must be a positive share of the fit time (e.g. 0.1 for 10%) or None, got 0."),
-        ({"max_overhead": "10%"}, ValueError, "`max_overhead` must be a positive share of the fit time (e.g. 0.1 for 10%) or None, got '10%'."),
-        ({"display_mean": (0.5,)}, ValueError, "`display_mean` and `display_std` must be given together with one value per channel, got (0.5,) and None."),
-        ({"probes": torch.rand(3, 16, 16)}, ValueError, "`probes` images must be a float tensor [P, C, H, W] with P >= 1, got torch.float32 of shape [3, 16, 16]."),
-        ({"probes": (torch.rand(2, 1, 4, 4), [1])}, ValueError, "`probes` targets must be 2 ints, one per image, got [1]."),
+        (
+            {"max_overhead": 0},
+            ValueError,
+            "`max_overhead` must be a positive share of the fit time (e.g. 0.1 for 10%) or None, got 0.",
+        ),
+        (
+            {"max_overhead": "10%"},
+            ValueError,
+            "`max_overhead` must be a positive share of the fit time (e.g. 0.1 for 10%) or None, got '10%'.",
+        ),
+        (
+            {"display_mean": (0.5,)},
+            ValueError,
+            "`display_mean` and `display_std` must be given together with one value per channel, got (0.5,) and None.",
+        ),
+        (
+            {"probes": torch.rand(3, 16, 16)},
+            ValueError,
+            "`probes` images must be a float tensor [P, C, H, W] with P >= 1, got torch.float32 of shape [3, 16, 16].",
+        ),
+        (
+            {"probes": (torch.rand(2, 1, 4, 4), [1])},
+            ValueError,
+            "`probes` targets must be 2 ints, one per image, got [1].",
+        ),
         ({"stability": 0.9}, TypeError, "`stability` must be a Stability(...) or None, got float."),
         ({"shortcuts": True}, TypeError, "`shortcuts` must be a Shortcuts(...) or None, got bool."),
         ({"faithfulness": "on"}, TypeError, "`faithfulness` must be a Faithfulness(...) or None, got str."),
         ({"on_shortcut": "print"}, TypeError, "`on_shortcut` must be a callable taking a Finding, or None, got str."),
-        ({"probes": "digits"}, TypeError, "`probes` must be None, a tensor [P, C, H, W], a pair (images, targets) or a pair (dataset, indices), got str."),
+        (
+            {"probes": "digits"},
+            TypeError,
+            "`probes` must be None, a tensor [P, C, H, W], a pair (images, targets) or a pair (dataset, indices), got str.",
+        ),
     ],
 )
 def test_bad_arguments_fail_at_construction(kwargs, error, message):
@@ -110,7 +151,12 @@ def test_bad_arguments_fail_at_construction(kwargs, error, message):
 
 
 def test_method_settings_are_checked_at_construction():
-    with pytest.raises(ValueError, match=re.escape("`baseline` must be a number, a tensor or one of ['zero', 'mean', 'blur', 'max_distance', 'inpaint', 'inpaint_ns'], got 'black'.")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "`baseline` must be a number, a tensor or one of ['zero', 'mean', 'blur', 'max_distance', 'inpaint', 'inpaint_ns'], got 'black'."
+        ),
+    ):
         Occlusion(baseline="black")
     with pytest.raises(TypeError, match=re.escape("`layer` must be a dotted module name (str) or None, got Linear.")):
         GradCAM(layer=nn.Linear(1, 1))

@@ -34,7 +34,14 @@ def test_curves_aucs_and_completeness_are_logged_each_run(tmp_path, digits16):
     make_trainer(tmp_path, [monitor], max_epochs=2).fit(tiny_model(), *loaders(digits16))
     metrics = monitor.history[-1]["metrics"]
     for name in ("grad_cam", "integrated_gradients", "expected_gradients"):
-        for key in ("deletion_auc_mean", "insertion_auc_mean", "deletion_auc_blur", "insertion_auc_blur", "mass_centre_drop", "mass_centre_random_drop"):
+        for key in (
+            "deletion_auc_mean",
+            "insertion_auc_mean",
+            "deletion_auc_blur",
+            "insertion_auc_blur",
+            "mass_center_drop",
+            "mass_center_random_drop",
+        ):
             assert tags.faithfulness(name, key) in metrics, (name, key)
     for key in ("deletion_auc_mean", "insertion_auc_mean", "deletion_auc_blur", "insertion_auc_blur"):
         assert tags.faithfulness("random", key) in metrics
@@ -48,7 +55,9 @@ def test_curves_aucs_and_completeness_are_logged_each_run(tmp_path, digits16):
 
 
 def test_too_few_steps_are_warned_about_once(tmp_path, digits16):
-    monitor = cheap_monitor(methods=[IntegratedGradients(n_steps=2, method="riemann_left")], faithfulness=Faithfulness(fills=("mean",)))
+    monitor = cheap_monitor(
+        methods=[IntegratedGradients(n_steps=2, method="riemann_left")], faithfulness=Faithfulness(fills=("mean",))
+    )
     with pytest.warns(UserWarning, match=r"the integrated_gradients maps are incomplete") as caught:
         make_trainer(tmp_path, [monitor], max_epochs=3).fit(tiny_model(), *loaders(digits16))
     assert len([w for w in caught if "incomplete" in str(w.message)]) == 1
@@ -57,7 +66,9 @@ def test_too_few_steps_are_warned_about_once(tmp_path, digits16):
 def test_sanity_check_flags_a_method_that_ignores_the_model(tmp_path, digits16):
     monitor = cheap_monitor(methods=[Saliency(), ImageEdges()], sanity=SanityCheck())
     model = tiny_model()
-    with pytest.warns(UserWarning, match=r"sanity check: the image_edges maps barely change when the model's weights are randomized"):
+    with pytest.warns(
+        UserWarning, match=r"sanity check: the image_edges maps barely change when the model's weights are randomized"
+    ):
         make_trainer(tmp_path, [monitor], max_epochs=1).fit(model, *loaders(digits16))
     summary = json.loads((tmp_path / "version_0" / "xai" / "summary.json").read_text())
     report = summary["sanity_check"]
@@ -76,6 +87,9 @@ def test_sanity_check_on_demand_leaves_the_model_untouched(tmp_path, digits16):
     state = torch.get_rng_state()
     report = monitor.sanity_check(trainer, model, cascade=False)
     assert set(report) == {"saliency"} and len(report["saliency"]["layers"]) > 1
-    assert report["saliency"]["layers"][-1]["layer"] == "all" and report["saliency"]["spearman"] == report["saliency"]["layers"][-1]["spearman"]
+    assert (
+        report["saliency"]["layers"][-1]["layer"] == "all"
+        and report["saliency"]["spearman"] == report["saliency"]["layers"][-1]["spearman"]
+    )
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert torch.equal(state, torch.get_rng_state())

@@ -10,15 +10,19 @@ import torch
 
 from lightning_xai import GradCAM, Occlusion, Saliency, SmoothGrad
 from lightning_xai import methods as methods_module
-from lightning_xai.functional import _batching as batching
+from lightning_xai.functional import batching
 from lightning_xai.monitor.engine import explain_maps
 from lightning_xai.probes import ProbeSet
 from tests.callback.conftest import cheap_monitor, loaders, make_trainer, tiny_model
 
 
 def test_time_budget_skips_methods_and_warns_once(tmp_path, digits16):
-    monitor = cheap_monitor(methods=[Saliency(), SmoothGrad(n_samples=50), Occlusion(window=2, stride=1)], max_seconds=1e-9)
-    with pytest.warns(UserWarning, match=r"AttributionMonitor exceeded its time budget \(max_seconds=1e-09\)") as caught:
+    monitor = cheap_monitor(
+        methods=[Saliency(), SmoothGrad(n_samples=50), Occlusion(window=2, stride=1)], max_seconds=1e-9
+    )
+    with pytest.warns(
+        UserWarning, match=r"AttributionMonitor exceeded its time budget \(max_seconds=1e-09\)"
+    ) as caught:
         make_trainer(tmp_path, [monitor], max_epochs=2).fit(tiny_model(), *loaders(digits16))
     assert len([w for w in caught if "time budget" in str(w.message)]) == 1
     for run in monitor.history:
@@ -27,7 +31,10 @@ def test_time_budget_skips_methods_and_warns_once(tmp_path, digits16):
 
 def test_overhead_cap_skips_runs_and_warns_once(tmp_path, digits16):
     monitor = cheap_monitor(max_overhead=1e-6)  # no run after the first fits in this cap
-    with pytest.warns(UserWarning, match=r"AttributionMonitor skipped its run at epoch 1 \(step \d+\) to keep its cost within max_overhead=1e-06") as caught:
+    with pytest.warns(
+        UserWarning,
+        match=r"AttributionMonitor skipped its run at epoch 1 \(step \d+\) to keep its cost within max_overhead=1e-06",
+    ) as caught:
         make_trainer(tmp_path, [monitor], max_epochs=4).fit(tiny_model(), *loaders(digits16))
     assert len([w for w in caught if "max_overhead" in str(w.message)]) == 1
     assert [run["epoch"] for run in monitor.history] == [0]  # the first run always happens
@@ -63,7 +70,9 @@ def test_batch_sizes_are_tuned_during_the_first_runs_and_said_once(tmp_path, dig
 def test_methods_with_their_own_batch_size_keep_it(tmp_path, digits16, caplog, monkeypatch):
     seen: list[object] = []
     monkeypatch.setattr(methods_module.F, "occlusion", spy(methods_module.F.occlusion, seen))
-    monitor = cheap_monitor(methods=[GradCAM(), Occlusion(window=4, stride=4, batch_size=7), Saliency()], shortcuts=None)
+    monitor = cheap_monitor(
+        methods=[GradCAM(), Occlusion(window=4, stride=4, batch_size=7), Saliency()], shortcuts=None
+    )
     with caplog.at_level(logging.INFO):
         make_trainer(tmp_path, [monitor], max_epochs=1).fit(tiny_model(), *loaders(digits16))
     assert seen == [7] and monitor._run.engine.tuners == {}
@@ -121,9 +130,15 @@ def test_unified_lightning_package(tmp_path, digits16):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
     trainer = lightning.Trainer(
-        max_epochs=2, limit_train_batches=2, limit_val_batches=1, default_root_dir=tmp_path, callbacks=[monitor],
+        max_epochs=2,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        default_root_dir=tmp_path,
+        callbacks=[monitor],
         logger=lightning.loggers.TensorBoardLogger(tmp_path, name="", version=0),
-        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
     )
     trainer.fit(UnifiedClassifier(), *loaders(digits16))
     assert [run["global_step"] for run in monitor.history] == [2, 4]
@@ -135,7 +150,9 @@ def test_unified_lightning_package(tmp_path, digits16):
 def test_max_seconds_holds_inside_a_method_between_batches(tmp_path, digits16):
     # occlusion with 1-pixel windows on 16x16 probes takes 256 placements per probe, in batches of 8:
     # the deadline passes during its first batches and it stops there (cut), instead of finishing
-    monitor = cheap_monitor(methods=[Occlusion(window=1, stride=1, batch_size=8), Saliency()], max_seconds=1e-9, shortcuts=None)
+    monitor = cheap_monitor(
+        methods=[Occlusion(window=1, stride=1, batch_size=8), Saliency()], max_seconds=1e-9, shortcuts=None
+    )
     with pytest.warns(UserWarning, match=r"did not run or stopped between two batches"):
         make_trainer(tmp_path, [monitor], max_epochs=1).fit(tiny_model(), *loaders(digits16))
     run = monitor.history[0]

@@ -16,7 +16,9 @@ def _maps(tmp_path, monitor):
 @pytest.mark.parametrize("precision", ["bf16-mixed", "bf16-true"])
 def test_bf16_precision(tmp_path, digits16, precision):
     # relu=False: an almost untrained model may have no positive Grad-CAM evidence at all
-    monitor = cheap_monitor(methods=[GradCAM(relu=False), Occlusion(window=4, stride=4), ExpectedGradients(n_samples=4, reference_count=8)])
+    monitor = cheap_monitor(
+        methods=[GradCAM(relu=False), Occlusion(window=4, stride=4), ExpectedGradients(n_samples=4, reference_count=8)]
+    )
     make_trainer(tmp_path, [monitor], max_epochs=1, precision=precision).fit(tiny_model(), *loaders(digits16))
     maps = _maps(tmp_path, monitor)
     assert sorted(maps) == ["expected_gradients", "grad_cam", "occlusion"]

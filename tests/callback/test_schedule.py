@@ -14,7 +14,10 @@ def test_runs_after_each_validation_epoch_but_not_the_sanity_check(tmp_path, dig
     monitor = cheap_monitor()
     trainer = make_trainer(tmp_path, [monitor], max_epochs=2, num_sanity_val_steps=2)
     trainer.fit(tiny_model(), *loaders(digits16))
-    assert [(run["epoch"], run["global_step"], run["stage"]) for run in monitor.history] == [(0, 4, "fit"), (1, 8, "fit")]
+    assert [(run["epoch"], run["global_step"], run["stage"]) for run in monitor.history] == [
+        (0, 4, "fit"),
+        (1, 8, "fit"),
+    ]
     summary = json.loads((tmp_path / "version_0" / "xai" / "summary.json").read_text())
     assert [run["global_step"] for run in summary["runs"]] == [4, 8]
     assert summary["runs"][0]["methods"] == ["expected_gradients", "grad_cam", "occlusion"]
@@ -39,7 +42,9 @@ def test_every_n_epochs(tmp_path, digits16):
 
 def test_several_validations_per_epoch_are_keyed_by_global_step(tmp_path, digits16):
     monitor = cheap_monitor()
-    make_trainer(tmp_path, [monitor], max_epochs=1, limit_train_batches=6, val_check_interval=3).fit(tiny_model(), *loaders(digits16))
+    make_trainer(tmp_path, [monitor], max_epochs=1, limit_train_batches=6, val_check_interval=3).fit(
+        tiny_model(), *loaders(digits16)
+    )
     assert [run["global_step"] for run in monitor.history] == [3, 6]
     files = sorted(p.name for p in (tmp_path / "version_0" / "xai" / "runs").iterdir())
     assert files == ["step-00000003.pt", "step-00000006.pt"]
@@ -49,7 +54,9 @@ def test_probes_are_chosen_deterministically_and_spread_over_classes(tmp_path, d
     chosen = []
     for attempt in range(2):
         monitor = cheap_monitor(num_probes=10)
-        make_trainer(tmp_path / str(attempt), [monitor], max_epochs=1, limit_val_batches=4).fit(tiny_model(), *loaders(digits16))
+        make_trainer(tmp_path / str(attempt), [monitor], max_epochs=1, limit_val_batches=4).fit(
+            tiny_model(), *loaders(digits16)
+        )
         chosen.append(monitor.probes)
     assert torch.equal(chosen[0].images, chosen[1].images)
     assert chosen[0].labels.tolist() == list(range(10))

@@ -28,9 +28,20 @@ def decoy_loaders():
 def test_stop_on_shortcut_and_on_shortcut(tmp_path, decoy_loaders):
     seen: list[Finding] = []
     monitor = AttributionMonitor(
-        [ExpectedGradients(n_samples=16)], display_mean=(0.0,), display_std=(1.0,), on_shortcut=seen.append, stop_on_shortcut=True
+        [ExpectedGradients(n_samples=16)],
+        display_mean=(0.0,),
+        display_std=(1.0,),
+        on_shortcut=seen.append,
+        stop_on_shortcut=True,
     )
-    trainer = pl.Trainer(max_epochs=6, default_root_dir=tmp_path, callbacks=[monitor], enable_progress_bar=False, enable_model_summary=False, logger=False)
+    trainer = pl.Trainer(
+        max_epochs=6,
+        default_root_dir=tmp_path,
+        callbacks=[monitor],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=False,
+    )
     with pytest.warns(UserWarning, match="found a likely shortcut"):
         trainer.fit(LitClassifier(in_channels=1, width=16, pooled_size=4), *decoy_loaders)
     assert len(seen) == 1 and isinstance(seen[0], Finding) and box_iou(tuple(seen[0].box), (1, 1, 5, 5)) >= 0.5
@@ -48,11 +59,26 @@ def test_given_probes_still_get_validation_test_images(tmp_path, decoy_loaders):
     images, labels = val.dataset.tensors
     # after one short epoch no heat is concentrated enough to make a candidate: the suspect box is tested regardless
     monitor = AttributionMonitor(
-        [ExpectedGradients(n_samples=16)], probes=(images[:4], labels[:4]), shortcuts=Shortcuts(suspect_regions=[(1, 1, 5, 5)])
+        [ExpectedGradients(n_samples=16)],
+        probes=(images[:4], labels[:4]),
+        shortcuts=Shortcuts(suspect_regions=[(1, 1, 5, 5)]),
     )
-    trainer = pl.Trainer(max_epochs=1, default_root_dir=tmp_path, callbacks=[monitor], enable_progress_bar=False,
-                         enable_model_summary=False, logger=False, limit_train_batches=2)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        default_root_dir=tmp_path,
+        callbacks=[monitor],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=False,
+        limit_train_batches=2,
+    )
     trainer.fit(LitClassifier(in_channels=1, width=4, pooled_size=4), train, val)
-    assert monitor._run.collector.test_images is not None and monitor._run.collector.test_images.shape[0] == Shortcuts().test_images  # from validation, not the 4 probes
+    assert (
+        monitor._run.collector.test_images is not None
+        and monitor._run.collector.test_images.shape[0] == Shortcuts().test_images
+    )  # from validation, not the 4 probes
     metrics = monitor.history[0]["metrics"]
-    assert "xai_shortcuts/expected_gradients/flip_rate" in metrics and metrics["xai_shortcuts/expected_gradients/peak_concentration"] > 0
+    assert (
+        "xai_shortcuts/expected_gradients/flip_rate" in metrics
+        and metrics["xai_shortcuts/expected_gradients/peak_concentration"] > 0
+    )

@@ -52,12 +52,19 @@ def test_stability_curves_agreement_and_filmstrips_are_logged(tmp_path, digits16
         for name in ("grad_cam", "occlusion"):
             for kind in ("mean", "worst"):
                 assert tags.stability(name, f"{metric}_{kind}") in scalars
-    assert [s.step for s in events.Scalars(tags.stability("grad_cam", "spearman_mean"))] == [7, 11]  # from the second run on
+    assert [s.step for s in events.Scalars(tags.stability("grad_cam", "spearman_mean"))] == [
+        7,
+        11,
+    ]  # from the second run on
     assert tags.agreement("grad_cam", "occlusion", "spearman_mean") in scalars
     strips = [tag for tag in events.Tags()["images"] if tag.startswith("xai/filmstrip/")]
     assert sorted(strips) == [tags.filmstrip_image("grad_cam"), tags.filmstrip_image("occlusion")]  # one per method
     shapes = [(e.height, e.width) for e in events.Images(tags.filmstrip_image("occlusion"))]
-    assert shapes == [(14 + 4 * 98, 98 + 2), (14 + 4 * 98, 2 * 98 + 2), (14 + 4 * 98, 2 * 98 + 2)]  # grows to filmstrip_length runs, then slides
+    assert shapes == [
+        (14 + 4 * 98, 98 + 2),
+        (14 + 4 * 98, 2 * 98 + 2),
+        (14 + 4 * 98, 2 * 98 + 2),
+    ]  # grows to filmstrip_length runs, then slides
     assert tags.stability("occlusion", "spearman_mean") in monitor.history[1]["metrics"]
 
 
@@ -75,7 +82,9 @@ def test_unchanging_maps_settle_after_patience_runs(tmp_path, digits16):
 def test_maps_that_keep_changing_are_reported_at_the_end(tmp_path, digits16):
     monitor = cheap_monitor(methods=[Saliency()], stability=Stability(threshold=0.9, patience=2))
     model = _Reshuffled(SmallCNN(1, 10, width=4))
-    with pytest.warns(UserWarning, match=r"AttributionMonitor: the saliency maps had not settled by the end of training"):
+    with pytest.warns(
+        UserWarning, match=r"AttributionMonitor: the saliency maps had not settled by the end of training"
+    ):
         make_trainer(tmp_path, [monitor], max_epochs=3).fit(model, *loaders(digits16))
     assert monitor.settled == {"saliency": None}
     summary = json.loads((tmp_path / "version_0" / "xai" / "summary.json").read_text())

@@ -16,7 +16,10 @@ from tests.callback.conftest import cheap_monitor, loaders, make_trainer, tiny_m
 def _fit_with_checkpoints(root, digits, monitors, *, max_epochs, ckpt_path=None, version=0):
     checkpoint = ModelCheckpoint(dirpath=root / "checkpoints", save_last=True, save_top_k=-1)
     trainer = make_trainer(
-        root, [*monitors, checkpoint], max_epochs=max_epochs, enable_checkpointing=True,
+        root,
+        [*monitors, checkpoint],
+        max_epochs=max_epochs,
+        enable_checkpointing=True,
         logger=TensorBoardLogger(root, name="", version=version),
     )
     trainer.fit(tiny_model(), *loaders(digits), ckpt_path=ckpt_path)
@@ -29,7 +32,9 @@ def test_resume_continues_the_history(tmp_path, digits16):
     assert [run["epoch"] for run in first.history] == [0, 1]
 
     resumed = cheap_monitor()
-    _fit_with_checkpoints(tmp_path, digits16, [resumed], max_epochs=3, ckpt_path=tmp_path / "checkpoints" / "last.ckpt", version=1)
+    _fit_with_checkpoints(
+        tmp_path, digits16, [resumed], max_epochs=3, ckpt_path=tmp_path / "checkpoints" / "last.ckpt", version=1
+    )
     assert [run["epoch"] for run in resumed.history] == [0, 1, 2]
     summary = json.loads((tmp_path / "version_1" / "xai" / "summary.json").read_text())
     assert [run["global_step"] for run in summary["runs"]] == [4, 8, 12]

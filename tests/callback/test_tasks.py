@@ -32,7 +32,12 @@ N, SIZE = 32, 8
 class Lit(pl.LightningModule):
     """A LightningModule around ``net`` whose loss and batch reading are given."""
 
-    def __init__(self, net: nn.Module, loss: Callable[[Any, Any], Tensor], read: Callable[[Any], tuple[Tensor, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        loss: Callable[[Any, Any], Tensor],
+        read: Callable[[Any], tuple[Tensor, Any]] | None = None,
+    ) -> None:
         super().__init__()
         self.net, self.loss, self.read = net, loss, read or (lambda batch: (batch[0], batch[1]))
 
@@ -62,9 +67,13 @@ def images(seed: int = 0) -> Tensor:
     return torch.rand(N, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
 
 
-def fit(tmp_path: Path, model: pl.LightningModule, dataset: Any, monitor: AttributionMonitor, **trainer: Any) -> pl.Trainer:
+def fit(
+    tmp_path: Path, model: pl.LightningModule, dataset: Any, monitor: AttributionMonitor, **trainer: Any
+) -> pl.Trainer:
     loader = dataset if isinstance(dataset, DataLoader) else DataLoader(dataset, batch_size=8)
-    run = make_trainer(tmp_path, [monitor], **{"max_epochs": 1, "limit_train_batches": 2, "limit_val_batches": 2, **trainer})
+    run = make_trainer(
+        tmp_path, [monitor], **{"max_epochs": 1, "limit_train_batches": 2, "limit_val_batches": 2, **trainer}
+    )
     run.fit(model, loader, loader)
     return run
 
@@ -111,13 +120,18 @@ def test_multilabel_probes_spread_over_labels_each_explained_for_its_positive_la
     table = events.Tensors(f"{tags.PREDICTIONS}/text_summary")[-1].tensor_proto.string_val[0].decode()
     assert table.startswith("| probe | label | top label | its sigmoid | target sigmoid |")
     first = sigmoid[0, targets[0]]
-    assert f"| 0 | {int(targets[0])} | {int(sigmoid[0].argmax())} | {float(sigmoid[0].max()):.1%} | {float(first):.1%} |" in table
+    assert (
+        f"| 0 | {int(targets[0])} | {int(sigmoid[0].argmax())} | {float(sigmoid[0].max()):.1%} | {float(first):.1%} |"
+        in table
+    )
 
 
 def test_segmentation_explains_the_class_over_its_region_masks_first(tmp_path):
     x = images(1)
     masks = (x[:, :1] > 0.5).long()  # [N, 1, H, W] integer mask, first in the batch
-    model = Lit(conv_net(2, dense=False), lambda out, y: nn.functional.cross_entropy(out, y[:, 0]), read=lambda b: (b[1], b[0]))
+    model = Lit(
+        conv_net(2, dense=False), lambda out, y: nn.functional.cross_entropy(out, y[:, 0]), read=lambda b: (b[1], b[0])
+    )
     monitor = AttributionMonitor([Saliency(), GradCAM()], num_probes=3, strict=True)
     fit(tmp_path, model, TensorDataset(masks, x), monitor)
     summary, run, probes = last_run(tmp_path)
@@ -159,11 +173,18 @@ def test_regression_explains_each_output_and_faithfulness_is_refused(tmp_path):
     x = images(3)
     values = torch.stack([x.mean(dim=(1, 2, 3)), x.std(dim=(1, 2, 3))], dim=1)
     model = Lit(conv_net(2), nn.functional.mse_loss)
-    fit(tmp_path, model, TensorDataset(x, values), AttributionMonitor([Saliency()], num_probes=2, strict=True, shortcuts=None))
+    fit(
+        tmp_path,
+        model,
+        TensorDataset(x, values),
+        AttributionMonitor([Saliency()], num_probes=2, strict=True, shortcuts=None),
+    )
     summary, run, probes = last_run(tmp_path)
     assert summary["task"] == "regression"
     assert probes["labels"].tolist() == [0, 1, 0, 1]
-    torch.testing.assert_close(run["maps"]["saliency"][1], saliency(model.eval(), probes["images"][1:2], lambda i: model(i)[:, 1])[0])
+    torch.testing.assert_close(
+        run["maps"]["saliency"][1], saliency(model.eval(), probes["images"][1:2], lambda i: model(i)[:, 1])[0]
+    )
     message = "faithfulness cannot serve regression"
     with pytest.raises(ValueError, match=re.escape(message)):
         AttributionMonitor([Saliency()], task="regression", faithfulness=Faithfulness())
@@ -185,7 +206,11 @@ def uint8_dict_batches(seed: int = 4) -> DataLoader:
 
 def test_dict_outputs_need_output_and_uint8_dict_batches_need_preprocess(tmp_path):
     preprocess = lambda images: images.float() / 255
-    model = Lit(DictNet(), lambda out, y: nn.functional.cross_entropy(out["logits"], y), read=lambda b: (preprocess(b["image"]), b["label"]))
+    model = Lit(
+        DictNet(),
+        lambda out, y: nn.functional.cross_entropy(out["logits"], y),
+        read=lambda b: (preprocess(b["image"]), b["label"]),
+    )
     monitor = AttributionMonitor([Saliency()], num_probes=4, output="logits", preprocess=preprocess, strict=True)
     fit(tmp_path, model, uint8_dict_batches(), monitor)
     summary, run, probes = last_run(tmp_path)
@@ -193,7 +218,12 @@ def test_dict_outputs_need_output_and_uint8_dict_batches_need_preprocess(tmp_pat
     torch.testing.assert_close(probes["images"], preprocess(next(iter(uint8_dict_batches()))["image"][:4]))
     # without `preprocess=` the uint8 images are refused, naming the option
     with pytest.raises(TypeError, match=re.escape("pass `preprocess=`")):
-        fit(tmp_path / "raw", model, uint8_dict_batches(), AttributionMonitor([Saliency()], num_probes=4, output="logits"))
+        fit(
+            tmp_path / "raw",
+            model,
+            uint8_dict_batches(),
+            AttributionMonitor([Saliency()], num_probes=4, output="logits"),
+        )
     # without `output=` the dict of outputs is refused, naming the option
     monitor = AttributionMonitor([Saliency()], num_probes=4, preprocess=preprocess, strict=True)
     with pytest.raises(ValueError, match=re.escape("pass `output='features'` (a key)")):
@@ -205,25 +235,51 @@ def test_forward_with_extra_argument_and_target_callable(tmp_path):
     labels = torch.arange(N) % 10
     model = Lit(DictNet(), lambda out, y: nn.functional.cross_entropy(out["logits"], y))
     monitor = AttributionMonitor(
-        [Saliency()], num_probes=2, forward=lambda module, images: module.net(images, scale=2.0),
-        target=lambda outputs: outputs["logits"][:, 3], batch_images=lambda batch: batch[0], strict=True, shortcuts=None,
+        [Saliency()],
+        num_probes=2,
+        forward=lambda module, images: module.net(images, scale=2.0),
+        target=lambda outputs: outputs["logits"][:, 3],
+        batch_images=lambda batch: batch[0],
+        strict=True,
+        shortcuts=None,
     )
     fit(tmp_path, model, TensorDataset(x, labels), monitor)
     summary, run, probes = last_run(tmp_path)
     net = model.eval()
-    torch.testing.assert_close(run["maps"]["saliency"], saliency(net, probes["images"], lambda i: net.net(i, 2.0)["logits"][:, 3]), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(
+        run["maps"]["saliency"],
+        saliency(net, probes["images"], lambda i: net.net(i, 2.0)["logits"][:, 3]),
+        rtol=1e-4,
+        atol=1e-6,
+    )
 
 
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"task": "ordinal"}, ValueError, "`task` must be one of ['auto', 'multiclass', 'multilabel', 'binary', 'regression', 'segmentation'], got 'ordinal'."),
-        ({"output": 1.5}, TypeError, "`output` must be a dict key (str), a tuple index (int), a callable (outputs -> scores) or None, got float."),
+        (
+            {"task": "ordinal"},
+            ValueError,
+            "`task` must be one of ['auto', 'multiclass', 'multilabel', 'binary', 'regression', 'segmentation'], got 'ordinal'.",
+        ),
+        (
+            {"output": 1.5},
+            TypeError,
+            "`output` must be a dict key (str), a tuple index (int), a callable (outputs -> scores) or None, got float.",
+        ),
         ({"forward": "net"}, TypeError, "`forward` must be a callable (module, images) -> outputs or None, got str."),
         ({"target": 3}, TypeError, "`target` must be a callable (outputs) -> [N] scores or None, got int."),
         ({"multilabel_targets": "all"}, ValueError, "`multilabel_targets` must be 'positive' or 'top', got 'all'."),
-        ({"batch_images": "image"}, TypeError, "`batch_images` must be a callable (batch -> images [B, C, H, W]), or None, got str."),
-        ({"preprocess": 255}, TypeError, "`preprocess` must be a callable (images -> float images [B, C, H, W]), or None, got int."),
+        (
+            {"batch_images": "image"},
+            TypeError,
+            "`batch_images` must be a callable (batch -> images [B, C, H, W]), or None, got str.",
+        ),
+        (
+            {"preprocess": 255},
+            TypeError,
+            "`preprocess` must be a callable (images -> float images [B, C, H, W]), or None, got int.",
+        ),
     ],
 )
 def test_options_are_checked_at_construction(kwargs, error, message):

@@ -60,13 +60,17 @@ def test_the_monitors_scalars_line_up_with_lightnings_validation_metrics(logged_
     lightning_steps = [s.step for s in events.Scalars("val_loss")]
     assert lightning_steps == STEPS
     for tag in (tags.SECONDS_TOTAL, tags.PROBE_ACCURACY, tags.stability("grad_cam", "spearman_mean")):
-        assert [s.step for s in events.Scalars(tag)] == lightning_steps[-len(events.Scalars(tag)):], tag
+        assert [s.step for s in events.Scalars(tag)] == lightning_steps[-len(events.Scalars(tag)) :], tag
 
 
 def test_scalars_sit_in_sections_a_person_scans(logged_run):
     events = _accumulator(logged_run)
     scalars = {tag for tag in events.Tags()["scalars"] if tag.startswith("xai")}
-    expected = {tags.seconds(name) for name in METHODS} | {tags.SECONDS_TOTAL, tags.PROBE_ACCURACY, tags.TARGET_PROBABILITY}
+    expected = {tags.seconds(name) for name in METHODS} | {
+        tags.SECONDS_TOTAL,
+        tags.PROBE_ACCURACY,
+        tags.TARGET_PROBABILITY,
+    }
     assert expected <= scalars
     sections = {tag.split("/")[0] for tag in scalars}
     assert sections == {"xai_probes", "xai_stability", "xai_agreement", "xai_shortcuts", "xai_cost"}
@@ -80,8 +84,12 @@ def test_scalars_sit_in_sections_a_person_scans(logged_run):
 def test_every_logged_tag_is_in_the_schema_and_the_layout_is_written(logged_run):
     events = _accumulator(logged_run)
     logged = set(events.Tags()["images"]) | {t.removesuffix("/text_summary") for t in events.Tags()["tensors"]}
-    logged = {tag for tag in logged if tag.startswith("xai")} | {t for t in events.Tags()["scalars"] if t.startswith("xai")}
-    assert logged and all(tags.matches_pattern(tag) for tag in logged), sorted(t for t in logged if not tags.matches_pattern(t))
+    logged = {tag for tag in logged if tag.startswith("xai")} | {
+        t for t in events.Tags()["scalars"] if t.startswith("xai")
+    }
+    assert logged and all(tags.matches_pattern(tag) for tag in logged), sorted(
+        t for t in logged if not tags.matches_pattern(t)
+    )
     layout = [t for t in events.Tags()["tensors"] if "custom_scalars" in t]
     assert layout, events.Tags()["tensors"]
 
@@ -90,7 +98,10 @@ def test_one_filmstrip_per_method_with_probes_as_rows_and_runs_as_columns(logged
     events = _accumulator(logged_run)
     strips = [tag for tag in events.Tags()["images"] if tag.startswith("xai/filmstrip/")]
     assert sorted(strips) == sorted(tags.filmstrip_image(name) for name in METHODS)
-    first, last = (np.asarray(Image.open(io.BytesIO(e.encoded_image_string))) for e in events.Images(tags.filmstrip_image("grad_cam")))
+    first, last = (
+        np.asarray(Image.open(io.BytesIO(e.encoded_image_string)))
+        for e in events.Images(tags.filmstrip_image("grad_cam"))
+    )
     # 4 probes of 96 px as rows under a 14-px label row; one column per run so far
     assert first.shape == (14 + 4 * 98, 1 * 98 + 2, 3) and last.shape == (14 + 4 * 98, 2 * 98 + 2, 3)
     label_row = last[2:12].astype(float)
@@ -119,8 +130,21 @@ def _get(url: str) -> bytes:
 def test_tensorboard_server_serves_the_logged_images(logged_run):
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(logged_run), "--host", "127.0.0.1", "--port", str(port), "--load_fast", "false"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(logged_run),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--load_fast",
+            "false",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}/data/plugin/images"
     try:
@@ -152,11 +176,16 @@ def _wait_for_tags(base: str, deadline: float) -> dict:
 def test_without_tensorboard_pngs_are_written_and_the_user_is_told_once(tmp_path, digits16, caplog):
     monitor = cheap_monitor()
     with caplog.at_level(logging.INFO):
-        make_trainer(tmp_path, [monitor], max_epochs=2, logger=CSVLogger(tmp_path, name="", version=0)).fit(tiny_model(), *loaders(digits16))
+        make_trainer(tmp_path, [monitor], max_epochs=2, logger=CSVLogger(tmp_path, name="", version=0)).fit(
+            tiny_model(), *loaders(digits16)
+        )
     told = [r for r in caplog.records if "no TensorBoardLogger" in r.getMessage()]
     assert len(told) == 1
     images = tmp_path / "version_0" / "xai" / "images"
-    assert sorted(p.name for p in (images / "xai_maps_grad_cam").iterdir()) == ["step-00000003.png", "step-00000007.png"]
+    assert sorted(p.name for p in (images / "xai_maps_grad_cam").iterdir()) == [
+        "step-00000003.png",
+        "step-00000007.png",
+    ]
     assert (images / "xai_probes" / "step-00000003.png").exists()
     summary = json.loads((tmp_path / "version_0" / "xai" / "summary.json").read_text())
     assert len(summary["runs"]) == 2

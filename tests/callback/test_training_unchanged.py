@@ -25,7 +25,8 @@ def test_weights_are_bit_identical_with_and_without_the_monitor(tmp_path, digits
     # dropout and shuffling drawing from the global RNGs.
     without, _ = _train(tmp_path / "without", digits16, [])
     monitor = AttributionMonitor(
-        [GradCAM(), Occlusion(window=4), ExpectedGradients(n_samples=4, reference_count=8), SmoothGrad(n_samples=3)], num_probes=4
+        [GradCAM(), Occlusion(window=4), ExpectedGradients(n_samples=4, reference_count=8), SmoothGrad(n_samples=3)],
+        num_probes=4,
     )
     with_monitor, trainer = _train(tmp_path / "with", digits16, [monitor])
     assert len(monitor.history) == 4  # two validation runs per epoch, two epochs

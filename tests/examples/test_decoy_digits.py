@@ -20,12 +20,18 @@ def example():
 
 
 def test_decoy_is_flagged_at_the_swatch(example, tmp_path, capsys):
-    with pytest.warns(UserWarning, match="AttributionMonitor found a likely shortcut: after epoch 0 the model relies on a 4x4 region at the top-left corner"):
+    with pytest.warns(
+        UserWarning,
+        match="AttributionMonitor found a likely shortcut: after epoch 0 the model relies on a 4x4 region at the top-left corner",
+    ):
         result = example["main"](tmp_path, epochs=2, seed=0)
     assert result["first_epoch"] == 0 and result["iou"] >= 0.5
     assert result["val_accuracy"] > result["accuracy_without_decoy"] + 0.2  # accuracy hides the shortcut
     finding = result["findings"][0]
-    assert set(finding) >= {"epoch", "global_step", "method", "box", "score", "confirmed", "message"} and finding["confirmed"]
+    assert (
+        set(finding) >= {"epoch", "global_step", "method", "box", "score", "confirmed", "message"}
+        and finding["confirmed"]
+    )
     log_dir = tmp_path / "lightning_logs" / "version_0"
     summary = json.loads((log_dir / "xai" / "summary.json").read_text())
     assert summary["findings"] == result["findings"]

@@ -29,8 +29,20 @@ def test_quickstart_saves_maps_for_every_method(tmp_path):
 
 def test_quickstart_command_line(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "quickstart.py"), "--out", str(tmp_path), "--epochs", "1", "--probes", "2"],
-        capture_output=True, text=True, timeout=300, check=True,
+        [
+            sys.executable,
+            str(ROOT / "examples" / "quickstart.py"),
+            "--out",
+            str(tmp_path),
+            "--epochs",
+            "1",
+            "--probes",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
     )
     assert "test accuracy" in result.stdout and "grad_cam" in result.stdout
     assert (tmp_path / "probes.png").exists()

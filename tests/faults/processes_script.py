@@ -33,7 +33,9 @@ def plant_finding(detector, model, displays, test_images, *, epoch, step, batch_
     """One confirmed finding at the first run, none after (stands in for the real shortcut checks)."""
     if detector.findings:
         return ShortcutReport()
-    finding = Finding(epoch=epoch, global_step=step, method="grad_cam", box=[0, 0, 4, 4], score=1.0, confirmed=True, message="planted")
+    finding = Finding(
+        epoch=epoch, global_step=step, method="grad_cam", box=[0, 0, 4, 4], score=1.0, confirmed=True, message="planted"
+    )
     detector.findings.append(finding)
     return ShortcutReport(new=[finding])
 
@@ -56,13 +58,22 @@ class SlowClock:
 def data() -> tuple[DataLoader, DataLoader]:
     generator = torch.Generator().manual_seed(0)
     images, labels = torch.rand(192, 1, 16, 16, generator=generator), torch.randint(0, 10, (192,), generator=generator)
-    return DataLoader(TensorDataset(images[:128], labels[:128]), batch_size=16), DataLoader(TensorDataset(images[128:], labels[128:]), batch_size=16)
+    return DataLoader(TensorDataset(images[:128], labels[:128]), batch_size=16), DataLoader(
+        TensorDataset(images[128:], labels[128:]), batch_size=16
+    )
 
 
 def trainer_options(out: Path) -> dict:
     return dict(
-        accelerator="cpu", devices=2, max_epochs=2, limit_train_batches=2, limit_val_batches=2, num_sanity_val_steps=0,
-        logger=TensorBoardLogger(out, name="", version=0), enable_progress_bar=False, enable_model_summary=False,
+        accelerator="cpu",
+        devices=2,
+        max_epochs=2,
+        limit_train_batches=2,
+        limit_val_batches=2,
+        num_sanity_val_steps=0,
+        logger=TensorBoardLogger(out, name="", version=0),
+        enable_progress_bar=False,
+        enable_model_summary=False,
         enable_checkpointing=False,
     )
 
@@ -101,7 +112,9 @@ def timeout_main(out: Path) -> None:
         warnings.simplefilter("always")
         trainer.fit(LitClassifier(SmallCNN(1, 10, width=4)), *data())
     said = [str(w.message) for w in caught if "AttributionMonitor" in str(w.message)]
-    (out / f"timeout-rank-{trainer.global_rank}.json").write_text(json.dumps({"said": said, "runs": len(monitor.history)}))
+    (out / f"timeout-rank-{trainer.global_rank}.json").write_text(
+        json.dumps({"said": said, "runs": len(monitor.history)})
+    )
     close_process_group()
 
 

@@ -25,9 +25,13 @@ def mount_tmpfs():
 
     def mount(folder: Path, options: str) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True, text=True)
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True, text=True
+        )
         if result.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip() or result.returncode}): needs root and tmpfs")
+            pytest.skip(
+                f"cannot mount a tmpfs here ({result.stderr.strip() or result.returncode}): needs root and tmpfs"
+            )
         mounted.append(folder)
         return folder
 

@@ -25,7 +25,15 @@ def _plant_finding(detector, model, displays, test_images, *, epoch, step, batch
     """Stands in for the shortcut checks: one confirmed finding at the first run, none after."""
     if detector.findings:
         return ShortcutReport()
-    finding = Finding(epoch=epoch, global_step=step, method="occlusion", box=[0, 0, 4, 4], score=1.0, confirmed=True, message="planted")
+    finding = Finding(
+        epoch=epoch,
+        global_step=step,
+        method="occlusion",
+        box=[0, 0, 4, 4],
+        score=1.0,
+        confirmed=True,
+        message="planted",
+    )
     detector.findings.append(finding)
     return ShortcutReport(new=[finding])
 
@@ -81,8 +89,14 @@ def test_resume_keeps_findings_settled_runs_and_probes(copy_of_first_fit, digits
     assert trainer.global_step == 6
     assert torch.equal(monitor.probes.images, probes.images)  # restored from probes.pt, not picked again
     summary = read_summary(root / "version_0" / "xai")
-    assert [run["global_step"] for run in summary["runs"]] == [2, 4, 6] == [run["global_step"] for run in monitor.history]
-    assert [finding["message"] for finding in summary["findings"]] == ["planted"] == [f["message"] for f in monitor.findings]
+    assert (
+        [run["global_step"] for run in summary["runs"]] == [2, 4, 6] == [run["global_step"] for run in monitor.history]
+    )
+    assert (
+        [finding["message"] for finding in summary["findings"]]
+        == ["planted"]
+        == [f["message"] for f in monitor.findings]
+    )
     assert summary["settled"]["occlusion"] == {"epoch": 1, "global_step": 4} == monitor.settled["occlusion"]
     for run in summary["runs"]:
         assert load_run(root / "version_0" / "xai", run)["global_step"] == run["global_step"]
@@ -94,7 +108,11 @@ def test_a_moved_log_dir_still_resumes(copy_of_first_fit, digits16, monkeypatch,
     monitor, _ = _resume(moved, digits16, monkeypatch)
     folder = moved / "version_0" / "xai"
     summary = read_summary(folder)
-    assert [run["file"] for run in summary["runs"]] == ["runs/step-00000002.pt", "runs/step-00000004.pt", "runs/step-00000006.pt"]
+    assert [run["file"] for run in summary["runs"]] == [
+        "runs/step-00000002.pt",
+        "runs/step-00000004.pt",
+        "runs/step-00000006.pt",
+    ]
     assert all(load_run(folder, run)["maps"]["occlusion"].shape == (4, 1, 16, 16) for run in summary["runs"])
     assert torch.equal(monitor.probes.images, probes.images)
 
@@ -102,8 +120,13 @@ def test_a_moved_log_dir_still_resumes(copy_of_first_fit, digits16, monkeypatch,
 def test_probes_that_do_not_match_the_checkpoint_fail_before_training(copy_of_first_fit, digits16, monkeypatch):
     root, probes = copy_of_first_fit
     folder = root / "version_0" / "xai"
-    save_tensors(folder / "probes.pt", {"images": probes.images + 0.5, "labels": probes.labels, "source": probes.source})
-    with pytest.raises(HistoryError, match=re.escape(f"the probes in {folder / 'probes.pt'} are not the ones the checkpoint was explaining")):
+    save_tensors(
+        folder / "probes.pt", {"images": probes.images + 0.5, "labels": probes.labels, "source": probes.source}
+    )
+    with pytest.raises(
+        HistoryError,
+        match=re.escape(f"the probes in {folder / 'probes.pt'} are not the ones the checkpoint was explaining"),
+    ):
         _resume(root, digits16, monkeypatch)
     assert [run["global_step"] for run in read_summary(folder)["runs"]] == [2, 4]
     assert not (folder / "runs" / "step-00000006.pt").exists()
@@ -115,7 +138,10 @@ def test_a_second_fit_into_the_same_folder_starts_a_numbered_history(copy_of_fir
     with caplog.at_level(logging.INFO):
         make_trainer(root, [monitor], limit_train_batches=2, max_epochs=1).fit(tiny_model(), *loaders(digits16))
     base = root / "version_0" / "xai"
-    assert f"AttributionMonitor: {base} already holds the history of another fit (2 runs in summary.json): this fit writes to {base}-1." in caplog.text
+    assert (
+        f"AttributionMonitor: {base} already holds the history of another fit (2 runs in summary.json): this fit writes to {base}-1."
+        in caplog.text
+    )
     assert [run["global_step"] for run in read_summary(base)["runs"]] == [2, 4]  # untouched
     assert [run["global_step"] for run in read_summary(root / "version_0" / "xai-1")["runs"]] == [2]
 
@@ -143,14 +169,21 @@ def test_a_damaged_summary_is_kept_aside_and_said_on_resume(copy_of_first_fit, d
     with caplog.at_level(logging.INFO):
         monitor, trainer = _resume(root, digits16, monkeypatch)
     assert trainer.global_step == 6 and (base / "summary.json.damaged-1").is_file()
-    assert f"{base / 'summary.json'} could not be read (" in caplog.text and "it is kept as summary.json.damaged-1 and not rebuilt." in caplog.text
+    assert (
+        f"{base / 'summary.json'} could not be read (" in caplog.text
+        and "it is kept as summary.json.damaged-1 and not rebuilt." in caplog.text
+    )
     assert [run["global_step"] for run in monitor.history] == [2, 4, 6]
-    assert torch.equal(monitor.probes.images, probes.images)  # the probes beside the damaged summary match the checkpoint
+    assert torch.equal(
+        monitor.probes.images, probes.images
+    )  # the probes beside the damaged summary match the checkpoint
 
 
 def test_lost_probes_on_resume_are_said(copy_of_first_fit, digits16, monkeypatch):
     root, probes = copy_of_first_fit
     (root / "version_0" / "xai" / "probes.pt").unlink()
-    with pytest.warns(UserWarning, match=re.escape("AttributionMonitor: the probes the checkpoint was explaining were not found")):
+    with pytest.warns(
+        UserWarning, match=re.escape("AttributionMonitor: the probes the checkpoint was explaining were not found")
+    ):
         monitor, trainer = _resume(root, digits16, monkeypatch)
     assert trainer.global_step == 6 and not torch.equal(monitor.probes.images, probes.images)

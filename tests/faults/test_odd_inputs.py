@@ -40,10 +40,13 @@ def _fit(root, monitor, model, train, val, **kwargs):
     return trainer, [str(w.message) for w in caught if "AttributionMonitor" in str(w.message)]
 
 
-@pytest.mark.parametrize("make_probes", [
-    lambda images: torch.from_numpy(images.numpy().astype(np.float64)),  # built with NumPy
-    lambda images: images.half(),
-])
+@pytest.mark.parametrize(
+    "make_probes",
+    [
+        lambda images: torch.from_numpy(images.numpy().astype(np.float64)),  # built with NumPy
+        lambda images: images.half(),
+    ],
+)
 def test_probes_of_another_floating_dtype_are_explained(tmp_path, digits16, make_probes):
     probes = make_probes(digits16[0][1500:1504])
     monitor = cheap_monitor(probes=(probes, [0, 1, 2, 3]), stability=None, shortcuts=None)
@@ -55,7 +58,9 @@ def test_probes_of_another_floating_dtype_are_explained(tmp_path, digits16, make
 
 def test_float64_probes_with_bf16_true_weights(tmp_path, digits16):
     probes = torch.from_numpy(digits16[0][1500:1504].numpy().astype(np.float64))
-    monitor = cheap_monitor(methods=[GradCAM(), Saliency()], probes=(probes, [0, 1, 2, 3]), stability=None, shortcuts=None)
+    monitor = cheap_monitor(
+        methods=[GradCAM(), Saliency()], probes=(probes, [0, 1, 2, 3]), stability=None, shortcuts=None
+    )
     _, said = _fit(tmp_path, monitor, tiny_model(), *loaders(digits16), precision="bf16-true")
     assert [run["methods"] for run in monitor.history] == [["grad_cam", "saliency"]] * 2
     assert all("failures" not in run for run in monitor.history) and not [text for text in said if "failed" in text]
@@ -117,14 +122,21 @@ def test_multi_scale_training_batches_feed_the_references(tmp_path, digits16):
 def test_probes_of_another_size_than_the_training_images(tmp_path, digits16):
     large, labels = load_digits(24)
     monitor = cheap_monitor(
-        methods=[ExpectedGradients(n_samples=4, reference_count=8), Saliency()], probes=(large[1500:1503], labels[1500:1503].tolist()),
-        stability=None, shortcuts=None,
+        methods=[ExpectedGradients(n_samples=4, reference_count=8), Saliency()],
+        probes=(large[1500:1503], labels[1500:1503].tolist()),
+        stability=None,
+        shortcuts=None,
     )
     _, said = _fit(tmp_path, monitor, tiny_model(), *loaders(digits16))
     assert all("failures" not in run for run in monitor.history) and not [text for text in said if "failed" in text]
     maps = monitor._run.recorder.history.load_run(monitor.history[-1])["maps"]
     assert maps["expected_gradients"].shape == (3, 1, 24, 24)
-    assert load_references(monitor._run.recorder.folder).shape == (8, 1, 24, 24)  # training images resized to the probes
+    assert load_references(monitor._run.recorder.folder).shape == (
+        8,
+        1,
+        24,
+        24,
+    )  # training images resized to the probes
 
 
 def test_self_log_inside_forward_neither_crashes_nor_changes_logged_values(tmp_path, digits16):

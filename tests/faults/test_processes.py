@@ -15,9 +15,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run_script(mode: str, out: Path, timeout: int) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
+    environment = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "OMP_NUM_THREADS": "1",
+    }
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), mode, str(out)], capture_output=True, text=True, timeout=timeout, env=environment, cwd=out
+        [sys.executable, str(SCRIPT), mode, str(out)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=environment,
+        cwd=out,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result

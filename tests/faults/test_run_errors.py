@@ -62,7 +62,9 @@ def test_a_failing_method_is_left_out_of_its_run_and_tried_again(tmp_path, digit
     assert "failures" not in second
     failed = [text for text in said if "boom" in text]
     assert len(failed) == 1
-    assert failed[0].startswith("AttributionMonitor: at step 4 these parts of its run failed and were left out (training goes on): ")
+    assert failed[0].startswith(
+        "AttributionMonitor: at step 4 these parts of its run failed and were left out (training goes on): "
+    )
     assert "flaky: RuntimeError: boom inside the method" in failed[0] and "strict=True" in failed[0]
     assert _summary(tmp_path)["runs"][0]["failures"] == {"flaky": "RuntimeError: boom inside the method"}
 
@@ -105,7 +107,8 @@ def test_a_failing_rendering_fails_the_run_not_the_fit(tmp_path, digits16, monke
     ]
     summary = _summary(tmp_path)
     assert [(run["global_step"], run.get("error"), run["file"] is None) for run in summary["runs"]] == [
-        (4, "RuntimeError: cannot draw", True), (8, None, False)
+        (4, "RuntimeError: cannot draw", True),
+        (8, None, False),
     ]
 
 
@@ -120,8 +123,12 @@ def test_a_logger_that_always_fails_never_ends_the_fit(tmp_path, digits16, monke
     assert [run["error"] for run in monitor.history] == ["RuntimeError: event file gone"] * 2
     gone = [text for text in said if "event file gone" in text]
     assert len(gone) == 2  # each once over two runs: the failed run, and the logger failing while recording it
-    assert gone[0].startswith("AttributionMonitor: its run at epoch 0 (step 4) failed and was skipped; training goes on.")
-    assert gone[1].startswith("AttributionMonitor could not log to TensorBoard (RuntimeError: event file gone); training is not affected")
+    assert gone[0].startswith(
+        "AttributionMonitor: its run at epoch 0 (step 4) failed and was skipped; training goes on."
+    )
+    assert gone[1].startswith(
+        "AttributionMonitor could not log to TensorBoard (RuntimeError: event file gone); training is not affected"
+    )
 
 
 def test_strict_raises_the_failure(tmp_path, digits16):
@@ -135,6 +142,8 @@ def test_strict_raises_the_failure(tmp_path, digits16):
 def test_checks_before_the_first_step_stay_strict(tmp_path, digits16):
     monitor = cheap_monitor(methods=[Saliency()], probes=torch.rand(2, 3, 16, 16))
     trainer = make_trainer(tmp_path, [monitor])
-    with pytest.raises(ValueError, match=re.escape("`probes` of shape [2, 3, 16, 16] were rejected by LitClassifier.forward:")):
+    with pytest.raises(
+        ValueError, match=re.escape("`probes` of shape [2, 3, 16, 16] were rejected by LitClassifier.forward:")
+    ):
         trainer.fit(tiny_model(), *loaders(digits16))
     assert trainer.global_step == 0

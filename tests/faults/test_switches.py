@@ -49,7 +49,9 @@ def test_not_settled_warning_only_when_settling_was_possible(tmp_path, digits16)
     said = _fit(make_trainer(tmp_path / "short", [short], limit_train_batches=2), *loaders(digits16))
     assert len(short.history) == 2 and not [text for text in said if "had not settled" in text]
     # the same never-settling maps over enough runs: now the warning is due
-    long = cheap_monitor(methods=[Occlusion(window=4, stride=4)], stability=Stability(patience=1, threshold=1.0), shortcuts=None)
+    long = cheap_monitor(
+        methods=[Occlusion(window=4, stride=4)], stability=Stability(patience=1, threshold=1.0), shortcuts=None
+    )
     said = _fit(make_trainer(tmp_path / "long", [long], limit_train_batches=2), *loaders(digits16))
     assert [text for text in said if "had not settled" in text] == [
         "AttributionMonitor: the occlusion maps had not settled by the end of training (rank correlation with the previous "

@@ -62,7 +62,9 @@ def test_weights_buffers_and_global_rng_are_identical(tmp_path, digits16, name):
     without, rng_without = _train(tmp_path / "without", digits16, MODELS[name], None)
     extra = {"faithfulness": Faithfulness(), "sanity": SanityCheck()} if name == "mc_dropout" else {}
     monitor = AttributionMonitor(
-        [GradCAM(), Occlusion(window=4, stride=4), ExpectedGradients(n_samples=4, reference_count=8)], num_probes=4, **extra
+        [GradCAM(), Occlusion(window=4, stride=4), ExpectedGradients(n_samples=4, reference_count=8)],
+        num_probes=4,
+        **extra,
     )
     with_monitor, rng_with = _train(tmp_path / "with", digits16, MODELS[name], monitor)
     assert len(monitor.history) == 2 and all("failures" not in run and "error" not in run for run in monitor.history)

@@ -135,7 +135,9 @@ def test_drops_linear_in_the_position_are_interpolated_exactly():
         return torch.stack([score, -score], dim=1)
 
     images = torch.ones(2, 1, 16, 16)
-    result = adaptive_occlusion_with_counts(linear, images, 0, window=2, stride=2, coarse_factor=3, refine_fraction=0.05)
+    result = adaptive_occlusion_with_counts(
+        linear, images, 0, window=2, stride=2, coarse_factor=3, refine_fraction=0.05
+    )
     torch.testing.assert_close(result.attribution, occlusion(linear, images, 0, window=2, stride=2))
     assert result.forward_passes < result.exact_forward_passes // 2
 
@@ -187,7 +189,9 @@ def test_result_does_not_depend_on_batch_size(images):
 def test_default_target_is_the_top_class(images):
     model = build_model("tiny")
     top = model(images).argmax(dim=1)
-    torch.testing.assert_close(adaptive_occlusion(model, images, window=4), adaptive_occlusion(model, images, top, window=4))
+    torch.testing.assert_close(
+        adaptive_occlusion(model, images, window=4), adaptive_occlusion(model, images, top, window=4)
+    )
 
 
 # (c) no trace ----------------------------------------------------------------------------------
@@ -203,7 +207,9 @@ def test_leaves_no_trace(mode, grad_mode, partly_training, autocast_dtype):
     before = _snapshot(model, images)
     with GRAD_MODES[grad_mode](), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = adaptive_occlusion(model, images, window=4, stride=2, batch_size=5, coarse_mode=mode, autocast_dtype=autocast_dtype)
+        result = adaptive_occlusion(
+            model, images, window=4, stride=2, batch_size=5, coarse_mode=mode, autocast_dtype=autocast_dtype
+        )
     _assert_same(before, _snapshot(model, images))
     assert torch.isfinite(result).all() and not result.requires_grad and result.dtype == torch.float32
 
@@ -234,12 +240,28 @@ def test_leaves_no_trace_when_it_raises(call):
         ({"refine_fraction": "all"}, TypeError, "`refine_fraction` must be a number in (0, 1], got 'all' (str)."),
         ({"refine_fraction": True}, TypeError, "`refine_fraction` must be a number in (0, 1], got True (bool)."),
         ({"coarse_mode": "fine"}, ValueError, "`coarse_mode` must be one of ['subsample', 'enlarge'], got 'fine'."),
-        ({"autocast_dtype": torch.float32}, ValueError, "`autocast_dtype` must be None, torch.bfloat16 or torch.float16, got torch.float32."),
+        (
+            {"autocast_dtype": torch.float32},
+            ValueError,
+            "`autocast_dtype` must be None, torch.bfloat16 or torch.float16, got torch.float32.",
+        ),
         ({"window": 13}, ValueError, "`window` must fit in the image (12x10), got 13x13."),
-        ({"stride": 3}, ValueError, "`stride` must be at most the window along each axis it does not fill, or pixels are never occluded; got stride 3 > window 2 in height."),
+        (
+            {"stride": 3},
+            ValueError,
+            "`stride` must be at most the window along each axis it does not fill, or pixels are never occluded; got stride 3 > window 2 in height.",
+        ),
         ({"batch_size": 0}, ValueError, "`batch_size` must be an int >= 1, got 0."),
-        ({"baseline": "black"}, ValueError, "`baseline` must be a number, a tensor or one of ['zero', 'mean', 'blur', 'max_distance'], got 'black'."),
-        ({"target": 5}, ValueError, "`target` must be class indices in [0, 4] for a model with 5 outputs, got [5, 5, 5]."),
+        (
+            {"baseline": "black"},
+            ValueError,
+            "`baseline` must be a number, a tensor or one of ['zero', 'mean', 'blur', 'max_distance'], got 'black'.",
+        ),
+        (
+            {"target": 5},
+            ValueError,
+            "`target` must be class indices in [0, 4] for a model with 5 outputs, got [5, 5, 5].",
+        ),
     ],
 )
 def test_bad_arguments_raise_clear_errors(kwargs, error, message, images):
@@ -254,7 +276,10 @@ def test_non_finite_scores_are_reported(images):
         return torch.where(x.flatten(1)[:, :1] == 0, torch.nan, scores)
 
     for mode in MODES:
-        with pytest.raises(ValueError, match=re.escape("`forward_fn` returned non-finite scores (NaN or inf) for some occluded images.")):
+        with pytest.raises(
+            ValueError,
+            match=re.escape("`forward_fn` returned non-finite scores (NaN or inf) for some occluded images."),
+        ):
             adaptive_occlusion(explodes_when_occluded, images, 0, window=2, coarse_mode=mode)
 
 
@@ -295,10 +320,22 @@ def test_autocast_really_runs_in_reduced_precision(images):
 @pytest.mark.parametrize(
     ("dtype", "error", "message"),
     [
-        (torch.float32, ValueError, "`autocast_dtype` must be None, torch.bfloat16 or torch.float16, got torch.float32."),
-        (torch.float64, ValueError, "`autocast_dtype` must be None, torch.bfloat16 or torch.float16, got torch.float64."),
+        (
+            torch.float32,
+            ValueError,
+            "`autocast_dtype` must be None, torch.bfloat16 or torch.float16, got torch.float32.",
+        ),
+        (
+            torch.float64,
+            ValueError,
+            "`autocast_dtype` must be None, torch.bfloat16 or torch.float16, got torch.float64.",
+        ),
         (torch.int8, ValueError, "`autocast_dtype` must be None, torch.bfloat16 or torch.float16, got torch.int8."),
-        ("bfloat16", TypeError, "`autocast_dtype` must be None, torch.bfloat16 or torch.float16, got 'bfloat16' (str)."),
+        (
+            "bfloat16",
+            TypeError,
+            "`autocast_dtype` must be None, torch.bfloat16 or torch.float16, got 'bfloat16' (str).",
+        ),
     ],
 )
 def test_invalid_autocast_dtypes_raise(function, dtype, error, message, images):

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from lightning_xai.functional import constant_baseline, gaussian_blur
-from lightning_xai.functional._batching import NoiseStream
 from lightning_xai.functional.baselines import noise_baselines_from
+from lightning_xai.functional.batching import NoiseStream
 
 
 def test_blur_keeps_constants_and_total_mass_in_the_interior():
@@ -43,6 +43,7 @@ def test_constant_baselines_have_the_documented_values():
 def test_noise_baselines_are_drawn_from_the_private_generator_only():
     images = torch.zeros(4, 1, 8, 8)
     state = torch.get_rng_state()
+
     def draw() -> torch.Tensor:
         unit = NoiseStream(torch.Generator().manual_seed(0), (1, 8, 8), "normal", torch.float32).take(4)
         return noise_baselines_from("gaussian", images, unit, low=torch.tensor(0.0), high=torch.tensor(1.0), sigma=2.0)
@@ -90,6 +91,6 @@ def test_inpaint_names_the_extra_when_opencv_is_missing(monkeypatch):
     from lightning_xai.functional.baselines import inpaint
 
     monkeypatch.setitem(sys.modules, "cv2", None)  # makes `import cv2` raise ImportError
-    message = 'The inpainting baselines (\'inpaint\', \'inpaint_ns\') need OpenCV; install it with pip install "lightning-xai[inpaint]" (opencv-python-headless).'
+    message = "The inpainting baselines ('inpaint', 'inpaint_ns') need OpenCV; install it with pip install \"lightning-xai[inpaint]\" (opencv-python-headless)."
     with pytest.raises(ImportError, match=re.escape(message)):
         inpaint(torch.zeros(1, 1, 4, 4), torch.ones(1, 1, 4, 4, dtype=torch.bool))

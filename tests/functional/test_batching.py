@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from lightning_xai import functional as F
-from lightning_xai.functional import BatchSizeTuner
-from lightning_xai.functional import _batching as batching
-from lightning_xai.functional._batching import chunk_ranges
+from lightning_xai.functional import BatchSizeTuner, batching
+from lightning_xai.functional.batching import chunk_ranges
 from tests.conftest import build_model
 
 
@@ -31,7 +30,9 @@ def clock(monkeypatch) -> FakeClock:
     return fake
 
 
-def work(tuner: BatchSizeTuner, total: int, clock: FakeClock, seconds_per_image: dict[int, float]) -> list[tuple[int, int]]:
+def work(
+    tuner: BatchSizeTuner, total: int, clock: FakeClock, seconds_per_image: dict[int, float]
+) -> list[tuple[int, int]]:
     """Consumes ``chunk_ranges(total, tuner)`` as a method would, each batch costing its size's time per image."""
     handed = []
     for start, stop in chunk_ranges(total, tuner):
@@ -90,7 +91,9 @@ def test_maps_are_the_same_with_a_tuner_as_with_a_fixed_batch_size():
     forward, backward = BatchSizeTuner("cpu", candidates=[2, 4, 8]), BatchSizeTuner("cpu", candidates=[2, 4, 8])
     for _ in range(2):  # the first call explores, the second runs at the chosen size
         tuned = F.occlusion(model, images, 1, window=3, stride=2, batch_size=forward)
-        torch.testing.assert_close(tuned, F.occlusion(model, images, 1, window=3, stride=2, batch_size=5), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(
+            tuned, F.occlusion(model, images, 1, window=3, stride=2, batch_size=5), rtol=1e-5, atol=1e-6
+        )
         tuned = F.expected_gradients(model, images, 1, baselines="gaussian", n_samples=24, batch_size=backward)
         fixed = F.expected_gradients(model, images, 1, baselines="gaussian", n_samples=24, batch_size=7)
         torch.testing.assert_close(tuned, fixed, rtol=1e-5, atol=1e-6)

@@ -14,7 +14,14 @@ SCORES = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1]])
 
 @pytest.mark.parametrize(
     ("target", "expected"),
-    [(None, [1, 0]), (2, [2, 2]), ([0, 2], [0, 2]), ((1, 1), [1, 1]), (torch.tensor([2, 1]), [2, 1]), (torch.tensor(1), [1, 1])],
+    [
+        (None, [1, 0]),
+        (2, [2, 2]),
+        ([0, 2], [0, 2]),
+        ((1, 1), [1, 1]),
+        (torch.tensor([2, 1]), [2, 1]),
+        (torch.tensor(1), [1, 1]),
+    ],
 )
 def test_targets_are_resolved(target, expected):
     assert resolve_targets(target, SCORES).tolist() == expected

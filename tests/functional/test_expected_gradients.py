@@ -15,7 +15,12 @@ from tests.conftest import build_model
 
 def _exact_expected_gradients(model, images, target, references):
     """Expected gradients with alpha integrated exactly: the mean over references of fine IG."""
-    parts = [IntegratedGradients(model).attribute(images, baselines=r.expand_as(images).contiguous(), target=target, n_steps=64) for r in references]
+    parts = [
+        IntegratedGradients(model).attribute(
+            images, baselines=r.expand_as(images).contiguous(), target=target, n_steps=64
+        )
+        for r in references
+    ]
     return torch.stack(parts).mean(dim=0)
 
 
@@ -23,7 +28,9 @@ def test_expected_gradients_and_gradient_shap_converge_to_the_same_map(images):
     model = build_model("tiny")
     references = torch.randn(4, 3, 12, 10, generator=torch.Generator().manual_seed(5))
     exact = _exact_expected_gradients(model, images, 3, references)
-    ours = expected_gradients(model, images, 3, baselines=references, n_samples=3000, generator=torch.Generator().manual_seed(1))
+    ours = expected_gradients(
+        model, images, 3, baselines=references, n_samples=3000, generator=torch.Generator().manual_seed(1)
+    )
     np.random.seed(0)
     captum = GradientShap(model).attribute(images, baselines=references, target=3, n_samples=3000, stdevs=0.0)
     scale = exact.abs().max()
@@ -46,7 +53,9 @@ def test_expected_gradients_gap_uses_the_drawn_baselines(linear_model):
     # Linear model: each draw contributes (x - x') W exactly, so the gap is zero for any draws.
     images, references = torch.randn(2, 3, 2, 2), torch.randn(5, 3, 2, 2)
     for baselines in (references, "uniform", "gaussian", "blur"):
-        _, gap = expected_gradients(linear_model, images, 1, baselines=baselines, n_samples=7, batch_size=3, return_delta=True)
+        _, gap = expected_gradients(
+            linear_model, images, 1, baselines=baselines, n_samples=7, batch_size=3, return_delta=True
+        )
         assert gap.max() < 1e-4, baselines
 
 
@@ -56,7 +65,9 @@ def test_expected_gradients_reproducible_and_independent_of_batch_size(baselines
     model = build_model("small_cnn")
     chosen = torch.randn(6, 3, 12, 10) if baselines == "references" else baselines
     runs = [
-        expected_gradients(model, images, baselines=chosen, n_samples=70, batch_size=size, generator=torch.Generator().manual_seed(7))
+        expected_gradients(
+            model, images, baselines=chosen, n_samples=70, batch_size=size, generator=torch.Generator().manual_seed(7)
+        )
         for size in (1, 9, 64, 512)
     ]
     for run in runs[1:]:
@@ -72,12 +83,28 @@ def test_named_distributions_give_finite_maps_of_the_input_shape(name, images):
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"baselines": torch.zeros(4, 3, 5, 5)}, ValueError, "`baselines` tensor must be a reference set [M, C, H, W] = [M, 3, 12, 10] with M >= 1, got shape [4, 3, 5, 5]."),
-        ({"baselines": "noise"}, ValueError, "`baselines` must be a reference tensor [M, C, H, W] or one of ['uniform', 'gaussian', 'blur'], got 'noise'."),
+        (
+            {"baselines": torch.zeros(4, 3, 5, 5)},
+            ValueError,
+            "`baselines` tensor must be a reference set [M, C, H, W] = [M, 3, 12, 10] with M >= 1, got shape [4, 3, 5, 5].",
+        ),
+        (
+            {"baselines": "noise"},
+            ValueError,
+            "`baselines` must be a reference tensor [M, C, H, W] or one of ['uniform', 'gaussian', 'blur'], got 'noise'.",
+        ),
         ({"baselines": "gaussian", "sigma": 0.0}, ValueError, "`sigma` must be a positive number or None, got 0.0."),
-        ({"baselines": "uniform", "value_range": (1.0, 0.0)}, ValueError, "`value_range` must be None or a pair (low, high) with low < high, got (1.0, 0.0)."),
+        (
+            {"baselines": "uniform", "value_range": (1.0, 0.0)},
+            ValueError,
+            "`value_range` must be None or a pair (low, high) with low < high, got (1.0, 0.0).",
+        ),
         ({"baselines": "uniform", "n_samples": -2}, ValueError, "`n_samples` must be an int >= 1, got -2."),
-        ({"baselines": "uniform", "target": [1, 2, 9]}, ValueError, "`target` must be class indices in [0, 4] for a model with 5 outputs, got [9]."),
+        (
+            {"baselines": "uniform", "target": [1, 2, 9]},
+            ValueError,
+            "`target` must be class indices in [0, 4] for a model with 5 outputs, got [9].",
+        ),
     ],
 )
 def test_expected_gradients_bad_arguments(kwargs, error, message, images):
@@ -97,10 +124,14 @@ def test_expected_gradients_without_multiplying_by_inputs_converges_to_captum(im
     # exactly the local one times (x - x') for the same draws.
     model = build_model("tiny")
     reference = torch.randn(1, 3, 12, 10, generator=torch.Generator().manual_seed(5))
-    exact = IntegratedGradients(model, multiply_by_inputs=False).attribute(images, baselines=reference.expand_as(images).contiguous(), target=2, n_steps=64)
+    exact = IntegratedGradients(model, multiply_by_inputs=False).attribute(
+        images, baselines=reference.expand_as(images).contiguous(), target=2, n_steps=64
+    )
     local = expected_gradients(model, images, 2, baselines=reference, n_samples=2000, multiply_by_inputs=False)
     np.random.seed(0)
-    captum = GradientShap(model, multiply_by_inputs=False).attribute(images, baselines=reference, target=2, n_samples=2000, stdevs=0.0)
+    captum = GradientShap(model, multiply_by_inputs=False).attribute(
+        images, baselines=reference, target=2, n_samples=2000, stdevs=0.0
+    )
     scale = exact.abs().max()
     assert (local - exact).abs().max() / scale < 0.08
     assert (captum - exact).abs().max() / scale < 0.08
@@ -111,4 +142,6 @@ def test_expected_gradients_without_multiplying_by_inputs_converges_to_captum(im
 def test_expected_gradients_gap_needs_multiplying_by_inputs(images):
     message = "`return_delta=True` needs `multiply_by_inputs=True`: the completeness gap is defined for attributions multiplied by (inputs - baselines), got multiply_by_inputs=False."
     with pytest.raises(ValueError, match=re.escape(message)):
-        expected_gradients(build_model("tiny"), images, baselines="uniform", multiply_by_inputs=False, return_delta=True)
+        expected_gradients(
+            build_model("tiny"), images, baselines="uniform", multiply_by_inputs=False, return_delta=True
+        )

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_xai.functional.baselines import default_blur_sigma, gaussian_blur
-from lightning_xai.functional.faithfulness import DEFAULT_FRACTIONS, ablation_curves, auc, mass_centre_ablation
+from lightning_xai.functional.faithfulness import DEFAULT_FRACTIONS, ablation_curves, auc, mass_center_ablation
 from tests.conftest import DEVICES, build_model
 
 ROW, COL = 2, 5
@@ -108,7 +108,9 @@ def test_random_control_lies_between_the_best_and_the_worst_map():
     images = _images(n=24)
     best = ablation_curves(OnePixel(), images, _map_ranking_the_pixel(images, "first"))
     worst = ablation_curves(OnePixel(), images, _map_ranking_the_pixel(images, "last"))
-    torch.testing.assert_close(best["deletion_random_auc"], worst["deletion_random_auc"])  # same generator, same ranking
+    torch.testing.assert_close(
+        best["deletion_random_auc"], worst["deletion_random_auc"]
+    )  # same generator, same ranking
     random_deletion, random_insertion = best["deletion_random_auc"].mean(), best["insertion_random_auc"].mean()
     assert best["deletion_auc"].mean() + 0.1 < random_deletion < worst["deletion_auc"].mean() - 0.1
     assert worst["insertion_auc"].mean() + 0.1 < random_insertion < best["insertion_auc"].mean() - 0.1
@@ -139,13 +141,17 @@ def test_ties_go_in_raster_order_and_fractions_round_to_pixel_counts(pixel, step
 
 def test_smallest_positive_fraction_hides_at_least_one_pixel():
     images = _images(n=1, row=0, col=0)
-    result = ablation_curves(OnePixel(0, 0), images, torch.zeros(1, 1, 8, 8), fractions=[0.0, 0.001], random_control=False)
+    result = ablation_curves(
+        OnePixel(0, 0), images, torch.zeros(1, 1, 8, 8), fractions=[0.0, 0.001], random_control=False
+    )
     torch.testing.assert_close(result["deletion"][:, 1], _fill_ratio(images, row=0, col=0))
 
 
 def test_logit_scores_are_fractions_of_the_original_logit():
     images = _images()
-    result = ablation_curves(OnePixel(), images, _map_ranking_the_pixel(images, "first"), score="logit", random_control=False)
+    result = ablation_curves(
+        OnePixel(), images, _map_ranking_the_pixel(images, "first"), score="logit", random_control=False
+    )
     hidden = WEIGHT * images.mean(dim=(1, 2, 3)) + BIAS
     original = WEIGHT * 1.0 + BIAS
     torch.testing.assert_close(result["deletion"][:, 0], torch.ones(4))
@@ -156,7 +162,9 @@ def test_curves_start_at_one_and_do_not_depend_on_batch_size(images):
     model = build_model("small_cnn")
     maps = torch.rand(3, 3, 12, 10, generator=torch.Generator().manual_seed(5))
     fractions = [0.0, 0.1, 0.5, 1.0]
-    results = [ablation_curves(model, images, maps, [0, 1, 2], fractions=fractions, batch_size=size) for size in (1, 7, 10_000)]
+    results = [
+        ablation_curves(model, images, maps, [0, 1, 2], fractions=fractions, batch_size=size) for size in (1, 7, 10_000)
+    ]
     torch.testing.assert_close(results[0]["deletion"][:, 0], torch.ones(3))
     torch.testing.assert_close(results[0]["insertion"][:, -1], torch.ones(3))
     for other in results[1:]:
@@ -192,6 +200,7 @@ def test_channels_are_combined_by_absolute_sum():
     images = _images(n=2)
     maps = _map_ranking_the_pixel(images, "first")
     signed = torch.stack([-maps[:, 0], 2 * maps[:, 0]], dim=1)  # |sum| = |maps[:, 0]|: same ranking
+
     def deletion(attributions: torch.Tensor) -> torch.Tensor:
         return ablation_curves(OnePixel(), images, attributions)["deletion"]
 
@@ -222,7 +231,7 @@ def test_mass_centre_box_on_the_pixel_drops_the_score_and_random_boxes_barely():
     images = _images()
     maps = torch.zeros(4, 1, 8, 8)
     maps[:, :, ROW, COL] = 1.0
-    result = mass_centre_ablation(OnePixel(), images, maps, n_random=16)
+    result = mass_center_ablation(OnePixel(), images, maps, n_random=16)
     full_drop = 1 - _fill_ratio(images)
     torch.testing.assert_close(result["drop"], full_drop)
     assert result["box"].tolist() == [[ROW, COL, ROW + 2, COL + 2]] * 4
@@ -247,7 +256,7 @@ def test_mass_centre_box_placement(points, box_fraction, box):
     maps = torch.zeros(1, 3, 8, 8)
     for row, col in points:
         maps[0, 1, row, col] = -1.0  # the sign does not matter: |sum over channels|
-    result = mass_centre_ablation(OnePixel(), _images(n=1), maps, box_fraction=box_fraction)
+    result = mass_center_ablation(OnePixel(), _images(n=1), maps, box_fraction=box_fraction)
     assert result["box"].tolist() == [box]
     assert result["box"].dtype == torch.int64
 
@@ -255,14 +264,14 @@ def test_mass_centre_box_placement(points, box_fraction, box):
 def test_mass_centre_of_a_low_resolution_map_is_taken_after_upsampling():
     coarse = torch.zeros(1, 1, 4, 4)
     coarse[0, 0, 1, 2] = 1.0  # upsampled to 8 x 8: a bump centred at (2.5, 4.5)
-    result = mass_centre_ablation(OnePixel(), _images(n=1), coarse)
+    result = mass_center_ablation(OnePixel(), _images(n=1), coarse)
     assert result["box"].tolist() == [[2, 4, 4, 6]]
 
 
 def test_mass_centre_ablation_does_not_depend_on_batch_size(images):
     model = build_model("small_cnn")
     maps = torch.rand(3, 1, 12, 10, generator=torch.Generator().manual_seed(8))
-    results = [mass_centre_ablation(model, images, maps, target=1, batch_size=size) for size in (1, 5, 1000)]
+    results = [mass_center_ablation(model, images, maps, target=1, batch_size=size) for size in (1, 5, 1000)]
     for other in results[1:]:
         for name, values in results[0].items():
             torch.testing.assert_close(other[name], values, rtol=1e-5, atol=1e-6, msg=name)
@@ -276,7 +285,7 @@ def test_private_generator_gives_reproducible_random_controls():
     other = ablation_curves(OnePixel(), images, maps, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(default["deletion_random"], seeded["deletion_random"])
     assert not torch.equal(default["deletion_random"], other["deletion_random"])
-    boxes = [mass_centre_ablation(OnePixel(), images, maps, generator=torch.Generator().manual_seed(s)) for s in (0, 0)]
+    boxes = [mass_center_ablation(OnePixel(), images, maps, generator=torch.Generator().manual_seed(s)) for s in (0, 0)]
     torch.testing.assert_close(boxes[0]["random_drop"], boxes[1]["random_drop"])
 
 
@@ -291,7 +300,7 @@ def test_global_rng_model_and_inputs_are_left_untouched():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ablation_curves(model, images, maps)
-        mass_centre_ablation(model, images, maps)
+        mass_center_ablation(model, images, maps)
     assert torch.equal(before[0], torch.get_rng_state())
     assert np.array_equal(before[1], np.random.get_state()[1])
     assert before[2] == random.getstate()
@@ -306,7 +315,7 @@ def test_runs_on_the_inputs_device(device, images):
     generator = torch.Generator(device=device).manual_seed(0)
     curves = ablation_curves(model.to(device), images.to(device), maps.to(device), generator=generator)
     generator = torch.Generator(device=device).manual_seed(0)
-    boxes = mass_centre_ablation(model, images.to(device), maps.to(device), generator=generator)
+    boxes = mass_center_ablation(model, images.to(device), maps.to(device), generator=generator)
     assert all(values.device.type == device for values in (*curves.values(), *boxes.values()))
     reference = ablation_curves(model.cpu(), images, maps)
     for name in ("deletion", "insertion", "deletion_auc", "insertion_auc"):
@@ -317,10 +326,10 @@ def test_runs_on_the_inputs_device(device, images):
 def test_works_under_no_grad_and_inference_mode(mode, images):
     model = build_model("tiny")
     maps = torch.rand(3, 1, 12, 10, generator=torch.Generator().manual_seed(9))
-    plain = {**ablation_curves(model, images, maps), **mass_centre_ablation(model, images, maps)}
+    plain = {**ablation_curves(model, images, maps), **mass_center_ablation(model, images, maps)}
     with mode():
         images, maps = images.clone(), maps.clone()
-        inside = {**ablation_curves(model, images, maps), **mass_centre_ablation(model, images, maps)}
+        inside = {**ablation_curves(model, images, maps), **mass_center_ablation(model, images, maps)}
     for name, values in plain.items():
         torch.testing.assert_close(inside[name], values, msg=name)
         assert not inside[name].requires_grad
@@ -372,11 +381,11 @@ def test_ablation_curves_argument_errors(kwargs, error, message):
 def test_mass_centre_ablation_argument_errors(kwargs, error, message):
     images = _images(n=2)
     with pytest.raises(error, match=re.escape(message)):
-        mass_centre_ablation(OnePixel(), images, images, **kwargs)
+        mass_center_ablation(OnePixel(), images, images, **kwargs)
 
 
 @pytest.mark.parametrize(("maps", "error", "message"), MAP_ERRORS)
-@pytest.mark.parametrize("function", [ablation_curves, mass_centre_ablation])
+@pytest.mark.parametrize("function", [ablation_curves, mass_center_ablation])
 def test_attribution_errors(function, maps, error, message):
     with pytest.raises(error, match=re.escape(message)):
         function(OnePixel(), _images(n=2), maps)
@@ -392,7 +401,7 @@ def test_a_score_that_is_not_positive_cannot_be_a_reference():
     with pytest.raises(ValueError, match=re.escape(message)):
         ablation_curves(OnePixel(), images, images, score="logit")
     with pytest.raises(ValueError, match=re.escape(message)):
-        mass_centre_ablation(OnePixel(), images, images, score="logit")
+        mass_center_ablation(OnePixel(), images, images, score="logit")
 
 
 def test_auc_argument_errors():
@@ -411,7 +420,7 @@ def test_inpainting_fills_the_removed_pixels_from_the_rest_of_the_image():
     images = torch.full((2, 1, 8, 8), 0.7)  # a flat image: inpainting restores it exactly, so nothing changes
     curves = ablation_curves(net, images, torch.rand(2, 1, 8, 8), fractions=[0.0, 0.5, 1.0 - 1 / 64], fill="inpaint")
     torch.testing.assert_close(curves["deletion"], torch.ones(2, 3), atol=2e-3, rtol=0)
-    box = mass_centre_ablation(net, images, torch.rand(2, 1, 8, 8), fill="inpaint", n_random=2)
+    box = mass_center_ablation(net, images, torch.rand(2, 1, 8, 8), fill="inpaint", n_random=2)
     torch.testing.assert_close(box["drop"], torch.zeros(2), atol=2e-3, rtol=0)
 
 

@@ -12,7 +12,13 @@ from torch import nn
 from lightning_xai.functional import find_grad_cam_layer, grad_cam
 from tests.conftest import DEVICES, build_model
 
-LAYERS = [("tiny", "conv2"), ("tiny", "act1"), ("small_cnn", "features.3"), ("resnet", "layer4"), ("resnet", "layer2.0.bn2")]
+LAYERS = [
+    ("tiny", "conv2"),
+    ("tiny", "act1"),
+    ("small_cnn", "features.3"),
+    ("resnet", "layer4"),
+    ("resnet", "layer2.0.bn2"),
+]
 
 
 @pytest.mark.parametrize(("model_name", "layer_name"), LAYERS)
@@ -71,21 +77,27 @@ def test_in_place_ops_after_the_layer_do_not_corrupt_the_map(images):
     # conv1 is followed by ReLU(inplace=True), which overwrites conv1's output buffer.
     model = build_model("tiny")
     ours = grad_cam(model, images, 1, layer="conv1", relu=False)
-    reference = LayerAttribution.interpolate(LayerGradCam(model, model.conv1).attribute(images, target=1, relu_attributions=False), (12, 10), "bilinear")
+    reference = LayerAttribution.interpolate(
+        LayerGradCam(model, model.conv1).attribute(images, target=1, relu_attributions=False), (12, 10), "bilinear"
+    )
     torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-5)
 
 
 def test_batching_gives_the_same_maps(images):
     model = build_model("resnet")
     target = [1, 2, 3]
-    torch.testing.assert_close(grad_cam(model, images, target, batch_size=1), grad_cam(model, images, target), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        grad_cam(model, images, target, batch_size=1), grad_cam(model, images, target), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_compiled_model_uses_the_original_modules(images):
     model = build_model("small_cnn")
     compiled = torch.compile(model)
     assert find_grad_cam_layer(compiled, images) == "features"
-    torch.testing.assert_close(grad_cam(compiled, images, layer="features.3"), grad_cam(model, images, layer="features.3"))
+    torch.testing.assert_close(
+        grad_cam(compiled, images, layer="features.3"), grad_cam(model, images, layer="features.3")
+    )
 
 
 class _Twice(nn.Module):
@@ -100,7 +112,12 @@ class _Twice(nn.Module):
 
 def test_bad_layers_raise_clear_errors(images):
     model = build_model("tiny")
-    with pytest.raises(ValueError, match=re.escape("`layer` must name a submodule of the model (conv1, act1, conv2, act2, pool, fc), got 'conv9'.")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "`layer` must name a submodule of the model (conv1, act1, conv2, act2, pool, fc), got 'conv9'."
+        ),
+    ):
         grad_cam(model, images, layer="conv9")
     message = (
         "`layer` (Linear) must produce a 4-D output [N, C, h, w], tokens [N, S, C] or a channels-last map [N, h, w, C] "
@@ -108,17 +125,30 @@ def test_bad_layers_raise_clear_errors(images):
     )
     with pytest.raises(ValueError, match=re.escape(message)):
         grad_cam(model, images, layer="fc")
-    with pytest.raises(ValueError, match=re.escape("`layer` must be a submodule of the model, got a Conv2d that is not part of it.")):
+    with pytest.raises(
+        ValueError, match=re.escape("`layer` must be a submodule of the model, got a Conv2d that is not part of it.")
+    ):
         grad_cam(model, images, layer=nn.Conv2d(3, 3, 1))
-    with pytest.raises(ValueError, match=re.escape("`layer` (Conv2d) must run exactly once per forward pass, but it ran 2 times.")):
+    with pytest.raises(
+        ValueError, match=re.escape("`layer` (Conv2d) must run exactly once per forward pass, but it ran 2 times.")
+    ):
         grad_cam(_Twice().eval(), images, layer="conv")
-    with pytest.raises(TypeError, match=re.escape("`layer` must be an nn.Module, a dotted module name or None, got int.")):
+    with pytest.raises(
+        TypeError, match=re.escape("`layer` must be an nn.Module, a dotted module name or None, got int.")
+    ):
         grad_cam(model, images, layer=3)
-    with pytest.raises(TypeError, match=re.escape("`model` must be a torch.nn.Module (Grad-CAM needs its layers), got function.")):
+    with pytest.raises(
+        TypeError, match=re.escape("`model` must be a torch.nn.Module (Grad-CAM needs its layers), got function.")
+    ):
         grad_cam(lambda x: x, images)
 
 
 def test_model_without_a_4d_layer_is_rejected():
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(12, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
-    with pytest.raises(ValueError, match=re.escape("Grad-CAM needs a layer with a 4-D output [N, C, h, w] larger than 1x1, and Sequential has none")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "Grad-CAM needs a layer with a 4-D output [N, C, h, w] larger than 1x1, and Sequential has none"
+        ),
+    ):
         grad_cam(mlp, torch.rand(2, 3, 2, 2))

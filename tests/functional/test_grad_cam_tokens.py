@@ -95,7 +95,9 @@ def test_sequence_first_layers_give_the_same_maps(vit_images, device):
     assert expected.abs().max() > 0
     # a batch as large as the token count is ambiguous by shape; the encoder's batch_first decides
     many = torch.rand(65, 3, 32, 32, generator=torch.Generator().manual_seed(2)).to(device)
-    torch.testing.assert_close(grad_cam(sequence_first, many, 0, relu=False), grad_cam(batch_first, many, 0, relu=False))
+    torch.testing.assert_close(
+        grad_cam(sequence_first, many, 0, relu=False), grad_cam(batch_first, many, 0, relu=False)
+    )
 
 
 def test_post_norm_blocks_are_explained_at_the_previous_blocks_output(vit_images):
@@ -125,7 +127,9 @@ class _MeanPooledViT(nn.Module):
         super().__init__()
         self.patch_embed = nn.Conv2d(3, 16, 4, stride=4)
         self.encoder = nn.TransformerEncoder(
-            nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True, norm_first=True), 2, enable_nested_tensor=False
+            nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True, norm_first=True),
+            2,
+            enable_nested_tensor=False,
         )
         self.head = nn.Linear(16, 5)
 
@@ -161,7 +165,10 @@ class _SwinBlock(nn.Module):
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.norm1, self.attn = nn.LayerNorm(dim), WindowAttention(dim)
-        self.norm2, self.mlp = nn.LayerNorm(dim), nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        self.norm2, self.mlp = (
+            nn.LayerNorm(dim),
+            nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim)),
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.norm1(x))
@@ -224,9 +231,7 @@ def test_windowed_attention_is_explained_at_the_blocks_first_norm():
     assert find_grad_cam_layer(model, images[:1]) == "blocks.1.norm1"
     cam = grad_cam(model, images, 1, upsample=False, relu=False)
     assert all(torch.count_nonzero(one) == one.numel() for one in cam)
-    message = (
-        "`layer` (MultiheadAttention) must produce a tensor for Grad-CAM, got tuple; choose another `layer=`."
-    )
+    message = "`layer` (MultiheadAttention) must produce a tensor for Grad-CAM, got tuple; choose another `layer=`."
     with pytest.raises(TypeError, match=re.escape(message)):
         grad_cam(model, images, layer="blocks.1.attn")
     message = (
@@ -252,7 +257,12 @@ class _NonLocalBlock(nn.Module):
 def test_cnns_with_attention_like_blocks_keep_the_convolutional_rule(images):
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), _NonLocalBlock(8), nn.Conv2d(8, 8, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5)
+        nn.Conv2d(3, 8, 3, padding=1),
+        _NonLocalBlock(8),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 5),
     ).eval()
     assert find_grad_cam_layer(model, images) == "2"
 
@@ -261,7 +271,9 @@ def test_callable_reshape_equals_auto(vit_images):
     model = _vit()
     auto = grad_cam(model, vit_images, 2, layer="encoder.layers.0.norm1")
     for reshape in (TokenGrid(8, 8, prefix_tokens=1), vit_reshape_transform):
-        torch.testing.assert_close(grad_cam(model, vit_images, 2, layer="encoder.layers.0.norm1", reshape=reshape), auto)
+        torch.testing.assert_close(
+            grad_cam(model, vit_images, 2, layer="encoder.layers.0.norm1", reshape=reshape), auto
+        )
 
 
 def test_convolutional_layers_are_unchanged_by_reshape(images):
@@ -300,18 +312,35 @@ def test_unresolvable_tokens_and_bad_reshapes_raise_clear_errors(vit_images):
     )
     with pytest.raises(ValueError, match=re.escape(message)):
         grad_cam(vit, vit_images, layer="encoder.layers.1.norm1", reshape=None)
-    with pytest.raises(ValueError, match=re.escape("`reshape` must return [N, C, h, w] with N = 3 images, got [3, 64, 64].")):
+    with pytest.raises(
+        ValueError, match=re.escape("`reshape` must return [N, C, h, w] with N = 3 images, got [3, 64, 64].")
+    ):
         grad_cam(vit, vit_images, layer="encoder.layers.1.norm1", reshape=lambda t: t[:, 1:])
-    with pytest.raises(TypeError, match=re.escape("`reshape` must be 'auto', None or a callable that turns the layer's output")):
+    with pytest.raises(
+        TypeError, match=re.escape("`reshape` must be 'auto', None or a callable that turns the layer's output")
+    ):
         grad_cam(vit, vit_images, reshape="tokens")
-    with pytest.raises(ValueError, match=re.escape("TokenGrid(7, 7, prefix_tokens=1) needs tokens [N, 50, C] or a map [N, 7, 7, C], got [3, 65, 64].")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "TokenGrid(7, 7, prefix_tokens=1) needs tokens [N, 50, C] or a map [N, 7, 7, C], got [3, 65, 64]."
+        ),
+    ):
         grad_cam(vit, vit_images, layer="encoder.layers.1.norm1", reshape=TokenGrid(7, 7))
 
 
 @pytest.mark.parametrize(
     ("tokens", "size", "expected"),
-    [(64, (32, 32), (0, 8, 8)), (65, (32, 32), (1, 8, 8)), (66, (32, 32), (2, 8, 8)), (97, (32, 48), (1, 8, 12)),
-     (197, (224, 224), (1, 14, 14)), (49, (30, 30), (0, 7, 7)), (7, (32, 32), None), (1, (32, 32), None)],
+    [
+        (64, (32, 32), (0, 8, 8)),
+        (65, (32, 32), (1, 8, 8)),
+        (66, (32, 32), (2, 8, 8)),
+        (97, (32, 48), (1, 8, 12)),
+        (197, (224, 224), (1, 14, 14)),
+        (49, (30, 30), (0, 7, 7)),
+        (7, (32, 32), None),
+        (1, (32, 32), None),
+    ],
 )
 def test_token_grids(tokens, size, expected):
     assert find_token_grid(tokens, size) == expected

@@ -31,7 +31,9 @@ def test_saliency_of_a_linear_model_is_its_weights(linear_model):
 
 def test_input_gradients_of_a_model_that_ignores_its_input_are_zero():
     constant = torch.nn.Linear(1, 2)
-    grads, _ = input_gradients(lambda x: constant(torch.ones(x.shape[0], 1)), torch.rand(2, 1, 3, 3), torch.tensor([0, 1]))
+    grads, _ = input_gradients(
+        lambda x: constant(torch.ones(x.shape[0], 1)), torch.rand(2, 1, 3, 3), torch.tensor([0, 1])
+    )
     assert torch.equal(grads, torch.zeros(2, 1, 3, 3))
 
 
@@ -62,13 +64,19 @@ def test_smooth_grad_noise_scales_with_the_image_range():
     small = torch.zeros(1, 1, 4, 4)
     small[..., 0, 0] = 0.1
     big = small * 100
-    ratio = smooth_grad(square, big, 0, n_samples=200, stdev=0.5).mean() / smooth_grad(square, small, 0, n_samples=200, stdev=0.5).mean()
+    ratio = (
+        smooth_grad(square, big, 0, n_samples=200, stdev=0.5).mean()
+        / smooth_grad(square, small, 0, n_samples=200, stdev=0.5).mean()
+    )
     assert 50 < ratio < 200
 
 
 def test_smooth_grad_does_not_depend_on_the_batch_size(images):
     model = build_model("tiny")
-    runs = [smooth_grad(model, images, 1, n_samples=70, batch_size=size, generator=torch.Generator().manual_seed(3)) for size in (1, 9, 64, 512)]
+    runs = [
+        smooth_grad(model, images, 1, n_samples=70, batch_size=size, generator=torch.Generator().manual_seed(3))
+        for size in (1, 9, 64, 512)
+    ]
     for run in runs[1:]:
         torch.testing.assert_close(run, runs[0], rtol=1e-5, atol=1e-6)
 
@@ -90,8 +98,16 @@ def test_noise_tunnel_kinds_equal_captum_given_the_same_noise(model_name, kind, 
     # and 2 x 32 = 64 samples both see the same noise, so the maps agree up to float summation order.
     model, images = build_model(model_name), torch.randn(2, 3, 12, 10, generator=torch.Generator().manual_seed(1))
     ours = smooth_grad(
-        model, images, [1, 3], n_samples=32, stdev=0.4, stdev_mode="absolute", absolute=absolute, kind=kind,
-        generator=torch.Generator().manual_seed(5), batch_size=13,
+        model,
+        images,
+        [1, 3],
+        n_samples=32,
+        stdev=0.4,
+        stdev_mode="absolute",
+        absolute=absolute,
+        kind=kind,
+        generator=torch.Generator().manual_seed(5),
+        batch_size=13,
     )
     torch.manual_seed(5)
     reference = NoiseTunnel(Saliency(model)).attribute(
@@ -107,7 +123,10 @@ def test_noise_tunnel_kinds_by_hand_on_a_quadratic_score():
         return torch.cat([(x**2).sum(dim=(1, 2, 3))[:, None], torch.zeros(x.shape[0], 1)], dim=1)
 
     x, s = torch.tensor([[[[0.5, -1.0, 2.0]]]]), 0.3
-    run = {kind: smooth_grad(square, x, 0, n_samples=20000, stdev=s, stdev_mode="absolute", absolute=False, kind=kind) for kind in ("smoothgrad", "smoothgrad_sq", "vargrad")}
+    run = {
+        kind: smooth_grad(square, x, 0, n_samples=20000, stdev=s, stdev_mode="absolute", absolute=False, kind=kind)
+        for kind in ("smoothgrad", "smoothgrad_sq", "vargrad")
+    }
     torch.testing.assert_close(run["smoothgrad"], 2 * x, atol=0.02, rtol=0)
     torch.testing.assert_close(run["smoothgrad_sq"], 4 * x**2 + 4 * s**2, atol=0.08, rtol=0.02)
     torch.testing.assert_close(run["vargrad"], torch.full_like(x, 4 * s**2), atol=0.02, rtol=0.03)

@@ -25,7 +25,9 @@ def assert_equal_to_reference(mine: torch.Tensor, reference: torch.Tensor) -> No
 
 
 @pytest.mark.parametrize("model_name", MODEL_NAMES)
-@pytest.mark.parametrize(("ours", "captum"), [(guided_backprop, GuidedBackprop), (deconvnet, Deconvolution)], ids=["guided", "deconvnet"])
+@pytest.mark.parametrize(
+    ("ours", "captum"), [(guided_backprop, GuidedBackprop), (deconvnet, Deconvolution)], ids=["guided", "deconvnet"]
+)
 @pytest.mark.parametrize("device", DEVICES)
 def test_modified_relu_gradients_match_captum(model_name, ours, captum, device, images):
     model = build_model(model_name)
@@ -40,7 +42,9 @@ def test_guided_grad_cam_matches_captum(model_name, interpolate, images):
     model = build_model(model_name)
     layer = LAYERS[model_name]
     mine = guided_grad_cam(model, images, TARGETS, layer=layer, interpolate=interpolate, batch_size=2)
-    reference = GuidedGradCam(model, model.get_submodule(layer)).attribute(images, target=TARGETS, interpolate_mode=interpolate)
+    reference = GuidedGradCam(model, model.get_submodule(layer)).attribute(
+        images, target=TARGETS, interpolate_mode=interpolate
+    )
     assert_equal_to_reference(mine, reference)
 
 
@@ -82,15 +86,29 @@ def test_functional_relu_keeps_its_plain_gradient():
 
 def test_maps_do_not_depend_on_the_batch_size(images):
     model = build_model("small_cnn")
-    torch.testing.assert_close(guided_backprop(model, images, batch_size=1), guided_backprop(model, images, batch_size=64))
+    torch.testing.assert_close(
+        guided_backprop(model, images, batch_size=1), guided_backprop(model, images, batch_size=64)
+    )
 
 
 @pytest.mark.parametrize(
     ("call", "error", "message"),
     [
-        (lambda m, x: guided_backprop(lambda y: m(y), x), TypeError, "`model` must be a torch.nn.Module (its ReLU modules are modified), got function."),
-        (lambda m, x: deconvnet(m, x, 7), ValueError, "`target` must be class indices in [0, 4] for a model with 5 outputs, got [7, 7, 7]."),
-        (lambda m, x: guided_grad_cam(m, x, layer="conv2", interpolate="cubic"), ValueError, "`interpolate` must be one of ['bilinear', 'nearest'], got 'cubic'."),
+        (
+            lambda m, x: guided_backprop(lambda y: m(y), x),
+            TypeError,
+            "`model` must be a torch.nn.Module (its ReLU modules are modified), got function.",
+        ),
+        (
+            lambda m, x: deconvnet(m, x, 7),
+            ValueError,
+            "`target` must be class indices in [0, 4] for a model with 5 outputs, got [7, 7, 7].",
+        ),
+        (
+            lambda m, x: guided_grad_cam(m, x, layer="conv2", interpolate="cubic"),
+            ValueError,
+            "`interpolate` must be one of ['bilinear', 'nearest'], got 'cubic'.",
+        ),
     ],
 )
 def test_bad_arguments(call, error, message, images):

@@ -58,11 +58,27 @@ def test_integrated_gradients_of_a_linear_model_is_exact(linear_model):
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"method": "simpson"}, ValueError, "`method` must be one of ['gausslegendre', 'riemann_trapezoid', 'riemann_left', 'riemann_right', 'riemann_middle'], got 'simpson'."),
+        (
+            {"method": "simpson"},
+            ValueError,
+            "`method` must be one of ['gausslegendre', 'riemann_trapezoid', 'riemann_left', 'riemann_right', 'riemann_middle'], got 'simpson'.",
+        ),
         ({"method": "riemann_left", "n_steps": 1}, ValueError, "`n_steps` must be >= 2 for the Riemann rules, got 1."),
-        ({"baseline": torch.zeros(2, 2)}, ValueError, "`baseline` tensor must have shape [], [C], [C, H, W] or [N, C, H, W] = [], [3], [3, 12, 10] or [3, 3, 12, 10] for inputs of shape [3, 3, 12, 10], got [2, 2]."),
-        ({"baseline": [0.0]}, TypeError, "`baseline` must be a number, a tensor or one of ['zero', 'mean', 'blur', 'max_distance'], got list."),
-        ({"target": torch.tensor([0.5, 1.0, 2.0])}, TypeError, "`target` tensor must hold integers, got dtype torch.float32."),
+        (
+            {"baseline": torch.zeros(2, 2)},
+            ValueError,
+            "`baseline` tensor must have shape [], [C], [C, H, W] or [N, C, H, W] = [], [3], [3, 12, 10] or [3, 3, 12, 10] for inputs of shape [3, 3, 12, 10], got [2, 2].",
+        ),
+        (
+            {"baseline": [0.0]},
+            TypeError,
+            "`baseline` must be a number, a tensor or one of ['zero', 'mean', 'blur', 'max_distance'], got list.",
+        ),
+        (
+            {"target": torch.tensor([0.5, 1.0, 2.0])},
+            TypeError,
+            "`target` tensor must hold integers, got dtype torch.float32.",
+        ),
     ],
 )
 def test_integrated_gradients_bad_arguments(kwargs, error, message, images):
@@ -74,7 +90,9 @@ def test_integrated_gradients_bad_arguments(kwargs, error, message, images):
 @pytest.mark.parametrize("method", ["gausslegendre", "riemann_trapezoid"])
 def test_integrated_gradients_without_multiplying_by_inputs_matches_captum(model_name, method, images):
     model = build_model(model_name)
-    ours = integrated_gradients(model, images, [2, 0, 4], baseline=0.3, n_steps=12, method=method, multiply_by_inputs=False, batch_size=7)
+    ours = integrated_gradients(
+        model, images, [2, 0, 4], baseline=0.3, n_steps=12, method=method, multiply_by_inputs=False, batch_size=7
+    )
     reference = IntegratedGradients(model, multiply_by_inputs=False).attribute(
         images, baselines=0.3, target=[2, 0, 4], n_steps=12, method=method
     )

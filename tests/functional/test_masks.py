@@ -59,7 +59,10 @@ def test_each_mask_has_about_its_area(box_result):
 
 def test_the_masks_are_reproducible_and_depend_on_the_generator_only():
     model, images = BoxReadout().eval(), _images()
-    runs = [extremal_mask(model, images, 0, areas=(0.1,), steps=5, generator=torch.Generator().manual_seed(seed)) for seed in (1, 1, 2)]
+    runs = [
+        extremal_mask(model, images, 0, areas=(0.1,), steps=5, generator=torch.Generator().manual_seed(seed))
+        for seed in (1, 1, 2)
+    ]
     assert torch.equal(runs[0].masks, runs[1].masks) and not torch.equal(runs[0].masks, runs[2].masks)
 
 

@@ -22,6 +22,7 @@ from lightning_xai.demos import ResNetStyle
 
 REFERENCES = torch.randn(4, 3, 12, 10, generator=torch.Generator().manual_seed(9))
 
+
 def _mask_tensors(result: F.ExtremalMasks) -> tuple[torch.Tensor, ...]:
     return result.masks, result.kept, result.deleted_kept, result.smallest_area, result.best
 
@@ -36,8 +37,12 @@ CALLS = {
     "smooth_grad": lambda m, x, **kw: F.smooth_grad(m, x, n_samples=3, **kw),
     "vargrad": lambda m, x, **kw: F.smooth_grad(m, x, n_samples=3, kind="vargrad", **kw),
     "integrated_gradients": lambda m, x, **kw: F.integrated_gradients(m, x, n_steps=4, return_delta=True, **kw),
-    "expected_gradients": lambda m, x, **kw: F.expected_gradients(m, x, baselines=REFERENCES, n_samples=3, return_delta=True, **kw),
-    "expected_gradients_noise": lambda m, x, **kw: F.expected_gradients(m, x, baselines="gaussian", n_samples=3, return_delta=True, **kw),
+    "expected_gradients": lambda m, x, **kw: F.expected_gradients(
+        m, x, baselines=REFERENCES, n_samples=3, return_delta=True, **kw
+    ),
+    "expected_gradients_noise": lambda m, x, **kw: F.expected_gradients(
+        m, x, baselines="gaussian", n_samples=3, return_delta=True, **kw
+    ),
     "guided_backprop": lambda m, x, **kw: F.guided_backprop(m, x, batch_size=2, **kw),
     "deconvnet": lambda m, x, **kw: F.deconvnet(m, x, **kw),
     "guided_grad_cam": lambda m, x, **kw: F.guided_grad_cam(m, x, layer="layer2", **kw),
@@ -121,7 +126,9 @@ def test_leaves_no_trace_when_it_raises(name):
 
 def test_training_mode_is_warned_about():
     model = _model_with_state(partly_training=True)
-    with pytest.warns(UserWarning, match="ResNetStyle is in training mode: dropout and batch statistics make attribution maps random"):
+    with pytest.warns(
+        UserWarning, match="ResNetStyle is in training mode: dropout and batch statistics make attribution maps random"
+    ):
         F.saliency(model, torch.randn(2, 3, 12, 10))
 
 

@@ -28,7 +28,9 @@ CASES = [
 def test_matches_captum(model_name, window, stride, baseline, device, images):
     model = build_model(model_name)
     target = torch.tensor([0, 3, 1])
-    ours = occlusion(model.to(device), images.to(device), target, window=window, stride=stride, baseline=baseline, batch_size=7)
+    ours = occlusion(
+        model.to(device), images.to(device), target, window=window, stride=stride, baseline=baseline, batch_size=7
+    )
     reference = Occlusion(model.cpu()).attribute(
         images, target=target, sliding_window_shapes=(3, *window), strides=(3, *stride), baselines=baseline
     )
@@ -41,7 +43,9 @@ def test_named_and_tensor_baselines_match_captum_given_the_same_tensor(baseline,
     model = build_model("tiny")
     ours = occlusion(model, images, 2, window=4, stride=2, baseline=baseline)
     fill = constant_baseline(baseline, images).expand_as(images).contiguous()
-    reference = Occlusion(model).attribute(images, target=2, sliding_window_shapes=(3, 4, 4), strides=(3, 2, 2), baselines=fill)
+    reference = Occlusion(model).attribute(
+        images, target=2, sliding_window_shapes=(3, 4, 4), strides=(3, 2, 2), baselines=fill
+    )
     torch.testing.assert_close(ours, reference[:, :1], rtol=1e-5, atol=1e-5)
 
 
@@ -96,8 +100,16 @@ def test_window_counts_follow_captum():
             "got stride 3 > window 2 in height.",
         ),
         ({"window": 2, "batch_size": 0}, ValueError, "`batch_size` must be an int >= 1, got 0."),
-        ({"window": 2, "baseline": "black"}, ValueError, "`baseline` must be a number, a tensor or one of ['zero', 'mean', 'blur', 'max_distance'], got 'black'."),
-        ({"window": 2, "target": 5}, ValueError, "`target` must be class indices in [0, 4] for a model with 5 outputs, got [5, 5, 5]."),
+        (
+            {"window": 2, "baseline": "black"},
+            ValueError,
+            "`baseline` must be a number, a tensor or one of ['zero', 'mean', 'blur', 'max_distance'], got 'black'.",
+        ),
+        (
+            {"window": 2, "target": 5},
+            ValueError,
+            "`target` must be class indices in [0, 4] for a model with 5 outputs, got [5, 5, 5].",
+        ),
         ({"window": 2, "target": [0, 1]}, ValueError, "`target` must hold one class per image (3), got 2."),
     ],
 )
@@ -109,7 +121,10 @@ def test_bad_arguments_raise_clear_errors(kwargs, error, message, images):
 
 
 def test_wrong_ndim_is_rejected():
-    with pytest.raises(ValueError, match=re.escape("`inputs` must have 4 dimensions [N, C, H, W], got 3 dimensions with shape [3, 12, 10].")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape("`inputs` must have 4 dimensions [N, C, H, W], got 3 dimensions with shape [3, 12, 10]."),
+    ):
         occlusion(build_model("tiny"), torch.zeros(3, 12, 10), window=2)
 
 
@@ -117,7 +132,12 @@ def test_model_output_must_be_class_scores(images):
     def not_scores(x: torch.Tensor) -> torch.Tensor:
         return x.mean(dim=(2, 3))[:, :, None]
 
-    with pytest.raises(ValueError, match=re.escape("the model must return class scores of shape [N, K] = [3, K] for 3 images, got shape [3, 3, 1].")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "the model must return class scores of shape [N, K] = [3, K] for 3 images, got shape [3, 3, 1]."
+        ),
+    ):
         occlusion(not_scores, images, window=2)
 
 
@@ -126,9 +146,13 @@ def test_non_finite_scores_are_reported(images):
         scores = x.flatten(1)[:, :2]
         return torch.where(x.flatten(1)[:, :1] == 0, torch.nan, scores)
 
-    with pytest.raises(ValueError, match=re.escape("`forward_fn` returned non-finite scores (NaN or inf) for some occluded images.")):
+    with pytest.raises(
+        ValueError, match=re.escape("`forward_fn` returned non-finite scores (NaN or inf) for some occluded images.")
+    ):
         occlusion(explodes_when_occluded, images, 0, window=2)
-    with pytest.raises(ValueError, match=re.escape("the model returned non-finite scores (NaN or inf) for the given inputs.")):
+    with pytest.raises(
+        ValueError, match=re.escape("the model returned non-finite scores (NaN or inf) for the given inputs.")
+    ):
         occlusion(lambda x: torch.full((x.shape[0], 2), torch.inf), images, window=2)
 
 
@@ -166,7 +190,7 @@ def test_inpaint_without_opencv_names_the_extra_before_any_model_call(monkeypatc
 
     monkeypatch.setitem(sys.modules, "cv2", None)
     calls = []
-    message = 'The inpainting baselines (\'inpaint\', \'inpaint_ns\') need OpenCV; install it with pip install "lightning-xai[inpaint]" (opencv-python-headless).'
+    message = "The inpainting baselines ('inpaint', 'inpaint_ns') need OpenCV; install it with pip install \"lightning-xai[inpaint]\" (opencv-python-headless)."
     with pytest.raises(ImportError, match=re.escape(message)):
         occlusion(lambda x: calls.append(x) or torch.zeros(x.shape[0], 2), images, 0, window=4, baseline="inpaint")
     assert not calls

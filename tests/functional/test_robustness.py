@@ -33,11 +33,18 @@ def test_the_shifted_copy_gives_the_same_outputs_and_leaves_the_model_alone(mode
 
 @pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "replicate", "circular"])
 def test_every_padding_mode_is_compensated(padding_mode):
-    net = nn.Sequential(nn.Conv2d(2, 4, 3, padding=2, padding_mode=padding_mode, groups=2), nn.Flatten(), nn.LazyLinear(3)).eval()
+    net = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=2, padding_mode=padding_mode, groups=2), nn.Flatten(), nn.LazyLinear(3)
+    ).eval()
     x = torch.randn(2, 2, 6, 5)
     net(x)
     with torch.no_grad():
-        torch.testing.assert_close(shift_compensated_copy(net, x, torch.tensor([1.5, -3.0]))(x + torch.tensor([1.5, -3.0]).view(1, 2, 1, 1)), net(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            shift_compensated_copy(net, x, torch.tensor([1.5, -3.0]))(x + torch.tensor([1.5, -3.0]).view(1, 2, 1, 1)),
+            net(x),
+            rtol=1e-5,
+            atol=1e-5,
+        )
 
 
 def test_gradients_are_input_invariant_and_gradient_times_input_is_not(linear_model):
@@ -59,7 +66,9 @@ def test_on_conv_nets_saliency_and_grad_cam_are_invariant_integrated_gradients_f
     model = build_model(model_name)
     assert input_invariance(model, images, TARGETS, SALIENCY).invariant
     assert input_invariance(model, images, TARGETS, lambda m, x, t: F.grad_cam(m, x, t)).invariant
-    assert not input_invariance(model, images, TARGETS, lambda m, x, t: F.integrated_gradients(m, x, t, n_steps=8)).invariant
+    assert not input_invariance(
+        model, images, TARGETS, lambda m, x, t: F.integrated_gradients(m, x, t, n_steps=8)
+    ).invariant
 
 
 def test_a_model_that_transforms_its_input_first_is_refused(images):
@@ -91,7 +100,16 @@ def test_fragility_of_a_linear_model_s_gradient_is_nil_and_gradient_times_input_
 
 def test_fragility_keeps_the_prediction_and_clips_to_the_value_range(images):
     model = build_model("small_cnn")
-    result = fragility(model, images, TARGETS, SALIENCY, epsilon=0.05, steps=3, value_range=(-1.0, 1.0), generator=torch.Generator().manual_seed(3))
+    result = fragility(
+        model,
+        images,
+        TARGETS,
+        SALIENCY,
+        epsilon=0.05,
+        steps=3,
+        value_range=(-1.0, 1.0),
+        generator=torch.Generator().manual_seed(3),
+    )
     with torch.no_grad():
         same = model(result.perturbed).argmax(dim=1) == model(images).argmax(dim=1)
     assert same[result.prediction_kept].all()
@@ -103,7 +121,11 @@ def test_robustness_checks_leave_no_trace(images):
     model = build_model("resnet")
     for parameter in model.parameters():
         parameter.grad = torch.ones_like(parameter)
-    before = [p.grad.clone() for p in model.parameters()], {k: v.clone() for k, v in model.state_dict().items()}, torch.get_rng_state()
+    before = (
+        [p.grad.clone() for p in model.parameters()],
+        {k: v.clone() for k, v in model.state_dict().items()},
+        torch.get_rng_state(),
+    )
     with torch.inference_mode():
         input_invariance(model, images, TARGETS, SALIENCY)
         fragility(model, images, TARGETS, SALIENCY, epsilon=0.1, steps=2)
@@ -116,11 +138,31 @@ def test_robustness_checks_leave_no_trace(images):
 @pytest.mark.parametrize(
     ("call", "error", "message"),
     [
-        (lambda m, x: input_invariance(m, x, TARGETS, SALIENCY, shift=torch.ones(2)), ValueError, "`shift` must be a number or a tensor of one value per channel [3], got [2]."),
-        (lambda m, x: input_invariance(m, x, TARGETS, SALIENCY, tolerance=0), ValueError, "`tolerance` must be a positive number, got 0."),
-        (lambda m, x: fragility(m, x, TARGETS, SALIENCY, epsilon=0), ValueError, "`epsilon` must be a positive number, got 0."),
-        (lambda m, x: fragility(m, x, TARGETS, SALIENCY, epsilon=0.1, steps=0), ValueError, "`steps` must be an int >= 1, got 0."),
-        (lambda m, x: fragility(m, x, TARGETS, SALIENCY, epsilon=0.1, generator=1), TypeError, "`generator` must be a torch.Generator or None, got int."),
+        (
+            lambda m, x: input_invariance(m, x, TARGETS, SALIENCY, shift=torch.ones(2)),
+            ValueError,
+            "`shift` must be a number or a tensor of one value per channel [3], got [2].",
+        ),
+        (
+            lambda m, x: input_invariance(m, x, TARGETS, SALIENCY, tolerance=0),
+            ValueError,
+            "`tolerance` must be a positive number, got 0.",
+        ),
+        (
+            lambda m, x: fragility(m, x, TARGETS, SALIENCY, epsilon=0),
+            ValueError,
+            "`epsilon` must be a positive number, got 0.",
+        ),
+        (
+            lambda m, x: fragility(m, x, TARGETS, SALIENCY, epsilon=0.1, steps=0),
+            ValueError,
+            "`steps` must be an int >= 1, got 0.",
+        ),
+        (
+            lambda m, x: fragility(m, x, TARGETS, SALIENCY, epsilon=0.1, generator=1),
+            TypeError,
+            "`generator` must be a torch.Generator or None, got int.",
+        ),
     ],
 )
 def test_bad_arguments(call, error, message, images):

@@ -69,7 +69,8 @@ def test_helpers_by_hand():
     assert paste(torch.zeros(2, 1, 4, 4), torch.ones(1, 1, 4, 4), (1, 1, 3, 3)).sum() == 8
     boxes = random_boxes((8, 8), (0, 0, 4, 4), 50, torch.Generator().manual_seed(0))
     assert len(boxes) == 9 and all(  # top-left corners (4, 0..4) and (0..4, 4)
-        box_iou(b, (0, 0, 4, 4)) == 0 for b in boxes)
+        box_iou(b, (0, 0, 4, 4)) == 0 for b in boxes
+    )
     masks = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
     masks[..., 1:3, 1:3] = True
     assert mass_outside(torch.ones(1, 1, 4, 4), masks).item() == pytest.approx(12 / 16)

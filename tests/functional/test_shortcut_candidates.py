@@ -42,12 +42,20 @@ def test_plan_merges_methods_and_proposes_each_kind():
     fixed = _spot_maps([(0, 0, 2, 2)] * 8)
     corners = [(0, 0, 2, 2), (0, 14, 2, 16), (14, 0, 16, 2), (14, 14, 16, 16)] * 2
     moving = _spot_maps(corners)
-    found, peaks = plan_candidates({"a": fixed, "b": fixed.clone(), "c": moving}, (16, 16), [2, 4], min_concentration=2.0,
-                                   min_isolation=0.4, max_places=6)
+    found, peaks = plan_candidates(
+        {"a": fixed, "b": fixed.clone(), "c": moving},
+        (16, 16),
+        [2, 4],
+        min_concentration=2.0,
+        min_isolation=0.4,
+        max_places=6,
+    )
     region = found[("region", (0, 0, 2, 2), ())]
     assert region.methods == ["a", "b"] and peaks["a"] == peaks["b"] > 10
     (walker,) = [c for c in found.values() if c.kind == "moving_region"]
     assert walker.methods == ["c"] and walker.probe_boxes == corners and len(walker.places) == 4
     spread = torch.ones(8, 1, 16, 16)
-    nothing, _ = plan_candidates({"a": spread}, (16, 16), [2, 4], min_concentration=2.0, min_isolation=0.4, max_places=6)
+    nothing, _ = plan_candidates(
+        {"a": spread}, (16, 16), [2, 4], min_concentration=2.0, min_isolation=0.4, max_places=6
+    )
     assert nothing == {}

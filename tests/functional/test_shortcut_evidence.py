@@ -13,7 +13,7 @@ from lightning_xai.functional.shortcut_evidence import (
     sign_test,
     swap_boxes,
     swap_colors,
-    to_grey,
+    to_gray,
     transplant_votes,
 )
 
@@ -52,8 +52,14 @@ def test_transplant_votes_count_follows_and_wins_against_controls():
     transplanted[:2, 0, 0, 0] = 1.0  # recipients 0, 1 now look like class 0
     controls = torch.zeros(8, 1, 2, 2)  # two controls each: still class 1
     votes = transplant_votes(
-        reads_first_pixel, transplanted, controls, recipient_class=torch.ones(4, dtype=torch.long),
-        donor_class=torch.zeros(4, dtype=torch.long), donor_before=torch.zeros(4), batch_size=3, margin=0.1,
+        reads_first_pixel,
+        transplanted,
+        controls,
+        recipient_class=torch.ones(4, dtype=torch.long),
+        donor_class=torch.zeros(4, dtype=torch.long),
+        donor_before=torch.zeros(4),
+        batch_size=3,
+        margin=0.1,
     )
     assert (votes.follow, votes.stay, votes.other, votes.wins, votes.losses, votes.random_follow) == (2, 2, 0, 2, 2, 0)
     assert votes.p_value == sign_test(2, 2) and votes.rates()["follow_rate"] == 0.5
@@ -63,7 +69,7 @@ def test_swaps_and_grey_keep_what_they_should():
     recipients, donors = torch.zeros(1, 1, 3, 3), torch.arange(9.0).view(1, 1, 3, 3)
     assert swap_boxes(recipients, donors, [(0, 0, 1, 2)], [(2, 1, 3, 3)]).flatten().tolist()[:3] == [7.0, 8.0, 0.0]
     red, blue = torch.tensor([1.0, 0, 0]).view(1, 3, 1, 1), torch.tensor([0, 0, 1.0]).view(1, 3, 1, 1)
-    assert torch.allclose(to_grey(red), torch.full((1, 3, 1, 1), 0.299))
+    assert torch.allclose(to_gray(red), torch.full((1, 3, 1, 1), 0.299))
     swapped = swap_colors(red, blue)
-    assert torch.allclose(to_grey(swapped), to_grey(red))  # brightness of the recipient...
+    assert torch.allclose(to_gray(swapped), to_gray(red))  # brightness of the recipient...
     assert swapped[0, 2, 0, 0] > swapped[0, 0, 0, 0]  # ...colour of the donor

@@ -19,7 +19,9 @@ from lightning_xai.functional.stability import (
 
 
 def _blob(center: tuple[float, float], size: int = 24, width: float = 2.5) -> torch.Tensor:
-    ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij"
+    )
     return torch.exp(-((ys - center[0]) ** 2 + (xs - center[1]) ** 2) / (2 * width**2)).view(1, 1, size, size)
 
 
@@ -79,7 +81,12 @@ def test_multi_channel_maps_and_different_sizes():
 
 
 def test_mismatched_batches_are_rejected():
-    with pytest.raises(ValueError, match=re.escape("`maps_a` and `maps_b` must hold the same images at the same size, got [2, 1, 4, 4] and [3, 1, 4, 4].")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "`maps_a` and `maps_b` must hold the same images at the same size, got [2, 1, 4, 4] and [3, 1, 4, 4]."
+        ),
+    ):
         rank_correlation(torch.rand(2, 1, 4, 4), torch.rand(3, 1, 4, 4))
     with pytest.raises(ValueError, match=re.escape("`k` must be a fraction of the pixels in (0, 1], got 0.")):
         top_k_iou(torch.rand(1, 1, 4, 4), torch.rand(1, 1, 4, 4), k=0)

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lightning_xai.functional import _batching, measure_batch_size, tuning
+from lightning_xai.functional import batching, measure_batch_size, tuning
 from tests.conftest import build_model
 
 
@@ -20,7 +20,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """
     now = [0.0]
     fake = SimpleNamespace(perf_counter=lambda: now[0])
-    monkeypatch.setattr(_batching, "time", fake)
+    monkeypatch.setattr(batching, "time", fake)
     monkeypatch.setattr(tuning, "time", fake)
     return now
 

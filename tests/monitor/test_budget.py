@@ -19,7 +19,12 @@ def test_overhead_is_the_runs_share_of_the_rest_of_the_fit():
     assert cost.training_seconds(now=124.0) == 20.0
     assert cost.overhead(now=124.0) == pytest.approx(0.2)
     assert cost.snapshot(now=124.0) == {
-        "runs": 2, "skipped": 0, "failed": 0, "seconds": 4.0, "training_seconds": 20.0, "overhead": pytest.approx(0.2),
+        "runs": 2,
+        "skipped": 0,
+        "failed": 0,
+        "seconds": 4.0,
+        "training_seconds": 20.0,
+        "overhead": pytest.approx(0.2),
     }
 
 

@@ -11,6 +11,20 @@ from torch import Tensor
 
 from lightning_xai.functional._checks import check_positive_int
 
+__all__ = [
+    "CPU_BATCH_CANDIDATES",
+    "GPU_BATCH_CANDIDATES",
+    "BatchSize",
+    "BatchSizeTuner",
+    "DeadlineBatches",
+    "NoiseStream",
+    "TimeBudgetExceeded",
+    "check_candidates",
+    "check_optional_batch_size",
+    "chunk_ranges",
+    "default_batch_size",
+]
+
 # Elements (C * H * W summed over a batch) per forward pass. On a CPU, batches past a few
 # hundred small images fall off a cache cliff (see DESIGN.md, "Speed notes"); a GPU wants
 # many more images per pass to stay busy.
