@@ -13,6 +13,21 @@ from pytorch_lightning import LightningModule
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
+__all__ = [
+    "BasicBlock",
+    "CORNERS",
+    "DecoyKind",
+    "LitClassifier",
+    "ResNetStyle",
+    "SmallCNN",
+    "TinyViT",
+    "decoy_box",
+    "digits_loaders",
+    "load_digits",
+    "plant_decoy",
+    "scattered_digits",
+]
+
 
 class SmallCNN(nn.Module):
     """Three convolution blocks with batch norm, global average pooling and a linear classifier.

@@ -14,6 +14,17 @@ from torch import Tensor
 
 from lightning_xai.batches import BatchImages, Preprocess, images_and_labels
 
+__all__ = [
+    "CandidatePool",
+    "ProbeSet",
+    "TrainingReservoir",
+    "detached_cpu_copy",
+    "probes_from_argument",
+    "split_batch",
+    "spread_over_classes",
+    "spread_over_labels",
+]
+
 _IMAGE_KEYS = ("image", "images", "x", "input", "inputs", "pixel_values", "img")
 _LABEL_KEYS = ("label", "labels", "y", "target", "targets", "class", "cls")
 

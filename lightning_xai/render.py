@@ -13,6 +13,21 @@ from torch import Tensor
 
 from lightning_xai._files import atomic_write_bytes
 
+__all__ = [
+    "colorize",
+    "draw_box",
+    "draw_text",
+    "encode_png",
+    "enlarge",
+    "labelled_columns",
+    "line_plot",
+    "make_grid",
+    "overlay",
+    "save_png",
+    "to_rgb",
+    "with_probability_bars",
+]
+
 # Anchor colours of matplotlib's "inferno" (perceptually uniform, dark = low, yellow = high).
 _INFERNO_ANCHORS = (
     (0.001, 0.000, 0.014),

@@ -91,7 +91,8 @@ class Shortcuts:
             grown by half its side (a compact spot, not a piece of a larger hot object).
         max_places: most single-probe hot spots tested per method as marks of a class.
         colors: test colour images for a colour cue.
-        fill: what replaces a box in the (reported) ablations: ``"mean"`` or ``"blur"``.
+        fill: what replaces a box in the ablations (the reported rates, a class mark's class, a moving
+            region's place): ``"mean"``, ``"blur"`` or ``"inpaint"`` (OpenCV, ``pip install "lightning-xai[inpaint]"``).
         suspect_regions: boxes ``(top, left, bottom, right)`` always tested, or ``"border"``.
         object_masks: per-probe object masks ``[P, 1, H, W]`` (given probes only): the share of
             attribution outside the object is reported per method.
@@ -111,7 +112,7 @@ class Shortcuts:
     min_isolation: float = 0.4
     max_places: int = 4
     colors: bool = True
-    fill: Literal["mean", "blur"] = "mean"
+    fill: Literal["mean", "blur", "inpaint"] = "mean"
     suspect_regions: Sequence[SuspectRegion] = ()
     object_masks: Tensor | None = field(default=None, compare=False)
 
@@ -129,8 +130,8 @@ class Shortcuts:
                 or getattr(self, name) < 2
             ):
                 raise ValueError(f"`{name}` must be an int >= 2, got {getattr(self, name)!r}.")
-        if self.fill not in ("mean", "blur"):
-            raise ValueError(f"`fill` must be one of ['mean', 'blur'], got {self.fill!r}.")
+        if self.fill not in ("mean", "blur", "inpaint"):
+            raise ValueError(f"`fill` must be one of ['mean', 'blur', 'inpaint'], got {self.fill!r}.")
         for region in self.suspect_regions:
             if region != "border" and not (isinstance(region, (tuple, list)) and len(region) == 4):
                 raise ValueError(

@@ -190,5 +190,26 @@ def test_settings_are_checked():
         match=re.escape("`suspect_regions` must hold (top, left, bottom, right) boxes or 'border', got 'corners'."),
     ):
         Shortcuts(suspect_regions=["corners"])
-    with pytest.raises(ValueError, match=re.escape("`fill` must be one of ['mean', 'blur'], got 'zero'.")):
+    with pytest.raises(ValueError, match=re.escape("`fill` must be one of ['mean', 'blur', 'inpaint'], got 'zero'.")):
         Shortcuts(fill="zero")
+
+
+def test_inpainting_fills_boxes_in_the_ablations_and_the_finding_stands():
+    pytest.importorskip("cv2")
+    images, _ = _shaded([CORNERS[0]] * 64)
+    report = _check(ReadsShade([CORNERS[0]]), _heat([CORNERS[0]] * 16), images, Shortcuts(fill="inpaint"))
+    (finding,) = report.new
+    assert finding.kind == "region" and finding.box == [0, 0, 4, 4] and finding.p_value <= finding.level
+    assert finding.flip_rate > finding.random_flip_rate  # the swatch inpainted away changes predictions, elsewhere not
+
+
+def test_hide_and_keep_box_inpaint_from_the_rest_of_the_image():
+    pytest.importorskip("cv2")
+    from lightning_xai.functional.shortcut import hide_box, keep_box
+
+    flat = torch.full((2, 3, 8, 8), 0.7)
+    marked = flat.clone()
+    marked[..., 0:3, 0:3] = 0.1
+    torch.testing.assert_close(hide_box(marked, None, (0, 0, 3, 3)), flat, atol=5e-3, rtol=0)
+    kept = keep_box(marked, None, (0, 0, 3, 3))
+    torch.testing.assert_close(kept[..., 0:3, 0:3], marked[..., 0:3, 0:3])

@@ -12,6 +12,20 @@ from typing import TypeGuard
 import torch
 from torch import Tensor
 
+__all__ = [
+    "ForwardFn",
+    "TargetLike",
+    "as_pair",
+    "check_images",
+    "check_positive_int",
+    "check_score_shape",
+    "check_scores",
+    "gather_scores",
+    "is_real_number",
+    "normalize_target",
+    "resolve_targets",
+]
+
 TargetLike = int | Sequence[int] | Tensor | None
 ForwardFn = Callable[[Tensor], Tensor]
 

@@ -9,6 +9,11 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
+__all__ = [
+    "leave_no_trace",
+    "owning_module",
+]
+
 
 def owning_module(forward_fn: object) -> nn.Module | None:
     """Returns the ``nn.Module`` behind ``forward_fn`` (the module itself or a bound method), if any.

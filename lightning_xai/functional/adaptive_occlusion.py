@@ -52,6 +52,16 @@ from lightning_xai.functional.occlusion import (
     window_counts,
 )
 
+__all__ = [
+    "AdaptiveOcclusionResult",
+    "COARSE_MODES",
+    "CoarseMode",
+    "Pair",
+    "adaptive_occlusion",
+    "adaptive_occlusion_with_counts",
+    "coarse_grid",
+]
+
 Pair = tuple[int, int]
 CoarseMode = Literal["subsample", "enlarge"]
 COARSE_MODES: tuple[str, ...] = get_args(CoarseMode)

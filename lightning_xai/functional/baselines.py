@@ -18,6 +18,27 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+__all__ = [
+    "CONSTANT_BASELINE_NAMES",
+    "ConstantBaseline",
+    "ConstantBaselineName",
+    "INPAINT_BASELINE_NAMES",
+    "INPAINT_INSTALL",
+    "InpaintName",
+    "OcclusionBaseline",
+    "SAMPLED_BASELINE_NAMES",
+    "SampledBaselineName",
+    "ValueRange",
+    "channel_range",
+    "check_reference_set",
+    "constant_baseline",
+    "default_blur_sigma",
+    "gaussian_blur",
+    "import_cv2",
+    "inpaint",
+    "noise_baselines_from",
+]
+
 ConstantBaselineName = Literal["zero", "mean", "blur", "max_distance"]
 InpaintName = Literal["inpaint", "inpaint_ns"]
 SampledBaselineName = Literal["uniform", "gaussian", "blur"]

@@ -9,6 +9,12 @@ from torch import Tensor
 
 from lightning_xai.functional._checks import check_images, is_real_number
 
+__all__ = [
+    "REDUCTIONS",
+    "Reduction",
+    "display_map",
+]
+
 Reduction = Literal["abs_sum", "positive", "signed"]
 REDUCTIONS: tuple[str, ...] = get_args(Reduction)
 

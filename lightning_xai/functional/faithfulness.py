@@ -44,6 +44,19 @@ from lightning_xai.functional.batching import BatchSize, check_optional_batch_si
 from lightning_xai.functional.gradients import private_generator
 from lightning_xai.functional.stability import reduce_channels
 
+__all__ = [
+    "DEFAULT_FRACTIONS",
+    "FILLS",
+    "Fill",
+    "Filler",
+    "ImageBuilder",
+    "SCORES",
+    "Score",
+    "ablation_curves",
+    "auc",
+    "mass_center_ablation",
+]
+
 Fill = Literal["mean", "blur", "inpaint"]
 Score = Literal["probability", "logit"]
 FILLS: tuple[str, ...] = get_args(Fill)

@@ -34,6 +34,19 @@ from lightning_xai.functional.batching import (
     default_batch_size,
 )
 
+__all__ = [
+    "NOISE_TUNNEL_KINDS",
+    "NoiseTunnelKind",
+    "SampleMaker",
+    "check_finite_attribution",
+    "input_gradients",
+    "private_generator",
+    "saliency",
+    "smooth_grad",
+    "sum_sample_gradients",
+    "targets_from_forward",
+]
+
 NoiseTunnelKind = Literal["smoothgrad", "smoothgrad_sq", "vargrad"]
 NOISE_TUNNEL_KINDS: tuple[str, ...] = get_args(NoiseTunnelKind)
 

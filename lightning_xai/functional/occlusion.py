@@ -39,6 +39,17 @@ from lightning_xai.functional.baselines import (
 )
 from lightning_xai.functional.batching import BatchSize, check_optional_batch_size, chunk_ranges, default_batch_size
 
+__all__ = [
+    "PairRunner",
+    "check_autocast_dtype",
+    "check_finite",
+    "check_window_and_stride",
+    "occlusion",
+    "precision",
+    "spread_over_windows",
+    "window_counts",
+]
+
 
 def occlusion(
     forward_fn: ForwardFn,

@@ -21,11 +21,25 @@ from torch import Tensor
 
 from lightning_xai.functional._checks import ForwardFn, check_images, check_score_shape
 from lightning_xai.functional._no_trace import leave_no_trace
-from lightning_xai.functional.baselines import default_blur_sigma, gaussian_blur
+from lightning_xai.functional.baselines import default_blur_sigma, gaussian_blur, import_cv2, inpaint
 from lightning_xai.functional.batching import BatchSize, check_optional_batch_size, chunk_ranges, default_batch_size
 
+__all__ = [
+    "Box",
+    "Fill",
+    "box_iou",
+    "concentrated_boxes",
+    "fill_images",
+    "hide_box",
+    "keep_box",
+    "intervene",
+    "mass_outside",
+    "paste",
+    "random_boxes",
+]
+
 Box = tuple[int, int, int, int]
-Fill = Literal["mean", "blur"]
+Fill = Literal["mean", "blur", "inpaint"]
 
 
 def box_iou(first: Box, second: Box) -> float:
@@ -90,13 +104,42 @@ def _best_positions(mean_mass: Tensor, size: int, count: int) -> list[tuple[Box,
     return picked
 
 
-def fill_images(images: Tensor, fill: Fill) -> Tensor:
-    """What replaces a box: each image's channel means, or a blurred copy of it, ``[N, C, H, W]``."""
+def fill_images(images: Tensor, fill: Fill) -> Tensor | None:
+    """What replaces a box: each image's channel means, or a blurred copy of it, ``[N, C, H, W]``;
+    ``None`` for ``"inpaint"`` (each box is then inpainted from the rest of its image, see :func:`hide_box`)."""
     if fill == "mean":
         return images.mean(dim=(2, 3), keepdim=True).expand_as(images)
     if fill == "blur":
         return gaussian_blur(images, default_blur_sigma(images))
-    raise ValueError(f"`fill` must be one of ['mean', 'blur'], got {fill!r}.")
+    if fill == "inpaint":
+        import_cv2()  # a clear error naming the extra, before any work
+        return None
+    raise ValueError(f"`fill` must be one of ['mean', 'blur', 'inpaint'], got {fill!r}.")
+
+
+def _box_mask(images: Tensor, box: Box) -> Tensor:
+    mask = torch.zeros(images.shape[0], 1, *images.shape[-2:], dtype=torch.bool, device=images.device)
+    mask[..., box[0] : box[2], box[1] : box[3]] = True
+    return mask
+
+
+def hide_box(images: Tensor, fills: Tensor | None, box: Box) -> Tensor:
+    """``images`` ``[N, C, H, W]`` with ``box`` replaced by ``fills``, or inpainted from the rest when ``fills`` is ``None``.
+
+    Example:
+        >>> hide_box(torch.zeros(1, 1, 3, 3), torch.ones(1, 1, 3, 3), (0, 0, 1, 2)).flatten().tolist()
+        [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    """
+    if fills is None:
+        return inpaint(images, _box_mask(images, box))
+    return paste(images, fills, box)
+
+
+def keep_box(images: Tensor, fills: Tensor | None, box: Box) -> Tensor:
+    """Only ``box`` of ``images`` kept, everything else replaced by ``fills`` (inpainted from the box when ``None``)."""
+    if fills is None:
+        return inpaint(images, ~_box_mask(images, box))
+    return paste(fills, images, box)
 
 
 def paste(recipients: Tensor, donors: Tensor, box: Box) -> Tensor:
@@ -185,7 +228,7 @@ def intervene(
 def _ablation(
     forward_fn: ForwardFn,
     images: Tensor,
-    fills: Tensor,
+    fills: Tensor | None,
     box: Box,
     before: Tensor,
     predicted: Tensor,
@@ -194,13 +237,13 @@ def _ablation(
     batch_size: BatchSize,
 ) -> dict[str, float]:
     boxes = [box, *random_boxes((images.shape[-2], images.shape[-1]), box, n_random, generator)]
-    ablated = torch.cat([paste(images, fills, b) for b in boxes])
+    ablated = torch.cat([hide_box(images, fills, b) for b in boxes])
     after = _probabilities(forward_fn, ablated, batch_size).view(len(boxes), images.shape[0], -1)
     base = before.gather(1, predicted.view(-1, 1)).squeeze(1)
     drops = base.unsqueeze(0) - after.gather(2, predicted.view(1, -1, 1).expand(len(boxes), -1, 1)).squeeze(2)
     drop = float(drops[0].mean())
     random_drop = float(drops[1:].mean()) if len(boxes) > 1 else 0.0
-    kept_only = paste(fills, images, box)  # everything replaced except the box
+    kept_only = keep_box(images, fills, box)  # everything replaced except the box
     kept = _probabilities(forward_fn, kept_only, batch_size).argmax(dim=1)
     flips = (after.argmax(dim=2) != predicted.unsqueeze(0)).float()
     return {

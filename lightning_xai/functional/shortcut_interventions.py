@@ -17,7 +17,7 @@ from torch import Tensor
 
 from lightning_xai.functional._checks import ForwardFn
 from lightning_xai.functional.batching import BatchSize
-from lightning_xai.functional.shortcut import Box, Fill, fill_images, paste
+from lightning_xai.functional.shortcut import Box, Fill, fill_images, hide_box, keep_box
 from lightning_xai.functional.shortcut_candidates import random_place
 from lightning_xai.functional.shortcut_evidence import (
     Votes,
@@ -57,7 +57,7 @@ class Bench:
     forward_fn: ForwardFn
     images: Tensor
     probabilities: Tensor
-    fills: Tensor
+    fills: Tensor | None
     selection: Tensor
     test: Tensor
     generator: torch.Generator
@@ -124,6 +124,10 @@ class Bench:
             )
         return torch.tensor(chosen, dtype=torch.long)
 
+    def fills_of(self, indices: Tensor) -> Tensor | None:
+        """``fills[indices]`` (``None`` when boxes are inpainted)."""
+        return None if self.fills is None else self.fills[indices.to(self.images.device)]
+
     def on_device(self, indices: Tensor) -> Tensor:
         """``images[indices]``."""
         return self.images[indices.to(self.images.device)]
@@ -178,14 +182,15 @@ def ablation_rates(bench: Bench, boxes: Sequence[Box], indices: Tensor, *, rando
     Returns ``flip_rate``, ``random_flip_rate``, ``drop``, ``random_drop`` and ``keep_rate`` (the
     box alone, everything else filled, keeps the prediction).
     """
-    images, fills = bench.on_device(indices), bench.fills[indices.to(bench.images.device)]
-    ablated = torch.stack([paste(image[None], fill[None], box)[0] for image, fill, box in zip(images, fills, boxes)])
-    kept = torch.stack([paste(fill[None], image[None], box)[0] for image, fill, box in zip(images, fills, boxes)])
+    images, fills = bench.on_device(indices), bench.fills_of(indices)
+    per_image = [None if fills is None else fill[None] for fill in (fills if fills is not None else images)]
+    ablated = torch.stack([hide_box(image[None], fill, box)[0] for image, fill, box in zip(images, per_image, boxes)])
+    kept = torch.stack([keep_box(image[None], fill, box)[0] for image, fill, box in zip(images, per_image, boxes)])
     parts = [ablated, kept]
     if random_too:
         places = [random_place(bench.size, box, bench.generator) for box in boxes]
         parts.append(
-            torch.stack([paste(image[None], fill[None], box)[0] for image, fill, box in zip(images, fills, places)])
+            torch.stack([hide_box(image[None], fill, box)[0] for image, fill, box in zip(images, per_image, places)])
         )
     with torch.no_grad():
         after = predict(bench.forward_fn, torch.cat(parts), bench.batch_size).cpu().view(len(parts), len(boxes), -1)
@@ -217,9 +222,9 @@ def region_votes(bench: Bench, box: Box, *, alpha: float) -> Votes:
 def mark_class(bench: Bench, box: Box) -> tuple[int, dict[str, float]]:
     """The class whose images (selection part) lose most when ``box`` is filled, and the ablation rates."""
     indices = bench.selection
-    images, fills = bench.on_device(indices), bench.fills[indices.to(bench.images.device)]
+    images, fills = bench.on_device(indices), bench.fills_of(indices)
     with torch.no_grad():
-        after = predict(bench.forward_fn, paste(images, fills, box), bench.batch_size).cpu()
+        after = predict(bench.forward_fn, hide_box(images, fills, box), bench.batch_size).cpu()
     predicted = bench.predicted[indices]
     drops = bench.probabilities[indices].gather(1, predicted[:, None]).squeeze(1) - after.gather(
         1, predicted[:, None]
@@ -251,7 +256,7 @@ def class_votes(bench: Bench, box: Box, mark_of: int, *, alpha: float) -> Votes:
 def locate(bench: Bench, places: Sequence[Box]) -> list[Box]:
     """Each test image's own region among ``places``: the one whose filling lowers its prediction most."""
     with torch.no_grad():
-        filled = torch.cat([paste(bench.images, bench.fills, place) for place in places])
+        filled = torch.cat([hide_box(bench.images, bench.fills, place) for place in places])
         after = predict(bench.forward_fn, filled, bench.batch_size).cpu().view(len(places), bench.images.shape[0], -1)
     predicted = bench.predicted
     kept = after.gather(2, predicted.view(1, -1, 1).expand(len(places), -1, 1)).squeeze(2)  # [places, N]

@@ -19,6 +19,18 @@ from torchmetrics.functional.regression import spearman_corrcoef
 
 from lightning_xai.functional._checks import check_images
 
+__all__ = [
+    "METRICS",
+    "Reduction",
+    "compare_maps",
+    "cosine",
+    "normalize_per_image",
+    "rank_correlation",
+    "reduce_channels",
+    "structural_similarity",
+    "top_k_iou",
+]
+
 Reduction = Literal["abs_sum", "positive", "sum"]
 METRICS = ("spearman", "topk_iou", "ssim", "cosine")
 

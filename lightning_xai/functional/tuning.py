@@ -23,6 +23,10 @@ from lightning_xai.functional.batching import (
     default_batch_size,
 )
 
+__all__ = [
+    "measure_batch_size",
+]
+
 # model -> {(image shape, dtype, device, backward): best batch size}
 _MEASURED: weakref.WeakKeyDictionary[nn.Module, dict[tuple, int]] = weakref.WeakKeyDictionary()
 
