@@ -147,5 +147,35 @@ def fsdp2_main(out: Path) -> None:
     close_process_group()
 
 
+def resume_main(root: Path) -> None:
+    """Resumes a one-process fit's checkpoint (``root``, see tests/faults/test_history_resume.py) on two
+    processes, with validation images in another order: every rank must explain the checkpoint's probes."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from lightning_xai import Occlusion
+    from lightning_xai.demos import load_digits
+    from tests.callback.conftest import cheap_monitor, loaders, make_trainer, tiny_model
+
+    images, labels = load_digits(16)
+    other_validation = DataLoader(TensorDataset(images[1500:].flip(0), labels[1500:].flip(0)), batch_size=32)
+    monitor = cheap_monitor(methods=[Occlusion(window=4, stride=4)], stability=Stability(patience=1, threshold=-1.0))
+    checkpoint = ModelCheckpoint(dirpath=root / "ckpt", save_last=True, save_top_k=-1)
+    trainer = make_trainer(
+        root,
+        [monitor, checkpoint],
+        limit_train_batches=2,
+        enable_checkpointing=True,
+        max_epochs=3,
+        devices=2,
+        strategy="ddp",
+        deterministic=False,
+    )
+    trainer.fit(tiny_model(), loaders((images, labels))[0], other_validation, ckpt_path=root / "ckpt" / "last.ckpt")
+    report = {"fingerprint": monitor.probes.fingerprint(), "runs": [run["global_step"] for run in monitor.history]}
+    (root / f"resume-rank-{trainer.global_rank}.json").write_text(json.dumps(report))
+    close_process_group()
+
+
 if __name__ == "__main__":
-    {"spawn": spawn_main, "timeout": timeout_main, "fsdp2": fsdp2_main}[sys.argv[1]](Path(sys.argv[2]))
+    modes = {"spawn": spawn_main, "timeout": timeout_main, "fsdp2": fsdp2_main, "resume": resume_main}
+    modes[sys.argv[1]](Path(sys.argv[2]))

@@ -187,3 +187,13 @@ def test_lost_probes_on_resume_are_said(copy_of_first_fit, digits16, monkeypatch
     ):
         monitor, trainer = _resume(root, digits16, monkeypatch)
     assert trainer.global_step == 6 and not torch.equal(monitor.probes.images, probes.images)
+
+
+def test_a_resume_on_two_processes_explains_the_checkpoints_probes_on_every_rank(copy_of_first_fit):
+    from tests.faults.test_processes import _run_script
+
+    root, probes = copy_of_first_fit
+    _run_script("resume", root, timeout=300)
+    ranks = [json.loads((root / f"resume-rank-{rank}.json").read_text()) for rank in (0, 1)]
+    assert [report["fingerprint"] for report in ranks] == [probes.fingerprint()] * 2  # restored, not picked again
+    assert ranks[0]["runs"] == [2, 4, 6]  # rank 0 continues the history; the others never record
