@@ -88,15 +88,18 @@ def linear_model() -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(12, 2)).eval()
 
 
+@pytest.fixture(scope="session")
+def _initial_deterministic_algorithms() -> tuple[bool, bool]:
+    return torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+
+
 @pytest.fixture(autouse=True)
-def _deterministic_algorithms_restored():
+def _deterministic_algorithms_restored(_initial_deterministic_algorithms: tuple[bool, bool]):
     """``Trainer(deterministic=True)`` switches torch's deterministic algorithms on for the whole
-    process and leaves them on; a later test (Captum's DeepLift uses max-unpooling, which has no
-    deterministic kernel) must not depend on which tests ran before it."""
-    enabled, warn_only = (
-        torch.are_deterministic_algorithms_enabled(),
-        torch.is_deterministic_algorithms_warn_only_enabled(),
-    )
+    process and leaves them on (also from module-scoped fixtures); a later test (Captum's DeepLift
+    uses max-unpooling, which has no deterministic kernel) must not depend on which tests ran before."""
+    enabled, warn_only = _initial_deterministic_algorithms
+    torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
     yield
     torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
