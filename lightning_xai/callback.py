@@ -60,8 +60,9 @@ class AttributionMonitor(Callback):
         num_probes: how many probes to pick from validation data.
         every_n_epochs: explain at the end of validation every n-th epoch (``trainer.validate``
             always explains).
-        max_seconds: time budget per run; methods that would start after it are skipped (the
-            first method always runs) and the first time this happens a warning says so.
+        max_seconds: time budget per run: checked between the batches of every method, so a run
+            overruns it by at most one batch; a method stopped that way is recorded as ``cut``, later
+            methods are skipped (the first method always starts), and a warning says so once.
         max_overhead: cap on the monitor's cost as a share of the rest of the fit's wall time
             (``0.1``: at most 10% on top of training without it). A scheduled run that would
             take the share above the cap is skipped (predicted from the last run; the first run
