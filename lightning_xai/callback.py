@@ -22,6 +22,7 @@ from lightning_xai.monitor.collector import Collector
 from lightning_xai.monitor.engine import Engine
 from lightning_xai.monitor.lifecycle import MonitorRun
 from lightning_xai.monitor.model_io import MultilabelTargets, TaskOption, check_scoring, check_task_support
+from lightning_xai.monitor.schedule import ScheduleName
 from lightning_xai.outputs import Forward, Output
 from lightning_xai.probes import ProbeSet, probes_from_argument
 from lightning_xai.robustness import RobustnessCheck
@@ -81,6 +82,11 @@ class AttributionMonitor(Callback):
         robustness: input-invariance and fragility checks of every method at the end of fit
             (``RobustnessCheck()``); off by default.
         strict: raise failures inside runs instead of warning and recording them (for tests and CI).
+        schedule: ``"adaptive"`` (default): the cheapest method (Grad-CAM when present) runs every time;
+            the others every time until their maps settle, then at growing intervals (after 1, 2, 4,
+            up to 8 skipped runs), and every time again when the cheap method's maps move or the probe
+            accuracy jumps; left-out methods are listed per run in ``summary.json`` (``scheduled_out``).
+            ``"every_run"``: every method every time.
         output: which entry of what ``forward`` returns holds the scores: a dict key
             (``"logits"``), a tuple index (``0``) or a callable ``outputs -> scores``.
         forward: ``(module, images) -> outputs``, replacing ``module(images)`` (extra arguments, wrappers).
@@ -124,6 +130,7 @@ class AttributionMonitor(Callback):
         sanity: SanityCheck | None = None,
         robustness: RobustnessCheck | None = None,
         strict: bool = False,
+        schedule: ScheduleName = "adaptive",
         output: Output = None,
         forward: Forward | None = None,
         task: TaskOption = "auto",
@@ -149,6 +156,7 @@ class AttributionMonitor(Callback):
         self.on_shortcut = checks.check_callable(on_shortcut, "on_shortcut")
         self.stop_on_shortcut = bool(stop_on_shortcut)
         self.strict = bool(strict)
+        self.schedule = checks.check_schedule(schedule)
         self.scoring = check_scoring(
             task=task, output=output, forward=forward, target=target, multilabel_targets=multilabel_targets
         )
@@ -175,6 +183,7 @@ class AttributionMonitor(Callback):
             shortcuts=self.shortcuts,
             faithfulness=self.faithfulness,
             strict=self.strict,
+            schedule=self.schedule,
         )
         budget = RunBudget(
             every_n_epochs=self.every_n_epochs, max_seconds=self.max_seconds, max_overhead=self.max_overhead

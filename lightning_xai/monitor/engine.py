@@ -9,7 +9,7 @@ the rest of the run goes on; with ``strict=True`` it is raised instead.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -28,6 +28,7 @@ from lightning_xai.monitor.analyses import (
 from lightning_xai.monitor.budget import Deadline
 from lightning_xai.monitor.conditions import attribution_conditions
 from lightning_xai.monitor.model_io import InputConverter, Predictions, model_inputs, module_device, predict
+from lightning_xai.monitor.schedule import MethodSchedule, ScheduleName
 from lightning_xai.monitor.stability_tracker import StabilityReport, StabilityTracker
 from lightning_xai.probes import ProbeSet
 from lightning_xai.shortcuts import ShortcutDetector, Shortcuts
@@ -61,6 +62,7 @@ class MapsReport:
         details: other per-probe numbers ``{name: [P']}`` by method (a mask's smallest sufficient area).
         failures: ``{method key: "ErrorType: message"}``.
         total_seconds: wall time of the maps.
+        scheduled_out: methods the adaptive schedule left out of this run, with the reason.
     """
 
     predictions: Predictions
@@ -73,6 +75,7 @@ class MapsReport:
     details: dict[str, dict[str, Tensor]] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     total_seconds: float = 0.0
+    scheduled_out: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -116,11 +119,12 @@ def explain_maps(
     with_gaps: bool = False,
     batch_sizes: Mapping[bool, BatchSize] | None = None,
     strict: bool = False,
+    first_starts: bool = True,
 ) -> MapsReport:
     """Runs every method on the probes under the monitor's conditions.
 
     Probes whose scores are not finite are left out of this run's maps (zeros). Past the
-    ``deadline`` the remaining methods are skipped (the first method always starts), and a method
+    ``deadline`` the remaining methods are skipped (the first method always starts, unless ``first_starts`` is False: a later part of the same run), and a method
     that is running stops between two batches (``cut``): a run overruns ``max_seconds`` by at most one batch.
 
     Example:
@@ -139,7 +143,7 @@ def explain_maps(
         refs = model_inputs(model, references, convert_input) if references is not None else None
         targets = report.predictions.targets[kept].to(device)
         for key, method in methods.items():
-            started_any = bool(report.maps or report.cut or report.failures)
+            started_any = bool(report.maps or report.cut or report.failures) or not first_starts
             if not bool(kept.any()) or (deadline is not None and started_any and deadline.passed()):
                 report.skipped.append(key)
                 continue
@@ -189,6 +193,8 @@ class Engine:
         seed: seed of every run's private generators.
         stability, shortcuts, faithfulness: analysis settings, each ``None`` when switched off.
         strict: raise failures instead of recording them.
+        schedule: ``"adaptive"`` (see :mod:`~lightning_xai.monitor.schedule`; needs stability tracking
+            and two methods or more) or ``"every_run"``.
     """
 
     def __init__(
@@ -200,6 +206,7 @@ class Engine:
         shortcuts: Shortcuts | None,
         faithfulness: Faithfulness | None,
         strict: bool = False,
+        schedule: ScheduleName = "adaptive",
     ) -> None:
         self.methods = dict(methods)
         self.seed = seed
@@ -208,6 +215,9 @@ class Engine:
         self.faithfulness = faithfulness
         self.strict = strict
         self.tuners: dict[bool, BatchSizeTuner] | None = None
+        adaptive = schedule == "adaptive" and self.tracker is not None and len(self.methods) > 1
+        self.schedule = MethodSchedule(list(self.methods)) if adaptive else None
+        self.last_accuracy: float | None = None
 
     def start_fit(self) -> None:
         """Batch sizes are tuned again for each fit."""
@@ -227,22 +237,55 @@ class Engine:
         """The maps, then stability, shortcut checks and faithfulness of one run."""
         if self.tuners is None:
             self.tuners = batch_size_tuners(model, probes, self.methods, forward_too=self.detector is not None)
-        maps = explain_maps(
-            model,
-            probes,
-            self.methods,
-            convert_input=convert_input,
-            references=references,
-            seed=self.seed,
-            deadline=deadline,
-            with_gaps=self.faithfulness is not None,
-            batch_sizes=self.tuners,
-            strict=self.strict,
-        )
+
+        def explain(methods: Mapping[str, AttributionMethod], first_starts: bool = True) -> MapsReport:
+            return explain_maps(
+                model,
+                probes,
+                methods,
+                convert_input=convert_input,
+                references=references,
+                seed=self.seed,
+                deadline=deadline,
+                with_gaps=self.faithfulness is not None,
+                batch_sizes=self.tuners,
+                strict=self.strict,
+                first_starts=first_starts,
+            )
+
+        maps = explain(self.methods) if self.schedule is None else self._scheduled(explain)
         report = RunReport(moment=moment, maps=maps)
         if maps.maps:
             self._analyse(model, probes, report, convert_input, test_images)
         return report
+
+    def _scheduled(self, explain: Callable[..., MapsReport]) -> MapsReport:
+        """The sentinel first; the other methods as the schedule says (all of them when the sentinel's maps moved)."""
+        assert self.schedule is not None and self.tracker is not None
+        sentinel = self.schedule.sentinel
+        first = explain({sentinel: self.methods[sentinel]})
+        wake = self._wake(first, sentinel)
+        settled = {key: state is not None for key, state in self.tracker.settled.items()}
+        chosen, left = self.schedule.plan(settled, wake=wake)
+        self.schedule.record(chosen, settled, wake=wake)
+        rest = {key: self.methods[key] for key in chosen if key != sentinel}
+        maps = _merge(first, explain(rest, first_starts=False), list(self.methods)) if rest else first
+        maps.scheduled_out = left
+        return maps
+
+    def _wake(self, first: MapsReport, sentinel: str) -> bool:
+        """Whether the sentinel's maps moved (below the stability threshold) or the probe accuracy jumped by 0.1."""
+        assert self.tracker is not None
+        predictions = first.predictions
+        accuracy = float(
+            (predictions.correct if predictions.correct is not None else predictions.target_probability).float().mean()
+        )
+        jumped = self.last_accuracy is not None and abs(accuracy - self.last_accuracy) >= 0.1
+        self.last_accuracy = accuracy
+        if sentinel not in first.maps:
+            return True
+        correlation = self.tracker.correlation_with_previous(sentinel, first.maps[sentinel])
+        return jumped or (correlation is not None and correlation < self.tracker.settings.threshold)
 
     def _analyse(
         self,
@@ -302,6 +345,17 @@ class Engine:
                 raise
             report.failures[name] = describe_error(error)
             return None
+
+
+def _merge(first: MapsReport, rest: MapsReport, order: list[str]) -> MapsReport:
+    """One run's maps from two calls (the predictions of the first), in the monitor's method order."""
+    merged = MapsReport(predictions=first.predictions, total_seconds=first.total_seconds + rest.total_seconds)
+    for name in ("maps", "displays", "seconds", "gaps", "failures", "details"):
+        both = {**getattr(first, name), **getattr(rest, name)}
+        setattr(merged, name, {key: both[key] for key in order if key in both})
+    merged.skipped = [key for key in order if key in first.skipped + rest.skipped]
+    merged.cut = [key for key in order if key in first.cut + rest.cut]
+    return merged
 
 
 def batch_size_tuners(

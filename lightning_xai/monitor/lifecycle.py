@@ -286,6 +286,9 @@ class MonitorRun:
             self.report_to_parent(trainer)
             if self.budget.runs:
                 rank_zero_info(f"AttributionMonitor: {messages.cost_summary(self.budget)}.")
+            left_out = sum(1 for run in self.recorder.history.runs for _ in run.get("scheduled_out", {}))
+            if left_out:
+                rank_zero_info(messages.schedule_summary(left_out))
             sanity = self.monitor.sanity
             if sanity is not None and sanity.at_end:
                 self.sanity_check(trainer, pl_module, cascade=None)
@@ -404,6 +407,8 @@ class MonitorRun:
         state["probe_fingerprint"] = probes.fingerprint() if probes is not None else None
         state["findings"] = self.monitor.findings
         state["task"] = self.scoring.task
+        if self.engine.schedule is not None:
+            state["schedule"] = self.engine.schedule.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -413,6 +418,8 @@ class MonitorRun:
             self.scoring = replace(self.scoring, task=state["task"])
         if self.engine.tracker is not None:
             self.engine.tracker.load_state_dict(state.get("stability", {}))
+        if self.engine.schedule is not None:
+            self.engine.schedule.load_state_dict(state.get("schedule", {}))
         if self.engine.detector is not None:
             self.engine.detector.findings = [Finding(**finding) for finding in state.get("findings", [])]
 

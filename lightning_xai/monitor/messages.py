@@ -36,6 +36,7 @@ __all__ = [
     "overhead_skip",
     "probes_not_restored",
     "run_failed",
+    "schedule_summary",
     "settled",
     "shortcut_found",
     "shortcuts_off",
@@ -251,6 +252,14 @@ def unreadable_run(file: object, error: object) -> str:
 def history_notice(notice: str) -> str:
     """What opening the history decided (another folder, a resume, a damaged summary kept aside)."""
     return f"{PREFIX}: {notice}"
+
+
+def schedule_summary(left_out: int) -> str:
+    """At the end of fit: what the adaptive schedule saved."""
+    return (
+        f"{PREFIX}: the adaptive schedule left out {count(left_out, 'method run')} of settled methods "
+        "(listed per run under 'scheduled_out' in summary.json); schedule='every_run' runs every method every time."
+    )
 
 
 def shortcut_found(message: str) -> str:

@@ -363,6 +363,8 @@ def _extra(report: RunReport) -> dict[str, Any]:
         extra["skipped_probes"] = maps.predictions.skipped_probes
     if maps.cut:
         extra["cut"] = list(maps.cut)
+    if maps.scheduled_out:
+        extra["scheduled_out"] = dict(maps.scheduled_out)
     if maps.details:
         extra["details"] = {
             key: {name: values.tolist() for name, values in numbers.items()} for key, numbers in maps.details.items()

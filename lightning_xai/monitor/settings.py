@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -28,6 +28,7 @@ __all__ = [
     "check_max_seconds",
     "check_methods",
     "check_methods_can_run",
+    "check_schedule",
     "check_settings",
     "check_strategy",
     "describe",
@@ -132,6 +133,13 @@ def check_settings(value: Any, kind: type[SettingsT], name: str) -> SettingsT | 
     if value is not None and not isinstance(value, kind):
         raise TypeError(f"`{name}` must be a {kind.__name__}(...) or None, got {type(value).__name__}.")
     return value
+
+
+def check_schedule(schedule: object) -> Literal["adaptive", "every_run"]:
+    """``"adaptive"`` or ``"every_run"``."""
+    if schedule not in ("adaptive", "every_run"):
+        raise ValueError(f"`schedule` must be one of ['adaptive', 'every_run'], got {schedule!r}.")
+    return schedule  # type: ignore[return-value]
 
 
 def check_callable(value: Any, name: str, what: str = "taking a Finding") -> Any:

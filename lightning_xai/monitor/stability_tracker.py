@@ -88,6 +88,15 @@ class StabilityTracker:
             report.agreement = self._agreement(current)
         return report
 
+    def correlation_with_previous(self, key: str, maps: Tensor) -> float | None:
+        """Mean rank correlation of ``maps`` with the method's last maps (``None`` before there are any)."""
+        if key not in self.previous or key not in self.methods:
+            return None
+        current = comparable(self.methods[key], maps)
+        if current.shape != self.previous[key].shape:
+            return None
+        return float(rank_correlation(self.previous[key], current).mean())
+
     def unsettled(self) -> list[str]:
         """Methods that have not settled (so far)."""
         return [key for key, state in self.settled.items() if state is None]

@@ -1,0 +1,88 @@
+"""Which methods run in a validation run: spend where the explanations change.
+
+The *sentinel* (Grad-CAM when the monitor has it, else its first method: the cheapest signal)
+runs every time with the predictions. Every other method runs every time until its maps have
+settled (see :class:`~lightning_xai.Stability`); from then on at growing intervals (after 1, 2,
+4, ... up to ``max_interval`` skipped runs), and every time again as soon as the sentinel's maps
+move (rank correlation with its last maps below the stability threshold) or the probe accuracy
+jumps. ``AttributionMonitor(schedule="every_run")`` runs every method every time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = ["MethodSchedule", "ScheduleName", "pick_sentinel"]
+
+ScheduleName = Literal["adaptive", "every_run"]
+
+
+def pick_sentinel(keys: Sequence[str]) -> str:
+    """Grad-CAM's key when there is one (one pass, the cheapest map), else the first method's.
+
+    Example:
+        >>> pick_sentinel(["occlusion", "grad_cam"]), pick_sentinel(["saliency", "occlusion"])
+        ('grad_cam', 'saliency')
+    """
+    return next((key for key in keys if key.startswith("grad_cam")), keys[0])
+
+
+@dataclass
+class MethodSchedule:
+    """The adaptive schedule's state: how long each settled method has waited, and its interval.
+
+    Example:
+        >>> schedule = MethodSchedule(["grad_cam", "occlusion"])
+        >>> settled = {"grad_cam": True, "occlusion": True}
+        >>> schedule.plan(settled, wake=False)[0]
+        ['grad_cam', 'occlusion']
+        >>> schedule.record(["grad_cam", "occlusion"], settled, wake=False)
+        >>> schedule.plan(settled, wake=False)
+        (['grad_cam'], {'occlusion': 'settled: next run after 1 more'})
+        >>> schedule.plan(settled, wake=True)[0]
+        ['grad_cam', 'occlusion']
+    """
+
+    keys: list[str]
+    max_interval: int = 8
+    sentinel: str = ""
+    waited: dict[str, int] = field(default_factory=dict)
+    interval: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.sentinel = self.sentinel or pick_sentinel(self.keys)
+        self.waited = {key: 0 for key in self.keys} | self.waited
+        self.interval = {key: 1 for key in self.keys} | self.interval
+
+    def plan(self, settled: Mapping[str, bool], *, wake: bool) -> tuple[list[str], dict[str, str]]:
+        """The keys to run now (pure), and for each left out, why."""
+        run: list[str] = []
+        left: dict[str, str] = {}
+        for key in self.keys:
+            due = self.waited[key] + 1 >= self.interval[key]
+            if key == self.sentinel or wake or not settled.get(key, False) or due:
+                run.append(key)
+            else:
+                left[key] = f"settled: next run after {self.interval[key] - self.waited[key] - 1} more"
+        return run, left
+
+    def record(self, ran: Sequence[str], settled: Mapping[str, bool], *, wake: bool) -> None:
+        """Updates the waits and intervals after a run: settled methods that ran wait twice as long next time."""
+        for key in self.keys:
+            if key not in ran:
+                self.waited[key] += 1
+                continue
+            self.waited[key] = 0
+            keep_growing = settled.get(key, False) and not wake and key != self.sentinel
+            self.interval[key] = min(self.max_interval, 2 * self.interval[key]) if keep_growing else 1
+
+    def state_dict(self) -> dict[str, dict[str, int]]:
+        """Waits and intervals (plain ints, for the checkpoint)."""
+        return {"waited": dict(self.waited), "interval": dict(self.interval)}
+
+    def load_state_dict(self, state: Mapping[str, Mapping[str, int]]) -> None:
+        """Continues a checkpoint's waits and intervals."""
+        self.waited.update({k: int(v) for k, v in state.get("waited", {}).items() if k in self.waited})
+        self.interval.update({k: int(v) for k, v in state.get("interval", {}).items() if k in self.interval})

@@ -1,0 +1,74 @@
+"""The adaptive schedule: the pure decisions, and the schedule in a real fit."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from lightning_xai import GradCAM, Occlusion, Stability
+from lightning_xai.demos import SmallCNN
+from lightning_xai.monitor.schedule import MethodSchedule, pick_sentinel
+from tests.callback.conftest import cheap_monitor, loaders, make_trainer
+from tests.callback.test_stability import _Frozen, _Reshuffled
+
+
+def _runs(schedule: MethodSchedule, settled: dict[str, bool], wakes: list[bool]) -> list[list[str]]:
+    ran = []
+    for wake in wakes:
+        chosen, _ = schedule.plan(settled, wake=wake)
+        schedule.record(chosen, settled, wake=wake)
+        ran.append(chosen)
+    return ran
+
+
+def test_settled_methods_run_at_growing_intervals_and_the_sentinel_every_time():
+    schedule = MethodSchedule(["grad_cam", "occlusion"], max_interval=4)
+    ran = _runs(schedule, {"grad_cam": True, "occlusion": True}, [False] * 12)
+    occlusion_runs = [index for index, keys in enumerate(ran) if "occlusion" in keys]
+    assert occlusion_runs == [0, 2, 6, 10]  # waits of 1, 3, then 3 again: intervals 2, 4, 4 (capped)
+    assert all("grad_cam" in keys for keys in ran)
+
+
+def test_a_wake_runs_everything_and_restarts_the_intervals():
+    schedule = MethodSchedule(["grad_cam", "occlusion"])
+    settled = {"grad_cam": True, "occlusion": True}
+    _runs(schedule, settled, [False] * 4)
+    assert schedule.plan(settled, wake=True)[0] == ["grad_cam", "occlusion"]
+    _runs(schedule, settled, [True])
+    assert schedule.interval["occlusion"] == 1
+
+
+def test_unsettled_methods_run_every_time():
+    schedule = MethodSchedule(["saliency", "occlusion"])
+    assert pick_sentinel(["saliency", "occlusion"]) == "saliency"
+    ran = _runs(schedule, {"saliency": False, "occlusion": False}, [False] * 5)
+    assert ran == [["saliency", "occlusion"]] * 5
+
+
+def test_a_settled_method_is_left_out_between_its_runs_in_a_real_fit(tmp_path, digits16):
+    methods = [GradCAM(), Occlusion(window=4, stride=4)]
+    monitor = cheap_monitor(methods=methods, shortcuts=None, stability=Stability(patience=1))
+    make_trainer(tmp_path, [monitor], max_epochs=6).fit(_Frozen(SmallCNN(1, 10, width=4)), *loaders(digits16))
+    ran = [run["methods"] for run in monitor.history]
+    assert [("occlusion" in methods) for methods in ran] == [True, True, True, False, True, False]
+    assert all("grad_cam" in methods for methods in ran)
+    assert monitor.history[3]["scheduled_out"] == {"occlusion": "settled: next run after 1 more"}
+    assert "scheduled_out" not in monitor.history[2]
+
+
+def test_moving_maps_keep_every_method_running_and_every_run_is_available(tmp_path, digits16):
+    methods = [GradCAM(), Occlusion(window=4, stride=4)]
+    moving = cheap_monitor(methods=methods, shortcuts=None, stability=Stability(patience=1))
+    make_trainer(tmp_path, [moving], max_epochs=4).fit(_Reshuffled(SmallCNN(1, 10, width=4)), *loaders(digits16))
+    assert all(sorted(run["methods"]) == ["grad_cam", "occlusion"] for run in moving.history)
+    every = cheap_monitor(methods=methods, shortcuts=None, stability=Stability(patience=1), schedule="every_run")
+    make_trainer(tmp_path / "every", [every], max_epochs=6).fit(_Frozen(SmallCNN(1, 10, width=4)), *loaders(digits16))
+    assert all(sorted(run["methods"]) == ["grad_cam", "occlusion"] for run in every.history)
+
+
+def test_an_unknown_schedule_is_refused():
+    with pytest.raises(
+        ValueError, match=re.escape("`schedule` must be one of ['adaptive', 'every_run'], got 'never'.")
+    ):
+        cheap_monitor(schedule="never")
