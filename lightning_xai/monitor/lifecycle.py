@@ -14,7 +14,6 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,25 +21,24 @@ from typing import TYPE_CHECKING, Any
 import torch
 from pytorch_lightning.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
-from torch import Tensor, nn
+from torch import Tensor
 
 from lightning_xai._files import atomic_write_bytes
 from lightning_xai._fingerprint import check_probe_fingerprint, load_probes, load_references
 from lightning_xai.history import AttributionHistory, HistoryError
 from lightning_xai.loggers import XaiLogger, resolve_log_dir
-from lightning_xai.methods import MethodContext
-from lightning_xai.monitor import messages
+from lightning_xai.monitor import messages, on_demand
 from lightning_xai.monitor import settings as checks
 from lightning_xai.monitor.budget import RunBudget
 from lightning_xai.monitor.collector import Collector
 from lightning_xai.monitor.conditions import attribution_conditions
 from lightning_xai.monitor.engine import Engine, RunMoment, describe_error
 from lightning_xai.monitor.images import display_rgb
-from lightning_xai.monitor.model_io import model_inputs, module_device, predict, prepare_probes
+from lightning_xai.monitor.model_io import model_inputs, module_device, prepare_probes
 from lightning_xai.monitor.recorder import Recorder
+from lightning_xai.monitor.steps import log_step, stage_name
 from lightning_xai.probes import ProbeSet
-from lightning_xai.robustness import RobustnessCheck, robustness_check
-from lightning_xai.sanity import SanityCheck, sanity_check
+from lightning_xai.robustness import RobustnessCheck
 from lightning_xai.shortcuts import Finding
 from lightning_xai.targets import supports
 
@@ -49,20 +47,7 @@ if TYPE_CHECKING:
 
     from lightning_xai.callback import AttributionMonitor
 
-__all__ = ["MonitorRun", "ProbeCheck", "log_step", "stage_name"]
-
-ProbeCheck = Callable[[nn.Module, Tensor, Tensor, Callable[[], MethodContext]], dict[str, Any]]
-
-
-def stage_name(stage: object) -> str:
-    """``"fit"``, ``"validate"``, ... from a ``TrainerFn`` or a string."""
-    return str(getattr(stage, "value", stage))
-
-
-def log_step(trainer: pl.Trainer) -> int:
-    """The step Lightning logs validation metrics at (so the monitor's curves line up with them)."""
-    epoch_loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
-    return int(getattr(epoch_loop, "_batches_that_stepped", trainer.global_step))
+__all__ = ["MonitorRun"]
 
 
 class MonitorRun:
@@ -303,66 +288,14 @@ class MonitorRun:
     def sanity_check(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, *, cascade: bool | None
     ) -> dict[str, Any]:
-        """The model-randomization sanity check on the probes (rank 0), recorded when a recorder is open."""
-        settings = self.monitor.sanity or SanityCheck()
-        settings = replace(settings, cascade=cascade) if cascade is not None else settings
-        report = self._on_probes(
-            trainer,
-            pl_module,
-            lambda model, images, targets, context: sanity_check(
-                model,
-                images,
-                targets,
-                self.monitor._methods,
-                context,
-                settings=settings,
-                seed=self.monitor.seed,
-            ),
-        )
-        if report and self.recorder is not None:
-            self.recorder.record_sanity(
-                report, step=trainer.global_step, log_step=log_step(trainer), threshold=settings.insensitive_above
-            )
-        return report
+        """The model-randomization sanity check on the probes (see :func:`~lightning_xai.monitor.on_demand.sanity`)."""
+        return on_demand.sanity(self, trainer, pl_module, cascade=cascade)
 
     def robustness_check(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, settings: RobustnessCheck | None
     ) -> dict[str, Any]:
-        """Input invariance and fragility of every method on the probes (rank 0), recorded when a recorder is open."""
-        chosen = settings or self.monitor.robustness or RobustnessCheck()
-        report = self._on_probes(
-            trainer,
-            pl_module,
-            lambda model, images, targets, context: robustness_check(
-                model,
-                images,
-                targets,
-                self.monitor._methods,
-                context,
-                settings=chosen,
-                seed=self.monitor.seed,
-            ),
-        )
-        if report and self.recorder is not None:
-            self.recorder.record_robustness(
-                report, step=trainer.global_step, log_step=log_step(trainer), threshold=chosen.min_rank_correlation
-            )
-        return report
-
-    def _on_probes(self, trainer: pl.Trainer, pl_module: pl.LightningModule, check: ProbeCheck) -> dict[str, Any]:
-        """Runs an on-demand check of the methods on the probes under the monitor's conditions (rank 0 only)."""
-        probes = self.monitor.probes
-        if not trainer.is_global_zero or probes is None:
-            return {}
-        model = self.scored_model(pl_module)
-        device = module_device(model)
-        references = self.collector.references
-        seed = self.monitor.seed
-        with attribution_conditions(model, device):
-            images = model_inputs(model, probes.images, trainer.precision_plugin.convert_input)
-            targets = predict(model, images, probes.labels).targets.to(device)
-            refs = model_inputs(model, references) if references is not None else None
-            return check(model, images, targets, lambda: MethodContext(torch_generator(device, seed), refs))
+        """Input invariance and fragility of every method (see :func:`~lightning_xai.monitor.on_demand.robustness`)."""
+        return on_demand.robustness(self, trainer, pl_module, settings)
 
     # ------------------------------------------------------------------ spawned processes (ddp_spawn)
     def report_to_parent(self, trainer: pl.Trainer) -> None:
@@ -502,8 +435,3 @@ def effective_settings(model: torch.nn.Module, images: Tensor, methods: dict[str
             entry["window"] = list(method.window_for(tuple(images.shape[-2:])))
         effective[key] = entry
     return effective
-
-
-def torch_generator(device: torch.device, seed: int) -> torch.Generator:
-    """A private generator on ``device`` seeded with ``seed``."""
-    return torch.Generator(device=device).manual_seed(seed)
