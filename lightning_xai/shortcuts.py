@@ -208,10 +208,10 @@ class ShortcutReport:
     plain evidence numbers ``per_method`` (``{"peak_concentration": .., "p_value": ..}``; colour under
     ``"color"``) and the ``seconds`` the checks took."""
 
-    new: list[Finding]
-    current: dict[str, Finding]
-    per_method: dict[str, dict[str, float]]
-    seconds: float
+    new: list[Finding] = field(default_factory=list)
+    current: dict[str, Finding] = field(default_factory=dict)
+    per_method: dict[str, dict[str, float]] = field(default_factory=dict)
+    seconds: float = 0.0
 
 
 class ShortcutDetector:

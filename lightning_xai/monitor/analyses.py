@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -16,26 +15,9 @@ from torch import Tensor, nn
 from lightning_xai.faithfulness import Faithfulness
 from lightning_xai.functional.batching import BatchSize
 from lightning_xai.functional.faithfulness import ablation_curves, mass_center_ablation
-from lightning_xai.shortcuts import Finding, ShortcutDetector
+from lightning_xai.shortcuts import ShortcutDetector, ShortcutReport
 
 __all__ = ["FaithfulnessReport", "ShortcutReport", "assess_faithfulness", "check_shortcuts", "completeness"]
-
-
-@dataclass
-class ShortcutReport:
-    """One run's shortcut checks.
-
-    Attributes:
-        new: confirmed findings not reported before.
-        current: each method's best candidate this run (confirmed or not), by method key.
-        per_method: plain evidence numbers per method key (``peak_concentration``, ``flip_rate``...).
-        seconds: wall time of the checks.
-    """
-
-    new: list[Finding] = field(default_factory=list)
-    current: dict[str, Finding] = field(default_factory=dict)
-    per_method: dict[str, dict[str, float]] = field(default_factory=dict)
-    seconds: float = 0.0
 
 
 @dataclass
@@ -67,20 +49,8 @@ def check_shortcuts(
     step: int,
     batch_size: BatchSize | None = None,
 ) -> ShortcutReport:
-    """Tests this run's candidate regions on ``test_images`` (model inputs ``[T, C, H, W]``)."""
-    started = time.perf_counter()
-    result: Any = detector.check(model, displays, test_images, epoch=epoch, step=step, batch_size=batch_size)
-    if isinstance(result, tuple):  # (current, new, metrics) with "shortcut/<method>/<key>" metric names
-        current, new, metrics = result
-        per_method: dict[str, dict[str, float]] = {}
-        for name, value in metrics.items():
-            _, method, key = name.split("/", 2)
-            per_method.setdefault(method, {})[key] = float(value)
-        report = ShortcutReport(new=list(new), current=dict(current), per_method=per_method)
-    else:
-        report = ShortcutReport(new=list(result.new), current=dict(result.current), per_method=dict(result.per_method))
-    report.seconds = time.perf_counter() - started
-    return report
+    """Tests this run's candidate regions on ``test_images`` (model inputs ``[T, C, H, W]``); the detector's report."""
+    return detector.check(model, displays, test_images, epoch=epoch, step=step, batch_size=batch_size)
 
 
 def assess_faithfulness(

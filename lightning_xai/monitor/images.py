@@ -10,10 +10,8 @@ from collections import deque
 import torch
 from torch import Tensor
 
-from lightning_xai.functional.shortcut import Box
 from lightning_xai.monitor.model_io import Predictions
 from lightning_xai.render import (
-    draw_box,
     enlarge,
     labelled_columns,
     line_plot,
@@ -30,7 +28,6 @@ __all__ = [
     "display_rgb",
     "maps_grid",
     "outlined_masks",
-    "outlined_probes",
     "outlined_regions",
 ]
 
@@ -96,17 +93,6 @@ def outlined_regions(tiles: Tensor, regions: Tensor) -> Tensor:
     edge = (grown - shrunk) > 0
     color = torch.tensor([0.1, 0.9, 1.0]).view(1, 3, 1, 1)
     return torch.where(edge, color, tiles.float())
-
-
-def outlined_probes(rgb: Tensor, boxes: list[list[Box]], size: tuple[int, int]) -> Tensor:
-    """The probes with ``boxes[p]`` (input pixels of images of ``size``) drawn on probe ``p``, as one grid."""
-    scale = (rgb.shape[-2] / size[0], rgb.shape[-1] / size[1])
-    outlined = rgb.clone()
-    for index, probe_boxes in enumerate(boxes):
-        for top, left, bottom, right in probe_boxes:
-            box = (round(top * scale[0]), round(left * scale[1]), round(bottom * scale[0]), round(right * scale[1]))
-            outlined[index : index + 1] = draw_box(outlined[index : index + 1], box)
-    return make_grid(outlined)
 
 
 def outlined_masks(rgb: Tensor, masks: Tensor, *, threshold: float = 0.5) -> Tensor:

@@ -9,7 +9,7 @@ recorder goes on with what still works (TensorBoard without the files).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,12 +23,12 @@ from lightning_xai.methods import AttributionMethod
 from lightning_xai.monitor import messages, tags
 from lightning_xai.monitor.artefacts import save_artefacts
 from lightning_xai.monitor.engine import RunMoment, RunReport
-from lightning_xai.monitor.images import Filmstrips, curves_plot, maps_grid, outlined_masks, outlined_probes
+from lightning_xai.monitor.images import Filmstrips, curves_plot, maps_grid, outlined_masks
 from lightning_xai.monitor.metrics import run_metrics
 from lightning_xai.monitor.stability_tracker import StabilityTracker
 from lightning_xai.probes import ProbeSet
 from lightning_xai.render import make_grid
-from lightning_xai.shortcuts import Finding
+from lightning_xai.shortcuts import Finding, outline_findings
 from lightning_xai.stability import Stability
 
 __all__ = ["Recorder", "prediction_table"]
@@ -246,7 +246,7 @@ class Recorder:
             size = (int(probes.images.shape[-2]), int(probes.images.shape[-1]))
             for key, finding in report.shortcuts.current.items():
                 if finding.confirmed:
-                    outlined = outlined_probes(rgb, _probe_boxes(finding, len(rgb)), size)
+                    outlined = outline_findings(rgb, [finding], size)
                     self._image(tags.shortcut_image(key), outlined, step)
         for key, details in report.maps.details.items():
             if "smallest_area" in details:
@@ -370,19 +370,6 @@ def _extra(report: RunReport) -> dict[str, Any]:
             key: {name: values.tolist() for name, values in numbers.items()} for key, numbers in maps.details.items()
         }
     return extra
-
-
-def _probe_boxes(finding: Finding, count: int) -> list[list[tuple[int, int, int, int]]]:
-    per_probe = getattr(finding, "boxes", None)
-    if per_probe:
-        drawn = [[_box(box)] if box else [] for box in per_probe][:count]
-        return drawn + [[] for _ in range(count - len(drawn))]
-    return [[_box(finding.box)] for _ in range(count)]
-
-
-def _box(box: Sequence[int]) -> tuple[int, int, int, int]:
-    top, left, bottom, right = (int(value) for value in box)
-    return top, left, bottom, right
 
 
 def prediction_table(report: RunReport, probes: ProbeSet) -> str:
