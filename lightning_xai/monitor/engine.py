@@ -120,12 +120,15 @@ def explain_maps(
     batch_sizes: Mapping[bool, BatchSize] | None = None,
     strict: bool = False,
     first_starts: bool = True,
+    predictions: Predictions | None = None,
 ) -> MapsReport:
     """Runs every method on the probes under the monitor's conditions.
 
     Probes whose scores are not finite are left out of this run's maps (zeros). Past the
-    ``deadline`` the remaining methods are skipped (the first method always starts, unless ``first_starts`` is False: a later part of the same run), and a method
-    that is running stops between two batches (``cut``): a run overruns ``max_seconds`` by at most one batch.
+    ``deadline`` the remaining methods are skipped (the first method always starts, unless
+    ``first_starts`` is False), and a method that is running stops between two batches (``cut``):
+    a run overruns ``max_seconds`` by at most one batch. A later part of the same run passes
+    ``first_starts=False`` and the first part's ``predictions`` (no second forward pass).
 
     Example:
         >>> from lightning_xai import Saliency
@@ -138,7 +141,9 @@ def explain_maps(
     device = module_device(model)
     with attribution_conditions(model, device):
         images = model_inputs(model, probes.images, convert_input)
-        report = MapsReport(predictions=predict(model, images, probes.labels))
+        report = MapsReport(
+            predictions=predictions if predictions is not None else predict(model, images, probes.labels)
+        )
         kept = report.predictions.finite
         refs = model_inputs(model, references, convert_input) if references is not None else None
         targets = report.predictions.targets[kept].to(device)
@@ -238,7 +243,9 @@ class Engine:
         if self.tuners is None:
             self.tuners = batch_size_tuners(model, probes, self.methods, forward_too=self.detector is not None)
 
-        def explain(methods: Mapping[str, AttributionMethod], first_starts: bool = True) -> MapsReport:
+        def explain(
+            methods: Mapping[str, AttributionMethod], first_starts: bool = True, predictions: Predictions | None = None
+        ) -> MapsReport:
             return explain_maps(
                 model,
                 probes,
@@ -251,6 +258,7 @@ class Engine:
                 batch_sizes=self.tuners,
                 strict=self.strict,
                 first_starts=first_starts,
+                predictions=predictions,
             )
 
         maps = explain(self.methods) if self.schedule is None else self._scheduled(explain)
@@ -269,7 +277,10 @@ class Engine:
         chosen, left = self.schedule.plan(settled, wake=wake)
         self.schedule.record(chosen, settled, wake=wake)
         rest = {key: self.methods[key] for key in chosen if key != sentinel}
-        maps = _merge(first, explain(rest, first_starts=False), list(self.methods)) if rest else first
+        if rest:  # a later part of the same run: the first part's predictions, no second start past the deadline
+            maps = _merge(first, explain(rest, first_starts=False, predictions=first.predictions), list(self.methods))
+        else:
+            maps = first
         maps.scheduled_out = left
         return maps
 
