@@ -189,7 +189,23 @@ class SmoothGrad(AttributionMethod):
 
 
 @dataclass(frozen=True)
-class GuidedBackprop(AttributionMethod):
+class _ReluRuleMethod(AttributionMethod):
+    """One batched backward pass with a rule for ``nn.ReLU`` modules (``functional.guided``): guided
+    backprop and DeconvNet share everything but the rule."""
+
+    batch_pass: ClassVar[bool | None] = True
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_optional_int(self.batch_size, "batch_size")
+
+    def attribute(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> Tensor:
+        function = F.guided_backprop if self.name == "guided_backprop" else F.deconvnet
+        return function(model, images, targets, batch_size=context.batch_size(self.batch_size, backward=True))
+
+
+@dataclass(frozen=True)
+class GuidedBackprop(_ReluRuleMethod):
     """Guided backpropagation (Springenberg et al.); see ``functional.guided_backprop``.
 
     Only ``nn.ReLU`` modules are modified; functional ``relu`` calls keep their plain gradient.
@@ -199,18 +215,10 @@ class GuidedBackprop(AttributionMethod):
     """
 
     name: ClassVar[str] = "guided_backprop"
-    batch_pass: ClassVar[bool | None] = True
-    batch_size: int | None = None
-
-    def __post_init__(self) -> None:
-        _check_optional_int(self.batch_size, "batch_size")
-
-    def attribute(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> Tensor:
-        return F.guided_backprop(model, images, targets, batch_size=context.batch_size(self.batch_size, backward=True))
 
 
 @dataclass(frozen=True)
-class DeconvNet(AttributionMethod):
+class DeconvNet(_ReluRuleMethod):
     """DeconvNet (Zeiler & Fergus); see ``functional.deconvnet``.
 
     Only ``nn.ReLU`` modules are modified; functional ``relu`` calls keep their plain gradient.
@@ -220,11 +228,3 @@ class DeconvNet(AttributionMethod):
     """
 
     name: ClassVar[str] = "deconvnet"
-    batch_pass: ClassVar[bool | None] = True
-    batch_size: int | None = None
-
-    def __post_init__(self) -> None:
-        _check_optional_int(self.batch_size, "batch_size")
-
-    def attribute(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> Tensor:
-        return F.deconvnet(model, images, targets, batch_size=context.batch_size(self.batch_size, backward=True))
