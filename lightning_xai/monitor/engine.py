@@ -12,12 +12,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-import torch
 from torch import Tensor, nn
 
 from lightning_xai.faithfulness import Faithfulness
-from lightning_xai.functional.batching import BatchSize, BatchSizeTuner, TimeBudgetExceeded
-from lightning_xai.methods import AttributionMethod, MethodContext
+from lightning_xai.functional.batching import BatchSize, BatchSizeTuner
+from lightning_xai.methods import AttributionMethod
 from lightning_xai.monitor.analyses import (
     FaithfulnessReport,
     ShortcutReport,
@@ -29,12 +28,14 @@ from lightning_xai.monitor.budget import Deadline
 from lightning_xai.monitor.conditions import attribution_conditions
 from lightning_xai.monitor.model_io import InputConverter, Predictions, model_inputs, module_device, predict
 from lightning_xai.monitor.schedule import MethodSchedule, ScheduleName
+from lightning_xai.monitor.sharding import Team, draws_per_probe
+from lightning_xai.monitor.shares import SHARE_FAILED, ShareError, ShareRun, describe_error, put_together
 from lightning_xai.monitor.stability_tracker import StabilityReport, StabilityTracker
 from lightning_xai.probes import ProbeSet
 from lightning_xai.shortcuts import ShortcutDetector, Shortcuts
 from lightning_xai.stability import Stability
 
-__all__ = ["Engine", "MapsReport", "RunMoment", "RunReport", "explain_maps"]
+__all__ = ["Engine", "MapsReport", "RunMoment", "RunReport", "ShareError", "explain_maps"]
 
 
 @dataclass(frozen=True)
@@ -101,12 +102,6 @@ class RunReport:
         return phases
 
 
-def describe_error(error: BaseException) -> str:
-    """``"TypeName: message"`` (first line of the message)."""
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
 def explain_maps(
     model: nn.Module,
     probes: ProbeSet,
@@ -121,6 +116,7 @@ def explain_maps(
     strict: bool = False,
     first_starts: bool = True,
     predictions: Predictions | None = None,
+    team: Team | None = None,
 ) -> MapsReport:
     """Runs every method on the probes under the monitor's conditions.
 
@@ -130,7 +126,13 @@ def explain_maps(
     a run overruns ``max_seconds`` by at most one batch. A later part of the same run passes
     ``first_starts=False`` and the first part's ``predictions`` (no second forward pass).
 
+    With several processes (``team``, see :mod:`~lightning_xai.monitor.sharding`) every rank
+    predicts all probes, explains its share of them and receives every share; rank 0 decides
+    the deadline for all; a method cut or failed on any rank has no maps. A rank's share that
+    failed as a whole raises :class:`ShareError` on every rank, after the exchange.
+
     Example:
+        >>> import torch
         >>> from lightning_xai import Saliency
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
         >>> report = explain_maps(net, ProbeSet(torch.rand(2, 1, 2, 2), None, "given"), {"saliency": Saliency()})
@@ -138,56 +140,28 @@ def explain_maps(
         (torch.Size([2, 1, 2, 2]), {})
     """
     started = time.perf_counter()
+    team = team or Team()
     device = module_device(model)
     with attribution_conditions(model, device):
         images = model_inputs(model, probes.images, convert_input)
         report = MapsReport(
             predictions=predictions if predictions is not None else predict(model, images, probes.labels)
         )
-        kept = report.predictions.finite
-        refs = model_inputs(model, references, convert_input) if references is not None else None
-        targets = report.predictions.targets[kept].to(device)
-        for key, method in methods.items():
-            started_any = bool(report.maps or report.cut or report.failures) or not first_starts
-            if not bool(kept.any()) or (deadline is not None and started_any and deadline.passed()):
-                report.skipped.append(key)
-                continue
-            passed = deadline.passed if deadline is not None and deadline.max_seconds is not None else None
-            context = MethodContext(
-                torch.Generator(device=device).manual_seed(seed), refs, dict(batch_sizes or {}), passed
-            )
-            method_started = time.perf_counter()
-            try:
-                attributions, details = method.attribute_with_details(
-                    model, images[kept], targets, context, with_gap=with_gaps
-                )
-            except TimeBudgetExceeded:
-                report.cut.append(key)
-                report.seconds[key] = time.perf_counter() - method_started
-                continue
-            except Exception as error:
-                if strict:
-                    raise
-                report.failures[key] = describe_error(error)
-                continue
-            report.maps[key] = _scatter(attributions.detach().float().cpu(), kept)
-            report.displays[key] = method.display(report.maps[key]).cpu()
-            gap = details.pop("completeness_gap", None)
-            if gap is not None:
-                report.gaps[key] = gap.detach().float().cpu()
-            if details:
-                report.details[key] = {name: values.detach().float().cpu() for name, values in details.items()}
-            report.seconds[key] = time.perf_counter() - method_started
+        explained = report.predictions.finite.nonzero().flatten()
+        rows = explained[team.shard(len(explained)).indices]
+        share = MapsReport(predictions=report.predictions)
+        try:
+            refs = model_inputs(model, references, convert_input) if references is not None else None
+            targets = report.predictions.targets[rows].to(device)
+            run = ShareRun(model, images[rows], targets, rows.tolist(), seed, refs, batch_sizes, team)
+            run.explain(share, methods, deadline, with_gaps, strict and team.world_size == 1, first_starts)
+        except Exception as error:
+            if strict and team.world_size == 1:
+                raise
+            share.failures[SHARE_FAILED] = describe_error(error)
+    put_together(report, team.all_gather(share), team.shards(len(explained)), methods, strict=strict)
     report.total_seconds = time.perf_counter() - started
     return report
-
-
-def _scatter(attributions: Tensor, kept: Tensor) -> Tensor:
-    if bool(kept.all()):
-        return attributions
-    full = torch.zeros(kept.shape[0], *attributions.shape[1:], dtype=attributions.dtype)
-    full[kept] = attributions
-    return full
 
 
 class Engine:
@@ -200,6 +174,13 @@ class Engine:
         strict: raise failures instead of recording them.
         schedule: ``"adaptive"`` (see :mod:`~lightning_xai.monitor.schedule`; needs stability tracking
             and two methods or more) or ``"every_run"``.
+
+    With several processes (``team``, set by the monitor; see :mod:`~lightning_xai.monitor.sharding`)
+    the maps are sharded over the ranks and every rank gets them all; rank 0 takes the schedule's
+    decisions for all. The analyses (stability, shortcut checks, faithfulness) run on rank 0 only
+    when the model is replicated (DDP); with a collective forward pass (FSDP, FSDP2, DeepSpeed)
+    they run on every rank with the same inputs and seeds, so every rank makes the same passes
+    and computes the same numbers (only rank 0 records them), and batch sizes are fixed (no tuning).
     """
 
     def __init__(
@@ -223,6 +204,7 @@ class Engine:
         adaptive = schedule == "adaptive" and self.tracker is not None and len(self.methods) > 1
         self.schedule = MethodSchedule(list(self.methods)) if adaptive else None
         self.last_accuracy: float | None = None
+        self.team = Team()
 
     def start_fit(self) -> None:
         """Batch sizes are tuned again for each fit."""
@@ -240,8 +222,12 @@ class Engine:
         deadline: Deadline,
     ) -> RunReport:
         """The maps, then stability, shortcut checks and faithfulness of one run."""
-        if self.tuners is None:
-            self.tuners = batch_size_tuners(model, probes, self.methods, forward_too=self.detector is not None)
+        if self.tuners is None:  # a collective forward needs the same passes on every rank: fixed sizes, no timing
+            self.tuners = (
+                {}
+                if self.team.collective
+                else batch_size_tuners(model, probes, self.methods, forward_too=self.detector is not None)
+            )
 
         def explain(
             methods: Mapping[str, AttributionMethod], first_starts: bool = True, predictions: Predictions | None = None
@@ -259,11 +245,12 @@ class Engine:
                 strict=self.strict,
                 first_starts=first_starts,
                 predictions=predictions,
+                team=self.team,
             )
 
         maps = explain(self.methods) if self.schedule is None else self._scheduled(explain)
         report = RunReport(moment=moment, maps=maps)
-        if maps.maps:
+        if maps.maps and (self.team.is_zero or self.team.collective):  # unsharded analyses: see Engine's docstring
             self._analyse(model, probes, report, convert_input, test_images)
         return report
 
@@ -275,6 +262,7 @@ class Engine:
         wake = self._wake(first, sentinel)
         settled = {key: state is not None for key, state in self.tracker.settled.items()}
         chosen, left = self.schedule.plan(settled, wake=wake)
+        chosen, left, settled, wake = self.team.agree((chosen, left, settled, wake))  # rank 0 decides for all
         self.schedule.record(chosen, settled, wake=wake)
         rest = {key: self.methods[key] for key in chosen if key != sentinel}
         if rest:  # a later part of the same run: the first part's predictions, no second start past the deadline
@@ -384,4 +372,13 @@ def batch_size_tuners(
     if forward_too:
         passes.add(False)
     images = probes.images[:1].to(module_device(model))
-    return {backward: BatchSizeTuner.for_images(images, backward=backward) for backward in sorted(passes)}
+    tuners = {backward: BatchSizeTuner.for_images(images, backward=backward) for backward in sorted(passes)}
+    for backward, tuner in tuners.items():  # methods that draw run one probe at a time: no batch past their samples
+        drawn = [m for m in methods.values() if m.batch_pass == backward and getattr(m, "batch_size", None) is None]
+        capped = drawn and all(draws_per_probe(m) and isinstance(getattr(m, "n_samples", None), int) for m in drawn)
+        if capped and (backward or not forward_too):  # the shortcut checks batch forward passes freely
+            most = max(int(m.n_samples) for m in drawn)  # type: ignore[attr-defined]
+            tuners[backward] = BatchSizeTuner(
+                tuner.device, candidates=[c for c in tuner.candidates if c <= most] or [most]
+            )
+    return tuners

@@ -4,6 +4,10 @@
 holds the collector, the engine, the budget and, on global rank 0, the recorder. After set-up
 nothing here raises out of a hook: a failed run becomes a warning and a record in
 ``summary.json`` (unless ``strict=True``).
+
+With several processes every rank takes part in each run: rank 0 decides whether to run and
+broadcasts it, every rank explains its share of the probes (:mod:`~lightning_xai.monitor.sharding`),
+and rank 0 records. Every rank enters the same collectives in the same order whatever fails.
 """
 
 from __future__ import annotations
@@ -29,13 +33,14 @@ from lightning_xai.history import AttributionHistory, HistoryError
 from lightning_xai.loggers import XaiLogger, resolve_log_dir
 from lightning_xai.monitor import messages, on_demand
 from lightning_xai.monitor import settings as checks
-from lightning_xai.monitor.budget import RunBudget
+from lightning_xai.monitor.budget import RunBudget, RunDecision
 from lightning_xai.monitor.collector import Collector
 from lightning_xai.monitor.conditions import attribution_conditions
-from lightning_xai.monitor.engine import Engine, RunMoment, describe_error
+from lightning_xai.monitor.engine import Engine, RunMoment, ShareError, describe_error
 from lightning_xai.monitor.images import display_rgb
 from lightning_xai.monitor.model_io import model_inputs, module_device, prepare_probes
 from lightning_xai.monitor.recorder import Recorder
+from lightning_xai.monitor.sharding import team_for
 from lightning_xai.monitor.steps import log_step, stage_name
 from lightning_xai.probes import ProbeSet
 from lightning_xai.robustness import RobustnessCheck
@@ -68,6 +73,7 @@ class MonitorRun:
         self.channel = Path(tempfile.gettempdir()) / f"lightning_xai-{os.getpid()}-{secrets.token_hex(6)}.json"
         self.scoring = monitor.scoring
         self.methods_recorded = False
+        self.references_shared = False
 
     def scored_model(self, pl_module: pl.LightningModule) -> torch.nn.Module:
         """What every forward pass of the monitor calls: the explained module through ``forward=``/``output=``/``task=``/``target=``."""
@@ -88,12 +94,13 @@ class MonitorRun:
 
     # ------------------------------------------------------------------ set-up (strict)
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Switches off for ``fast_dev_run`` and without validation data; refuses sharded strategies."""
+        """Switches off for ``fast_dev_run`` and without validation data; refuses strategies it cannot serve."""
         self.active = not getattr(trainer, "fast_dev_run", False)
         if not self.active:
             rank_zero_info(messages.fast_dev_run())
             return
-        checks.check_strategy(trainer.strategy)
+        at_end = [name for name in ("sanity", "robustness") if getattr(self.monitor, name) is not None]
+        checks.check_strategy(trainer.strategy, at_end=at_end if trainer.world_size > 1 else [])
         self.monitor.explained_module(pl_module)
         reason = checks.missing_validation(trainer, stage_name(stage)) if self.monitor.probes is None else None
         if reason is not None:
@@ -102,6 +109,7 @@ class MonitorRun:
 
     def start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *, new_fit: bool) -> None:
         """Opens the recorder (rank 0) and checks given probes against the model before any training."""
+        self.engine.team = team_for(trainer.strategy, rank=trainer.global_rank, world_size=trainer.world_size)
         if new_fit:
             self.budget.start_fit()
             self.engine.start_fit()
@@ -119,27 +127,36 @@ class MonitorRun:
 
     # ------------------------------------------------------------------ each validation run
     def validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Fixes the probes (first run, every rank), then runs on schedule (rank 0), then syncs a stop request."""
+        """Fixes the probes (first run), then runs on rank 0's schedule (every rank), then syncs a stop request."""
         probes = self._fix_probes(trainer)
-        if probes is not None and trainer.is_global_zero and self.recorder is not None:
-            decision = self.budget.decide(epoch=trainer.current_epoch, fitting=stage_name(trainer.state.fn) == "fit")
+        if probes is not None:
+            decision = self._decide(trainer)
             if decision.run:
                 self._guarded_run(trainer, pl_module, probes)
                 self.report_to_parent(trainer)
             elif decision.reason == "overhead":
                 self.budget.skipped += 1
+            if decision.reason == "overhead" and self.recorder is not None:
                 self.recorder.warn_once(
                     "overhead",
                     messages.overhead_skip(self.budget, epoch=trainer.current_epoch, step=trainer.global_step),
                 )
         self._sync_stop(trainer)
 
+    def _decide(self, trainer: pl.Trainer) -> RunDecision:
+        """Whether this run happens: rank 0's decision (it holds the schedule and the cost), on every rank."""
+        fitting = stage_name(trainer.state.fn) == "fit"
+        decision = self.budget.decide(epoch=trainer.current_epoch, fitting=fitting) if trainer.is_global_zero else None
+        return self.engine.team.agree(decision) or RunDecision(False, "not_zero")
+
     def _fix_probes(self, trainer: pl.Trainer) -> ProbeSet | None:
-        """On the first run, every rank takes rank 0's probes (picked now, given, or restored on resume)."""
+        """On the first run, every rank takes rank 0's probes (picked now, given, or restored on resume) and its
+        shortcut test images (so that every rank tests the same images)."""
         if self.collector.wants_probes:
-            chosen, error = self._choose(trainer) if trainer.is_global_zero else (None, None)
+            chosen, error, tests = self._choose(trainer) if trainer.is_global_zero else (None, None, None)
             if trainer.world_size > 1:
-                chosen, error = trainer.strategy.broadcast((chosen, error), src=0)
+                chosen, error, tests = trainer.strategy.broadcast((chosen, error, tests), src=0)
+                self.collector.test_images = tests
             if error is not None:
                 if self.monitor.strict:
                     raise ValueError(error)
@@ -150,18 +167,21 @@ class MonitorRun:
             self.collector.fix_test_images(chosen)  # type: ignore[arg-type]
         return self.monitor.probes
 
-    def _choose(self, trainer: pl.Trainer) -> tuple[ProbeSet | None, str | None]:
-        if self.monitor.probes is not None:
-            return self.monitor.probes, None
-        try:
-            return self._prepare(
-                trainer.lightning_module, self.collector.choose_probes(), trainer.precision_plugin.convert_input
-            ), None
-        except (ValueError, TypeError) as error:  # after setup nothing raises out of a hook (unless strict)
-            return None, str(error)
+    def _choose(self, trainer: pl.Trainer) -> tuple[ProbeSet | None, str | None, Tensor | None]:
+        """Rank 0's probes (or why there are none) and its shortcut test images."""
+        chosen = self.monitor.probes
+        if chosen is None:
+            try:
+                chosen = self._prepare(
+                    trainer.lightning_module, self.collector.choose_probes(), trainer.precision_plugin.convert_input
+                )
+            except (ValueError, TypeError) as error:  # after setup nothing raises out of a hook (unless strict)
+                return None, str(error), None
+        self.collector.fix_test_images(chosen)
+        return chosen, None, self.collector.test_images
 
     def _guarded_run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, probes: ProbeSet) -> None:
-        assert self.recorder is not None
+        """One run on every rank; a failure is recorded by rank 0 (on any rank it raises on all, after the exchange)."""
         moment = RunMoment(trainer.current_epoch, trainer.global_step, log_step(trainer), stage_name(trainer.state.fn))
         started = time.perf_counter()
         phases: dict[str, float] = {}
@@ -171,11 +191,13 @@ class MonitorRun:
             if self.monitor.strict:
                 raise
             self.budget.failed += 1
-            self.recorder.record_failure(moment, describe_error(error))
+            if self.recorder is not None:
+                self.recorder.record_failure(moment, describe_error(error))
         finally:
             self.budget.add_run(time.perf_counter() - started, phases)
-        self.recorder.record_cost(self.budget.overhead(), moment.log_step)
-        self._warn_near_timeout(trainer, self.budget.last_run, moment)
+        if self.recorder is not None:
+            self.recorder.record_cost(self.budget.overhead(), moment.log_step)
+            self._warn_near_timeout(trainer, self.budget.last_run, moment)
 
     def _warn_near_timeout(self, trainer: pl.Trainer, seconds: float, moment: RunMoment) -> None:
         """The other ranks wait for rank 0's run in their next collective: warn when a run took half the timeout."""
@@ -189,14 +211,11 @@ class MonitorRun:
     def _explain(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, probes: ProbeSet, moment: RunMoment
     ) -> dict[str, float]:
-        assert self.recorder is not None
-        if not self.checked:
-            self._check(pl_module, probes, trainer)
+        if not self.checked or not self.methods_recorded:
+            self._first_checks(pl_module, probes, trainer)
             probes = self.monitor.probes or probes
         model = self.scored_model(pl_module)
-        if not self.methods_recorded:
-            self._record_methods(model, probes, trainer)
-        references = self.collector.freeze_references(tuple(probes.images.shape[-2:]))  # type: ignore[arg-type]
+        references = self._references(tuple(probes.images.shape[-2:]))  # type: ignore[arg-type]
         report = self.engine.run(
             model,
             probes,
@@ -206,6 +225,8 @@ class MonitorRun:
             test_images=self.collector.test_images,
             deadline=self.budget.deadline(),
         )
+        if self.recorder is None:  # another rank: its share is in rank 0's report
+            return report.phase_seconds
         rgb = display_rgb(probes.images, self.monitor.display_mean, self.monitor.display_std)
         self.recorder.record_run(report, probes, rgb, references)
         self._after_run(report.maps.skipped + report.maps.cut, report.maps.seconds, report.maps.total_seconds, moment)
@@ -249,14 +270,53 @@ class MonitorRun:
         )
         self.checked = True
 
+    def _first_checks(self, pl_module: pl.LightningModule, probes: ProbeSet, trainer: pl.Trainer) -> None:
+        """The first run's checks of the methods on the probes and their effective settings, on every rank
+        (with identical probes), a failure on any rank raised on all (so that all skip the same collectives).
+
+        The effective settings make forward passes (the Grad-CAM layer): every rank makes them under
+        a collective forward pass, rank 0 alone otherwise."""
+        team = self.engine.team
+        failure: Exception | None = None
+        try:
+            if not self.checked:
+                self._check(pl_module, probes, trainer)  # every rank: it also resolves the task there
+            if not self.methods_recorded and (team.is_zero or team.collective):
+                self._record_methods(self.scored_model(pl_module), self.monitor.probes or probes, trainer)
+            self.methods_recorded = True
+        except Exception as error:
+            failure = error
+        failed = [
+            (rank, text)
+            for rank, text in enumerate(team.all_gather(describe_error(failure) if failure else None))
+            if text
+        ]
+        if failure is not None:
+            raise failure
+        if failed:
+            raise ShareError("; ".join(f"rank {rank}: {text}" for rank, text in failed))
+
+    def _references(self, size: tuple[int, int]) -> Tensor | None:
+        """The reference images for expected gradients: rank 0's (its training reservoir, or the resumed ones), on every rank."""
+        team = self.engine.team
+        if team.world_size > 1 and not self.references_shared:
+            mine = self.collector.freeze_references(size) if team.is_zero else None
+            self.collector.references = team.agree(mine)
+            self.references_shared = self.collector.references is not None
+        return self.collector.freeze_references(size)
+
     def _record_methods(self, model: torch.nn.Module, probes: ProbeSet, trainer: pl.Trainer) -> None:
-        """Each method's effective settings (the Grad-CAM layer, the occlusion window) into ``summary.json``, said once."""
-        assert self.recorder is not None
+        """Each method's effective settings (the Grad-CAM layer, the occlusion window) into ``summary.json``, said once
+        (rank 0 records; another rank only makes the same passes)."""
         self.methods_recorded = True
         with attribution_conditions(model, module_device(model)):
             images = model_inputs(model, probes.images[:1], trainer.precision_plugin.convert_input)
             effective = effective_settings(model, images, self.monitor._methods)
+        if self.recorder is None:
+            return
         self.recorder.write_sections(task=self.scoring.resolved, methods=effective)
+        auto = self.monitor.num_probes is None and probes.source != "given"
+        self.recorder.record_sizing(tuple(probes.images.shape[-3:]), num_probes=len(probes.images), probes_auto=auto)
         for key, entry in effective.items():
             if "layer" in entry:
                 self.recorder.info_once(f"layer:{key}", messages.explained_layer(key, entry["layer"]))

@@ -18,6 +18,7 @@ from lightning_xai.functional._checks import check_score_shape, is_real_number
 from lightning_xai.methods import AttributionMethod, ExpectedGradients, default_methods
 from lightning_xai.monitor.conditions import attribution_conditions
 from lightning_xai.monitor.model_io import InputConverter, model_inputs, module_device
+from lightning_xai.monitor.sharding import collective_forward
 from lightning_xai.probes import ProbeSet
 
 __all__ = [
@@ -186,18 +187,32 @@ def check_labels(probes: ProbeSet, num_classes: int) -> None:
         )
 
 
-SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy", "XLAFSDPStrategy")
+UNSUPPORTED_STRATEGIES = ("XLAFSDPStrategy",)
 
 
-def check_strategy(strategy: object) -> None:
-    """Refuses strategies whose forward pass is collective: rank-0-only work would hang until the process-group timeout."""
+def check_strategy(strategy: object, *, at_end: Sequence[str] = ()) -> None:
+    """Refuses the strategies the monitor cannot serve, before any training.
+
+    Every multi-process strategy is served (the probes are sharded over the ranks, see
+    :mod:`~lightning_xai.monitor.sharding`), except XLA's FSDP. With a collective forward pass
+    (FSDP, FSDP2 through ``ModelParallelStrategy``, DeepSpeed) the checks that explain randomized
+    or shifted copies of the model (``at_end``: ``"sanity"``, ``"robustness"``) are refused too.
+
+    Example:
+        >>> check_strategy(object(), at_end=["sanity"])
+    """
     name = type(strategy).__name__
-    if name in SHARDED_STRATEGIES:
+    if name in UNSUPPORTED_STRATEGIES:
         raise ValueError(
-            f"AttributionMonitor cannot explain a model sharded by {name} yet: with a sharded model every rank must "
-            "take part in each forward pass, and the monitor explains on rank 0 only, which would hang until the "
-            "process-group timeout. Use strategy='ddp' (or 'ddp_spawn'), or replay the checkpoints afterwards with "
-            "lightning_xai.replay."
+            f"AttributionMonitor cannot explain a model sharded by {name}: its collectives are not supported. "
+            "Use FSDPStrategy, ModelParallelStrategy, DeepSpeedStrategy or strategy='ddp', or replay the checkpoints "
+            "afterwards with lightning_xai.replay."
+        )
+    if at_end and collective_forward(strategy):
+        raise ValueError(
+            f"AttributionMonitor cannot run the {' and '.join(at_end)} check under {name}: it explains randomized "
+            "or shifted copies of the model, which a sharded model cannot give. Pass sanity=None and robustness=None, or run "
+            "the checks on a checkpoint in one process (lightning_xai.replay)."
         )
 
 

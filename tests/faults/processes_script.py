@@ -4,8 +4,12 @@
 process writes what *its* monitor object sees after ``fit`` to ``<out>/spawn.json``.
 ``timeout <out>``: ``strategy="ddp"`` with a 300 s process-group timeout and a clock that makes each
 monitor run last 200 s; each rank writes the monitor's warnings to ``<out>/timeout-rank-<r>.json``.
-``fsdp2 <out>``: ``ModelParallelStrategy`` + ``fully_shard`` on two CPU processes (gloo); each rank
-writes the error the monitor raised at setup to ``<out>/fsdp2-rank-<r>.json``.
+``fsdp2 <out>``: ``ModelParallelStrategy`` + ``fully_shard`` on two CPU processes (gloo), a 60 s
+process-group timeout, the default methods, real shortcut checks (plus one planted finding) and
+``stop_on_shortcut``: each rank writes what its monitor and trainer saw to ``<out>/fsdp2-rank-<r>.json``.
+``maps <out> <one|ddp|fsdp2>``: ``trainer.validate`` of one seeded model on 5 given probes, in one
+process or in two (DDP, or FSDP2 through ``ModelParallelStrategy``); rank 0 saves the recorded maps
+to ``<out>/maps-<strategy>.pt``.
 
 Module-level code also runs in the spawned processes (they import this file as ``__mp_main__``):
 the shortcut checks are replaced there by one planted finding, so that findings exist to hand back.
@@ -28,9 +32,14 @@ from lightning_xai.monitor import engine as engine_module
 from lightning_xai.monitor.analyses import ShortcutReport
 from lightning_xai.shortcuts import Finding
 
+REAL_CHECKS = {"on": False}  # fsdp2 mode: the real checks run first (their passes are collective), then the plant
+real_check_shortcuts = engine_module.check_shortcuts
+
 
 def plant_finding(detector, model, displays, test_images, *, epoch, step, batch_size=None):
     """One confirmed finding at the first run, none after (stands in for the real shortcut checks)."""
+    if REAL_CHECKS["on"]:
+        real_check_shortcuts(detector, model, displays, test_images, epoch=epoch, step=step, batch_size=batch_size)
     if detector.findings:
         return ShortcutReport()
     finding = Finding(
@@ -132,18 +141,59 @@ class ShardedClassifier(LitClassifier):
 
 
 def fsdp2_main(out: Path) -> None:
+    from datetime import timedelta
+
     from pytorch_lightning.strategies import ModelParallelStrategy
 
+    REAL_CHECKS["on"] = True
     pl.seed_everything(0, verbose=False)
-    strategy = ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1)
-    trainer = pl.Trainer(strategy=strategy, callbacks=[AttributionMonitor(num_probes=4)], **trainer_options(out))
-    try:
-        trainer.fit(ShardedClassifier(SmallCNN(1, 10, width=4)), *data())
-        error = None
-    except ValueError as raised:
-        error = str(raised)
-    report = {"rank": trainer.global_rank, "error": error, "global_step": trainer.global_step}
+    strategy = ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1, timeout=timedelta(seconds=60))
+    monitor = AttributionMonitor(num_probes=5, stop_on_shortcut=True, schedule="every_run")
+    options = {**trainer_options(out), "max_epochs": 3}
+    trainer = pl.Trainer(strategy=strategy, callbacks=[monitor], **options)
+    trainer.fit(ShardedClassifier(SmallCNN(1, 10, width=4)), *data())
+    report = {
+        "rank": trainer.global_rank,
+        "global_step": trainer.global_step,
+        "should_stop": trainer.should_stop,
+        "runs": [run["global_step"] for run in monitor.history],
+        "failures": [run.get("failures", {}) for run in monitor.history],
+        "findings": [finding["message"] for finding in monitor.findings],
+    }
     (out / f"fsdp2-rank-{trainer.global_rank}.json").write_text(json.dumps(report))
+    close_process_group()
+
+
+def maps_main(out: Path, kind: str) -> None:
+    """One validation run of a seeded model on given probes; rank 0 saves the maps it recorded."""
+    from datetime import timedelta
+
+    from pytorch_lightning.strategies import DDPStrategy, ModelParallelStrategy
+
+    from lightning_xai import ExpectedGradients, GradCAM, Occlusion
+    from lightning_xai.history import load_run, read_summary
+
+    pl.seed_everything(0, verbose=False)
+    probes = torch.rand(5, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    methods = [GradCAM(), Occlusion(window=4, stride=4), ExpectedGradients(n_samples=8, baselines="blur")]
+    monitor = AttributionMonitor(methods, probes=probes, shortcuts=None, stability=None, faithfulness=None)
+    strategies = {
+        "one": ("auto", 1),
+        "ddp": (DDPStrategy(timeout=timedelta(seconds=60)), 2),
+        "fsdp2": (
+            ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1, timeout=timedelta(seconds=60)),
+            2,
+        ),
+    }
+    strategy, devices = strategies[kind]
+    options = {**trainer_options(out), "devices": devices}
+    trainer = pl.Trainer(strategy=strategy, callbacks=[monitor], **options)
+    model = ShardedClassifier(SmallCNN(1, 10, width=4)) if kind == "fsdp2" else LitClassifier(SmallCNN(1, 10, width=4))
+    trainer.validate(model, data()[1], verbose=False)
+    if trainer.is_global_zero:
+        folder = out / "version_0" / "xai"
+        runs = read_summary(folder)["runs"]
+        torch.save({"maps": load_run(folder, runs[0])["maps"], "runs": len(runs)}, out / f"maps-{kind}.pt")
     close_process_group()
 
 
@@ -178,4 +228,7 @@ def resume_main(root: Path) -> None:
 
 if __name__ == "__main__":
     modes = {"spawn": spawn_main, "timeout": timeout_main, "fsdp2": fsdp2_main, "resume": resume_main}
-    modes[sys.argv[1]](Path(sys.argv[2]))
+    if sys.argv[1] == "maps":
+        maps_main(Path(sys.argv[2]), sys.argv[3])
+    else:
+        modes[sys.argv[1]](Path(sys.argv[2]))

@@ -1,4 +1,5 @@
-"""Several processes: ``ddp_spawn`` hands rank 0's results to the main process; sharded strategies are refused, never hang."""
+"""Several processes: ``ddp_spawn`` hands rank 0's results to the main process; the probes are sharded over the ranks
+(DDP, FSDP2) with the one-process maps, and a sharded model runs to the end without hanging."""
 
 from __future__ import annotations
 
@@ -8,20 +9,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 from lightning_xai.history import read_summary
 
 SCRIPT = Path(__file__).with_name("processes_script.py")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _run_script(mode: str, out: Path, timeout: int) -> subprocess.CompletedProcess:
+def _run_script(mode: str, out: Path, timeout: int, extra: list[str] | None = None) -> subprocess.CompletedProcess:
     environment = {
         **os.environ,
         "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
         "OMP_NUM_THREADS": "1",
     }
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), mode, str(out)],
+        [sys.executable, str(SCRIPT), mode, str(out), *(extra or [])],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -44,15 +48,34 @@ def test_ddp_spawn_with_the_defaults_hands_findings_and_history_to_the_main_proc
     assert [run["global_step"] for run in summary["runs"]] == [2, 4] and summary["findings"][0]["message"] == "planted"
 
 
-def test_fsdp2_is_refused_at_setup_on_every_rank_and_never_hangs(tmp_path):
+def test_fsdp2_runs_to_the_end_on_every_rank_records_once_and_stops_together(tmp_path):
     _run_script("fsdp2", tmp_path, timeout=240)
-    for rank in (0, 1):
-        seen = json.loads((tmp_path / f"fsdp2-rank-{rank}.json").read_text())
-        assert seen["global_step"] == 0
-        assert seen["error"].startswith(
-            "AttributionMonitor cannot explain a model sharded by ModelParallelStrategy yet: with a sharded model every rank "
-            "must take part in each forward pass"
-        )
+    rank0, rank1 = (json.loads((tmp_path / f"fsdp2-rank-{rank}.json").read_text()) for rank in (0, 1))
+    assert rank0["runs"] == [2] and rank0["failures"] == [{}] and rank1["runs"] == []  # rank 0 records, nothing failed
+    assert rank0["findings"] == rank1["findings"] == ["planted"]  # the analyses ran on both ranks
+    assert rank0["global_step"] == rank1["global_step"] == 2 and rank0["should_stop"] and rank1["should_stop"]
+    summary = read_summary(tmp_path / "version_0" / "xai")
+    assert [run["global_step"] for run in summary["runs"]] == [2] and [f["message"] for f in summary["findings"]] == [
+        "planted"
+    ]
+
+
+@pytest.fixture(scope="module")
+def one_process_maps(tmp_path_factory) -> dict[str, torch.Tensor]:
+    out = tmp_path_factory.mktemp("one")
+    _run_script("maps", out, timeout=240, extra=["one"])
+    return torch.load(out / "maps-one.pt")["maps"]
+
+
+@pytest.mark.parametrize("kind", ["ddp", "fsdp2"])
+def test_maps_sharded_over_two_processes_equal_the_one_process_maps(tmp_path, one_process_maps, kind):
+    _run_script("maps", tmp_path, timeout=240, extra=[kind])
+    saved = torch.load(tmp_path / f"maps-{kind}.pt")
+    assert saved["runs"] == 1 and sorted(saved["maps"]) == ["expected_gradients", "grad_cam", "occlusion"]
+    for key, expected in one_process_maps.items():
+        assert saved["maps"][key].shape == expected.shape == (5, 1, 16, 16)
+        assert float((saved["maps"][key] - expected).abs().max()) <= 1e-5, key
+        assert float(expected.abs().sum()) > 0, key
 
 
 def test_a_run_near_the_process_group_timeout_is_warned_about_with_the_figures(tmp_path):
