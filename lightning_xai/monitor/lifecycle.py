@@ -100,7 +100,7 @@ class MonitorRun:
             rank_zero_info(messages.fast_dev_run())
             return
         at_end = [name for name in ("sanity", "robustness") if getattr(self.monitor, name) is not None]
-        checks.check_strategy(trainer.strategy, at_end=at_end if trainer.world_size > 1 else [])
+        checks.check_strategy(trainer.strategy, checks=at_end if trainer.world_size > 1 else [])
         self.monitor.explained_module(pl_module)
         reason = checks.missing_validation(trainer, stage_name(stage)) if self.monitor.probes is None else None
         if reason is not None:

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from lightning_xai.methods import MethodContext
 from lightning_xai.monitor.conditions import attribution_conditions
 from lightning_xai.monitor.model_io import model_inputs, module_device, predict
+from lightning_xai.monitor.settings import check_strategy
 from lightning_xai.monitor.steps import log_step
 from lightning_xai.robustness import RobustnessCheck, robustness_check
 from lightning_xai.sanity import SanityCheck, sanity_check
@@ -76,6 +77,7 @@ def robustness(
         lambda model, images, targets, context: robustness_check(
             model, images, targets, methods, context, settings=chosen, seed=seed
         ),
+        "robustness",
     )
     if report and run.recorder is not None:
         run.recorder.record_robustness(
@@ -84,8 +86,16 @@ def robustness(
     return report
 
 
-def on_probes(run: MonitorRun, trainer: pl.Trainer, pl_module: pl.LightningModule, check: ProbeCheck) -> dict[str, Any]:
-    """Runs ``check`` on the probes under the monitor's conditions (rank 0 only; ``{}`` elsewhere or before probes)."""
+def on_probes(
+    run: MonitorRun, trainer: pl.Trainer, pl_module: pl.LightningModule, check: ProbeCheck, name: str = "sanity"
+) -> dict[str, Any]:
+    """Runs ``check`` on the probes under the monitor's conditions (rank 0 only; ``{}`` elsewhere or before probes).
+
+    Refused with several processes and a collective forward pass (FSDP, FSDP2, DeepSpeed), where
+    rank-0-only passes would hang: see :func:`~lightning_xai.monitor.settings.check_strategy`.
+    """
+    if trainer.world_size > 1:
+        check_strategy(trainer.strategy, checks=[name])
     probes = run.monitor.probes
     if not trainer.is_global_zero or probes is None:
         return {}

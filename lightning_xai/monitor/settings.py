@@ -190,16 +190,17 @@ def check_labels(probes: ProbeSet, num_classes: int) -> None:
 UNSUPPORTED_STRATEGIES = ("XLAFSDPStrategy",)
 
 
-def check_strategy(strategy: object, *, at_end: Sequence[str] = ()) -> None:
+def check_strategy(strategy: object, *, checks: Sequence[str] = ()) -> None:
     """Refuses the strategies the monitor cannot serve, before any training.
 
     Every multi-process strategy is served (the probes are sharded over the ranks, see
     :mod:`~lightning_xai.monitor.sharding`), except XLA's FSDP. With a collective forward pass
-    (FSDP, FSDP2 through ``ModelParallelStrategy``, DeepSpeed) the checks that explain randomized
-    or shifted copies of the model (``at_end``: ``"sanity"``, ``"robustness"``) are refused too.
+    (FSDP, FSDP2 through ``ModelParallelStrategy``, DeepSpeed) the ``checks`` asked for that
+    explain randomized or shifted copies of the model (``"sanity"``, ``"robustness"``) are refused
+    too (pass them only with several processes: one process has nothing to share).
 
     Example:
-        >>> check_strategy(object(), at_end=["sanity"])
+        >>> check_strategy(object(), checks=["sanity"])
     """
     name = type(strategy).__name__
     if name in UNSUPPORTED_STRATEGIES:
@@ -208,9 +209,9 @@ def check_strategy(strategy: object, *, at_end: Sequence[str] = ()) -> None:
             "Use FSDPStrategy, ModelParallelStrategy, DeepSpeedStrategy or strategy='ddp', or replay the checkpoints "
             "afterwards with lightning_xai.replay."
         )
-    if at_end and collective_forward(strategy):
+    if checks and collective_forward(strategy):
         raise ValueError(
-            f"AttributionMonitor cannot run the {' and '.join(at_end)} check under {name}: it explains randomized "
+            f"AttributionMonitor cannot run the {' and '.join(checks)} check under {name}: it explains randomized "
             "or shifted copies of the model, which a sharded model cannot give. Pass sanity=None and robustness=None, or run "
             "the checks on a checkpoint in one process (lightning_xai.replay)."
         )
