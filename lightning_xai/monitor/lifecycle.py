@@ -31,16 +31,16 @@ from lightning_xai._files import atomic_write_bytes
 from lightning_xai._fingerprint import check_probe_fingerprint, load_probes, load_references
 from lightning_xai.history import AttributionHistory, HistoryError
 from lightning_xai.loggers import XaiLogger, resolve_log_dir
-from lightning_xai.monitor import messages, on_demand
+from lightning_xai.monitor import messages, on_demand, ranks
 from lightning_xai.monitor import settings as checks
-from lightning_xai.monitor.budget import RunBudget, RunDecision
+from lightning_xai.monitor.budget import RunBudget
 from lightning_xai.monitor.collector import Collector
 from lightning_xai.monitor.conditions import attribution_conditions
-from lightning_xai.monitor.engine import Engine, RunMoment, ShareError, describe_error
+from lightning_xai.monitor.engine import Engine, RunMoment, describe_error
 from lightning_xai.monitor.images import display_rgb
 from lightning_xai.monitor.model_io import model_inputs, module_device, prepare_probes
 from lightning_xai.monitor.recorder import Recorder
-from lightning_xai.monitor.sharding import team_for
+from lightning_xai.monitor.sharding import Team, team_for
 from lightning_xai.monitor.steps import log_step, stage_name
 from lightning_xai.probes import ProbeSet
 from lightning_xai.robustness import RobustnessCheck
@@ -79,7 +79,7 @@ class MonitorRun:
         """What every forward pass of the monitor calls: the explained module through ``forward=``/``output=``/``task=``/``target=``."""
         return self.scoring.model(self.monitor.explained_module(pl_module))
 
-    def _prepare(self, pl_module: pl.LightningModule, probes: ProbeSet, convert_input: Any = None) -> ProbeSet:
+    def prepare(self, pl_module: pl.LightningModule, probes: ProbeSet, convert_input: Any = None) -> ProbeSet:
         """Resolves the task on the probes, fixes their target rows, and switches off analyses the task cannot serve."""
         self.scoring, prepared = prepare_probes(
             self.monitor.explained_module(pl_module), probes, self.scoring, convert_input
@@ -114,7 +114,7 @@ class MonitorRun:
             self.budget.start_fit()
             self.engine.start_fit()
         if self.monitor.probes is not None and not self.checked:
-            self._check(pl_module, self.monitor.probes, trainer)
+            self.check(pl_module, self.monitor.probes, trainer)
         if trainer.is_global_zero and self.recorder is None:
             self._open_recorder(trainer)
         self.started = True
@@ -122,15 +122,15 @@ class MonitorRun:
     def check_sanity_images(self, pl_module: pl.LightningModule) -> None:
         """Checks the methods on the sanity check's images, so that bad settings fail before training."""
         if self.collector.pool.count > 0 and not self.checked:
-            probes = self._prepare(pl_module, self.collector.choose_probes())
+            probes = self.prepare(pl_module, self.collector.choose_probes())
             checks.check_methods_can_run(self.scored_model(pl_module), probes, self.monitor._methods)
 
     # ------------------------------------------------------------------ each validation run
     def validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Fixes the probes (first run), then runs on rank 0's schedule (every rank), then syncs a stop request."""
-        probes = self._fix_probes(trainer)
+        probes = ranks.fix_probes(self, trainer)
         if probes is not None:
-            decision = self._decide(trainer)
+            decision = ranks.decide(self, trainer)
             if decision.run:
                 self._guarded_run(trainer, pl_module, probes)
                 self.report_to_parent(trainer)
@@ -142,43 +142,6 @@ class MonitorRun:
                     messages.overhead_skip(self.budget, epoch=trainer.current_epoch, step=trainer.global_step),
                 )
         self._sync_stop(trainer)
-
-    def _decide(self, trainer: pl.Trainer) -> RunDecision:
-        """Whether this run happens: rank 0's decision (it holds the schedule and the cost), on every rank."""
-        fitting = stage_name(trainer.state.fn) == "fit"
-        decision = self.budget.decide(epoch=trainer.current_epoch, fitting=fitting) if trainer.is_global_zero else None
-        return self.engine.team.agree(decision) or RunDecision(False, "not_zero")
-
-    def _fix_probes(self, trainer: pl.Trainer) -> ProbeSet | None:
-        """On the first run, every rank takes rank 0's probes (picked now, given, or restored on resume) and its
-        shortcut test images (so that every rank tests the same images)."""
-        if self.collector.wants_probes:
-            chosen, error, tests = self._choose(trainer) if trainer.is_global_zero else (None, None, None)
-            if trainer.world_size > 1:
-                chosen, error, tests = trainer.strategy.broadcast((chosen, error, tests), src=0)
-                self.collector.test_images = tests
-            if error is not None:
-                if self.monitor.strict:
-                    raise ValueError(error)
-                if self.recorder is not None:
-                    self.recorder.warn_once("no_probes", f"AttributionMonitor: {error}")
-                return None
-            self.monitor.probes = chosen
-            self.collector.fix_test_images(chosen)  # type: ignore[arg-type]
-        return self.monitor.probes
-
-    def _choose(self, trainer: pl.Trainer) -> tuple[ProbeSet | None, str | None, Tensor | None]:
-        """Rank 0's probes (or why there are none) and its shortcut test images."""
-        chosen = self.monitor.probes
-        if chosen is None:
-            try:
-                chosen = self._prepare(
-                    trainer.lightning_module, self.collector.choose_probes(), trainer.precision_plugin.convert_input
-                )
-            except (ValueError, TypeError) as error:  # after setup nothing raises out of a hook (unless strict)
-                return None, str(error), None
-        self.collector.fix_test_images(chosen)
-        return chosen, None, self.collector.test_images
 
     def _guarded_run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, probes: ProbeSet) -> None:
         """One run on every rank; a failure is recorded by rank 0 (on any rank it raises on all, after the exchange)."""
@@ -212,10 +175,10 @@ class MonitorRun:
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, probes: ProbeSet, moment: RunMoment
     ) -> dict[str, float]:
         if not self.checked or not self.methods_recorded:
-            self._first_checks(pl_module, probes, trainer)
+            ranks.first_checks(self, pl_module, probes, trainer)
             probes = self.monitor.probes or probes
         model = self.scored_model(pl_module)
-        references = self._references(tuple(probes.images.shape[-2:]))  # type: ignore[arg-type]
+        references = ranks.shared_references(self, tuple(probes.images.shape[-2:]))  # type: ignore[arg-type]
         report = self.engine.run(
             model,
             probes,
@@ -261,8 +224,9 @@ class MonitorRun:
             trainer.should_stop = True
             rank_zero_info(messages.stopping())
 
-    def _check(self, pl_module: pl.LightningModule, probes: ProbeSet, trainer: pl.Trainer) -> None:
-        probes = self._prepare(pl_module, probes, trainer.precision_plugin.convert_input)
+    def check(self, pl_module: pl.LightningModule, probes: ProbeSet, trainer: pl.Trainer) -> None:
+        """Prepares the probes (resolving the task) and checks every method on them (strict; one forward pass)."""
+        probes = self.prepare(pl_module, probes, trainer.precision_plugin.convert_input)
         if self.monitor.probes is not None:
             self.monitor.probes = probes
         checks.check_methods_can_run(
@@ -270,42 +234,7 @@ class MonitorRun:
         )
         self.checked = True
 
-    def _first_checks(self, pl_module: pl.LightningModule, probes: ProbeSet, trainer: pl.Trainer) -> None:
-        """The first run's checks of the methods on the probes and their effective settings, on every rank
-        (with identical probes), a failure on any rank raised on all (so that all skip the same collectives).
-
-        The effective settings make forward passes (the Grad-CAM layer): every rank makes them under
-        a collective forward pass, rank 0 alone otherwise."""
-        team = self.engine.team
-        failure: Exception | None = None
-        try:
-            if not self.checked:
-                self._check(pl_module, probes, trainer)  # every rank: it also resolves the task there
-            if not self.methods_recorded and (team.is_zero or team.collective):
-                self._record_methods(self.scored_model(pl_module), self.monitor.probes or probes, trainer)
-            self.methods_recorded = True
-        except Exception as error:
-            failure = error
-        failed = [
-            (rank, text)
-            for rank, text in enumerate(team.all_gather(describe_error(failure) if failure else None))
-            if text
-        ]
-        if failure is not None:
-            raise failure
-        if failed:
-            raise ShareError("; ".join(f"rank {rank}: {text}" for rank, text in failed))
-
-    def _references(self, size: tuple[int, int]) -> Tensor | None:
-        """The reference images for expected gradients: rank 0's (its training reservoir, or the resumed ones), on every rank."""
-        team = self.engine.team
-        if team.world_size > 1 and not self.references_shared:
-            mine = self.collector.freeze_references(size) if team.is_zero else None
-            self.collector.references = team.agree(mine)
-            self.references_shared = self.collector.references is not None
-        return self.collector.freeze_references(size)
-
-    def _record_methods(self, model: torch.nn.Module, probes: ProbeSet, trainer: pl.Trainer) -> None:
+    def record_methods(self, model: torch.nn.Module, probes: ProbeSet, trainer: pl.Trainer) -> None:
         """Each method's effective settings (the Grad-CAM layer, the occlusion window) into ``summary.json``, said once
         (rank 0 records; another rank only makes the same passes)."""
         self.methods_recorded = True
@@ -422,6 +351,8 @@ class MonitorRun:
         if self.recorder is not None:
             clone.restored = self.state_dict()
         clone.recorder = None
+        clone.engine = copy.copy(self.engine)
+        clone.engine.team = Team()  # the exchanges of this process's ranks stay here
         return clone
 
     def _open_recorder(self, trainer: pl.Trainer) -> None:
