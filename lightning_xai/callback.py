@@ -58,7 +58,11 @@ class AttributionMonitor(Callback):
         probes: the images to explain: a tensor ``[P, C, H, W]``, a pair ``(images, targets)``,
             or ``(dataset, indices)``. ``None`` picks ``num_probes`` images from the first
             validation run, spread over the classes when labels are present.
-        num_probes: how many probes to pick from validation data.
+        num_probes: how many probes to pick from validation data; ``None`` (default): 16 for images
+            up to 64 x 64, fewer for larger ones (10 at 128 x 128, 6 at 224 x 224, 3 at 512 x 512; see
+            :mod:`~lightning_xai.monitor.sizing`, which also sizes ``Occlusion()``'s window and
+            ``ExpectedGradients()``'s samples when they are left unset, and stores maps at most 128 px
+            per side). What was chosen is said once and written to ``summary.json`` (``sizing``).
         every_n_epochs: explain at the end of validation every n-th epoch (``trainer.validate``
             always explains).
         max_seconds: time budget per run: checked between the batches of every method, so a run
@@ -114,7 +118,7 @@ class AttributionMonitor(Callback):
         methods: Sequence[AttributionMethod] | None = None,
         *,
         probes: Any = None,
-        num_probes: int = 16,
+        num_probes: int | None = None,
         every_n_epochs: int = 1,
         max_seconds: float | None = None,
         max_overhead: float | None = None,
@@ -141,7 +145,7 @@ class AttributionMonitor(Callback):
     ) -> None:
         self._methods = checks.check_methods(methods)
         self.methods = list(self._methods.values())
-        self.num_probes = check_positive_int(num_probes, "num_probes")
+        self.num_probes = None if num_probes is None else check_positive_int(num_probes, "num_probes")
         self.every_n_epochs = check_positive_int(every_n_epochs, "every_n_epochs")
         self.max_seconds = checks.check_max_seconds(max_seconds)
         self.max_overhead = checks.check_max_overhead(max_overhead)
@@ -359,4 +363,4 @@ class AttributionMonitor(Callback):
     def _probe_description(self) -> Any:
         if self.probes is not None and self.probes.source == "given":
             return f"given{list(self.probes.images.shape)}"
-        return self.num_probes
+        return self.num_probes if self.num_probes is not None else "auto"

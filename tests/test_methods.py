@@ -53,7 +53,8 @@ def test_methods_delegate_to_functional():
 
 def test_default_window_scales_with_the_image():
     assert Occlusion().window_for((16, 16)) == (2, 2)
-    assert Occlusion().window_for((224, 200)) == (25, 25)
+    assert Occlusion().window_for((64, 48)) == (6, 6)  # an eighth of the shorter side up to 64 x 64
+    assert Occlusion().window_for((224, 200)) == (37, 37)  # sized by monitor.sizing above: 10 placements per axis
     assert [m.name for m in default_methods()] == ["grad_cam", "occlusion", "expected_gradients"]
 
 

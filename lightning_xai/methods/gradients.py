@@ -18,6 +18,7 @@ from lightning_xai.functional.baselines import (
 from lightning_xai.functional.gradients import NOISE_TUNNEL_KINDS
 from lightning_xai.functional.integrated_gradients import check_multiply_by_inputs, integration_rule
 from lightning_xai.methods.base import AttributionMethod, MethodContext, _check_baseline, _check_optional_int
+from lightning_xai.monitor import sizing
 
 __all__ = ["DeconvNet", "ExpectedGradients", "GuidedBackprop", "IntegratedGradients", "Saliency", "SmoothGrad"]
 
@@ -48,7 +49,9 @@ class ExpectedGradients(_PathMethod):
     """Expected gradients (Erion et al.); see ``functional.expected_gradients``.
 
     Args:
-        n_samples: draws per probe (one forward+backward pass each).
+        n_samples: draws per probe (one forward+backward pass each); ``None`` is sized to the image
+            (:func:`~lightning_xai.monitor.sizing.expected_gradients_samples`): 32 up to 64 x 64,
+            fewer above (13 at 224 x 224, 7 at 512 x 512, at least 4).
         baselines: ``"training"`` (a reservoir of training images the monitor gathers from the
             batches training already sees), a reference tensor ``[M, C, H, W]``, or
             ``"uniform"``, ``"gaussian"``, ``"blur"``.
@@ -56,22 +59,32 @@ class ExpectedGradients(_PathMethod):
         batch_size: draws per pass; ``None`` chooses automatically.
         multiply_by_inputs: multiply the gradients by ``x - x'`` (``False``: averaged gradients
             alone, Captum's ``multiply_by_inputs=False``; then no completeness gap is reported).
+
+    Example:
+        >>> ExpectedGradients().samples_for((64, 64)), ExpectedGradients().samples_for((512, 512))
+        (32, 7)
+        >>> ExpectedGradients(n_samples=16).samples_for((512, 512))
+        16
     """
 
     name: ClassVar[str] = "expected_gradients"
     batch_pass: ClassVar[bool | None] = True
-    n_samples: int = 32
+    n_samples: int | None = None
     baselines: Literal["training"] | SampledBaselineName | Tensor = "training"
     reference_count: int = 64
     batch_size: int | None = None
     multiply_by_inputs: bool = True
 
     def __post_init__(self) -> None:
-        check_positive_int(self.n_samples, "n_samples")
+        _check_optional_int(self.n_samples, "n_samples")
         check_positive_int(self.reference_count, "reference_count")
         _check_baseline(self.baselines, ("training", *SAMPLED_BASELINE_NAMES), "baselines")
         _check_optional_int(self.batch_size, "batch_size")
         check_multiply_by_inputs(self.multiply_by_inputs, False)
+
+    def samples_for(self, size: tuple[int, int]) -> int:
+        """The draws per probe used for images of ``size`` ``(H, W)``."""
+        return self.n_samples if self.n_samples is not None else sizing.expected_gradients_samples(size)
 
     def _run(
         self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext, *, return_delta: bool
@@ -88,7 +101,7 @@ class ExpectedGradients(_PathMethod):
             images,
             targets,
             baselines=baselines,
-            n_samples=self.n_samples,
+            n_samples=self.samples_for((images.shape[-2], images.shape[-1])),
             generator=context.generator,
             batch_size=context.batch_size(self.batch_size, backward=True),
             return_delta=return_delta,

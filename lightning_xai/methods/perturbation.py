@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -19,6 +18,7 @@ from lightning_xai.functional.baselines import (
 )
 from lightning_xai.functional.display import Reduction
 from lightning_xai.methods.base import AttributionMethod, MethodContext, _check_baseline, _check_optional_int
+from lightning_xai.monitor import sizing
 
 __all__ = ["Mask", "Occlusion"]
 
@@ -28,16 +28,18 @@ class Occlusion(AttributionMethod):
     """Occlusion (Zeiler & Fergus): score drop when a window is hidden; see ``functional.occlusion``.
 
     Args:
-        window: window side(s) in pixels; ``None`` uses an eighth of the shorter image side
-            (at least 2), so any image size costs about 15 x 15 placements.
+        window: window side(s) in pixels; ``None`` is sized to the image
+            (:func:`~lightning_xai.monitor.sizing.occlusion_window`): an eighth of the shorter side
+            (at least 2, 15 x 15 placements) up to 64 x 64, a larger share above (7 x 7 placements
+            at 512 x 512), so that large images do not cost minutes per run.
         stride: step between placements; ``None`` uses half the window.
         baseline: what replaces the window (a number, ``"zero"``, ``"mean"``, ``"blur"``, ...,
             or ``"inpaint"`` / ``"inpaint_ns"``: OpenCV inpainting, ``pip install "lightning-xai[inpaint]"``).
         batch_size: occluded images per forward pass; ``None`` chooses automatically.
 
     Example:
-        >>> Occlusion().window_for((32, 32)), Occlusion(window=(3, 5)).window_for((32, 32))
-        ((4, 4), (3, 5))
+        >>> Occlusion().window_for((32, 32)), Occlusion().window_for((512, 512)), Occlusion(window=(3, 5)).window_for((32, 32))
+        ((4, 4), (128, 128), (3, 5))
     """
 
     name: ClassVar[str] = "occlusion"
@@ -60,8 +62,7 @@ class Occlusion(AttributionMethod):
         """The window used for images of ``size`` ``(H, W)``."""
         if self.window is not None:
             return as_pair(self.window, "window")
-        side = max(2, math.ceil(min(size) / 8))
-        return side, side
+        return sizing.occlusion_window(size)
 
     def attribute(self, model: nn.Module, images: Tensor, targets: Tensor, context: MethodContext) -> Tensor:
         window = self.window_for((images.shape[-2], images.shape[-1]))

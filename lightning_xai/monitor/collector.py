@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from lightning_xai.batches import BatchImages, Preprocess, images_from_batch
+from lightning_xai.monitor.sizing import default_num_probes
 from lightning_xai.probes import CandidatePool, ProbeSet, TrainingReservoir
 
 __all__ = ["Collector"]
@@ -20,7 +21,8 @@ class Collector:
     """Probe candidates and shortcut test images from validation, reference images from training.
 
     Args:
-        num_probes: probes to choose when none were given.
+        num_probes: probes to choose when none were given; ``None``: sized to the images
+            (:func:`~lightning_xai.monitor.sizing.default_num_probes`).
         test_images: how many validation images the shortcut checks use (0: none).
         reference_count: training images to keep for expected gradients (0: none).
         seed: seed of the reservoir's private generator.
@@ -38,7 +40,7 @@ class Collector:
     def __init__(
         self,
         *,
-        num_probes: int,
+        num_probes: int | None,
         test_images: int,
         reference_count: int,
         seed: int,
@@ -49,7 +51,7 @@ class Collector:
         self.test_image_count = test_images
         self.batch_images, self.preprocess = batch_images, preprocess
         self.pool = CandidatePool(
-            capacity=max(16 * num_probes, test_images, 256), batch_images=batch_images, preprocess=preprocess
+            capacity=max(16 * (num_probes or 16), test_images, 256), batch_images=batch_images, preprocess=preprocess
         )
         self.reservoir = TrainingReservoir(reference_count, seed=seed) if reference_count else None
         self.references: Tensor | None = None
@@ -78,7 +80,11 @@ class Collector:
 
     def choose_probes(self) -> ProbeSet:
         """The probes from the candidates seen (spread over classes when labels are known)."""
-        return self.pool.select(self.num_probes)
+        if self.num_probes is not None:
+            return self.pool.select(self.num_probes)
+        first = self.pool.first_images(1)
+        size = (int(first.shape[-2]), int(first.shape[-1])) if first is not None else (1, 1)
+        return self.pool.select(default_num_probes(size))
 
     def fix_test_images(self, probes: ProbeSet) -> None:
         """Fixes the shortcut test images: the first validation images, or the probes if none were seen."""

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from lightning_xai.functional.batching import BatchSizeTuner
 from lightning_xai.monitor.budget import RunBudget
+from lightning_xai.monitor.sizing import Sizing
 
 __all__ = [
     "analysis_refused",
@@ -40,6 +41,7 @@ __all__ = [
     "settled",
     "shortcut_found",
     "shortcuts_off",
+    "sizing",
     "stopping",
     "time_budget",
     "tuned",
@@ -224,6 +226,37 @@ def analysis_refused(reason: str) -> str:
 def shortcuts_off(reason: str) -> str:
     """The shortcut checks are switched off for a task they cannot serve."""
     return f"{PREFIX}: shortcut checks are off for this model ({reason})"
+
+
+def sizing(chosen: Sizing) -> str:
+    """Once, when the images are larger than 64 x 64: the defaults chosen for their size, and a run's passes.
+
+    Example:
+        >>> from lightning_xai import Occlusion
+        >>> from lightning_xai.monitor.sizing import choose_sizing
+        >>> print(sizing(choose_sizing((3, 512, 512), {"occlusion": Occlusion()}, num_probes=None)))
+        AttributionMonitor: the probes are 3x512x512, so the default work is sized to them: 3 probes, occlusion window 128x128 with stride 64x64 (7x7 placements); maps stored at 128x128 in runs/; about 153 forward and 0 forward+backward passes per run. Settings you pass (num_probes=, Occlusion(window=), ExpectedGradients(n_samples=)) are kept; see "sizing" in summary.json.
+    """
+    channels, height, width = chosen.image_size
+    parts = [count(chosen.num_probes, "probe")] if chosen.probes_auto else []
+    for key, settings in chosen.methods.items():
+        if "window" in settings:
+            (wh, ww), (sh, sw), (rows, cols) = settings["window"], settings["stride"], settings["placements"]
+            parts.append(f"{key} window {wh}x{ww} with stride {sh}x{sw} ({rows}x{cols} placements)")
+        if "n_samples" in settings:
+            parts.append(f"{key} {count(settings['n_samples'], 'sample')} per probe")
+    stored = f"; maps stored at {chosen.stored_size[0]}x{chosen.stored_size[1]} in runs/"
+    if chosen.stored_size == (height, width):
+        stored = ""
+    total = chosen.total
+    unknown = [key for key, passes in chosen.passes.items() if passes is None]
+    besides = f" (besides {', '.join(unknown)})" if unknown else ""
+    return (
+        f"{PREFIX}: the probes are {channels}x{height}x{width}, so the default work is sized to them: "
+        f"{', '.join(parts) or 'nothing left to choose'}{stored}; about {total.forward} forward and "
+        f"{total.forward_backward} forward+backward passes per run{besides}. Settings you pass (num_probes=, "
+        'Occlusion(window=), ExpectedGradients(n_samples=)) are kept; see "sizing" in summary.json.'
+    )
 
 
 def explained_layer(key: str, layer: str) -> str:

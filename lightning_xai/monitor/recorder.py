@@ -20,7 +20,7 @@ from lightning_xai._fast_crc import install_fast_crc
 from lightning_xai.history import AttributionHistory
 from lightning_xai.loggers import XaiLogger
 from lightning_xai.methods import AttributionMethod
-from lightning_xai.monitor import messages, tags
+from lightning_xai.monitor import messages, sizing, tags
 from lightning_xai.monitor.artefacts import save_artefacts
 from lightning_xai.monitor.engine import RunMoment, RunReport
 from lightning_xai.monitor.images import Filmstrips, curves_plot, maps_grid, outlined_masks
@@ -158,6 +158,13 @@ class Recorder:
         """The monitor's overhead so far, as a scalar (a failing logger is warned about, never raised)."""
         self._logged(lambda: self.logger.scalars({tags.OVERHEAD: overhead}, step))
 
+    def record_sizing(self, image_size: tuple[int, ...], *, num_probes: int, probes_auto: bool) -> None:
+        """The defaults sized to the probes' ``(C, H, W)``: the ``sizing`` section, said once when anything shrank."""
+        chosen = sizing.choose_sizing(image_size, self.methods, num_probes=num_probes, probes_auto=probes_auto)
+        self.write_sections(sizing=chosen.to_dict())
+        if chosen.reduced:
+            self.info_once("sizing", messages.sizing(chosen))
+
     def record_findings(self, findings: list[Finding]) -> None:
         """Every shortcut finding so far, into ``summary.json``."""
         self.write_sections(findings=[finding.to_dict() for finding in findings])
@@ -217,7 +224,7 @@ class Recorder:
         runs = [run for run in self.history.runs if run.get("file")]
         for run in runs[-(self.filmstrips.length if self.filmstrips else 1) :]:
             try:
-                maps = self.history.load_run(run)["maps"]
+                maps = self.history.load_run(run)["maps"]  # stored maps: stability compares at their size
             except Exception as error:  # damaged or missing files: the run goes on without them
                 rank_zero_warn(messages.unreadable_run(run.get("file"), error))
                 continue
@@ -273,18 +280,21 @@ class Recorder:
             self._files(lambda: self.logger.image(tag, image, step))
 
     def _store(self, report: RunReport, metrics: dict[str, float]) -> dict[str, Any]:
+        """Writes the run; maps larger than ``sizing.STORED_MAX_SIDE`` are stored averaged down (``map_full_size``)."""
         maps, moment = report.maps, report.moment
+        stored = {key: sizing.downsample_map(value) for key, value in maps.maps.items()}
+        full = {key: list(maps.maps[key].shape[-2:]) for key, value in stored.items() if value is not maps.maps[key]}
         return self.history.record(
             global_step=moment.global_step,
             epoch=moment.epoch,
             stage=moment.stage,
-            maps=maps.maps,
+            maps=stored,
             targets=maps.predictions.targets,
             predictions=maps.predictions.predicted,
             probabilities=maps.predictions.probability,
             metrics=metrics,
             skipped=maps.skipped,
-            extra=_extra(report),
+            extra={**_extra(report), **({"map_full_size": full} if full else {})},
         )
 
     def _listed(self, report: RunReport, metrics: dict[str, float]) -> dict[str, Any]:

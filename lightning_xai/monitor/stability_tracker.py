@@ -19,6 +19,7 @@ from torch import Tensor
 
 from lightning_xai.functional.stability import compare_maps, rank_correlation, reduce_channels
 from lightning_xai.methods import AttributionMethod
+from lightning_xai.monitor.sizing import downsample_map
 from lightning_xai.stability import Stability
 
 __all__ = ["StabilityReport", "StabilityTracker", "comparable"]
@@ -37,9 +38,11 @@ class StabilityReport:
 
 
 def comparable(method: AttributionMethod, attributions: Tensor) -> Tensor:
-    """The one-channel map a method's stability is measured on (its display reduction, unclipped)."""
+    """The one-channel map a method's stability is measured on (its display reduction, unclipped), at the size
+    maps are stored at (:func:`~lightning_xai.monitor.sizing.downsample_map`), so a run read back after a resume
+    compares exactly as it did live."""
     reduce = method.display_reduce if method.display_reduce in ("abs_sum", "positive") else "abs_sum"
-    return reduce_channels(attributions, reduce)
+    return reduce_channels(downsample_map(attributions), reduce)
 
 
 def _mean_worst(per_probe: Tensor) -> MeanWorst:
