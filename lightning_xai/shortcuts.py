@@ -40,12 +40,11 @@ from lightning_xai.functional.shortcut_interventions import (
     carriers,
     class_votes,
     color_votes,
-    locate,
     mark_class,
-    moving_votes,
     refine,
     region_votes,
 )
+from lightning_xai.functional.shortcut_moving import gradient_heat, locate, moving_votes, rivals
 from lightning_xai.render import draw_box, make_grid
 
 __all__ = [
@@ -231,14 +230,14 @@ class ShortcutDetector:
         epoch: int,
         step: int,
         batch_size: BatchSize | None = None,
-        test_labels: Tensor | None = None,
-        probe_maps: dict[str, Tensor] | None = None,
+        probe_images: Tensor | None = None,
     ) -> ShortcutReport:
         """Tests this run's candidates on ``test_images`` ``[N, C, H, W]`` (on the model's device).
 
         ``displays``: non-negative maps ``[P, 1, H, W]`` of the probes per method. Classes are the
-        model's predictions (``test_labels`` is accepted and not needed); ``probe_maps`` is unused.
-        ``batch_size``: images per forward pass (an int or a tuner).
+        model's predictions. ``batch_size``: images per forward pass (an int or a tuner).
+        ``probe_images``: the probes ``[P, C, H, W]`` (model inputs): a confirmed moving region's box
+        in each probe is then found as in the test images (else from the maps).
         """
         started = time.perf_counter()
         self.runs += 1
@@ -272,7 +271,8 @@ class ShortcutDetector:
                 margin=s.min_effect,
             )
             tested = [
-                self._finding(c, self._evidence(c, bench, level), size, epoch, step, level) for c in candidates.values()
+                self._finding(c, self._evidence(c, bench, level, probe_images), size, epoch, step, level)
+                for c in candidates.values()
             ]
             if colored:
                 tested.append(self._color_finding(bench, level, size, epoch, step))
@@ -281,7 +281,9 @@ class ShortcutDetector:
         self.findings.extend(new)
         return ShortcutReport(new=new, current=current, per_method=per_method, seconds=time.perf_counter() - started)
 
-    def _evidence(self, candidate: Candidate, bench: Bench, level: float) -> dict[str, Any]:
+    def _evidence(
+        self, candidate: Candidate, bench: Bench, level: float, probe_images: Tensor | None = None
+    ) -> dict[str, Any]:
         box, selection = candidate.box, bench.selection[:16]  # ablation rates are only reported: a few images suffice
         if candidate.kind == "region":
             rates = ablation_rates(bench, [box] * selection.numel(), selection)
@@ -290,9 +292,13 @@ class ShortcutDetector:
             mark_of, rates = mark_class(bench, box)
             votes, classes = class_votes(bench, box, mark_of, alpha=level), [mark_of]
         else:
-            own = locate(bench, candidate.places)
+            heat = gradient_heat(bench)
+            own = locate(bench, candidate.places, band=candidate.band, heat=heat)
+            rival = rivals(bench, own, heat)
             rates = ablation_rates(bench, [own[i] for i in selection.tolist()], selection)
-            votes, classes = moving_votes(bench, own, alpha=level), []
+            votes, classes = moving_votes(bench, own, rival, alpha=level), []
+            if votes.decided and probe_images is not None:
+                candidate.probe_boxes = self._probe_boxes(bench, candidate, probe_images)
         kind = candidate.kind
         if votes.decided and kind != "moving_region":
             candidate.box = refine(
@@ -300,6 +306,17 @@ class ShortcutDetector:
             )
             kind, classes = _who_carries(carriers(bench, candidate.box), classes)
         return {**rates, **votes.rates(), "decided": votes.decided, "classes": classes, "kind": kind}
+
+    def _probe_boxes(self, bench: Bench, candidate: Candidate, probe_images: Tensor) -> list[Box]:
+        """Each probe's own box of a confirmed moving region, located as in the test images."""
+        probes = Bench.build(
+            bench.forward_fn,
+            probe_images.detach(),
+            seed=self.runs,
+            batch_size=bench.batch_size,
+            fill=self.settings.fill,
+        )
+        return locate(probes, candidate.places, band=candidate.band)
 
     def _finding(
         self, candidate: Candidate, evidence: dict[str, Any], size: tuple[int, int], epoch: int, step: int, level: float

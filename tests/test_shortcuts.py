@@ -213,3 +213,18 @@ def test_hide_and_keep_box_inpaint_from_the_rest_of_the_image():
     torch.testing.assert_close(hide_box(marked, None, (0, 0, 3, 3)), flat, atol=5e-3, rtol=0)
     kept = keep_box(marked, None, (0, 0, 3, 3))
     torch.testing.assert_close(kept[..., 0:3, 0:3], marked[..., 0:3, 0:3])
+
+
+def test_a_mark_moving_along_the_border_is_found_in_each_probe():
+    from tests.functional.test_shortcut_moving import ReadsBorderMark, _marked
+
+    images, _, boxes = _marked(seed=3)
+    heat = torch.full((16, 1, 32, 32), 0.01)
+    for index, box in enumerate(boxes[:16]):
+        heat[index, :, box[0] : box[2], box[1] : box[3]] = 1.0
+    report = ShortcutDetector(Shortcuts()).check(
+        ReadsBorderMark().eval(), {"heat": heat}, images, epoch=1, step=8, probe_images=images[:16]
+    )
+    (moving,) = [f for f in report.new if f.kind == "moving_region"]
+    assert [tuple(b) for b in moving.boxes] == boxes[:16] and moving.p_value <= moving.level
+    assert "at varying places (along the border" in moving.message

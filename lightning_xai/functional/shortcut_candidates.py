@@ -23,6 +23,7 @@ __all__ = [
     "box_mass",
     "describe_place",
     "describe_places",
+    "edge_distance",
     "isolation",
     "mean_pairwise_iou",
     "merge_boxes",
@@ -142,7 +143,8 @@ def random_place(size: tuple[int, int], box: Box, generator: torch.Generator) ->
 class Candidate:
     """A question for the interventions: ``kind``, the box (or places) and the methods that proposed it.
 
-    ``probe_boxes``: for moving regions, each probe's own box (same side for all).
+    ``probe_boxes``: for moving regions, each probe's own box (same side for all); ``band``: how far
+    from the edges a moving region's spots lie (0 for the other kinds).
     """
 
     kind: str
@@ -151,6 +153,7 @@ class Candidate:
     concentration: float = 0.0
     places: list[Box] = field(default_factory=list)
     probe_boxes: list[Box] = field(default_factory=list)
+    band: int = 0
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -234,9 +237,12 @@ def plan_candidates(
     found: dict[tuple[Any, ...], Candidate] = {}
 
     def add(candidate: Candidate, method: str) -> None:
-        kept = found.setdefault(candidate.key, candidate)
+        kept = found.setdefault(_same_test(found, candidate), candidate)
         kept.methods.append(method) if method not in kept.methods else None
         kept.concentration = max(kept.concentration, candidate.concentration)
+        if kept is not candidate and kept.kind == "moving_region":
+            kept.places += [p for p in candidate.places if all(box_iou(p, q) < 0.5 for q in kept.places)]
+            kept.band = max(kept.band, candidate.band)
 
     peaks: dict[str, float] = {}
     area = size[0] * size[1]
@@ -267,25 +273,56 @@ def plan_candidates(
     return found, peaks
 
 
-def _moving_candidate(mass: Tensor, side: int, min_isolation: float, max_places: int) -> Candidate | None:
-    """Compact hot spots of one small side at the same few places in several probes, not all at one place.
+def _same_test(found: dict[tuple[Any, ...], Candidate], candidate: Candidate) -> tuple[Any, ...]:
+    """The key of an already planned candidate that asks the same question, else the candidate's own:
+    class marks whose boxes overlap (IoU >= 0.5), moving regions of the same side (their places are joined)."""
+    for key, other in found.items():
+        same_side = other.box[2] - other.box[0] == candidate.box[2] - candidate.box[0]
+        if other.kind == candidate.kind == "moving_region" and same_side:
+            return key
+        if other.kind == candidate.kind == "class_mark" and box_iou(other.box, candidate.box) >= 0.5:
+            return key
+    return candidate.key
 
-    Each probe offers its 3 hottest isolated spots; places hot in at least two probes are kept
-    (most probes first). Each probe's box is its hottest spot among those places.
+
+def _moving_candidate(mass: Tensor, side: int, min_isolation: float, max_places: int) -> Candidate | None:
+    """Compact hot spots of one small side in the border band, at varying places in several probes.
+
+    Each probe offers its 3 hottest isolated spots; spots within a quarter of the image side of an edge
+    count. At least 4 probes must have one, at no fewer than 2 places (not one fixed place). The band is
+    as wide as the spots reach from the edge; places are the spots' places, those hot in most probes
+    first. A spot that moves anywhere in the image cannot be told from an object at random places by
+    these interventions, so only the border band is searched.
     """
     strict = max(min_isolation, 0.6)  # a spot that moves must stand alone: not a piece of a hot object
+    size = (mass.shape[-2], mass.shape[-1])
     spots = [
-        [box for box in _mean_map_boxes(mass[i : i + 1], [side], 3) if isolation(mass[i : i + 1], box) >= strict]
+        [
+            box
+            for box in _mean_map_boxes(mass[i : i + 1], [side], 3)
+            if isolation(mass[i : i + 1], box) >= strict and edge_distance(box, size) <= min(size) // 4
+        ]
         for i in range(mass.shape[0])
     ]
     flat = [(probe, box) for probe, boxes in enumerate(spots) for box in boxes]
     groups = [(box, {flat[i][0] for i in members}) for box, members in merge_boxes([box for _, box in flat])]
-    groups = sorted((g for g in groups if len(g[1]) >= 2), key=lambda g: -len(g[1]))[:max_places]
+    groups = sorted(groups, key=lambda g: -len(g[1]))[:max_places]
     places = [box for box, _ in groups]
-    if len(places) < 2 or len(set().union(*(probes for _, probes in groups))) < 4:
+    if len(places) < 2 or sum(bool(boxes) for boxes in spots) < 4:
         return None
     probe_boxes = []
     for probe, boxes in enumerate(spots):
         near = [place for place in places for box in boxes if box_iou(place, box) >= 0.5]
-        probe_boxes.append(near[0] if near else box_mass(mass[probe : probe + 1], side)[0][0])
-    return Candidate("moving_region", places[0], places=places, probe_boxes=probe_boxes)
+        probe_boxes.append(near[0] if near else (boxes[0] if boxes else box_mass(mass[probe : probe + 1], side)[0][0]))
+    band = max(edge_distance(box, size) for _, box in flat)
+    return Candidate("moving_region", places[0], places=places, probe_boxes=probe_boxes, band=band)
+
+
+def edge_distance(box: Box, size: tuple[int, int]) -> int:
+    """How far a box reaches from its nearest edge: the band width that holds it.
+
+    Example:
+        >>> edge_distance((1, 1, 5, 5), (32, 32)), edge_distance((12, 27, 16, 31), (32, 32))
+        (5, 5)
+    """
+    return min(box[2], size[0] - box[0], box[3], size[1] - box[1])

@@ -35,6 +35,7 @@ from lightning_xai.functional.batching import BatchSize, chunk_ranges
 
 __all__ = [
     "Votes",
+    "count_wins",
     "luminance",
     "predict",
     "sequential_test",
@@ -42,6 +43,7 @@ __all__ = [
     "swap_boxes",
     "swap_colors",
     "to_gray",
+    "transplant_outcomes",
     "transplant_votes",
 ]
 
@@ -215,9 +217,40 @@ def transplant_votes(
     before the transplant ``[n]``. A recipient is a win when the candidate raises the donor class's
     probability by more than ``margin`` above what the best control does (a loss when by less).
     """
+    votes, excess = transplant_outcomes(
+        forward_fn, transplanted, controls, recipient_class, donor_class, donor_before, batch_size
+    )
+    return count_wins(votes, excess, margin)
+
+
+def count_wins(votes: Votes, excess: Tensor | None, margin: float) -> Votes:
+    """``votes`` with ``wins``/``losses``: recipients whose ``excess`` ``[n]`` is above/below ``margin``.
+
+    Example:
+        >>> count_wins(Votes(), torch.tensor([0.3, 0.0, 0.2]), 0.1)
+        Votes(follow=0, stay=0, other=0, wins=2, losses=1, random_follow=0, with_random=True, decided=False)
+    """
+    if excess is not None:
+        votes.wins = int((excess > margin).sum())
+        votes.losses = int((excess < margin).sum())
+    return votes
+
+
+def transplant_outcomes(
+    forward_fn: ForwardFn,
+    transplanted: Tensor,
+    controls: Tensor | None,
+    recipient_class: Tensor,
+    donor_class: Tensor,
+    donor_before: Tensor,
+    batch_size: BatchSize,
+) -> tuple[Votes, Tensor | None]:
+    """The outcomes of transplants (as in :func:`transplant_votes`, wins not counted) and, with
+    controls, each recipient's *excess*: how much more the candidate raised the donor class's
+    probability than the best control did ``[n]``."""
     n = transplanted.shape[0]
     if n == 0:
-        return Votes(with_random=controls is not None)
+        return Votes(with_random=controls is not None), (None if controls is None else torch.zeros(0))
     with torch.no_grad():
         images = transplanted if controls is None else torch.cat([transplanted, controls])
         probabilities = predict(forward_fn, images, batch_size).cpu()
@@ -230,10 +263,8 @@ def transplant_votes(
         other=int((~follows & ~stays).sum()),
         with_random=controls is not None,
     )
-    if controls is not None:
-        gains = probabilities.gather(1, donor_class.repeat(images.shape[0] // n)[:, None]).view(-1, n) - donor_before
-        best_control = gains[1:].amax(dim=0)
-        votes.wins = int((gains[0] > best_control + margin).sum())
-        votes.losses = int((gains[0] < best_control + margin).sum())
-        votes.random_follow = int((predicted[n:].view(-1, n) == donor_class).any(dim=0).sum())
-    return votes
+    if controls is None:
+        return votes, None
+    gains = probabilities.gather(1, donor_class.repeat(images.shape[0] // n)[:, None]).view(-1, n) - donor_before
+    votes.random_follow = int((predicted[n:].view(-1, n) == donor_class).any(dim=0).sum())
+    return votes, gains[0] - gains[1:].amax(dim=0)

@@ -21,11 +21,13 @@ from lightning_xai.functional.shortcut import Box, Fill, fill_images, hide_box, 
 from lightning_xai.functional.shortcut_candidates import random_place
 from lightning_xai.functional.shortcut_evidence import (
     Votes,
+    count_wins,
     predict,
     sequential_test,
     swap_boxes,
     swap_colors,
     to_gray,
+    transplant_outcomes,
     transplant_votes,
 )
 
@@ -35,9 +37,7 @@ __all__ = [
     "carriers",
     "class_votes",
     "color_votes",
-    "locate",
     "mark_class",
-    "moving_votes",
     "refine",
     "region_votes",
 ]
@@ -46,6 +46,9 @@ __all__ = [
 @dataclass
 class Bench:
     """A model and its test images ``[N, C, H, W]``, with predictions, halves and private randomness.
+
+    ``controls``: control boxes per transplant; ``margin``: how much more the candidate must raise the
+    donor's class than the best control; ``rounds``: donors per recipient (their excesses averaged).
 
     Example:
         >>> bench = Bench.build(lambda x: x.flatten(1)[:, :3], torch.rand(8, 1, 4, 4), seed=0, batch_size=8,
@@ -65,6 +68,7 @@ class Bench:
     heat: Tensor | None = None
     controls: int = 4
     margin: float = 0.1
+    rounds: int = 1
 
     @classmethod
     def build(
@@ -147,33 +151,36 @@ class Bench:
             for i in picks
         ]
 
-    def transplant(self, recipients: Tensor, donors: Tensor, to: Sequence[Box], source: Sequence[Box]) -> Votes:
-        """Pastes each donor's ``source`` box into its recipient's ``to`` box, against control boxes
-        (same place in both)."""
-        keep = donors >= 0
-        recipients, donors = recipients[keep], donors[keep]
-        to = [b for b, k in zip(to, keep.tolist()) if k]
-        source = [b for b, k in zip(source, keep.tolist()) if k]
-        if recipients.numel() == 0:
-            return Votes()
-        receiving, giving = self.on_device(recipients), self.on_device(donors)
-        places = [self.control_places(box) for box in to]
-        controls = [
-            swap_boxes(receiving, giving, [p[j] for p in places], [p[j] for p in places]) for j in range(self.controls)
-        ]
-        moved = swap_boxes(receiving, giving, to, source)
-        donor_class = self.predicted[donors]
-        before = self.probabilities[recipients].gather(1, donor_class[:, None]).squeeze(1)
-        return transplant_votes(
-            self.forward_fn,
-            moved,
-            torch.cat(controls),
-            self.predicted[recipients],
-            donor_class,
-            before,
-            self.batch_size,
-            self.margin,
-        )
+    def transplant(self, recipients: Tensor, box: Box, donor_class: int | None = None) -> Votes:
+        """Pastes ``box`` from ``rounds`` donors (of ``donor_class``, or of another class) into each
+        recipient, against control boxes (same place in both); a recipient's excess over the best
+        control is averaged over its donors before it counts as a win or a loss."""
+        total, excess = Votes(), torch.zeros(recipients.numel())
+        for _ in range(self.rounds):
+            donors = self.donors(recipients, donor_class)
+            keep = donors >= 0
+            if not bool(keep.any()):
+                return Votes()
+            receiving, giving = self.on_device(recipients[keep]), self.on_device(donors[keep])
+            places = [self.control_places(box) for _ in range(int(keep.sum()))]
+            controls = [
+                swap_boxes(receiving, giving, [p[j] for p in places], [p[j] for p in places])
+                for j in range(self.controls)
+            ]
+            same = [box] * receiving.shape[0]
+            donor_of = self.predicted[donors[keep]]
+            votes, gained = transplant_outcomes(
+                self.forward_fn,
+                swap_boxes(receiving, giving, same, same),
+                torch.cat(controls),
+                self.predicted[recipients[keep]],
+                donor_of,
+                self.probabilities[recipients[keep]].gather(1, donor_of[:, None]).squeeze(1),
+                self.batch_size,
+            )
+            total = total + votes
+            excess[keep] += gained / self.rounds  # type: ignore[operator]
+        return count_wins(total, excess, self.margin)
 
 
 def ablation_rates(bench: Bench, boxes: Sequence[Box], indices: Tensor, *, random_too: bool = True) -> dict[str, float]:
@@ -212,9 +219,7 @@ def region_votes(bench: Bench, box: Box, *, alpha: float) -> Votes:
     """A box at a fixed place, pasted from an image of another predicted class (test half)."""
 
     def vote(recipients: Tensor) -> Votes:
-        return bench.transplant(
-            recipients, bench.donors(recipients), [box] * recipients.numel(), [box] * recipients.numel()
-        )
+        return bench.transplant(recipients, box)
 
     return sequential_test(vote, bench.test, alpha=alpha)
 
@@ -246,32 +251,9 @@ def class_votes(bench: Bench, box: Box, mark_of: int, *, alpha: float) -> Votes:
     others = bench.test[bench.predicted[bench.test] != mark_of]
 
     def vote(recipients: Tensor) -> Votes:
-        return bench.transplant(
-            recipients, bench.donors(recipients, mark_of), [box] * recipients.numel(), [box] * recipients.numel()
-        )
+        return bench.transplant(recipients, box, mark_of)
 
     return sequential_test(vote, others, alpha=alpha)
-
-
-def locate(bench: Bench, places: Sequence[Box]) -> list[Box]:
-    """Each test image's own region among ``places``: the one whose filling lowers its prediction most."""
-    with torch.no_grad():
-        filled = torch.cat([hide_box(bench.images, bench.fills, place) for place in places])
-        after = predict(bench.forward_fn, filled, bench.batch_size).cpu().view(len(places), bench.images.shape[0], -1)
-    predicted = bench.predicted
-    kept = after.gather(2, predicted.view(1, -1, 1).expand(len(places), -1, 1)).squeeze(2)  # [places, N]
-    return [places[i] for i in kept.argmin(dim=0).tolist()]
-
-
-def moving_votes(bench: Bench, own: Sequence[Box], *, alpha: float) -> Votes:
-    """Each image's own region replaced by the own region of an image of another class (test half)."""
-
-    def vote(recipients: Tensor) -> Votes:
-        donors = bench.donors(recipients, elsewhere=own)  # a region at another place than the recipient's own
-        source = [own[i] if i >= 0 else own[0] for i in donors.tolist()]
-        return bench.transplant(recipients, donors, [own[i] for i in recipients.tolist()], source)
-
-    return sequential_test(vote, bench.test, alpha=alpha)
 
 
 def color_votes(bench: Bench, *, alpha: float) -> tuple[Votes, float]:

@@ -48,9 +48,15 @@ def check_shortcuts(
     epoch: int,
     step: int,
     batch_size: BatchSize | None = None,
+    probe_images: Tensor | None = None,
 ) -> ShortcutReport:
-    """Tests this run's candidate regions on ``test_images`` (model inputs ``[T, C, H, W]``); the detector's report."""
-    return detector.check(model, displays, test_images, epoch=epoch, step=step, batch_size=batch_size)
+    """Tests this run's candidate regions on ``test_images`` (model inputs ``[T, C, H, W]``); the detector's report.
+
+    ``probe_images`` (model inputs ``[P, C, H, W]``): where a confirmed moving region sits in each probe.
+    """
+    return detector.check(
+        model, displays, test_images, epoch=epoch, step=step, batch_size=batch_size, probe_images=probe_images
+    )
 
 
 def assess_faithfulness(

@@ -1,0 +1,125 @@
+"""Moving regions: each image's own box in the border band, its rival, and the votes, on models whose reliance is known."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightning_xai.functional.shortcut_interventions import Bench
+from lightning_xai.functional.shortcut_moving import (
+    band_positions,
+    gradient_heat,
+    hot_boxes,
+    locate,
+    most_telling,
+    moving_votes,
+    rivals,
+)
+
+SIZE, SIDE, BAND, CLASSES = 32, 4, 5, 5
+
+
+def _border_places(count: int, seed: int) -> list[tuple[int, int, int, int]]:
+    """A 4x4 box at a random place along the border, 1 pixel in from the edge."""
+    generator = torch.Generator().manual_seed(seed)
+    boxes = []
+    for _ in range(count):
+        edge, offset = torch.randint(0, 4, (1,), generator=generator).item(), int(torch.randint(1, 27, (1,), generator=generator))
+        top, left = [(1, offset), (SIZE - SIDE - 1, offset), (offset, 1), (offset, SIZE - SIDE - 1)][int(edge)]
+        boxes.append((top, left, top + SIDE, left + SIDE))
+    return boxes
+
+
+def _marked(count: int = 96, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """Noise with a grey mark at a random border place whose level encodes the label."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(count) % CLASSES
+    images = torch.rand(count, 1, SIZE, SIZE, generator=generator) * 0.3
+    boxes = _border_places(count, seed)
+    for image, label, box in zip(images, labels.tolist(), boxes):
+        image[:, box[0] : box[2], box[1] : box[3]] = 0.4 + 0.6 * label / (CLASSES - 1)
+    return images, labels, boxes
+
+
+class ReadsBorderMark(nn.Module):
+    """Class = the level of the brightest 4x4 box in the border band (a shortcut that moves)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        level = F.avg_pool2d(x.mean(dim=1, keepdim=True), SIDE, stride=1)[:, 0]
+        level = level.masked_fill(~band_positions((SIZE, SIZE), SIDE, BAND), 0).flatten(1).amax(dim=1)
+        code = (level - 0.4) / 0.6 * (CLASSES - 1)
+        return -((code[:, None] - torch.arange(float(CLASSES))) ** 2) * 5
+
+
+def _templates() -> torch.Tensor:
+    return (torch.rand(CLASSES, 8, 8, generator=torch.Generator().manual_seed(5)) > 0.5).float()
+
+
+class ReadsObjectAnywhere(nn.Module):
+    """Finds an 8x8 class template anywhere (a clean model of objects at random places)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kernels = (_templates() - 0.5)[:, None] / 64
+        return 40 * F.conv2d(x.mean(dim=1, keepdim=True) - 0.3, kernels).flatten(2).amax(dim=2)
+
+
+def _objects_at_the_border(count: int = 96, seed: int = 0) -> tuple[torch.Tensor, list]:
+    """Templates touching the border at random places; the 4x4 box of each nearest the edge."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(count) % CLASSES
+    images = torch.rand(count, 1, SIZE, SIZE, generator=generator) * 0.3
+    pieces = []
+    for image, label in zip(images, labels.tolist()):
+        top = int(torch.randint(0, SIZE - 8, (1,), generator=generator))
+        left = 0 if torch.rand(1, generator=generator) < 0.5 else SIZE - 8
+        image[0, top : top + 8, left : left + 8] = _templates()[label] * 0.7 + 0.3
+        pieces.append((top + 2, left if left == 0 else left + 4, top + 6, (left if left == 0 else left + 4) + SIDE))
+    return images, pieces
+
+
+def _bench(model: nn.Module, images: torch.Tensor) -> Bench:
+    return Bench.build(model.eval(), images, seed=0, batch_size=64, fill="mean")
+
+
+def test_band_positions_and_hot_boxes():
+    within = band_positions((SIZE, SIZE), SIDE, BAND)
+    assert bool(within[0, 13]) and bool(within[1, 13]) and not bool(within[2, 13]) and not bool(within[13, 13])
+    off = band_positions((SIZE, SIZE), SIDE, BAND, inside=False)
+    assert bool(off[13, 13]) and not bool(off[4, 13]) and not (within & off).any()
+    heat = torch.zeros(1, 1, SIZE, SIZE)
+    heat[0, 0, 1:5, 20:24], heat[0, 0, 14:18, 14:18] = 1.0, 5.0  # the hotter spot is off the band
+    assert hot_boxes(heat, SIDE, within, 1) == [[(1, 20, 5, 24)]]
+
+
+def test_locate_finds_each_images_own_mark_along_the_border():
+    images, _, boxes = _marked()
+    bench = _bench(ReadsBorderMark(), images)
+    own = locate(bench, [boxes[0], boxes[1]], band=BAND)  # two places seen in probes; the rest found per image
+    assert sum(found == box for found, box in zip(own, boxes)) >= 0.9 * len(boxes)
+    heat = gradient_heat(bench)
+    assert heat.shape == (96, 1, SIZE, SIZE) and float(heat.sum()) > 0
+
+
+def test_rivals_never_overlap_the_own_box_and_most_telling_picks_the_decisive_option():
+    images, _, boxes = _marked()
+    bench = _bench(ReadsBorderMark(), images)
+    rival = rivals(bench, boxes, torch.ones(96, 1, SIZE, SIZE))
+    overlaps = [
+        max(a[0], b[0]) < min(a[2], b[2]) and max(a[1], b[1]) < min(a[3], b[3]) for a, b in zip(rival, boxes)
+    ]
+    assert not any(overlaps)
+    assert most_telling(bench, [[(14, 14, 18, 18), box] for box in boxes]) == boxes
+
+
+def test_a_mark_that_moves_is_confirmed_and_a_piece_of_an_object_is_not():
+    images, _, boxes = _marked()
+    bench = _bench(ReadsBorderMark(), images)
+    votes = moving_votes(bench, boxes, rivals(bench, boxes, gradient_heat(bench)), alpha=1e-4)
+    assert votes.decided and votes.p_value <= 1e-4 and votes.wins > 0.9 * (votes.wins + votes.losses)
+
+    objects, pieces = _objects_at_the_border()
+    bench = _bench(ReadsObjectAnywhere(), objects)
+    heat = gradient_heat(bench)
+    quiet = moving_votes(bench, pieces, rivals(bench, pieces, heat), alpha=1e-4)
+    assert not quiet.decided and quiet.p_value > 0.01  # the piece does not outweigh the other telling pieces
