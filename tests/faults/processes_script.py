@@ -149,7 +149,7 @@ def fsdp2_main(out: Path) -> None:
     pl.seed_everything(0, verbose=False)
     strategy = ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1, timeout=timedelta(seconds=60))
     monitor = AttributionMonitor(num_probes=5, stop_on_shortcut=True, schedule="every_run")
-    options = {**trainer_options(out), "max_epochs": 3}
+    options = {**trainer_options(out), "max_epochs": 3, "num_sanity_val_steps": 1}  # the methods checked on every rank
     trainer = pl.Trainer(strategy=strategy, callbacks=[monitor], **options)
     trainer.fit(ShardedClassifier(SmallCNN(1, 10, width=4)), *data())
     report = {
