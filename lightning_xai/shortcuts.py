@@ -95,6 +95,9 @@ class Shortcuts:
         suspect_regions: boxes ``(top, left, bottom, right)`` always tested, or ``"border"``.
         object_masks: per-probe object masks ``[P, 1, H, W]`` (given probes only): the share of
             attribution outside the object is reported per method.
+        max_cost: the checks of a run may take this many times the seconds the maps took (the most
+            any run's maps took so far); candidates past it are left for a later run (the most
+            promising are tested first). ``None``: no limit.
 
     Example:
         >>> Shortcuts(suspect_regions=["border"]).candidate_sides((32, 32))
@@ -114,6 +117,7 @@ class Shortcuts:
     fill: Literal["mean", "blur", "inpaint"] = "mean"
     suspect_regions: Sequence[SuspectRegion] = ()
     object_masks: Tensor | None = field(default=None, compare=False)
+    max_cost: float | None = 1.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.false_alarm_rate, (int, float)) or not 0 < self.false_alarm_rate < 1:
@@ -129,6 +133,10 @@ class Shortcuts:
                 or getattr(self, name) < 2
             ):
                 raise ValueError(f"`{name}` must be an int >= 2, got {getattr(self, name)!r}.")
+        if self.max_cost is not None and (
+            isinstance(self.max_cost, bool) or not isinstance(self.max_cost, (int, float)) or self.max_cost <= 0
+        ):
+            raise ValueError(f"`max_cost` must be a positive number or None, got {self.max_cost!r}.")
         if self.fill not in ("mean", "blur", "inpaint"):
             raise ValueError(f"`fill` must be one of ['mean', 'blur', 'inpaint'], got {self.fill!r}.")
         for region in self.suspect_regions:
@@ -205,12 +213,13 @@ class Finding:
 class ShortcutReport:
     """One run's shortcut checks: ``new`` confirmed findings, each method's best ``current`` candidate,
     plain evidence numbers ``per_method`` (``{"peak_concentration": .., "p_value": ..}``; colour under
-    ``"color"``) and the ``seconds`` the checks took."""
+    ``"color"``), the ``seconds`` the checks took and how many candidates were left ``untested`` (``max_cost``)."""
 
     new: list[Finding] = field(default_factory=list)
     current: dict[str, Finding] = field(default_factory=dict)
     per_method: dict[str, dict[str, float]] = field(default_factory=dict)
     seconds: float = 0.0
+    untested: int = 0
 
 
 class ShortcutDetector:
@@ -220,6 +229,7 @@ class ShortcutDetector:
         self.settings = settings
         self.findings: list[Finding] = []
         self.runs = 0
+        self.maps_seconds = 0.0
 
     def check(
         self,
@@ -231,6 +241,7 @@ class ShortcutDetector:
         step: int,
         batch_size: BatchSize | None = None,
         probe_images: Tensor | None = None,
+        maps_seconds: float | None = None,
     ) -> ShortcutReport:
         """Tests this run's candidates on ``test_images`` ``[N, C, H, W]`` (on the model's device).
 
@@ -238,6 +249,7 @@ class ShortcutDetector:
         model's predictions. ``batch_size``: images per forward pass (an int or a tuner).
         ``probe_images``: the probes ``[P, C, H, W]`` (model inputs): a confirmed moving region's box
         in each probe is then found as in the test images (else from the maps).
+        ``maps_seconds``: what this run's maps took (the checks' budget is ``max_cost`` times the most so far).
         """
         started = time.perf_counter()
         self.runs += 1
@@ -270,16 +282,32 @@ class ShortcutDetector:
                 heat=heat,
                 margin=s.min_effect,
             )
-            tested = [
-                self._finding(c, self._evidence(c, bench, level, probe_images), size, epoch, step, level)
-                for c in candidates.values()
-            ]
-            if colored:
-                tested.append(self._color_finding(bench, level, size, epoch, step))
+            color = [self._color_finding(bench, level, size, epoch, step)] if colored else []
+            budget = self._budget(maps_seconds)
+            candidates = dict(sorted(candidates.items(), key=lambda item: _promise(item[1])))
+            tested: list[Finding] = []
+            untested = 0
+            for key, candidate in list(candidates.items()):
+                if budget is not None and time.perf_counter() - started > budget:
+                    del candidates[key]  # left for a later run
+                    untested += 1
+                    continue
+                evidence = self._evidence(candidate, bench, level, probe_images)
+                tested.append(self._finding(candidate, evidence, size, epoch, step, level))
+            tested += color
         per_method, current = self._per_method(displays, candidates, tested, peaks)
         new = [f for f in _most_precise([f for f in tested if f.confirmed]) if not self._already_reported(f)]
         self.findings.extend(new)
-        return ShortcutReport(new=new, current=current, per_method=per_method, seconds=time.perf_counter() - started)
+        return ShortcutReport(
+            new=new, current=current, per_method=per_method, seconds=time.perf_counter() - started, untested=untested
+        )
+
+    def _budget(self, maps_seconds: float | None) -> float | None:
+        """Seconds the checks of this run may take (``None``: no limit)."""
+        self.maps_seconds = max(self.maps_seconds, maps_seconds or 0.0)
+        if self.settings.max_cost is None or maps_seconds is None:
+            return None
+        return self.settings.max_cost * self.maps_seconds
 
     def _evidence(
         self, candidate: Candidate, bench: Bench, level: float, probe_images: Tensor | None = None
@@ -420,6 +448,12 @@ class ShortcutDetector:
             ):
                 return True
         return False
+
+
+def _promise(candidate: Candidate) -> tuple[int, float]:
+    """Test order: fixed regions (most concentrated first), moving regions, then marks of single probes."""
+    order = {"region": 0, "moving_region": 1, "class_mark": 2}
+    return order.get(candidate.kind, 3), -candidate.concentration
 
 
 def _who_carries(rates: dict[int, float], tested: list[int]) -> tuple[str, list[int]]:

@@ -228,3 +228,18 @@ def test_a_mark_moving_along_the_border_is_found_in_each_probe():
     (moving,) = [f for f in report.new if f.kind == "moving_region"]
     assert [tuple(b) for b in moving.boxes] == boxes[:16] and moving.p_value <= moving.level
     assert "at varying places (along the border" in moving.message
+
+
+def test_checks_stay_within_their_share_of_the_maps_time():
+    images, _ = _shaded([CORNERS[0]] * 64)
+    detector = ShortcutDetector(Shortcuts())
+    starved = detector.check(
+        ReadsShade([CORNERS[0]]).eval(), _heat([CORNERS[0]] * 16), images, epoch=0, step=1, maps_seconds=1e-12
+    )
+    assert starved.new == [] and starved.untested >= 1 and starved.current == {}  # nothing tested, nothing found
+    unlimited = ShortcutDetector(Shortcuts(max_cost=None)).check(
+        ReadsShade([CORNERS[0]]).eval(), _heat([CORNERS[0]] * 16), images, epoch=0, step=1, maps_seconds=1e-12
+    )
+    assert unlimited.untested == 0 and [f.box for f in unlimited.new] == [[0, 0, 4, 4]]
+    with pytest.raises(ValueError, match=re.escape("`max_cost` must be a positive number or None, got 0.")):
+        Shortcuts(max_cost=0)

@@ -49,13 +49,22 @@ def check_shortcuts(
     step: int,
     batch_size: BatchSize | None = None,
     probe_images: Tensor | None = None,
+    maps_seconds: float | None = None,
 ) -> ShortcutReport:
     """Tests this run's candidate regions on ``test_images`` (model inputs ``[T, C, H, W]``); the detector's report.
 
-    ``probe_images`` (model inputs ``[P, C, H, W]``): where a confirmed moving region sits in each probe.
+    ``probe_images`` (model inputs ``[P, C, H, W]``): where a confirmed moving region sits in each probe;
+    ``maps_seconds``: what the run's maps took (the checks' budget, see ``Shortcuts.max_cost``).
     """
     return detector.check(
-        model, displays, test_images, epoch=epoch, step=step, batch_size=batch_size, probe_images=probe_images
+        model,
+        displays,
+        test_images,
+        epoch=epoch,
+        step=step,
+        batch_size=batch_size,
+        probe_images=probe_images,
+        maps_seconds=maps_seconds,
     )
 
 

@@ -315,6 +315,8 @@ class Engine:
                         epoch=moment.epoch,
                         step=moment.global_step,
                         batch_size=batch,  # type: ignore[arg-type]
+                        probe_images=model_inputs(model, probes.images, convert_input),
+                        maps_seconds=maps.total_seconds,
                     ),
                 )
             if self.faithfulness is not None:

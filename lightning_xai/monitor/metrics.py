@@ -55,11 +55,13 @@ def _stability(report: RunReport) -> dict[str, float]:
 def _shortcuts(report: RunReport) -> dict[str, float]:
     if report.shortcuts is None:
         return {}
-    return {
+    metrics = {
         tags.shortcut(key, name): float(value)
         for key, values in report.shortcuts.per_method.items()
         for name, value in values.items()
     }
+    metrics[tags.shortcut("checks", "untested")] = float(report.shortcuts.untested)
+    return metrics
 
 
 def _masks(report: RunReport) -> dict[str, float]:
