@@ -36,10 +36,10 @@ REAL_CHECKS = {"on": False}  # fsdp2 mode: the real checks run first (their pass
 real_check_shortcuts = engine_module.check_shortcuts
 
 
-def plant_finding(detector, model, displays, test_images, *, epoch, step, batch_size=None):
+def plant_finding(detector, model, displays, test_images, *, epoch, step, **options):
     """One confirmed finding at the first run, none after (stands in for the real shortcut checks)."""
     if REAL_CHECKS["on"]:
-        real_check_shortcuts(detector, model, displays, test_images, epoch=epoch, step=step, batch_size=batch_size)
+        real_check_shortcuts(detector, model, displays, test_images, epoch=epoch, step=step, **options)
     if detector.findings:
         return ShortcutReport()
     finding = Finding(
