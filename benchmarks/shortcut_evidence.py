@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import logging
 import multiprocessing
 import sys
@@ -115,6 +116,11 @@ def run(name: str, model_name: str, seed: int, epochs: int, verbose: bool) -> di
         "wrong": sum(not correct(f, data, truth) for f in findings) if data.kind != "clean" else len(findings),
         "acc": accuracy(model, *data.val),
         "seconds": time.perf_counter() - started,
+        "found": [
+            {k: f[k] for k in ("epoch", "kind", "box", "classes", "p_value", "method")}
+            | {"correct": correct(f, data, truth)}
+            for f in findings
+        ],
         "shuffled_acc": accuracy(model, data.shuffled_val, data.val[1])
         if data.shuffled_val is not None
         else float("nan"),
@@ -176,6 +182,7 @@ def main() -> None:
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel, one thread each")
     parser.add_argument("--out", type=Path, default=None, help="also write the table to this markdown file")
+    parser.add_argument("--log", type=Path, default=None, help="write each run's result as a JSON line as it ends")
     arguments = parser.parse_args()
     torch.set_num_threads(1)
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
@@ -193,7 +200,12 @@ def main() -> None:
         results = [_job(task) for task in tasks]
     else:
         with multiprocessing.get_context("spawn").Pool(arguments.jobs) as pool:
-            results = pool.map(_job, tasks, chunksize=1)
+            results = []
+            for task, result in zip(tasks, pool.imap(_job, tasks, chunksize=1)):
+                results.append(result)
+                if arguments.log is not None:
+                    with arguments.log.open("a") as log:
+                        log.write(json.dumps({"setting": task[0], "model": task[1], "seed": task[2], **result}) + "\n")
     print(HEADER, flush=True)
     for name in names:
         for model_name in arguments.models:
