@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import pytest
 import pytorch_lightning as pl
@@ -27,6 +28,16 @@ def lightning_logs_reach_caplog(monkeypatch: pytest.MonkeyPatch) -> None:
     another.
     """
     monkeypatch.setattr(logging.getLogger("pytorch_lightning"), "propagate", True)
+
+
+@pytest.fixture(autouse=True)
+def float32_on_cuda() -> Iterator[None]:
+    """Compute in float32 on CUDA while a test runs: the references (Captum) run in float32 on the CPU,
+    and cuDNN's TF32 convolutions (on by default) differ from them by about 1e-3."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 class TinyConvNet(nn.Module):

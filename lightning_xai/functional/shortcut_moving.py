@@ -21,6 +21,7 @@ Boxes are ``(top, left, bottom, right)`` in input pixels, bottom and right exclu
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 import torch
@@ -29,7 +30,7 @@ from torch import Tensor
 
 from lightning_xai.functional.batching import chunk_ranges
 from lightning_xai.functional.shortcut import Box, hide_box
-from lightning_xai.functional.shortcut_evidence import Votes, predict, sequential_test, swap_boxes
+from lightning_xai.functional.shortcut_evidence import Votes, count_wins, predict, sequential_test, swap_boxes
 from lightning_xai.functional.shortcut_interventions import Bench
 
 __all__ = ["band_positions", "gradient_heat", "hot_boxes", "locate", "most_telling", "moving_votes", "rivals"]
@@ -139,32 +140,46 @@ def rivals(bench: Bench, own: Sequence[Box], heat: Tensor, *, count: int = 4) ->
 
 def moving_votes(bench: Bench, own: Sequence[Box], rival: Sequence[Box], *, alpha: float) -> Votes:
     """Each recipient's own box receives the own region of ``bench.rounds`` images of other classes; its
-    rival box receives the same donors' content at that place (test half, sequential)."""
+    rival box receives the same donors' content at that place (test half, sequential). Recipients
+    without a donor whose own box is elsewhere are left out; when most own boxes (three in four) sit
+    at one place the region does not move (a fixed region's test covers it) and nothing is decided."""
+    if Counter(own).most_common(1)[0][1] > 0.75 * len(own):
+        return Votes()
 
     def vote(recipients: Tensor) -> Votes:
-        votes = Votes()
-        gains = torch.zeros(2, recipients.numel())
-        for _ in range(bench.rounds):
-            given = bench.donors(recipients, elsewhere=own)
-            source = [own[i] if i >= 0 else own[0] for i in given.tolist()]
-            receiving, giving = bench.on_device(recipients), bench.on_device(given.clamp(min=0))
-            to = [own[i] for i in recipients.tolist()]
-            places = [rival[i] for i in recipients.tolist()]
-            pasted = torch.cat(
-                [swap_boxes(receiving, giving, to, source), swap_boxes(receiving, giving, places, places)]
-            )
-            with torch.no_grad():
-                after = predict(bench.forward_fn, pasted, bench.batch_size).cpu().view(2, recipients.numel(), -1)
-            donor_class, own_class = bench.predicted[given.clamp(min=0)], bench.predicted[recipients]
-            before = bench.probabilities[recipients].gather(1, donor_class[:, None]).squeeze(1)
-            gains += (after.gather(2, donor_class.view(1, -1, 1).expand(2, -1, 1)).squeeze(2) - before) / bench.rounds
-            predicted = after.argmax(dim=2)
-            votes.follow += int((predicted[0] == donor_class).sum())
-            votes.stay += int((predicted[0] == own_class).sum())
-            votes.other += int(((predicted[0] != donor_class) & (predicted[0] != own_class)).sum())
-            votes.random_follow += int((predicted[1] == donor_class).sum())
-        votes.wins = int((gains[0] > gains[1] + bench.margin).sum())
-        votes.losses = int((gains[0] < gains[1] + bench.margin).sum())
-        return votes
+        votes, gains = Votes(), torch.zeros(2, recipients.numel())
+        given = torch.stack([bench.donors(recipients, elsewhere=own) for _ in range(bench.rounds)])
+        kept = (given >= 0).all(dim=0)
+        for donors in given:
+            counted = _paste_own_and_rival(bench, recipients[kept], donors[kept], own, rival)
+            votes = votes + counted[0]
+            gains[:, kept] += counted[1] / bench.rounds
+        return count_wins(votes, (gains[0] - gains[1])[kept], bench.margin)
 
     return sequential_test(vote, bench.test, alpha=alpha)
+
+
+def _paste_own_and_rival(
+    bench: Bench, recipients: Tensor, donors: Tensor, own: Sequence[Box], rival: Sequence[Box]
+) -> tuple[Votes, Tensor]:
+    """One donor per recipient: the outcomes of pasting the donor's own region into the recipient's
+    own box, and the donor class's gains ``[2, n]`` (own box, rival box)."""
+    if recipients.numel() == 0:
+        return Votes(), torch.zeros(2, 0)
+    receiving, giving = bench.on_device(recipients), bench.on_device(donors)
+    to, source = [own[i] for i in recipients.tolist()], [own[i] for i in donors.tolist()]
+    places = [rival[i] for i in recipients.tolist()]
+    pasted = torch.cat([swap_boxes(receiving, giving, to, source), swap_boxes(receiving, giving, places, places)])
+    with torch.no_grad():
+        after = predict(bench.forward_fn, pasted, bench.batch_size).cpu().view(2, recipients.numel(), -1)
+    donor_class, own_class = bench.predicted[donors], bench.predicted[recipients]
+    before = bench.probabilities[recipients].gather(1, donor_class[:, None]).squeeze(1)
+    gains = after.gather(2, donor_class.view(1, -1, 1).expand(2, -1, 1)).squeeze(2) - before
+    predicted = after.argmax(dim=2)
+    votes = Votes(
+        follow=int((predicted[0] == donor_class).sum()),
+        stay=int((predicted[0] == own_class).sum()),
+        other=int(((predicted[0] != donor_class) & (predicted[0] != own_class)).sum()),
+        random_follow=int((predicted[1] == donor_class).sum()),
+    )
+    return votes, gains

@@ -25,7 +25,10 @@ def _border_places(count: int, seed: int) -> list[tuple[int, int, int, int]]:
     generator = torch.Generator().manual_seed(seed)
     boxes = []
     for _ in range(count):
-        edge, offset = torch.randint(0, 4, (1,), generator=generator).item(), int(torch.randint(1, 27, (1,), generator=generator))
+        edge, offset = (
+            torch.randint(0, 4, (1,), generator=generator).item(),
+            int(torch.randint(1, 27, (1,), generator=generator)),
+        )
         top, left = [(1, offset), (SIZE - SIDE - 1, offset), (offset, 1), (offset, SIZE - SIDE - 1)][int(edge)]
         boxes.append((top, left, top + SIDE, left + SIDE))
     return boxes
@@ -105,9 +108,7 @@ def test_rivals_never_overlap_the_own_box_and_most_telling_picks_the_decisive_op
     images, _, boxes = _marked()
     bench = _bench(ReadsBorderMark(), images)
     rival = rivals(bench, boxes, torch.ones(96, 1, SIZE, SIZE))
-    overlaps = [
-        max(a[0], b[0]) < min(a[2], b[2]) and max(a[1], b[1]) < min(a[3], b[3]) for a, b in zip(rival, boxes)
-    ]
+    overlaps = [max(a[0], b[0]) < min(a[2], b[2]) and max(a[1], b[1]) < min(a[3], b[3]) for a, b in zip(rival, boxes)]
     assert not any(overlaps)
     assert most_telling(bench, [[(14, 14, 18, 18), box] for box in boxes]) == boxes
 
@@ -123,3 +124,11 @@ def test_a_mark_that_moves_is_confirmed_and_a_piece_of_an_object_is_not():
     heat = gradient_heat(bench)
     quiet = moving_votes(bench, pieces, rivals(bench, pieces, heat), alpha=1e-4)
     assert not quiet.decided and quiet.p_value > 0.01  # the piece does not outweigh the other telling pieces
+
+
+def test_a_region_at_one_place_in_most_images_is_not_tested_as_moving():
+    images, _, boxes = _marked()
+    bench = _bench(ReadsBorderMark(), images)
+    fixed = [boxes[0]] * 80 + boxes[80:]  # 80 of 96 at one place
+    votes = moving_votes(bench, fixed, rivals(bench, fixed, gradient_heat(bench)), alpha=1e-4)
+    assert not votes.decided and votes.trials == 0 and votes.p_value == 1.0
