@@ -180,7 +180,8 @@ class Engine:
     decisions for all. The analyses (stability, shortcut checks, faithfulness) run on rank 0 only
     when the model is replicated (DDP); with a collective forward pass (FSDP, FSDP2, DeepSpeed)
     they run on every rank with the same inputs and seeds, so every rank makes the same passes
-    and computes the same numbers (only rank 0 records them), and batch sizes are fixed (no tuning).
+    and computes the same numbers (only rank 0 records them); nothing there may depend on a clock:
+    batch sizes are fixed (no tuning) and the shortcut checks test every candidate (no ``max_cost``).
     """
 
     def __init__(
@@ -316,7 +317,7 @@ class Engine:
                         step=moment.global_step,
                         batch_size=batch,  # type: ignore[arg-type]
                         probe_images=model_inputs(model, probes.images, convert_input),
-                        maps_seconds=maps.total_seconds,
+                        maps_seconds=None if self.team.collective else maps.total_seconds,  # no clock: same passes
                     ),
                 )
             if self.faithfulness is not None:

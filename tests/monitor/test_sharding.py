@@ -12,11 +12,12 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from lightning_xai import ExpectedGradients, GradCAM, Occlusion, SmoothGrad
+from lightning_xai import ExpectedGradients, GradCAM, Occlusion, Shortcuts, SmoothGrad
 from lightning_xai.methods import AttributionMethod, MethodContext
 from lightning_xai.monitor import engine as engine_module
+from lightning_xai.monitor.analyses import ShortcutReport
 from lightning_xai.monitor.budget import Deadline
-from lightning_xai.monitor.engine import MapsReport, ShareError, explain_maps
+from lightning_xai.monitor.engine import Engine, MapsReport, RunMoment, ShareError, explain_maps
 from lightning_xai.monitor.settings import check_strategy
 from lightning_xai.monitor.sharding import (
     Shard,
@@ -271,3 +272,34 @@ def test_rank_zeros_deadline_decides_for_every_rank():
     for report in reports:
         assert isinstance(report, MapsReport) and list(report.maps) == ["grad_cam"] and report.skipped == ["occlusion"]
     assert ranks.entered[0] == ranks.entered[1] == ["broadcast", "broadcast", "gather"]
+
+
+@pytest.mark.parametrize("collective", [False, True])
+def test_under_a_collective_forward_nothing_in_a_run_follows_a_clock(monkeypatch, collective):
+    seen: dict[str, object] = {}
+
+    def spy(detector, model, displays, images, **options):  # type: ignore[no-untyped-def]
+        seen.update(options)
+        return ShortcutReport()
+
+    monkeypatch.setattr(engine_module, "check_shortcuts", spy)
+    engine = Engine(
+        {"grad_cam": GradCAM(layer="0"), "occlusion": Occlusion(window=4, stride=2)},
+        seed=0,
+        stability=None,
+        shortcuts=Shortcuts(),
+        faithfulness=None,
+    )
+    engine.team = Team(collective=collective)
+    probes = probe_set()
+    engine.run(
+        tiny_net(),
+        probes,
+        RunMoment(0, 1, 1, "fit"),
+        convert_input=None,
+        references=None,
+        test_images=probes.images,
+        deadline=Deadline(0.0, None),
+    )
+    assert (seen["maps_seconds"] is None) == collective  # the checks' time budget: no clock under a collective forward
+    assert (engine.tuners == {}) == collective  # fixed batch sizes, no timing
