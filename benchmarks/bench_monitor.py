@@ -4,6 +4,7 @@ Run from the repository root::
 
     python benchmarks/bench_monitor.py              # about three minutes on a 2-core CPU
     python benchmarks/bench_monitor.py --quick      # a smoke run (fewer epochs, smaller epochs)
+    python benchmarks/bench_monitor.py --ranks 1 2  # one run's wall time in 1 and 2 CPU processes (ddp, gloo)
 
 How to read the table
 ---------------------
@@ -29,14 +30,24 @@ once without the monitor and once with it; the two fits of a row run back to bac
 
 A monitor run costs about the same whatever the epoch's length, so its share shrinks as epochs
 grow: compare ``digits`` with ``digits x20``.
+
+``--ranks 1 2`` prints another table instead: the same 4-epoch ``digits`` fit with
+``AttributionMonitor(schedule="every_run")`` (every method every run) in 1 process and in 2 (``ddp``,
+gloo), each process with ``cores / ranks`` threads (``--threads`` to choose), so both use the same
+cores. ``per run s`` is the median wall time of the monitor's hook on rank 0 over the runs after
+the first (which also tunes batch sizes): maps (gathering included), analyses, recording and the
+stop request's sync; ``maps`` is sharded over the ranks, ``shortcuts`` and ``rest`` (stability,
+recording; rank 0 only under DDP) are not.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import runpy
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -73,6 +84,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command line: ``--quick`` for a smoke run."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 epochs, x4 instead of x20: a smoke run")
+    parser.add_argument("--ranks", type=int, nargs="+", help="one run's wall time with this many CPU processes each")
+    parser.add_argument("--threads", type=int, help="threads per process with --ranks (default: cores / ranks)")
+    parser.add_argument("--ranks-worker", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -177,10 +192,83 @@ def print_table(rows: list[list[str]]) -> None:
         )
 
 
+class HookClock(pl.Callback):
+    """Times the monitor's ``on_validation_epoch_end`` (the run) from the callbacks on either side of it."""
+
+    def __init__(self, runs: list[float], *, stop: bool) -> None:
+        self.runs, self.stop = runs, stop
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        if self.stop:
+            self.runs[-1] = time.perf_counter() - self.runs[-1]
+        else:
+            self.runs.append(time.perf_counter())
+
+
+def ranks_worker(ranks: int, out: Path) -> None:
+    """One fit in ``ranks`` processes (Lightning's ``ddp`` launcher runs this again for each other rank);
+    rank 0 writes each run's wall time and phases to ``out``."""
+    pl.seed_everything(0, verbose=False)
+    train, val = datasets("digits")
+    monitor = AttributionMonitor(display_mean=(0.0,), display_std=(1.0,), schedule="every_run")
+    runs: list[float] = []
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=ranks,
+        strategy="ddp" if ranks > 1 else "auto",
+        max_epochs=4,
+        default_root_dir=out.parent,
+        callbacks=[HookClock(runs, stop=False), monitor, HookClock(runs, stop=True)],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        log_every_n_steps=10,
+    )
+    model = LitClassifier(in_channels=1, width=16, pooled_size=4)
+    trainer.fit(model, DataLoader(train, batch_size=64, shuffle=True), DataLoader(val, batch_size=64))
+    if trainer.is_global_zero:
+        metrics = [run["metrics"] for run in monitor.history]
+        phases = {key: [m.get(f"xai_cost/seconds_{key}", 0.0) for m in metrics] for key in ("maps", "shortcuts")}
+        out.write_text(json.dumps({"runs": runs, **phases}))
+
+
+def ranks_table(ranks: list[int], threads: int | None, progress: Callable[[str], None]) -> None:
+    """Runs :func:`ranks_worker` with each number of processes (in a subprocess) and prints a row for each."""
+    rows = []
+    for count in ranks:
+        per_process = threads or max(1, (os.cpu_count() or 1) // count)
+        progress(f"{count} process(es), {per_process} thread(s) each ...")
+        with tempfile.TemporaryDirectory() as folder:
+            out = Path(folder) / "ranks.json"
+            environment = {**os.environ, "OMP_NUM_THREADS": str(per_process), "PYTHONPATH": str(ROOT)}
+            command = [sys.executable, str(Path(__file__).resolve()), "--ranks-worker", str(count), "--out", str(out)]
+            subprocess.run(command, check=True, env=environment, cwd=folder, capture_output=True)
+            seen = json.loads(out.read_text())
+        seen["rest"] = [run - maps - cut for run, maps, cut in zip(seen["runs"], seen["maps"], seen["shortcuts"])]
+        median = {key: statistics.median(values[1:] or values) for key, values in seen.items()}
+        cells = [median["runs"], median["maps"], median["shortcuts"], median["rest"]]
+        rows.append([str(count), str(per_process), str(len(seen["runs"])), *(f"{value:.2f}" for value in cells)])
+    header = ["ranks", "threads each", "runs", "per run s", "maps", "shortcuts", "rest"]
+    for cells in [header, *rows]:
+        print("  ".join(cell.rjust(len(title)) for cell, title in zip(cells, header)))
+    print(
+        f"\ndevice cpu, {os.cpu_count()} cores, torch {torch.__version__}; load average {os.getloadavg()[0]:.1f} after."
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Runs every row and prints the table, with the machine's load before and after."""
     arguments = parse_args(argv)
     progress = lambda message: print(message, file=sys.stderr, flush=True)
+    if arguments.ranks_worker:
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+        ranks_worker(arguments.ranks_worker, arguments.out)
+        return
+    if arguments.ranks:
+        ranks_table(arguments.ranks, arguments.threads, progress)
+        return
     load_before = os.getloadavg()[0]
     rows = []
     with tempfile.TemporaryDirectory() as folder:
