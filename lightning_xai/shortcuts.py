@@ -96,8 +96,9 @@ class Shortcuts:
         object_masks: per-probe object masks ``[P, 1, H, W]`` (given probes only): the share of
             attribution outside the object is reported per method.
         max_cost: the checks of a run may take this many times the seconds the maps took (the most
-            any run's maps took so far); candidates past it are left for a later run (the most
-            promising are tested first). ``None``: no limit.
+            any run's maps took so far): candidates past it are left for a later run (the most
+            promising are tested first) and a test running at that moment ends undecided at its
+            next look. ``None``: no limit.
 
     Example:
         >>> Shortcuts(suspect_regions=["border"]).candidate_sides((32, 32))
@@ -282,8 +283,9 @@ class ShortcutDetector:
                 heat=heat,
                 margin=s.min_effect,
             )
-            color = [self._color_finding(bench, level, size, epoch, step)] if colored else []
             budget = self._budget(maps_seconds)
+            bench.deadline = None if budget is None else started + budget
+            color = [self._color_finding(bench, level, size, epoch, step)] if colored else []
             candidates = dict(sorted(candidates.items(), key=lambda item: _promise(item[1])))
             tested: list[Finding] = []
             untested = 0

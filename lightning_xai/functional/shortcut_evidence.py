@@ -125,10 +125,19 @@ class Votes:
         )
 
 
-def sequential_test(vote: Callable[[Tensor], Votes], recipients: Tensor, *, alpha: float, first: int = 16) -> Votes:
+def sequential_test(
+    vote: Callable[[Tensor], Votes],
+    recipients: Tensor,
+    *,
+    alpha: float,
+    first: int = 16,
+    out_of_time: Callable[[], bool] | None = None,
+) -> Votes:
     """Votes on the first ``first`` recipients, then on the rest, stopping once decided.
 
     The level ``alpha`` is split evenly over the (at most two) looks, so the test keeps its level.
+    When ``out_of_time()`` is True before the second look, the test ends undecided (stopping for a
+    reason unrelated to the outcomes can only lower the false-alarm rate).
 
     Example:
         >>> always = lambda chunk: Votes(follow=len(chunk), with_random=False)
@@ -142,6 +151,8 @@ def sequential_test(vote: Callable[[Tensor], Votes], recipients: Tensor, *, alph
     for stop in bounds:
         if stop <= start:
             continue
+        if start and out_of_time is not None and out_of_time():
+            return total
         total = total + vote(recipients[start:stop]) if start else vote(recipients[start:stop])
         start = stop
         if total.p_value <= level:

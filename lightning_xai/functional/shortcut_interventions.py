@@ -9,6 +9,7 @@ the rest of the object.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -48,7 +49,8 @@ class Bench:
     """A model and its test images ``[N, C, H, W]``, with predictions, halves and private randomness.
 
     ``controls``: control boxes per transplant; ``margin``: how much more the candidate must raise the
-    donor's class than the best control; ``rounds``: donors per recipient (their excesses averaged).
+    donor's class than the best control; ``rounds``: donors per recipient (their excesses averaged);
+    ``deadline``: a ``time.perf_counter()`` time after which tests end undecided at their next look.
 
     Example:
         >>> bench = Bench.build(lambda x: x.flatten(1)[:, :3], torch.rand(8, 1, 4, 4), seed=0, batch_size=8,
@@ -69,6 +71,7 @@ class Bench:
     controls: int = 4
     margin: float = 0.1
     rounds: int = 1
+    deadline: float | None = None
 
     @classmethod
     def build(
@@ -100,6 +103,10 @@ class Bench:
             heat,
             margin=margin,
         )
+
+    def out_of_time(self) -> bool:
+        """Whether the ``deadline`` has passed."""
+        return self.deadline is not None and time.perf_counter() > self.deadline
 
     @property
     def predicted(self) -> Tensor:
@@ -221,7 +228,7 @@ def region_votes(bench: Bench, box: Box, *, alpha: float) -> Votes:
     def vote(recipients: Tensor) -> Votes:
         return bench.transplant(recipients, box)
 
-    return sequential_test(vote, bench.test, alpha=alpha)
+    return sequential_test(vote, bench.test, alpha=alpha, out_of_time=bench.out_of_time)
 
 
 def mark_class(bench: Bench, box: Box) -> tuple[int, dict[str, float]]:
@@ -253,7 +260,7 @@ def class_votes(bench: Bench, box: Box, mark_of: int, *, alpha: float) -> Votes:
     def vote(recipients: Tensor) -> Votes:
         return bench.transplant(recipients, box, mark_of)
 
-    return sequential_test(vote, others, alpha=alpha)
+    return sequential_test(vote, others, alpha=alpha, out_of_time=bench.out_of_time)
 
 
 def color_votes(bench: Bench, *, alpha: float) -> tuple[Votes, float]:
@@ -281,7 +288,7 @@ def color_votes(bench: Bench, *, alpha: float) -> tuple[Votes, float]:
             bench.batch_size,
         )
 
-    return sequential_test(vote, bench.test, alpha=alpha), gray_flip
+    return sequential_test(vote, bench.test, alpha=alpha, out_of_time=bench.out_of_time), gray_flip
 
 
 def refine(bench: Bench, box: Box, sides: Sequence[int], donor_class: int | None = None, *, keep: float = 0.9) -> Box:

@@ -156,7 +156,7 @@ def moving_votes(bench: Bench, own: Sequence[Box], rival: Sequence[Box], *, alph
             gains[:, kept] += counted[1] / bench.rounds
         return count_wins(votes, (gains[0] - gains[1])[kept], bench.margin)
 
-    return sequential_test(vote, bench.test, alpha=alpha)
+    return sequential_test(vote, bench.test, alpha=alpha, out_of_time=bench.out_of_time)
 
 
 def _paste_own_and_rival(
