@@ -29,7 +29,7 @@ from lightning_xai.monitor.conditions import attribution_conditions
 from lightning_xai.monitor.model_io import InputConverter, Predictions, model_inputs, module_device, predict
 from lightning_xai.monitor.schedule import MethodSchedule, ScheduleName
 from lightning_xai.monitor.sharding import Team, draws_per_probe
-from lightning_xai.monitor.shares import SHARE_FAILED, ShareError, ShareRun, describe_error, put_together
+from lightning_xai.monitor.shares import ShareError, ShareRun, describe_error, put_together
 from lightning_xai.monitor.stability_tracker import StabilityReport, StabilityTracker
 from lightning_xai.probes import ProbeSet
 from lightning_xai.shortcuts import ShortcutDetector, Shortcuts
@@ -127,9 +127,11 @@ def explain_maps(
     ``first_starts=False`` and the first part's ``predictions`` (no second forward pass).
 
     With several processes (``team``, see :mod:`~lightning_xai.monitor.sharding`) every rank
-    predicts all probes, explains its share of them and receives every share; rank 0 decides
-    the deadline for all; a method cut or failed on any rank has no maps. A rank's share that
-    failed as a whole raises :class:`ShareError` on every rank, after the exchange.
+    predicts all probes, explains its share of them and receives every share; a method skipped,
+    cut or failed on any rank has no maps. With a collective forward pass rank 0 decides the
+    deadline for all (one exchange per method); otherwise the exchange of the shares is the only
+    one, so a rank that fails anywhere still meets the others there. A rank's share that failed
+    as a whole raises :class:`ShareError` on every rank, after the exchange.
 
     Example:
         >>> import torch
@@ -142,24 +144,24 @@ def explain_maps(
     started = time.perf_counter()
     team = team or Team()
     device = module_device(model)
-    with attribution_conditions(model, device):
-        images = model_inputs(model, probes.images, convert_input)
-        report = MapsReport(
-            predictions=predictions if predictions is not None else predict(model, images, probes.labels)
-        )
-        explained = report.predictions.finite.nonzero().flatten()
-        rows = explained[team.shard(len(explained)).indices]
-        share = MapsReport(predictions=report.predictions)
-        try:
+    share: MapsReport | str
+    try:
+        with attribution_conditions(model, device):
+            images = model_inputs(model, probes.images, convert_input)
+            share = MapsReport(
+                predictions=predictions if predictions is not None else predict(model, images, probes.labels)
+            )
+            explained = share.predictions.finite.nonzero().flatten()
+            rows = explained[team.shard(len(explained)).indices]
             refs = model_inputs(model, references, convert_input) if references is not None else None
-            targets = report.predictions.targets[rows].to(device)
+            targets = share.predictions.targets[rows].to(device)
             run = ShareRun(model, images[rows], targets, rows.tolist(), seed, refs, batch_sizes, team)
             run.explain(share, methods, deadline, with_gaps, strict and team.world_size == 1, first_starts)
-        except Exception as error:
-            if strict and team.world_size == 1:
-                raise
-            share.failures[SHARE_FAILED] = describe_error(error)
-    put_together(report, team.all_gather(share), team.shards(len(explained)), methods, strict=strict)
+    except Exception as error:
+        if strict and team.world_size == 1:
+            raise
+        share = describe_error(error)  # a share failed as a whole: every rank learns it from the exchange
+    report = put_together(team.all_gather(share), methods, strict=strict)
     report.total_seconds = time.perf_counter() - started
     return report
 

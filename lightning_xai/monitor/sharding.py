@@ -126,7 +126,7 @@ def attribute_rows(
 
     Example:
         >>> from lightning_xai import Saliency
-        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).eval()
         >>> context = lambda row: MethodContext(torch.Generator().manual_seed(probe_seed(0, row or 0)))
         >>> maps, _ = attribute_rows(Saliency(), net, torch.rand(2, 1, 2, 2), torch.tensor([0, 1]), [4, 5], context)
         >>> maps.shape

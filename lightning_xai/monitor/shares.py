@@ -18,21 +18,18 @@ from torch import Tensor, nn
 from lightning_xai.functional.batching import BatchSize, TimeBudgetExceeded
 from lightning_xai.methods import AttributionMethod, MethodContext
 from lightning_xai.monitor.budget import Deadline
-from lightning_xai.monitor.sharding import Shard, Team, attribute_rows, gather_maps, probe_seed
+from lightning_xai.monitor.sharding import Team, attribute_rows, gather_maps, probe_seed, shard_indices
 
 if TYPE_CHECKING:
     from lightning_xai.monitor.engine import MapsReport
 
-__all__ = ["SHARE_FAILED", "ShareError", "ShareRun", "describe_error", "put_together", "scatter"]
+__all__ = ["ShareError", "ShareRun", "describe_error", "put_together", "scatter"]
 
 
 def describe_error(error: BaseException) -> str:
     """``"TypeName: message"`` (first line of the message)."""
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
-SHARE_FAILED = "<share>"
 
 
 class ShareError(RuntimeError):
@@ -72,12 +69,14 @@ class ShareRun:
         strict: bool,
         first_starts: bool,
     ) -> None:
-        """Each method on the share, into ``share``; the deadline is asked once per method on every rank."""
+        """Each method on the share, into ``share``; with a collective forward pass rank 0's deadline decides for all."""
         capped = deadline is not None and deadline.max_seconds is not None and not self.team.collective
         context = self.context(deadline.passed if capped and deadline is not None else None)
         for key, method in methods.items():
             started_any = bool(share.maps or share.cut or share.failures) or not first_starts
-            passed = self.team.agree(deadline.passed()) if deadline is not None else False
+            passed = deadline is not None and deadline.passed()
+            if self.team.collective:  # every rank must make the same passes: rank 0's clock decides
+                passed = self.team.agree(passed)
             if not self.rows or (started_any and passed):
                 share.skipped.append(key)
                 continue
@@ -105,43 +104,44 @@ class ShareRun:
 
 
 def put_together(
-    report: MapsReport,
-    shares: list[MapsReport],
-    shards: list[Shard],
-    methods: Mapping[str, AttributionMethod],
-    *,
-    strict: bool,
-) -> None:
-    """Every rank's share into ``report`` (the same on every rank): maps in probe order, padding dropped."""
+    shares: list[MapsReport | str], methods: Mapping[str, AttributionMethod], *, strict: bool = False
+) -> MapsReport:
+    """Every rank's share (or the error that ended it) as the run's maps, the same on every rank: maps in
+    probe order, padding dropped; a method skipped, cut or failed on any rank has no maps.
+
+    Raises:
+        ShareError: a share failed as a whole (naming its rank when there are several).
+    """
     several = len(shares) > 1
     failed = [
-        f"rank {rank}: {share.failures[SHARE_FAILED]}"
-        for rank, share in enumerate(shares)
-        if SHARE_FAILED in share.failures
+        f"rank {rank}: {share}" if several else share for rank, share in enumerate(shares) if isinstance(share, str)
     ]
     if failed:
-        raise ShareError("; ".join(failed) if several else shares[0].failures[SHARE_FAILED])
-    for rank, share in enumerate(shares):
+        raise ShareError("; ".join(failed))
+    parts = [share for share in shares if not isinstance(share, str)]
+    report = type(parts[0])(predictions=parts[0].predictions)
+    for rank, share in enumerate(parts):
         for key, error in share.failures.items():
             report.failures.setdefault(key, f"rank {rank}: {error}" if several else error)
     if strict and report.failures:
         raise RuntimeError(f"attribution failed: {report.failures}")
     kept = report.predictions.finite
-    gathered = gather_maps([share.maps for share in shares], shards)
-    gaps = gather_maps([share.gaps for share in shares], shards)
+    shards = [shard_indices(int(kept.sum()), rank, len(parts)) for rank in range(len(parts))]
+    gathered = gather_maps([share.maps for share in parts], shards)
+    gaps = gather_maps([share.gaps for share in parts], shards)
     for key in methods:
-        if key in gathered:
+        if key in gathered and not any(key in share.skipped for share in parts):
             report.maps[key] = scatter(gathered[key], kept)
             report.displays[key] = methods[key].display(report.maps[key]).cpu()
-            report.seconds[key] = max(share.seconds.get(key, 0.0) for share in shares)
-        if key in gaps:
+        if key in report.maps and key in gaps:
             report.gaps[key] = gaps[key]
-        if all(key in share.details for share in shares):
-            report.details[key] = gather_maps([share.details[key] for share in shares], shards)
-    report.skipped = [key for key in methods if any(key in share.skipped for share in shares)]
-    report.cut = [key for key in methods if any(key in share.cut for share in shares)]
-    for key in report.cut:
-        report.seconds[key] = max(share.seconds.get(key, 0.0) for share in shares)
+        if key in report.maps and all(key in share.details for share in parts):
+            report.details[key] = gather_maps([share.details[key] for share in parts], shards)
+        if key in report.maps or any(key in share.cut for share in parts):
+            report.seconds[key] = max(share.seconds.get(key, 0.0) for share in parts)
+    report.skipped = [key for key in methods if any(key in share.skipped for share in parts)]
+    report.cut = [key for key in methods if any(key in share.cut for share in parts) and key not in report.skipped]
+    return report
 
 
 def scatter(attributions: Tensor, kept: Tensor) -> Tensor:

@@ -72,7 +72,7 @@ class ThreadRanks:
             except Exception as error:  # handed back to the test
                 results[rank] = error
 
-        threads = [threading.Thread(target=main, args=(rank,)) for rank in range(self.world_size)]
+        threads = [threading.Thread(target=main, args=(rank,), name=f"rank-{rank}") for rank in range(self.world_size)]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -257,6 +257,23 @@ def test_a_share_failing_as_a_whole_raises_on_every_rank_after_the_exchange(monk
     assert [str(result) for result in results] == ["rank 1: RuntimeError: lost"] * 2
     assert all(isinstance(result, ShareError) for result in results)
     assert ranks.entered[0] == ranks.entered[1] == ["gather"]
+
+
+def test_a_rank_failing_before_its_share_still_meets_the_others_at_the_exchange(monkeypatch):
+    real = engine_module.predict
+
+    def predict_or_fail(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if threading.current_thread().name == "rank-1":
+            raise RuntimeError("out of memory")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "predict", predict_or_fail)
+    ranks = ThreadRanks(2)
+    deadline = Deadline(0.0, 1.0)  # long past: under DDP each rank reads its own clock, no exchange per method
+    results = ranks.run(lambda team: explain(team, deadline=deadline))
+    assert [str(result) for result in results] == ["rank 1: RuntimeError: out of memory"] * 2
+    assert all(isinstance(result, ShareError) for result in results)
+    assert ranks.entered == [["gather"], ["gather"]]
 
 
 def test_rank_zeros_deadline_decides_for_every_rank():
