@@ -319,7 +319,7 @@ class Engine:
                         step=moment.global_step,
                         batch_size=batch,  # type: ignore[arg-type]
                         probe_images=model_inputs(model, probes.images, convert_input),
-                        maps_seconds=None if self.team.collective else maps.total_seconds,  # no clock: same passes
+                        maps_seconds=self._maps_seconds(maps),
                     ),
                 )
             if self.faithfulness is not None:
@@ -340,6 +340,12 @@ class Engine:
                     ),
                 )
                 report.completeness = completeness(maps.gaps, maps.predictions.target_score[kept])
+
+    def _maps_seconds(self, maps: MapsReport) -> float | None:
+        """The shortcut checks' budget base: the maps' time in one process (sharded maps took about 1/N of it);
+        ``None`` under a collective forward pass, where a budget read from each rank's clock could make the
+        ranks' passes differ."""
+        return None if self.team.collective else maps.total_seconds * self.team.world_size
 
     def _guarded(self, report: RunReport, name: str, work):  # type: ignore[no-untyped-def]
         try:
