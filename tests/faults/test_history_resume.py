@@ -21,8 +21,8 @@ from lightning_xai.shortcuts import Finding
 from tests.callback.conftest import cheap_monitor, loaders, make_trainer, tiny_model
 
 
-def _plant_finding(detector, model, displays, test_images, *, epoch, step, batch_size=None):
-    """Stands in for the shortcut checks: one confirmed finding at the first run, none after."""
+def _plant_finding(detector, model, displays, test_images, *, epoch, step, batch_size=None, **options):
+    """Stands in for the shortcut checks (any further options ignored): one confirmed finding at the first run, none after."""
     if detector.findings:
         return ShortcutReport()
     finding = Finding(
