@@ -59,6 +59,8 @@ __all__ = [
 
 SuspectRegion = tuple[int, int, int, int] | Literal["border"]
 ShortcutKind = Literal["region", "moving_region", "class_mark", "color"]
+MIN_PASSES = 8
+"""The checks may always take this many times what predicting the test images once took (the budget's floor)."""
 EVIDENCE_KEYS = (
     "p_value",
     "follow_rate",
@@ -96,9 +98,10 @@ class Shortcuts:
         object_masks: per-probe object masks ``[P, 1, H, W]`` (given probes only): the share of
             attribution outside the object is reported per method.
         max_cost: the checks of a run may take this many times the seconds the maps took (the most
-            any run's maps took so far): candidates past it are left for a later run (the most
-            promising are tested first) and a test running at that moment ends undecided at its
-            next look. ``None``: no limit.
+            any run's maps took so far; at least 8 times what predicting the test images once takes,
+            so that cheap maps do not starve the checks): candidates past it are left for a later run
+            (the most promising are tested first) and a test running at that moment ends undecided at
+            its next look. ``None``: no limit.
 
     Example:
         >>> Shortcuts(suspect_regions=["border"]).candidate_sides((32, 32))
@@ -283,7 +286,7 @@ class ShortcutDetector:
                 heat=heat,
                 margin=s.min_effect,
             )
-            budget = self._budget(maps_seconds)
+            budget = self._budget(maps_seconds, floor=MIN_PASSES * (time.perf_counter() - started))
             bench.deadline = None if budget is None else started + budget
             color = [self._color_finding(bench, level, size, epoch, step)] if colored else []
             candidates = dict(sorted(candidates.items(), key=lambda item: _promise(item[1])))
@@ -304,12 +307,14 @@ class ShortcutDetector:
             new=new, current=current, per_method=per_method, seconds=time.perf_counter() - started, untested=untested
         )
 
-    def _budget(self, maps_seconds: float | None) -> float | None:
-        """Seconds the checks of this run may take (``None``: no limit)."""
+    def _budget(self, maps_seconds: float | None, *, floor: float) -> float | None:
+        """Seconds the checks of this run may take (``None``: no limit): ``max_cost`` times the most any
+        run's maps took, and at least ``floor`` (a few passes over the test images, so that the most
+        promising candidates are tested even when the maps are very cheap)."""
         self.maps_seconds = max(self.maps_seconds, maps_seconds or 0.0)
         if self.settings.max_cost is None or maps_seconds is None:
             return None
-        return self.settings.max_cost * self.maps_seconds
+        return max(self.settings.max_cost * self.maps_seconds, floor)
 
     def _evidence(
         self, candidate: Candidate, bench: Bench, level: float, probe_images: Tensor | None = None

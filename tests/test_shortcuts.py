@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from lightning_xai import shortcuts as shortcuts_module
 from lightning_xai.shortcuts import Finding, ShortcutDetector, ShortcutReport, Shortcuts, outline_findings
 
 SIZE, CLASSES = 16, 6
@@ -230,15 +231,16 @@ def test_a_mark_moving_along_the_border_is_found_in_each_probe():
     assert "at varying places (along the border" in moving.message
 
 
-def test_checks_stay_within_their_share_of_the_maps_time():
+def test_checks_stay_within_their_share_of_the_maps_time(monkeypatch):
     images, _ = _shaded([CORNERS[0]] * 64)
-    detector = ShortcutDetector(Shortcuts())
-    starved = detector.check(
-        ReadsShade([CORNERS[0]]).eval(), _heat([CORNERS[0]] * 16), images, epoch=0, step=1, maps_seconds=1e-12
-    )
+    model, heat = ReadsShade([CORNERS[0]]).eval(), _heat([CORNERS[0]] * 16)
+    cheap = ShortcutDetector(Shortcuts()).check(model, heat, images, epoch=0, step=1, maps_seconds=1e-12)
+    assert [f.box for f in cheap.new] == [[0, 0, 4, 4]]  # the floor: the most promising candidate is still tested
+    monkeypatch.setattr(shortcuts_module, "MIN_PASSES", 0)
+    starved = ShortcutDetector(Shortcuts()).check(model, heat, images, epoch=0, step=1, maps_seconds=1e-12)
     assert starved.new == [] and starved.untested >= 1 and starved.current == {}  # nothing tested, nothing found
     unlimited = ShortcutDetector(Shortcuts(max_cost=None)).check(
-        ReadsShade([CORNERS[0]]).eval(), _heat([CORNERS[0]] * 16), images, epoch=0, step=1, maps_seconds=1e-12
+        model, heat, images, epoch=0, step=1, maps_seconds=1e-12
     )
     assert unlimited.untested == 0 and [f.box for f in unlimited.new] == [[0, 0, 4, 4]]
     with pytest.raises(ValueError, match=re.escape("`max_cost` must be a positive number or None, got 0.")):
