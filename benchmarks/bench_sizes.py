@@ -16,11 +16,15 @@ used) is untrained, which changes nothing about the cost.
   explicitly (16 probes, ``Occlusion(window=side // 8)``, ``ExpectedGradients(n_samples=32)``)
   and maps stored at full size. At 512 x 512 that run takes about ten minutes, so it explains
   ``--before-probes-512`` probes (2) and the ``maps`` column also gives the 16-probe figure
-  scaled from it (``x8``, marked ``est.``); the other phases do not depend on the probe count.
-* ``after``: ``AttributionMonitor()``: the defaults sized to the image.
-* ``maps`` (per method), ``shortcuts``, ``stability`` (the analyses), ``recording`` (TensorBoard
-  images and scalars, the on-disk history) and ``run``: seconds of the run (``summary.json``'s
-  ``xai_cost/seconds_*`` and ``monitor.cost``).
+  scaled from it (marked ``est.``); the maps cost in proportion to the probes.
+* ``after``: ``AttributionMonitor()``: the defaults sized to the image (up to 64 x 64 they are the
+  same settings, so the ``before`` run stands for both).
+* ``maps`` (per method), ``shortcuts`` (the shortcut checks), ``recording`` (TensorBoard images
+  and scalars, the on-disk history) and ``run``: seconds of the run (``summary.json``'s
+  ``xai_cost/seconds_*`` and ``monitor.cost``); ``other``: the rest of the run (the first run's
+  checks of the methods, stability scores, display images), which the first-run line leaves out.
+* ``load avg``: the machine's one-minute load average at the start and the end of the row (the
+  CPU is shared: a load above 2 on 2 cores slows every figure of the row alike).
 * ``MB``: what the run wrote: TensorBoard events, the run's maps file (``runs/step-*.pt``); the
   probes file (``probes.pt``, written once per fit) is listed apart.
 
@@ -36,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -178,17 +183,18 @@ def raw_seconds(model: nn.Module, side: int) -> tuple[float, float]:
     """Seconds per image of a batched forward and forward+backward pass (the best of a few batch sizes)."""
     model.eval()
     best_forward, best_backward = math.inf, math.inf
-    for batch in (1, 4, 16) if side <= 128 else (1, 4):
+    for batch in (1, 4, 16, 64) if side <= 128 else (1, 4, 16) if side <= 256 else (1, 4):
         x = torch.rand(batch, 3, side, side)
-        with torch.no_grad():
-            model(x)
+        for _ in range(2):
+            with torch.no_grad():
+                started = time.perf_counter()
+                model(x)
+                best_forward = min(best_forward, (time.perf_counter() - started) / batch)
+            x.requires_grad_(True)
             started = time.perf_counter()
-            model(x)
-            best_forward = min(best_forward, (time.perf_counter() - started) / batch)
-        x.requires_grad_(True)
-        started = time.perf_counter()
-        torch.autograd.grad(model(x)[:, 0].sum(), x)
-        best_backward = min(best_backward, (time.perf_counter() - started) / batch)
+            torch.autograd.grad(model(x)[:, 0].sum(), x)
+            best_backward = min(best_backward, (time.perf_counter() - started) / batch)
+            x = x.detach()
     return best_forward, best_backward
 
 
@@ -202,6 +208,8 @@ def one_run(side: int, before: bool, probes: int) -> dict[str, Any]:
     model, counter = Classifier(), PassCounter()
     handle = model.net.register_forward_pre_hook(counter.hook)
     monitor = AttributionMonitor(**(before_settings(side, probes) if before else {}))
+    load = os.getloadavg()[0]
+    raw_before = raw_seconds(resnet18(), side)  # the raw rates just before and after the fit, under the same load
     with tempfile.TemporaryDirectory() as root:
         trainer = pl.Trainer(
             max_epochs=1,
@@ -224,10 +232,10 @@ def one_run(side: int, before: bool, probes: int) -> dict[str, Any]:
             "probes": megabytes(iter([folder / "xai" / "probes.pt"])),
         }
     handle.remove()
+    raw_after = raw_seconds(resnet18(), side)
     metrics = summary["runs"][0]["metrics"]
     methods = {key: metrics.get(f"xai_cost/seconds_{key}", 0.0) for key in summary["runs"][0]["methods"]}
-    phases = {name: metrics.get(f"xai_cost/seconds_{name}", 0.0) for name in ("maps", "shortcuts", "stability")}
-    phases["recording"] = metrics.get("xai_cost/seconds_recording", 0.0)
+    phases = {name: metrics.get(f"xai_cost/seconds_{name}", 0.0) for name in ("maps", "shortcuts", "recording")}
     keyed = check_methods(monitor.methods)
     counted = sizing.choose_sizing((3, side, side), keyed, num_probes=len(monitor.probes.images))  # type: ignore[union-attr]
     return {
@@ -240,6 +248,8 @@ def one_run(side: int, before: bool, probes: int) -> dict[str, Any]:
         "written": written,
         "passes": (counter.forward, counter.with_grad),
         "maps_passes": counted.total,
+        "raw": (min(raw_before[0], raw_after[0]), min(raw_before[1], raw_after[1])),
+        "load": (load, os.getloadavg()[0]),
     }
 
 
@@ -248,22 +258,24 @@ def _nothing() -> Iterator[None]:
     yield
 
 
-def print_tables(rows: list[dict[str, Any]], raw: dict[int, tuple[float, float]]) -> None:
+def print_tables(rows: list[dict[str, Any]]) -> None:
     """The two tables, in Markdown."""
     print(
-        "| image | defaults | probes | maps s (per method) | shortcuts s | stability s | recording s | run s | events MB | maps MB | probes.pt MB |"
+        "| image | defaults | probes | maps s (per method) | shortcuts s | recording s | other s | run s | events MB "
+        "| maps MB | probes.pt MB | load avg |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         per = ", ".join(f"{key} {seconds:.1f}" for key, seconds in row["methods"].items())
         maps = f"{row['phases']['maps']:.1f} ({per})"
         if row["when"] == "before" and row["probes"] < 16:
             maps += f"; est. 16 probes: {row['phases']['maps'] * 16 / row['probes']:.0f}"
         p, w = row["phases"], row["written"]
+        other = row["run"] - p["maps"] - p["shortcuts"] - p["recording"]
         print(
             f"| 3x{row['side']}x{row['side']} | {row['when']} | {row['probes']} | {maps} | {p['shortcuts']:.1f} | "
-            f"{p['stability']:.2f} | {p['recording']:.2f} | {row['run']:.1f} | {w['events']:.2f} | {w['maps']:.2f} | "
-            f"{w['probes']:.2f} |"
+            f"{p['recording']:.2f} | {other:.2f} | {row['run']:.1f} | {w['events']:.2f} | {w['maps']:.2f} | "
+            f"{w['probes']:.2f} | {row['load'][0]:.1f}-{row['load'][1]:.1f} |"
         )
     print()
     print(
@@ -271,7 +283,7 @@ def print_tables(rows: list[dict[str, Any]], raw: dict[int, tuple[float, float]]
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
-        forward, backward = raw[row["side"]]
+        forward, backward = row["raw"]
         nf, nb = row["passes"]
         expected = nf * forward + nb * backward
         counted: sizing.PassCount = row["maps_passes"]
@@ -291,11 +303,13 @@ def main() -> None:
     args = parser.parse_args()
     sides = args.sizes or ([64, 160] if args.quick else [64, 224, 512])
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    rows, raw = [], {}
+    rows: list[dict[str, Any]] = []
     for side in sides:
-        raw[side] = raw_seconds(resnet18(), side)
         before_probes = args.before_probes_512 if side >= 512 else 16
         for before in (True, False):
+            if not before and sizing.work_scale((side, side)) == 1.0:  # the same settings: one run stands for both
+                rows.append({**rows[-1], "when": "after (= before)"})
+                continue
             started = time.perf_counter()
             rows.append(one_run(side, before, before_probes))
             print(
@@ -303,7 +317,7 @@ def main() -> None:
                 flush=True,
             )
     print()
-    print_tables(rows, raw)
+    print_tables(rows)
 
 
 if __name__ == "__main__":
