@@ -45,6 +45,7 @@ from lightning_xai.functional.shortcut_interventions import (
     region_votes,
 )
 from lightning_xai.functional.shortcut_moving import gradient_heat, locate, moving_votes, rivals
+from lightning_xai.monitor.sizing import work_scale
 from lightning_xai.render import draw_box, make_grid
 
 __all__ = [
@@ -59,8 +60,10 @@ __all__ = [
 
 SuspectRegion = tuple[int, int, int, int] | Literal["border"]
 ShortcutKind = Literal["region", "moving_region", "class_mark", "color"]
-MIN_PASSES = 8
+MIN_PASSES = 4
 """The checks may always take this many times what predicting the test images once took (the budget's floor)."""
+MIN_TEST_IMAGES = 32
+"""Fewest test images the checks use when ``test_images`` is scaled down for large images."""
 EVIDENCE_KEYS = (
     "p_value",
     "follow_rate",
@@ -85,7 +88,9 @@ class Shortcuts:
             raise that class than the best of 4 pieces of the same size where the model looks, in
             most images: what counts as relying on a region rather than on an object it is part of.
         box_sides: candidate box sides as fractions of the shorter image side.
-        test_images: validation images used for the interventions (half select, half decide).
+        test_images: validation images used for the interventions (half select, half decide); for
+            images above 64 x 64 the checks use fewer, scaled like the rest of the default work
+            (:func:`lightning_xai.monitor.sizing.work_scale`; 32 at least: 32 at 512 x 512).
         min_concentration: a fixed region is a candidate only if the probes' mean heat in it is at
             least this many times its area share (suspect regions are tested regardless).
         min_isolation: a box is a candidate only if it holds this share of the heat in the box
@@ -98,7 +103,7 @@ class Shortcuts:
         object_masks: per-probe object masks ``[P, 1, H, W]`` (given probes only): the share of
             attribution outside the object is reported per method.
         max_cost: the checks of a run may take this many times the seconds the maps took (the most
-            any run's maps took so far; at least 8 times what predicting the test images once takes,
+            any run's maps took so far; at least 4 times what predicting the test images once takes,
             so that cheap maps do not starve the checks): candidates past it are left for a later run
             (the most promising are tested first) and a test running at that moment ends undecided at
             its next look. ``None``: no limit.
@@ -259,6 +264,7 @@ class ShortcutDetector:
         self.runs += 1
         size = (test_images.shape[-2], test_images.shape[-1])
         s = self.settings
+        test_images = test_images[: max(MIN_TEST_IMAGES, round(s.test_images * work_scale(size)))]
         candidates, peaks = plan_candidates(
             displays,
             size,

@@ -245,3 +245,20 @@ def test_checks_stay_within_their_share_of_the_maps_time(monkeypatch):
     assert unlimited.untested == 0 and [f.box for f in unlimited.new] == [[0, 0, 4, 4]]
     with pytest.raises(ValueError, match=re.escape("`max_cost` must be a positive number or None, got 0.")):
         Shortcuts(max_cost=0)
+
+
+def test_large_images_use_fewer_test_images(monkeypatch):
+    seen: list[int] = []
+    build = shortcuts_module.Bench.build.__func__
+
+    def counting_build(cls, model, images, **options):
+        seen.append(images.shape[0])
+        return build(cls, model, images, **options)
+
+    monkeypatch.setattr(shortcuts_module.Bench, "build", classmethod(counting_build))
+    model = nn.Sequential(nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(16, 3)).eval()
+    heat = {"heat": torch.rand(16, 1, 256, 256, generator=torch.Generator().manual_seed(0))}
+    for side, expected in ((256, 45), (32, 128)):  # 128 * (64 / 256) ** 0.75 = 45; up to 64 x 64 all of them
+        images = torch.rand(128, 1, side, side, generator=torch.Generator().manual_seed(1))
+        ShortcutDetector(Shortcuts()).check(model, {"heat": heat["heat"][..., :side, :side]}, images, epoch=0, step=0)
+        assert seen[-1] == expected
