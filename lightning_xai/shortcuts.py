@@ -104,9 +104,9 @@ class Shortcuts:
             attribution outside the object is reported per method.
         max_cost: the checks of a run may take this many times the seconds the maps took (the most
             any run's maps took so far; at least 4 times what predicting the test images once takes,
-            so that cheap maps do not starve the checks): candidates past it are left for a later run
-            (the most promising are tested first) and a test running at that moment ends undecided at
-            its next look. ``None``: no limit.
+            so that cheap maps do not starve the checks): candidates that would not fit in what is
+            left are not started but left for a later run (the most promising are tested first), and a
+            test running when it ends stops undecided at its next look. ``None``: no limit.
 
     Example:
         >>> Shortcuts(suspect_regions=["border"]).candidate_sides((32, 32))
@@ -283,6 +283,7 @@ class ShortcutDetector:
                 if displays
                 else None
             )
+            built = time.perf_counter()
             bench = Bench.build(
                 model,
                 test_images.detach(),
@@ -292,6 +293,7 @@ class ShortcutDetector:
                 heat=heat,
                 margin=s.min_effect,
             )
+            per_image = (time.perf_counter() - built) / max(1, test_images.shape[0])
             budget = self._budget(maps_seconds, floor=MIN_PASSES * (time.perf_counter() - started))
             bench.deadline = None if budget is None else started + budget
             color = [self._color_finding(bench, level, size, epoch, step)] if colored else []
@@ -299,7 +301,8 @@ class ShortcutDetector:
             tested: list[Finding] = []
             untested = 0
             for key, candidate in list(candidates.items()):
-                if budget is not None and time.perf_counter() - started > budget:
+                expected = per_image * _images_to_test(candidate, test_images.shape[0])
+                if budget is not None and time.perf_counter() + expected - started > budget:
                     del candidates[key]  # left for a later run
                     untested += 1
                     continue
@@ -461,6 +464,16 @@ class ShortcutDetector:
             ):
                 return True
         return False
+
+
+def _images_to_test(candidate: Candidate, count: int) -> int:
+    """About how many images the first look at a candidate passes through the model, with ``count``
+    test images: ablations and 16 transplants with their controls; a moving region also finds each
+    image's own box and rival (a backward pass counted as 2 forwards)."""
+    first_look = 48 + 16 * 5
+    if candidate.kind != "moving_region":
+        return first_look
+    return first_look + count * (3 + len(candidate.places) + 3 + 4)
 
 
 def _promise(candidate: Candidate) -> tuple[int, float]:

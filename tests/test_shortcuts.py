@@ -262,3 +262,12 @@ def test_large_images_use_fewer_test_images(monkeypatch):
         images = torch.rand(128, 1, side, side, generator=torch.Generator().manual_seed(1))
         ShortcutDetector(Shortcuts()).check(model, {"heat": heat["heat"][..., :side, :side]}, images, epoch=0, step=0)
         assert seen[-1] == expected
+
+
+def test_a_candidates_cost_is_estimated_before_it_starts():
+    from lightning_xai.functional.shortcut_candidates import Candidate
+
+    region = Candidate("region", (0, 0, 4, 4))
+    moving = Candidate("moving_region", (0, 0, 4, 4), places=[CORNERS[0], CORNERS[1], CORNERS[2], CORNERS[3]])
+    assert shortcuts_module._images_to_test(region, 32) == 128  # 48 ablations + 16 transplants with 4 controls
+    assert shortcuts_module._images_to_test(moving, 32) == 128 + 32 * 14  # + gradients, own boxes, rivals
