@@ -28,6 +28,7 @@ __all__ = [
     "Box",
     "Fill",
     "box_iou",
+    "box_sums",
     "concentrated_boxes",
     "fill_images",
     "hide_box",
@@ -87,11 +88,30 @@ def concentrated_boxes(maps: Tensor, sizes: Sequence[int], *, per_size: int = 1)
     return sorted(found, key=lambda item: -item[1])
 
 
+def box_sums(values: Tensor, height: int, width: int) -> Tensor:
+    """The sum of every ``height`` x ``width`` box of ``values`` ``[N, C, H, W]``, at each top-left
+    corner ``[N, C, H - height + 1, W - width + 1]``, from an integral image: the cost does not grow
+    with the box (a stride-1 average pool with a 128-pixel kernel on 512x512 maps took tens of seconds).
+
+    Example:
+        >>> box_sums(torch.arange(9.0).view(1, 1, 3, 3), 2, 2).flatten().tolist()
+        [8.0, 12.0, 20.0, 24.0]
+    """
+    integral = F.pad(values.double().cumsum(dim=-1).cumsum(dim=-2), (1, 0, 1, 0))
+    sums = (
+        integral[..., height:, width:]
+        - integral[..., :-height, width:]
+        - integral[..., height:, :-width]
+        + integral[..., :-height, :-width]
+    )
+    return sums.to(values.dtype)
+
+
 def _best_positions(mean_mass: Tensor, size: int, count: int) -> list[tuple[Box, float]]:
     height, width = mean_mass.shape[-2:]
     if size > min(height, width):
         return []
-    inside = F.avg_pool2d(mean_mass, size, stride=1) * size * size  # mass of the box at each top-left position
+    inside = box_sums(mean_mass, size, size)  # mass of the box at each top-left position
     concentration = (inside / (size * size / (height * width)))[0, 0]
     picked: list[tuple[Box, float]] = []
     for index in concentration.flatten().argsort(descending=True).tolist():

@@ -12,11 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_xai.functional._checks import check_images
-from lightning_xai.functional.shortcut import Box, box_iou
+from lightning_xai.functional.shortcut import Box, box_iou, box_sums
 
 __all__ = [
     "Candidate",
@@ -49,7 +48,7 @@ def box_mass(mass: Tensor, side: int) -> tuple[list[Box], Tensor]:
         >>> box_mass(mass, 2)
         ([(4, 1, 6, 3)], tensor([1.]))
     """
-    inside = F.avg_pool2d(mass, side, stride=1) * side * side  # [N, 1, H - side + 1, W - side + 1]
+    inside = box_sums(mass, side, side)  # [N, 1, H - side + 1, W - side + 1]
     best, index = inside.flatten(1).max(dim=1)
     columns = inside.shape[-1]
     boxes = [(i // columns, i % columns, i // columns + side, i % columns + side) for i in index.tolist()]

@@ -74,3 +74,12 @@ def test_helpers_by_hand():
     masks = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
     masks[..., 1:3, 1:3] = True
     assert mass_outside(torch.ones(1, 1, 4, 4), masks).item() == pytest.approx(12 / 16)
+
+
+def test_box_sums_equal_an_average_pool_times_the_area():
+    from lightning_xai.functional.shortcut import box_sums
+
+    values = torch.rand(3, 2, 17, 23, generator=torch.Generator().manual_seed(0))
+    for height, width in ((1, 1), (4, 4), (5, 9), (17, 23)):
+        expected = torch.nn.functional.avg_pool2d(values, (height, width), stride=1) * height * width
+        torch.testing.assert_close(box_sums(values, height, width), expected, rtol=1e-5, atol=1e-5)
