@@ -102,8 +102,8 @@ class Shortcuts:
         suspect_regions: boxes ``(top, left, bottom, right)`` always tested, or ``"border"``.
         object_masks: per-probe object masks ``[P, 1, H, W]`` (given probes only): the share of
             attribution outside the object is reported per method.
-        max_cost: the checks of a run may take this many times the seconds the maps took (the most
-            any run's maps took so far; at least 4 times what predicting the test images once takes,
+        max_cost: the checks of a run may take this many times the seconds the run's maps took (and
+            at least 4 times what predicting the test images once takes,
             so that cheap maps do not starve the checks): candidates that would not fit in what is
             left are not started but left for a later run (the most promising are tested first), and a
             test running when it ends stops undecided at its next look. ``None``: no limit.
@@ -258,7 +258,7 @@ class ShortcutDetector:
         model's predictions. ``batch_size``: images per forward pass (an int or a tuner).
         ``probe_images``: the probes ``[P, C, H, W]`` (model inputs): a confirmed moving region's box
         in each probe is then found as in the test images (else from the maps).
-        ``maps_seconds``: what this run's maps took (the checks' budget is ``max_cost`` times the most so far).
+        ``maps_seconds``: what this run's maps took (the checks' budget is ``max_cost`` times that).
         """
         started = time.perf_counter()
         self.runs += 1
@@ -317,10 +317,11 @@ class ShortcutDetector:
         )
 
     def _budget(self, maps_seconds: float | None, *, floor: float) -> float | None:
-        """Seconds the checks of this run may take (``None``: no limit): ``max_cost`` times the most any
-        run's maps took, and at least ``floor`` (a few passes over the test images, so that the most
-        promising candidates are tested even when the maps are very cheap)."""
-        self.maps_seconds = max(self.maps_seconds, maps_seconds or 0.0)
+        """Seconds the checks of this run may take (``None``: no limit): ``max_cost`` times what this
+        run's maps took (a run of the schedule's cheap sentinel alone gets cheap checks), and at least
+        ``floor`` (a few passes over the test images, so that the most promising candidates are tested
+        even when the maps are very cheap)."""
+        self.maps_seconds = maps_seconds or 0.0
         if self.settings.max_cost is None or maps_seconds is None:
             return None
         return max(self.settings.max_cost * self.maps_seconds, floor)
