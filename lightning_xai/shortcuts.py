@@ -238,7 +238,6 @@ class ShortcutDetector:
         self.settings = settings
         self.findings: list[Finding] = []
         self.runs = 0
-        self.maps_seconds = 0.0
 
     def check(
         self,
@@ -321,10 +320,9 @@ class ShortcutDetector:
         run's maps took (a run of the schedule's cheap sentinel alone gets cheap checks), and at least
         ``floor`` (a few passes over the test images, so that the most promising candidates are tested
         even when the maps are very cheap)."""
-        self.maps_seconds = maps_seconds or 0.0
         if self.settings.max_cost is None or maps_seconds is None:
             return None
-        return max(self.settings.max_cost * self.maps_seconds, floor)
+        return max(self.settings.max_cost * maps_seconds, floor)
 
     def _evidence(
         self, candidate: Candidate, bench: Bench, level: float, probe_images: Tensor | None = None

@@ -10,7 +10,7 @@ the rest of the object.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -160,33 +160,53 @@ class Bench:
 
     def transplant(self, recipients: Tensor, box: Box, donor_class: int | None = None) -> Votes:
         """Pastes ``box`` from ``rounds`` donors (of ``donor_class``, or of another class) into each
-        recipient, against control boxes (same place in both); a recipient's excess over the best
-        control is averaged over its donors before it counts as a win or a loss."""
-        total, excess = Votes(), torch.zeros(recipients.numel())
-        for _ in range(self.rounds):
-            donors = self.donors(recipients, donor_class)
-            keep = donors >= 0
-            if not bool(keep.any()):
-                return Votes()
-            receiving, giving = self.on_device(recipients[keep]), self.on_device(donors[keep])
-            places = [self.control_places(box) for _ in range(int(keep.sum()))]
+        recipient, against control boxes (same place in both): see :meth:`vote_rounds`."""
+
+        def paste(taking: Tensor, donors: Tensor) -> tuple[Tensor, Tensor]:
+            receiving, giving = self.on_device(taking), self.on_device(donors)
+            places = [self.control_places(box) for _ in range(receiving.shape[0])]
             controls = [
                 swap_boxes(receiving, giving, [p[j] for p in places], [p[j] for p in places])
                 for j in range(self.controls)
             ]
             same = [box] * receiving.shape[0]
-            donor_of = self.predicted[donors[keep]]
+            return swap_boxes(receiving, giving, same, same), torch.cat(controls)
+
+        return self.vote_rounds(recipients, lambda chunk: self.donors(chunk, donor_class), paste)
+
+    def vote_rounds(
+        self,
+        recipients: Tensor,
+        pick: Callable[[Tensor], Tensor],
+        paste: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]],
+    ) -> Votes:
+        """Transplants from ``rounds`` donors per recipient, against controls.
+
+        ``pick``: a donor index per recipient (-1: none); ``paste(recipients, donors)``: the
+        transplanted images ``[n, C, H, W]`` and their controls ``[k * n, C, H, W]`` (see
+        :func:`transplant_outcomes`). Recipients without a donor in every round are left out; a
+        recipient's excess over its best control is averaged over its donors before it counts as a
+        win or a loss (``margin``).
+        """
+        given = torch.stack([pick(recipients) for _ in range(self.rounds)])
+        kept = (given >= 0).all(dim=0)
+        recipients, total = recipients[kept], Votes()
+        excess = torch.zeros(recipients.numel())
+        if recipients.numel() == 0:
+            return total
+        for donors in given[:, kept]:
+            transplanted, controls = paste(recipients, donors)
+            donor_of = self.predicted[donors]
             votes, gained = transplant_outcomes(
                 self.forward_fn,
-                swap_boxes(receiving, giving, same, same),
-                torch.cat(controls),
-                self.predicted[recipients[keep]],
+                transplanted,
+                controls,
+                self.predicted[recipients],
                 donor_of,
-                self.probabilities[recipients[keep]].gather(1, donor_of[:, None]).squeeze(1),
+                self.probabilities[recipients].gather(1, donor_of[:, None]).squeeze(1),
                 self.batch_size,
             )
-            total = total + votes
-            excess[keep] += gained / self.rounds  # type: ignore[operator]
+            total, excess = total + votes, excess + gained / self.rounds  # type: ignore[operator]
         return count_wins(total, excess, self.margin)
 
 

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from lightning_xai.functional.batching import chunk_ranges
 from lightning_xai.functional.shortcut import Box, box_sums, hide_box
-from lightning_xai.functional.shortcut_evidence import Votes, count_wins, predict, sequential_test, swap_boxes
+from lightning_xai.functional.shortcut_evidence import Votes, predict, sequential_test, swap_boxes
 from lightning_xai.functional.shortcut_interventions import Bench
 
 __all__ = ["band_positions", "gradient_heat", "hot_boxes", "locate", "most_telling", "moving_votes", "rivals"]
@@ -147,40 +147,14 @@ def moving_votes(bench: Bench, own: Sequence[Box], rival: Sequence[Box], *, alph
     if Counter(own).most_common(1)[0][1] > 0.75 * len(own):
         return Votes()
 
+    def paste(taking: Tensor, donors: Tensor) -> tuple[Tensor, Tensor]:
+        """The donors' own regions in the recipients' own boxes; the donors' content at the rivals' places."""
+        receiving, giving = bench.on_device(taking), bench.on_device(donors)
+        to, source = [own[i] for i in taking.tolist()], [own[i] for i in donors.tolist()]
+        places = [rival[i] for i in taking.tolist()]
+        return swap_boxes(receiving, giving, to, source), swap_boxes(receiving, giving, places, places)
+
     def vote(recipients: Tensor) -> Votes:
-        votes, gains = Votes(), torch.zeros(2, recipients.numel())
-        given = torch.stack([bench.donors(recipients, elsewhere=own) for _ in range(bench.rounds)])
-        kept = (given >= 0).all(dim=0)
-        for donors in given:
-            counted = _paste_own_and_rival(bench, recipients[kept], donors[kept], own, rival)
-            votes = votes + counted[0]
-            gains[:, kept] += counted[1] / bench.rounds
-        return count_wins(votes, (gains[0] - gains[1])[kept], bench.margin)
+        return bench.vote_rounds(recipients, lambda chunk: bench.donors(chunk, elsewhere=own), paste)
 
     return sequential_test(vote, bench.test, alpha=alpha, out_of_time=bench.out_of_time)
-
-
-def _paste_own_and_rival(
-    bench: Bench, recipients: Tensor, donors: Tensor, own: Sequence[Box], rival: Sequence[Box]
-) -> tuple[Votes, Tensor]:
-    """One donor per recipient: the outcomes of pasting the donor's own region into the recipient's
-    own box, and the donor class's gains ``[2, n]`` (own box, rival box)."""
-    if recipients.numel() == 0:
-        return Votes(), torch.zeros(2, 0)
-    receiving, giving = bench.on_device(recipients), bench.on_device(donors)
-    to, source = [own[i] for i in recipients.tolist()], [own[i] for i in donors.tolist()]
-    places = [rival[i] for i in recipients.tolist()]
-    pasted = torch.cat([swap_boxes(receiving, giving, to, source), swap_boxes(receiving, giving, places, places)])
-    with torch.no_grad():
-        after = predict(bench.forward_fn, pasted, bench.batch_size).cpu().view(2, recipients.numel(), -1)
-    donor_class, own_class = bench.predicted[donors], bench.predicted[recipients]
-    before = bench.probabilities[recipients].gather(1, donor_class[:, None]).squeeze(1)
-    gains = after.gather(2, donor_class.view(1, -1, 1).expand(2, -1, 1)).squeeze(2) - before
-    predicted = after.argmax(dim=2)
-    votes = Votes(
-        follow=int((predicted[0] == donor_class).sum()),
-        stay=int((predicted[0] == own_class).sum()),
-        other=int(((predicted[0] != donor_class) & (predicted[0] != own_class)).sum()),
-        random_follow=int((predicted[1] == donor_class).sum()),
-    )
-    return votes, gains
