@@ -50,7 +50,8 @@ class Bench:
 
     ``controls``: control boxes per transplant; ``margin``: how much more the candidate must raise the
     donor's class than the best control; ``rounds``: donors per recipient (their excesses averaged);
-    ``deadline``: a ``time.perf_counter()`` time after which tests end undecided at their next look.
+    ``deadline``: a ``time.perf_counter()`` time after which tests end undecided at their next look;
+    ``gradient_maps``: kept by :func:`~lightning_xai.functional.shortcut_moving.gradient_heat` (made once).
 
     Example:
         >>> bench = Bench.build(lambda x: x.flatten(1)[:, :3], torch.rand(8, 1, 4, 4), seed=0, batch_size=8,
@@ -72,6 +73,7 @@ class Bench:
     margin: float = 0.1
     rounds: int = 1
     deadline: float | None = None
+    gradient_maps: Tensor | None = None
 
     @classmethod
     def build(

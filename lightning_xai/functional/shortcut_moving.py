@@ -52,17 +52,20 @@ def band_positions(size: tuple[int, int], side: int, band: int, *, inside: bool 
 
 
 def gradient_heat(bench: Bench) -> Tensor:
-    """|gradient x (image - fill)| of each test image's predicted log-probability, channels summed ``[N, 1, H, W]``."""
-    parts = []
-    fills = bench.fills if bench.fills is not None else bench.images.mean(dim=(2, 3), keepdim=True)
-    for start, stop in chunk_ranges(bench.images.shape[0], bench.batch_size):
-        with torch.inference_mode(False), torch.enable_grad():
-            images = bench.images[start:stop].detach().clone().requires_grad_(True)
-            scores = torch.log_softmax(bench.forward_fn(images).float(), dim=1)
-            chosen = scores.gather(1, bench.predicted[start:stop, None].to(scores.device)).sum()
-            (gradient,) = torch.autograd.grad(chosen, images)
-        parts.append((gradient * (images.detach() - fills[start:stop])).abs().sum(dim=1, keepdim=True).cpu())
-    return torch.cat(parts)
+    """|gradient x (image - fill)| of each test image's predicted log-probability, channels summed
+    ``[N, 1, H, W]``; made once per bench (moving candidates of several sizes share it)."""
+    if bench.gradient_maps is None:
+        parts = []
+        fills = bench.fills if bench.fills is not None else bench.images.mean(dim=(2, 3), keepdim=True)
+        for start, stop in chunk_ranges(bench.images.shape[0], bench.batch_size):
+            with torch.inference_mode(False), torch.enable_grad():
+                images = bench.images[start:stop].detach().clone().requires_grad_(True)
+                scores = torch.log_softmax(bench.forward_fn(images).float(), dim=1)
+                chosen = scores.gather(1, bench.predicted[start:stop, None].to(scores.device)).sum()
+                (gradient,) = torch.autograd.grad(chosen, images)
+            parts.append((gradient * (images.detach() - fills[start:stop])).abs().sum(dim=1, keepdim=True).cpu())
+        bench.gradient_maps = torch.cat(parts)
+    return bench.gradient_maps
 
 
 def hot_boxes(heat: Tensor, side: int, allowed: Tensor, count: int) -> list[list[Box]]:

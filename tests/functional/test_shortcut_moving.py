@@ -132,3 +132,13 @@ def test_a_region_at_one_place_in_most_images_is_not_tested_as_moving():
     fixed = [boxes[0]] * 80 + boxes[80:]  # 80 of 96 at one place
     votes = moving_votes(bench, fixed, rivals(bench, fixed, gradient_heat(bench)), alpha=1e-4)
     assert not votes.decided and votes.trials == 0 and votes.p_value == 1.0
+
+
+def test_gradient_heat_is_made_once_and_works_under_inference_mode():
+    images, _, boxes = _marked()
+    with torch.inference_mode():  # trainer.validate() runs its hooks in inference mode
+        bench = _bench(ReadsBorderMark(), images)
+        heat = gradient_heat(bench)
+    assert gradient_heat(bench) is heat and heat.shape == (96, 1, SIZE, SIZE)
+    top, left, bottom, right = boxes[0]
+    assert float(heat[0, 0, top:bottom, left:right].sum()) > 0  # the mark the model reads has gradient
