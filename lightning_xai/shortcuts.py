@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import torch
@@ -45,6 +45,7 @@ from lightning_xai.functional.shortcut_interventions import (
     region_votes,
 )
 from lightning_xai.functional.shortcut_moving import gradient_heat, locate, moving_votes, rivals
+from lightning_xai.functional.shortcut_retests import Retests
 from lightning_xai.monitor.sizing import work_scale
 from lightning_xai.render import draw_box, make_grid
 
@@ -222,13 +223,16 @@ class Finding:
 class ShortcutReport:
     """One run's shortcut checks: ``new`` confirmed findings, each method's best ``current`` candidate,
     plain evidence numbers ``per_method`` (``{"peak_concentration": .., "p_value": ..}``; colour under
-    ``"color"``), the ``seconds`` the checks took and how many candidates were left ``untested`` (``max_cost``)."""
+    ``"color"``), the ``seconds`` the checks took, how many candidates were left ``untested`` (``max_cost``) and how
+    many were ``waiting`` (tested the same way in earlier runs: their last outcome stands, see
+    :mod:`~lightning_xai.functional.shortcut_retests`)."""
 
     new: list[Finding] = field(default_factory=list)
     current: dict[str, Finding] = field(default_factory=dict)
     per_method: dict[str, dict[str, float]] = field(default_factory=dict)
     seconds: float = 0.0
     untested: int = 0
+    waiting: int = 0
 
 
 class ShortcutDetector:
@@ -238,6 +242,7 @@ class ShortcutDetector:
         self.settings = settings
         self.findings: list[Finding] = []
         self.runs = 0
+        self.retests: Retests[Finding] = Retests()
 
     def check(
         self,
@@ -298,22 +303,55 @@ class ShortcutDetector:
             color = [self._color_finding(bench, level, size, epoch, step)] if colored else []
             candidates = dict(sorted(candidates.items(), key=lambda item: _promise(item[1])))
             tested: list[Finding] = []
-            untested = 0
+            untested = waiting = 0
             for key, candidate in list(candidates.items()):
+                covering = _covering(candidate, tested)
+                if covering is not None:  # a place confirmed this run already holds it
+                    tested.append(covering)
+                    continue
+                standing = self.retests.waiting(candidate)
+                if standing is not None:  # its last outcome stands for it this run
+                    tested.append(standing.outcome)
+                    waiting += 1
+                    continue
                 expected = per_image * _images_to_test(candidate, test_images.shape[0])
                 if budget is not None and time.perf_counter() + expected - started > budget:
                     del candidates[key]  # left for a later run
                     untested += 1
                     continue
-                evidence = self._evidence(candidate, bench, level, probe_images)
-                tested.append(self._finding(candidate, evidence, size, epoch, step, level))
+                tested.append(self._tested(candidate, bench, level, probe_images, size, epoch, step))
             tested += color
+        self.retests.end_run()
         per_method, current = self._per_method(displays, candidates, tested, peaks)
         new = [f for f in _most_precise([f for f in tested if f.confirmed]) if not self._already_reported(f)]
         self.findings.extend(new)
         return ShortcutReport(
-            new=new, current=current, per_method=per_method, seconds=time.perf_counter() - started, untested=untested
+            new=new,
+            current=current,
+            per_method=per_method,
+            seconds=time.perf_counter() - started,
+            untested=untested,
+            waiting=waiting,
         )
+
+    def _tested(
+        self,
+        candidate: Candidate,
+        bench: Bench,
+        level: float,
+        probe_images: Tensor | None,
+        size: tuple[int, int],
+        epoch: int,
+        step: int,
+    ) -> Finding:
+        """Tests ``candidate`` and remembers the outcome for its place (see :class:`Retests`)."""
+        proposed = replace(candidate)  # the evidence refines a confirmed box: the place is the proposed one
+        finding = self._finding(
+            candidate, self._evidence(candidate, bench, level, probe_images), size, epoch, step, level
+        )
+        news = finding.confirmed and not self._already_reported(finding)
+        self.retests.record(proposed, finding, news=news, counted=not bench.out_of_time())
+        return finding
 
     def _budget(self, maps_seconds: float | None, *, floor: float) -> float | None:
         """Seconds the checks of this run may take (``None``: no limit): ``max_cost`` times what this
@@ -473,6 +511,22 @@ def _images_to_test(candidate: Candidate, count: int) -> int:
     if candidate.kind != "moving_region":
         return first_look
     return first_look + count * (3 + len(candidate.places) + 3 + 4)
+
+
+def _covering(candidate: Candidate, tested: list[Finding]) -> Finding | None:
+    """A fixed place confirmed earlier in this run that overlaps ``candidate``'s box (one finding per place)."""
+    if candidate.kind not in ("region", "class_mark"):
+        return None
+    return next(
+        (
+            finding
+            for finding in tested
+            if finding.confirmed
+            and finding.kind in ("region", "class_mark")
+            and box_iou(candidate.box, _as_box(finding.box)) > 0
+        ),
+        None,
+    )
 
 
 def _promise(candidate: Candidate) -> tuple[int, float]:

@@ -99,6 +99,8 @@ def test_fixed_region_is_found_once_with_its_evidence():
     assert not any("/" in key for key in report.per_method["heat"])
     again = detector.check(ReadsShade([CORNERS[0]]).eval(), _heat([CORNERS[0]] * 16), images, epoch=3, step=40)
     assert again.new == [] and again.current["heat"].confirmed and len(detector.findings) == 1  # reported once
+    waits = detector.check(ReadsShade([CORNERS[0]]).eval(), _heat([CORNERS[0]] * 16), images, epoch=4, step=50)
+    assert waits.waiting == 1 and waits.current["heat"].confirmed and waits.new == []  # confirmed twice: it waits
 
 
 def test_centred_object_stays_silent_even_when_every_box_is_tested():
@@ -112,6 +114,34 @@ def test_centred_object_stays_silent_even_when_every_box_is_tested():
     assert (
         report.current["heat"].stay_rate > report.current["heat"].follow_rate
     )  # the rest of the object outweighs the box
+
+
+def test_a_place_tested_the_same_way_twice_waits_and_its_last_outcome_stands(monkeypatch):
+    images, _ = _objects()
+    maps = torch.ones(16, 1, SIZE, SIZE) * 0.01
+    maps[:, :, 4:12, 4:12] = 1.0
+    maps[:, :, 6:10, 6:10] = 3.0
+    detector = ShortcutDetector(Shortcuts(min_concentration=0.0, min_isolation=0.0))
+    tested: list[str] = []
+    evidence = ShortcutDetector._evidence
+    monkeypatch.setattr(
+        ShortcutDetector,
+        "_evidence",
+        lambda self, candidate, *a, **k: tested.append(candidate.kind) or evidence(self, candidate, *a, **k),
+    )
+
+    def check(heat: torch.Tensor, run: int) -> ShortcutReport:
+        tested.clear()
+        return detector.check(ReadsObject().eval(), {"heat": heat}, images, epoch=run, step=run)
+
+    first, second = check(maps, 0), check(maps, 1)
+    assert first.waiting == second.waiting == 0 and len(tested) == first.per_method["heat"]["candidates"] >= 2
+    third = check(maps, 2)
+    assert tested == [] and third.waiting == third.per_method["heat"]["candidates"]  # all rejected twice: they wait
+    assert third.per_method["heat"] == second.per_method["heat"] and third.new == []  # the last outcomes stand
+    hotter = maps.clone()
+    hotter[:, :, 6:10, 6:10] = 6.0  # the maps grow more concentrated there: tested at once
+    assert check(hotter, 3).waiting < third.waiting and tested
 
 
 def test_moving_region_gets_one_box_per_probe():

@@ -313,28 +313,43 @@ def color_votes(bench: Bench, *, alpha: float) -> tuple[Votes, float]:
     return sequential_test(vote, bench.test, alpha=alpha, out_of_time=bench.out_of_time), gray_flip
 
 
-def refine(bench: Bench, box: Box, sides: Sequence[int], donor_class: int | None = None, *, keep: float = 0.9) -> Box:
+_REFINE_ELEMENTS = 2**25  # the most input elements ``refine`` pastes at once (128 MB in float32)
+
+
+def refine(
+    bench: Bench,
+    box: Box,
+    sides: Sequence[int],
+    donor_class: int | None = None,
+    *,
+    keep: float = 0.9,
+    recipient_count: int = 16,
+) -> Box:
     """The smallest box in and around (one pixel) a confirmed ``box`` that, pasted from donors, gives
     their class nearly (``keep``) as much probability as ``box`` does.
 
     Boxes of each side in ``sides`` (smallest first) at every place inside ``box`` are pasted from
-    donors (of another class, or of ``donor_class``) into the test half; only reporting precision
-    depends on this, not the decision.
+    donors (of another class, or of ``donor_class``) into ``recipient_count`` images of the test half;
+    only reporting precision depends on this, not the decision.
     """
     recipients = bench.test if donor_class is None else bench.test[bench.predicted[bench.test] != donor_class]
     donors = bench.donors(recipients, donor_class)
-    recipients, donors = recipients[donors >= 0], donors[donors >= 0]
+    recipients, donors = recipients[donors >= 0][:recipient_count], donors[donors >= 0][:recipient_count]
     if recipients.numel() == 0:
         return box
 
-    def follow(candidate: Box) -> float:  # mean probability of the donor's class after the transplant
-        same = [candidate] * recipients.numel()
-        moved = swap_boxes(bench.on_device(recipients), bench.on_device(donors), same, same)
+    def follow(boxes: Sequence[Box]) -> Tensor:  # mean probability of the donor's class after each transplant
+        count = recipients.numel()
+        same = [b for b in boxes for _ in range(count)]  # all boxes of a side in one pass: few, larger batches
+        moved = swap_boxes(
+            bench.on_device(recipients.repeat(len(boxes))), bench.on_device(donors.repeat(len(boxes))), same, same
+        )
         with torch.no_grad():
             probabilities = predict(bench.forward_fn, moved, bench.batch_size).cpu()
-        return float(probabilities.gather(1, bench.predicted[donors][:, None]).mean())
+        chosen = probabilities.gather(1, bench.predicted[donors].repeat(len(boxes))[:, None])
+        return chosen.view(len(boxes), count).mean(dim=1)
 
-    target = keep * follow(box)
+    target = keep * float(follow([box])[0])
     height, width = box[2] - box[0], box[3] - box[1]
     top, left = max(0, box[0] - 1), max(0, box[1] - 1)  # also one pixel around it: maps blur a little
     bottom, right = min(bench.size[0], box[2] + 1), min(bench.size[1], box[3] + 1)
@@ -342,9 +357,11 @@ def refine(bench: Bench, box: Box, sides: Sequence[int], donor_class: int | None
         inside = [
             (t, c, t + side, c + side) for t in range(top, bottom - side + 1) for c in range(left, right - side + 1)
         ]
-        scored = max(((follow(b), b) for b in inside), key=lambda item: item[0])
-        if scored[0] >= target:
-            return scored[1]
+        group = max(1, _REFINE_ELEMENTS // (recipients.numel() * bench.images[0].numel()))
+        scores = torch.cat([follow(inside[start : start + group]) for start in range(0, len(inside), group)])
+        best = int(scores.argmax())
+        if float(scores[best]) >= target:
+            return inside[best]
     return box
 
 

@@ -27,7 +27,7 @@ from lightning_xai.monitor.analyses import (
 from lightning_xai.monitor.budget import Deadline
 from lightning_xai.monitor.conditions import attribution_conditions
 from lightning_xai.monitor.model_io import InputConverter, Predictions, model_inputs, module_device, predict
-from lightning_xai.monitor.schedule import MethodSchedule, ScheduleName
+from lightning_xai.monitor.schedule import MethodSchedule, ScheduleName, sentinel_moved
 from lightning_xai.monitor.sharding import Team, draws_per_probe
 from lightning_xai.monitor.shares import ShareError, ShareRun, describe_error, put_together
 from lightning_xai.monitor.stability_tracker import StabilityReport, StabilityTracker
@@ -276,7 +276,7 @@ class Engine:
         return maps
 
     def _wake(self, first: MapsReport, sentinel: str) -> bool:
-        """Whether the sentinel's maps moved (below the stability threshold) or the probe accuracy jumped by 0.1."""
+        """Whether the sentinel's maps moved (see :func:`sentinel_moved`) or the probe accuracy jumped by 0.1."""
         assert self.tracker is not None
         predictions = first.predictions
         accuracy = float(
@@ -287,7 +287,7 @@ class Engine:
         if sentinel not in first.maps:
             return True
         correlation = self.tracker.correlation_with_previous(sentinel, first.maps[sentinel])
-        return jumped or (correlation is not None and correlation < self.tracker.settings.threshold)
+        return jumped or sentinel_moved(correlation, self.tracker.settings.threshold)
 
     def _analyse(
         self,

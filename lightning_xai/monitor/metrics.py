@@ -61,6 +61,7 @@ def _shortcuts(report: RunReport) -> dict[str, float]:
         for name, value in values.items()
     }
     metrics[tags.shortcut("checks", "untested")] = float(report.shortcuts.untested)
+    metrics[tags.shortcut("checks", "waiting")] = float(report.shortcuts.waiting)
     return metrics
 
 

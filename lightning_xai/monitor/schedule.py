@@ -4,8 +4,12 @@ The *sentinel* (Grad-CAM when the monitor has it, else its first method: the che
 runs every time with the predictions. Every other method runs every time until its maps have
 settled (see :class:`~lightning_xai.Stability`); from then on at growing intervals (after 1, 2,
 4, ... up to ``max_interval`` skipped runs), and every time again as soon as the sentinel's maps
-move (rank correlation with its last maps below the stability threshold) or the probe accuracy
-jumps. ``AttributionMonitor(schedule="every_run")`` runs every method every time.
+move (rank correlation with its last maps below the stability threshold less ``WAKE_MARGIN``) or
+the probe accuracy jumps. ``AttributionMonitor(schedule="every_run")`` runs every method every time.
+
+The margin is a hysteresis: methods settle when their correlation stays at the threshold or above,
+and a sentinel that hovers at the threshold (Grad-CAM's coarse maps often do) would otherwise wake
+the settled methods at every other run.
 """
 
 from __future__ import annotations
@@ -14,9 +18,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["MethodSchedule", "ScheduleName", "pick_sentinel"]
+__all__ = ["WAKE_MARGIN", "MethodSchedule", "ScheduleName", "pick_sentinel", "sentinel_moved"]
 
 ScheduleName = Literal["adaptive", "every_run"]
+WAKE_MARGIN = 0.1
+
+
+def sentinel_moved(correlation: float | None, threshold: float, *, margin: float = WAKE_MARGIN) -> bool:
+    """Whether the sentinel's maps moved: rank correlation with its last maps below ``threshold - margin``
+    (``None``: nothing to compare with yet).
+
+    Example:
+        >>> sentinel_moved(0.85, 0.9), sentinel_moved(0.75, 0.9), sentinel_moved(None, 0.9)
+        (False, True, False)
+    """
+    return correlation is not None and correlation < threshold - margin
 
 
 def pick_sentinel(keys: Sequence[str]) -> str:

@@ -8,7 +8,7 @@ import pytest
 
 from lightning_xai import GradCAM, Occlusion, Stability
 from lightning_xai.demos import SmallCNN
-from lightning_xai.monitor.schedule import MethodSchedule, pick_sentinel
+from lightning_xai.monitor.schedule import WAKE_MARGIN, MethodSchedule, pick_sentinel, sentinel_moved
 from tests.callback.conftest import cheap_monitor, loaders, make_trainer
 from tests.callback.test_stability import _Frozen, _Reshuffled
 
@@ -37,6 +37,14 @@ def test_a_wake_runs_everything_and_restarts_the_intervals():
     assert schedule.plan(settled, wake=True)[0] == ["grad_cam", "occlusion"]
     _runs(schedule, settled, [True])
     assert schedule.interval["occlusion"] == 1
+
+
+def test_the_sentinel_wakes_the_others_only_when_it_moves_clearly_below_the_threshold():
+    assert WAKE_MARGIN == 0.1
+    assert not sentinel_moved(0.9, 0.9) and not sentinel_moved(0.81, 0.9)  # hovering at the threshold
+    assert sentinel_moved(0.79, 0.9) and sentinel_moved(-0.2, 0.9)
+    assert not sentinel_moved(None, 0.9)  # nothing to compare with yet
+    assert sentinel_moved(0.85, 0.9, margin=0.0)
 
 
 def test_unsettled_methods_run_every_time():

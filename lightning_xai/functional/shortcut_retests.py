@@ -1,0 +1,116 @@
+"""Which shortcut candidates wait: a place whose test keeps coming out the same way is not retested every run.
+
+The maps of a fit propose much the same places run after run (the parts of an object the model
+reads, a shortcut it has learnt). Testing each of them every run repeats passes whose outcome is
+already known. A place whose test ended the same way ``k`` runs in a row (no new finding: rejected,
+or confirmed and already reported) waits ``2 ** (k - 1) - 1`` runs, at most ``max_wait``, before its
+next test; it is tested at once when its maps grow more concentrated (by ``wake_ratio`` since its
+last test), as a shortcut being learnt does. While it waits, its last test's outcome stands for it.
+
+Two proposals are the same place when they have the same kind and their boxes overlap by half
+(intersection over union) or, for regions that move, when their boxes have the same size.
+
+Skipping a test can only lower the false-alarm rate (every test keeps its level); a place seen for
+the first time, or rejected only once, is always tested, so a shortcut that the checks of every run
+would find by epoch ``e`` is found by epoch ``e + 1`` at the latest when it was rejected twice before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from lightning_xai.functional.shortcut import Box, box_iou
+from lightning_xai.functional.shortcut_candidates import Candidate
+
+__all__ = ["PlaceRecord", "Retests"]
+
+Outcome = TypeVar("Outcome")
+
+
+@dataclass
+class PlaceRecord(Generic[Outcome]):
+    """One tested place: its kind and box, its maps' concentration and outcome at its last test,
+    how many tests in a row ended without news (``same``) and how many runs it has waited since."""
+
+    kind: str
+    box: Box
+    concentration: float
+    outcome: Outcome
+    same: int = 1
+    waited: int = 0
+
+    def matches(self, candidate: Candidate) -> bool:
+        """Whether ``candidate`` proposes this place again."""
+        if candidate.kind != self.kind:
+            return False
+        if self.kind == "moving_region":
+            return _shape(candidate.box) == _shape(self.box)
+        return box_iou(candidate.box, self.box) >= 0.5
+
+
+@dataclass
+class Retests(Generic[Outcome]):
+    """The places tested so far and how long each waits (pure bookkeeping; the detector tests).
+
+    Example:
+        >>> from lightning_xai.functional.shortcut_candidates import Candidate
+        >>> retests = Retests[str]()
+        >>> spot = Candidate("region", (0, 0, 4, 4), concentration=3.0)
+        >>> for run in range(8):
+        ...     waiting = retests.waiting(spot)
+        ...     print(run, "waits" if waiting else "tested")
+        ...     if waiting is None:
+        ...         retests.record(spot, "rejected", news=False)
+        ...     retests.end_run()
+        0 tested
+        1 tested
+        2 waits
+        3 tested
+        4 waits
+        5 waits
+        6 waits
+        7 tested
+    """
+
+    max_wait: int = 3
+    wake_ratio: float = 1.25
+    records: list[PlaceRecord[Outcome]] = field(default_factory=list)
+    _waiting: list[PlaceRecord[Outcome]] = field(default_factory=list)
+
+    def waiting(self, candidate: Candidate) -> PlaceRecord[Outcome] | None:
+        """The record that stands for ``candidate`` this run when it waits, else ``None`` (test it)."""
+        record = self._find(candidate)
+        if record is None:
+            return None
+        stronger = candidate.concentration >= self.wake_ratio * record.concentration > 0
+        if stronger or record.waited >= min(self.max_wait, 2 ** (record.same - 1) - 1):
+            return None
+        if record not in self._waiting:
+            self._waiting.append(record)
+        return record
+
+    def record(self, candidate: Candidate, outcome: Outcome, *, news: bool, counted: bool = True) -> None:
+        """Keeps a test's ``outcome``; ``news``: it brought a new finding (the place's run of same
+        outcomes restarts); ``counted=False``: the test was cut short (its outcome says little)."""
+        record = self._find(candidate)
+        if record is None:
+            record = PlaceRecord(candidate.kind, candidate.box, candidate.concentration, outcome, same=0)
+            self.records.append(record)
+        record.same = 1 if news else record.same + int(counted)
+        record.same = max(record.same, 1)
+        record.outcome, record.concentration, record.waited = outcome, candidate.concentration, 0
+
+    def end_run(self) -> None:
+        """After a run: places that waited in it waited one more run (a place not proposed at all
+        keeps its count until it is proposed again)."""
+        for record in self._waiting:
+            record.waited += 1
+        self._waiting.clear()
+
+    def _find(self, candidate: Candidate) -> PlaceRecord[Outcome] | None:
+        return next((record for record in self.records if record.matches(candidate)), None)
+
+
+def _shape(box: Box) -> tuple[int, int]:
+    return box[2] - box[0], box[3] - box[1]

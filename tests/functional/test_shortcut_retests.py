@@ -1,0 +1,74 @@
+"""Retests: which candidate places wait, for how long, and what wakes them."""
+
+from __future__ import annotations
+
+from lightning_xai.functional.shortcut_candidates import Candidate
+from lightning_xai.functional.shortcut_retests import Retests
+
+
+def _runs(retests: Retests[str], candidate: Candidate, count: int, *, news: bool = False) -> list[bool]:
+    """Whether ``candidate`` was tested in each of ``count`` runs (rejected each time unless ``news``)."""
+    tested = []
+    for _ in range(count):
+        standing = retests.waiting(candidate)
+        tested.append(standing is None)
+        if standing is None:
+            retests.record(candidate, "outcome", news=news)
+        retests.end_run()
+    return tested
+
+
+def test_a_place_rejected_again_and_again_waits_longer_up_to_max_wait():
+    spot = Candidate("region", (0, 0, 4, 4), concentration=3.0)
+    tested = _runs(Retests(max_wait=3), spot, 12)
+    assert [run for run, was in enumerate(tested) if was] == [0, 1, 3, 7, 11]
+
+
+def test_a_place_with_news_every_run_is_tested_every_run():
+    spot = Candidate("region", (0, 0, 4, 4), concentration=3.0)
+    assert _runs(Retests(), spot, 5, news=True) == [True] * 5
+
+
+def test_a_waiting_place_whose_maps_grow_concentrated_is_tested_at_once():
+    retests: Retests[str] = Retests(wake_ratio=1.25)
+    _runs(retests, Candidate("region", (0, 0, 4, 4), concentration=3.0), 2)
+    assert retests.waiting(Candidate("region", (0, 0, 4, 4), concentration=3.5)) is not None  # 1.17x: waits
+    assert retests.waiting(Candidate("region", (0, 0, 4, 4), concentration=3.75)) is None  # 1.25x: tested
+
+
+def test_its_last_outcome_stands_while_it_waits():
+    retests: Retests[str] = Retests()
+    spot = Candidate("region", (0, 0, 4, 4), concentration=3.0)
+    retests.record(spot, "first", news=False)
+    retests.end_run()
+    retests.record(spot, "second", news=False)
+    retests.end_run()
+    standing = retests.waiting(spot)
+    assert standing is not None and standing.outcome == "second"
+
+
+def test_a_test_cut_short_does_not_lengthen_the_wait():
+    retests: Retests[str] = Retests()
+    spot = Candidate("region", (0, 0, 4, 4), concentration=3.0)
+    retests.record(spot, "rejected", news=False)
+    retests.end_run()
+    retests.record(spot, "out of time", news=False, counted=False)
+    retests.end_run()
+    assert retests.waiting(spot) is None  # still one counted rejection: tested again next run
+
+
+def test_same_place_means_same_kind_and_half_overlap_or_for_moving_regions_same_size():
+    retests: Retests[str] = Retests()
+    for candidate in (
+        Candidate("region", (0, 0, 4, 4), concentration=3.0),
+        Candidate("moving_region", (0, 0, 4, 4), concentration=3.0),
+    ):
+        retests.record(candidate, candidate.kind, news=False)
+        retests.record(candidate, candidate.kind, news=False)
+    retests.end_run()
+    assert retests.waiting(Candidate("region", (0, 1, 4, 5), concentration=3.0)) is not None  # IoU 0.6
+    assert retests.waiting(Candidate("region", (0, 2, 4, 6), concentration=3.0)) is None  # IoU 1/3
+    assert retests.waiting(Candidate("class_mark", (0, 0, 4, 4), concentration=3.0)) is None  # another kind
+    moved = retests.waiting(Candidate("moving_region", (12, 12, 16, 16), concentration=3.0))
+    assert moved is not None and moved.outcome == "moving_region"
+    assert retests.waiting(Candidate("moving_region", (12, 10, 16, 16), concentration=3.0)) is None  # other size
