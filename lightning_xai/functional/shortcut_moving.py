@@ -28,11 +28,11 @@ import torch
 from torch import Tensor
 
 from lightning_xai.functional.batching import chunk_ranges
-from lightning_xai.functional.shortcut import Box, box_sums, hide_box
+from lightning_xai.functional.shortcut import Box, box_iou, box_sums, hide_box
 from lightning_xai.functional.shortcut_evidence import Votes, predict, sequential_test, swap_boxes
 from lightning_xai.functional.shortcut_interventions import Bench
 
-__all__ = ["band_positions", "gradient_heat", "hot_boxes", "locate", "most_telling", "moving_votes", "rivals"]
+__all__ = ["band_positions", "gradient_heat", "hot_boxes", "locate", "most_telling", "moves", "moving_votes", "rivals"]
 
 
 def band_positions(size: tuple[int, int], side: int, band: int, *, inside: bool = True) -> Tensor:
@@ -142,12 +142,27 @@ def rivals(bench: Bench, own: Sequence[Box], heat: Tensor, *, count: int = 4) ->
     return most_telling(bench, options)
 
 
+def moves(own: Sequence[Box], *, at_one_place: float = 0.75) -> bool:
+    """Whether the images' own boxes move: fewer than ``at_one_place`` of them overlap the most common box.
+
+    Example:
+        >>> moves([(0, 0, 6, 6), (1, 1, 7, 7), (0, 1, 6, 7), (1, 0, 7, 6), (26, 26, 32, 32)])  # one mark, at offsets
+        False
+        >>> moves([(0, 0, 6, 6), (0, 26, 6, 32), (26, 0, 32, 6), (26, 26, 32, 32)])  # the four corners
+        True
+    """
+    modal = Counter(own).most_common(1)[0][0]
+    overlapping = sum(box_iou(box, modal) > 0 for box in own)
+    return overlapping <= at_one_place * len(own)
+
+
 def moving_votes(bench: Bench, own: Sequence[Box], rival: Sequence[Box], *, alpha: float) -> Votes:
     """Each recipient's own box receives the own region of ``bench.rounds`` images of other classes; its
     rival box receives the same donors' content at that place (test half, sequential). Recipients
     without a donor whose own box is elsewhere are left out; when most own boxes (three in four) sit
-    at one place the region does not move (a fixed region's test covers it) and nothing is decided."""
-    if Counter(own).most_common(1)[0][1] > 0.75 * len(own):
+    at one place (overlap the most common box: a box larger than a fixed mark lands on it at a few
+    offsets) the region does not move (a fixed region's test covers it) and nothing is decided."""
+    if not moves(own):
         return Votes()
 
     def paste(taking: Tensor, donors: Tensor) -> tuple[Tensor, Tensor]:
