@@ -10,9 +10,11 @@ last test), as a shortcut being learnt does. While it waits, its last test's out
 Two proposals are the same place when they have the same kind and their boxes overlap by half
 (intersection over union) or, for regions that move, when their boxes have the same size.
 
-Skipping a test can only lower the false-alarm rate (every test keeps its level); a place seen for
-the first time, or rejected only once, is always tested, so a shortcut that the checks of every run
-would find by epoch ``e`` is found by epoch ``e + 1`` at the latest when it was rejected twice before.
+Skipping a test can only lower the false-alarm rate (every test keeps its level). A place seen for
+the first time, or rejected only once, is always tested: a place proposed from the first run is
+tested at runs 1, 2 and 4 (epochs 0, 1 and 3 when the monitor runs every epoch), then every fourth
+run, so what every-run checks would first find at epoch 2 is found at epoch 3; later, a shortcut
+being learnt wakes its place through its maps' concentration, or waits at most ``max_wait`` runs.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ Outcome = TypeVar("Outcome")
 @dataclass
 class PlaceRecord(Generic[Outcome]):
     """One tested place: its kind and box, its maps' concentration and outcome at its last test,
-    how many tests in a row ended without news (``same``) and how many runs it has waited since."""
+    how many tests in a row ended without news (``same``) and how many runs have passed since
+    (``waited``; -1 until the run of the test ends)."""
 
     kind: str
     box: Box
@@ -76,7 +79,6 @@ class Retests(Generic[Outcome]):
     max_wait: int = 3
     wake_ratio: float = 1.25
     records: list[PlaceRecord[Outcome]] = field(default_factory=list)
-    _waiting: list[PlaceRecord[Outcome]] = field(default_factory=list)
 
     def waiting(self, candidate: Candidate) -> PlaceRecord[Outcome] | None:
         """The record that stands for ``candidate`` this run when it waits, else ``None`` (test it)."""
@@ -86,8 +88,6 @@ class Retests(Generic[Outcome]):
         stronger = candidate.concentration >= self.wake_ratio * record.concentration > 0
         if stronger or record.waited >= min(self.max_wait, 2 ** (record.same - 1) - 1):
             return None
-        if record not in self._waiting:
-            self._waiting.append(record)
         return record
 
     def record(self, candidate: Candidate, outcome: Outcome, *, news: bool, counted: bool = True) -> None:
@@ -99,14 +99,12 @@ class Retests(Generic[Outcome]):
             self.records.append(record)
         record.same = 1 if news else record.same + int(counted)
         record.same = max(record.same, 1)
-        record.outcome, record.concentration, record.waited = outcome, candidate.concentration, 0
+        record.outcome, record.concentration, record.waited = outcome, candidate.concentration, -1
 
     def end_run(self) -> None:
-        """After a run: places that waited in it waited one more run (a place not proposed at all
-        keeps its count until it is proposed again)."""
-        for record in self._waiting:
+        """After a run: every place not tested in it has waited one more run (proposed or not)."""
+        for record in self.records:
             record.waited += 1
-        self._waiting.clear()
 
     def _find(self, candidate: Candidate) -> PlaceRecord[Outcome] | None:
         return next((record for record in self.records if record.matches(candidate)), None)

@@ -72,3 +72,14 @@ def test_same_place_means_same_kind_and_half_overlap_or_for_moving_regions_same_
     moved = retests.waiting(Candidate("moving_region", (12, 12, 16, 16), concentration=3.0))
     assert moved is not None and moved.outcome == "moving_region"
     assert retests.waiting(Candidate("moving_region", (12, 10, 16, 16), concentration=3.0)) is None  # other size
+
+
+def test_runs_without_the_place_proposed_count_as_waiting():
+    retests: Retests[str] = Retests()
+    spot = Candidate("region", (0, 0, 4, 4), concentration=3.0)
+    for _ in range(2):
+        retests.record(spot, "rejected", news=False)
+        retests.end_run()
+    assert retests.waiting(spot) is not None  # rejected twice: waits one run
+    retests.end_run()  # a run whose maps did not propose it (e.g. only the cheap sentinel ran)
+    assert retests.waiting(spot) is None
