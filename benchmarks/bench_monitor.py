@@ -234,7 +234,7 @@ def ranks_worker(ranks: int, out: Path) -> None:
         log_every_n_steps=10,
     )
     model = LitClassifier(in_channels=1, width=16, pooled_size=4)
-    trainer.fit(model, DataLoader(train, batch_size=setting.batch_size, shuffle=True), DataLoader(val, batch_size=64))
+    trainer.fit(model, DataLoader(train, batch_size=64, shuffle=True), DataLoader(val, batch_size=64))
     if trainer.is_global_zero:
         metrics = [run["metrics"] for run in monitor.history]
         phases = {key: [m.get(f"xai_cost/seconds_{key}", 0.0) for m in metrics] for key in ("maps", "shortcuts")}
