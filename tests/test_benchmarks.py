@@ -33,3 +33,4 @@ def test_monitor_cost_row_fits_with_and_without_the_monitor(tmp_path):
     assert abs(float(maps) + float(shortcuts) + float(rest) - float(per_run)) <= 0.02  # the phases add up (rounding)
     assert abs(float(ten_percent_at) - 10 * float(per_run)) <= 0.06  # ten times the rounded per-run cost
     assert len(messages) == 2
+    assert bench["Setting"]("decoy", 1, 4, None, batch_size=32).label == "decoy b32"  # the example's own batch
