@@ -235,6 +235,26 @@ class ShortcutReport:
     waiting: int = 0
 
 
+@dataclass
+class _RunTests:
+    """What the tests of one run share: the bench, the level, the moment, and the time budget."""
+
+    bench: Bench
+    level: float
+    size: tuple[int, int]
+    epoch: int
+    step: int
+    probe_images: Tensor | None
+    started: float
+    budget: float | None
+    per_image: float
+
+    def fits(self, candidate: Candidate) -> bool:
+        """Whether the candidate's first look is expected to end within the budget."""
+        expected = self.per_image * _images_to_test(candidate, self.bench.images.shape[0])
+        return self.budget is None or time.perf_counter() + expected - self.started <= self.budget
+
+
 class ShortcutDetector:
     """Proposes candidates from the maps, tests each once per run, remembers what was reported."""
 
@@ -297,29 +317,22 @@ class ShortcutDetector:
                 heat=heat,
                 margin=s.min_effect,
             )
-            per_image = (time.perf_counter() - built) / max(1, test_images.shape[0])
             budget = self._budget(maps_seconds, floor=MIN_PASSES * (time.perf_counter() - started))
             bench.deadline = None if budget is None else started + budget
-            color = [self._color_finding(bench, level, size, epoch, step)] if colored else []
+            run = _RunTests(
+                bench,
+                level,
+                size,
+                epoch,
+                step,
+                probe_images,
+                started=started,
+                budget=budget,
+                per_image=(time.perf_counter() - built) / max(1, test_images.shape[0]),
+            )
+            color = [self._color_finding(run)] if colored else []
             candidates = dict(sorted(candidates.items(), key=lambda item: _promise(item[1])))
-            tested: list[Finding] = []
-            untested = waiting = 0
-            for key, candidate in list(candidates.items()):
-                covering = _covering(candidate, tested)
-                if covering is not None:  # a place confirmed this run already holds it
-                    tested.append(covering)
-                    continue
-                standing = self.retests.waiting(candidate)
-                if standing is not None:  # its last outcome stands for it this run
-                    tested.append(standing.outcome)
-                    waiting += 1
-                    continue
-                expected = per_image * _images_to_test(candidate, test_images.shape[0])
-                if budget is not None and time.perf_counter() + expected - started > budget:
-                    del candidates[key]  # left for a later run
-                    untested += 1
-                    continue
-                tested.append(self._tested(candidate, bench, level, probe_images, size, epoch, step))
+            tested, untested, waiting = self._test_all(candidates, run)
             tested += color
         self.retests.end_run()
         per_method, current = self._per_method(displays, candidates, tested, peaks)
@@ -334,23 +347,34 @@ class ShortcutDetector:
             waiting=waiting,
         )
 
-    def _tested(
-        self,
-        candidate: Candidate,
-        bench: Bench,
-        level: float,
-        probe_images: Tensor | None,
-        size: tuple[int, int],
-        epoch: int,
-        step: int,
-    ) -> Finding:
+    def _test_all(self, candidates: dict[Any, Candidate], run: _RunTests) -> tuple[list[Finding], int, int]:
+        """Each candidate's finding, in order: tested now, or the finding standing for it (a place confirmed
+        earlier in this run, or one decided the same way in earlier runs); candidates that would not fit
+        in the budget are removed. Returns the findings and how many were ``untested`` and ``waiting``."""
+        tested: list[Finding] = []
+        untested = waiting = 0
+        for key, candidate in list(candidates.items()):
+            covering = _covering(candidate, tested)
+            record = self.retests.waiting(candidate) if covering is None else None
+            if covering is not None:
+                tested.append(covering)
+            elif record is not None:
+                tested.append(record.outcome)
+                waiting += 1
+            elif not run.fits(candidate):
+                del candidates[key]  # left for a later run
+                untested += 1
+            else:
+                tested.append(self._tested(candidate, run))
+        return tested, untested, waiting
+
+    def _tested(self, candidate: Candidate, run: _RunTests) -> Finding:
         """Tests ``candidate`` and remembers the outcome for its place (see :class:`Retests`)."""
         proposed = replace(candidate)  # the evidence refines a confirmed box: the place is the proposed one
-        finding = self._finding(
-            candidate, self._evidence(candidate, bench, level, probe_images), size, epoch, step, level
-        )
+        evidence = self._evidence(candidate, run.bench, run.level, run.probe_images)
+        finding = self._finding(candidate, evidence, run.size, run.epoch, run.step, run.level)
         news = finding.confirmed and not self._already_reported(finding)
-        self.retests.record(proposed, finding, news=news, counted=not bench.out_of_time())
+        self.retests.record(proposed, finding, news=news, counted=not run.bench.out_of_time())
         return finding
 
     def _budget(self, maps_seconds: float | None, *, floor: float) -> float | None:
@@ -430,7 +454,8 @@ class ShortcutDetector:
         finding.message = _message(finding, size, candidate, self.settings.min_effect)
         return finding
 
-    def _color_finding(self, bench: Bench, level: float, size: tuple[int, int], epoch: int, step: int) -> Finding:
+    def _color_finding(self, run: _RunTests) -> Finding:
+        bench, level, size, epoch, step = run.bench, run.level, run.size, run.epoch, run.step
         votes, gray_flip = color_votes(bench, alpha=level)
         rates = votes.rates()
         finding = Finding(
