@@ -292,6 +292,12 @@ class AttributionMonitor(Callback):
         if self._run.active:
             self._run.fit_end(trainer, pl_module)
 
+    @override
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        """The fit ends with an error: the images still being drawn are written before the loggers close."""
+        if self._run.active:
+            self._run.images_done()
+
     # ------------------------------------------------------------------ state
     @override
     def state_dict(self) -> dict[str, Any]:

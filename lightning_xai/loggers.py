@@ -246,6 +246,12 @@ class XaiLogger:
         """Whether any logger takes the monitor's output (else images become PNG files)."""
         return bool(self.backends)
 
+    @property
+    def thread_safe(self) -> bool:
+        """Whether images may be logged from another thread: only TensorBoard writers (their events
+        go through a queue to the writer's own thread); other clients are called from the hook's."""
+        return all(isinstance(backend, TensorBoardBackend) for backend in self.backends)
+
     def layout(self, layout: dict[str, Any]) -> None:
         """Writes TensorBoard's custom-scalars layout (charts that group related curves)."""
         for backend in self.backends:

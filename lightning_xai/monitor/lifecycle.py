@@ -251,6 +251,15 @@ class MonitorRun:
                 self.recorder.info_once(f"layer:{key}", messages.explained_layer(key, entry["layer"]))
 
     # ------------------------------------------------------------------ end of fit
+    def images_done(self) -> None:
+        """Waits for the images drawn in the background (a fit ending with an error; never raises)."""
+        if self.recorder is None:
+            return
+        try:
+            self.recorder.drain(close=True)
+        except Exception as error:  # the training's own error is the one to see
+            self.recorder.warn_once(f"images:{describe_error(error)}", messages.images_failed(error))
+
     def fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """The settled report, the cost line, and the sanity check when asked for."""
         if self.recorder is None:
@@ -368,6 +377,7 @@ class MonitorRun:
             self.monitor._methods,
             stability=self.monitor.stability,
             max_relative_gap=self.monitor.faithfulness.max_relative_gap if self.monitor.faithfulness else 0.1,
+            background=not self.monitor.strict,  # strict: a drawing error raises from the hook, as any other
         )
         if self.restored is not None:
             self._restore_files(history.folder, [resolve_log_dir(trainer) / "xai", *search])

@@ -28,6 +28,7 @@ __all__ = [
     "history_notice",
     "incomplete_maps",
     "insensitive_methods",
+    "images_failed",
     "logging_failed",
     "methods_failed",
     "near_timeout",
@@ -156,6 +157,14 @@ def logging_failed(error: BaseException) -> str:
     return (
         f"{PREFIX} could not log to TensorBoard ({type(error).__name__}: {error}); training is not affected and "
         "summary.json keeps the record. Check the logger's folder. This warning is shown once."
+    )
+
+
+def images_failed(error: BaseException) -> str:
+    """Drawing or logging a run's images failed on the background thread."""
+    return (
+        f"{PREFIX} could not draw or log a run's images ({type(error).__name__}: {error}); training is not "
+        "affected and the run's scalars, maps and summary.json are kept. This warning is shown once."
     )
 
 

@@ -22,6 +22,7 @@ from lightning_xai.loggers import XaiLogger
 from lightning_xai.methods import AttributionMethod
 from lightning_xai.monitor import messages, sizing, tags
 from lightning_xai.monitor.artefacts import save_artefacts
+from lightning_xai.monitor.background import BackgroundWork
 from lightning_xai.monitor.engine import RunMoment, RunReport
 from lightning_xai.monitor.images import Filmstrips, curves_plot, maps_grid, outlined_masks
 from lightning_xai.monitor.metrics import run_metrics
@@ -46,6 +47,8 @@ class Recorder:
         methods: the methods by key.
         stability: stability settings (filmstrips, messages), or ``None`` when tracking is off.
         max_relative_gap: completeness gap above which a path method's maps are warned about.
+        background: draw and log the images of a fit's runs on a worker thread (TensorBoard only; see
+            :mod:`~lightning_xai.monitor.background`), so that the next epoch starts sooner.
     """
 
     def __init__(
@@ -56,6 +59,7 @@ class Recorder:
         *,
         stability: Stability | None,
         max_relative_gap: float = 0.1,
+        background: bool = False,
     ) -> None:
         self.methods = dict(methods)
         self.stability = stability
@@ -69,6 +73,7 @@ class Recorder:
         self.probes_logged = False
         self.artefacts_saved = False
         self.sections: dict[str, Any] = {}
+        self.background = BackgroundWork() if background and self.logger.active and self.logger.thread_safe else None
         if history.notice:
             rank_zero_info(messages.history_notice(history.notice))
         if not self.logger.active:
@@ -108,9 +113,14 @@ class Recorder:
         """
         started = time.perf_counter()
         moment = report.moment
+        self.drain()
         self._save_artefacts_once(probes, references)
         metrics = run_metrics(report)
-        self._log_images(report, rgb, probes)
+        background = self.background if moment.stage == "fit" else None  # validate(): images there on return
+        if background is not None:
+            background.submit(lambda: self._log_images(report, rgb, probes))
+        else:
+            self._log_images(report, rgb, probes)
         self.logger.scalars(metrics, moment.log_step)
         self.logger.text(tags.PREDICTIONS, prediction_table(report, probes), moment.log_step)
         count = len(self.history.runs)
@@ -120,7 +130,10 @@ class Recorder:
         self._say(report)
         recording = time.perf_counter() - started
         self.logger.scalars({tags.phase_seconds("recording"): recording}, moment.log_step)
-        self.logger.flush()
+        if background is not None:
+            background.submit(self.logger.flush)  # after the images
+        else:
+            self.logger.flush()
         if entry is not None:
             entry["metrics"][tags.phase_seconds("recording")] = recording
         if len(self.history.runs) == 1 or (entry is None and "first_run" not in self.said):
@@ -133,8 +146,17 @@ class Recorder:
             )
         return entry
 
+    def drain(self, *, close: bool = False) -> None:
+        """Waits for the images drawn in the background (see :mod:`~lightning_xai.monitor.background`);
+        a failure there is warned about once. ``close``: also stops the worker thread (end of fit)."""
+        if self.background is None:
+            return
+        for error in self.background.close() if close else self.background.drain():
+            self.warn_once(f"images:{type(error).__name__}", messages.images_failed(error))
+
     def record_failure(self, moment: RunMoment, error: str) -> None:
         """A run that failed as a whole: one warning per cause, an entry with ``"error"`` (and no file) in ``summary.json``."""
+        self.drain()
         self.warn_once(
             f"run_failed:{error}", messages.run_failed(epoch=moment.epoch, step=moment.global_step, error=error)
         )
@@ -171,6 +193,7 @@ class Recorder:
 
     def record_sanity(self, report: Mapping[str, Any], *, step: int, log_step: int, threshold: float) -> None:
         """The sanity check's scalars, its summary section, and a warning for insensitive methods."""
+        self.drain()
         scalars = {
             tags.sanity(key, metric): values[metric]
             for key, values in report.items()
@@ -185,6 +208,7 @@ class Recorder:
 
     def record_robustness(self, report: Mapping[str, Any], *, step: int, log_step: int, threshold: float) -> None:
         """The robustness checks' scalars, their summary section, and a warning for methods that fail them."""
+        self.drain()
         keys = ("input_invariance_spearman", "fragility_topk_iou", "fragility_spearman")
         self.logger.scalars(
             {tags.robustness(key, metric): values[metric] for key, values in report.items() for metric in keys},
@@ -202,7 +226,10 @@ class Recorder:
         self._files(lambda: self.history.write_summary(**self.sections))
 
     def finish(self, tracker: StabilityTracker | None) -> None:
-        """At the end of fit: the settled state into the summary, and methods that never settled (when they could have)."""
+        """At the end of fit: the images drawn in the background, the settled state into the summary, and
+        methods that never settled (when they could have)."""
+        self.drain(close=True)
+        self._logged(self.logger.flush)
         if tracker is None:
             return
         self.write_sections(settled=tracker.state_dict()["settled"])

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 import warnings
 from dataclasses import dataclass
 from typing import ClassVar
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lightning_xai import Saliency
 from lightning_xai.loggers import XaiLogger
@@ -82,34 +85,59 @@ def test_a_failing_analysis_is_left_out_of_its_run(tmp_path, digits16, monkeypat
     assert len([text for text in said if "analysis broke" in text]) == 1  # once per cause
 
 
-def test_a_failing_rendering_fails_the_run_not_the_fit(tmp_path, digits16, monkeypatch):
-    real, calls = recorder_module.maps_grid, [0]
+def _first_call_fails(monkeypatch) -> list[str]:
+    """``maps_grid`` raises on its first call; returns the names of the threads that drew each grid."""
+    real, threads = recorder_module.maps_grid, []
 
     def first_call_fails(*args, **kwargs):
-        calls[0] += 1
-        if calls[0] == 1:
+        threads.append(threading.current_thread().name)
+        if len(threads) == 1:
             raise RuntimeError("cannot draw")
         return real(*args, **kwargs)
 
     monkeypatch.setattr(recorder_module, "maps_grid", first_call_fails)
+    return threads
+
+
+def test_a_failing_rendering_in_the_background_loses_those_images_only(tmp_path, digits16, monkeypatch):
+    threads = _first_call_fails(monkeypatch)
     monitor = cheap_monitor(methods=[Saliency()], stability=None, shortcuts=None)
     trainer, said = _fit(tmp_path, digits16, monitor)
-    assert trainer.global_step == 8
-    failed, worked = monitor.history
-    assert failed["error"] == "RuntimeError: cannot draw" and failed["file"] is None and failed["global_step"] == 4
-    assert worked["file"] and "error" not in worked  # the next run was tried again
-    assert monitor.cost["failed"] == 1
-    message = [text for text in said if "cannot draw" in text]
-    assert message == [
-        "AttributionMonitor: its run at epoch 0 (step 4) failed and was skipped; training goes on. Cause: RuntimeError: cannot draw. "
-        "The failure is recorded with its error among the runs in summary.json and the next run is tried again; pass "
-        "`strict=True` to raise such errors instead (for tests and CI). This warning is shown once per cause."
+    assert trainer.global_step == 8 and monitor.cost["failed"] == 0
+    assert all(run["file"] and "error" not in run for run in monitor.history)  # both runs' maps kept
+    assert len(threads) == 2 and all(name.startswith("lightning_xai-images") for name in threads)  # off the hook
+    assert [text for text in said if "cannot draw" in text] == [
+        "AttributionMonitor could not draw or log a run's images (RuntimeError: cannot draw); training is not "
+        "affected and the run's scalars, maps and summary.json are kept. This warning is shown once."
     ]
-    summary = _summary(tmp_path)
-    assert [(run["global_step"], run.get("error"), run["file"] is None) for run in summary["runs"]] == [
-        (4, "RuntimeError: cannot draw", True),
-        (8, None, False),
-    ]
+    events = EventAccumulator(str(tmp_path / "version_0"), size_guidance={"images": 0})
+    events.Reload()
+    (grid,) = events.Images("xai/maps/saliency")  # the second run's grid only (logged at step 7; the first at 3)
+    assert grid.step > monitor.history[0]["global_step"]
+
+
+def test_a_failing_rendering_under_strict_fails_the_run_from_the_hook(tmp_path, digits16, monkeypatch):
+    threads = _first_call_fails(monkeypatch)
+    monitor = cheap_monitor(methods=[Saliency()], stability=None, shortcuts=None, strict=True)
+    with pytest.raises(RuntimeError, match="cannot draw"):
+        _fit(tmp_path, digits16, monitor)
+    assert threads == [threading.current_thread().name]  # drawn in the hook: the error reached the fit
+
+
+def test_a_failing_rendering_in_validate_fails_the_run_not_the_call(tmp_path, digits16, monkeypatch):
+    threads = _first_call_fails(monkeypatch)
+    monitor = cheap_monitor(methods=[Saliency()], stability=None, shortcuts=None)
+    trainer = make_trainer(tmp_path, [monitor])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.validate(tiny_model(), loaders(digits16)[1])
+    assert threads == [threading.current_thread().name]  # validate(): images are there when it returns
+    (failed,) = monitor.history
+    assert failed["error"] == "RuntimeError: cannot draw" and failed["file"] is None
+    said = [str(w.message) for w in caught if "cannot draw" in str(w.message)]
+    assert len(said) == 1 and said[0].startswith(
+        "AttributionMonitor: its run at epoch 0 (step 0) failed and was skipped"
+    )
 
 
 def test_a_logger_that_always_fails_never_ends_the_fit(tmp_path, digits16, monkeypatch):
@@ -147,3 +175,31 @@ def test_checks_before_the_first_step_stay_strict(tmp_path, digits16):
     ):
         trainer.fit(tiny_model(), *loaders(digits16))
     assert trainer.global_step == 0
+
+
+class _FailsInSecondEpoch(type(tiny_model())):  # type: ignore[misc]
+    def training_step(self, batch, batch_idx):
+        if self.current_epoch == 1:
+            raise RuntimeError("training broke")
+        return super().training_step(batch, batch_idx)
+
+
+def test_a_fit_ending_with_an_error_still_writes_the_images_drawn_in_the_background(tmp_path, digits16, monkeypatch):
+    drawn: list[str] = []
+    real = recorder_module.maps_grid
+
+    def slow_grid(*args, **kwargs):
+        time.sleep(0.3)  # still drawing when the training step raises
+        drawn.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(recorder_module, "maps_grid", slow_grid)
+    monitor = cheap_monitor(methods=[Saliency()], stability=None, shortcuts=None)
+    trainer = make_trainer(tmp_path, [monitor])
+    model = _FailsInSecondEpoch(tiny_model().net, lr=1e-2)
+    with pytest.raises(RuntimeError, match="training broke"):
+        trainer.fit(model, *loaders(digits16))
+    assert len(monitor.history) == 1 and drawn and drawn[0].startswith("lightning_xai-images")
+    events = EventAccumulator(str(tmp_path / "version_0"), size_guidance={"images": 0})
+    events.Reload()
+    assert len(events.Images("xai/maps/saliency")) == 1  # drawn on the worker, written before the loggers closed
