@@ -520,6 +520,12 @@ class ShortcutDetector:
             if finding.kind in ("color", "moving_region") and old.kind == finding.kind:
                 return True
             if (
+                finding.kind == "moving_region"
+                and old.kind in ("region", "class_mark")
+                and box_iou(_as_box(finding.box), _as_box(old.box)) > 0
+            ):
+                return True  # the fixed place reported before, seen moving by a box at a few offsets around it
+            if (
                 finding.kind in ("region", "class_mark")
                 and old.kind in ("region", "class_mark")
                 and box_iou(_as_box(finding.box), _as_box(old.box)) > 0
@@ -577,7 +583,8 @@ def _as_box(box: Sequence[int]) -> Box:
 
 
 def _most_precise(findings: list[Finding]) -> list[Finding]:
-    """One finding per place: a region before a class mark there, then the smallest box, then the lowest p-value."""
+    """One finding per place: a region before a class mark there, then the smallest box, then the lowest p-value;
+    a moving region over a fixed place found in the same run is that place."""
     order = {"color": 0, "region": 1, "class_mark": 2, "moving_region": 3}
     kept: list[Finding] = []
     for finding in sorted(
@@ -589,6 +596,10 @@ def _most_precise(findings: list[Finding]) -> list[Finding]:
             continue
         if finding.kind in ("color", "moving_region") and any(old.kind == finding.kind for old in kept):
             continue
+        if finding.kind == "moving_region" and any(
+            old.kind in ("region", "class_mark") and box_iou(_as_box(old.box), _as_box(finding.box)) > 0 for old in kept
+        ):
+            continue  # a fixed place found in this run, seen moving by a box that lands on it at a few offsets
         kept.append(finding)
     return kept
 

@@ -99,8 +99,10 @@ def test_fixed_region_is_found_once_with_its_evidence():
     assert not any("/" in key for key in report.per_method["heat"])
     again = detector.check(ReadsShade([CORNERS[0]]).eval(), _heat([CORNERS[0]] * 16), images, epoch=3, step=40)
     assert again.new == [] and again.current["heat"].confirmed and len(detector.findings) == 1  # reported once
-    waits = detector.check(ReadsShade([CORNERS[0]]).eval(), _heat([CORNERS[0]] * 16), images, epoch=4, step=50)
-    assert waits.waiting == 1 and waits.current["heat"].confirmed and waits.new == []  # confirmed twice: it waits
+    third = detector.check(ReadsShade([CORNERS[0]]).eval(), _heat([CORNERS[0]] * 16), images, epoch=4, step=50)
+    assert third.waiting == 0 and third.current["heat"].confirmed
+    waits = detector.check(ReadsShade([CORNERS[0]]).eval(), _heat([CORNERS[0]] * 16), images, epoch=5, step=60)
+    assert waits.waiting == 1 and waits.current["heat"].confirmed and waits.new == []  # the same 3 times: it waits
 
 
 def test_centred_object_stays_silent_even_when_every_box_is_tested():
@@ -116,7 +118,7 @@ def test_centred_object_stays_silent_even_when_every_box_is_tested():
     )  # the rest of the object outweighs the box
 
 
-def test_a_place_tested_the_same_way_twice_waits_and_its_last_outcome_stands(monkeypatch):
+def test_a_place_tested_the_same_way_three_times_waits_and_its_last_outcome_stands(monkeypatch):
     images, _ = _objects()
     maps = torch.ones(16, 1, SIZE, SIZE) * 0.01
     maps[:, :, 4:12, 4:12] = 1.0
@@ -134,14 +136,28 @@ def test_a_place_tested_the_same_way_twice_waits_and_its_last_outcome_stands(mon
         tested.clear()
         return detector.check(ReadsObject().eval(), {"heat": heat}, images, epoch=run, step=run)
 
-    first, second = check(maps, 0), check(maps, 1)
-    assert first.waiting == second.waiting == 0 and len(tested) == first.per_method["heat"]["candidates"] >= 2
-    third = check(maps, 2)
-    assert tested == [] and third.waiting == third.per_method["heat"]["candidates"]  # all rejected twice: they wait
-    assert third.per_method["heat"] == second.per_method["heat"] and third.new == []  # the last outcomes stand
+    first, second, third = check(maps, 0), check(maps, 1), check(maps, 2)
+    assert first.waiting == second.waiting == third.waiting == 0
+    assert len(tested) == third.per_method["heat"]["candidates"] >= 2
+    fourth = check(maps, 3)
+    assert tested == [] and fourth.waiting == fourth.per_method["heat"]["candidates"]  # rejected 3 times: they wait
+    assert fourth.per_method["heat"] == third.per_method["heat"] and fourth.new == []  # the last outcomes stand
     hotter = maps.clone()
     hotter[:, :, 6:10, 6:10] = 6.0  # the maps grow more concentrated there: tested at once
-    assert check(hotter, 3).waiting < third.waiting and tested
+    assert check(hotter, 4).waiting < fourth.waiting and tested
+
+
+def test_a_moving_region_over_a_fixed_place_found_is_that_place():
+    def found(kind: str, box: list[int]) -> Finding:
+        return Finding(epoch=0, global_step=1, method="heat", box=box, score=1.0, confirmed=True, message="", kind=kind)
+
+    region, moving = found("region", [1, 1, 5, 5]), found("moving_region", [0, 0, 6, 6])
+    assert shortcuts_module._most_precise([moving, region]) == [region]
+    elsewhere = found("moving_region", [26, 26, 32, 32])
+    assert shortcuts_module._most_precise([elsewhere, region]) == [region, elsewhere]
+    detector = ShortcutDetector(Shortcuts())
+    detector.findings.append(region)
+    assert detector._already_reported(moving) and not detector._already_reported(elsewhere)
 
 
 def test_moving_region_gets_one_box_per_probe():

@@ -323,18 +323,17 @@ def refine(
     donor_class: int | None = None,
     *,
     keep: float = 0.9,
-    recipient_count: int = 16,
 ) -> Box:
     """The smallest box in and around (one pixel) a confirmed ``box`` that, pasted from donors, gives
     their class nearly (``keep``) as much probability as ``box`` does.
 
     Boxes of each side in ``sides`` (smallest first) at every place inside ``box`` are pasted from
-    donors (of another class, or of ``donor_class``) into ``recipient_count`` images of the test half;
-    only reporting precision depends on this, not the decision.
+    donors (of another class, or of ``donor_class``) into the test half (all boxes of a side in one
+    pass); only reporting precision depends on this, not the decision.
     """
     recipients = bench.test if donor_class is None else bench.test[bench.predicted[bench.test] != donor_class]
     donors = bench.donors(recipients, donor_class)
-    recipients, donors = recipients[donors >= 0][:recipient_count], donors[donors >= 0][:recipient_count]
+    recipients, donors = recipients[donors >= 0], donors[donors >= 0]
     if recipients.numel() == 0:
         return box
 

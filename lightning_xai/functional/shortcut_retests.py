@@ -3,18 +3,18 @@
 The maps of a fit propose much the same places run after run (the parts of an object the model
 reads, a shortcut it has learnt). Testing each of them every run repeats passes whose outcome is
 already known. A place whose test ended the same way ``k`` runs in a row (no new finding: rejected,
-or confirmed and already reported) waits ``2 ** (k - 1) - 1`` runs, at most ``max_wait``, before its
-next test; it is tested at once when its maps grow more concentrated (by ``wake_ratio`` since its
+or confirmed and already reported) waits ``2 ** (k - 2) - 1`` runs (``k >= 2``), at most ``max_wait``,
+before its next test; it is tested at once when its maps grow more concentrated (by ``wake_ratio`` since its
 last test), as a shortcut being learnt does. While it waits, its last test's outcome stands for it.
 
 Two proposals are the same place when they have the same kind and their boxes overlap by half
 (intersection over union) or, for regions that move, when their boxes have the same size.
 
-Skipping a test can only lower the false-alarm rate (every test keeps its level). A place seen for
-the first time, or rejected only once, is always tested: a place proposed from the first run is
-tested at runs 1, 2 and 4 (epochs 0, 1 and 3 when the monitor runs every epoch), then every fourth
-run, so what every-run checks would first find at epoch 2 is found at epoch 3; later, a shortcut
-being learnt wakes its place through its maps' concentration, or waits at most ``max_wait`` runs.
+Skipping a test can only lower the false-alarm rate (every test keeps its level). A place proposed
+from the first run is tested at runs 1, 2, 3 and 5 (epochs 0-2 and 4 when the monitor runs every
+epoch), then every fourth run: the first three epochs are checked as every-run checks would; later,
+a shortcut being learnt wakes its place through its maps' concentration, or waits at most
+``max_wait`` runs.
 """
 
 from __future__ import annotations
@@ -68,12 +68,12 @@ class Retests(Generic[Outcome]):
         ...     retests.end_run()
         0 tested
         1 tested
-        2 waits
-        3 tested
-        4 waits
+        2 tested
+        3 waits
+        4 tested
         5 waits
         6 waits
-        7 tested
+        7 waits
     """
 
     max_wait: int = 3
@@ -86,7 +86,7 @@ class Retests(Generic[Outcome]):
         if record is None:
             return None
         stronger = candidate.concentration >= self.wake_ratio * record.concentration > 0
-        if stronger or record.waited >= min(self.max_wait, 2 ** (record.same - 1) - 1):
+        if stronger or record.waited >= min(self.max_wait, 2 ** max(0, record.same - 2) - 1):
             return None
         return record
 

@@ -129,14 +129,14 @@ def test_a_mark_that_moves_is_confirmed_and_a_piece_of_an_object_is_not():
 def test_a_region_at_one_place_in_most_images_is_not_tested_as_moving():
     images, _, boxes = _marked()
     bench = _bench(ReadsBorderMark(), images)
-    fixed = [boxes[0]] * 80 + boxes[80:]  # 80 of 96 at one place
+    fixed = [boxes[0]] * 50 + boxes[50:]  # 50 of 96 at one place
     votes = moving_votes(bench, fixed, rivals(bench, fixed, gradient_heat(bench)), alpha=1e-4)
     assert not votes.decided and votes.trials == 0 and votes.p_value == 1.0
     top, left, _, _ = boxes[0]
     side = boxes[0][2] - top
-    shifted = [(top + i % 2, left + i // 2 % 2, top + i % 2 + side, left + i // 2 % 2 + side) for i in range(80)]
-    at_offsets = shifted + boxes[80:]  # one mark found by a box at four offsets around it, no offset in most images
-    assert max(shifted.count(box) for box in shifted) == 20
+    shifted = [(top + i % 2, left + i // 2 % 2, top + i % 2 + side, left + i // 2 % 2 + side) for i in range(50)]
+    at_offsets = shifted + boxes[50:]  # one mark found by a box at four offsets around it, none in half the images
+    assert max(shifted.count(box) for box in shifted) <= 13
     votes = moving_votes(bench, at_offsets, rivals(bench, at_offsets, gradient_heat(bench)), alpha=1e-4)
     assert not votes.decided and votes.trials == 0
 

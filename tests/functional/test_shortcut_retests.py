@@ -21,7 +21,7 @@ def _runs(retests: Retests[str], candidate: Candidate, count: int, *, news: bool
 def test_a_place_rejected_again_and_again_waits_longer_up_to_max_wait():
     spot = Candidate("region", (0, 0, 4, 4), concentration=3.0)
     tested = _runs(Retests(max_wait=3), spot, 12)
-    assert [run for run, was in enumerate(tested) if was] == [0, 1, 3, 7, 11]
+    assert [run for run, was in enumerate(tested) if was] == [0, 1, 2, 4, 8]
 
 
 def test_a_place_with_news_every_run_is_tested_every_run():
@@ -31,7 +31,7 @@ def test_a_place_with_news_every_run_is_tested_every_run():
 
 def test_a_waiting_place_whose_maps_grow_concentrated_is_tested_at_once():
     retests: Retests[str] = Retests(wake_ratio=1.25)
-    _runs(retests, Candidate("region", (0, 0, 4, 4), concentration=3.0), 2)
+    _runs(retests, Candidate("region", (0, 0, 4, 4), concentration=3.0), 3)
     assert retests.waiting(Candidate("region", (0, 0, 4, 4), concentration=3.5)) is not None  # 1.17x: waits
     assert retests.waiting(Candidate("region", (0, 0, 4, 4), concentration=3.75)) is None  # 1.25x: tested
 
@@ -39,22 +39,22 @@ def test_a_waiting_place_whose_maps_grow_concentrated_is_tested_at_once():
 def test_its_last_outcome_stands_while_it_waits():
     retests: Retests[str] = Retests()
     spot = Candidate("region", (0, 0, 4, 4), concentration=3.0)
-    retests.record(spot, "first", news=False)
-    retests.end_run()
-    retests.record(spot, "second", news=False)
-    retests.end_run()
+    for outcome in ("first", "second", "third"):
+        retests.record(spot, outcome, news=False)
+        retests.end_run()
     standing = retests.waiting(spot)
-    assert standing is not None and standing.outcome == "second"
+    assert standing is not None and standing.outcome == "third"
 
 
 def test_a_test_cut_short_does_not_lengthen_the_wait():
     retests: Retests[str] = Retests()
     spot = Candidate("region", (0, 0, 4, 4), concentration=3.0)
-    retests.record(spot, "rejected", news=False)
-    retests.end_run()
+    for _ in range(2):
+        retests.record(spot, "rejected", news=False)
+        retests.end_run()
     retests.record(spot, "out of time", news=False, counted=False)
     retests.end_run()
-    assert retests.waiting(spot) is None  # still one counted rejection: tested again next run
+    assert retests.waiting(spot) is None  # still two counted rejections: tested again next run
 
 
 def test_same_place_means_same_kind_and_half_overlap_or_for_moving_regions_same_size():
@@ -63,8 +63,8 @@ def test_same_place_means_same_kind_and_half_overlap_or_for_moving_regions_same_
         Candidate("region", (0, 0, 4, 4), concentration=3.0),
         Candidate("moving_region", (0, 0, 4, 4), concentration=3.0),
     ):
-        retests.record(candidate, candidate.kind, news=False)
-        retests.record(candidate, candidate.kind, news=False)
+        for _ in range(3):
+            retests.record(candidate, candidate.kind, news=False)
     retests.end_run()
     assert retests.waiting(Candidate("region", (0, 1, 4, 5), concentration=3.0)) is not None  # IoU 0.6
     assert retests.waiting(Candidate("region", (0, 2, 4, 6), concentration=3.0)) is None  # IoU 1/3
@@ -77,9 +77,9 @@ def test_same_place_means_same_kind_and_half_overlap_or_for_moving_regions_same_
 def test_runs_without_the_place_proposed_count_as_waiting():
     retests: Retests[str] = Retests()
     spot = Candidate("region", (0, 0, 4, 4), concentration=3.0)
-    for _ in range(2):
+    for _ in range(3):
         retests.record(spot, "rejected", news=False)
         retests.end_run()
-    assert retests.waiting(spot) is not None  # rejected twice: waits one run
+    assert retests.waiting(spot) is not None  # rejected three times: waits one run
     retests.end_run()  # a run whose maps did not propose it (e.g. only the cheap sentinel ran)
     assert retests.waiting(spot) is None
