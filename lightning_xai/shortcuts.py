@@ -275,6 +275,7 @@ class ShortcutDetector:
         batch_size: BatchSize | None = None,
         probe_images: Tensor | None = None,
         maps_seconds: float | None = None,
+        probe_classes: Tensor | None = None,
     ) -> ShortcutReport:
         """Tests this run's candidates on ``test_images`` ``[N, C, H, W]`` (on the model's device).
 
@@ -283,6 +284,8 @@ class ShortcutDetector:
         ``probe_images``: the probes ``[P, C, H, W]`` (model inputs): a confirmed moving region's box
         in each probe is then found as in the test images (else from the maps).
         ``maps_seconds``: what this run's maps took (the checks' budget is ``max_cost`` times that).
+        ``probe_classes``: the probes' predicted classes ``[P]``: a spot of some probes is tested as a
+        class mark only where the other classes' probes do not look.
         """
         started = time.perf_counter()
         self.runs += 1
@@ -297,6 +300,7 @@ class ShortcutDetector:
             min_isolation=s.min_isolation,
             max_places=s.max_places,
             suspects=s.suspects(size),
+            classes=None if probe_classes is None else probe_classes.cpu(),
         )
         colored = s.colors and test_images.shape[1] == 3
         level = s.level(run=self.runs, tests=len(candidates) + int(colored))

@@ -27,6 +27,7 @@ __all__ = [
     "mean_pairwise_iou",
     "merge_boxes",
     "normalized_mass",
+    "others_look_there",
     "peak_boxes",
     "plan_candidates",
     "random_place",
@@ -215,6 +216,7 @@ def plan_candidates(
     min_isolation: float,
     max_places: int,
     suspects: Sequence[Box] = (),
+    classes: Tensor | None = None,
 ) -> tuple[dict[tuple[Any, ...], Candidate], dict[str, float]]:
     """Every method's candidates, merged across methods (each is tested once), and each method's peak concentration.
 
@@ -225,6 +227,8 @@ def plan_candidates(
         min_isolation: a box must hold this share of the heat around it (see :func:`isolation`).
         max_places: most class-mark places per method.
         suspects: boxes always tested as fixed regions.
+        classes: the probes' predicted classes ``[P]``: a spot of some probes is not a class-mark candidate
+            where the probes of the other classes look too (see :func:`others_look_there`).
 
     Example:
         >>> maps = torch.zeros(6, 1, 16, 16); maps[:, :, :2, :2] = 1.0
@@ -260,8 +264,10 @@ def plan_candidates(
         own = peak_boxes(mass, sides)
         compact = [i for i, box in enumerate(own) if isolation(mass[i : i + 1], box) >= min_isolation]
         groups = sorted(merge_boxes([own[i] for i in compact]), key=lambda group: -len(group[1]))[:max_places]
-        for box, _ in groups:
-            add(Candidate("class_mark", box), name)
+        for box, members in groups:
+            proposing = [compact[m] for m in members]
+            if classes is None or not others_look_there(mass, classes, proposing, box, min_concentration):
+                add(Candidate("class_mark", box), name)
         for side in sorted(sides):  # the smallest side at which spots line up at a few places
             moving = _moving_candidate(mass, side, min_isolation, max_places)
             if moving is not None:
@@ -270,6 +276,33 @@ def plan_candidates(
         for box in suspects:
             add(Candidate("region", box), name)
     return found, peaks
+
+
+def others_look_there(
+    mass: Tensor, classes: Tensor, proposing: Sequence[int], box: Box, min_concentration: float
+) -> bool:
+    """Whether the probes of classes other than the ``proposing`` probes' hold at least ``min_concentration``
+    times ``box``'s area share of their heat ``mass`` ``[P, 1, H, W]`` in it, on average.
+
+    A mark that one class carries sits where the other classes' evidence does not; a place where every
+    class looks is where the objects are (centred objects: the middle of a ring, which turns a disc
+    into a ring when pasted, is a piece of the object, not a mark).
+
+    Example:
+        >>> mass = torch.zeros(4, 1, 8, 8); mass[:, :, 2:6, 2:6] = 1 / 16  # every probe looks at the middle
+        >>> others_look_there(mass, torch.tensor([0, 1, 2, 3]), [0], (2, 2, 6, 6), 2.0)
+        True
+        >>> others_look_there(mass, torch.tensor([0, 1, 2, 3]), [0], (0, 0, 2, 2), 2.0)
+        False
+    """
+    own = {int(classes[i]) for i in proposing}
+    others = [i for i in range(classes.shape[0]) if int(classes[i]) not in own]
+    if not others:
+        return False
+    mean = mass[others].mean(dim=0)
+    share = float(mean[..., box[0] : box[2], box[1] : box[3]].sum()) / max(float(mean.sum()), 1e-12)
+    area_share = (box[2] - box[0]) * (box[3] - box[1]) / (mass.shape[-2] * mass.shape[-1])
+    return share >= min_concentration * area_share
 
 
 def _same_test(found: dict[tuple[Any, ...], Candidate], candidate: Candidate) -> tuple[Any, ...]:

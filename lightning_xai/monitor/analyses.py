@@ -50,11 +50,14 @@ def check_shortcuts(
     batch_size: BatchSize | None = None,
     probe_images: Tensor | None = None,
     maps_seconds: float | None = None,
+    probe_classes: Tensor | None = None,
 ) -> ShortcutReport:
     """Tests this run's candidate regions on ``test_images`` (model inputs ``[T, C, H, W]``); the detector's report.
 
     ``probe_images`` (model inputs ``[P, C, H, W]``): where a confirmed moving region sits in each probe;
-    ``maps_seconds``: what the run's maps took (the checks' budget, see ``Shortcuts.max_cost``).
+    ``maps_seconds``: what the run's maps took (the checks' budget, see ``Shortcuts.max_cost``);
+    ``probe_classes``: the probes' predicted classes ``[P]`` (class marks are looked for where the
+    other classes' probes do not look).
     """
     return detector.check(
         model,
@@ -65,6 +68,7 @@ def check_shortcuts(
         batch_size=batch_size,
         probe_images=probe_images,
         maps_seconds=maps_seconds,
+        probe_classes=probe_classes,
     )
 
 

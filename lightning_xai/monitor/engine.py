@@ -320,6 +320,7 @@ class Engine:
                         batch_size=batch,  # type: ignore[arg-type]
                         probe_images=model_inputs(model, probes.images, convert_input),
                         maps_seconds=self._maps_seconds(maps),
+                        probe_classes=maps.predictions.predicted,
                     ),
                 )
             if self.faithfulness is not None:
