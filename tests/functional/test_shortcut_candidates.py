@@ -68,7 +68,7 @@ def test_a_spot_where_the_other_classes_look_too_is_no_class_mark():
     maps[4:, :, 0:4, 12:16] = 2.0  # probes of class 1 also at a corner the others ignore: a mark
     classes = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
     settings = dict(min_concentration=2.0, min_isolation=0.3, max_places=4)
-    marks = lambda found: sorted(c.box for c in found.values() if c.kind == "class_mark")  # noqa: E731
+    marks = lambda found: sorted(c.box for c in found.values() if c.kind == "class_mark")
     blind, _ = plan_candidates({"m": maps}, (16, 16), [4], **settings)
     seeing, _ = plan_candidates({"m": maps}, (16, 16), [4], classes=classes, **settings)
     assert (6, 6, 10, 10) in marks(blind) and (0, 12, 4, 16) in marks(blind)
