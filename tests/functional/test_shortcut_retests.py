@@ -18,6 +18,16 @@ def _runs(retests: Retests[str], candidate: Candidate, count: int, *, news: bool
     return tested
 
 
+def _rejected(times: int) -> tuple[Retests[str], Candidate]:
+    """A 4x4 spot rejected in ``times`` runs in a row."""
+    retests: Retests[str] = Retests()
+    spot = Candidate("region", (0, 0, 4, 4), concentration=3.0)
+    for _ in range(times):
+        retests.record(spot, "rejected", news=False)
+        retests.end_run()
+    return retests, spot
+
+
 def test_a_place_rejected_again_and_again_waits_longer_up_to_max_wait():
     spot = Candidate("region", (0, 0, 4, 4), concentration=3.0)
     tested = _runs(Retests(max_wait=3), spot, 12)
@@ -47,11 +57,7 @@ def test_its_last_outcome_stands_while_it_waits():
 
 
 def test_a_test_cut_short_does_not_lengthen_the_wait():
-    retests: Retests[str] = Retests()
-    spot = Candidate("region", (0, 0, 4, 4), concentration=3.0)
-    for _ in range(2):
-        retests.record(spot, "rejected", news=False)
-        retests.end_run()
+    retests, spot = _rejected(2)
     retests.record(spot, "out of time", news=False, counted=False)
     retests.end_run()
     assert retests.waiting(spot) is None  # still two counted rejections: tested again next run
@@ -75,11 +81,7 @@ def test_same_place_means_same_kind_and_half_overlap_or_for_moving_regions_same_
 
 
 def test_runs_without_the_place_proposed_count_as_waiting():
-    retests: Retests[str] = Retests()
-    spot = Candidate("region", (0, 0, 4, 4), concentration=3.0)
-    for _ in range(3):
-        retests.record(spot, "rejected", news=False)
-        retests.end_run()
+    retests, spot = _rejected(3)
     assert retests.waiting(spot) is not None  # rejected three times: waits one run
     retests.end_run()  # a run whose maps did not propose it (e.g. only the cheap sentinel ran)
     assert retests.waiting(spot) is None
