@@ -266,7 +266,9 @@ def plan_candidates(
         groups = sorted(merge_boxes([own[i] for i in compact]), key=lambda group: -len(group[1]))[:max_places]
         for box, members in groups:
             proposing = [compact[m] for m in members]
-            if classes is None or not others_look_there(mass, classes, proposing, box, min_concentration):
+            if classes is None or not others_look_there(
+                mass, classes, proposing, box, min_concentration, min_isolation
+            ):
                 add(Candidate("class_mark", box), name)
         for side in sorted(sides):  # the smallest side at which spots line up at a few places
             moving = _moving_candidate(mass, side, min_isolation, max_places)
@@ -279,30 +281,38 @@ def plan_candidates(
 
 
 def others_look_there(
-    mass: Tensor, classes: Tensor, proposing: Sequence[int], box: Box, min_concentration: float
+    mass: Tensor,
+    classes: Tensor,
+    proposing: Sequence[int],
+    box: Box,
+    min_concentration: float,
+    min_isolation: float,
 ) -> bool:
-    """Whether the probes of classes other than the ``proposing`` probes' hold at least ``min_concentration``
-    times ``box``'s area share of their heat ``mass`` ``[P, 1, H, W]`` in it, on average.
+    """Whether ``box`` lies in a larger hot area of the other classes' probes: the probes of classes other
+    than the ``proposing`` probes' hold at least ``min_concentration`` times its area share of their heat
+    ``mass`` ``[P, 1, H, W]`` in it, on average, and the box holds less than ``min_isolation`` of that heat
+    around it (see :func:`isolation`).
 
-    A mark that one class carries sits where the other classes' evidence does not; a place where every
-    class looks is where the objects are (centred objects: the middle of a ring, which turns a disc
-    into a ring when pasted, is a piece of the object, not a mark).
+    A mark that one class carries sits where the other classes' evidence does not, or where they read a
+    compact spot of their own (a swatch every class carries); a piece of a larger area where every class
+    looks is where the objects are (centred objects: the middle of a ring, which turns a disc into a ring
+    when pasted, is a piece of the object, not a mark).
 
     Example:
         >>> mass = torch.zeros(4, 1, 8, 8); mass[:, :, 2:6, 2:6] = 1 / 16  # every probe looks at the middle
-        >>> others_look_there(mass, torch.tensor([0, 1, 2, 3]), [0], (2, 2, 6, 6), 2.0)
+        >>> others_look_there(mass, torch.tensor([0, 1, 2, 3]), [0], (3, 3, 5, 5), 2.0, 0.4)
         True
-        >>> others_look_there(mass, torch.tensor([0, 1, 2, 3]), [0], (0, 0, 2, 2), 2.0)
+        >>> others_look_there(mass, torch.tensor([0, 1, 2, 3]), [0], (0, 0, 2, 2), 2.0, 0.4)
         False
     """
     own = {int(classes[i]) for i in proposing}
     others = [i for i in range(classes.shape[0]) if int(classes[i]) not in own]
     if not others:
         return False
-    mean = mass[others].mean(dim=0)
+    mean = mass[others].mean(dim=0, keepdim=True)
     share = float(mean[..., box[0] : box[2], box[1] : box[3]].sum()) / max(float(mean.sum()), 1e-12)
     area_share = (box[2] - box[0]) * (box[3] - box[1]) / (mass.shape[-2] * mass.shape[-1])
-    return share >= min_concentration * area_share
+    return share >= min_concentration * area_share and isolation(mean, box) < min_isolation
 
 
 def _same_test(found: dict[tuple[Any, ...], Candidate], candidate: Candidate) -> tuple[Any, ...]:

@@ -73,3 +73,6 @@ def test_a_spot_where_the_other_classes_look_too_is_no_class_mark():
     seeing, _ = plan_candidates({"m": maps}, (16, 16), [4], classes=classes, **settings)
     assert (6, 6, 10, 10) in marks(blind) and (0, 12, 4, 16) in marks(blind)
     assert marks(seeing) == [(0, 12, 4, 16)]
+    maps[:4, :, 0:4, 12:16] = 2.0  # class 0 reads a compact spot at that corner too (a swatch every class has)
+    shared, _ = plan_candidates({"m": maps}, (16, 16), [4], classes=classes, **settings)
+    assert (0, 12, 4, 16) in marks(shared)  # still tested: where the others look is a spot, not their object
