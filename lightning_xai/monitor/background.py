@@ -6,7 +6,9 @@ so the next training epoch starts at once; the work runs in the order it was han
 thread), and :meth:`BackgroundWork.drain` waits for all of it and returns what failed. The recorder
 drains before its next run, at the end of the fit and before anything else it writes, so nothing is
 lost or reordered; it only uses the worker where that is safe (TensorBoard's writer queues events
-for its own thread; other loggers' clients are called from the hook's thread).
+for its own thread; other loggers' clients are called from the hook's thread) and pays (a model on
+an accelerator: on the CPU, training already uses every core, see
+:func:`~lightning_xai.monitor.lifecycle.draw_in_background`).
 
 Example:
     >>> work = BackgroundWork()

@@ -48,7 +48,8 @@ class Recorder:
         stability: stability settings (filmstrips, messages), or ``None`` when tracking is off.
         max_relative_gap: completeness gap above which a path method's maps are warned about.
         background: draw and log the images of a fit's runs on a worker thread (TensorBoard only; see
-            :mod:`~lightning_xai.monitor.background`), so that the next epoch starts sooner.
+            :mod:`~lightning_xai.monitor.background`), so that the next epoch starts sooner (the caller
+            decides when that pays: :func:`~lightning_xai.monitor.lifecycle.draw_in_background`).
     """
 
     def __init__(

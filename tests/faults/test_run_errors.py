@@ -8,6 +8,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import ClassVar
 
 import pytest
@@ -18,6 +19,7 @@ from lightning_xai import Saliency
 from lightning_xai.loggers import XaiLogger
 from lightning_xai.methods import AttributionMethod, MethodContext
 from lightning_xai.monitor import engine as engine_module
+from lightning_xai.monitor import lifecycle as lifecycle_module
 from lightning_xai.monitor import recorder as recorder_module
 from tests.callback.conftest import cheap_monitor, loaders, make_trainer, tiny_model
 
@@ -99,7 +101,32 @@ def _first_call_fails(monkeypatch) -> list[str]:
     return threads
 
 
+def _as_on_an_accelerator(monkeypatch) -> None:
+    """The images go to the worker thread as they do when the model trains on a GPU (here it trains on the CPU)."""
+    monkeypatch.setattr(lifecycle_module, "draw_in_background", lambda trainer, *, strict: not strict)
+
+
+def test_draw_in_background_only_on_an_accelerator_and_never_under_strict():
+    def trainer_on(kind: str) -> SimpleNamespace:
+        return SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(kind)))
+
+    assert lifecycle_module.draw_in_background(trainer_on("cuda"), strict=False)
+    assert not lifecycle_module.draw_in_background(trainer_on("cuda"), strict=True)
+    assert not lifecycle_module.draw_in_background(trainer_on("cpu"), strict=False)  # training uses every core
+
+
+def test_on_the_cpu_a_fits_images_are_drawn_in_the_hook(tmp_path, digits16, monkeypatch):
+    threads = _first_call_fails(monkeypatch)
+    monitor = cheap_monitor(methods=[Saliency()], stability=None, shortcuts=None)
+    trainer, said = _fit(tmp_path, digits16, monitor)
+    assert trainer.global_step == 8 and threads == [threading.current_thread().name] * 2
+    failed, worked = monitor.history  # drawn in the hook: a drawing error fails its run, the next is tried again
+    assert failed["error"] == "RuntimeError: cannot draw" and failed["file"] is None and worked["file"]
+    assert len([text for text in said if "cannot draw" in text]) == 1
+
+
 def test_a_failing_rendering_in_the_background_loses_those_images_only(tmp_path, digits16, monkeypatch):
+    _as_on_an_accelerator(monkeypatch)
     threads = _first_call_fails(monkeypatch)
     monitor = cheap_monitor(methods=[Saliency()], stability=None, shortcuts=None)
     trainer, said = _fit(tmp_path, digits16, monitor)
@@ -117,6 +144,7 @@ def test_a_failing_rendering_in_the_background_loses_those_images_only(tmp_path,
 
 
 def test_a_failing_rendering_under_strict_fails_the_run_from_the_hook(tmp_path, digits16, monkeypatch):
+    _as_on_an_accelerator(monkeypatch)
     threads = _first_call_fails(monkeypatch)
     monitor = cheap_monitor(methods=[Saliency()], stability=None, shortcuts=None, strict=True)
     with pytest.raises(RuntimeError, match="cannot draw"):
@@ -125,6 +153,7 @@ def test_a_failing_rendering_under_strict_fails_the_run_from_the_hook(tmp_path, 
 
 
 def test_a_failing_rendering_in_validate_fails_the_run_not_the_call(tmp_path, digits16, monkeypatch):
+    _as_on_an_accelerator(monkeypatch)
     threads = _first_call_fails(monkeypatch)
     monitor = cheap_monitor(methods=[Saliency()], stability=None, shortcuts=None)
     trainer = make_trainer(tmp_path, [monitor])
@@ -194,6 +223,7 @@ def test_a_fit_ending_with_an_error_still_writes_the_images_drawn_in_the_backgro
         return real(*args, **kwargs)
 
     monkeypatch.setattr(recorder_module, "maps_grid", slow_grid)
+    _as_on_an_accelerator(monkeypatch)
     monitor = cheap_monitor(methods=[Saliency()], stability=None, shortcuts=None)
     trainer = make_trainer(tmp_path, [monitor])
     model = _FailsInSecondEpoch(tiny_model().net, lr=1e-2)
