@@ -19,6 +19,7 @@ Example:
     >>> [type(error).__name__ for error in work.drain()], done
     (['ZeroDivisionError'], [1, 2])
     >>> work.close()
+    []
 """
 
 from __future__ import annotations
