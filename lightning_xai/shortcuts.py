@@ -224,7 +224,8 @@ class ShortcutReport:
     """One run's shortcut checks: ``new`` confirmed findings, each method's best ``current`` candidate,
     plain evidence numbers ``per_method`` (``{"peak_concentration": .., "p_value": ..}``; colour under
     ``"color"``), the ``seconds`` the checks took, how many candidates were left ``untested`` (``max_cost``) and how
-    many were ``waiting`` (tested the same way in earlier runs: their last outcome stands, see
+    many were ``waiting`` (tested the same way in earlier runs, or the same place tested earlier in
+    this run by another method's proposal: that outcome stands, see
     :mod:`~lightning_xai.functional.shortcut_retests`)."""
 
     new: list[Finding] = field(default_factory=list)
