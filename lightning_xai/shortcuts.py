@@ -61,6 +61,8 @@ __all__ = [
 
 SuspectRegion = tuple[int, int, int, int] | Literal["border"]
 ShortcutKind = Literal["region", "moving_region", "class_mark", "color"]
+_FIXED = ("region", "class_mark")
+"""The kinds of finding at one fixed place."""
 MIN_PASSES = 4
 """The checks may always take this many times what predicting the test images once took (the budget's floor)."""
 MIN_TEST_IMAGES = 32
@@ -521,22 +523,7 @@ class ShortcutDetector:
         return per_method, current
 
     def _already_reported(self, finding: Finding) -> bool:
-        for old in self.findings:
-            if finding.kind in ("color", "moving_region") and old.kind == finding.kind:
-                return True
-            if (
-                finding.kind == "moving_region"
-                and old.kind in ("region", "class_mark")
-                and box_iou(_as_box(finding.box), _as_box(old.box)) > 0
-            ):
-                return True  # the fixed place reported before, seen moving by a box at a few offsets around it
-            if (
-                finding.kind in ("region", "class_mark")
-                and old.kind in ("region", "class_mark")
-                and box_iou(_as_box(finding.box), _as_box(old.box)) > 0
-            ):
-                return True
-        return False
+        return any(_repeats(finding.kind, _as_box(finding.box), old) for old in self.findings)
 
 
 def _images_to_test(candidate: Candidate, count: int) -> int:
@@ -551,18 +538,18 @@ def _images_to_test(candidate: Candidate, count: int) -> int:
 
 def _covering(candidate: Candidate, tested: list[Finding]) -> Finding | None:
     """A fixed place confirmed earlier in this run that overlaps ``candidate``'s box (one finding per place)."""
-    if candidate.kind not in ("region", "class_mark"):
+    if candidate.kind not in _FIXED:
         return None
-    return next(
-        (
-            finding
-            for finding in tested
-            if finding.confirmed
-            and finding.kind in ("region", "class_mark")
-            and box_iou(candidate.box, _as_box(finding.box)) > 0
-        ),
-        None,
-    )
+    return next((f for f in tested if f.confirmed and _repeats(candidate.kind, candidate.box, f)), None)
+
+
+def _repeats(kind: str, box: Box, old: Finding) -> bool:
+    """Whether a finding of ``kind`` at ``box`` says again what ``old`` said: one colour finding, one moving
+    region; a fixed place overlapping a fixed place; a moving region over a fixed place (a box larger than a
+    fixed mark lands on it at a few offsets). A fixed place is not repeated by an earlier moving region."""
+    if kind in ("color", "moving_region") and old.kind == kind:
+        return True
+    return kind in (*_FIXED, "moving_region") and old.kind in _FIXED and box_iou(box, _as_box(old.box)) > 0
 
 
 def _promise(candidate: Candidate) -> tuple[int, float]:
@@ -595,17 +582,8 @@ def _most_precise(findings: list[Finding]) -> list[Finding]:
     for finding in sorted(
         findings, key=lambda f: (order[f.kind], (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), f.p_value)
     ):
-        if finding.kind in ("region", "class_mark") and any(
-            old.kind in ("region", "class_mark") and box_iou(_as_box(old.box), _as_box(finding.box)) > 0 for old in kept
-        ):
-            continue
-        if finding.kind in ("color", "moving_region") and any(old.kind == finding.kind for old in kept):
-            continue
-        if finding.kind == "moving_region" and any(
-            old.kind in ("region", "class_mark") and box_iou(_as_box(old.box), _as_box(finding.box)) > 0 for old in kept
-        ):
-            continue  # a fixed place found in this run, seen moving by a box that lands on it at a few offsets
-        kept.append(finding)
+        if not any(_repeats(finding.kind, _as_box(finding.box), old) for old in kept):  # fixed places come first
+            kept.append(finding)
     return kept
 
 
