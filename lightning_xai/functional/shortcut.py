@@ -28,6 +28,7 @@ __all__ = [
     "Box",
     "Fill",
     "box_iou",
+    "box_means",
     "box_sums",
     "concentrated_boxes",
     "fill_images",
@@ -105,6 +106,17 @@ def box_sums(values: Tensor, height: int, width: int) -> Tensor:
         + integral[..., :-height, :-width]
     )
     return sums.to(values.dtype)
+
+
+def box_means(values: Tensor, height: int, width: int) -> Tensor:
+    """The mean of every ``height`` x ``width`` box of ``values`` ``[N, C, H, W]``, at each top-left corner
+    (:func:`box_sums` over the box's area).
+
+    Example:
+        >>> box_means(torch.arange(9.0).view(1, 1, 3, 3), 2, 2).flatten().tolist()
+        [2.0, 3.0, 5.0, 6.0]
+    """
+    return box_sums(values, height, width) / (height * width)
 
 
 def _best_positions(mean_mass: Tensor, size: int, count: int) -> list[tuple[Box, float]]:

@@ -19,6 +19,7 @@ from lightning_xai.functional.shortcut import Box, box_iou, box_sums
 
 __all__ = [
     "Candidate",
+    "box_concentration",
     "box_mass",
     "describe_place",
     "describe_places",
@@ -39,6 +40,18 @@ def normalized_mass(maps: Tensor) -> Tensor:
     check_images(maps, "maps")
     values = maps.detach().float().clamp(min=0).sum(dim=1, keepdim=True).cpu()
     return values / values.flatten(1).sum(dim=1).clamp(min=1e-12).view(-1, 1, 1, 1)
+
+
+def box_concentration(mass: Tensor, box: Box) -> float:
+    """How many times its area share of a map's mass ``[1, 1, H, W]`` (total 1) ``box`` holds.
+
+    Example:
+        >>> mass = torch.zeros(1, 1, 4, 4); mass[0, 0, :2, :2] = 0.25
+        >>> box_concentration(mass, (0, 0, 2, 2)), box_concentration(mass, (2, 2, 4, 4))
+        (4.0, 0.0)
+    """
+    area = mass.shape[-2] * mass.shape[-1]
+    return float(mass[..., box[0] : box[2], box[1] : box[3]].sum()) * area / ((box[2] - box[0]) * (box[3] - box[1]))
 
 
 def box_mass(mass: Tensor, side: int) -> tuple[list[Box], Tensor]:
@@ -254,11 +267,7 @@ def plan_candidates(
         mean = mass.mean(dim=0, keepdim=True)
         peaks[name] = float(box_mass(mean, min(sides))[1][0]) * area / min(sides) ** 2
         for box in _mean_map_boxes(mean, sides, 2):
-            concentration = (
-                float(mean[..., box[0] : box[2], box[1] : box[3]].sum())
-                * area
-                / ((box[2] - box[0]) * (box[3] - box[1]))
-            )
+            concentration = box_concentration(mean, box)
             if concentration >= min_concentration and isolation(mean, box) >= min_isolation:
                 add(Candidate("region", box, concentration=concentration), name)
         own = peak_boxes(mass, sides)
@@ -310,9 +319,8 @@ def others_look_there(
     if not others:
         return False
     mean = mass[others].mean(dim=0, keepdim=True)
-    share = float(mean[..., box[0] : box[2], box[1] : box[3]].sum()) / max(float(mean.sum()), 1e-12)
-    area_share = (box[2] - box[0]) * (box[3] - box[1]) / (mass.shape[-2] * mass.shape[-1])
-    return share >= min_concentration * area_share and isolation(mean, box) < min_isolation
+    concentration = box_concentration(mean / max(float(mean.sum()), 1e-12), box)
+    return concentration >= min_concentration and isolation(mean, box) < min_isolation
 
 
 def _same_test(found: dict[tuple[Any, ...], Candidate], candidate: Candidate) -> tuple[Any, ...]:

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from lightning_xai.functional._checks import ForwardFn
 from lightning_xai.functional.batching import BatchSize
-from lightning_xai.functional.shortcut import Box, Fill, box_sums, fill_images, hide_box, keep_box
+from lightning_xai.functional.shortcut import Box, Fill, box_means, fill_images, hide_box, keep_box
 from lightning_xai.functional.shortcut_candidates import random_place
 from lightning_xai.functional.shortcut_evidence import (
     Votes,
@@ -150,7 +150,7 @@ class Bench:
         of what the model looks at, the object included), uniformly where there is no heat."""
         height, width = box[2] - box[0], box[3] - box[1]
         heat = self.heat if self.heat is not None else torch.ones(1, 1, *self.size)
-        weights = box_sums(heat.float(), height, width)[0, 0].clamp(min=0) / (height * width) + 1e-6
+        weights = box_means(heat.float(), height, width)[0, 0].clamp(min=0) + 1e-6
         weights[max(0, box[0] - height + 1) : box[2], max(0, box[1] - width + 1) : box[3]] = 0
         if float(weights.sum()) <= 0:
             return [box] * self.controls

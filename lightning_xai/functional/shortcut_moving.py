@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from lightning_xai.functional.batching import chunk_ranges
-from lightning_xai.functional.shortcut import Box, box_iou, box_sums, hide_box
+from lightning_xai.functional.shortcut import Box, box_iou, box_means, hide_box
 from lightning_xai.functional.shortcut_evidence import Votes, predict, sequential_test, swap_boxes
 from lightning_xai.functional.shortcut_interventions import Bench
 
@@ -77,7 +77,7 @@ def hot_boxes(heat: Tensor, side: int, allowed: Tensor, count: int) -> list[list
         >>> hot_boxes(heat, 2, torch.ones(5, 5, dtype=torch.bool), 1)
         [[(4, 4, 6, 6)]]
     """
-    inside = (box_sums(heat.float(), side, side)[:, 0] / (side * side)).masked_fill(~allowed, -1.0)
+    inside = box_means(heat.float(), side, side)[:, 0].masked_fill(~allowed, -1.0)
     columns = inside.shape[-1]
     chosen: list[list[Box]] = []
     for scores in inside:
@@ -129,9 +129,7 @@ def rivals(bench: Bench, own: Sequence[Box], heat: Tensor, *, count: int = 4) ->
     """Each test image's rival: among ``count`` boxes of its own box's size drawn where ``heat``
     ``[N, 1, H, W]`` (the image's own gradient heat) is, not overlapping its own box, the most telling one."""
     side = own[0][2] - own[0][0]
-    weights = (
-        box_sums(heat.float(), side, side)[:, 0].clamp(min=0) / (side * side) + 1e-9
-    )  # [N, H - side + 1, W - side + 1]
+    weights = box_means(heat.float(), side, side)[:, 0].clamp(min=0) + 1e-9  # [N, H - side + 1, W - side + 1]
     columns = weights.shape[-1]
     options = []
     for image, box in enumerate(own):
