@@ -97,8 +97,7 @@ class Retests(Generic[Outcome]):
         if record is None:
             record = PlaceRecord(candidate.kind, candidate.box, candidate.concentration, outcome, same=0)
             self.records.append(record)
-        record.same = 1 if news else record.same + int(counted)
-        record.same = max(record.same, 1)
+        record.same = 1 if news else max(1, record.same + int(counted))
         record.outcome, record.concentration, record.waited = outcome, candidate.concentration, -1
 
     def end_run(self) -> None:

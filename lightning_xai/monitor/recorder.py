@@ -229,8 +229,9 @@ class Recorder:
     def finish(self, tracker: StabilityTracker | None) -> None:
         """At the end of fit: the images drawn in the background, the settled state into the summary, and
         methods that never settled (when they could have)."""
-        self.drain(close=True)
-        self._logged(self.logger.flush)
+        if self.background is not None:
+            self.drain(close=True)
+            self._logged(self.logger.flush)  # the worker's last images (the hook flushed everything else)
         if tracker is None:
             return
         self.write_sections(settled=tracker.state_dict()["settled"])
