@@ -1,22 +1,21 @@
 """Statistical evidence that a small region (or the colours) decides a prediction: transplants against nulls.
 
-The question each test answers is *dominance*: pasted from an image of another class, does a small
-part of an image (a box, or its colours) decide the prediction more often than the whole rest of
-the recipient image does? Each transplant ends in the donor's class ("follow"), the recipient's
-class ("stay") or a third class. Under the null hypothesis the part carries at most as much as the
-rest, so a follow is no more likely than a stay: a one-sided sign test over the recipients gives the
-p-value. A part of an object passes only if it outweighs all the rest of the object; a region that
-is the object's centre, a jittered object or an object at a random place stays silent by
-construction, whatever the data set.
+Each transplant pastes a part of an image the model puts in another class (the donor) into a
+recipient, and ends in the donor's class ("follow"), the recipient's class ("stay") or a third class.
 
-The second null is measured in the same run: a box of the same size at a random place, pasted from
-the same donor into the same recipient. The candidate must be followed more often than it (a paired
-sign test over the pairs where exactly one of the two is followed). A candidate is confirmed only
-when both tests reject (an intersection-union test: its level is that of each test).
+With control boxes (regions, class marks, moving regions) the null is measured in the same run: the
+same donor's content at boxes of the same size drawn where the maps are hot (pieces of what the model
+looks at, the object included), pasted into the same recipient. A recipient is a *win* when the
+candidate raises the donor class's probability by more than a margin above the best control, a
+*loss* otherwise; a one-sided sign test of wins against losses gives the p-value. A part of an
+object passes only if it outweighs the object's other telling pieces in most recipients; a region
+that is the object's centre, a jittered object or an object at a random place stays silent by
+construction, whatever the data set. Without controls (colour) the sign test compares follows with
+stays: the part must decide the prediction more often than the whole rest of the recipient does.
 
 Tests run sequentially on chunks of recipients: they stop as soon as the p-value is below the level
-spent on that look (decided) or the follows do not outnumber the stays (a non-binding futility stop,
-which can only lower the false-alarm rate).
+spent on that look (decided) or the evidence no longer points towards a shortcut (a non-binding
+futility stop, which can only lower the false-alarm rate).
 
 Boxes are ``(top, left, bottom, right)`` in input pixels, bottom and right exclusive.
 """
