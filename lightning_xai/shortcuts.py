@@ -34,6 +34,7 @@ from lightning_xai.functional.shortcut_candidates import (
     normalized_mass,
     plan_candidates,
 )
+from lightning_xai.functional.shortcut_evidence import Votes
 from lightning_xai.functional.shortcut_interventions import (
     Bench,
     ablation_rates,
@@ -44,7 +45,16 @@ from lightning_xai.functional.shortcut_interventions import (
     refine,
     region_votes,
 )
-from lightning_xai.functional.shortcut_moving import gradient_heat, locate, moving_votes, rivals
+from lightning_xai.functional.shortcut_moving import (
+    completed_places,
+    gradient_heat,
+    hottest_inside,
+    locate,
+    most_carried,
+    moving_votes,
+    place_set_votes,
+    rivals,
+)
 from lightning_xai.functional.shortcut_retests import Retests
 from lightning_xai.monitor.sizing import work_scale
 from lightning_xai.render import draw_box, make_grid
@@ -63,6 +73,9 @@ SuspectRegion = tuple[int, int, int, int] | Literal["border"]
 ShortcutKind = Literal["region", "moving_region", "class_mark", "color"]
 _FIXED = ("region", "class_mark")
 """The kinds of finding at one fixed place."""
+PLACE_SET_SHARE = 0.75
+"""The share of a moving region's level its test at all places at once gets; the per-image test, which
+finds marks anywhere along the border but needs the mark to decide most predictions, gets the rest."""
 MIN_PASSES = 4
 """The checks may always take this many times what predicting the test images once took (the budget's floor)."""
 MIN_TEST_IMAGES = 32
@@ -187,7 +200,8 @@ class Shortcuts:
 class Finding:
     """Something the model relies on. ``box`` is ``[top, left, bottom, right]`` in input pixels.
 
-    ``kind``: ``"region"`` (a fixed place), ``"moving_region"`` (``boxes``: one per probe),
+    ``kind``: ``"region"`` (a fixed place), ``"moving_region"`` (``boxes``: one per probe;
+    ``classes``: when it was confirmed at all its places at once, the class whose images were pasted),
     ``"class_mark"`` (a mark the images of ``classes`` carry) or ``"color"`` (``box``: the whole
     image). ``p_value`` is the test's p-value, ``level`` the bound it had to reach (the false-alarm
     rate shared out over candidates and runs), ``confidence`` is ``1 - p_value``.
@@ -379,7 +393,7 @@ class ShortcutDetector:
         """Tests ``candidate`` and remembers the outcome for its place (see :class:`Retests`)."""
         proposed = replace(candidate)  # the evidence refines a confirmed box: the place is the proposed one
         evidence = self._evidence(candidate, run.bench, run.level, run.probe_images)
-        finding = self._finding(candidate, evidence, run.size, run.epoch, run.step, run.level)
+        finding = self._finding(candidate, evidence, run.size, run.epoch, run.step, evidence["level"])
         news = finding.confirmed and not self._already_reported(finding)
         self.retests.record(proposed, finding, news=news, counted=not run.bench.out_of_time())
         return finding
@@ -404,31 +418,55 @@ class ShortcutDetector:
             mark_of, rates = mark_class(bench, box)
             votes, classes = class_votes(bench, box, mark_of, alpha=level), [mark_of]
         else:
-            heat = gradient_heat(bench)
-            own = locate(bench, candidate.places, band=candidate.band, heat=heat)
-            rival = rivals(bench, own, heat)
-            rates = ablation_rates(bench, [own[i] for i in selection.tolist()], selection)
-            votes, classes = moving_votes(bench, own, rival, alpha=level), []
-            if votes.decided and probe_images is not None:
-                candidate.probe_boxes = self._probe_boxes(bench, candidate, probe_images)
+            rates, votes, classes, level = self._moving_evidence(candidate, bench, level, probe_images)
         kind = candidate.kind
         if votes.decided and kind != "moving_region":
             candidate.box = refine(
                 bench, box, self.settings.candidate_sides(bench.size), classes[0] if classes else None
             )
             kind, classes = _who_carries(carriers(bench, candidate.box), classes)
-        return {**rates, **votes.rates(), "decided": votes.decided, "classes": classes, "kind": kind}
+        return {**rates, **votes.rates(), "decided": votes.decided, "classes": classes, "kind": kind, "level": level}
 
-    def _probe_boxes(self, bench: Bench, candidate: Candidate, probe_images: Tensor) -> list[Box]:
-        """Each probe's own box of a confirmed moving region, located as in the test images."""
+    def _moving_evidence(
+        self, candidate: Candidate, bench: Bench, level: float, probe_images: Tensor | None
+    ) -> tuple[dict[str, float], Votes, list[int], float]:
+        """A moving region: all its places at once (completed from the selection half, see
+        :func:`completed_places`) at ``PLACE_SET_SHARE`` of ``level``, then, when that is undecided, each
+        image's own box at the rest; nothing more when its effect stands on one place (a fixed mark, tested
+        as a region or a class mark). A confirmed one gets each probe's box. Returns the ablation rates
+        (each selection image's own box filled), the votes, the classes and the level of the last test."""
+        selection = bench.selection[:16]
+        places = completed_places(bench, candidate.places, band=candidate.band)
+        votes, classes = place_set_votes(bench, places, alpha=level * PLACE_SET_SHARE)
+        if votes.decided or not classes:
+            few = bench.subset(selection)
+            candidate.places = places if votes.decided else candidate.places
+            rates = ablation_rates(few, locate(few, candidate.places), few.test)
+            if votes.decided and probe_images is not None:
+                candidate.probe_boxes = self._probe_boxes(bench, candidate, probe_images, at_places=True)
+            return rates, votes, classes, level * PLACE_SET_SHARE
+        heat = gradient_heat(bench)
+        own = locate(bench, candidate.places, band=candidate.band, heat=heat)
+        rates = ablation_rates(bench, [own[i] for i in selection.tolist()], selection)
+        votes = moving_votes(bench, own, rivals(bench, own, heat), alpha=level * (1 - PLACE_SET_SHARE))
+        if votes.decided and probe_images is not None:
+            candidate.probe_boxes = self._probe_boxes(bench, candidate, probe_images, at_places=False)
+        return rates, votes, [], level * (1 - PLACE_SET_SHARE)
+
+    def _probe_boxes(self, bench: Bench, candidate: Candidate, probe_images: Tensor, *, at_places: bool) -> list[Box]:
+        """Each probe's own box of a confirmed moving region: located as in the test images (``at_places``,
+        confirmed at all its places at once: the place whose content, pasted into test images of other
+        classes, moves their predictions most, see :func:`most_carried`), then the box of the smallest
+        side in it that holds most of the probe's gradient x input."""
+        images = probe_images.detach()
         probes = Bench.build(
-            bench.forward_fn,
-            probe_images.detach(),
-            seed=self.runs,
-            batch_size=bench.batch_size,
-            fill=self.settings.fill,
+            bench.forward_fn, images, seed=self.runs, batch_size=bench.batch_size, fill=self.settings.fill
         )
-        return locate(probes, candidate.places, band=candidate.band)
+        if at_places:
+            located = most_carried(bench, images, [candidate.places] * images.shape[0])
+        else:
+            located = locate(probes, candidate.places, band=candidate.band)
+        return hottest_inside(gradient_heat(probes), located, min(self.settings.candidate_sides(bench.size)))
 
     def _finding(
         self, candidate: Candidate, evidence: dict[str, Any], size: tuple[int, int], epoch: int, step: int, level: float
@@ -528,12 +566,16 @@ class ShortcutDetector:
 
 def _images_to_test(candidate: Candidate, count: int) -> int:
     """About how many images the first look at a candidate passes through the model, with ``count``
-    test images: ablations and 16 transplants with their controls; a moving region also finds each
-    image's own box and rival (a backward pass counted as 2 forwards)."""
+    test images: ablations and 16 transplants with their controls. A moving region first completes
+    its places (16 selection images, with their 3 hottest border boxes, each pasted into 8 others; a
+    backward pass counted as 2 forwards), finds the class that follows them (about 10 classes of the
+    32 selection images) and what each place carries alone, then looks at all places at once with two
+    donors per recipient (its ablation rates locate 16 selection images among the places)."""
     first_look = 48 + 16 * 5
     if candidate.kind != "moving_region":
         return first_look
-    return first_look + count * (3 + len(candidate.places) + 3 + 4)
+    places = len(candidate.places)
+    return 16 * 2 + 16 * (places + 3) * 8 + 320 + 32 * (places + 1) + 16 * places + first_look + 16 * 5
 
 
 def _covering(candidate: Candidate, tested: list[Finding]) -> Finding | None:
@@ -608,6 +650,17 @@ def _message(finding: Finding, size: tuple[int, int], candidate: Candidate | Non
     top, left, bottom, right = finding.box
     shape = f"{bottom - top}x{right - left}"
     where = f"(rows {top}-{bottom - 1}, columns {left}-{right - 1}, found with {finding.method})"
+    if finding.kind == "moving_region" and finding.classes:
+        places = describe_places(candidate.places if candidate else [_as_box(finding.box)], size)
+        donors = ", ".join(map(str, finding.classes))
+        return (
+            f"after epoch {finding.epoch} the model relies on a small {shape} region at varying places "
+            f"({places}, found with {finding.method}): pasted at all those places at once from images of class "
+            f"{donors}, the prediction follows in {finding.follow_rate:.0%} of {finding.trials} transplants and "
+            f"stays in {finding.stay_rate:.0%}; it raises class {donors} by {margin:.0%} more than as many pieces "
+            f"where the model looks in {finding.win_rate:.0%} of images, more often than by {margin:.0%} less "
+            f"(p = {finding.p_value:.1e}, needed <= {finding.level:.1e})."
+        )
     if finding.kind == "moving_region":
         places = describe_places(candidate.places if candidate else [_as_box(finding.box)], size)
         return (

@@ -277,6 +277,27 @@ def test_a_mark_moving_along_the_border_is_found_in_each_probe():
     assert "at varying places (along the border" in moving.message
 
 
+def test_a_mark_read_beside_the_object_at_random_corners_is_found_in_each_probe():
+    from tests.functional.test_shortcut_moving import CORNERS as MARK_CORNERS
+    from tests.functional.test_shortcut_moving import ReadsObjectAndCornerMark, _objects_with_corner_marks
+
+    images, boxes = _objects_with_corner_marks(seed=2)
+    heat = torch.full((16, 1, 32, 32), 0.01)
+    heat[:, :, 10:22, 10:22] = 0.05  # every probe's object
+    shown = [i for i, box in enumerate(boxes[:16]) if box in MARK_CORNERS[:2]]
+    for index in shown:  # the maps show the marks in two corners of four
+        box = boxes[index]
+        heat[index, :, box[0] : box[2], box[1] : box[3]] = 1.0
+    assert len(shown) >= 4
+    report = ShortcutDetector(Shortcuts()).check(
+        ReadsObjectAndCornerMark().eval(), {"heat": heat}, images, epoch=1, step=8, probe_images=images[:16]
+    )
+    (moving,) = [f for f in report.new if f.kind == "moving_region"]
+    assert moving.p_value <= moving.level and len(moving.classes) == 1
+    assert sum(tuple(found) == box for found, box in zip(moving.boxes, boxes[:16])) >= 14  # all four corners
+    assert "pasted at all those places at once from images of class" in moving.message
+
+
 def test_checks_stay_within_their_share_of_the_maps_time(monkeypatch):
     images, _ = _shaded([CORNERS[0]] * 64)
     model, heat = ReadsShade([CORNERS[0]]).eval(), _heat([CORNERS[0]] * 16)
@@ -316,4 +337,6 @@ def test_a_candidates_cost_is_estimated_before_it_starts():
     region = Candidate("region", (0, 0, 4, 4))
     moving = Candidate("moving_region", (0, 0, 4, 4), places=[CORNERS[0], CORNERS[1], CORNERS[2], CORNERS[3]])
     assert shortcuts_module._images_to_test(region, 32) == 128  # 48 ablations + 16 transplants with 4 controls
-    assert shortcuts_module._images_to_test(moving, 32) == 128 + 32 * 14  # + gradients, own boxes, rivals
+    # completing the places (16 images x 7 options x 8 recipients, their gradients), the carrier class
+    # (10 x 32), each place alone (5 x 32), locating 16 images (16 x 4), then the first look with 2 donors each
+    assert shortcuts_module._images_to_test(moving, 32) == 32 + 896 + 320 + 160 + 64 + 128 + 80

@@ -257,8 +257,7 @@ def plan_candidates(
         kept.methods.append(method) if method not in kept.methods else None
         kept.concentration = max(kept.concentration, candidate.concentration)
         if kept is not candidate and kept.kind == "moving_region":
-            kept.places += [p for p in candidate.places if all(box_iou(p, q) < 0.5 for q in kept.places)]
-            kept.band = max(kept.band, candidate.band)
+            _join_moving(kept, candidate)
 
     peaks: dict[str, float] = {}
     area = size[0] * size[1]
@@ -325,14 +324,25 @@ def others_look_there(
 
 def _same_test(found: dict[tuple[Any, ...], Candidate], candidate: Candidate) -> tuple[Any, ...]:
     """The key of an already planned candidate that asks the same question, else the candidate's own:
-    class marks whose boxes overlap (IoU >= 0.5), moving regions of the same side (their places are joined)."""
+    class marks whose boxes overlap (IoU >= 0.5), moving regions (one test, see :func:`_join_moving`)."""
     for key, other in found.items():
-        same_side = other.box[2] - other.box[0] == candidate.box[2] - candidate.box[0]
-        if other.kind == candidate.kind == "moving_region" and same_side:
+        if other.kind == candidate.kind == "moving_region":
             return key
         if other.kind == candidate.kind == "class_mark" and box_iou(other.box, candidate.box) >= 0.5:
             return key
     return candidate.key
+
+
+def _join_moving(kept: Candidate, other: Candidate) -> None:
+    """One moving-region test per run: places of the same side are joined; a smaller side replaces a
+    larger one (methods with coarser maps see the same mark as a larger spot; the test completes the
+    places it is given, see :func:`~lightning_xai.functional.shortcut_moving.completed_places`)."""
+    side, other_side = kept.box[2] - kept.box[0], other.box[2] - other.box[0]
+    if other_side < side:
+        kept.box, kept.places, kept.probe_boxes = other.box, list(other.places), list(other.probe_boxes)
+    elif other_side == side:
+        kept.places += [p for p in other.places if all(box_iou(p, q) < 0.5 for q in kept.places)]
+    kept.band = max(kept.band, other.band)
 
 
 def _moving_candidate(mass: Tensor, side: int, min_isolation: float, max_places: int) -> Candidate | None:

@@ -10,8 +10,12 @@ candidate raises the donor class's probability by more than a margin above the b
 *loss* otherwise; a one-sided sign test of wins against losses gives the p-value. A part of an
 object passes only if it outweighs the object's other telling pieces in most recipients; a region
 that is the object's centre, a jittered object or an object at a random place stays silent by
-construction, whatever the data set. Without controls (colour) the sign test compares follows with
-stays: the part must decide the prediction more often than the whole rest of the recipient does.
+construction, whatever the data set. A moving mark tested at all its places at once counts losses
+only where a control beat it by the margin and leaves the recipients in between out (a sign test
+with a dead zone, see :func:`count_wins`): a mark the model reads beside the object is clearly more
+telling than the object's pieces more often than clearly less, without deciding most predictions.
+Without controls (colour) the sign test compares follows with stays: the part must decide the
+prediction more often than the whole rest of the recipient does.
 
 Tests run sequentially on chunks of recipients: they stop as soon as the p-value is below the level
 spent on that look (decided) or the evidence no longer points towards a shortcut (a non-binding
@@ -233,16 +237,23 @@ def transplant_votes(
     return count_wins(votes, excess, margin)
 
 
-def count_wins(votes: Votes, excess: Tensor | None, margin: float) -> Votes:
+def count_wins(votes: Votes, excess: Tensor | None, margin: float, *, drop_ties: bool = False) -> Votes:
     """``votes`` with ``wins``/``losses``: recipients whose ``excess`` ``[n]`` is above/below ``margin``.
+
+    ``drop_ties``: losses are recipients whose best control beat the candidate by more than ``margin``
+    (excess below ``-margin``); those within ``margin`` either way are left out (a sign test with a
+    dead zone: it asks whether the candidate is clearly better more often than clearly worse, not
+    whether it is clearly better in most recipients).
 
     Example:
         >>> count_wins(Votes(), torch.tensor([0.3, 0.0, 0.2]), 0.1)
         Votes(follow=0, stay=0, other=0, wins=2, losses=1, random_follow=0, with_random=True, decided=False)
+        >>> count_wins(Votes(), torch.tensor([0.3, 0.0, -0.2]), 0.1, drop_ties=True).losses
+        1
     """
     if excess is not None:
         votes.wins = int((excess > margin).sum())
-        votes.losses = int((excess < margin).sum())
+        votes.losses = int((excess < (-margin if drop_ties else margin)).sum())
     return votes
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -137,6 +137,27 @@ class Bench:
             )
         return torch.tensor(chosen, dtype=torch.long)
 
+    def subset(self, indices: Tensor) -> Bench:
+        """The bench of ``images[indices]``: predictions and gradient maps kept, every image in both halves.
+
+        Example:
+            >>> bench = Bench.build(lambda x: x.flatten(1)[:, :3], torch.rand(8, 1, 4, 4), seed=0, batch_size=8,
+            ...                     fill="mean")
+            >>> part = bench.subset(torch.tensor([1, 5]))
+            >>> part.images.shape[0], part.test.tolist(), bool((part.probabilities == bench.probabilities[[1, 5]]).all())
+            (2, [0, 1], True)
+        """
+        order = torch.arange(indices.numel())
+        return replace(
+            self,
+            images=self.on_device(indices),
+            probabilities=self.probabilities[indices],
+            fills=self.fills_of(indices),
+            selection=order,
+            test=order,
+            gradient_maps=None if self.gradient_maps is None else self.gradient_maps[indices],
+        )
+
     def fills_of(self, indices: Tensor) -> Tensor | None:
         """``fills[indices]`` (``None`` when boxes are inpainted)."""
         return None if self.fills is None else self.fills[indices.to(self.images.device)]
@@ -148,17 +169,22 @@ class Bench:
     def control_places(self, box: Box) -> list[Box]:
         """``controls`` boxes of ``box``'s size that do not overlap it, drawn where the heat is (pieces
         of what the model looks at, the object included), uniformly where there is no heat."""
-        height, width = box[2] - box[0], box[3] - box[1]
+        return [boxes[0] for boxes in self.control_sets([box])]
+
+    def control_sets(self, places: Sequence[Box]) -> list[list[Box]]:
+        """``controls`` sets of ``len(places)`` boxes of the places' size, none overlapping a place, drawn
+        as :meth:`control_places` draws them (all ``places`` themselves when no place is left)."""
+        height, width = places[0][2] - places[0][0], places[0][3] - places[0][1]
         heat = self.heat if self.heat is not None else torch.ones(1, 1, *self.size)
         weights = box_means(heat.float(), height, width)[0, 0].clamp(min=0) + 1e-6
-        weights[max(0, box[0] - height + 1) : box[2], max(0, box[1] - width + 1) : box[3]] = 0
+        for box in places:
+            weights[max(0, box[0] - height + 1) : box[2], max(0, box[1] - width + 1) : box[3]] = 0
         if float(weights.sum()) <= 0:
-            return [box] * self.controls
-        picks = torch.multinomial(weights.flatten(), self.controls, replacement=True, generator=self.generator).tolist()
-        return [
-            (i // weights.shape[1], i % weights.shape[1], i // weights.shape[1] + height, i % weights.shape[1] + width)
-            for i in picks
-        ]
+            return [list(places)] * self.controls
+        columns, count = weights.shape[1], self.controls * len(places)
+        picks = torch.multinomial(weights.flatten(), count, replacement=True, generator=self.generator).tolist()
+        boxes = [(i // columns, i % columns, i // columns + height, i % columns + width) for i in picks]
+        return [boxes[k * len(places) : (k + 1) * len(places)] for k in range(self.controls)]
 
     def transplant(self, recipients: Tensor, box: Box, donor_class: int | None = None) -> Votes:
         """Pastes ``box`` from ``rounds`` donors (of ``donor_class``, or of another class) into each
@@ -181,6 +207,9 @@ class Bench:
         recipients: Tensor,
         pick: Callable[[Tensor], Tensor],
         paste: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]],
+        *,
+        drop_ties: bool = False,
+        rounds: int | None = None,
     ) -> Votes:
         """Transplants from ``rounds`` donors per recipient, against controls.
 
@@ -188,9 +217,11 @@ class Bench:
         transplanted images ``[n, C, H, W]`` and their controls ``[k * n, C, H, W]`` (see
         :func:`transplant_outcomes`). Recipients without a donor in every round are left out; a
         recipient's excess over its best control is averaged over its donors before it counts as a
-        win or a loss (``margin``).
+        win or a loss (``margin``; ``drop_ties``: see :func:`count_wins`). ``rounds``: donors per
+        recipient (default ``self.rounds``).
         """
-        given = torch.stack([pick(recipients) for _ in range(self.rounds)])
+        rounds = rounds or self.rounds
+        given = torch.stack([pick(recipients) for _ in range(rounds)])
         kept = (given >= 0).all(dim=0)
         recipients, total = recipients[kept], Votes()
         excess = torch.zeros(recipients.numel())
@@ -208,8 +239,8 @@ class Bench:
                 self.probabilities[recipients].gather(1, donor_of[:, None]).squeeze(1),
                 self.batch_size,
             )
-            total, excess = total + votes, excess + gained / self.rounds  # type: ignore[operator]
-        return count_wins(total, excess, self.margin)
+            total, excess = total + votes, excess + gained / rounds  # type: ignore[operator]
+        return count_wins(total, excess, self.margin, drop_ties=drop_ties)
 
 
 def ablation_rates(bench: Bench, boxes: Sequence[Box], indices: Tensor, *, random_too: bool = True) -> dict[str, float]:

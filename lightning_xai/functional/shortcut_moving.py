@@ -16,6 +16,14 @@ the own region raises the donor's class more than the rival does by more than ``
 (``Shortcuts.min_effect``), on average over its donors. A piece of an object passes only if it
 outweighs the most telling other piece of the object.
 
+A shortcut that moves among *a few places* (a swatch in one of the four corners) is also tested at
+all of them at once (:func:`place_set_votes`): every place seen in the probes is pasted together from
+an image of the class that follows them most, so the recipient loses its own mark wherever it was
+and receives the donor's wherever that was, against as many boxes drawn where the maps are hot,
+pasted from the same donor. A model that reads such a mark only partly (beside the object) rarely
+lets it decide alone, so this test asks whether the places are clearly more telling than the
+object's pieces more often than clearly less (a sign test with a dead zone of ``bench.margin``).
+
 Boxes are ``(top, left, bottom, right)`` in input pixels, bottom and right exclusive.
 """
 
@@ -29,10 +37,29 @@ from torch import Tensor
 
 from lightning_xai.functional.batching import chunk_ranges
 from lightning_xai.functional.shortcut import Box, box_iou, box_means, hide_box
+from lightning_xai.functional.shortcut_candidates import merge_boxes
 from lightning_xai.functional.shortcut_evidence import Votes, predict, sequential_test, swap_boxes
 from lightning_xai.functional.shortcut_interventions import Bench
 
-__all__ = ["band_positions", "gradient_heat", "hot_boxes", "locate", "most_telling", "moves", "moving_votes", "rivals"]
+__all__ = [
+    "apart",
+    "band_positions",
+    "carrier_class",
+    "completed_places",
+    "gradient_heat",
+    "hot_boxes",
+    "hottest_inside",
+    "locate",
+    "mean_gains",
+    "most_carried",
+    "most_telling",
+    "moves",
+    "moving_votes",
+    "one_place_carries",
+    "paste_places",
+    "place_set_votes",
+    "rivals",
+]
 
 
 def band_positions(size: tuple[int, int], side: int, band: int, *, inside: bool = True) -> Tensor:
@@ -125,6 +152,93 @@ def locate(
     return most_telling(bench, options)
 
 
+def most_carried(
+    bench: Bench,
+    sources: Tensor,
+    options: Sequence[Sequence[Box]],
+    *,
+    recipients: int = 32,
+    pool: Tensor | None = None,
+) -> list[Box]:
+    """Per image of ``sources`` ``[P, C, H, W]``, the option (the same number for every image) whose
+    content, pasted at the same place into ``recipients`` images of the bench (of ``pool``, indices,
+    when given) that the model puts in other classes, moves their predicted probabilities most on
+    average (total variation): where the image keeps what acts on the model wherever it is pasted,
+    as a mark does even when the model reads it only beside the object (filling a box instead, as
+    :func:`most_telling` does, favours pieces of the object).
+
+    Example:
+        >>> model = lambda x: torch.stack([x[:, 0, 0, 0], -x[:, 0, 0, 0]], dim=1) * 10
+        >>> images = torch.zeros(4, 1, 4, 4); images[:2, 0, 0, 0] = 1; images[2:, 0, 0, 0] = -1
+        >>> bench = Bench.build(model, images, seed=0, batch_size=8, fill="mean")
+        >>> most_carried(bench, images[:1], [[(2, 2, 4, 4), (0, 0, 2, 2)]], recipients=2)
+        [(0, 0, 2, 2)]
+    """
+    with torch.no_grad():
+        classes = predict(bench.forward_fn, sources, bench.batch_size).argmax(dim=1).cpu()
+    width = len(options[0])
+    batches, takers = [], []
+    for index, choices in enumerate(options):
+        others = (bench.predicted != classes[index]).nonzero().flatten()
+        if pool is not None:
+            others = others[torch.isin(others, pool)]
+        chosen = others[torch.randperm(others.numel(), generator=bench.generator)[:recipients]]
+        takers.append(chosen)
+        receiving = bench.on_device(chosen).repeat(width, 1, 1, 1)
+        giving = sources[index : index + 1].to(receiving.device).expand(receiving.shape[0], -1, -1, -1)
+        boxes = [box for box in choices for _ in range(chosen.numel())]
+        batches.append(swap_boxes(receiving, giving, boxes, boxes))
+    with torch.no_grad():
+        after = predict(bench.forward_fn, torch.cat(batches), bench.batch_size).cpu()
+    best, start = [], 0
+    for index, chosen in enumerate(takers):
+        count = chosen.numel() * width
+        moved = after[start : start + count].view(width, max(1, chosen.numel()), -1)
+        gains = (
+            (moved - bench.probabilities[chosen][None]).abs().sum(dim=2).mean(dim=1)
+            if chosen.numel()
+            else torch.zeros(width)
+        )
+        best.append(options[index][int(gains.argmax())])
+        start += count
+    return best
+
+
+def completed_places(
+    bench: Bench, places: Sequence[Box], *, band: int, extra: int = 3, sources: int = 16, recipients: int = 8
+) -> list[Box]:
+    """``places`` and the other places of their size where at least two of ``sources`` images of the selection
+    half hold what acts on the model wherever it is pasted: per image, among ``places`` and its ``extra``
+    hottest boxes in the ``band`` by gradient x input, the one :func:`most_carried` picks with
+    ``recipients`` images of the selection half (the test half stays untouched); places side by side
+    thinned out (:func:`apart`). The probes' maps show a moving mark at some of its places only.
+    """
+    side = places[0][2] - places[0][0]
+    chosen = bench.selection[:sources]
+    hot = hot_boxes(gradient_heat(bench.subset(chosen)), side, band_positions(bench.size, side, band), extra)
+    options = [list(places) + boxes for boxes in hot]
+    found = most_carried(bench, bench.on_device(chosen), options, recipients=recipients, pool=bench.selection)
+    groups = sorted(merge_boxes(found), key=lambda group: -len(group[1]))
+    new = [box for box, members in groups if len(members) >= 2 and all(box_iou(box, p) == 0 for p in places)]
+    return apart([*places, *new])
+
+
+def hottest_inside(heat: Tensor, boxes: Sequence[Box], side: int) -> list[Box]:
+    """Per map of ``heat`` ``[N, 1, H, W]``, the ``side`` box inside its box of ``boxes`` that holds most heat.
+
+    Example:
+        >>> heat = torch.zeros(1, 1, 8, 8); heat[0, 0, 5:7, 1:3] = 1
+        >>> hottest_inside(heat, [(4, 0, 8, 4)], 2)
+        [(5, 1, 7, 3)]
+    """
+    found = []
+    for index, box in enumerate(boxes):
+        allowed = torch.zeros(heat.shape[-2] - side + 1, heat.shape[-1] - side + 1, dtype=torch.bool)
+        allowed[box[0] : box[2] - side + 1, box[1] : box[3] - side + 1] = True
+        found.append(hot_boxes(heat[index : index + 1], side, allowed, 1)[0][0])
+    return found
+
+
 def rivals(bench: Bench, own: Sequence[Box], heat: Tensor, *, count: int = 4) -> list[Box]:
     """Each test image's rival: among ``count`` boxes of its own box's size drawn where ``heat``
     ``[N, 1, H, W]`` (the image's own gradient heat) is, not overlapping its own box, the most telling one."""
@@ -175,3 +289,102 @@ def moving_votes(bench: Bench, own: Sequence[Box], rival: Sequence[Box], *, alph
         return bench.vote_rounds(recipients, lambda chunk: bench.donors(chunk, elsewhere=own), paste)
 
     return sequential_test(vote, bench.test, alpha=alpha, out_of_time=bench.out_of_time)
+
+
+def paste_places(recipients: Tensor, donors: Tensor, places: Sequence[Sequence[Box]]) -> Tensor:
+    """Copies of ``recipients`` ``[N, C, H, W]`` with every box of ``places[i]`` taken from ``donors[i]``
+    (the same places in both).
+
+    Example:
+        >>> paste_places(torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2), [[(0, 0, 1, 1), (1, 1, 2, 2)]])[0, 0].tolist()
+        [[1.0, 0.0], [0.0, 1.0]]
+    """
+    out = recipients
+    for column in range(len(places[0]) if len(places) else 0):
+        boxes = [choices[column] for choices in places]
+        out = swap_boxes(out, donors, boxes, boxes)
+    return out
+
+
+def mean_gains(bench: Bench, donor_class: int, place_sets: Sequence[Sequence[Box]]) -> list[float]:
+    """For each set of boxes, how much pasting all of them from images of ``donor_class`` (the same donors
+    for every set) into the selection half's images of other classes raises ``donor_class``'s probability,
+    on average (``nan`` without recipients or donors)."""
+    recipients = bench.selection[bench.predicted[bench.selection] != donor_class]
+    donors = bench.donors(recipients, donor_class)
+    recipients, donors = recipients[donors >= 0], donors[donors >= 0]
+    if recipients.numel() == 0:
+        return [float("nan")] * len(place_sets)
+    receiving, giving = bench.on_device(recipients), bench.on_device(donors)
+    moved = torch.cat([paste_places(receiving, giving, [boxes] * len(donors)) for boxes in place_sets])
+    with torch.no_grad():
+        after = predict(bench.forward_fn, moved, bench.batch_size).cpu()[:, donor_class]
+    before = bench.probabilities[recipients, donor_class]
+    return (after.view(len(place_sets), -1) - before).mean(dim=1).tolist()
+
+
+def carrier_class(bench: Bench, places: Sequence[Box]) -> int:
+    """The predicted class whose images, pasted at all ``places`` into the selection half's images of
+    the other classes, raise its probability most on average (-1 when no class has donors)."""
+    gains = {int(c): mean_gains(bench, int(c), [places])[0] for c in bench.predicted.unique().tolist()}
+    gains = {c: gain for c, gain in gains.items() if gain == gain}  # classes with donors and recipients
+    return max(gains, key=gains.__getitem__) if gains else -1
+
+
+def one_place_carries(bench: Bench, carrier: int, places: Sequence[Box], *, share: float = 1 / 3) -> bool:
+    """Whether the effect stands on one place: without some one of ``places`` the rest carry less than
+    ``share`` of what all of them carry together for ``carrier`` (see :func:`mean_gains`; also when
+    together they carry nothing). A mark at one fixed place, with pieces of objects beside it, loses
+    nearly everything without its place; a mark that moves among ``k >= 3`` places keeps about
+    ``((k - 1) / k) ** 2`` of it without any one of them (recipients keep their own mark there, donors
+    do not bring theirs)."""
+    together, *without = mean_gains(bench, carrier, [places, *([q for q in places if q != box] for box in places)])
+    return not together > 0 or min(without) < share * together
+
+
+def apart(places: Sequence[Box]) -> list[Box]:
+    """``places`` in order, leaving out any that comes within a box side of one kept before it: places
+    side by side make one larger piece (a strip along an edge is a coherent piece of an object),
+    which scattered control boxes of the same size do not match.
+
+    Example:
+        >>> apart([(2, 10, 6, 14), (2, 14, 6, 18), (2, 0, 6, 4), (26, 26, 30, 30)])
+        [(2, 10, 6, 14), (2, 0, 6, 4), (26, 26, 30, 30)]
+    """
+    kept: list[Box] = []
+    for box in places:
+        side = box[2] - box[0]
+        gaps = [max(other[0] - box[2], box[0] - other[2], other[1] - box[3], box[1] - other[3]) for other in kept]
+        if all(gap >= side for gap in gaps):
+            kept.append(box)
+    return kept
+
+
+def place_set_votes(bench: Bench, places: Sequence[Box], *, alpha: float) -> tuple[Votes, list[int]]:
+    """All ``places`` pasted at once from images of the class that follows them most (chosen on the
+    selection half) into the test half's images of other classes, against as many boxes drawn where
+    the maps are hot, pasted from the same donor (``bench.controls`` sets); losses are recipients
+    where a control set beat the places by more than ``bench.margin``, ties are left out (see
+    :func:`~lightning_xai.functional.shortcut_evidence.count_wins`); each recipient's excess is averaged
+    over two donors. Returns the votes and the class (decided or not).
+
+    Nothing is tested (no votes, no class) when fewer than two places are left or the effect stands on
+    one place (:func:`one_place_carries`): a mark at a fixed place is a region or a class mark, tested
+    as such.
+    """
+    carrier = carrier_class(bench, places)
+    if carrier < 0 or len(places) < 2 or one_place_carries(bench, carrier, places):
+        return Votes(), []
+    recipients = bench.test[bench.predicted[bench.test] != carrier]
+
+    def paste(taking: Tensor, donors: Tensor) -> tuple[Tensor, Tensor]:
+        """The donors' content at all places; the donors' content at each control set."""
+        receiving, giving = bench.on_device(taking), bench.on_device(donors)
+        drawn = [bench.control_sets(places) for _ in range(receiving.shape[0])]
+        controls = [paste_places(receiving, giving, [sets[k] for sets in drawn]) for k in range(bench.controls)]
+        return paste_places(receiving, giving, [places] * receiving.shape[0]), torch.cat(controls)
+
+    def vote(chunk: Tensor) -> Votes:  # two donors each: a mark read beside the object moves little per transplant
+        return bench.vote_rounds(chunk, lambda part: bench.donors(part, carrier), paste, drop_ties=True, rounds=2)
+
+    return sequential_test(vote, recipients, alpha=alpha, out_of_time=bench.out_of_time), [carrier]

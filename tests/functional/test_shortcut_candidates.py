@@ -76,3 +76,15 @@ def test_a_spot_where_the_other_classes_look_too_is_no_class_mark():
     maps[:4, :, 0:4, 12:16] = 2.0  # class 0 reads a compact spot at that corner too (a swatch every class has)
     shared, _ = plan_candidates({"m": maps}, (16, 16), [4], classes=classes, **settings)
     assert (0, 12, 4, 16) in marks(shared)  # still tested: where the others look is a spot, not their object
+
+
+def test_moving_spots_of_several_methods_make_one_test_at_the_smallest_side():
+    corners = [(0, 0, 2, 2), (0, 14, 2, 16), (14, 0, 16, 2), (14, 14, 16, 16)] * 2
+    coarse = [(0, 0, 4, 4), (0, 12, 4, 16), (12, 0, 16, 4), (12, 12, 16, 16)] * 2  # a blurrier method's spots
+    settings = dict(min_concentration=2.0, min_isolation=0.4, max_places=6)
+    for order in (("fine", "coarse"), ("coarse", "fine")):
+        maps = {"fine": _spot_maps(corners), "coarse": _spot_maps(coarse)}
+        found, _ = plan_candidates({name: maps[name] for name in order}, (16, 16), [2, 4], **settings)
+        (walker,) = [c for c in found.values() if c.kind == "moving_region"]
+        assert sorted(walker.methods) == ["coarse", "fine"] and walker.box[2] - walker.box[0] == 2
+        assert sorted(walker.places) == sorted(set(corners)) and walker.probe_boxes == corners

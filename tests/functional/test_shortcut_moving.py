@@ -6,18 +6,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_xai.functional.shortcut_evidence import Votes
 from lightning_xai.functional.shortcut_interventions import Bench
 from lightning_xai.functional.shortcut_moving import (
     band_positions,
+    carrier_class,
+    completed_places,
     gradient_heat,
     hot_boxes,
+    hottest_inside,
     locate,
+    most_carried,
     most_telling,
     moving_votes,
+    one_place_carries,
+    paste_places,
+    place_set_votes,
     rivals,
 )
 
 SIZE, SIDE, BAND, CLASSES = 32, 4, 5, 5
+CORNERS = [(1, 1, 5, 5), (1, 27, 5, 31), (27, 1, 31, 5), (27, 27, 31, 31)]
 
 
 def _border_places(count: int, seed: int) -> list[tuple[int, int, int, int]]:
@@ -149,3 +158,104 @@ def test_gradient_heat_is_made_once_and_works_under_inference_mode():
     assert gradient_heat(bench) is heat and heat.shape == (96, 1, SIZE, SIZE)
     top, left, bottom, right = boxes[0]
     assert float(heat[0, 0, top:bottom, left:right].sum()) > 0  # the mark the model reads has gradient
+
+
+def _object_templates() -> torch.Tensor:
+    return (torch.rand(CLASSES, 12, 12, generator=torch.Generator().manual_seed(5)) > 0.5).float()
+
+
+def _objects_with_corner_marks(count: int = 128, seed: int = 0, *, marked: bool = True) -> tuple[torch.Tensor, list]:
+    """A centred 12x12 class template of random contrast on noise and, when ``marked``, a grey 4x4 mark whose
+    level encodes the class in a random corner (Ross et al.'s decoy); the mark's box per image."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(count) % CLASSES
+    images = torch.rand(count, 1, SIZE, SIZE, generator=generator) * 0.3
+    contrast = 0.2 + 0.6 * torch.rand(count, generator=generator)
+    images[:, 0, 10:22, 10:22] += _object_templates()[labels] * contrast[:, None, None]
+    boxes = [CORNERS[int(i)] for i in torch.randint(0, 4, (count,), generator=generator)]
+    if marked:
+        for image, label, box in zip(images, labels.tolist(), boxes):
+            image[:, box[0] : box[2], box[1] : box[3]] = 0.4 + 0.6 * label / (CLASSES - 1)
+    return images, boxes
+
+
+class ReadsCentredObject(nn.Module):
+    """Correlates the centred 12x12 area with each class's template: a clean model."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centre = x.mean(dim=1)[:, 10:22, 10:22].flatten(1) - 0.3
+        return 48 * centre @ (_object_templates().flatten(1) - 0.5).T / 144
+
+
+class ReadsObjectAndCornerMark(ReadsCentredObject):
+    """The object's evidence plus the evidence of every corner box bright enough to be a mark (summed, as a
+    network's pooling sums): the mark moves the prediction but rarely decides it alone (a shortcut the
+    model uses only partly)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        levels = torch.stack([x[:, :, t:b, c:r].mean(dim=(1, 2, 3)) for t, c, b, r in CORNERS], dim=1)
+        code = (levels - 0.4) / 0.6 * (CLASSES - 1)  # [N, 4]
+        is_mark = torch.sigmoid((levels - 0.35) * 40)
+        marks = -((code[:, :, None] - torch.arange(float(CLASSES))) ** 2) * is_mark[:, :, None]
+        return super().forward(x) + marks.sum(dim=1)
+
+
+def _with_heat(model: nn.Module, images: torch.Tensor) -> Bench:
+    bench = _bench(model, images)
+    bench.heat = gradient_heat(bench).mean(dim=0, keepdim=True)  # control boxes go where the model looks
+    return bench
+
+
+def test_paste_places_takes_every_place_from_the_donor():
+    moved = paste_places(torch.zeros(2, 1, 8, 8), torch.ones(2, 1, 8, 8), [[(0, 0, 2, 2), (6, 6, 8, 8)]] * 2)
+    assert float(moved.sum()) == 16 and float(moved[:, :, 2:6, 2:6].sum()) == 0
+
+
+def test_a_mark_read_beside_the_object_is_confirmed_at_all_its_places_at_once():
+    images, boxes = _objects_with_corner_marks()
+    bench = _with_heat(ReadsObjectAndCornerMark().eval(), images)
+    votes, classes = place_set_votes(bench, CORNERS, alpha=1e-4)
+    assert votes.decided and votes.p_value <= 1e-4 and votes.wins > 3 * votes.losses
+    assert classes == [carrier_class(bench, CORNERS)] and 0 <= classes[0] < CLASSES
+    single = moving_votes(bench, boxes, rivals(bench, boxes, gradient_heat(bench)), alpha=1e-4)
+    assert not single.decided  # in most images it does not outweigh the object: the per-image test misses it
+
+
+def test_places_at_once_stay_silent_on_objects():
+    images, boxes = _objects_with_corner_marks(marked=False)
+    bench = _with_heat(ReadsCentredObject().eval(), images)
+    votes, _ = place_set_votes(bench, CORNERS, alpha=1e-4)  # the corners hold noise: no clear win
+    assert not votes.decided and votes.wins <= votes.losses
+
+    objects, pieces = _objects_at_the_border(128)
+    bench = _with_heat(ReadsObjectAnywhere().eval(), objects)
+    places = sorted(set(pieces))[:4]  # pieces of objects touching the border, where some images have them
+    votes, _ = place_set_votes(bench, places, alpha=1e-4)
+    assert not votes.decided and votes.p_value > 0.01
+
+
+def test_a_mark_at_one_place_is_not_tested_at_all_places():
+    images, _ = _objects_with_corner_marks(marked=False)
+    labels = torch.arange(images.shape[0]) % CLASSES
+    fixed = images.clone()
+    for image, label in zip(fixed, labels.tolist()):  # the same mark, always in the top-left corner
+        image[:, 1:5, 1:5] = 0.4 + 0.6 * label / (CLASSES - 1)
+    bench = _with_heat(ReadsObjectAndCornerMark().eval(), fixed)
+    carrier = carrier_class(bench, CORNERS)
+    assert one_place_carries(bench, carrier, CORNERS)  # the other corners only dilute it
+    assert place_set_votes(bench, CORNERS, alpha=1e-4) == (Votes(), [])
+    moving, _ = _objects_with_corner_marks()
+    bench = _with_heat(ReadsObjectAndCornerMark().eval(), moving)
+    assert not one_place_carries(bench, carrier_class(bench, CORNERS), CORNERS)
+
+
+def test_each_image_is_located_among_the_places_its_class_carries():
+    images, boxes = _objects_with_corner_marks()
+    bench = _with_heat(ReadsObjectAndCornerMark().eval(), images)
+    found = completed_places(bench, CORNERS[:2], band=BAND)  # the maps showed two corners of four
+    assert found[:2] == CORNERS[:2] and sorted(found) == CORNERS
+    located = most_carried(bench, images[:32], [found] * 32)
+    assert sum(box == truth for box, truth in zip(located, boxes)) >= 29
+    larger = [(max(0, t - 2), max(0, c - 2), max(0, t - 2) + 8, max(0, c - 2) + 8) for t, c, _, _ in located]
+    inside = hottest_inside(gradient_heat(bench)[:32], larger, SIDE)  # 8x8 places around the marks
+    assert sum(box == truth for box, truth in zip(inside, boxes)) >= 29
