@@ -569,7 +569,7 @@ def _images_to_test(candidate: Candidate, count: int) -> int:
     test images: ablations and 16 transplants with their controls. A moving region first completes
     its places (16 selection images, with their 3 hottest border boxes, each pasted into 8 others; a
     backward pass counted as 2 forwards), finds the class that follows them (about 10 classes of the
-    32 selection images) and what each place carries alone, then looks at all places at once with two
+    32 selection images) and what the places carry without each one, then looks at all places at once with two
     donors per recipient (its ablation rates locate 16 selection images among the places)."""
     first_look = 48 + 16 * 5
     if candidate.kind != "moving_region":

@@ -338,5 +338,6 @@ def test_a_candidates_cost_is_estimated_before_it_starts():
     moving = Candidate("moving_region", (0, 0, 4, 4), places=[CORNERS[0], CORNERS[1], CORNERS[2], CORNERS[3]])
     assert shortcuts_module._images_to_test(region, 32) == 128  # 48 ablations + 16 transplants with 4 controls
     # completing the places (16 images x 7 options x 8 recipients, their gradients), the carrier class
-    # (10 x 32), each place alone (5 x 32), locating 16 images (16 x 4), then the first look with 2 donors each
+    # (10 x 32), all places and all but each one (5 x 32), locating 16 images (16 x 4), then the first look
+    # with 2 donors each
     assert shortcuts_module._images_to_test(moving, 32) == 32 + 896 + 320 + 160 + 64 + 128 + 80
