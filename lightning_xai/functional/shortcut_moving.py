@@ -165,7 +165,8 @@ def most_carried(
     when given) that the model puts in other classes, moves their predicted probabilities most on
     average (total variation): where the image keeps what acts on the model wherever it is pasted,
     as a mark does even when the model reads it only beside the object (filling a box instead, as
-    :func:`most_telling` does, favours pieces of the object).
+    :func:`most_telling` does, favours pieces of the object). Without any such image (a model that
+    puts every image in one class), each source's first option.
 
     Example:
         >>> model = lambda x: torch.stack([x[:, 0, 0, 0], -x[:, 0, 0, 0]], dim=1) * 10
@@ -188,6 +189,8 @@ def most_carried(
         giving = sources[index : index + 1].to(receiving.device).expand(receiving.shape[0], -1, -1, -1)
         boxes = [box for box in choices for _ in range(chosen.numel())]
         batches.append(swap_boxes(receiving, giving, boxes, boxes))
+    if sum(chosen.numel() for chosen in takers) == 0:  # no image of another class to paste into
+        return [choices[0] for choices in options]
     with torch.no_grad():
         after = predict(bench.forward_fn, torch.cat(batches), bench.batch_size).cpu()
     best, start = [], 0

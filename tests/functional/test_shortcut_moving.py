@@ -259,3 +259,18 @@ def test_each_image_is_located_among_the_places_its_class_carries():
     larger = [(max(0, t - 2), max(0, c - 2), max(0, t - 2) + 8, max(0, c - 2) + 8) for t, c, _, _ in located]
     inside = hottest_inside(gradient_heat(bench)[:32], larger, SIDE)  # 8x8 places around the marks
     assert sum(box == truth for box, truth in zip(inside, boxes)) >= 29
+
+
+class AlwaysClassZero(nn.Module):
+    """Early training: every image in class 0 (the input barely matters)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 1e-3 * x.flatten(1)[:, :CLASSES] + torch.tensor([10.0] + [0.0] * (CLASSES - 1))
+
+
+def test_a_model_that_puts_every_image_in_one_class_tests_nothing_at_all_places():
+    images, _ = _objects_with_corner_marks(count=32)
+    bench = _with_heat(AlwaysClassZero(), images)
+    assert completed_places(bench, CORNERS[:2], band=BAND) == CORNERS[:2]  # no image of another class to paste into
+    assert most_carried(bench, images[:2], [CORNERS, CORNERS]) == [CORNERS[0], CORNERS[0]]
+    assert place_set_votes(bench, CORNERS, alpha=1e-4) == (Votes(), [])
