@@ -650,23 +650,21 @@ def _message(finding: Finding, size: tuple[int, int], candidate: Candidate | Non
     top, left, bottom, right = finding.box
     shape = f"{bottom - top}x{right - left}"
     where = f"(rows {top}-{bottom - 1}, columns {left}-{right - 1}, found with {finding.method})"
-    if finding.kind == "moving_region" and finding.classes:
+    if finding.kind == "moving_region":
         places = describe_places(candidate.places if candidate else [_as_box(finding.box)], size)
+        moving = (
+            f"after epoch {finding.epoch} the model relies on a small {shape} region at varying places "
+            f"({places}, found with {finding.method})"
+        )
+        if not finding.classes:
+            return f"{moving}: swapped for the same kind of region from an image of another class, {evidence}."
         donors = ", ".join(map(str, finding.classes))
         return (
-            f"after epoch {finding.epoch} the model relies on a small {shape} region at varying places "
-            f"({places}, found with {finding.method}): pasted at all those places at once from images of class "
+            f"{moving}: pasted at all those places at once from images of class "
             f"{donors}, the prediction follows in {finding.follow_rate:.0%} of {finding.trials} transplants and "
             f"stays in {finding.stay_rate:.0%}; it raises class {donors} by {margin:.0%} more than as many pieces "
             f"where the model looks in {finding.win_rate:.0%} of images, more often than by {margin:.0%} less "
             f"(p = {finding.p_value:.1e}, needed <= {finding.level:.1e})."
-        )
-    if finding.kind == "moving_region":
-        places = describe_places(candidate.places if candidate else [_as_box(finding.box)], size)
-        return (
-            f"after epoch {finding.epoch} the model relies on a small {shape} region at varying places "
-            f"({places}, found with {finding.method}): swapped for the same kind of region from an image of "
-            f"another class, {evidence}."
         )
     if finding.kind == "class_mark":
         return (
