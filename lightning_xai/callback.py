@@ -87,8 +87,8 @@ class AttributionMonitor(Callback):
             (``RobustnessCheck()``); off by default.
         strict: raise failures inside runs instead of warning and recording them (for tests and CI).
         schedule: ``"adaptive"`` (default): the cheapest method (Grad-CAM when present) runs every time;
-            the others every time until their maps settle, then at growing intervals (after 1, 2, 4,
-            up to 8 skipped runs), and every time again when the cheap method's maps move or the probe
+            the others every time until their maps settle, then at growing intervals (skipping 1 run,
+            then 3, then 7 at a time), and every time again when the cheap method's maps move or the probe
             accuracy jumps; left-out methods are listed per run in ``summary.json`` (``scheduled_out``).
             ``"every_run"``: every method every time.
         output: which entry of what ``forward`` returns holds the scores: a dict key
@@ -196,11 +196,20 @@ class AttributionMonitor(Callback):
 
     @property
     def state_key(self) -> str:
-        """Distinguishes monitors with different settings in a checkpoint (every method's effective settings)."""
-        described = [checks.describe(m, show_defaults=True) for m in self.methods]
-        return self._generate_state_key(
-            methods=described, every_n_epochs=self.every_n_epochs, probes=self._probe_description()
-        )
+        """Distinguishes monitors with different settings in a checkpoint (every method's effective settings).
+
+        Lightning asks for it around every hook of every batch, so it is built once per set of settings:
+        the (frozen) methods, ``every_n_epochs`` and the probes, compared by identity.
+        """
+        settings = (*self.methods, self.every_n_epochs, self.num_probes, self.probes)
+        cached = self.__dict__.get("_state_key_cache")
+        if cached is None or len(cached[0]) != len(settings) or any(a is not b for a, b in zip(cached[0], settings)):
+            described = [checks.describe(m, show_defaults=True) for m in self.methods]
+            key = self._generate_state_key(
+                methods=described, every_n_epochs=self.every_n_epochs, probes=self._probe_description()
+            )
+            cached = self._state_key_cache = (settings, key)
+        return cached[1]
 
     @property
     def history(self) -> list[dict[str, Any]]:

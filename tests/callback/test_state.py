@@ -64,3 +64,18 @@ def test_the_monitor_pickles_before_and_after_fit(tmp_path, digits16):
     assert copy.state_dict()["runs"] == monitor.state_dict()["runs"]
     make_trainer(tmp_path / "again", [copy], max_epochs=1).fit(tiny_model(), *loaders(digits16))
     assert len(copy.history) == 2
+
+
+def test_state_key_is_built_once_and_follows_a_change_of_settings(monkeypatch):
+    monitor = cheap_monitor(methods=[GradCAM()])
+    first = monitor.state_key
+    described = []
+    monkeypatch.setattr("lightning_xai.callback.checks.describe", lambda *a, **k: described.append(a) or "x")
+    assert [monitor.state_key for _ in range(100)] == [first] * 100
+    assert described == []  # Lightning asks around every hook of every batch: no re-description
+    monitor.every_n_epochs = 3
+    assert "'every_n_epochs': 3" in monitor.state_key
+    assert len(described) == 1  # described again after the change, once
+    monitor.methods = [Occlusion(window=4), GradCAM()]
+    assert monitor.state_key == "AttributionMonitor{'methods': ['x', 'x'], 'every_n_epochs': 3, 'probes': 4}"
+    assert len(described) == 3  # and again, each method
