@@ -2,10 +2,13 @@
 
 The *sentinel* (Grad-CAM when the monitor has it, else its first method: the cheapest signal)
 runs every time with the predictions. Every other method runs every time until its maps have
-settled (see :class:`~lightning_xai.Stability`); from then on at growing intervals (after 1, 2,
-4, ... up to ``max_interval`` skipped runs), and every time again as soon as the sentinel's maps
+settled (see :class:`~lightning_xai.Stability`); from then on at growing intervals: it skips 1 run,
+then 3, then 7 (``max_interval - 1``), and runs every time again as soon as the sentinel's maps
 move (rank correlation with its last maps below the stability threshold less ``WAKE_MARGIN``) or
 the probe accuracy jumps. ``AttributionMonitor(schedule="every_run")`` runs every method every time.
+A method settles after ``Stability.patience`` runs in a row that agreed with the one before, so the
+run right after is skipped: a 20-epoch fit whose maps settle at epoch 3 runs them at epochs 0-3, 5, 9
+and 17.
 
 The margin is a hysteresis: methods settle when their correlation stays at the threshold or above,
 and a sentinel that hovers at the threshold (Grad-CAM's coarse maps often do) would otherwise wake
@@ -18,10 +21,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["WAKE_MARGIN", "MethodSchedule", "ScheduleName", "pick_sentinel", "sentinel_moved"]
+__all__ = ["FIRST_INTERVAL", "WAKE_MARGIN", "MethodSchedule", "ScheduleName", "pick_sentinel", "sentinel_moved"]
 
 ScheduleName = Literal["adaptive", "every_run"]
 WAKE_MARGIN = 0.1
+FIRST_INTERVAL = 2  # a method that has just settled skips the next run
 
 
 def sentinel_moved(correlation: float | None, threshold: float, *, margin: float = WAKE_MARGIN) -> bool:
@@ -52,11 +56,14 @@ class MethodSchedule:
     Example:
         >>> schedule = MethodSchedule(["grad_cam", "occlusion"])
         >>> settled = {"grad_cam": True, "occlusion": True}
+        >>> schedule.plan(settled, wake=False)
+        (['grad_cam'], {'occlusion': 'settled: next run after 1 more'})
+        >>> schedule.record(["grad_cam"], settled, wake=False)
         >>> schedule.plan(settled, wake=False)[0]
         ['grad_cam', 'occlusion']
         >>> schedule.record(["grad_cam", "occlusion"], settled, wake=False)
         >>> schedule.plan(settled, wake=False)
-        (['grad_cam'], {'occlusion': 'settled: next run after 1 more'})
+        (['grad_cam'], {'occlusion': 'settled: next run after 3 more'})
         >>> schedule.plan(settled, wake=True)[0]
         ['grad_cam', 'occlusion']
     """
@@ -77,11 +84,11 @@ class MethodSchedule:
         run: list[str] = []
         left: dict[str, str] = {}
         for key in self.keys:
-            due = self.waited[key] + 1 >= self.interval[key]
+            due = self.waited[key] + 1 >= self._settled_interval(key)
             if key == self.sentinel or wake or not settled.get(key, False) or due:
                 run.append(key)
             else:
-                left[key] = f"settled: next run after {self.interval[key] - self.waited[key] - 1} more"
+                left[key] = f"settled: next run after {self._settled_interval(key) - self.waited[key] - 1} more"
         return run, left
 
     def record(self, ran: Sequence[str], settled: Mapping[str, bool], *, wake: bool) -> None:
@@ -92,7 +99,11 @@ class MethodSchedule:
                 continue
             self.waited[key] = 0
             keep_growing = settled.get(key, False) and not wake and key != self.sentinel
-            self.interval[key] = min(self.max_interval, 2 * self.interval[key]) if keep_growing else 1
+            self.interval[key] = min(self.max_interval, 2 * self._settled_interval(key)) if keep_growing else 1
+
+    def _settled_interval(self, key: str) -> int:
+        """Runs from one run of a settled method to its next (``FIRST_INTERVAL`` at least)."""
+        return max(FIRST_INTERVAL, self.interval[key])
 
     def state_dict(self) -> dict[str, dict[str, int]]:
         """Waits and intervals (plain ints, for the checkpoint)."""

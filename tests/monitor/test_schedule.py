@@ -26,7 +26,7 @@ def test_settled_methods_run_at_growing_intervals_and_the_sentinel_every_time():
     schedule = MethodSchedule(["grad_cam", "occlusion"], max_interval=4)
     ran = _runs(schedule, {"grad_cam": True, "occlusion": True}, [False] * 12)
     occlusion_runs = [index for index, keys in enumerate(ran) if "occlusion" in keys]
-    assert occlusion_runs == [0, 2, 6, 10]  # waits of 1, 3, then 3 again: intervals 2, 4, 4 (capped)
+    assert occlusion_runs == [1, 5, 9]  # just settled: skips 1, then 3, then 3 again (intervals 2, 4, 4: capped)
     assert all("grad_cam" in keys for keys in ran)
 
 
@@ -59,10 +59,12 @@ def test_a_settled_method_is_left_out_between_its_runs_in_a_real_fit(tmp_path, d
     monitor = cheap_monitor(methods=methods, shortcuts=None, stability=Stability(patience=1))
     make_trainer(tmp_path, [monitor], max_epochs=6).fit(_Frozen(SmallCNN(1, 10, width=4)), *loaders(digits16))
     ran = [run["methods"] for run in monitor.history]
-    assert [("occlusion" in methods) for methods in ran] == [True, True, True, False, True, False]
+    # settled after run 1 (patience 1): run 2 is skipped, then runs 4-6 after run 3
+    assert [("occlusion" in methods) for methods in ran] == [True, True, False, True, False, False]
     assert all("grad_cam" in methods for methods in ran)
-    assert monitor.history[3]["scheduled_out"] == {"occlusion": "settled: next run after 1 more"}
-    assert "scheduled_out" not in monitor.history[2]
+    assert monitor.history[2]["scheduled_out"] == {"occlusion": "settled: next run after 1 more"}
+    assert monitor.history[4]["scheduled_out"] == {"occlusion": "settled: next run after 3 more"}
+    assert "scheduled_out" not in monitor.history[3]
 
 
 def test_moving_maps_keep_every_method_running_and_every_run_is_available(tmp_path, digits16):
