@@ -119,7 +119,7 @@ def run(name: str, model_name: str, seed: int, epochs: int, verbose: bool) -> di
         "acc": accuracy(model, *data.val),
         "seconds": time.perf_counter() - started,
         "found": [
-            {k: f[k] for k in ("epoch", "kind", "box", "classes", "p_value", "method")}
+            {k: f[k] for k in ("epoch", "kind", "box", "classes", "p_value", "method", "partial")}
             | {"correct": correct(f, data, truth)}
             for f in findings
         ],

@@ -33,6 +33,7 @@ from lightning_xai.functional.shortcut_candidates import (
     describe_places,
     normalized_mass,
     plan_candidates,
+    spot_at_border,
 )
 from lightning_xai.functional.shortcut_evidence import Votes
 from lightning_xai.functional.shortcut_interventions import (
@@ -76,6 +77,10 @@ _FIXED = ("region", "class_mark")
 PLACE_SET_SHARE = 0.75
 """The share of a moving region's level its test at all places at once gets; the per-image test, which
 finds marks anywhere along the border but needs the mark to decide most predictions, gets the rest."""
+DECIDES_SHARE = 0.5
+"""The share of the level of a spot at the border (see :func:`spot_at_border`) that its test of deciding
+most predictions gets; the test of clear wins against clear losses (a mark read beside the object) gets
+the rest. Other fixed places get the whole level for the first test."""
 MIN_PASSES = 4
 """The checks may always take this many times what predicting the test images once took (the budget's floor)."""
 MIN_TEST_IMAGES = 32
@@ -204,7 +209,10 @@ class Finding:
     ``classes``: when it was confirmed at all its places at once, the class whose images were pasted),
     ``"class_mark"`` (a mark the images of ``classes`` carry) or ``"color"`` (``box``: the whole
     image). ``p_value`` is the test's p-value, ``level`` the bound it had to reach (the false-alarm
-    rate shared out over candidates and runs), ``confidence`` is ``1 - p_value``.
+    rate shared out over candidates and runs), ``confidence`` is ``1 - p_value``. ``partial``: a
+    fixed spot at the border confirmed because it raises the donor's class clearly more often than
+    pieces of what the model looks at clearly do (``win_rate`` against ``loss_rate``), without deciding
+    most predictions (the model reads it beside the object).
     """
 
     epoch: int
@@ -229,6 +237,8 @@ class Finding:
     random_follow_rate: float = 0.0
     win_rate: float = 0.0
     trials: int = 0
+    loss_rate: float = 0.0
+    partial: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON- and checkpoint-safe dict; ``Finding(**finding.to_dict())`` rebuilds it."""
@@ -268,7 +278,7 @@ class _RunTests:
 
     def fits(self, candidate: Candidate) -> bool:
         """Whether the candidate's first look is expected to end within the budget."""
-        expected = self.per_image * _images_to_test(candidate, self.bench.images.shape[0])
+        expected = self.per_image * _images_to_test(candidate, self.bench.images.shape[0], self.size)
         return self.budget is None or time.perf_counter() + expected - self.started <= self.budget
 
 
@@ -411,9 +421,11 @@ class ShortcutDetector:
         self, candidate: Candidate, bench: Bench, level: float, probe_images: Tensor | None = None
     ) -> dict[str, Any]:
         box, selection = candidate.box, bench.selection[:16]  # ablation rates are only reported: a few images suffice
+        partial = False
         if candidate.kind == "region":
             rates = ablation_rates(bench, [box] * selection.numel(), selection)
-            votes, classes = region_votes(bench, box, alpha=level), []
+            votes, level, partial = self._region_votes(candidate, bench, level)
+            classes = []
         elif candidate.kind == "class_mark":
             mark_of, rates = mark_class(bench, box)
             votes, classes = class_votes(bench, box, mark_of, alpha=level), [mark_of]
@@ -425,7 +437,37 @@ class ShortcutDetector:
                 bench, box, self.settings.candidate_sides(bench.size), classes[0] if classes else None
             )
             kind, classes = _who_carries(carriers(bench, candidate.box), classes)
-        return {**rates, **votes.rates(), "decided": votes.decided, "classes": classes, "kind": kind, "level": level}
+            if kind == "region" and candidate.kind == "class_mark":  # most classes carry it: it must decide as a region
+                votes, level, partial = self._region_votes(replace(candidate, kind="region"), bench, level)
+        return {
+            **rates,
+            **votes.rates(),
+            "decided": votes.decided,
+            "classes": classes,
+            "kind": kind,
+            "level": level,
+            "partial": partial and votes.decided,
+        }
+
+    @staticmethod
+    def _region_votes(candidate: Candidate, bench: Bench, level: float) -> tuple[Votes, float, bool]:
+        """A fixed region: does it decide most predictions (the whole ``level``; ``DECIDES_SHARE`` of it for
+        a spot at the border, see :func:`spot_at_border`)? If not, such a spot is tested for clear wins
+        at the rest of the level (a mark read beside the object). Returns the votes, the level of the last
+        test and whether it was the test of clear wins.
+
+        A class mark confirmed at a place that the images of most classes carry (see :func:`_who_carries`)
+        is a region and takes this test too, at the same level: it is reported only when both tests
+        confirm it (an intersection of tests keeps the level), with this test's evidence. The middle of
+        centred objects passes a one-class test (the centre of one class's shape, pasted into the others,
+        turns them into that class) but carries every class and decides no more than the rest of the object."""
+        if not spot_at_border(candidate, bench.size):
+            return region_votes(bench, candidate.box, alpha=level), level, False
+        votes = region_votes(bench, candidate.box, alpha=level * DECIDES_SHARE)
+        if votes.decided or bench.out_of_time():
+            return votes, level * DECIDES_SHARE, False
+        rest = level * (1 - DECIDES_SHARE)
+        return region_votes(bench, candidate.box, alpha=rest, clear_wins=True), rest, True
 
     def _moving_evidence(
         self, candidate: Candidate, bench: Bench, level: float, probe_images: Tensor | None
@@ -495,6 +537,8 @@ class ShortcutDetector:
             random_follow_rate=evidence["random_follow_rate"],
             win_rate=evidence["win_rate"],
             trials=int(evidence["trials"]),
+            loss_rate=evidence["loss_rate"],
+            partial=evidence["partial"],
         )
         finding.message = _message(finding, size, candidate, self.settings.min_effect)
         return finding
@@ -564,16 +608,17 @@ class ShortcutDetector:
         return any(_repeats(finding.kind, _as_box(finding.box), old) for old in self.findings)
 
 
-def _images_to_test(candidate: Candidate, count: int) -> int:
+def _images_to_test(candidate: Candidate, count: int, size: tuple[int, int]) -> int:
     """About how many images the first look at a candidate passes through the model, with ``count``
-    test images: ablations and 16 transplants with their controls. A moving region first completes
+    test images: ablations and 16 transplants with their controls (a spot at the border, see
+    :func:`spot_at_border`: then 16 more with two donors each, the test of clear wins). A moving region first completes
     its places (16 selection images, with their 3 hottest border boxes, each pasted into 8 others; a
     backward pass counted as 2 forwards), finds the class that follows them (about 10 classes of the
     32 selection images) and what the places carry without each one, then looks at all places at once with two
     donors per recipient (its ablation rates locate 16 selection images among the places)."""
     first_look = 48 + 16 * 5
     if candidate.kind != "moving_region":
-        return first_look
+        return first_look + (16 * 2 * 5 if spot_at_border(candidate, size) else 0)
     places = len(candidate.places)
     return 16 * 2 + 16 * (places + 3) * 8 + 320 + 32 * (places + 1) + 16 * places + first_look + 16 * 5
 
@@ -635,13 +680,20 @@ def _message(finding: Finding, size: tuple[int, int], candidate: Candidate | Non
         f"the prediction follows it in {finding.follow_rate:.0%} of {finding.trials} transplants "
         f"and stays in {finding.stay_rate:.0%}"
     )
-    if finding.kind != "color":
+    if finding.partial:
+        evidence += (
+            f": it does not decide most of them (the model reads it beside the object); it raises the donor's class by {margin:.0%} "
+            f"more than each of 4 pieces of the same size where the model looks in {finding.win_rate:.0%} of "
+            f"images and by {margin:.0%} less than one of them in {finding.loss_rate:.0%}"
+        )
+    elif finding.kind != "color":
         evidence += (
             f"; it raises the donor's class by {margin:.0%} more than each of 4 pieces of the same size "
             f"where the model looks in {finding.win_rate:.0%} of images "
             f"(those pieces were followed in {finding.random_follow_rate:.0%})"
         )
     evidence += f" (p = {finding.p_value:.1e}, needed <= {finding.level:.1e})"
+    relies = "partly relies" if finding.partial else "relies"
     if finding.kind == "color":
         return (
             f"after epoch {finding.epoch} the model relies on colour: given the colours of an image of another class "
@@ -668,12 +720,12 @@ def _message(finding: Finding, size: tuple[int, int], candidate: Candidate | Non
         )
     if finding.kind == "class_mark":
         return (
-            f"after epoch {finding.epoch} the model relies on a {shape} mark at the "
+            f"after epoch {finding.epoch} the model {relies} on a {shape} mark at the "
             f"{describe_place(_as_box(finding.box), size)} {where} that images of class "
             f"{', '.join(map(str, finding.classes))} carry: pasted into images of other classes, {evidence}."
         )
     return (
-        f"after epoch {finding.epoch} the model relies on a {shape} region at the "
+        f"after epoch {finding.epoch} the model {relies} on a {shape} region at the "
         f"{describe_place(_as_box(finding.box), size)} {where}: pasted from an image of another class, {evidence}; "
         f"replacing it changes {finding.flip_rate:.0%} of predictions (elsewhere: {finding.random_flip_rate:.0%})."
     )

@@ -180,6 +180,18 @@ def test_mark_of_one_class_names_the_class():
     assert "that images of class 0 carry" in report.new[0].message
 
 
+def test_a_class_mark_that_most_classes_carry_must_also_decide_as_a_region(monkeypatch):
+    images, labels = _objects()
+    images[labels == 0, :, 0:4, 12:16] = 1.0
+    boxes = [(0, 12, 4, 16) if label == 0 else (5, 5, 9, 9) for label in labels.tolist()]
+    every_class = {c: 0.9 for c in range(CLASSES)}  # as the middle of centred objects is: every class's is followed
+    monkeypatch.setattr(shortcuts_module, "carriers", lambda bench, box: every_class)
+    report = _check(ReadsMark(), _heat(boxes), images)
+    assert report.new == []  # the one-class test confirmed it; pasted from images of any class, it decides nothing
+    (mark,) = [f for f in report.current.values() if f.kind == "region" and f.box == [0, 12, 4, 16]]
+    assert not mark.confirmed and mark.follow_rate < mark.stay_rate
+
+
 def test_color_cue_is_found_and_grey_images_are_not_tested():
     generator = torch.Generator().manual_seed(0)
     labels = torch.arange(64) % 3
@@ -336,8 +348,47 @@ def test_a_candidates_cost_is_estimated_before_it_starts():
 
     region = Candidate("region", (0, 0, 4, 4))
     moving = Candidate("moving_region", (0, 0, 4, 4), places=[CORNERS[0], CORNERS[1], CORNERS[2], CORNERS[3]])
-    assert shortcuts_module._images_to_test(region, 32) == 128  # 48 ablations + 16 transplants with 4 controls
+    assert (
+        shortcuts_module._images_to_test(region, 32, (SIZE, SIZE)) == 128
+    )  # 48 ablations + 16 transplants, 4 controls
+    spot = Candidate("region", (0, 0, 4, 4), isolation=0.9)  # a spot at the border: then the test of clear wins
+    assert shortcuts_module._images_to_test(spot, 32, (SIZE, SIZE)) == 128 + 16 * 2 * 5
     # completing the places (16 images x 7 options x 8 recipients, their gradients), the carrier class
     # (10 x 32), all places and all but each one (5 x 32), locating 16 images (16 x 4), then the first look
     # with 2 donors each
-    assert shortcuts_module._images_to_test(moving, 32) == 32 + 896 + 320 + 160 + 64 + 128 + 80
+    assert shortcuts_module._images_to_test(moving, 32, (SIZE, SIZE)) == 32 + 896 + 320 + 160 + 64 + 128 + 80
+
+
+def _corner_heat(box: tuple[int, int, int, int]) -> dict[str, torch.Tensor]:
+    heat = torch.full((16, 1, 32, 32), 0.01)
+    heat[:, :, 10:22, 10:22] = 0.05  # every probe's object
+    heat[:, :, box[0] : box[2], box[1] : box[3]] = 1.0  # and a lone spot at one corner
+    return {"heat": heat}
+
+
+def test_a_fixed_mark_read_beside_the_object_is_found_as_partial_reliance():
+    from tests.functional.test_shortcut_moving import CORNERS as MARK_CORNERS
+    from tests.functional.test_shortcut_moving import ReadsObjectAndCornerMark, _objects_with_corner_marks
+
+    images, _ = _objects_with_corner_marks(seed=2, corners=[MARK_CORNERS[0]])
+    report = ShortcutDetector(Shortcuts()).check(
+        ReadsObjectAndCornerMark().eval(), _corner_heat(MARK_CORNERS[0]), images, epoch=1, step=8
+    )
+    (finding,) = report.new
+    assert finding.kind in ("region", "class_mark") and finding.box == list(MARK_CORNERS[0]) and finding.partial
+    assert finding.stay_rate > finding.follow_rate and finding.win_rate > 3 * finding.loss_rate
+    assert finding.p_value <= finding.level and "partly relies on a 4x4" in finding.message
+    assert "it does not decide most of them (the model reads it beside the object)" in finding.message
+    assert Finding(**json.loads(json.dumps(finding.to_dict()))) == finding
+
+
+def test_a_lone_spot_in_the_maps_where_a_clean_model_reads_noise_is_not_a_finding():
+    from tests.functional.test_shortcut_moving import CORNERS as MARK_CORNERS
+    from tests.functional.test_shortcut_moving import ReadsCentredObject, _objects_with_corner_marks
+
+    images, _ = _objects_with_corner_marks(seed=2, marked=False)
+    report = ShortcutDetector(Shortcuts()).check(
+        ReadsCentredObject().eval(), _corner_heat(MARK_CORNERS[0]), images, epoch=1, step=8
+    )
+    assert report.new == [] and report.per_method["heat"]["candidates"] >= 1
+    assert not report.current["heat"].confirmed

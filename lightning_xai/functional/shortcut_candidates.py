@@ -18,6 +18,7 @@ from lightning_xai.functional._checks import check_images
 from lightning_xai.functional.shortcut import Box, box_iou, box_sums
 
 __all__ = [
+    "SPOT_ISOLATION",
     "Candidate",
     "box_concentration",
     "box_mass",
@@ -32,7 +33,10 @@ __all__ = [
     "peak_boxes",
     "plan_candidates",
     "random_place",
+    "spot_at_border",
 ]
+
+SPOT_ISOLATION = 0.5  # a spot apart from the rest of the heat: at least half the heat around it lies in it
 
 
 def normalized_mass(maps: Tensor) -> Tensor:
@@ -157,7 +161,9 @@ class Candidate:
     """A question for the interventions: ``kind``, the box (or places) and the methods that proposed it.
 
     ``probe_boxes``: for moving regions, each probe's own box (same side for all); ``band``: how far
-    from the edges a moving region's spots lie (0 for the other kinds).
+    from the edges a moving region's spots lie (0 for the other kinds); ``isolation``: for fixed
+    regions, the largest share of the heat around the box that lies in it, over the proposing methods'
+    mean maps (see :func:`isolation`; for class marks, the proposing probes' mean map).
     """
 
     kind: str
@@ -167,6 +173,7 @@ class Candidate:
     places: list[Box] = field(default_factory=list)
     probe_boxes: list[Box] = field(default_factory=list)
     band: int = 0
+    isolation: float = 0.0
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -256,6 +263,7 @@ def plan_candidates(
         kept = found.setdefault(_same_test(found, candidate), candidate)
         kept.methods.append(method) if method not in kept.methods else None
         kept.concentration = max(kept.concentration, candidate.concentration)
+        kept.isolation = max(kept.isolation, candidate.isolation)
         if kept is not candidate and kept.kind == "moving_region":
             _join_moving(kept, candidate)
 
@@ -266,9 +274,9 @@ def plan_candidates(
         mean = mass.mean(dim=0, keepdim=True)
         peaks[name] = float(box_mass(mean, min(sides))[1][0]) * area / min(sides) ** 2
         for box in _mean_map_boxes(mean, sides, 2):
-            concentration = box_concentration(mean, box)
-            if concentration >= min_concentration and isolation(mean, box) >= min_isolation:
-                add(Candidate("region", box, concentration=concentration), name)
+            concentration, apart = box_concentration(mean, box), isolation(mean, box)
+            if concentration >= min_concentration and apart >= min_isolation:
+                add(Candidate("region", box, concentration=concentration, isolation=apart), name)
         own = peak_boxes(mass, sides)
         compact = [i for i, box in enumerate(own) if isolation(mass[i : i + 1], box) >= min_isolation]
         groups = sorted(merge_boxes([own[i] for i in compact]), key=lambda group: -len(group[1]))[:max_places]
@@ -277,7 +285,8 @@ def plan_candidates(
             if classes is None or not others_look_there(
                 mass, classes, proposing, box, min_concentration, min_isolation
             ):
-                add(Candidate("class_mark", box), name)
+                apart = isolation(mass[proposing].mean(dim=0, keepdim=True), box)
+                add(Candidate("class_mark", box, isolation=apart), name)
         for side in sorted(sides):  # the smallest side at which spots line up at a few places
             moving = _moving_candidate(mass, side, min_isolation, max_places)
             if moving is not None:
@@ -376,6 +385,26 @@ def _moving_candidate(mass: Tensor, side: int, min_isolation: float, max_places:
         probe_boxes.append(near[0] if near else (boxes[0] if boxes else box_mass(mass[probe : probe + 1], side)[0][0]))
     band = max(edge_distance(box, size) for _, box in flat)
     return Candidate("moving_region", places[0], places=places, probe_boxes=probe_boxes, band=band)
+
+
+def spot_at_border(candidate: Candidate, size: tuple[int, int]) -> bool:
+    """Whether a fixed region is a spot apart from the rest of the heat at the image border: at most an
+    eighth of the image side from an edge, holding at least ``SPOT_ISOLATION`` of the heat around it
+    on some proposing method's mean map. Such a place may be tested for partial reliance (see
+    :func:`~lightning_xai.functional.shortcut_interventions.region_votes`): a piece of a centred object
+    lies in the middle of its heat and away from the border.
+
+    Example:
+        >>> corner = Candidate("region", (1, 1, 7, 7), isolation=0.55)
+        >>> centre = Candidate("region", (12, 12, 20, 20), isolation=0.55)
+        >>> spot_at_border(corner, (32, 32)), spot_at_border(centre, (32, 32))
+        (True, False)
+        >>> spot_at_border(Candidate("region", (1, 1, 7, 7), isolation=0.45), (32, 32))  # part of a larger hot area
+        False
+    """
+    top, left, bottom, right = candidate.box
+    gap = min(top, left, size[0] - bottom, size[1] - right)
+    return candidate.kind == "region" and gap <= min(size) // 8 and candidate.isolation >= SPOT_ISOLATION
 
 
 def edge_distance(box: Box, size: tuple[int, int]) -> int:

@@ -104,7 +104,7 @@ class Votes:
         return self.wins > self.losses if self.with_random else self.follow > self.stay
 
     def rates(self) -> dict[str, float]:
-        """``follow_rate``, ``stay_rate``, ``random_follow_rate``, ``win_rate``, ``trials`` and ``p_value``."""
+        """``follow_rate``, ``stay_rate``, ``random_follow_rate``, ``win_rate``, ``loss_rate``, ``trials`` and ``p_value``."""
         n = max(1, self.trials)
         random_rate = self.random_follow / n if self.with_random else 0.0
         return {
@@ -112,6 +112,7 @@ class Votes:
             "stay_rate": self.stay / n,
             "random_follow_rate": random_rate,
             "win_rate": self.wins / n if self.with_random else 0.0,
+            "loss_rate": self.losses / n if self.with_random else 0.0,
             "trials": float(self.trials),
             "p_value": self.p_value,
         }

@@ -186,7 +186,15 @@ class Bench:
         boxes = [(i // columns, i % columns, i // columns + height, i % columns + width) for i in picks]
         return [boxes[k * len(places) : (k + 1) * len(places)] for k in range(self.controls)]
 
-    def transplant(self, recipients: Tensor, box: Box, donor_class: int | None = None) -> Votes:
+    def transplant(
+        self,
+        recipients: Tensor,
+        box: Box,
+        donor_class: int | None = None,
+        *,
+        drop_ties: bool = False,
+        rounds: int | None = None,
+    ) -> Votes:
         """Pastes ``box`` from ``rounds`` donors (of ``donor_class``, or of another class) into each
         recipient, against control boxes (same place in both): see :meth:`vote_rounds`."""
 
@@ -200,7 +208,9 @@ class Bench:
             same = [box] * receiving.shape[0]
             return swap_boxes(receiving, giving, same, same), torch.cat(controls)
 
-        return self.vote_rounds(recipients, lambda chunk: self.donors(chunk, donor_class), paste)
+        return self.vote_rounds(
+            recipients, lambda chunk: self.donors(chunk, donor_class), paste, drop_ties=drop_ties, rounds=rounds
+        )
 
     def vote_rounds(
         self,
@@ -275,10 +285,21 @@ def ablation_rates(bench: Bench, boxes: Sequence[Box], indices: Tensor, *, rando
     }
 
 
-def region_votes(bench: Bench, box: Box, *, alpha: float) -> Votes:
-    """A box at a fixed place, pasted from an image of another predicted class (test half)."""
+def region_votes(bench: Bench, box: Box, *, alpha: float, clear_wins: bool = False) -> Votes:
+    """A box at a fixed place, pasted from an image of another predicted class (test half).
+
+    By default the box must beat the best of the control pieces in most recipients: it decides the
+    prediction over the rest of the image (sufficiency; the most telling piece of a centred object
+    does not). ``clear_wins``: it must beat them clearly more often than they clearly beat it (ties
+    within ``bench.margin`` left out, two donors averaged per recipient, as in
+    :func:`~lightning_xai.functional.shortcut_moving.place_set_votes`): a mark that the model reads
+    beside the object moves the prediction without deciding most of them. Only for places that the
+    object cannot explain (see :func:`~lightning_xai.functional.shortcut_candidates.spot_at_border`).
+    """
 
     def vote(recipients: Tensor) -> Votes:
+        if clear_wins:
+            return bench.transplant(recipients, box, drop_ties=True, rounds=2)
         return bench.transplant(recipients, box)
 
     return sequential_test(vote, bench.test, alpha=alpha, out_of_time=bench.out_of_time)

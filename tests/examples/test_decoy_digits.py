@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import runpy
 from pathlib import Path
 
@@ -22,7 +23,8 @@ def example():
 def test_decoy_is_flagged_at_the_swatch(example, tmp_path, capsys):
     with pytest.warns(
         UserWarning,
-        match="AttributionMonitor found a likely shortcut: after epoch 0 the model relies on a 4x4 region at the top-left corner",
+        match="AttributionMonitor found a likely shortcut: after epoch 0 the model (partly )?relies on a 4x4 region at the "
+        "top-left corner",  # partly: it moves predictions clearly without deciding most (the digit still counts)
     ):
         result = example["main"](tmp_path, epochs=2, seed=0)
     assert result["first_epoch"] == 0 and result["iou"] >= 0.5
@@ -41,7 +43,7 @@ def test_decoy_is_flagged_at_the_swatch(example, tmp_path, capsys):
     assert tags.shortcut_image(method) in events.Tags()["images"]
     p_values = events.Scalars(tags.shortcut(method, "p_value"))
     assert len(p_values) == 2 and p_values[0].value <= finding["level"]
-    assert "the model relies on" in capsys.readouterr().out
+    assert re.search("the model (partly )?relies on", capsys.readouterr().out)
 
 
 def test_clean_control_has_no_finding(example, tmp_path):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 
 from lightning_xai.functional.shortcut_candidates import (
+    SPOT_ISOLATION,
+    Candidate,
     describe_places,
     isolation,
     mean_pairwise_iou,
@@ -12,6 +14,7 @@ from lightning_xai.functional.shortcut_candidates import (
     normalized_mass,
     peak_boxes,
     plan_candidates,
+    spot_at_border,
 )
 
 
@@ -52,6 +55,7 @@ def test_plan_merges_methods_and_proposes_each_kind():
     )
     region = found[("region", (0, 0, 2, 2), ())]
     assert region.methods == ["a", "b"] and peaks["a"] == peaks["b"] > 10
+    assert region.isolation > 0.9 and spot_at_border(region, (16, 16))  # a lone spot in the corner
     (walker,) = [c for c in found.values() if c.kind == "moving_region"]
     assert walker.methods == ["c"] and walker.probe_boxes == corners and len(walker.places) == 4
     spread = torch.ones(8, 1, 16, 16)
@@ -88,3 +92,20 @@ def test_moving_spots_of_several_methods_make_one_test_at_the_smallest_side():
         (walker,) = [c for c in found.values() if c.kind == "moving_region"]
         assert sorted(walker.methods) == ["coarse", "fine"] and walker.box[2] - walker.box[0] == 2
         assert sorted(walker.places) == sorted(set(corners)) and walker.probe_boxes == corners
+
+
+def test_a_spot_at_the_border_stands_apart_from_the_heat_and_near_an_edge():
+    assert SPOT_ISOLATION == 0.5
+    centred_object = normalized_mass(_spot_maps([(4, 4, 28, 28)], size=32))
+    piece = Candidate("region", (12, 12, 20, 20), isolation=isolation(centred_object, (12, 12, 20, 20)))
+    assert piece.isolation == 0.25 and not spot_at_border(piece, (32, 32))  # the middle of an object
+    edge_of_object = Candidate("region", (4, 4, 8, 8), isolation=isolation(centred_object, (4, 4, 8, 8)))
+    assert edge_of_object.isolation < SPOT_ISOLATION and not spot_at_border(edge_of_object, (32, 32))
+    lone = normalized_mass(_spot_maps([(1, 1, 7, 7)], size=32)) + normalized_mass(
+        _spot_maps([(12, 12, 20, 20)], size=32)
+    )
+    corner = Candidate("region", (1, 1, 7, 7), isolation=isolation(lone, (1, 1, 7, 7)))
+    assert corner.isolation > 0.9 and spot_at_border(corner, (32, 32))
+    inside = Candidate("region", (5, 5, 11, 11), isolation=1.0)  # 5 pixels from the edge: more than 32 / 8
+    assert not spot_at_border(inside, (32, 32)) and spot_at_border(inside, (64, 64))  # an eighth of 64 is 8
+    assert not spot_at_border(Candidate("class_mark", (1, 1, 7, 7), isolation=1.0), (32, 32))

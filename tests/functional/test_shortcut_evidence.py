@@ -66,6 +66,7 @@ def test_transplant_votes_count_follows_and_wins_against_controls():
     )
     assert (votes.follow, votes.stay, votes.other, votes.wins, votes.losses, votes.random_follow) == (2, 2, 0, 2, 2, 0)
     assert votes.p_value == sign_test(2, 2) and votes.rates()["follow_rate"] == 0.5
+    assert votes.rates()["win_rate"] == votes.rates()["loss_rate"] == 0.5
 
 
 def test_swaps_and_grey_keep_what_they_should():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -164,15 +166,17 @@ def _object_templates() -> torch.Tensor:
     return (torch.rand(CLASSES, 12, 12, generator=torch.Generator().manual_seed(5)) > 0.5).float()
 
 
-def _objects_with_corner_marks(count: int = 128, seed: int = 0, *, marked: bool = True) -> tuple[torch.Tensor, list]:
+def _objects_with_corner_marks(
+    count: int = 128, seed: int = 0, *, marked: bool = True, corners: Sequence[tuple[int, int, int, int]] = CORNERS
+) -> tuple[torch.Tensor, list]:
     """A centred 12x12 class template of random contrast on noise and, when ``marked``, a grey 4x4 mark whose
-    level encodes the class in a random corner (Ross et al.'s decoy); the mark's box per image."""
+    level encodes the class in a random one of ``corners`` (Ross et al.'s decoy); the mark's box per image."""
     generator = torch.Generator().manual_seed(seed)
     labels = torch.arange(count) % CLASSES
     images = torch.rand(count, 1, SIZE, SIZE, generator=generator) * 0.3
     contrast = 0.2 + 0.6 * torch.rand(count, generator=generator)
     images[:, 0, 10:22, 10:22] += _object_templates()[labels] * contrast[:, None, None]
-    boxes = [CORNERS[int(i)] for i in torch.randint(0, 4, (count,), generator=generator)]
+    boxes = [corners[int(i)] for i in torch.randint(0, len(corners), (count,), generator=generator)]
     if marked:
         for image, label, box in zip(images, labels.tolist(), boxes):
             image[:, box[0] : box[2], box[1] : box[3]] = 0.4 + 0.6 * label / (CLASSES - 1)
