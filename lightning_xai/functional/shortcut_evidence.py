@@ -40,6 +40,7 @@ __all__ = [
     "Votes",
     "count_wins",
     "luminance",
+    "paste_places",
     "predict",
     "sequential_test",
     "sign_test",
@@ -189,6 +190,21 @@ def swap_boxes(
     out = recipients.clone()
     for index, (to, source) in enumerate(zip(recipient_boxes, donor_boxes)):
         out[index, :, to[0] : to[2], to[1] : to[3]] = donors[index, :, source[0] : source[2], source[1] : source[3]]
+    return out
+
+
+def paste_places(recipients: Tensor, donors: Tensor, places: Sequence[Sequence[Box]]) -> Tensor:
+    """Copies of ``recipients`` ``[N, C, H, W]`` with every box of ``places[i]`` taken from ``donors[i]``
+    (the same places in both).
+
+    Example:
+        >>> paste_places(torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2), [[(0, 0, 1, 1), (1, 1, 2, 2)]])[0, 0].tolist()
+        [[1.0, 0.0], [0.0, 1.0]]
+    """
+    out = recipients
+    for column in range(len(places[0]) if len(places) else 0):
+        boxes = [choices[column] for choices in places]
+        out = swap_boxes(out, donors, boxes, boxes)
     return out
 
 

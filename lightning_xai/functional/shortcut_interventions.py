@@ -23,6 +23,7 @@ from lightning_xai.functional.shortcut_candidates import random_place
 from lightning_xai.functional.shortcut_evidence import (
     Votes,
     count_wins,
+    paste_places,
     predict,
     sequential_test,
     swap_boxes,
@@ -166,14 +167,10 @@ class Bench:
         """``images[indices]``."""
         return self.images[indices.to(self.images.device)]
 
-    def control_places(self, box: Box) -> list[Box]:
-        """``controls`` boxes of ``box``'s size that do not overlap it, drawn where the heat is (pieces
-        of what the model looks at, the object included), uniformly where there is no heat."""
-        return [boxes[0] for boxes in self.control_sets([box])]
-
     def control_sets(self, places: Sequence[Box]) -> list[list[Box]]:
         """``controls`` sets of ``len(places)`` boxes of the places' size, none overlapping a place, drawn
-        as :meth:`control_places` draws them (all ``places`` themselves when no place is left)."""
+        where the heat is (pieces of what the model looks at, the object included), uniformly where there
+        is no heat (all ``places`` themselves when no place is left)."""
         height, width = places[0][2] - places[0][0], places[0][3] - places[0][1]
         heat = self.heat if self.heat is not None else torch.ones(1, 1, *self.size)
         weights = box_means(heat.float(), height, width)[0, 0].clamp(min=0) + 1e-6
@@ -199,18 +196,21 @@ class Bench:
         recipient, against control boxes (same place in both): see :meth:`vote_rounds`."""
 
         def paste(taking: Tensor, donors: Tensor) -> tuple[Tensor, Tensor]:
-            receiving, giving = self.on_device(taking), self.on_device(donors)
-            places = [self.control_places(box) for _ in range(receiving.shape[0])]
-            controls = [
-                swap_boxes(receiving, giving, [p[j] for p in places], [p[j] for p in places])
-                for j in range(self.controls)
-            ]
-            same = [box] * receiving.shape[0]
-            return swap_boxes(receiving, giving, same, same), torch.cat(controls)
+            return self.paste_with_controls(taking, donors, [box])
 
         return self.vote_rounds(
             recipients, lambda chunk: self.donors(chunk, donor_class), paste, drop_ties=drop_ties, rounds=rounds
         )
+
+    def paste_with_controls(self, recipients: Tensor, donors: Tensor, places: Sequence[Box]) -> tuple[Tensor, Tensor]:
+        """The donors' content at every one of ``places`` in their recipients (indices ``[n]`` each), and
+        ``controls`` copies with each recipient's own drawn :meth:`control_sets` pasted from the same
+        donor instead: ``[n, C, H, W]`` and ``[controls * n, C, H, W]`` (control ``k`` of recipient ``i``
+        at row ``k * n + i``), as :meth:`vote_rounds` takes them."""
+        receiving, giving = self.on_device(recipients), self.on_device(donors)
+        drawn = [self.control_sets(places) for _ in range(receiving.shape[0])]
+        controls = [paste_places(receiving, giving, [sets[k] for sets in drawn]) for k in range(self.controls)]
+        return paste_places(receiving, giving, [places] * receiving.shape[0]), torch.cat(controls)
 
     def vote_rounds(
         self,

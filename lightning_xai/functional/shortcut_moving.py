@@ -38,7 +38,7 @@ from torch import Tensor
 from lightning_xai.functional.batching import chunk_ranges
 from lightning_xai.functional.shortcut import Box, box_iou, box_means, hide_box
 from lightning_xai.functional.shortcut_candidates import merge_boxes
-from lightning_xai.functional.shortcut_evidence import Votes, predict, sequential_test, swap_boxes
+from lightning_xai.functional.shortcut_evidence import Votes, paste_places, predict, sequential_test, swap_boxes
 from lightning_xai.functional.shortcut_interventions import Bench
 
 __all__ = [
@@ -56,7 +56,6 @@ __all__ = [
     "moves",
     "moving_votes",
     "one_place_carries",
-    "paste_places",
     "place_set_votes",
     "rivals",
 ]
@@ -294,21 +293,6 @@ def moving_votes(bench: Bench, own: Sequence[Box], rival: Sequence[Box], *, alph
     return sequential_test(vote, bench.test, alpha=alpha, out_of_time=bench.out_of_time)
 
 
-def paste_places(recipients: Tensor, donors: Tensor, places: Sequence[Sequence[Box]]) -> Tensor:
-    """Copies of ``recipients`` ``[N, C, H, W]`` with every box of ``places[i]`` taken from ``donors[i]``
-    (the same places in both).
-
-    Example:
-        >>> paste_places(torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2), [[(0, 0, 1, 1), (1, 1, 2, 2)]])[0, 0].tolist()
-        [[1.0, 0.0], [0.0, 1.0]]
-    """
-    out = recipients
-    for column in range(len(places[0]) if len(places) else 0):
-        boxes = [choices[column] for choices in places]
-        out = swap_boxes(out, donors, boxes, boxes)
-    return out
-
-
 def mean_gains(bench: Bench, donor_class: int, place_sets: Sequence[Sequence[Box]]) -> list[float]:
     """For each set of boxes, how much pasting all of them from images of ``donor_class`` (the same donors
     for every set) into the selection half's images of other classes raises ``donor_class``'s probability,
@@ -381,11 +365,7 @@ def place_set_votes(bench: Bench, places: Sequence[Box], *, alpha: float) -> tup
     recipients = bench.test[bench.predicted[bench.test] != carrier]
 
     def paste(taking: Tensor, donors: Tensor) -> tuple[Tensor, Tensor]:
-        """The donors' content at all places; the donors' content at each control set."""
-        receiving, giving = bench.on_device(taking), bench.on_device(donors)
-        drawn = [bench.control_sets(places) for _ in range(receiving.shape[0])]
-        controls = [paste_places(receiving, giving, [sets[k] for sets in drawn]) for k in range(bench.controls)]
-        return paste_places(receiving, giving, [places] * receiving.shape[0]), torch.cat(controls)
+        return bench.paste_with_controls(taking, donors, places)
 
     def vote(chunk: Tensor) -> Votes:  # two donors each: a mark read beside the object moves little per transplant
         return bench.vote_rounds(chunk, lambda part: bench.donors(part, carrier), paste, drop_ties=True, rounds=2)

@@ -9,6 +9,7 @@ import torch
 
 from lightning_xai.functional.shortcut_evidence import (
     Votes,
+    paste_places,
     sequential_test,
     sign_test,
     swap_boxes,
@@ -77,3 +78,8 @@ def test_swaps_and_grey_keep_what_they_should():
     swapped = swap_colors(red, blue)
     assert torch.allclose(to_gray(swapped), to_gray(red))  # brightness of the recipient...
     assert swapped[0, 2, 0, 0] > swapped[0, 0, 0, 0]  # ...colour of the donor
+
+
+def test_paste_places_takes_every_place_from_the_donor():
+    moved = paste_places(torch.zeros(2, 1, 8, 8), torch.ones(2, 1, 8, 8), [[(0, 0, 2, 2), (6, 6, 8, 8)]] * 2)
+    assert float(moved.sum()) == 16 and float(moved[:, :, 2:6, 2:6].sum()) == 0

@@ -22,7 +22,6 @@ from lightning_xai.functional.shortcut_moving import (
     most_telling,
     moving_votes,
     one_place_carries,
-    paste_places,
     place_set_votes,
     rivals,
 )
@@ -208,11 +207,6 @@ def _with_heat(model: nn.Module, images: torch.Tensor) -> Bench:
     bench = _bench(model, images)
     bench.heat = gradient_heat(bench).mean(dim=0, keepdim=True)  # control boxes go where the model looks
     return bench
-
-
-def test_paste_places_takes_every_place_from_the_donor():
-    moved = paste_places(torch.zeros(2, 1, 8, 8), torch.ones(2, 1, 8, 8), [[(0, 0, 2, 2), (6, 6, 8, 8)]] * 2)
-    assert float(moved.sum()) == 16 and float(moved[:, :, 2:6, 2:6].sum()) == 0
 
 
 def test_a_mark_read_beside_the_object_is_confirmed_at_all_its_places_at_once():
