@@ -436,9 +436,11 @@ class ShortcutDetector:
             candidate.box = refine(
                 bench, box, self.settings.candidate_sides(bench.size), classes[0] if classes else None
             )
-            kind, classes = _who_carries(carriers(bench, candidate.box), classes)
+            kind, followed = _who_carries(carriers(bench, candidate.box))
             if kind == "region" and candidate.kind == "class_mark":  # most classes carry it: it must decide as a region
                 votes, level, partial = self._region_votes(replace(candidate, kind="region"), bench, level)
+            classes = _named_classes(bench, candidate.box, followed, classes, level) if kind == "class_mark" else []
+            kind = kind if classes else "region"  # no class confirmed as the carrier: what stands is the region test
         return {
             **rates,
             **votes.rates(),
@@ -645,15 +647,30 @@ def _promise(candidate: Candidate) -> tuple[int, float]:
     return order.get(candidate.kind, 3), -candidate.concentration
 
 
-def _who_carries(rates: dict[int, float], tested: list[int]) -> tuple[str, list[int]]:
+def _who_carries(rates: dict[int, float]) -> tuple[str, list[int]]:
     """A confirmed place is a ``"region"`` when images of most classes carry a version of it that is
     followed (at least half as often as the most followed class's), else (a third of the classes at
-    most) a ``"class_mark"`` of the classes that do."""
+    most) a ``"class_mark"``. Returns the kind and the followed classes, most followed first (the most
+    followed alone when none is)."""
     top = max(rates.values(), default=0.0)
-    followed = sorted(c for c, rate in rates.items() if rate > 0 and rate >= top / 2)
+    followed = sorted((c for c, rate in rates.items() if rate > 0 and rate >= top / 2), key=lambda c: -rates[c])
     if len(followed) > max(1, len(rates) // 3):
         return "region", []
-    return "class_mark", followed or tested or sorted(rates, key=rates.__getitem__)[-1:]
+    return "class_mark", followed or sorted(rates, key=rates.__getitem__)[-1:]
+
+
+def _named_classes(bench: Bench, box: Box, followed: list[int], tested: list[int], level: float) -> list[int]:
+    """The classes a confirmed place names as its carriers: ``tested`` (the class whose one-class test
+    confirmed it, if any) and each other class in ``followed`` whose own one-class test confirms it
+    (``level`` shared among them); none for a region no class of which is confirmed. Being followed is
+    not enough: a class whose version of the place merely lacks another class's mark is followed when
+    pasted into that class's images, and a weakly read mark of every class can look followed for one."""
+    named = list(tested)
+    others = [c for c in followed if c not in named]
+    for other in others:
+        if class_votes(bench, box, other, alpha=level / len(others)).decided:
+            named.append(other)
+    return sorted(named)
 
 
 def _as_box(box: Sequence[int]) -> Box:

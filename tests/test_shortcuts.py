@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from lightning_xai import shortcuts as shortcuts_module
+from lightning_xai.functional.shortcut_evidence import Votes
 from lightning_xai.shortcuts import Finding, ShortcutDetector, ShortcutReport, Shortcuts, outline_findings
 
 SIZE, CLASSES = 16, 6
@@ -178,6 +179,53 @@ def test_mark_of_one_class_names_the_class():
     report = _check(ReadsMark(), _heat(boxes), images)
     assert [(f.kind, f.box, f.classes) for f in report.new] == [("class_mark", [0, 12, 4, 16], [0])]
     assert "that images of class 0 carry" in report.new[0].message
+
+
+class ReadsTwoMarks(ReadsObject):
+    """Class 0 when the top-right 4x4 box is white, class 1 when it is black, else the object's class."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        level = x[:, :, 0:4, 12:16].mean(dim=(1, 2, 3))
+        marks = torch.stack([(level > 0.95).float(), (level < 0.05).float()], dim=1)
+        return super().forward(x) + 50 * torch.nn.functional.pad(marks, (0, CLASSES - 2))
+
+
+def test_a_mark_that_two_classes_carry_names_both():
+    images, labels = _objects()
+    images[labels == 0, :, 0:4, 12:16] = 1.0
+    images[labels == 1, :, 0:4, 12:16] = 0.0
+    boxes = [(0, 12, 4, 16) if label < 2 else (5, 5, 9, 9) for label in labels.tolist()]
+    report = _check(ReadsTwoMarks(), _heat(boxes), images)
+    assert [(f.kind, f.box, f.classes) for f in report.new] == [("class_mark", [0, 12, 4, 16], [0, 1])]
+
+
+def test_a_class_followed_at_the_mark_is_named_only_when_its_own_test_confirms_it(monkeypatch):
+    images, labels = _objects()
+    images[labels == 0, :, 0:4, 12:16] = 1.0
+    boxes = [(0, 12, 4, 16) if label == 0 else (5, 5, 9, 9) for label in labels.tolist()]
+    followed = {0: 0.9, 3: 0.6, 1: 0.0, 2: 0.0, 4: 0.0, 5: 0.0}  # class 3 looks followed: its images carry no mark
+    monkeypatch.setattr(shortcuts_module, "carriers", lambda bench, box: followed)
+    report = _check(ReadsMark(), _heat(boxes), images)
+    assert [(f.kind, f.box, f.classes) for f in report.new] == [("class_mark", [0, 12, 4, 16], [0])]
+
+
+def test_a_region_followed_for_one_class_only_is_that_class_s_mark_only_when_the_class_test_confirms_it(
+    monkeypatch,
+):
+    images, _ = _shaded([CORNERS[0]] * 64)
+    one_class = {1: 0.5, 0: 0.0, 2: 0.0, 3: 0.0, 4: 0.0, 5: 0.0}  # as a weakly read shade can look after one run
+    monkeypatch.setattr(shortcuts_module, "carriers", lambda bench, box: one_class)
+    confirmed = _check(ReadsShade([CORNERS[0]]), _heat([CORNERS[0]] * 16), images)
+    assert [(f.kind, f.box, f.classes) for f in confirmed.new] == [("class_mark", [0, 0, 4, 4], [1])]
+    asked: list[int] = []
+
+    def undecided(bench: object, box: object, mark_of: int, *, alpha: float) -> Votes:
+        asked.append(mark_of)
+        return Votes(follow=1, stay=1)
+
+    monkeypatch.setattr(shortcuts_module, "class_votes", undecided)
+    report = _check(ReadsShade([CORNERS[0]]), _heat([CORNERS[0]] * 16), images)
+    assert asked == [1] and [(f.kind, f.box, f.classes) for f in report.new] == [("region", [0, 0, 4, 4], [])]
 
 
 def test_a_class_mark_that_most_classes_carry_must_also_decide_as_a_region(monkeypatch):
