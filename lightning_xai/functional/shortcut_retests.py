@@ -2,10 +2,16 @@
 
 The maps of a fit propose much the same places run after run (the parts of an object the model
 reads, a shortcut it has learnt). Testing each of them every run repeats passes whose outcome is
-already known. A place whose test ended the same way ``k`` runs in a row (no new finding: rejected,
-or confirmed and already reported) waits ``2 ** (k - 2) - 1`` runs (``k >= 2``), at most ``max_wait``,
-before its next test; it is tested at once when its maps grow more concentrated (by ``wake_ratio`` since its
-last test), as a shortcut being learnt does. While it waits, its last test's outcome stands for it.
+already known. A place whose test ended the same way ``k`` times in a row (no new finding: rejected,
+or confirmed and already reported) waits ``2 ** (k - 2) - 1`` runs that propose it (``k >= 2``), at
+most ``max_wait``, before its next test; it is tested at once when its maps grow more concentrated (by
+``wake_ratio`` since its last test), as a shortcut being learnt does. While it waits, its last test's
+outcome stands for it.
+
+A wait counts the runs that propose the place, not all runs: under the adaptive schedule the
+expensive methods, which propose most places, run at growing intervals after they settle, and the
+runs of the cheap sentinel between them neither propose those places nor learn anything about them;
+counted in all runs, every such place would be retested at every run of the expensive methods.
 
 Two proposals are the same place when they have the same kind and their boxes overlap by half
 (intersection over union) or, for regions that move, when their boxes have the same size.
@@ -14,7 +20,7 @@ Skipping a test can only lower the false-alarm rate (every test keeps its level)
 from the first run is tested at runs 1, 2, 3 and 5 (epochs 0-2 and 4 when the monitor runs every
 epoch), then every fourth run: the first three epochs are checked as every-run checks would; later,
 a shortcut being learnt wakes its place through its maps' concentration, or waits at most
-``max_wait`` runs.
+``max_wait`` of the runs that propose it.
 """
 
 from __future__ import annotations
@@ -33,8 +39,8 @@ Outcome = TypeVar("Outcome")
 @dataclass
 class PlaceRecord(Generic[Outcome]):
     """One tested place: its kind and box, its maps' concentration and outcome at its last test,
-    how many tests in a row ended without news (``same``) and how many runs have passed since
-    (``waited``; -1 until the run of the test ends)."""
+    how many tests in a row ended without news (``same``), how many runs have proposed it since
+    (``waited``; -1 until the run of the test ends) and whether this run has (``proposed``)."""
 
     kind: str
     box: Box
@@ -42,6 +48,7 @@ class PlaceRecord(Generic[Outcome]):
     outcome: Outcome
     same: int = 1
     waited: int = 0
+    proposed: bool = False
 
     def matches(self, candidate: Candidate) -> bool:
         """Whether ``candidate`` proposes this place again."""
@@ -85,6 +92,7 @@ class Retests(Generic[Outcome]):
         record = self._find(candidate)
         if record is None:
             return None
+        record.proposed = True
         stronger = candidate.concentration >= self.wake_ratio * record.concentration > 0
         if stronger or record.waited >= min(self.max_wait, 2 ** max(0, record.same - 2) - 1):
             return None
@@ -99,11 +107,13 @@ class Retests(Generic[Outcome]):
             self.records.append(record)
         record.same = 1 if news else max(1, record.same + int(counted))
         record.outcome, record.concentration, record.waited = outcome, candidate.concentration, -1
+        record.proposed = True
 
     def end_run(self) -> None:
-        """After a run: every place not tested in it has waited one more run (proposed or not)."""
+        """After a run: every place proposed in it and not tested has waited one more run."""
         for record in self.records:
-            record.waited += 1
+            record.waited += int(record.proposed)
+            record.proposed = False
 
     def _find(self, candidate: Candidate) -> PlaceRecord[Outcome] | None:
         return next((record for record in self.records if record.matches(candidate)), None)

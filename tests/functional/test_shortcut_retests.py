@@ -80,8 +80,23 @@ def test_same_place_means_same_kind_and_half_overlap_or_for_moving_regions_same_
     assert retests.waiting(Candidate("moving_region", (12, 10, 16, 16), concentration=3.0)) is None  # other size
 
 
-def test_runs_without_the_place_proposed_count_as_waiting():
-    retests, spot = _rejected(3)
-    assert retests.waiting(spot) is not None  # rejected three times: waits one run
-    retests.end_run()  # a run whose maps did not propose it (e.g. only the cheap sentinel ran)
+def test_only_runs_that_propose_the_place_count_as_waiting():
+    retests, spot = _rejected(3)  # rejected three times: waits one run that proposes it
+    for _ in range(5):
+        retests.end_run()  # runs whose maps did not propose it (e.g. only the cheap sentinel ran)
+    assert retests.waiting(spot) is not None  # proposed again: this is the run it waits
+    retests.end_run()
     assert retests.waiting(spot) is None
+
+
+def test_under_the_adaptive_schedule_a_place_of_the_expensive_methods_is_not_retested_at_each_of_their_runs():
+    retests: Retests[str] = Retests(max_wait=3)
+    spot = Candidate("region", (0, 0, 4, 4), concentration=3.0)
+    expensive = {0, 1, 2, 3, 5, 9, 17, 25, 33}  # epochs of the full runs of a 34-epoch fit (sentinel in between)
+    tested = []
+    for epoch in range(34):
+        if epoch in expensive and retests.waiting(spot) is None:
+            tested.append(epoch)
+            retests.record(spot, "rejected", news=False)
+        retests.end_run()
+    assert tested == [0, 1, 2, 5, 33]  # waits 1, then 3 of its proposals (with every run counted: 0-2, 5, 9, 17, ...)
