@@ -37,6 +37,7 @@ from lightning_xai.functional.shortcut_candidates import (
 )
 from lightning_xai.functional.shortcut_evidence import Votes
 from lightning_xai.functional.shortcut_interventions import (
+    Allowance,
     Bench,
     ablation_rates,
     carriers,
@@ -82,7 +83,7 @@ DECIDES_SHARE = 0.5
 most predictions gets; the test of clear wins against clear losses (a mark read beside the object) gets
 the rest. Other fixed places get the whole level for the first test."""
 MIN_PASSES = 4
-"""The checks may always take this many times what predicting the test images once took (the budget's floor)."""
+"""The checks may always pass the test images this many times through the model (the budget's floor)."""
 MIN_TEST_IMAGES = 32
 """Fewest test images the checks use when ``test_images`` is scaled down for large images."""
 EVIDENCE_KEYS = (
@@ -123,11 +124,13 @@ class Shortcuts:
         suspect_regions: boxes ``(top, left, bottom, right)`` always tested, or ``"border"``.
         object_masks: per-probe object masks ``[P, 1, H, W]`` (given probes only): the share of
             attribution outside the object is reported per method.
-        max_cost: the checks of a run may take this many times the seconds the run's maps took (and
-            at least 4 times what predicting the test images once takes,
-            so that cheap maps do not starve the checks): candidates that would not fit in what is
-            left are not started but left for a later run (the most promising are tested first), and a
-            test running when it ends stops undecided at its next look. ``None``: no limit.
+        max_cost: the checks of a run may pass this many times as many images through the model as
+            the run's maps did (forward-equivalents: a pass with gradients counts 3; and at least 4
+            passes over the test images, so that cheap maps do not starve the checks): candidates
+            that would not fit in what is left are not started but left for a later run (the most
+            promising are tested first), and a test running when it is spent stops undecided at its
+            next look. Counted in images, not seconds, so the same run makes the same tests on any
+            machine and under any load. ``None``: no limit.
 
     Example:
         >>> Shortcuts(suspect_regions=["border"]).candidate_sides((32, 32))
@@ -264,7 +267,7 @@ class ShortcutReport:
 
 @dataclass
 class _RunTests:
-    """What the tests of one run share: the bench, the level, the moment, and the time budget."""
+    """What the tests of one run share: the bench (with the run's allowance of images), the level, the moment."""
 
     bench: Bench
     level: float
@@ -272,14 +275,10 @@ class _RunTests:
     epoch: int
     step: int
     probe_images: Tensor | None
-    started: float
-    budget: float | None
-    per_image: float
 
     def fits(self, candidate: Candidate) -> bool:
-        """Whether the candidate's first look is expected to end within the budget."""
-        expected = self.per_image * _images_to_test(candidate, self.bench.images.shape[0], self.size)
-        return self.budget is None or time.perf_counter() + expected - self.started <= self.budget
+        """Whether the candidate's first look is expected to end within the run's allowance."""
+        return self.bench.allowance.fits(_images_to_test(candidate, self.size))
 
 
 class ShortcutDetector:
@@ -301,7 +300,8 @@ class ShortcutDetector:
         step: int,
         batch_size: BatchSize | None = None,
         probe_images: Tensor | None = None,
-        maps_seconds: float | None = None,
+        maps_work: float | None = None,
+        unsized_seconds: float = 0.0,
         probe_classes: Tensor | None = None,
     ) -> ShortcutReport:
         """Tests this run's candidates on ``test_images`` ``[N, C, H, W]`` (on the model's device).
@@ -310,7 +310,10 @@ class ShortcutDetector:
         model's predictions. ``batch_size``: images per forward pass (an int or a tuner).
         ``probe_images``: the probes ``[P, C, H, W]`` (model inputs): a confirmed moving region's box
         in each probe is then found as in the test images (else from the maps).
-        ``maps_seconds``: what this run's maps took (the checks' budget is ``max_cost`` times that).
+        ``maps_work``: the images this run's maps passed through the model, in forward-equivalents
+        (the checks may pass ``max_cost`` times as many; ``None``: no limit); ``unsized_seconds``: the
+        time of maps whose passes are not known (methods from Captum), counted as the images the
+        test images' prediction pass would have taken in that time.
         ``probe_classes``: the probes' predicted classes ``[P]``: a spot of some probes is tested as a
         class mark only where the other classes' probes do not look.
         """
@@ -339,6 +342,7 @@ class ShortcutDetector:
                 else None
             )
             built = time.perf_counter()
+            allowance = Allowance()
             bench = Bench.build(
                 model,
                 test_images.detach(),
@@ -347,20 +351,13 @@ class ShortcutDetector:
                 fill=s.fill,
                 heat=heat,
                 margin=s.min_effect,
+                allowance=allowance,
             )
-            budget = self._budget(maps_seconds, floor=MIN_PASSES * (time.perf_counter() - started))
-            bench.deadline = None if budget is None else started + budget
-            run = _RunTests(
-                bench,
-                level,
-                size,
-                epoch,
-                step,
-                probe_images,
-                started=started,
-                budget=budget,
-                per_image=(time.perf_counter() - built) / max(1, test_images.shape[0]),
-            )
+            per_image = (time.perf_counter() - built) / max(1, test_images.shape[0])
+            if maps_work is not None and unsized_seconds > 0:
+                maps_work += unsized_seconds / max(per_image, 1e-9)
+            allowance.limit = self._budget(maps_work, floor=MIN_PASSES * test_images.shape[0])
+            run = _RunTests(bench, level, size, epoch, step, probe_images)
             color = [self._color_finding(run)] if colored else []
             candidates = dict(sorted(candidates.items(), key=lambda item: _promise(item[1])))
             tested, untested, waiting = self._test_all(candidates, run)
@@ -405,17 +402,17 @@ class ShortcutDetector:
         evidence = self._evidence(candidate, run.bench, run.level, run.probe_images)
         finding = self._finding(candidate, evidence, run.size, run.epoch, run.step, evidence["level"])
         news = finding.confirmed and not self._already_reported(finding)
-        self.retests.record(proposed, finding, news=news, counted=not run.bench.out_of_time())
+        self.retests.record(proposed, finding, news=news, counted=not run.bench.out_of_budget())
         return finding
 
-    def _budget(self, maps_seconds: float | None, *, floor: float) -> float | None:
-        """Seconds the checks of this run may take (``None``: no limit): ``max_cost`` times what this
-        run's maps took (a run of the schedule's cheap sentinel alone gets cheap checks), and at least
-        ``floor`` (a few passes over the test images, so that the most promising candidates are tested
-        even when the maps are very cheap)."""
-        if self.settings.max_cost is None or maps_seconds is None:
+    def _budget(self, maps_work: float | None, *, floor: float) -> float | None:
+        """Forward-equivalents the checks of this run may take (``None``: no limit): ``max_cost`` times
+        the maps' (a run of the schedule's cheap sentinel alone gets cheap checks), and at least ``floor``
+        (a few passes over the test images, so that the most promising candidates are tested even when
+        the maps are very cheap)."""
+        if self.settings.max_cost is None or maps_work is None:
             return None
-        return max(self.settings.max_cost * maps_seconds, floor)
+        return max(self.settings.max_cost * maps_work, floor)
 
     def _evidence(
         self, candidate: Candidate, bench: Bench, level: float, probe_images: Tensor | None = None
@@ -466,7 +463,7 @@ class ShortcutDetector:
         if not spot_at_border(candidate, bench.size):
             return region_votes(bench, candidate.box, alpha=level), level, False
         votes = region_votes(bench, candidate.box, alpha=level * DECIDES_SHARE)
-        if votes.decided or bench.out_of_time():
+        if votes.decided or bench.out_of_budget():
             return votes, level * DECIDES_SHARE, False
         rest = level * (1 - DECIDES_SHARE)
         return region_votes(bench, candidate.box, alpha=rest, clear_wins=True), rest, True
@@ -610,9 +607,8 @@ class ShortcutDetector:
         return any(_repeats(finding.kind, _as_box(finding.box), old) for old in self.findings)
 
 
-def _images_to_test(candidate: Candidate, count: int, size: tuple[int, int]) -> int:
-    """About how many images the first look at a candidate passes through the model, with ``count``
-    test images: ablations and 16 transplants with their controls (a spot at the border, see
+def _images_to_test(candidate: Candidate, size: tuple[int, int]) -> int:
+    """About how many images the first look at a candidate passes through the model: ablations and 16 transplants with their controls (a spot at the border, see
     :func:`spot_at_border`: then 16 more with two donors each, the test of clear wins). A moving region first completes
     its places (16 selection images, with their 3 hottest border boxes, each pasted into 8 others; a
     backward pass counted as 2 forwards), finds the class that follows them (about 10 classes of the

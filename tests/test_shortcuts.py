@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 import torch
@@ -358,20 +359,60 @@ def test_a_mark_read_beside_the_object_at_random_corners_is_found_in_each_probe(
     assert "pasted at all those places at once from images of class" in moving.message
 
 
-def test_checks_stay_within_their_share_of_the_maps_time(monkeypatch):
+def test_checks_stay_within_their_share_of_the_maps_work(monkeypatch):
     images, _ = _shaded([CORNERS[0]] * 64)
     model, heat = ReadsShade([CORNERS[0]]).eval(), _heat([CORNERS[0]] * 16)
-    cheap = ShortcutDetector(Shortcuts()).check(model, heat, images, epoch=0, step=1, maps_seconds=1e-12)
+    cheap = ShortcutDetector(Shortcuts()).check(model, heat, images, epoch=0, step=1, maps_work=1.0)
     assert [f.box for f in cheap.new] == [[0, 0, 4, 4]]  # the floor: the most promising candidate is still tested
     monkeypatch.setattr(shortcuts_module, "MIN_PASSES", 0)
-    starved = ShortcutDetector(Shortcuts()).check(model, heat, images, epoch=0, step=1, maps_seconds=1e-12)
+    starved = ShortcutDetector(Shortcuts()).check(model, heat, images, epoch=0, step=1, maps_work=1.0)
     assert starved.new == [] and starved.untested >= 1 and starved.current == {}  # nothing tested, nothing found
-    unlimited = ShortcutDetector(Shortcuts(max_cost=None)).check(
-        model, heat, images, epoch=0, step=1, maps_seconds=1e-12
-    )
+    unlimited = ShortcutDetector(Shortcuts(max_cost=None)).check(model, heat, images, epoch=0, step=1, maps_work=1.0)
     assert unlimited.untested == 0 and [f.box for f in unlimited.new] == [[0, 0, 4, 4]]
     with pytest.raises(ValueError, match=re.escape("`max_cost` must be a positive number or None, got 0.")):
         Shortcuts(max_cost=0)
+
+
+def test_the_checks_budget_is_counted_in_images_so_a_slow_machine_makes_the_same_tests(monkeypatch):
+    images, _ = _shaded([CORNERS[0]] * 64)
+    model, heat = ReadsShade([CORNERS[0]]).eval(), _heat([CORNERS[0]] * 16)
+    spent: list[float] = []
+    build = shortcuts_module.Bench.build.__func__
+
+    def keep_allowance(cls, *args, **kwargs):  # type: ignore[no-untyped-def]
+        bench = build(cls, *args, **kwargs)
+        spent.append(bench.allowance)
+        return bench
+
+    monkeypatch.setattr(shortcuts_module.Bench, "build", classmethod(keep_allowance))
+
+    def check(slow: bool) -> ShortcutReport:
+        forward = model.forward
+        if slow:
+            monkeypatch.setattr(model, "forward", lambda x: (time.sleep(0.002), forward(x))[1])
+        report = ShortcutDetector(Shortcuts()).check(model, heat, images, epoch=0, step=1, maps_work=40.0)
+        monkeypatch.setattr(model, "forward", forward)
+        return report
+
+    fast, slow = check(False), check(True)
+    assert [f.to_dict() for f in fast.new] == [f.to_dict() for f in slow.new] and fast.untested == slow.untested
+    (fast_allowance, slow_allowance) = spent
+    assert fast_allowance.limit == slow_allowance.limit == 4 * 64  # the floor: 4 passes over 64 test images
+    assert fast_allowance.spent == slow_allowance.spent > 64  # every image through the model counted, the same
+
+
+def test_maps_of_unknown_cost_count_as_the_images_their_time_would_have_passed(monkeypatch):
+    images, _ = _shaded([CORNERS[0]] * 64)
+    model, heat = ReadsShade([CORNERS[0]]).eval(), _heat([CORNERS[0]] * 16)
+    limits: list[float | None] = []
+    budget = ShortcutDetector._budget
+    monkeypatch.setattr(
+        ShortcutDetector,
+        "_budget",
+        lambda self, work, *, floor: limits.append(work) or budget(self, work, floor=floor),
+    )
+    ShortcutDetector(Shortcuts()).check(model, heat, images, epoch=0, step=1, maps_work=10.0, unsized_seconds=1e3)
+    assert limits[0] is not None and limits[0] > 1e4  # a thousand seconds: many more images than 64 per pass
 
 
 def test_large_images_use_fewer_test_images(monkeypatch):
@@ -396,15 +437,13 @@ def test_a_candidates_cost_is_estimated_before_it_starts():
 
     region = Candidate("region", (0, 0, 4, 4))
     moving = Candidate("moving_region", (0, 0, 4, 4), places=[CORNERS[0], CORNERS[1], CORNERS[2], CORNERS[3]])
-    assert (
-        shortcuts_module._images_to_test(region, 32, (SIZE, SIZE)) == 128
-    )  # 48 ablations + 16 transplants, 4 controls
+    assert shortcuts_module._images_to_test(region, (SIZE, SIZE)) == 128  # 48 ablations + 16 transplants, 4 controls
     spot = Candidate("region", (0, 0, 4, 4), isolation=0.9)  # a spot at the border: then the test of clear wins
-    assert shortcuts_module._images_to_test(spot, 32, (SIZE, SIZE)) == 128 + 16 * 2 * 5
+    assert shortcuts_module._images_to_test(spot, (SIZE, SIZE)) == 128 + 16 * 2 * 5
     # completing the places (16 images x 7 options x 8 recipients, their gradients), the carrier class
     # (10 x 32), all places and all but each one (5 x 32), locating 16 images (16 x 4), then the first look
     # with 2 donors each
-    assert shortcuts_module._images_to_test(moving, 32, (SIZE, SIZE)) == 32 + 896 + 320 + 160 + 64 + 128 + 80
+    assert shortcuts_module._images_to_test(moving, (SIZE, SIZE)) == 32 + 896 + 320 + 160 + 64 + 128 + 80
 
 
 def _corner_heat(box: tuple[int, int, int, int]) -> dict[str, torch.Tensor]:

@@ -136,12 +136,12 @@ def sequential_test(
     *,
     alpha: float,
     first: int = 16,
-    out_of_time: Callable[[], bool] | None = None,
+    out_of_budget: Callable[[], bool] | None = None,
 ) -> Votes:
     """Votes on the first ``first`` recipients, then on the rest, stopping once decided.
 
     The level ``alpha`` is split evenly over the (at most two) looks, so the test keeps its level.
-    When ``out_of_time()`` is True before the second look, the test ends undecided (stopping for a
+    When ``out_of_budget()`` is True before the second look, the test ends undecided (stopping for a
     reason unrelated to the outcomes can only lower the false-alarm rate).
 
     Example:
@@ -156,7 +156,7 @@ def sequential_test(
     for stop in bounds:
         if stop <= start:
             continue
-        if start and out_of_time is not None and out_of_time():
+        if start and out_of_budget is not None and out_of_budget():
             return total
         total = total + vote(recipients[start:stop]) if start else vote(recipients[start:stop])
         start = stop

@@ -9,9 +9,8 @@ the rest of the object.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
@@ -34,6 +33,7 @@ from lightning_xai.functional.shortcut_evidence import (
 )
 
 __all__ = [
+    "Allowance",
     "Bench",
     "ablation_rates",
     "carriers",
@@ -45,13 +45,58 @@ __all__ = [
 ]
 
 
+GRADIENT_PASS_COST = 3.0
+"""What an image through a pass that keeps gradients counts against an :class:`Allowance` (a forward and a
+backward pass, the backward about two forwards), as in the monitor's sizing of the maps."""
+
+
+@dataclass
+class Allowance:
+    """How many images the checks of a run may pass through the model (``limit``; ``None``: no limit)
+    and how many they have passed (``spent``), in forward-equivalents: an image through a pass with
+    gradients counts ``GRADIENT_PASS_COST``. A count, not a clock: the same model, maps and images
+    lead to the same tests on any machine, under any load, and on every rank of a sharded model.
+
+    Example:
+        >>> allowance = Allowance(limit=10)
+        >>> forward = allowance.counting(lambda x: x.sum(dim=1))
+        >>> _ = forward(torch.ones(8, 3))
+        >>> allowance.spent, allowance.fits(2), allowance.fits(3), allowance.spent_all()
+        (8.0, True, False, False)
+        >>> _ = forward(torch.ones(4, 3).requires_grad_(True))
+        >>> allowance.spent, allowance.spent_all()
+        (20.0, True)
+    """
+
+    limit: float | None = None
+    spent: float = 0.0
+
+    def counting(self, forward_fn: ForwardFn) -> ForwardFn:
+        """``forward_fn``, counting the images it is given (``[N, ...]``) against this allowance."""
+
+        def forward(images: Tensor) -> Tensor:
+            self.spent += images.shape[0] * (GRADIENT_PASS_COST if images.requires_grad else 1.0)
+            return forward_fn(images)
+
+        return forward
+
+    def fits(self, images: float) -> bool:
+        """Whether ``images`` more forward-equivalents stay within the limit."""
+        return self.limit is None or self.spent + images <= self.limit
+
+    def spent_all(self) -> bool:
+        """Whether the limit is reached."""
+        return self.limit is not None and self.spent >= self.limit
+
+
 @dataclass
 class Bench:
     """A model and its test images ``[N, C, H, W]``, with predictions, halves and private randomness.
 
     ``controls``: control boxes per transplant; ``margin``: how much more the candidate must raise the
     donor's class than the best control; ``rounds``: donors per recipient (their excesses averaged);
-    ``deadline``: a ``time.perf_counter()`` time after which tests end undecided at their next look;
+    ``allowance``: the images its passes may take (every pass through ``forward_fn`` is counted against
+    it, see :class:`Allowance`): once it is spent, tests end undecided at their next look;
     ``gradient_maps``: kept by :func:`~lightning_xai.functional.shortcut_moving.gradient_heat` (made once).
 
     Example:
@@ -73,7 +118,7 @@ class Bench:
     controls: int = 4
     margin: float = 0.1
     rounds: int = 1
-    deadline: float | None = None
+    allowance: Allowance = field(default_factory=Allowance)
     gradient_maps: Tensor | None = None
 
     @classmethod
@@ -87,8 +132,12 @@ class Bench:
         fill: Fill,
         heat: Tensor | None = None,
         margin: float = 0.1,
+        allowance: Allowance | None = None,
     ) -> Bench:
-        """Predicts the images once and splits them into halves; ``heat`` ``[1, 1, H, W]``: where control boxes go."""
+        """Predicts the images once and splits them into halves; ``heat`` ``[1, 1, H, W]``: where control boxes go;
+        ``allowance``: what the bench's passes (this prediction included) are counted against."""
+        allowance = allowance if allowance is not None else Allowance()
+        forward_fn = allowance.counting(forward_fn)
         with torch.no_grad():
             probabilities = predict(forward_fn, images, batch_size).cpu()
         half = min(32, images.shape[0] // 2)  # selection needs a few images per class; the test gets the rest
@@ -105,11 +154,12 @@ class Bench:
             batch_size,
             heat,
             margin=margin,
+            allowance=allowance,
         )
 
-    def out_of_time(self) -> bool:
-        """Whether the ``deadline`` has passed."""
-        return self.deadline is not None and time.perf_counter() > self.deadline
+    def out_of_budget(self) -> bool:
+        """Whether the bench's ``allowance`` is spent."""
+        return self.allowance.spent_all()
 
     @property
     def predicted(self) -> Tensor:
@@ -302,7 +352,7 @@ def region_votes(bench: Bench, box: Box, *, alpha: float, clear_wins: bool = Fal
             return bench.transplant(recipients, box, drop_ties=True, rounds=2)
         return bench.transplant(recipients, box)
 
-    return sequential_test(vote, bench.test, alpha=alpha, out_of_time=bench.out_of_time)
+    return sequential_test(vote, bench.test, alpha=alpha, out_of_budget=bench.out_of_budget)
 
 
 def mark_class(bench: Bench, box: Box) -> tuple[int, dict[str, float]]:
@@ -334,7 +384,7 @@ def class_votes(bench: Bench, box: Box, mark_of: int, *, alpha: float) -> Votes:
     def vote(recipients: Tensor) -> Votes:
         return bench.transplant(recipients, box, mark_of)
 
-    return sequential_test(vote, others, alpha=alpha, out_of_time=bench.out_of_time)
+    return sequential_test(vote, others, alpha=alpha, out_of_budget=bench.out_of_budget)
 
 
 def color_votes(bench: Bench, *, alpha: float) -> tuple[Votes, float]:
@@ -362,7 +412,7 @@ def color_votes(bench: Bench, *, alpha: float) -> tuple[Votes, float]:
             bench.batch_size,
         )
 
-    return sequential_test(vote, bench.test, alpha=alpha, out_of_time=bench.out_of_time), gray_flip
+    return sequential_test(vote, bench.test, alpha=alpha, out_of_budget=bench.out_of_budget), gray_flip
 
 
 _REFINE_ELEMENTS = 2**25  # the most input elements ``refine`` pastes at once (128 MB in float32)

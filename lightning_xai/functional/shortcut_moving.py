@@ -290,7 +290,7 @@ def moving_votes(bench: Bench, own: Sequence[Box], rival: Sequence[Box], *, alph
     def vote(recipients: Tensor) -> Votes:
         return bench.vote_rounds(recipients, lambda chunk: bench.donors(chunk, elsewhere=own), paste)
 
-    return sequential_test(vote, bench.test, alpha=alpha, out_of_time=bench.out_of_time)
+    return sequential_test(vote, bench.test, alpha=alpha, out_of_budget=bench.out_of_budget)
 
 
 def mean_gains(bench: Bench, donor_class: int, place_sets: Sequence[Sequence[Box]]) -> list[float]:
@@ -370,4 +370,4 @@ def place_set_votes(bench: Bench, places: Sequence[Box], *, alpha: float) -> tup
     def vote(chunk: Tensor) -> Votes:  # two donors each: a mark read beside the object moves little per transplant
         return bench.vote_rounds(chunk, lambda part: bench.donors(part, carrier), paste, drop_ties=True, rounds=2)
 
-    return sequential_test(vote, recipients, alpha=alpha, out_of_time=bench.out_of_time), [carrier]
+    return sequential_test(vote, recipients, alpha=alpha, out_of_budget=bench.out_of_budget), [carrier]

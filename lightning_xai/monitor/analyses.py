@@ -49,13 +49,15 @@ def check_shortcuts(
     step: int,
     batch_size: BatchSize | None = None,
     probe_images: Tensor | None = None,
-    maps_seconds: float | None = None,
+    maps_work: float | None = None,
+    unsized_seconds: float = 0.0,
     probe_classes: Tensor | None = None,
 ) -> ShortcutReport:
     """Tests this run's candidate regions on ``test_images`` (model inputs ``[T, C, H, W]``); the detector's report.
 
     ``probe_images`` (model inputs ``[P, C, H, W]``): where a confirmed moving region sits in each probe;
-    ``maps_seconds``: what the run's maps took (the checks' budget, see ``Shortcuts.max_cost``);
+    ``maps_work``, ``unsized_seconds``: the images the run's maps passed through the model and the time of
+    those whose passes are unknown (the checks' budget, see ``Shortcuts.max_cost``);
     ``probe_classes``: the probes' predicted classes ``[P]`` (class marks are looked for where the
     other classes' probes do not look).
     """
@@ -67,7 +69,8 @@ def check_shortcuts(
         step=step,
         batch_size=batch_size,
         probe_images=probe_images,
-        maps_seconds=maps_seconds,
+        maps_work=maps_work,
+        unsized_seconds=unsized_seconds,
         probe_classes=probe_classes,
     )
 

@@ -30,6 +30,7 @@ from lightning_xai.monitor.model_io import InputConverter, Predictions, model_in
 from lightning_xai.monitor.schedule import MethodSchedule, ScheduleName, sentinel_moved
 from lightning_xai.monitor.sharding import Team, draws_per_probe
 from lightning_xai.monitor.shares import ShareError, ShareRun, describe_error, put_together
+from lightning_xai.monitor.sizing import method_passes
 from lightning_xai.monitor.stability_tracker import StabilityReport, StabilityTracker
 from lightning_xai.probes import ProbeSet
 from lightning_xai.shortcuts import ShortcutDetector, Shortcuts
@@ -183,7 +184,8 @@ class Engine:
     when the model is replicated (DDP); with a collective forward pass (FSDP, FSDP2, DeepSpeed)
     they run on every rank with the same inputs and seeds, so every rank makes the same passes
     and computes the same numbers (only rank 0 records them); nothing there may depend on a clock:
-    batch sizes are fixed (no tuning) and the shortcut checks test every candidate (no ``max_cost``).
+    batch sizes are fixed (no tuning) and the shortcut checks' budget (``max_cost``) is counted in
+    images, the same on every rank (no budget when some method's passes are unknown).
     """
 
     def __init__(
@@ -307,6 +309,7 @@ class Engine:
             if self.detector is not None and test_images is not None:
                 batch = (self.tuners or {}).get(False)
                 images = model_inputs(model, test_images, convert_input)
+                work, unsized = self._maps_work(maps, probes)
                 report.shortcuts = self._guarded(
                     report,
                     "shortcuts",
@@ -319,7 +322,8 @@ class Engine:
                         step=moment.global_step,
                         batch_size=batch,  # type: ignore[arg-type]
                         probe_images=model_inputs(model, probes.images, convert_input),
-                        maps_seconds=self._maps_seconds(maps),
+                        maps_work=work,
+                        unsized_seconds=unsized,
                         probe_classes=maps.predictions.predicted,
                     ),
                 )
@@ -342,11 +346,24 @@ class Engine:
                 )
                 report.completeness = completeness(maps.gaps, maps.predictions.target_score[kept])
 
-    def _maps_seconds(self, maps: MapsReport) -> float | None:
-        """The shortcut checks' budget base: the maps' time in one process (sharded maps took about 1/N of it);
-        ``None`` under a collective forward pass, where a budget read from each rank's clock could make the
-        ranks' passes differ."""
-        return None if self.team.collective else maps.total_seconds * self.team.world_size
+    def _maps_work(self, maps: MapsReport, probes: ProbeSet) -> tuple[float | None, float]:
+        """The shortcut checks' budget base: the forward-equivalents of this run's maps over all probes
+        (:func:`~lightning_xai.monitor.sizing.method_passes`; the probes' prediction pass included), and the
+        seconds, in one process, of the maps whose passes are unknown (sharded maps took about 1/N of them).
+        ``(None, 0)`` (no budget) under a collective forward pass when some are unknown: a budget read from
+        each rank's clock could make the ranks' passes differ; a count is the same on every rank."""
+        size = (int(probes.images.shape[-2]), int(probes.images.shape[-1]))
+        count = int(probes.images.shape[0])
+        work, unsized = float(count), 0.0
+        for key in maps.maps:
+            passes = method_passes(self.methods[key], size)
+            if passes is None:
+                unsized += maps.seconds.get(key, 0.0) * self.team.world_size
+            else:
+                work += passes.times(count).forward_equivalents
+        if unsized and self.team.collective:
+            return None, 0.0
+        return work, unsized
 
     def _guarded(self, report: RunReport, name: str, work):  # type: ignore[no-untyped-def]
         try:

@@ -38,7 +38,7 @@ def test_sequential_test_splits_its_level_and_stops_early():
     undecided = sequential_test(strong, torch.arange(40), alpha=2**-16)  # needs the second look
     assert undecided.decided and calls == [16, 24]
     calls.clear()
-    cut = sequential_test(strong, torch.arange(40), alpha=2**-16, out_of_time=lambda: True)
+    cut = sequential_test(strong, torch.arange(40), alpha=2**-16, out_of_budget=lambda: True)
     assert not cut.decided and cut.wins == 16 and calls == [16]  # out of time: no second look, undecided
 
     def weak(chunk: torch.Tensor) -> Votes:

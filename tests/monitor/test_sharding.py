@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_xai import ExpectedGradients, GradCAM, Occlusion, Shortcuts, SmoothGrad
-from lightning_xai.methods import AttributionMethod, MethodContext
+from lightning_xai.methods import AttributionMethod, CaptumMethod, MethodContext
 from lightning_xai.monitor import engine as engine_module
 from lightning_xai.monitor.analyses import ShortcutReport
 from lightning_xai.monitor.budget import Deadline
@@ -318,5 +318,43 @@ def test_under_a_collective_forward_nothing_in_a_run_follows_a_clock(monkeypatch
         test_images=probes.images,
         deadline=Deadline(0.0, None),
     )
-    assert (seen["maps_seconds"] is None) == collective  # the checks' time budget: no clock under a collective forward
+    # the checks' budget is counted in images: the same on every rank, so a collective forward has one too
+    assert seen["maps_work"] == 5 + 5 * (3 * 3 + 1) + 5 * 3 and seen["unsized_seconds"] == 0.0  # 5 probes, 8x8
     assert (engine.tuners == {}) == collective  # fixed batch sizes, no timing
+
+
+@pytest.mark.parametrize("collective", [False, True])
+def test_maps_of_unknown_cost_give_the_checks_a_clock_budget_in_one_process_and_none_under_a_collective_forward(
+    monkeypatch, collective
+):
+    pytest.importorskip("captum")
+    seen: dict[str, object] = {}
+
+    def spy(detector, model, displays, images, **options):  # type: ignore[no-untyped-def]
+        seen.update(options)
+        return ShortcutReport()
+
+    monkeypatch.setattr(engine_module, "check_shortcuts", spy)
+    engine = Engine(
+        {"grad_cam": GradCAM(layer="0"), "deep_lift": CaptumMethod("DeepLift")},
+        seed=0,
+        stability=None,
+        shortcuts=Shortcuts(),
+        faithfulness=None,
+    )
+    engine.team = Team(collective=collective)
+    probes = probe_set()
+    report = engine.run(
+        tiny_net(),
+        probes,
+        RunMoment(0, 1, 1, "fit"),
+        convert_input=None,
+        references=None,
+        test_images=probes.images,
+        deadline=Deadline(0.0, None),
+    )
+    assert "deep_lift" in report.maps.maps
+    if collective:  # each rank's clock differs: no budget rather than one that could differ between ranks
+        assert seen["maps_work"] is None and seen["unsized_seconds"] == 0.0
+    else:  # DeepLift's passes are unknown: its time, converted by the detector at its own pass's rate
+        assert seen["maps_work"] == 5 + 5 * 3 and seen["unsized_seconds"] == report.maps.seconds["deep_lift"] > 0
