@@ -17,7 +17,7 @@ from lightning_xai.methods import AttributionMethod, CaptumMethod, MethodContext
 from lightning_xai.monitor import engine as engine_module
 from lightning_xai.monitor.analyses import ShortcutReport
 from lightning_xai.monitor.budget import Deadline
-from lightning_xai.monitor.engine import Engine, MapsReport, RunMoment, ShareError, explain_maps
+from lightning_xai.monitor.engine import Engine, MapsReport, RunMoment, RunReport, ShareError, explain_maps
 from lightning_xai.monitor.settings import check_strategy
 from lightning_xai.monitor.sharding import (
     Shard,
@@ -291,8 +291,10 @@ def test_rank_zeros_deadline_decides_for_every_rank():
     assert ranks.entered[0] == ranks.entered[1] == ["broadcast", "broadcast", "gather"]
 
 
-@pytest.mark.parametrize("collective", [False, True])
-def test_under_a_collective_forward_nothing_in_a_run_follows_a_clock(monkeypatch, collective):
+def _run_with_checks(
+    monkeypatch: pytest.MonkeyPatch, methods: dict[str, AttributionMethod], *, collective: bool
+) -> tuple[Engine, RunReport, dict[str, object]]:
+    """One engine run on 5 probes (8x8) with shortcut checks; the engine, its report and the options the checks got."""
     seen: dict[str, object] = {}
 
     def spy(detector, model, displays, images, **options):  # type: ignore[no-untyped-def]
@@ -300,48 +302,7 @@ def test_under_a_collective_forward_nothing_in_a_run_follows_a_clock(monkeypatch
         return ShortcutReport()
 
     monkeypatch.setattr(engine_module, "check_shortcuts", spy)
-    engine = Engine(
-        {"grad_cam": GradCAM(layer="0"), "occlusion": Occlusion(window=4, stride=2)},
-        seed=0,
-        stability=None,
-        shortcuts=Shortcuts(),
-        faithfulness=None,
-    )
-    engine.team = Team(collective=collective)
-    probes = probe_set()
-    engine.run(
-        tiny_net(),
-        probes,
-        RunMoment(0, 1, 1, "fit"),
-        convert_input=None,
-        references=None,
-        test_images=probes.images,
-        deadline=Deadline(0.0, None),
-    )
-    # the checks' budget is counted in images: the same on every rank, so a collective forward has one too
-    assert seen["maps_work"] == 5 + 5 * (3 * 3 + 1) + 5 * 3 and seen["unsized_seconds"] == 0.0  # 5 probes, 8x8
-    assert (engine.tuners == {}) == collective  # fixed batch sizes, no timing
-
-
-@pytest.mark.parametrize("collective", [False, True])
-def test_maps_of_unknown_cost_give_the_checks_a_clock_budget_in_one_process_and_none_under_a_collective_forward(
-    monkeypatch, collective
-):
-    pytest.importorskip("captum")
-    seen: dict[str, object] = {}
-
-    def spy(detector, model, displays, images, **options):  # type: ignore[no-untyped-def]
-        seen.update(options)
-        return ShortcutReport()
-
-    monkeypatch.setattr(engine_module, "check_shortcuts", spy)
-    engine = Engine(
-        {"grad_cam": GradCAM(layer="0"), "deep_lift": CaptumMethod("DeepLift")},
-        seed=0,
-        stability=None,
-        shortcuts=Shortcuts(),
-        faithfulness=None,
-    )
+    engine = Engine(methods, seed=0, stability=None, shortcuts=Shortcuts(), faithfulness=None)
     engine.team = Team(collective=collective)
     probes = probe_set()
     report = engine.run(
@@ -353,8 +314,28 @@ def test_maps_of_unknown_cost_give_the_checks_a_clock_budget_in_one_process_and_
         test_images=probes.images,
         deadline=Deadline(0.0, None),
     )
-    assert "deep_lift" in report.maps.maps
+    return engine, report, seen
+
+
+@pytest.mark.parametrize("collective", [False, True])
+def test_under_a_collective_forward_nothing_in_a_run_follows_a_clock(monkeypatch, collective):
+    methods = {"grad_cam": GradCAM(layer="0"), "occlusion": Occlusion(window=4, stride=2)}
+    engine, _, seen = _run_with_checks(monkeypatch, methods, collective=collective)
+    # the checks' budget is counted in images: the same on every rank, so a collective forward has one too
+    assert seen["maps_work"] == 5 + 5 * (3 * 3 + 1) + 5 * 3 and seen["unsized_seconds"] == 0.0  # 5 probes, 8x8
+    assert (engine.tuners == {}) == collective  # fixed batch sizes, no timing
+
+
+@pytest.mark.parametrize("collective", [False, True])
+def test_maps_of_unknown_cost_give_the_checks_a_clock_budget_in_one_process_and_none_under_a_collective_forward(
+    monkeypatch, collective
+):
+    pytest.importorskip("captum")
+    methods = {"grad_cam": GradCAM(layer="0"), "deep_lift": CaptumMethod("DeepLift")}
+    _, report, seen = _run_with_checks(monkeypatch, methods, collective=collective)
+    seconds = report.maps.seconds
+    assert "deep_lift" in seconds
     if collective:  # each rank's clock differs: no budget rather than one that could differ between ranks
         assert seen["maps_work"] is None and seen["unsized_seconds"] == 0.0
     else:  # DeepLift's passes are unknown: its time, converted by the detector at its own pass's rate
-        assert seen["maps_work"] == 5 + 5 * 3 and seen["unsized_seconds"] == report.maps.seconds["deep_lift"] > 0
+        assert seen["maps_work"] == 5 + 5 * 3 and seen["unsized_seconds"] == seconds["deep_lift"] > 0
