@@ -309,12 +309,12 @@ class Engine:
             if self.detector is not None and test_images is not None:
                 batch = (self.tuners or {}).get(False)
                 images = model_inputs(model, test_images, convert_input)
-                work, unsized = self._maps_work(maps, probes)
-                report.shortcuts = self._guarded(
-                    report,
-                    "shortcuts",
-                    lambda: check_shortcuts(
-                        self.detector,
+                detector = self.detector
+
+                def checks() -> ShortcutReport:
+                    work, unsized = self._maps_work(maps, probes)
+                    return check_shortcuts(
+                        detector,
                         model,
                         maps.displays,
                         images,
@@ -325,8 +325,9 @@ class Engine:
                         maps_work=work,
                         unsized_seconds=unsized,
                         probe_classes=maps.predictions.predicted,
-                    ),
-                )
+                    )
+
+                report.shortcuts = self._guarded(report, "shortcuts", checks)
             if self.faithfulness is not None:
                 kept = maps.predictions.finite
                 images = model_inputs(model, probes.images[kept], convert_input)
