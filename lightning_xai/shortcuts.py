@@ -83,7 +83,8 @@ DECIDES_SHARE = 0.5
 most predictions gets; the test of clear wins against clear losses (a mark read beside the object) gets
 the rest. Other fixed places get the whole level for the first test."""
 MIN_PASSES = 4
-"""The checks may always pass the test images this many times through the model (the budget's floor)."""
+"""The checks may always pass the test images this many times through the model, besides the first look at the
+most promising candidate (the budget's floor)."""
 MIN_TEST_IMAGES = 32
 """Fewest test images the checks use when ``test_images`` is scaled down for large images."""
 EVIDENCE_KEYS = (
@@ -126,11 +127,13 @@ class Shortcuts:
             attribution outside the object is reported per method.
         max_cost: the checks of a run may pass this many times as many images through the model as
             the run's maps did (forward-equivalents: a pass with gradients counts 3; and at least 4
-            passes over the test images, so that cheap maps do not starve the checks): candidates
+            passes over the test images and the most promising candidate's first look, so that
+            cheap maps do not starve the checks): candidates
             that would not fit in what is left are not started but left for a later run (the most
             promising are tested first), and a test running when it is spent stops undecided at its
-            next look. Counted in images, not seconds, so the same run makes the same tests on any
-            machine and under any load. ``None``: no limit.
+            next look (the description of a place just confirmed is finished). Counted in images,
+            not seconds, so the same run makes the same tests on any machine and under any load.
+            ``None``: no limit.
 
     Example:
         >>> Shortcuts(suspect_regions=["border"]).candidate_sides((32, 32))
@@ -312,7 +315,7 @@ class ShortcutDetector:
         in each probe is then found as in the test images (else from the maps).
         ``maps_work``: the images this run's maps passed through the model, in forward-equivalents
         (the checks may pass ``max_cost`` times as many; ``None``: no limit); ``unsized_seconds``: the
-        time of maps whose passes are not known (methods from Captum), counted as the images the
+        time of maps whose passes are not known (Captum's methods, your own), counted as the images the
         test images' prediction pass would have taken in that time.
         ``probe_classes``: the probes' predicted classes ``[P]``: a spot of some probes is tested as a
         class mark only where the other classes' probes do not look.
@@ -341,7 +344,6 @@ class ShortcutDetector:
                 if displays
                 else None
             )
-            built = time.perf_counter()
             allowance = Allowance()
             bench = Bench.build(
                 model,
@@ -353,13 +355,14 @@ class ShortcutDetector:
                 margin=s.min_effect,
                 allowance=allowance,
             )
-            per_image = (time.perf_counter() - built) / max(1, test_images.shape[0])
             if maps_work is not None and unsized_seconds > 0:
-                maps_work += unsized_seconds / max(per_image, 1e-9)
-            allowance.limit = self._budget(maps_work, floor=MIN_PASSES * test_images.shape[0])
+                maps_work += unsized_seconds / max(bench.seconds_per_image, 1e-9)
+            candidates = dict(sorted(candidates.items(), key=lambda item: _promise(item[1])))
+            first = next(iter(candidates.values()), None)
+            floor = MIN_PASSES * test_images.shape[0] + (0 if first is None else _images_to_test(first, size))
+            allowance.limit = self._budget(maps_work, floor=floor)
             run = _RunTests(bench, level, size, epoch, step, probe_images)
             color = [self._color_finding(run)] if colored else []
-            candidates = dict(sorted(candidates.items(), key=lambda item: _promise(item[1])))
             tested, untested, waiting = self._test_all(candidates, run)
             tested += color
         self.retests.end_run()
@@ -402,14 +405,14 @@ class ShortcutDetector:
         evidence = self._evidence(candidate, run.bench, run.level, run.probe_images)
         finding = self._finding(candidate, evidence, run.size, run.epoch, run.step, evidence["level"])
         news = finding.confirmed and not self._already_reported(finding)
-        self.retests.record(proposed, finding, news=news, counted=not run.bench.out_of_budget())
+        self.retests.record(proposed, finding, news=news, counted=not evidence["cut"])
         return finding
 
     def _budget(self, maps_work: float | None, *, floor: float) -> float | None:
         """Forward-equivalents the checks of this run may take (``None``: no limit): ``max_cost`` times
         the maps' (a run of the schedule's cheap sentinel alone gets cheap checks), and at least ``floor``
-        (a few passes over the test images, so that the most promising candidates are tested even when
-        the maps are very cheap)."""
+        (a few passes over the test images and the first look at the most promising candidate, so that
+        it is tested even when the maps are very cheap)."""
         if self.settings.max_cost is None or maps_work is None:
             return None
         return max(self.settings.max_cost * maps_work, floor)
@@ -428,6 +431,7 @@ class ShortcutDetector:
             votes, classes = class_votes(bench, box, mark_of, alpha=level), [mark_of]
         else:
             rates, votes, classes, level = self._moving_evidence(candidate, bench, level, probe_images)
+        cut = not votes.decided and bench.out_of_budget()  # before the description of a decided place spends more
         kind = candidate.kind
         if votes.decided and kind != "moving_region":
             candidate.box = refine(
@@ -446,6 +450,7 @@ class ShortcutDetector:
             "kind": kind,
             "level": level,
             "partial": partial and votes.decided,
+            "cut": cut,
         }
 
     @staticmethod
@@ -608,17 +613,19 @@ class ShortcutDetector:
 
 
 def _images_to_test(candidate: Candidate, size: tuple[int, int]) -> int:
-    """About how many images the first look at a candidate passes through the model: ablations and 16 transplants with their controls (a spot at the border, see
-    :func:`spot_at_border`: then 16 more with two donors each, the test of clear wins). A moving region first completes
-    its places (16 selection images, with their 3 hottest border boxes, each pasted into 8 others; a
-    backward pass counted as 2 forwards), finds the class that follows them (about 10 classes of the
-    32 selection images) and what the places carry without each one, then looks at all places at once with two
-    donors per recipient (its ablation rates locate 16 selection images among the places)."""
+    """About how many images the first look at a candidate passes through the model: ablations and 16
+    transplants with their controls (a spot at the border, see :func:`spot_at_border`: then 16 more with
+    two donors each, the test of clear wins). A moving region first completes its places (16 selection
+    images' gradients, a forward and backward pass counting 3; their 3 hottest border boxes, each pasted
+    into 8 others), finds the class that follows them (about 10 classes of the 32 selection images) and
+    what the places carry without each one, then looks at all places at once with two donors per
+    recipient (its ablation rates locate 16 selection images among the places). Describing a confirmed
+    place (shrinking its box, who carries it) comes on top and is not estimated."""
     first_look = 48 + 16 * 5
     if candidate.kind != "moving_region":
         return first_look + (16 * 2 * 5 if spot_at_border(candidate, size) else 0)
     places = len(candidate.places)
-    return 16 * 2 + 16 * (places + 3) * 8 + 320 + 32 * (places + 1) + 16 * places + first_look + 16 * 5
+    return 16 * 3 + 16 * (places + 3) * 8 + 320 + 32 * (places + 1) + 16 * places + first_look + 16 * 5
 
 
 def _covering(candidate: Candidate, tested: list[Finding]) -> Finding | None:

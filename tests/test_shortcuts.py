@@ -11,7 +11,9 @@ import torch
 from torch import nn
 
 from lightning_xai import shortcuts as shortcuts_module
+from lightning_xai.functional.shortcut_candidates import Candidate
 from lightning_xai.functional.shortcut_evidence import Votes
+from lightning_xai.functional.shortcut_interventions import Allowance
 from lightning_xai.shortcuts import Finding, ShortcutDetector, ShortcutReport, Shortcuts, outline_findings
 
 SIZE, CLASSES = 16, 6
@@ -363,10 +365,11 @@ def test_checks_stay_within_their_share_of_the_maps_work(monkeypatch):
     images, _ = _shaded([CORNERS[0]] * 64)
     model, heat = ReadsShade([CORNERS[0]]).eval(), _heat([CORNERS[0]] * 16)
     cheap = ShortcutDetector(Shortcuts()).check(model, heat, images, epoch=0, step=1, maps_work=1.0)
-    assert [f.box for f in cheap.new] == [[0, 0, 4, 4]]  # the floor: the most promising candidate is still tested
+    assert [f.box for f in cheap.new] == [[0, 0, 4, 4]] and cheap.untested == 0  # the floor: a few passes
     monkeypatch.setattr(shortcuts_module, "MIN_PASSES", 0)
     starved = ShortcutDetector(Shortcuts()).check(model, heat, images, epoch=0, step=1, maps_work=1.0)
-    assert starved.new == [] and starved.untested >= 1 and starved.current == {}  # nothing tested, nothing found
+    assert starved.untested >= 1  # the others are left for a later run
+    assert [f.box for f in starved.new] == [[0, 0, 4, 4]]  # the most promising candidate's first look is in the floor
     unlimited = ShortcutDetector(Shortcuts(max_cost=None)).check(model, heat, images, epoch=0, step=1, maps_work=1.0)
     assert unlimited.untested == 0 and [f.box for f in unlimited.new] == [[0, 0, 4, 4]]
     with pytest.raises(ValueError, match=re.escape("`max_cost` must be a positive number or None, got 0.")):
@@ -376,12 +379,12 @@ def test_checks_stay_within_their_share_of_the_maps_work(monkeypatch):
 def test_the_checks_budget_is_counted_in_images_so_a_slow_machine_makes_the_same_tests(monkeypatch):
     images, _ = _shaded([CORNERS[0]] * 64)
     model, heat = ReadsShade([CORNERS[0]]).eval(), _heat([CORNERS[0]] * 16)
-    spent: list[float] = []
+    allowances: list[Allowance] = []
     build = shortcuts_module.Bench.build.__func__
 
     def keep_allowance(cls, *args, **kwargs):  # type: ignore[no-untyped-def]
         bench = build(cls, *args, **kwargs)
-        spent.append(bench.allowance)
+        allowances.append(bench.allowance)
         return bench
 
     monkeypatch.setattr(shortcuts_module.Bench, "build", classmethod(keep_allowance))
@@ -396,23 +399,48 @@ def test_the_checks_budget_is_counted_in_images_so_a_slow_machine_makes_the_same
 
     fast, slow = check(False), check(True)
     assert [f.to_dict() for f in fast.new] == [f.to_dict() for f in slow.new] and fast.untested == slow.untested
-    (fast_allowance, slow_allowance) = spent
-    assert fast_allowance.limit == slow_allowance.limit == 4 * 64  # the floor: 4 passes over 64 test images
+    (fast_allowance, slow_allowance) = allowances
+    first_look = shortcuts_module._images_to_test(Candidate("region", (0, 0, 4, 4), isolation=1.0), (SIZE, SIZE))
+    assert fast_allowance.limit == slow_allowance.limit == 4 * 64 + first_look  # the floor: 4 passes, one first look
     assert fast_allowance.spent == slow_allowance.spent > 64  # every image through the model counted, the same
+
+
+def test_cheap_maps_still_test_the_most_promising_candidate_with_as_few_test_images_as_large_images_get():
+    images, _ = _shaded([CORNERS[0]] * 64)
+    model, heat = ReadsShade([CORNERS[0]]).eval(), _heat([CORNERS[0]] * 16)
+    few = ShortcutDetector(Shortcuts()).check(model, heat, images[:32], epoch=0, step=1, maps_work=1.0)
+    assert [f.box for f in few.new] == [[0, 0, 4, 4]]  # 32 test images: 4 passes alone would not fit its first look
+
+
+def test_a_confirmed_place_whose_description_spends_the_budget_still_waits(monkeypatch):
+    images, _ = _shaded([CORNERS[0]] * 64)
+    model, heat = ReadsShade([CORNERS[0]]).eval(), _heat([CORNERS[0]] * 16)
+    monkeypatch.setattr(shortcuts_module, "MIN_PASSES", 1)  # the first look fits; shrinking the box spends the rest
+    detector = ShortcutDetector(Shortcuts())
+    reports = [detector.check(model, heat, images, epoch=run, step=run, maps_work=1.0) for run in range(4)]
+    assert [r.current["heat"].confirmed for r in reports[:3]] == [True, True, True]
+    assert reports[3].waiting == 1  # decided three times the same way (not cut short): it waits
 
 
 def test_maps_of_unknown_cost_count_as_the_images_their_time_would_have_passed(monkeypatch):
     images, _ = _shaded([CORNERS[0]] * 64)
     model, heat = ReadsShade([CORNERS[0]]).eval(), _heat([CORNERS[0]] * 16)
     limits: list[float | None] = []
-    budget = ShortcutDetector._budget
+    benches: list[shortcuts_module.Bench] = []
+    budget, build = ShortcutDetector._budget, shortcuts_module.Bench.build.__func__
     monkeypatch.setattr(
         ShortcutDetector,
         "_budget",
         lambda self, work, *, floor: limits.append(work) or budget(self, work, floor=floor),
     )
+    monkeypatch.setattr(
+        shortcuts_module.Bench,
+        "build",
+        classmethod(lambda cls, *a, **k: benches.append(build(cls, *a, **k)) or benches[-1]),
+    )
     ShortcutDetector(Shortcuts()).check(model, heat, images, epoch=0, step=1, maps_work=10.0, unsized_seconds=1e3)
-    assert limits[0] is not None and limits[0] > 1e4  # a thousand seconds: many more images than 64 per pass
+    rate = benches[0].seconds_per_image  # what the test images' prediction pass took per image
+    assert rate > 0 and limits[0] == pytest.approx(10.0 + 1e3 / rate)
 
 
 def test_large_images_use_fewer_test_images(monkeypatch):
@@ -433,17 +461,16 @@ def test_large_images_use_fewer_test_images(monkeypatch):
 
 
 def test_a_candidates_cost_is_estimated_before_it_starts():
-    from lightning_xai.functional.shortcut_candidates import Candidate
 
     region = Candidate("region", (0, 0, 4, 4))
     moving = Candidate("moving_region", (0, 0, 4, 4), places=[CORNERS[0], CORNERS[1], CORNERS[2], CORNERS[3]])
     assert shortcuts_module._images_to_test(region, (SIZE, SIZE)) == 128  # 48 ablations + 16 transplants, 4 controls
     spot = Candidate("region", (0, 0, 4, 4), isolation=0.9)  # a spot at the border: then the test of clear wins
     assert shortcuts_module._images_to_test(spot, (SIZE, SIZE)) == 128 + 16 * 2 * 5
-    # completing the places (16 images x 7 options x 8 recipients, their gradients), the carrier class
+    # completing the places (16 images' gradients, 3 each; 16 images x 7 options x 8 recipients), the carrier class
     # (10 x 32), all places and all but each one (5 x 32), locating 16 images (16 x 4), then the first look
     # with 2 donors each
-    assert shortcuts_module._images_to_test(moving, (SIZE, SIZE)) == 32 + 896 + 320 + 160 + 64 + 128 + 80
+    assert shortcuts_module._images_to_test(moving, (SIZE, SIZE)) == 48 + 896 + 320 + 160 + 64 + 128 + 80
 
 
 def _corner_heat(box: tuple[int, int, int, int]) -> dict[str, torch.Tensor]:

@@ -13,6 +13,7 @@ from lightning_xai.functional._checks import check_positive_int
 
 __all__ = [
     "CPU_BATCH_CANDIDATES",
+    "FORWARD_BACKWARD_COST",
     "GPU_BATCH_CANDIDATES",
     "BatchSize",
     "BatchSizeTuner",
@@ -34,6 +35,9 @@ _CPU_MAX_BATCH = 256
 _GPU_MAX_BATCH = 2048
 _MIN_BATCH = 4
 CPU_BATCH_CANDIDATES = (8, 16, 32, 64, 128, 256)
+FORWARD_BACKWARD_COST = 3.0
+"""Forward-equivalents of one image through a forward and a backward pass (the usual estimate; 2.2-2.6
+measured on a 2-core CPU): what the monitor's sizing and the shortcut checks' budget count it as."""
 GPU_BATCH_CANDIDATES = (16, 32, 64, 128, 256, 512, 1024, 2048)
 
 

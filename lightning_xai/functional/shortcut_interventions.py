@@ -9,6 +9,7 @@ the rest of the object.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -16,7 +17,7 @@ import torch
 from torch import Tensor
 
 from lightning_xai.functional._checks import ForwardFn
-from lightning_xai.functional.batching import BatchSize
+from lightning_xai.functional.batching import FORWARD_BACKWARD_COST, BatchSize
 from lightning_xai.functional.shortcut import Box, Fill, box_means, fill_images, hide_box, keep_box
 from lightning_xai.functional.shortcut_candidates import random_place
 from lightning_xai.functional.shortcut_evidence import (
@@ -45,16 +46,11 @@ __all__ = [
 ]
 
 
-GRADIENT_PASS_COST = 3.0
-"""What an image through a pass that keeps gradients counts against an :class:`Allowance` (a forward and a
-backward pass, the backward about two forwards), as in the monitor's sizing of the maps."""
-
-
 @dataclass
 class Allowance:
     """How many images the checks of a run may pass through the model (``limit``; ``None``: no limit)
     and how many they have passed (``spent``), in forward-equivalents: an image through a pass with
-    gradients counts ``GRADIENT_PASS_COST``. A count, not a clock: the same model, maps and images
+    gradients counts ``FORWARD_BACKWARD_COST`` (3), as the monitor's sizing counts the maps. A count, not a clock: the same model, maps and images
     lead to the same tests on any machine, under any load, and on every rank of a sharded model.
 
     Example:
@@ -75,7 +71,7 @@ class Allowance:
         """``forward_fn``, counting the images it is given (``[N, ...]``) against this allowance."""
 
         def forward(images: Tensor) -> Tensor:
-            self.spent += images.shape[0] * (GRADIENT_PASS_COST if images.requires_grad else 1.0)
+            self.spent += images.shape[0] * (FORWARD_BACKWARD_COST if images.requires_grad else 1.0)
             return forward_fn(images)
 
         return forward
@@ -95,8 +91,9 @@ class Bench:
 
     ``controls``: control boxes per transplant; ``margin``: how much more the candidate must raise the
     donor's class than the best control; ``rounds``: donors per recipient (their excesses averaged);
-    ``allowance``: the images its passes may take (every pass through ``forward_fn`` is counted against
-    it, see :class:`Allowance`): once it is spent, tests end undecided at their next look;
+    ``allowance``: the images its passes may take (a bench made by :meth:`build` counts every pass
+    through ``forward_fn`` against it, see :class:`Allowance`): once it is spent, tests end undecided
+    at their next look; ``seconds_per_image``: what its prediction pass took per image;
     ``gradient_maps``: kept by :func:`~lightning_xai.functional.shortcut_moving.gradient_heat` (made once).
 
     Example:
@@ -119,6 +116,7 @@ class Bench:
     margin: float = 0.1
     rounds: int = 1
     allowance: Allowance = field(default_factory=Allowance)
+    seconds_per_image: float = 0.0
     gradient_maps: Tensor | None = None
 
     @classmethod
@@ -138,8 +136,10 @@ class Bench:
         ``allowance``: what the bench's passes (this prediction included) are counted against."""
         allowance = allowance if allowance is not None else Allowance()
         forward_fn = allowance.counting(forward_fn)
+        started = time.perf_counter()
         with torch.no_grad():
             probabilities = predict(forward_fn, images, batch_size).cpu()
+        seconds_per_image = (time.perf_counter() - started) / max(1, images.shape[0])
         half = min(32, images.shape[0] // 2)  # selection needs a few images per class; the test gets the rest
         order = torch.arange(images.shape[0])
         generator = torch.Generator().manual_seed(seed)
@@ -155,6 +155,7 @@ class Bench:
             heat,
             margin=margin,
             allowance=allowance,
+            seconds_per_image=seconds_per_image,
         )
 
     def out_of_budget(self) -> bool:
@@ -471,9 +472,9 @@ def refine(
         ]
         group = max(1, _REFINE_ELEMENTS // (recipients.numel() * bench.images[0].numel()))
         scores = torch.cat([follow(inside[start : start + group]) for start in range(0, len(inside), group)])
-        keeping = [place for place, score in zip(inside, scores.tolist()) if score >= target]
-        if keeping:
-            return min(keeping, key=lambda place: _centre_distance(place, box))
+        keeping = [(place, score) for place, score in zip(inside, scores.tolist()) if score >= target]
+        if keeping:  # the nearest the centre; of those as near, the most followed
+            return min(keeping, key=lambda kept: (_centre_distance(kept[0], box), -kept[1]))[0]
     return box
 
 

@@ -11,7 +11,9 @@ outcome stands for it.
 A wait counts the runs that propose the place, not all runs: under the adaptive schedule the
 expensive methods, which propose most places, run at growing intervals after they settle, and the
 runs of the cheap sentinel between them neither propose those places nor learn anything about them;
-counted in all runs, every such place would be retested at every run of the expensive methods.
+counted in all runs, every such place would be retested at every run of the expensive methods. A
+place whose last test is ``stale_after`` runs old is tested again when proposed, however few runs
+proposed it since: an outcome that old says little about the model of today.
 
 Two proposals are the same place when they have the same kind and their boxes overlap by half
 (intersection over union) or, for regions that move, when their boxes have the same size.
@@ -40,7 +42,8 @@ Outcome = TypeVar("Outcome")
 class PlaceRecord(Generic[Outcome]):
     """One tested place: its kind and box, its maps' concentration and outcome at its last test,
     how many tests in a row ended without news (``same``), how many runs have proposed it since
-    (``waited``; -1 until the run of the test ends) and whether this run has (``proposed``)."""
+    (``waited``; -1 until the run of the test ends), whether this run has (``proposed``) and how many
+    runs have passed since (``idle``; -1 until the run of the test ends)."""
 
     kind: str
     box: Box
@@ -49,6 +52,7 @@ class PlaceRecord(Generic[Outcome]):
     same: int = 1
     waited: int = 0
     proposed: bool = False
+    idle: int = 0
 
     def matches(self, candidate: Candidate) -> bool:
         """Whether ``candidate`` proposes this place again."""
@@ -85,6 +89,7 @@ class Retests(Generic[Outcome]):
 
     max_wait: int = 3
     wake_ratio: float = 1.25
+    stale_after: int = 16
     records: list[PlaceRecord[Outcome]] = field(default_factory=list)
 
     def waiting(self, candidate: Candidate) -> PlaceRecord[Outcome] | None:
@@ -94,7 +99,8 @@ class Retests(Generic[Outcome]):
             return None
         record.proposed = True
         stronger = candidate.concentration >= self.wake_ratio * record.concentration > 0
-        if stronger or record.waited >= min(self.max_wait, 2 ** max(0, record.same - 2) - 1):
+        stale = record.idle >= self.stale_after
+        if stronger or stale or record.waited >= min(self.max_wait, 2 ** max(0, record.same - 2) - 1):
             return None
         return record
 
@@ -107,13 +113,15 @@ class Retests(Generic[Outcome]):
             self.records.append(record)
         record.same = 1 if news else max(1, record.same + int(counted))
         record.outcome, record.concentration, record.waited = outcome, candidate.concentration, -1
-        record.proposed = True
+        record.proposed, record.idle = True, -1
 
     def end_run(self) -> None:
-        """After a run: every place proposed in it and not tested has waited one more run."""
+        """After a run: every place proposed in it and not tested has waited one more run; every
+        place's last test is one run older."""
         for record in self.records:
             record.waited += int(record.proposed)
             record.proposed = False
+            record.idle += 1
 
     def _find(self, candidate: Candidate) -> PlaceRecord[Outcome] | None:
         return next((record for record in self.records if record.matches(candidate)), None)

@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lightning_xai.functional.batching import FORWARD_BACKWARD_COST
 from lightning_xai.functional.occlusion import window_counts
 
 __all__ = [
@@ -67,8 +68,8 @@ FULL_SAMPLES, MIN_SAMPLES = 32, 4
 FULL_GRID, MIN_GRID = 15, 5
 STORED_MAX_SIDE = 128
 """Longest side of the maps stored in ``runs/step-*.pt``; larger maps are averaged down to it."""
-BACKWARD_COST = 3.0
-"""Forward-equivalents of one forward+backward pass (the usual estimate; 2.2-2.6 measured on a 2-core CPU)."""
+BACKWARD_COST = FORWARD_BACKWARD_COST
+"""Forward-equivalents of one forward+backward pass (see :data:`~lightning_xai.functional.batching.FORWARD_BACKWARD_COST`)."""
 
 Size = tuple[int, int]
 
@@ -198,7 +199,7 @@ _ONE_BACKWARD = ("grad_cam", "saliency", "guided_backprop", "deconvnet")
 
 
 def method_passes(method: Any, size: Size) -> PassCount | None:
-    """The passes one probe costs ``method`` on images of ``size``, or ``None`` when unknown (Captum methods).
+    """The passes one probe costs ``method`` on images of ``size``, or ``None`` when unknown (Captum's methods, your own).
 
     Example:
         >>> from lightning_xai import ExpectedGradients, GradCAM, Occlusion

@@ -99,4 +99,13 @@ def test_under_the_adaptive_schedule_a_place_of_the_expensive_methods_is_not_ret
             tested.append(epoch)
             retests.record(spot, "rejected", news=False)
         retests.end_run()
-    assert tested == [0, 1, 2, 5, 33]  # waits 1, then 3 of its proposals (with every run counted: 0-2, 5, 9, 17, ...)
+    # waits 1, then 3 of its proposals or 16 runs, whichever ends first (with every run counted: 0-2, 5, 9, 17, ...)
+    assert tested == [0, 1, 2, 5, 25]
+
+
+def test_a_place_not_proposed_for_long_is_tested_when_it_comes_back():
+    retests, spot = _rejected(8)  # waits 3 of its proposals
+    assert retests.waiting(spot) is not None
+    for _ in range(16):
+        retests.end_run()  # not proposed: its wait does not shorten, but its last outcome grows old
+    assert retests.waiting(spot) is None
