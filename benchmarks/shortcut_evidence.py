@@ -5,8 +5,10 @@ with ``AttributionMonitor()`` at its defaults and records whether the shortcut w
 (region / class mark: box IoU >= 0.5 with the planted box, class marks also naming class 0; moving
 regions: the per-probe boxes overlap each probe's planted box with IoU >= 0.5 for at least half the
 probes; colour: a finding of kind "color"), any finding at all in clean runs, and the validation
-accuracy with the shortcut and with it shuffled over the images. The seeds reported (0-9 by default)
-were never run while the detector was designed (design used seeds 100-102).
+accuracy with the shortcut and with it shuffled over the images. The detector was designed on seeds
+100-102; seeds 0-9 (the default) were held out until stop 19, and wrong findings on them and on the
+fresh seeds 30-39 have led to fixes since (benchmarks/shortcut_evidence.md names them): for seeds
+never run, pass ``--first-seed``.
 
     python benchmarks/shortcut_evidence.py --seeds 10          # the full table (about 25 minutes on 2 cores)
     python benchmarks/shortcut_evidence.py --seeds 1 --only clean --verbose
