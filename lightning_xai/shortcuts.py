@@ -566,6 +566,9 @@ class ShortcutDetector:
             level=level,
             confidence=1 - rates["p_value"],
             stay_rate=rates["stay_rate"],
+            random_follow_rate=rates["random_follow_rate"],
+            win_rate=rates["win_rate"],
+            loss_rate=rates["loss_rate"],
             trials=votes.trials,
         )
         finding.message = _message(finding, size, None, self.settings.min_effect)
@@ -603,7 +606,10 @@ class ShortcutDetector:
             color = tested[-1]
             per_method["color"] = {
                 "gray_flip_rate": color.flip_rate,
-                **{k: float(getattr(color, k)) for k in ("p_value", "follow_rate", "stay_rate", "trials")},
+                **{
+                    k: float(getattr(color, k))
+                    for k in ("p_value", "follow_rate", "stay_rate", "win_rate", "loss_rate", "trials")
+                },
             }
             per_method["color"]["confirmed"] = float(color.confirmed)
         return per_method, current
@@ -716,8 +722,11 @@ def _message(finding: Finding, size: tuple[int, int], candidate: Candidate | Non
     relies = "partly relies" if finding.partial else "relies"
     if finding.kind == "color":
         return (
-            f"after epoch {finding.epoch} the model relies on colour: given the colours of an image of another class "
-            f"(brightness kept), {evidence}; in grey, {finding.flip_rate:.0%} of predictions change."
+            f"after epoch {finding.epoch} the model relies on colour: given the colour of an image of another class "
+            f"(brightness kept), the prediction follows it in {finding.follow_rate:.0%} of {finding.trials} images and "
+            f"stays in {finding.stay_rate:.0%}; it raises the donor's class by {margin:.0%} more than the image's own "
+            f"colour given the same way in {finding.win_rate:.0%} of images (p = {finding.p_value:.1e}, needed <= "
+            f"{finding.level:.1e}); in grey, {finding.flip_rate:.0%} of predictions change."
         )
     top, left, bottom, right = finding.box
     shape = f"{bottom - top}x{right - left}"

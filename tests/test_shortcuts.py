@@ -255,6 +255,29 @@ def test_color_cue_is_found_and_grey_images_are_not_tested():
     assert quiet.new == [] and quiet.per_method["color"]["follow_rate"] == 0.0
 
 
+class SendsTintedToOne(nn.Module):
+    """Class 1 when most pixels are coloured (a tinted background) or the object is dark, else class 0:
+    colour by itself decides nothing, but recolouring a whole image sends it to class 1."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tinted = ((x.amax(dim=1) - x.amin(dim=1)) > 0.1).float().mean(dim=(1, 2)) > 0.5
+        bright = x.amax(dim=1)[:, 4:12, 4:12].mean(dim=(1, 2)) > 0.5
+        return 20 * torch.nn.functional.one_hot((tinted | ~bright).long(), CLASSES).float()
+
+
+def test_recolouring_that_sends_every_image_to_one_class_is_not_a_colour_cue():
+    generator = torch.Generator().manual_seed(0)
+    images = (torch.rand(64, 1, SIZE, SIZE, generator=generator) * 0.3).expand(-1, 3, -1, -1).clone()  # grey noise
+    primaries = torch.randint(0, 3, (2, 64), generator=generator)
+    hues = torch.eye(3)[primaries[0]] + torch.eye(3)[primaries[1]]  # red, yellow, magenta...: any class
+    brightness = torch.where(torch.arange(64) % 8 == 0, 0.35, 0.9)  # 7 of 8 objects bright (class 0)
+    images[:, :, 4:12, 4:12] = (brightness[:, None] * hues / hues.amax(dim=1, keepdim=True)).view(64, 3, 1, 1)
+    report = _check(SendsTintedToOne(), {"heat": torch.rand(16, 1, SIZE, SIZE, generator=generator)}, images)
+    color = report.per_method["color"]
+    assert color["follow_rate"] > 0.6 > color["stay_rate"]  # class-0 images given class-1 donors' colours "follow"...
+    assert report.new == [] and color["win_rate"] == 0.0  # ...as much as when given their own colour the same way
+
+
 def test_false_alarm_rate_is_shared_over_candidates_and_runs():
     settings = Shortcuts(false_alarm_rate=0.06)
     assert settings.level(run=1, tests=3) == pytest.approx(0.01)

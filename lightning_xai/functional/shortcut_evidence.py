@@ -38,7 +38,9 @@ from lightning_xai.functional.batching import BatchSize, chunk_ranges
 
 __all__ = [
     "Votes",
+    "chroma",
     "count_wins",
+    "dominant_colors",
     "luminance",
     "paste_places",
     "predict",
@@ -226,9 +228,58 @@ def to_gray(images: Tensor) -> Tensor:
     return luminance(images).expand_as(images).clone()
 
 
+def chroma(images: Tensor) -> Tensor:
+    """How coloured each pixel is ``[N, 1, H, W]``: its largest channel minus its smallest (0 for grey).
+
+    Example:
+        >>> chroma(torch.tensor([1.0, 0.5, 0.25]).view(1, 3, 1, 1)).flatten().tolist()
+        [0.75]
+    """
+    return images.amax(dim=1, keepdim=True) - images.amin(dim=1, keepdim=True)
+
+
+def dominant_colors(images: Tensor) -> Tensor:
+    """Each image's colour ``[N, C, 1, 1]``: the mean of its pixels weighted by their squared
+    :func:`chroma` (where its colour is, not its grey background), scaled so that the largest channel
+    is 1; ``(1, ..., 1)`` for a grey image.
+
+    Example:
+        >>> image = torch.zeros(1, 3, 2, 2); image[0, :, 0, 0] = torch.tensor([0.5, 0.25, 0.0])
+        >>> image[0, :, 1, 1] = 0.2  # a grey pixel: no weight
+        >>> dominant_colors(image).flatten().tolist()
+        [1.0, 0.5, 0.0]
+    """
+    colored = chroma(images).flatten(1)
+    count = max(1, colored.shape[1] // 16)
+    threshold = colored.topk(count, dim=1).values[:, -1:]
+    weights = (colored >= threshold).float() * (colored > 0).float()
+    weights = weights.view_as(images[:, :1])
+    total = weights.sum(dim=(2, 3), keepdim=True)
+    mean = (images * weights).sum(dim=(2, 3), keepdim=True) / total.clamp(min=1e-12)
+    scaled = mean / mean.amax(dim=1, keepdim=True).clamp(min=1e-6)
+    return torch.where(total > 1e-12, scaled, torch.ones_like(scaled))
+
+
 def swap_colors(recipients: Tensor, donors: Tensor) -> Tensor:
-    """The recipients' brightness with the donors' colours (each donor's image minus its luminance)."""
-    return luminance(recipients) + (donors - luminance(donors))
+    """Each recipient ``[N, C, H, W]`` in its donor's colour (:func:`dominant_colors`) at its own
+    brightness (the value of HSV: each pixel's brightest channel), above the darkest value of both.
+
+    One colour per donor, that of its most coloured pixels (its object), not its pixels' colours at the
+    same places (the objects of two images rarely lie at one place) nor its whole image's (diluted by
+    the background as much as the object is small: a cue for the object's size, not its colour).
+    Keeping the luminance instead would make a digit tinted blue, given red, darker than any red digit.
+    Swapping an image's colour for its own (``donors=recipients``) is the control of the colour test:
+    what recolouring does by itself (see :func:`~lightning_xai.functional.shortcut_interventions.color_votes`).
+
+    Example:
+        >>> red = torch.zeros(1, 3, 2, 2); red[0, 0, 0, :] = 0.8  # a red object above a black background
+        >>> blue = torch.zeros(1, 3, 2, 2); blue[0, 2, 1, 1] = 0.5  # a blue object elsewhere
+        >>> swap_colors(red, blue)[0, :, 0, :].tolist()
+        [[0.0, 0.0], [0.0, 0.0], [0.800000011920929, 0.800000011920929]]
+    """
+    low = torch.minimum(recipients.amin(), donors.amin())
+    value = recipients.amax(dim=1, keepdim=True) - low
+    return low + value * dominant_colors(donors - low)
 
 
 def transplant_votes(

@@ -389,8 +389,16 @@ def class_votes(bench: Bench, box: Box, mark_of: int, *, alpha: float) -> Votes:
 
 
 def color_votes(bench: Bench, *, alpha: float) -> tuple[Votes, float]:
-    """The colours of an image of another class on each test image's brightness; and the share of
-    predictions (selection half) that change when colour is replaced by grey."""
+    """Each test image given the colour of an image of another class, at its own brightness
+    (:func:`swap_colors`), against the same image given its own colour the same way (the control:
+    what recolouring does by itself). A recipient is a win when the donor's colour raises the donor's
+    class by more than ``bench.margin`` above what its own colour does. Also returns the share of
+    predictions (selection half) that change when colour is replaced by grey.
+
+    Without the control, a young model that sends every recoloured image to one class (a tinted
+    background reads as a large object) looks as if it followed the donors' colours whenever most
+    donors are of that class.
+    """
     with torch.no_grad():
         grey = (
             predict(bench.forward_fn, to_gray(bench.on_device(bench.selection)), bench.batch_size).cpu().argmax(dim=1)
@@ -401,16 +409,17 @@ def color_votes(bench: Bench, *, alpha: float) -> tuple[Votes, float]:
         donors = bench.donors(recipients)
         keep = donors >= 0
         recipients, donors = recipients[keep], donors[keep]
-        moved = swap_colors(bench.on_device(recipients), bench.on_device(donors))
+        receiving = bench.on_device(recipients)
         before = bench.probabilities[recipients].gather(1, bench.predicted[donors][:, None]).squeeze(1)
         return transplant_votes(
             bench.forward_fn,
-            moved,
-            None,
+            swap_colors(receiving, bench.on_device(donors)),
+            swap_colors(receiving, receiving),
             bench.predicted[recipients],
             bench.predicted[donors],
             before,
             bench.batch_size,
+            bench.margin,
         )
 
     return sequential_test(vote, bench.test, alpha=alpha, out_of_budget=bench.out_of_budget), gray_flip
