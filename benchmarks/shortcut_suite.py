@@ -5,7 +5,8 @@ was planted (one box per validation image, or the marked classes, or "color"), a
 images with the shortcut shuffled (planted from a random permutation of the labels), so that the
 accuracy drop shows whether the model used it. Bases: scikit-learn's digits (centred at 24x24 as in
 MNIST, or 20x20 at random offsets) and coloured shapes (6 classes, random colours, centred or at
-random places) on noisy backgrounds.
+random places) on noisy backgrounds. Colour is planted on both: the whole digit image tinted with its
+class's hue, or only the shape recoloured (its grey noise background left as it is).
 """
 
 from __future__ import annotations
@@ -144,6 +145,13 @@ def _tint(images: Tensor, codes: Tensor, boxes: list[Box], num_classes: int) -> 
     return images * HUES[codes].view(-1, 3, 1, 1)
 
 
+def _tint_shapes(images: Tensor, codes: Tensor, boxes: list[Box], num_classes: int) -> Tensor:
+    """The shapes (every channel at least 0.4; the noise stays below 0.25) in their code's hue at their own
+    brightness (brightest channel); the grey noise around them is left as it is."""
+    shape = images.amin(dim=1, keepdim=True) >= 0.4
+    return torch.where(shape, images.amax(dim=1, keepdim=True) * HUES[codes].view(-1, 3, 1, 1), images)
+
+
 Planter = Callable[[Tensor, Tensor, list[Box], int], Tensor]
 
 
@@ -207,6 +215,9 @@ SETTINGS: dict[str, Callable[[int], Data]] = {
         digits(s, centered=False), _shade, "region", s, place="fixed", agree=0.85
     ),
     "colour encodes the class": lambda s: _planted(digits(s, centered=False), _tint, "color", s, place="fixed"),
+    "colour encodes the class (shapes at random places)": lambda s: _planted(
+        shapes(s, centered=False), _tint_shapes, "color", s, place="fixed", num_classes=6
+    ),
     "shapes + shade, fixed corner": lambda s: _planted(
         shapes(s, centered=False), _shade, "region", s, place="fixed", num_classes=6
     ),
