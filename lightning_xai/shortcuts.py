@@ -506,9 +506,10 @@ class ShortcutDetector:
 
     def _probe_boxes(self, bench: Bench, candidate: Candidate, probe_images: Tensor, *, at_places: bool) -> list[Box]:
         """Each probe's own box of a confirmed moving region: located as in the test images (``at_places``,
-        confirmed at all its places at once: the place whose content, pasted into up to ``PROBE_RECIPIENTS``
-        test images of other classes, moves their predictions most, see :func:`most_carried`), then the box of the smallest
-        side in it that holds most of the probe's gradient x input."""
+        confirmed at all its places at once: the place whose content, pasted into up to
+        ``PROBE_RECIPIENTS`` test images of other classes, moves their predictions most, see
+        :func:`most_carried`), then the box of the smallest side in it that holds most of the probe's
+        gradient x input."""
         images = probe_images.detach()
         probes = Bench.build(
             bench.forward_fn, images, seed=self.runs, batch_size=bench.batch_size, fill=self.settings.fill

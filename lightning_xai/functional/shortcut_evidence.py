@@ -239,9 +239,9 @@ def chroma(images: Tensor) -> Tensor:
 
 
 def dominant_colors(images: Tensor) -> Tensor:
-    """Each image's colour ``[N, C, 1, 1]``: the mean of its pixels weighted by their squared
-    :func:`chroma` (where its colour is, not its grey background), scaled so that the largest channel
-    is 1; ``(1, ..., 1)`` for a grey image.
+    """Each image's colour ``[N, C, 1, 1]``: the mean of its most coloured sixteenth of pixels (by
+    :func:`chroma`: its object, not its grey background, whatever the object's size above that),
+    scaled so that the largest channel is 1; ``(1, ..., 1)`` for a grey image.
 
     Example:
         >>> image = torch.zeros(1, 3, 2, 2); image[0, :, 0, 0] = torch.tensor([0.5, 0.25, 0.0])
