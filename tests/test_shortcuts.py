@@ -278,6 +278,25 @@ def test_recolouring_that_sends_every_image_to_one_class_is_not_a_colour_cue():
     assert report.new == [] and color["win_rate"] == 0.0  # ...as much as when given their own colour the same way
 
 
+class OneClassOnly(nn.Module):
+    """Early training: every image in class 0 (no image of another class to take a colour from)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 1e-3 * x.flatten(1)[:, :CLASSES] + torch.tensor([10.0] + [0.0] * (CLASSES - 1))
+
+
+def test_the_colour_test_of_a_one_class_model_or_a_half_precision_model_runs_and_finds_nothing():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(64, 3, SIZE, SIZE, generator=generator)
+    heat = {"heat": torch.rand(16, 1, SIZE, SIZE, generator=generator)}
+    one_class = _check(OneClassOnly(), heat, images)
+    assert one_class.new == [] and one_class.per_method["color"]["trials"] == 0.0
+    torch.manual_seed(0)
+    half = nn.Sequential(nn.Flatten(), nn.Linear(3 * SIZE * SIZE, CLASSES)).to(torch.bfloat16)
+    report = _check(half, heat, images.to(torch.bfloat16))
+    assert report.per_method["color"]["trials"] > 0 and report.new == []
+
+
 def test_false_alarm_rate_is_shared_over_candidates_and_runs():
     settings = Shortcuts(false_alarm_rate=0.06)
     assert settings.level(run=1, tests=3) == pytest.approx(0.01)

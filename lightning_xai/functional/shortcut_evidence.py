@@ -14,8 +14,10 @@ construction, whatever the data set. A moving mark tested at all its places at o
 only where a control beat it by the margin and leaves the recipients in between out (a sign test
 with a dead zone, see :func:`count_wins`): a mark the model reads beside the object is clearly more
 telling than the object's pieces more often than clearly less, without deciding most predictions.
-Without controls (colour) the sign test compares follows with stays: the part must decide the
-prediction more often than the whole rest of the recipient does.
+Colour has one control per recipient: the recipient given its own colour the same way as the donor's
+(what recolouring does by itself, see :func:`swap_colors`). Without controls the sign test compares
+follows with stays: the part must decide the prediction more often than the whole rest of the
+recipient does.
 
 Tests run sequentially on chunks of recipients: they stop as soon as the p-value is below the level
 spent on that look (decided) or the evidence no longer points towards a shortcut (a non-binding
@@ -241,7 +243,8 @@ def chroma(images: Tensor) -> Tensor:
 def dominant_colors(images: Tensor) -> Tensor:
     """Each image's colour ``[N, C, 1, 1]``: the mean of its most coloured sixteenth of pixels (by
     :func:`chroma`: its object, not its grey background, whatever the object's size above that),
-    scaled so that the largest channel is 1; ``(1, ..., 1)`` for a grey image.
+    scaled so that the largest channel is 1; ``(1, ..., 1)`` for a grey image. ``images`` must be
+    non-negative (black at 0; :func:`swap_colors` shifts them so).
 
     Example:
         >>> image = torch.zeros(1, 3, 2, 2); image[0, :, 0, 0] = torch.tensor([0.5, 0.25, 0.0])
@@ -260,9 +263,12 @@ def dominant_colors(images: Tensor) -> Tensor:
     return torch.where(total > 1e-12, scaled, torch.ones_like(scaled))
 
 
-def swap_colors(recipients: Tensor, donors: Tensor) -> Tensor:
+def swap_colors(recipients: Tensor, donors: Tensor, *, black: float | None = None) -> Tensor:
     """Each recipient ``[N, C, H, W]`` in its donor's colour (:func:`dominant_colors`) at its own
-    brightness (the value of HSV: each pixel's brightest channel), above the darkest value of both.
+    brightness (the value of HSV: each pixel's brightest channel) above ``black`` (the input value of
+    black; default: the darkest value of both batches). Pass one ``black`` for a whole test, so that
+    an image's recolouring does not depend on the others in its batch (the control and the candidate
+    then differ only in the colour given). Computed in float32, returned in the recipients' dtype.
 
     One colour per donor, that of its most coloured pixels (its object), not its pixels' colours at the
     same places (the objects of two images rarely lie at one place) nor its whole image's (diluted by
@@ -277,9 +283,12 @@ def swap_colors(recipients: Tensor, donors: Tensor) -> Tensor:
         >>> swap_colors(red, blue)[0, :, 0, :].tolist()
         [[0.0, 0.0], [0.0, 0.0], [0.800000011920929, 0.800000011920929]]
     """
-    low = torch.minimum(recipients.amin(), donors.amin())
-    value = recipients.amax(dim=1, keepdim=True) - low
-    return low + value * dominant_colors(donors - low)
+    if recipients.numel() == 0:
+        return recipients.clone()
+    if black is None:
+        black = float(torch.minimum(recipients.amin(), donors.amin()))
+    value = recipients.float().amax(dim=1, keepdim=True) - black
+    return (black + value * dominant_colors(donors.float() - black)).to(recipients.dtype)
 
 
 def transplant_votes(
@@ -295,7 +304,8 @@ def transplant_votes(
     """Scores transplanted images ``[n, C, H, W]`` against their controls ``[k * n, C, H, W]`` (or ``None``).
 
     ``controls`` holds ``k`` same-size boxes pasted from the same donors, control ``j`` of recipient
-    ``i`` at row ``j * n + i``. ``donor_before``: the donor class's probability in each recipient
+    ``i`` at row ``j * n + i`` (for colour, ``k = 1``: the recipient given its own colour; a control
+    "followed" is then one that its own colour put in the donor's class). ``donor_before``: the donor class's probability in each recipient
     before the transplant ``[n]``. A recipient is a win when the candidate raises the donor class's
     probability by more than ``margin`` above what the best control does (a loss when by less).
     """

@@ -404,6 +404,9 @@ def color_votes(bench: Bench, *, alpha: float) -> tuple[Votes, float]:
             predict(bench.forward_fn, to_gray(bench.on_device(bench.selection)), bench.batch_size).cpu().argmax(dim=1)
         )
     gray_flip = float((grey != bench.predicted[bench.selection]).float().mean())
+    black = (
+        float(bench.images.amin()) if bench.images.numel() else 0.0
+    )  # one for the test: a swap depends on its pair only
 
     def vote(recipients: Tensor) -> Votes:
         donors = bench.donors(recipients)
@@ -413,8 +416,8 @@ def color_votes(bench: Bench, *, alpha: float) -> tuple[Votes, float]:
         before = bench.probabilities[recipients].gather(1, bench.predicted[donors][:, None]).squeeze(1)
         return transplant_votes(
             bench.forward_fn,
-            swap_colors(receiving, bench.on_device(donors)),
-            swap_colors(receiving, receiving),
+            swap_colors(receiving, bench.on_device(donors), black=black),
+            swap_colors(receiving, receiving, black=black),
             bench.predicted[recipients],
             bench.predicted[donors],
             before,

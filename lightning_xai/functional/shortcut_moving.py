@@ -176,33 +176,23 @@ def most_carried(
     """
     with torch.no_grad():
         classes = predict(bench.forward_fn, sources, bench.batch_size).argmax(dim=1).cpu()
-    width = len(options[0])
-    batches, takers = [], []
-    for index, choices in enumerate(options):
+    width, best = len(options[0]), []
+    for index, choices in enumerate(options):  # one source at a time: at most width x recipients images at once
         others = (bench.predicted != classes[index]).nonzero().flatten()
         if pool is not None:
             others = others[torch.isin(others, pool)]
         chosen = others[torch.randperm(others.numel(), generator=bench.generator)[:recipients]]
-        takers.append(chosen)
+        if chosen.numel() == 0:  # no image of another class to paste into
+            best.append(choices[0])
+            continue
         receiving = bench.on_device(chosen).repeat(width, 1, 1, 1)
         giving = sources[index : index + 1].to(receiving.device).expand(receiving.shape[0], -1, -1, -1)
         boxes = [box for box in choices for _ in range(chosen.numel())]
-        batches.append(swap_boxes(receiving, giving, boxes, boxes))
-    if sum(chosen.numel() for chosen in takers) == 0:  # no image of another class to paste into
-        return [choices[0] for choices in options]
-    with torch.no_grad():
-        after = predict(bench.forward_fn, torch.cat(batches), bench.batch_size).cpu()
-    best, start = [], 0
-    for index, chosen in enumerate(takers):
-        count = chosen.numel() * width
-        moved = after[start : start + count].view(width, max(1, chosen.numel()), -1)
-        gains = (
-            (moved - bench.probabilities[chosen][None]).abs().sum(dim=2).mean(dim=1)
-            if chosen.numel()
-            else torch.zeros(width)
-        )
-        best.append(options[index][int(gains.argmax())])
-        start += count
+        with torch.no_grad():
+            after = predict(bench.forward_fn, swap_boxes(receiving, giving, boxes, boxes), bench.batch_size).cpu()
+        moved = after.view(width, chosen.numel(), -1)
+        gains = (moved - bench.probabilities[chosen][None]).abs().sum(dim=2).mean(dim=1)
+        best.append(choices[int(gains.argmax())])
     return best
 
 

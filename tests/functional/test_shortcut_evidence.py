@@ -102,6 +102,11 @@ def test_an_object_s_colour_does_not_depend_on_its_size_or_the_input_range():
     blue[0, 2, 2:] = 1.0
     normalised = swap_colors(red * 2 - 1, blue * 2 - 1)  # inputs scaled to [-1, 1]: the same swap
     assert torch.allclose(normalised, swap_colors(red, blue) * 2 - 1)
+    darker = torch.cat([blue, torch.full_like(blue, -5.0)])  # another, darker donor in the batch...
+    alone = swap_colors(red, blue, black=0.0)
+    assert torch.equal(swap_colors(red.repeat(2, 1, 1, 1), darker, black=0.0)[:1], alone)  # ...changes nothing
+    assert swap_colors(red.bfloat16(), blue.bfloat16()).dtype == torch.bfloat16
+    assert swap_colors(red[:0], blue[:0]).shape == (0, 3, 4, 4)  # no recipient: nothing to swap
 
 
 def test_paste_places_takes_every_place_from_the_donor():
