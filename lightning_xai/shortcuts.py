@@ -708,6 +708,15 @@ def _most_precise(findings: list[Finding]) -> list[Finding]:
 
 def _message(finding: Finding, size: tuple[int, int], candidate: Candidate | None, margin: float) -> str:
     """The finding in words, with its evidence."""
+    significance = f"(p = {finding.p_value:.1e}, needed <= {finding.level:.1e})"
+    if finding.kind == "color":
+        return (
+            f"after epoch {finding.epoch} the model relies on colour: given the colour of an image of another class "
+            f"(brightness kept), the prediction follows it in {finding.follow_rate:.0%} of {finding.trials} images and "
+            f"stays in {finding.stay_rate:.0%}; it raises the donor's class by {margin:.0%} more than the image's own "
+            f"colour given the same way in {finding.win_rate:.0%} of images {significance}; in grey, "
+            f"{finding.flip_rate:.0%} of predictions change."
+        )
     evidence = (
         f"the prediction follows it in {finding.follow_rate:.0%} of {finding.trials} transplants "
         f"and stays in {finding.stay_rate:.0%}"
@@ -718,22 +727,14 @@ def _message(finding: Finding, size: tuple[int, int], candidate: Candidate | Non
             f"more than each of 4 pieces of the same size where the model looks in {finding.win_rate:.0%} of "
             f"images and by {margin:.0%} less than one of them in {finding.loss_rate:.0%}"
         )
-    elif finding.kind != "color":
+    else:
         evidence += (
             f"; it raises the donor's class by {margin:.0%} more than each of 4 pieces of the same size "
             f"where the model looks in {finding.win_rate:.0%} of images "
             f"(those pieces were followed in {finding.random_follow_rate:.0%})"
         )
-    evidence += f" (p = {finding.p_value:.1e}, needed <= {finding.level:.1e})"
+    evidence += f" {significance}"
     relies = "partly relies" if finding.partial else "relies"
-    if finding.kind == "color":
-        return (
-            f"after epoch {finding.epoch} the model relies on colour: given the colour of an image of another class "
-            f"(brightness kept), the prediction follows it in {finding.follow_rate:.0%} of {finding.trials} images and "
-            f"stays in {finding.stay_rate:.0%}; it raises the donor's class by {margin:.0%} more than the image's own "
-            f"colour given the same way in {finding.win_rate:.0%} of images (p = {finding.p_value:.1e}, needed <= "
-            f"{finding.level:.1e}); in grey, {finding.flip_rate:.0%} of predictions change."
-        )
     top, left, bottom, right = finding.box
     shape = f"{bottom - top}x{right - left}"
     where = f"(rows {top}-{bottom - 1}, columns {left}-{right - 1}, found with {finding.method})"
@@ -751,7 +752,7 @@ def _message(finding: Finding, size: tuple[int, int], candidate: Candidate | Non
             f"{donors}, the prediction follows in {finding.follow_rate:.0%} of {finding.trials} transplants and "
             f"stays in {finding.stay_rate:.0%}; it raises class {donors} by {margin:.0%} more than as many pieces "
             f"where the model looks in {finding.win_rate:.0%} of images, more often than by {margin:.0%} less "
-            f"(p = {finding.p_value:.1e}, needed <= {finding.level:.1e})."
+            f"{significance}."
         )
     if finding.kind == "class_mark":
         return (

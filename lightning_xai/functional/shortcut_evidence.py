@@ -305,8 +305,8 @@ def transplant_votes(
 
     ``controls`` holds ``k`` same-size boxes pasted from the same donors, control ``j`` of recipient
     ``i`` at row ``j * n + i`` (for colour, ``k = 1``: the recipient given its own colour; a control
-    "followed" is then one that its own colour put in the donor's class). ``donor_before``: the donor class's probability in each recipient
-    before the transplant ``[n]``. A recipient is a win when the candidate raises the donor class's
+    "followed" is then one that its own colour put in the donor's class). ``donor_before``: the donor
+    class's probability in each recipient before the transplant ``[n]``. A recipient is a win when the candidate raises the donor class's
     probability by more than ``margin`` above what the best control does (a loss when by less).
     """
     votes, excess = transplant_outcomes(

@@ -50,8 +50,9 @@ __all__ = [
 class Allowance:
     """How many images the checks of a run may pass through the model (``limit``; ``None``: no limit)
     and how many they have passed (``spent``), in forward-equivalents: an image through a pass with
-    gradients counts ``FORWARD_BACKWARD_COST`` (3), as the monitor's sizing counts the maps. A count, not a clock: the same model, maps and images
-    lead to the same tests on any machine, under any load, and on every rank of a sharded model.
+    gradients counts ``FORWARD_BACKWARD_COST`` (3), as the monitor's sizing counts the maps. A count,
+    not a clock: the same model, maps and images lead to the same tests on any machine, under any load,
+    and on every rank of a sharded model.
 
     Example:
         >>> allowance = Allowance(limit=10)
@@ -404,9 +405,8 @@ def color_votes(bench: Bench, *, alpha: float) -> tuple[Votes, float]:
             predict(bench.forward_fn, to_gray(bench.on_device(bench.selection)), bench.batch_size).cpu().argmax(dim=1)
         )
     gray_flip = float((grey != bench.predicted[bench.selection]).float().mean())
-    black = (
-        float(bench.images.amin()) if bench.images.numel() else 0.0
-    )  # one for the test: a swap depends on its pair only
+    # one black level for the whole test: each swap depends on its own pair only
+    black = float(bench.images.amin()) if bench.images.numel() else 0.0
 
     def vote(recipients: Tensor) -> Votes:
         donors = bench.donors(recipients)

@@ -42,7 +42,6 @@ from lightning_xai.functional.batching import FORWARD_BACKWARD_COST
 from lightning_xai.functional.occlusion import window_counts
 
 __all__ = [
-    "BACKWARD_COST",
     "REFERENCE_SIDE",
     "STORED_MAX_SIDE",
     "PassCount",
@@ -68,8 +67,6 @@ FULL_SAMPLES, MIN_SAMPLES = 32, 4
 FULL_GRID, MIN_GRID = 15, 5
 STORED_MAX_SIDE = 128
 """Longest side of the maps stored in ``runs/step-*.pt``; larger maps are averaged down to it."""
-BACKWARD_COST = FORWARD_BACKWARD_COST
-"""Forward-equivalents of one forward+backward pass (see :data:`~lightning_xai.functional.batching.FORWARD_BACKWARD_COST`)."""
 
 Size = tuple[int, int]
 
@@ -191,8 +188,8 @@ class PassCount:
 
     @property
     def forward_equivalents(self) -> float:
-        """``forward + BACKWARD_COST * forward_backward``."""
-        return self.forward + BACKWARD_COST * self.forward_backward
+        """``forward + FORWARD_BACKWARD_COST * forward_backward``."""
+        return self.forward + FORWARD_BACKWARD_COST * self.forward_backward
 
 
 _ONE_BACKWARD = ("grad_cam", "saliency", "guided_backprop", "deconvnet")
