@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from lightning_xai import shortcuts as shortcuts_module
+from lightning_xai.functional.shortcut import box_iou
 from lightning_xai.functional.shortcut_candidates import Candidate
 from lightning_xai.functional.shortcut_evidence import Votes
 from lightning_xai.functional.shortcut_interventions import Allowance
@@ -173,6 +174,40 @@ def test_moving_region_gets_one_box_per_probe():
     assert "at varying places (corners" in moving[0].message
     grid = outline_findings(torch.zeros(16, 3, SIZE, SIZE), moving, (SIZE, SIZE))
     assert grid.shape[0] == 3 and grid.sum() > 0
+
+
+def test_a_moving_mark_the_probes_maps_miss_is_proposed_by_the_test_images_gradients():
+    places = [CORNERS[i % 4] for i in torch.randperm(64, generator=torch.Generator().manual_seed(1)).tolist()]
+    images, _ = _shaded(places)
+    centre = _heat([(6, 6, 10, 10)] * 16)  # the probes' maps look at the middle, none at a corner
+    report = ShortcutDetector(Shortcuts()).check(
+        ReadsShade(CORNERS).eval(), centre, images, epoch=2, step=30, probe_images=images[:16]
+    )
+    moving = [f for f in report.new if f.kind == "moving_region"]
+    assert len(moving) == 1 and moving[0].method == shortcuts_module.TEST_IMAGES_SOURCE
+    labels = _objects()[1][:16].tolist()
+    inside = [box_iou(tuple(box), place) > 0 for box, place in zip(moving[0].boxes, places[:16])]
+    # class 0's shade is the darkest: a model that reads the brightest corner does not follow it when pasted
+    assert all(found for found, label in zip(inside, labels) if label != 0)
+    assert report.per_method[shortcuts_module.TEST_IMAGES_SOURCE]["confirmed"] == 1.0
+    assert report.per_method["heat"]["candidates"] >= 1 and report.per_method["heat"]["confirmed"] == 0.0
+
+
+class ShadeWithoutGradient(ReadsShade):
+    """``ReadsShade`` computed without autograd: its output has no gradient."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return super().forward(x)
+
+
+def test_a_model_without_gradients_keeps_the_maps_moving_region():
+    places = [CORNERS[i % 4] for i in torch.randperm(64, generator=torch.Generator().manual_seed(1)).tolist()]
+    images, _ = _shaded(places)
+    report = _check(ShadeWithoutGradient(CORNERS), _heat(places), images)
+    moving = [f for f in report.new if f.kind == "moving_region"]
+    assert len(moving) == 1 and moving[0].method == "heat"
+    assert shortcuts_module.TEST_IMAGES_SOURCE not in report.per_method
 
 
 def test_mark_of_one_class_names_the_class():

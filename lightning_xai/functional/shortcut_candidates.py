@@ -25,9 +25,11 @@ __all__ = [
     "describe_place",
     "describe_places",
     "edge_distance",
+    "hottest_places",
     "isolation",
     "mean_pairwise_iou",
     "merge_boxes",
+    "moving_candidate",
     "normalized_mass",
     "others_look_there",
     "peak_boxes",
@@ -287,11 +289,9 @@ def plan_candidates(
             ):
                 apart = isolation(mass[proposing].mean(dim=0, keepdim=True), box)
                 add(Candidate("class_mark", box, isolation=apart), name)
-        for side in sorted(sides):  # the smallest side at which spots line up at a few places
-            moving = _moving_candidate(mass, side, min_isolation, max_places)
-            if moving is not None:
-                add(moving, name)
-                break
+        moving = moving_candidate(mass, sides, min_isolation, max_places)
+        if moving is not None:
+            add(moving, name)
         for box in suspects:
             add(Candidate("region", box), name)
     return found, peaks
@@ -354,11 +354,34 @@ def _join_moving(kept: Candidate, other: Candidate) -> None:
     kept.band = max(kept.band, other.band)
 
 
-def _moving_candidate(mass: Tensor, side: int, min_isolation: float, max_places: int) -> Candidate | None:
-    """Compact hot spots of one small side in the border band, at varying places in several probes.
+def moving_candidate(mass: Tensor, sides: Sequence[int], min_isolation: float, max_places: int) -> Candidate | None:
+    """A moving region of the smallest of ``sides`` at which the maps' ``mass`` ``[N, 1, H, W]`` (each
+    of total 1) line up compact spots at a few places in the border band (see :func:`_moving_candidate`)."""
+    for side in sorted(sides):
+        moving = _moving_candidate(mass, side, min_isolation, max_places)
+        if moving is not None:
+            return moving
+    return None
 
-    Each probe offers its 3 hottest isolated spots; spots within a quarter of the image side of an edge
-    count. At least 4 probes must have one, at no fewer than 2 places (not one fixed place). The band is
+
+def hottest_places(mass: Tensor, places: Sequence[Box]) -> list[Box]:
+    """Per map of ``mass`` ``[N, 1, H, W]``, the box of ``places`` that holds most of it.
+
+    Example:
+        >>> mass = torch.zeros(2, 1, 8, 8); mass[0, 0, 0, 0] = 1; mass[1, 0, 7, 7] = 1
+        >>> hottest_places(mass, [(0, 0, 2, 2), (6, 6, 8, 8)])
+        [(0, 0, 2, 2), (6, 6, 8, 8)]
+    """
+    held = torch.stack([mass[:, 0, top:bottom, left:right].sum(dim=(1, 2)) for top, left, bottom, right in places])
+    return [places[int(i)] for i in held.argmax(dim=0).tolist()]
+
+
+def _moving_candidate(mass: Tensor, side: int, min_isolation: float, max_places: int) -> Candidate | None:
+    """Compact hot spots of one small side in the border band, at varying places in several maps (of the
+    probes, or of the test images' gradient x input).
+
+    Each map offers its 3 hottest isolated spots; spots within a quarter of the image side of an edge
+    count. At least 4 maps must have one, at no fewer than 2 places (not one fixed place). The band is
     as wide as the spots reach from the edge; places are the spots' places, those hot in most probes
     first. A spot that moves anywhere in the image cannot be told from an object at random places by
     these interventions, so only the border band is searched.

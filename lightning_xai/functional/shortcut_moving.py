@@ -2,9 +2,9 @@
 
 A shortcut that moves (a swatch in a random corner, a mark at a random place along the border) sits
 at a different place in every image, so each test image needs its own box. It is looked for in the
-*border band* the probes' hot spots were found in (see
-:func:`~lightning_xai.functional.shortcut_candidates.plan_candidates`): the options are the places
-seen in the probes and the image's hottest boxes in the band by gradient x input; the image's own
+*border band* its hot spots were found in (by the test images' gradient x input, else the probes'
+maps: see :class:`~lightning_xai.shortcuts.ShortcutDetector`): the options are the places proposed
+and the image's hottest boxes in the band by gradient x input; the image's own
 box is the option whose filling moves its predicted probabilities most (total variation).
 
 A box chosen that way is, by construction, a telling piece of the image, whatever it holds. So it is
@@ -17,7 +17,7 @@ the own region raises the donor's class more than the rival does by more than ``
 outweighs the most telling other piece of the object.
 
 A shortcut that moves among *a few places* (a swatch in one of the four corners) is also tested at
-all of them at once (:func:`place_set_votes`): every place seen in the probes is pasted together from
+all of them at once (:func:`place_set_votes`): every place proposed is pasted together from
 an image of the class that follows them most, so the recipient loses its own mark wherever it was
 and receives the donor's wherever that was, against as many boxes drawn where the maps are hot,
 pasted from the same donor. A model that reads such a mark only partly (beside the object) rarely
@@ -79,7 +79,9 @@ def band_positions(size: tuple[int, int], side: int, band: int, *, inside: bool 
 
 def gradient_heat(bench: Bench) -> Tensor:
     """|gradient x (image - fill)| of each test image's predicted log-probability, channels summed
-    ``[N, 1, H, W]``; made once per bench (moving candidates of several sizes share it)."""
+    ``[N, 1, H, W]``; made once per bench (moving candidates of several sizes share it). Zero for a
+    model whose output has no gradient (the test images then tell nothing about where it looks), and
+    where it is not finite (a NaN pixel)."""
     if bench.gradient_maps is None:
         parts = []
         fills = bench.fills if bench.fills is not None else bench.images.mean(dim=(2, 3), keepdim=True)
@@ -88,8 +90,9 @@ def gradient_heat(bench: Bench) -> Tensor:
                 images = bench.images[start:stop].detach().clone().requires_grad_(True)
                 scores = torch.log_softmax(bench.forward_fn(images).float(), dim=1)
                 chosen = scores.gather(1, bench.predicted[start:stop, None].to(scores.device)).sum()
-                (gradient,) = torch.autograd.grad(chosen, images)
-            parts.append((gradient * (images.detach() - fills[start:stop])).abs().sum(dim=1, keepdim=True).cpu())
+                gradient = torch.autograd.grad(chosen, images)[0] if chosen.requires_grad else torch.zeros_like(images)
+            heat = (gradient * (images.detach() - fills[start:stop])).abs().sum(dim=1, keepdim=True)
+            parts.append(torch.nan_to_num(heat, nan=0.0, posinf=0.0).cpu())  # a non-finite image shows nothing
         bench.gradient_maps = torch.cat(parts)
     return bench.gradient_maps
 

@@ -161,6 +161,20 @@ def test_gradient_heat_is_made_once_and_works_under_inference_mode():
     assert float(heat[0, 0, top:bottom, left:right].sum()) > 0  # the mark the model reads has gradient
 
 
+def test_gradient_heat_is_zero_where_it_is_not_finite_and_for_a_model_without_gradients():
+    images, _, _ = _marked()
+    images[3, :, 0, 0] = float("nan")
+    heat = gradient_heat(_bench(ReadsBorderMark(), images))
+    assert torch.isfinite(heat).all() and heat[3].sum() == 0 and heat[4].sum() > 0
+
+    class WithoutGradient(ReadsBorderMark):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return super().forward(x)
+
+    assert gradient_heat(_bench(WithoutGradient(), images)).sum() == 0
+
+
 def _object_templates() -> torch.Tensor:
     return (torch.rand(CLASSES, 12, 12, generator=torch.Generator().manual_seed(5)) > 0.5).float()
 
