@@ -210,6 +210,30 @@ def test_a_model_without_gradients_keeps_the_maps_moving_region():
     assert shortcuts_module.TEST_IMAGES_SOURCE not in report.per_method
 
 
+class _FailingBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: object, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("this op has no backward pass")
+
+
+class ShadeWithFailingBackward(ReadsShade):
+    """``ReadsShade`` behind an op whose backward pass raises."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(_FailingBackward.apply(x))
+
+
+def test_a_model_whose_backward_fails_keeps_the_maps_moving_region():
+    places = [CORNERS[i % 4] for i in torch.randperm(64, generator=torch.Generator().manual_seed(1)).tolist()]
+    images, _ = _shaded(places)
+    report = _check(ShadeWithFailingBackward(CORNERS), _heat(places), images)  # the checks run to their end
+    assert [f.method for f in report.new if f.kind == "moving_region"] == ["heat"]
+
+
 def test_mark_of_one_class_names_the_class():
     images, labels = _objects()
     images[labels == 0, :, 0:4, 12:16] = 1.0

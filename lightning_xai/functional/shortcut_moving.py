@@ -80,8 +80,9 @@ def band_positions(size: tuple[int, int], side: int, band: int, *, inside: bool 
 def gradient_heat(bench: Bench) -> Tensor:
     """|gradient x (image - fill)| of each test image's predicted log-probability, channels summed
     ``[N, 1, H, W]``; made once per bench (moving candidates of several sizes share it). Zero for a
-    model whose output has no gradient (the test images then tell nothing about where it looks), and
-    where it is not finite (a NaN pixel)."""
+    model whose output has no gradient or whose backward pass fails (the test images then tell nothing
+    about where it looks: the boxes drawn where the heat is are drawn anywhere), and where it is not
+    finite (a NaN pixel)."""
     if bench.gradient_maps is None:
         parts = []
         fills = bench.fills if bench.fills is not None else bench.images.mean(dim=(2, 3), keepdim=True)
@@ -90,11 +91,22 @@ def gradient_heat(bench: Bench) -> Tensor:
                 images = bench.images[start:stop].detach().clone().requires_grad_(True)
                 scores = torch.log_softmax(bench.forward_fn(images).float(), dim=1)
                 chosen = scores.gather(1, bench.predicted[start:stop, None].to(scores.device)).sum()
-                gradient = torch.autograd.grad(chosen, images)[0] if chosen.requires_grad else torch.zeros_like(images)
+                gradient = _input_gradient(chosen, images)
             heat = (gradient * (images.detach() - fills[start:stop])).abs().sum(dim=1, keepdim=True)
             parts.append(torch.nan_to_num(heat, nan=0.0, posinf=0.0).cpu())  # a non-finite image shows nothing
         bench.gradient_maps = torch.cat(parts)
     return bench.gradient_maps
+
+
+def _input_gradient(score: Tensor, images: Tensor) -> Tensor:
+    """The gradient of ``score`` with respect to ``images``; zeros when there is none or the backward pass
+    fails (an op without one, out of memory): the heat then shows nothing instead of ending the checks."""
+    if not score.requires_grad:
+        return torch.zeros_like(images)
+    try:
+        return torch.autograd.grad(score, images)[0]
+    except RuntimeError:
+        return torch.zeros_like(images)
 
 
 def hot_boxes(heat: Tensor, side: int, allowed: Tensor, count: int) -> list[list[Box]]:
