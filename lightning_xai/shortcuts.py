@@ -19,7 +19,7 @@ whole fit stays below ``false_alarm_rate``.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
@@ -311,19 +311,22 @@ class ShortcutDetector:
         maps_work: float | None = None,
         unsized_seconds: float = 0.0,
         probe_classes: Tensor | None = None,
+        agree: Callable[[Any], Any] | None = None,
     ) -> ShortcutReport:
         """Tests this run's candidates on ``test_images`` ``[N, C, H, W]`` (on the model's device).
 
         ``displays``: non-negative maps ``[P, 1, H, W]`` of the probes per method. Classes are the
         model's predictions. ``batch_size``: images per forward pass (an int or a tuner).
         ``probe_images``: the probes ``[P, C, H, W]`` (model inputs): a confirmed moving region's box
-        in each probe is then found as in the test images (else from the maps).
+        in each probe is then found from the probe's gradient or as in the test images (else from the maps).
         ``maps_work``: the images this run's maps passed through the model, in forward-equivalents
         (the checks may pass ``max_cost`` times as many; ``None``: no limit); ``unsized_seconds``: the
         time of maps whose passes are not known (Captum's methods, your own), counted as the images the
         test images' prediction pass would have taken in that time.
         ``probe_classes``: the probes' predicted classes ``[P]``: a spot of some probes is tested as a
         class mark only where the other classes' probes do not look.
+        ``agree``: ``value -> rank 0's value`` on every rank, when every rank runs the checks (a collective
+        forward pass): decisions taken from a backward pass are rank 0's.
         """
         started = time.perf_counter()
         self.runs += 1
@@ -361,7 +364,7 @@ class ShortcutDetector:
             )
             if maps_work is not None and unsized_seconds > 0:
                 maps_work += unsized_seconds / max(bench.seconds_per_image, 1e-9)
-            candidates = self._with_moving_from_test_images(candidates, bench, displays)
+            candidates = self._with_moving_from_test_images(candidates, bench, displays, agree)
             level = s.level(run=self.runs, tests=len(candidates) + int(colored))
             candidates = dict(sorted(candidates.items(), key=lambda item: _promise(item[1])))
             first = next(iter(candidates.values()), None)
@@ -385,21 +388,28 @@ class ShortcutDetector:
         )
 
     def _with_moving_from_test_images(
-        self, candidates: dict[Any, Candidate], bench: Bench, displays: dict[str, Tensor]
+        self,
+        candidates: dict[Any, Candidate],
+        bench: Bench,
+        displays: dict[str, Tensor],
+        agree: Callable[[Any], Any] | None,
     ) -> dict[Any, Candidate]:
         """The candidates, with the moving region proposed by the gradient x input of the selection half's
-        test images (32 images, see :func:`moving_candidate`) in place of the maps' (16 probes). A mark
+        test images (up to 32, see :func:`moving_candidate`) in place of the maps' (16 probes). A mark
         the model reads beside the object is seldom among the probes' hottest spots: on two ResNet runs with
         a swatch in a random corner (stop 24, seeds 3 and 7), expected gradients showed it among a probe's
         3 hottest spots in 2 or 3 of 16 probes and the other methods in none, while the selection half's
         gradients lined it up at the four corners. The maps' proposal stands when the gradients propose
-        none (a model without gradients or whose backward pass fails, spots that do not line up). Each probe's box, until a confirmed
+        none (a model without gradients or whose backward pass fails, spots that do not line up). ``agree``:
+        rank 0's proposal on every rank (a backward pass need not give the same bits on every rank, and
+        every rank must make the same tests when a forward pass is collective). Each probe's box, until a confirmed
         region locates it by the probe's gradient (see ``_probe_boxes``), is the place holding most of the
         probe's maps."""
-        heat = gradient_heat(bench.subset(bench.selection))
+        heat = gradient_heat(bench, bench.selection)
         s = self.settings
         sides = s.candidate_sides(bench.size)
         moving = moving_candidate(normalized_mass(heat), sides, s.min_isolation, s.max_places) if heat.any() else None
+        moving = agree(moving) if agree is not None else moving
         if moving is None:
             return candidates
         kept = {key: candidate for key, candidate in candidates.items() if candidate.kind != "moving_region"}
@@ -523,6 +533,9 @@ class ShortcutDetector:
                 candidate.probe_boxes = self._probe_boxes(bench, candidate, probe_images, at_places=True)
             return rates, votes, classes, level * PLACE_SET_SHARE
         heat = gradient_heat(bench)
+        if not heat.any():  # no gradient: the rivals cannot be drawn where each image's evidence is
+            few = bench.subset(selection)
+            return ablation_rates(few, locate(few, candidate.places), few.test), Votes(), [], level
         own = locate(bench, candidate.places, band=candidate.band, heat=heat)
         rates = ablation_rates(bench, [own[i] for i in selection.tolist()], selection)
         votes = moving_votes(bench, own, rivals(bench, own, heat), alpha=level * (1 - PLACE_SET_SHARE))
@@ -548,6 +561,11 @@ class ShortcutDetector:
         heat = gradient_heat(probes)
         if at_places:
             located = hottest_places(heat, candidate.places)
+            if not heat.flatten(1).any(dim=1).all():  # probes without gradient: by filling (forward passes only)
+                filled = locate(probes, candidate.places)
+                located = [
+                    box if shown else other for box, other, shown in zip(located, filled, heat.flatten(1).any(dim=1))
+                ]
         else:
             located = locate(probes, candidate.places, band=candidate.band, heat=heat)
         return hottest_inside(heat, located, min(self.settings.candidate_sides(bench.size)))
@@ -626,10 +644,9 @@ class ShortcutDetector:
         if any(TEST_IMAGES_SOURCE in candidate.methods for candidate in candidates.values()):
             sources[TEST_IMAGES_SOURCE] = None
         for name, maps in sources.items():
-            numbers = {
-                "peak_concentration": peaks.get(name, 0.0),
-                "candidates": float(sum(name in c.methods for c in candidates.values())),
-            }
+            numbers = {"candidates": float(sum(name in c.methods for c in candidates.values()))}
+            if name in peaks:  # the test images' gradients propose moving regions only
+                numbers["peak_concentration"] = peaks[name]
             numbers.update(
                 {key: 1.0 if key == "p_value" else 0.0 for key in (*EVIDENCE_KEYS, "confirmed")}
             )  # no candidate: nothing found

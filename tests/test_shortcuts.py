@@ -190,7 +190,24 @@ def test_a_moving_mark_the_probes_maps_miss_is_proposed_by_the_test_images_gradi
     # class 0's shade is the darkest: a model that reads the brightest corner does not follow it when pasted
     assert all(found for found, label in zip(inside, labels) if label != 0)
     assert report.per_method[shortcuts_module.TEST_IMAGES_SOURCE]["confirmed"] == 1.0
-    assert report.per_method["heat"]["candidates"] >= 1 and report.per_method["heat"]["confirmed"] == 0.0
+    assert report.current["heat"].kind == "region" and not report.current["heat"].confirmed  # the maps' centre
+
+
+def test_rank_zeros_proposal_is_the_one_tested():
+    places = [CORNERS[i % 4] for i in torch.randperm(64, generator=torch.Generator().manual_seed(1)).tolist()]
+    images, _ = _shaded(places)
+    centre = _heat([(6, 6, 10, 10)] * 16)
+    asked: list[object] = []
+
+    def rank_zero_found_nothing(value: object) -> None:
+        asked.append(value)
+        return None
+
+    detector = ShortcutDetector(Shortcuts())
+    report = detector.check(ReadsShade(CORNERS).eval(), centre, images, epoch=2, step=30, agree=rank_zero_found_nothing)
+    assert len(asked) == 1 and asked[0] is not None  # this rank proposed a moving region, rank 0 did not
+    assert not any(f.kind == "moving_region" for f in report.new)
+    assert shortcuts_module.TEST_IMAGES_SOURCE not in report.per_method
 
 
 class ShadeWithoutGradient(ReadsShade):
@@ -204,9 +221,12 @@ class ShadeWithoutGradient(ReadsShade):
 def test_a_model_without_gradients_keeps_the_maps_moving_region():
     places = [CORNERS[i % 4] for i in torch.randperm(64, generator=torch.Generator().manual_seed(1)).tolist()]
     images, _ = _shaded(places)
-    report = _check(ShadeWithoutGradient(CORNERS), _heat(places), images)
+    report = ShortcutDetector(Shortcuts()).check(
+        ShadeWithoutGradient(CORNERS).eval(), _heat(places), images, epoch=2, step=30, probe_images=images[:16]
+    )
     moving = [f for f in report.new if f.kind == "moving_region"]
     assert len(moving) == 1 and moving[0].method == "heat"
+    assert all(box_iou(tuple(box), place) > 0 for box, place in zip(moving[0].boxes, places[:16]))  # by filling
     assert shortcuts_module.TEST_IMAGES_SOURCE not in report.per_method
 
 
@@ -230,7 +250,8 @@ class ShadeWithFailingBackward(ReadsShade):
 def test_a_model_whose_backward_fails_keeps_the_maps_moving_region():
     places = [CORNERS[i % 4] for i in torch.randperm(64, generator=torch.Generator().manual_seed(1)).tolist()]
     images, _ = _shaded(places)
-    report = _check(ShadeWithFailingBackward(CORNERS), _heat(places), images)  # the checks run to their end
+    with pytest.warns(UserWarning, match="could not take the model's gradient"):  # the checks run to their end
+        report = _check(ShadeWithFailingBackward(CORNERS), _heat(places), images)
     assert [f.method for f in report.new if f.kind == "moving_region"] == ["heat"]
 
 

@@ -382,7 +382,7 @@ def _moving_candidate(mass: Tensor, side: int, min_isolation: float, max_places:
 
     Each map offers its 3 hottest isolated spots; spots within a quarter of the image side of an edge
     count. At least 4 maps must have one, at no fewer than 2 places (not one fixed place). The band is
-    as wide as the spots reach from the edge; places are the spots' places, those hot in most probes
+    as wide as the spots reach from the edge; places are the spots' places, those hot in most maps
     first. A spot that moves anywhere in the image cannot be told from an object at random places by
     these interventions, so only the border band is searched.
     """

@@ -95,7 +95,8 @@ class Bench:
     ``allowance``: the images its passes may take (a bench made by :meth:`build` counts every pass
     through ``forward_fn`` against it, see :class:`Allowance`): once it is spent, tests end undecided
     at their next look; ``seconds_per_image``: what its prediction pass took per image;
-    ``gradient_maps``: kept by :func:`~lightning_xai.functional.shortcut_moving.gradient_heat` (made once).
+    ``gradient_maps``, ``gradient_known``: kept by :func:`~lightning_xai.functional.shortcut_moving.gradient_heat`
+    (each image's made once; which images' are made).
 
     Example:
         >>> bench = Bench.build(lambda x: x.flatten(1)[:, :3], torch.rand(8, 1, 4, 4), seed=0, batch_size=8,
@@ -119,6 +120,7 @@ class Bench:
     allowance: Allowance = field(default_factory=Allowance)
     seconds_per_image: float = 0.0
     gradient_maps: Tensor | None = None
+    gradient_known: Tensor | None = None
 
     @classmethod
     def build(
@@ -209,6 +211,7 @@ class Bench:
             selection=order,
             test=order,
             gradient_maps=None if self.gradient_maps is None else self.gradient_maps[indices],
+            gradient_known=None if self.gradient_known is None else self.gradient_known[indices],
         )
 
     def fills_of(self, indices: Tensor) -> Tensor | None:

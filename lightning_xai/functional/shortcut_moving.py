@@ -29,6 +29,7 @@ Boxes are ``(top, left, bottom, right)`` in input pixels, bottom and right exclu
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 
@@ -77,36 +78,62 @@ def band_positions(size: tuple[int, int], side: int, band: int, *, inside: bool 
     return (rows >= band) & (columns >= band) & (rows + side <= size[0] - band) & (columns + side <= size[1] - band)
 
 
-def gradient_heat(bench: Bench) -> Tensor:
-    """|gradient x (image - fill)| of each test image's predicted log-probability, channels summed
-    ``[N, 1, H, W]``; made once per bench (moving candidates of several sizes share it). Zero for a
-    model whose output has no gradient or whose backward pass fails (the test images then tell nothing
-    about where it looks: the boxes drawn where the heat is are drawn anywhere), and where it is not
-    finite (a NaN pixel)."""
-    if bench.gradient_maps is None:
-        parts = []
-        fills = bench.fills if bench.fills is not None else bench.images.mean(dim=(2, 3), keepdim=True)
-        for start, stop in chunk_ranges(bench.images.shape[0], bench.batch_size):
-            with torch.inference_mode(False), torch.enable_grad():
-                images = bench.images[start:stop].detach().clone().requires_grad_(True)
-                scores = torch.log_softmax(bench.forward_fn(images).float(), dim=1)
-                chosen = scores.gather(1, bench.predicted[start:stop, None].to(scores.device)).sum()
-                gradient = _input_gradient(chosen, images)
-            heat = (gradient * (images.detach() - fills[start:stop])).abs().sum(dim=1, keepdim=True)
-            parts.append(torch.nan_to_num(heat, nan=0.0, posinf=0.0).cpu())  # a non-finite image shows nothing
-        bench.gradient_maps = torch.cat(parts)
-    return bench.gradient_maps
+def gradient_heat(bench: Bench, rows: Tensor | None = None) -> Tensor:
+    """|gradient x (image - fill)| of the test images ``rows`` (indices; all when ``None``) for their predicted
+    log-probability, channels summed ``[len(rows), 1, H, W]``. Each image's is made once per bench and kept
+    (moving candidates of several sizes, the proposal and the tests share it). Zero for a model whose output
+    has no gradient or whose backward pass fails in one process (the test images then tell nothing about
+    where it looks), and where it is not finite (a NaN pixel)."""
+    count = bench.images.shape[0]
+    if bench.gradient_maps is None or bench.gradient_known is None:
+        bench.gradient_maps = torch.zeros(count, 1, *bench.size)
+        bench.gradient_known = torch.zeros(count, dtype=torch.bool)
+    wanted = torch.arange(count) if rows is None else rows.cpu()
+    missing = wanted[~bench.gradient_known[wanted]].unique()
+    if missing.numel():
+        bench.gradient_maps[missing] = _heat_of(bench, missing)
+        bench.gradient_known[missing] = True
+    return bench.gradient_maps if rows is None else bench.gradient_maps[wanted]
 
 
-def _input_gradient(score: Tensor, images: Tensor) -> Tensor:
-    """The gradient of ``score`` with respect to ``images``; zeros when there is none or the backward pass
-    fails (an op without one, out of memory): the heat then shows nothing instead of ending the checks."""
+def _heat_of(bench: Bench, indices: Tensor) -> Tensor:
+    """:func:`gradient_heat` of ``images[indices]``, made in batches."""
+    parts = []
+    for start, stop in chunk_ranges(indices.numel(), bench.batch_size):
+        chunk = indices[start:stop]
+        with torch.inference_mode(False), torch.enable_grad():
+            images = bench.on_device(chunk).detach().clone().requires_grad_(True)
+            scores = torch.log_softmax(bench.forward_fn(images).float(), dim=1)
+            chosen = scores.gather(1, bench.predicted[chunk, None].to(scores.device)).sum()
+            gradient = _input_gradient(chosen, images)
+        if gradient is None:  # a backward pass that fails: the rest would fail the same way
+            return torch.zeros(indices.numel(), 1, *bench.size)
+        fills = bench.fills_of(chunk)
+        fills = images.detach().mean(dim=(2, 3), keepdim=True) if fills is None else fills
+        heat = (gradient * (images.detach() - fills)).abs().sum(dim=1, keepdim=True)
+        parts.append(torch.nan_to_num(heat.float(), nan=0.0, posinf=0.0).cpu())  # a non-finite image shows nothing
+    return torch.cat(parts)
+
+
+def _input_gradient(score: Tensor, images: Tensor) -> Tensor | None:
+    """The gradient of ``score`` with respect to ``images``: zeros when the output has none; ``None`` (with a
+    warning) when the backward pass fails in one process (an op without one, out of memory), so that the
+    checks go on without the gradient. With several processes the error is raised: every rank must make the
+    same passes, and one rank's failure reaches the others through the monitor's exchange."""
     if not score.requires_grad:
         return torch.zeros_like(images)
     try:
         return torch.autograd.grad(score, images)[0]
-    except RuntimeError:
-        return torch.zeros_like(images)
+    except RuntimeError as error:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            raise
+        message = str(error).splitlines()[0][:200]
+    warnings.warn(
+        f"The shortcut checks could not take the model's gradient ({message}); they go on without it: moving "
+        "regions are proposed by the maps and not tested image by image.",
+        stacklevel=3,
+    )
+    return None
 
 
 def hot_boxes(heat: Tensor, side: int, allowed: Tensor, count: int) -> list[list[Box]]:
@@ -218,11 +245,11 @@ def completed_places(
     half hold what acts on the model wherever it is pasted: per image, among ``places`` and its ``extra``
     hottest boxes in the ``band`` by gradient x input, the one :func:`most_carried` picks with
     ``recipients`` images of the selection half (the test half stays untouched); places side by side
-    thinned out (:func:`apart`). The probes' maps show a moving mark at some of its places only.
+    thinned out (:func:`apart`). A proposal shows a moving mark at some of its places only.
     """
     side = places[0][2] - places[0][0]
     chosen = bench.selection[:sources]
-    hot = hot_boxes(gradient_heat(bench.subset(chosen)), side, band_positions(bench.size, side, band), extra)
+    hot = hot_boxes(gradient_heat(bench, chosen), side, band_positions(bench.size, side, band), extra)
     options = [list(places) + boxes for boxes in hot]
     found = most_carried(bench, bench.on_device(chosen), options, recipients=recipients, pool=bench.selection)
     groups = sorted(merge_boxes(found), key=lambda group: -len(group[1]))

@@ -7,7 +7,9 @@ tensors; no tag name and no warning is made here (the recorder does both).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -52,6 +54,7 @@ def check_shortcuts(
     maps_work: float | None = None,
     unsized_seconds: float = 0.0,
     probe_classes: Tensor | None = None,
+    agree: Callable[[Any], Any] | None = None,
 ) -> ShortcutReport:
     """Tests this run's candidate regions on ``test_images`` (model inputs ``[T, C, H, W]``); the detector's report.
 
@@ -59,7 +62,8 @@ def check_shortcuts(
     ``maps_work``, ``unsized_seconds``: the images the run's maps passed through the model and the time of
     those whose passes are unknown (the checks' budget, see ``Shortcuts.max_cost``);
     ``probe_classes``: the probes' predicted classes ``[P]`` (class marks are looked for where the
-    other classes' probes do not look).
+    other classes' probes do not look); ``agree``: rank 0's value on every rank, when every rank runs the
+    checks (a collective forward pass).
     """
     return detector.check(
         model,
@@ -72,6 +76,7 @@ def check_shortcuts(
         maps_work=maps_work,
         unsized_seconds=unsized_seconds,
         probe_classes=probe_classes,
+        agree=agree,
     )
 
 

@@ -325,6 +325,7 @@ class Engine:
                         maps_work=work,
                         unsized_seconds=unsized,
                         probe_classes=maps.predictions.predicted,
+                        agree=self.team.agree if self.team.collective else None,
                     )
 
                 report.shortcuts = self._guarded(report, "shortcuts", checks)

@@ -175,6 +175,26 @@ def test_gradient_heat_is_zero_where_it_is_not_finite_and_for_a_model_without_gr
     assert gradient_heat(_bench(WithoutGradient(), images)).sum() == 0
 
 
+def test_gradient_heat_makes_each_images_heat_once():
+    images, _, _ = _marked()
+    seen: list[int] = []
+    model = ReadsBorderMark()
+
+    class Counting(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(x.shape[0])
+            return model(x)
+
+    bench = _bench(Counting(), images)
+    seen.clear()  # the bench's prediction pass
+    part = gradient_heat(bench, torch.tensor([5, 2, 5]))
+    assert sum(seen) == 2 and part.shape == (3, 1, SIZE, SIZE) and torch.equal(part[0], part[2])
+    whole = gradient_heat(bench)
+    assert sum(seen) == images.shape[0] and torch.equal(whole[[5, 2]], part[:2])
+    alone = gradient_heat(_bench(model, images[[2]]))
+    assert torch.allclose(alone[0], whole[2], atol=1e-6)
+
+
 def _object_templates() -> torch.Tensor:
     return (torch.rand(CLASSES, 12, 12, generator=torch.Generator().manual_seed(5)) > 0.5).float()
 
