@@ -25,6 +25,7 @@ __all__ = [
     "describe_place",
     "describe_places",
     "edge_distance",
+    "hot_spots",
     "hottest_places",
     "isolation",
     "mean_pairwise_iou",
@@ -376,6 +377,30 @@ def hottest_places(mass: Tensor, places: Sequence[Box]) -> list[Box]:
     return [places[int(i)] for i in held.argmax(dim=0).tolist()]
 
 
+def hot_spots(mass: Tensor, side: int, count: int) -> list[list[Box]]:
+    """Per map of ``mass`` ``[N, 1, H, W]``, up to ``count`` non-overlapping ``side`` boxes, each the one
+    holding most of what the boxes before it left (as :func:`_mean_map_boxes` with one side, for all maps
+    at once); a map stops when nothing is left.
+
+    Example:
+        >>> mass = torch.zeros(2, 1, 8, 8); mass[0, 0, 0, 0] = 1; mass[1, 0, 7, 7] = 1; mass[1, 0, 0, 7] = 0.5
+        >>> hot_spots(mass, 2, 2)
+        [[(0, 0, 2, 2)], [(6, 6, 8, 8), (0, 6, 2, 8)]]
+    """
+    remaining = mass.clone()
+    found: list[list[Box]] = [[] for _ in range(mass.shape[0])]
+    for _ in range(count):
+        alive = (remaining.flatten(1).sum(dim=1) > 1e-9).tolist()
+        sums = box_sums(remaining, side, side)  # [N, 1, H - side + 1, W - side + 1]
+        columns = sums.shape[-1]
+        for index, position in enumerate(sums.flatten(1).max(dim=1)[1].tolist()):
+            if alive[index]:
+                top, left = position // columns, position % columns
+                found[index].append((top, left, top + side, left + side))
+                remaining[index, :, top : top + side, left : left + side] = 0
+    return found
+
+
 def _moving_candidate(mass: Tensor, side: int, min_isolation: float, max_places: int) -> Candidate | None:
     """Compact hot spots of one small side in the border band, at varying places in several maps (of the
     probes, or of the test images' gradient x input).
@@ -391,10 +416,10 @@ def _moving_candidate(mass: Tensor, side: int, min_isolation: float, max_places:
     spots = [
         [
             box
-            for box in _mean_map_boxes(mass[i : i + 1], [side], 3)
+            for box in boxes
             if isolation(mass[i : i + 1], box) >= strict and edge_distance(box, size) <= min(size) // 4
         ]
-        for i in range(mass.shape[0])
+        for i, boxes in enumerate(hot_spots(mass, side, 3))
     ]
     flat = [(probe, box) for probe, boxes in enumerate(spots) for box in boxes]
     groups = [(box, {flat[i][0] for i in members}) for box, members in merge_boxes([box for _, box in flat])]

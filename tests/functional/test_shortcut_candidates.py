@@ -7,7 +7,10 @@ import torch
 from lightning_xai.functional.shortcut_candidates import (
     SPOT_ISOLATION,
     Candidate,
+    _mean_map_boxes,
     describe_places,
+    hot_spots,
+    hottest_places,
     isolation,
     mean_pairwise_iou,
     merge_boxes,
@@ -109,3 +112,20 @@ def test_a_spot_at_the_border_stands_apart_from_the_heat_and_near_an_edge():
     inside = Candidate("region", (5, 5, 11, 11), isolation=1.0)  # 5 pixels from the edge: more than 32 / 8
     assert not spot_at_border(inside, (32, 32)) and spot_at_border(inside, (64, 64))  # an eighth of 64 is 8
     assert not spot_at_border(Candidate("class_mark", (1, 1, 7, 7), isolation=1.0), (32, 32))
+
+
+def test_hot_spots_of_all_maps_at_once_are_each_maps_own():
+    generator = torch.Generator().manual_seed(0)
+    mass = torch.rand(12, 1, 32, 32, generator=generator) ** 8
+    mass[3] = 0  # nothing to find
+    mass[5, 0, 2:6, 2:6] += 5  # one spot holds nearly everything
+    mass = normalized_mass(mass)
+    for side in (4, 6, 8):
+        assert hot_spots(mass, side, 3) == [_mean_map_boxes(mass[i : i + 1], [side], 3) for i in range(12)]
+    assert hot_spots(mass, 4, 3)[3] == [] and hot_spots(mass, 4, 3)[5][0] == (2, 2, 6, 6)
+
+
+def test_hottest_places_pick_the_place_holding_most_of_each_map():
+    maps = _spot_maps([(0, 0, 4, 4), (12, 12, 16, 16), (0, 12, 4, 16)])
+    places = [(0, 0, 4, 4), (0, 12, 4, 16), (12, 12, 16, 16)]
+    assert hottest_places(maps, places) == [places[0], places[2], places[1]]
