@@ -400,11 +400,11 @@ class ShortcutDetector:
         a swatch in a random corner (stop 24, seeds 3 and 7), expected gradients showed it among a probe's
         3 hottest spots in 2 or 3 of 16 probes and the other methods in none, while the selection half's
         gradients lined it up at the four corners. The maps' proposal stands when the gradients propose
-        none (a model without gradients or whose backward pass fails, spots that do not line up). ``agree``:
-        rank 0's proposal on every rank (a backward pass need not give the same bits on every rank, and
-        every rank must make the same tests when a forward pass is collective). Each probe's box, until a confirmed
-        region locates it by the probe's gradient (see ``_probe_boxes``), is the place holding most of the
-        probe's maps."""
+        none (a model without gradients or whose backward pass fails, spots that do not line up).
+        ``agree``: rank 0's proposal on every rank (a backward pass need not give the same bits on every
+        rank, and every rank must make the same tests when a forward pass is collective). Each probe's box,
+        until a confirmed region locates it by the probe's gradient (see ``_probe_boxes``), is the place
+        holding most of the probe's maps."""
         heat = gradient_heat(bench, bench.selection)
         s = self.settings
         sides = s.candidate_sides(bench.size)
