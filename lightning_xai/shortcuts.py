@@ -294,6 +294,7 @@ class ShortcutDetector:
 
     def __init__(self, settings: Shortcuts) -> None:
         self.settings = settings
+        self._agree: Callable[[Any], Any] | None = None  # this check's, see :meth:`check`
         self.findings: list[Finding] = []
         self.runs = 0
         self.retests: Retests[Finding] = Retests()
@@ -326,10 +327,12 @@ class ShortcutDetector:
         ``probe_classes``: the probes' predicted classes ``[P]``: a spot of some probes is tested as a
         class mark only where the other classes' probes do not look.
         ``agree``: ``value -> rank 0's value`` on every rank, when every rank runs the checks (a collective
-        forward pass): decisions taken from a backward pass are rank 0's.
+        forward pass): decisions taken from a backward pass are rank 0's (its gradient heat of the test
+        images, and of the probes when a moving region is confirmed).
         """
         started = time.perf_counter()
         self.runs += 1
+        self._agree = agree
         size = (test_images.shape[-2], test_images.shape[-1])
         s = self.settings
         test_images = test_images[: max(MIN_TEST_IMAGES, round(s.test_images * work_scale(size)))]
@@ -401,15 +404,17 @@ class ShortcutDetector:
         3 hottest spots in 2 or 3 of 16 probes and the other methods in none, while the selection half's
         gradients lined it up at the four corners. The maps' proposal stands when the gradients propose
         none (a model without gradients or whose backward pass fails, spots that do not line up).
-        ``agree``: rank 0's proposal on every rank (a backward pass need not give the same bits on every
-        rank, and every rank must make the same tests when a forward pass is collective). Each probe's box,
+        ``agree``: rank 0's gradient heat of all the test images on every rank (a backward pass need not
+        give the same bits on every rank, and every rank must make the same tests when a forward pass is
+        collective): the proposal, the places completed and the per-image test then agree. Each probe's box,
         until a confirmed region locates it by the probe's gradient (see ``_probe_boxes``), is the place
         holding most of the probe's maps."""
+        if agree is not None:  # every later decision from the test images' gradients is rank 0's
+            bench.gradient_maps = agree(gradient_heat(bench))
         heat = gradient_heat(bench, bench.selection)
         s = self.settings
         sides = s.candidate_sides(bench.size)
         moving = moving_candidate(normalized_mass(heat), sides, s.min_isolation, s.max_places) if heat.any() else None
-        moving = agree(moving) if agree is not None else moving
         if moving is None:
             return candidates
         kept = {key: candidate for key, candidate in candidates.items() if candidate.kind != "moving_region"}
@@ -535,7 +540,7 @@ class ShortcutDetector:
         heat = gradient_heat(bench)
         if not heat.any():  # no gradient: the rivals cannot be drawn where each image's evidence is
             few = bench.subset(selection)
-            return ablation_rates(few, locate(few, candidate.places), few.test), Votes(), [], level
+            return ablation_rates(few, locate(few, candidate.places), few.test), votes, classes, level * PLACE_SET_SHARE
         own = locate(bench, candidate.places, band=candidate.band, heat=heat)
         rates = ablation_rates(bench, [own[i] for i in selection.tolist()], selection)
         votes = moving_votes(bench, own, rivals(bench, own, heat), alpha=level * (1 - PLACE_SET_SHARE))
@@ -558,14 +563,13 @@ class ShortcutDetector:
         probes = Bench.build(
             bench.forward_fn, images, seed=self.runs, batch_size=bench.batch_size, fill=self.settings.fill
         )
-        heat = gradient_heat(probes)
+        heat = gradient_heat(probes) if self._agree is None else self._agree(gradient_heat(probes))
         if at_places:
             located = hottest_places(heat, candidate.places)
-            if not heat.flatten(1).any(dim=1).all():  # probes without gradient: by filling (forward passes only)
-                filled = locate(probes, candidate.places)
-                located = [
-                    box if shown else other for box, other, shown in zip(located, filled, heat.flatten(1).any(dim=1))
-                ]
+            blind = (~heat.flatten(1).any(dim=1)).nonzero().flatten()
+            if blind.numel():  # probes without gradient: by filling (forward passes only)
+                for index, box in zip(blind.tolist(), locate(probes.subset(blind), candidate.places)):
+                    located[index] = box
         else:
             located = locate(probes, candidate.places, band=candidate.band, heat=heat)
         return hottest_inside(heat, located, min(self.settings.candidate_sides(bench.size)))

@@ -193,20 +193,22 @@ def test_a_moving_mark_the_probes_maps_miss_is_proposed_by_the_test_images_gradi
     assert report.current["heat"].kind == "region" and not report.current["heat"].confirmed  # the maps' centre
 
 
-def test_rank_zeros_proposal_is_the_one_tested():
+def test_rank_zeros_gradient_heat_is_the_one_used():
     places = [CORNERS[i % 4] for i in torch.randperm(64, generator=torch.Generator().manual_seed(1)).tolist()]
     images, _ = _shaded(places)
     centre = _heat([(6, 6, 10, 10)] * 16)
-    asked: list[object] = []
+    asked: list[torch.Tensor] = []
 
-    def rank_zero_found_nothing(value: object) -> None:
+    def rank_zero_saw_no_gradient(value: torch.Tensor) -> torch.Tensor:
         asked.append(value)
-        return None
+        return torch.zeros_like(value)
 
     detector = ShortcutDetector(Shortcuts())
-    report = detector.check(ReadsShade(CORNERS).eval(), centre, images, epoch=2, step=30, agree=rank_zero_found_nothing)
-    assert len(asked) == 1 and asked[0] is not None  # this rank proposed a moving region, rank 0 did not
-    assert not any(f.kind == "moving_region" for f in report.new)
+    report = detector.check(
+        ReadsShade(CORNERS).eval(), centre, images, epoch=2, step=30, agree=rank_zero_saw_no_gradient
+    )
+    assert len(asked) == 1 and asked[0].shape == (64, 1, SIZE, SIZE) and asked[0].sum() > 0  # this rank's heat
+    assert not any(f.kind == "moving_region" for f in report.new)  # rank 0's heat proposes nothing
     assert shortcuts_module.TEST_IMAGES_SOURCE not in report.per_method
 
 

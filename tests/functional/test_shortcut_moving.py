@@ -188,11 +188,34 @@ def test_gradient_heat_makes_each_images_heat_once():
     bench = _bench(Counting(), images)
     seen.clear()  # the bench's prediction pass
     part = gradient_heat(bench, torch.tensor([5, 2, 5]))
-    assert sum(seen) == 2 and part.shape == (3, 1, SIZE, SIZE) and torch.equal(part[0], part[2])
+    assert sum(seen) == 2 and part.shape == (3, 1, SIZE, SIZE)  # image 5 asked twice, made once
     whole = gradient_heat(bench)
     assert sum(seen) == images.shape[0] and torch.equal(whole[[5, 2]], part[:2])
     alone = gradient_heat(_bench(model, images[[2]]))
     assert torch.allclose(alone[0], whole[2], atol=1e-6)
+
+
+class _FailingBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: object, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("this op has no backward pass")
+
+
+def test_a_failing_backward_pass_warns_once_and_every_image_shows_nothing(recwarn):
+    images, _, _ = _marked()
+
+    class FailingBackward(ReadsBorderMark):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(_FailingBackward.apply(x))
+
+    bench = _bench(FailingBackward(), images)
+    assert gradient_heat(bench, torch.tensor([0, 1])).sum() == 0
+    assert gradient_heat(bench).sum() == 0  # not tried again for the other images
+    assert [str(w.message) for w in recwarn].count(str(recwarn[0].message)) == len(recwarn) == 1
 
 
 def _object_templates() -> torch.Tensor:
