@@ -125,3 +125,20 @@ def _seeded() -> None:
 def digits16() -> tuple[torch.Tensor, torch.Tensor]:
     """All 1797 digits at 16 x 16."""
     return load_digits(16)
+
+
+class _FailingBackward(torch.autograd.Function):
+    """The identity, whose backward pass raises (an op without one)."""
+
+    @staticmethod
+    def forward(ctx: object, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("this op has no backward pass")
+
+
+def without_backward(x: torch.Tensor) -> torch.Tensor:
+    """``x`` behind an op whose backward pass raises ``RuntimeError``."""
+    return _FailingBackward.apply(x)

@@ -16,6 +16,7 @@ from lightning_xai.functional.shortcut_candidates import Candidate
 from lightning_xai.functional.shortcut_evidence import Votes
 from lightning_xai.functional.shortcut_interventions import Allowance
 from lightning_xai.shortcuts import Finding, ShortcutDetector, ShortcutReport, Shortcuts, outline_findings
+from tests.conftest import without_backward
 
 SIZE, CLASSES = 16, 6
 CORNERS = [(0, 0, 4, 4), (0, 12, 4, 16), (12, 0, 16, 4), (12, 12, 16, 16)]
@@ -232,21 +233,11 @@ def test_a_model_without_gradients_keeps_the_maps_moving_region():
     assert shortcuts_module.TEST_IMAGES_SOURCE not in report.per_method
 
 
-class _FailingBackward(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: object, x: torch.Tensor) -> torch.Tensor:
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:
-        raise RuntimeError("this op has no backward pass")
-
-
 class ShadeWithFailingBackward(ReadsShade):
     """``ReadsShade`` behind an op whose backward pass raises."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(_FailingBackward.apply(x))
+        return super().forward(without_backward(x))
 
 
 def test_a_model_whose_backward_fails_keeps_the_maps_moving_region():

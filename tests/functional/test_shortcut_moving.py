@@ -25,6 +25,7 @@ from lightning_xai.functional.shortcut_moving import (
     place_set_votes,
     rivals,
 )
+from tests.conftest import without_backward
 
 SIZE, SIDE, BAND, CLASSES = 32, 4, 5, 5
 CORNERS = [(1, 1, 5, 5), (1, 27, 5, 31), (27, 1, 31, 5), (27, 27, 31, 31)]
@@ -195,22 +196,12 @@ def test_gradient_heat_makes_each_images_heat_once():
     assert torch.allclose(alone[0], whole[2], atol=1e-6)
 
 
-class _FailingBackward(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: object, x: torch.Tensor) -> torch.Tensor:
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:
-        raise RuntimeError("this op has no backward pass")
-
-
 def test_a_failing_backward_pass_warns_once_and_every_image_shows_nothing(recwarn):
     images, _, _ = _marked()
 
     class FailingBackward(ReadsBorderMark):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return super().forward(_FailingBackward.apply(x))
+            return super().forward(without_backward(x))
 
     bench = _bench(FailingBackward(), images)
     assert gradient_heat(bench, torch.tensor([0, 1])).sum() == 0
