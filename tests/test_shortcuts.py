@@ -248,6 +248,21 @@ def test_a_model_whose_backward_fails_keeps_the_maps_moving_region():
     assert [f.method for f in report.new if f.kind == "moving_region"] == ["heat"]
 
 
+def test_without_gradient_an_undecided_place_set_test_is_what_the_moving_region_reports(monkeypatch):
+    places = [CORNERS[i % 4] for i in torch.randperm(64, generator=torch.Generator().manual_seed(1)).tolist()]
+    images, _ = _shaded(places)
+    undecided = Votes(follow=5, stay=9, wins=4, losses=6)
+    monkeypatch.setattr(shortcuts_module, "place_set_votes", lambda bench, places, alpha: (undecided, [3]))
+    candidate = Candidate("moving_region", CORNERS[0], places=list(CORNERS), band=4)
+    bench = shortcuts_module.Bench.build(
+        ShadeWithoutGradient(CORNERS).eval(), images, seed=0, batch_size=64, fill="mean"
+    )
+    detector = ShortcutDetector(Shortcuts())
+    rates, votes, classes, level = detector._moving_evidence(candidate, bench, 1e-3, None)
+    assert votes is undecided and classes == [3]  # the test that ran, not an empty one
+    assert level == pytest.approx(1e-3 * shortcuts_module.PLACE_SET_SHARE) and "flip_rate" in rates
+
+
 def test_mark_of_one_class_names_the_class():
     images, labels = _objects()
     images[labels == 0, :, 0:4, 12:16] = 1.0
