@@ -525,12 +525,13 @@ class ShortcutDetector:
         """A moving region: all its places at once (completed from the selection half, see
         :func:`completed_places`) at ``PLACE_SET_SHARE`` of ``level``, then, when that is undecided, each
         image's own box at the rest; nothing more when its effect stands on one place (a fixed mark, tested
-        as a region or a class mark). A confirmed one gets each probe's box. Returns the ablation rates
+        as a region or a class mark) or without gradient heat. A confirmed one gets each probe's box. Returns the ablation rates
         (each selection image's own box filled), the votes, the classes and the level of the last test."""
         selection = bench.selection[:16]
         places = completed_places(bench, candidate.places, band=candidate.band)
         votes, classes = place_set_votes(bench, places, alpha=level * PLACE_SET_SHARE)
-        if votes.decided or not classes:
+        # without gradient heat the per-image test's rivals cannot be drawn where each image's evidence is
+        if votes.decided or not classes or not gradient_heat(bench).any():
             few = bench.subset(selection)
             candidate.places = places if votes.decided else candidate.places
             rates = ablation_rates(few, locate(few, candidate.places), few.test)
@@ -538,9 +539,6 @@ class ShortcutDetector:
                 candidate.probe_boxes = self._probe_boxes(bench, candidate, probe_images, at_places=True)
             return rates, votes, classes, level * PLACE_SET_SHARE
         heat = gradient_heat(bench)
-        if not heat.any():  # no gradient: the rivals cannot be drawn where each image's evidence is
-            few = bench.subset(selection)
-            return ablation_rates(few, locate(few, candidate.places), few.test), votes, classes, level * PLACE_SET_SHARE
         own = locate(bench, candidate.places, band=candidate.band, heat=heat)
         rates = ablation_rates(bench, [own[i] for i in selection.tolist()], selection)
         votes = moving_votes(bench, own, rivals(bench, own, heat), alpha=level * (1 - PLACE_SET_SHARE))
