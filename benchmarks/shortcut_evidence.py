@@ -12,6 +12,7 @@ never run, pass ``--first-seed``.
 
     python benchmarks/shortcut_evidence.py --seeds 10          # the full table (about 25 minutes on 2 cores)
     python benchmarks/shortcut_evidence.py --seeds 1 --only clean --verbose
+    python benchmarks/shortcut_evidence.py --held-out --seeds 5 --first-seed 50   # sizes, channels, a model never used
 """
 
 from __future__ import annotations
@@ -33,22 +34,25 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shortcut_heldout import HELD_OUT, GAPNet
 from shortcut_suite import SETTINGS, Data
 
 from lightning_xai import AttributionMonitor
 from lightning_xai.demos import LitClassifier, ResNetStyle, SmallCNN
 from lightning_xai.functional.shortcut import box_iou
 
-MODELS = {
-    "SmallCNN": lambda k: SmallCNN(3, k, width=16, pooled_size=4),
-    "ResNetStyle": lambda k: ResNetStyle(3, k, width=8, blocks_per_stage=1),
+MODELS = {  # (input channels, classes) -> model
+    "SmallCNN": lambda c, k: SmallCNN(c, k, width=16, pooled_size=4),
+    "ResNetStyle": lambda c, k: ResNetStyle(c, k, width=8, blocks_per_stage=1),
+    "GAPNet": lambda c, k: GAPNet(c, k),
 }
+ALL_SETTINGS = {**SETTINGS, **HELD_OUT}
 
 
 def train(data: Data, model_name: str, seed: int, root: Path, epochs: int) -> tuple[AttributionMonitor, LitClassifier]:
     """Trains with the monitor at its defaults; returns (monitor, model)."""
     pl.seed_everything(seed, verbose=False)
-    model = LitClassifier(MODELS[model_name](data.num_classes), lr=3e-3)
+    model = LitClassifier(MODELS[model_name](data.channels, data.num_classes), lr=3e-3)
     monitor = AttributionMonitor()
     trainer = pl.Trainer(
         max_epochs=epochs,
@@ -104,9 +108,24 @@ def correct(finding: dict, data: Data, truth: list) -> bool:
     return finding["kind"] in ("region", "class_mark") and box_iou(tuple(finding["box"]), data.boxes[0]) >= 0.5
 
 
+def outlines(finding: dict, truth: list) -> dict:
+    """A moving region's probe outlines against the planted boxes: how many probes were outlined, how many
+    the model reads its box in (``boxes_read``) and how many of each lie on the planted box (IoU >= 0.5)."""
+    boxes, read = finding.get("boxes") or [], finding.get("boxes_read") or []
+    if finding["kind"] != "moving_region" or not truth or len(boxes) != len(truth):
+        return {}
+    right = [box_iou(tuple(b), t) >= 0.5 for b, t in zip(boxes, truth)]
+    return {
+        "outlined": len(boxes),
+        "outlined_right": sum(right),
+        "read": sum(read),
+        "read_right": sum(r for r, seen in zip(right, read) if seen),
+    }
+
+
 def run(name: str, model_name: str, seed: int, epochs: int, verbose: bool) -> dict:
     """One training run and its verdict."""
-    data = SETTINGS[name](seed)
+    data = ALL_SETTINGS[name](seed)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as root, contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -123,6 +142,7 @@ def run(name: str, model_name: str, seed: int, epochs: int, verbose: bool) -> di
         "found": [
             {k: f[k] for k in ("epoch", "kind", "box", "classes", "p_value", "method", "partial")}
             | {"correct": correct(f, data, truth)}
+            | outlines(f, truth)
             for f in findings
         ],
         "shuffled_acc": accuracy(model, data.shuffled_val, data.val[1])
@@ -181,7 +201,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--models", nargs="*", default=list(MODELS))
+    parser.add_argument(
+        "--models", nargs="*", default=None, help="default: SmallCNN ResNetStyle (held out: SmallCNN GAPNet)"
+    )
+    parser.add_argument(
+        "--held-out", action="store_true", help="the held-out settings of benchmarks/shortcut_heldout.py"
+    )
     parser.add_argument("--only", nargs="*", help="substrings of setting names to run (default: all)")
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel, one thread each")
@@ -192,7 +217,10 @@ def main() -> None:
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
     lines = [HEADER]
-    names = [name for name in SETTINGS if not arguments.only or any(o in name for o in arguments.only)]
+    settings = HELD_OUT if arguments.held_out else SETTINGS
+    if arguments.models is None:
+        arguments.models = ["SmallCNN", "GAPNet"] if arguments.held_out else ["SmallCNN", "ResNetStyle"]
+    names = [name for name in settings if not arguments.only or any(o in name for o in arguments.only)]
     seeds = range(arguments.first_seed, arguments.first_seed + arguments.seeds)
     tasks = [
         (name, model_name, seed, arguments.epochs, arguments.verbose)

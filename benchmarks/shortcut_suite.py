@@ -50,6 +50,7 @@ class Data:
     boxes: list[Box | None] = field(default_factory=list)
     classes: list[int] = field(default_factory=list)
     num_classes: int = 10
+    channels: int = 3
 
 
 def _noise(count: int, generator: torch.Generator, level: float = 0.25) -> Tensor:

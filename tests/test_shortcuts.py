@@ -194,6 +194,30 @@ def test_a_moving_mark_the_probes_maps_miss_is_proposed_by_the_test_images_gradi
     assert report.current["heat"].kind == "region" and not report.current["heat"].confirmed  # the maps' centre
 
 
+def test_a_moving_region_says_in_which_probes_the_model_reads_it_and_draws_the_others_thin_and_grey():
+    places = [CORNERS[i % 4] for i in torch.randperm(64, generator=torch.Generator().manual_seed(1)).tolist()]
+    images, _ = _shaded(places)
+    report = ShortcutDetector(Shortcuts()).check(
+        ReadsShade(CORNERS).eval(), _heat(places), images, epoch=2, step=30, probe_images=images[:16]
+    )
+    (moving,) = [f for f in report.new if f.kind == "moving_region"]
+    labels = _objects()[1][:16].tolist()
+    # class 0's shade is the darkest of all: filled, the brightest corner is noise and the prediction stays 0
+    assert moving.boxes_read == [label != 0 for label in labels] and 0 < sum(moving.boxes_read) < 16
+    assert f"in {sum(moving.boxes_read)} of 16 probes" in moving.message
+    shown = 4 * SIZE  # probes shown larger than the input: outlines of two pixels and of one differ
+    grid = outline_findings(torch.zeros(16, 3, shown, shown), [moving], (SIZE, SIZE))
+
+    def cell(index: int) -> torch.Tensor:  # make_grid: 8 columns, 2 pixels of padding
+        top, left = 2 + (index // 8) * (shown + 2), 2 + (index % 8) * (shown + 2)
+        return grid[:, top : top + shown, left : left + shown]
+
+    unread, read = labels.index(0), next(i for i, label in enumerate(labels) if label != 0)
+    assert torch.allclose(cell(unread).amax(dim=(1, 2)), torch.tensor([0.6, 0.6, 0.6]))
+    assert torch.allclose(cell(read).amax(dim=(1, 2)), torch.tensor([0.1, 0.9, 1.0]))
+    assert (cell(unread).sum(dim=0) > 0).sum() < (cell(read).sum(dim=0) > 0).sum()  # thinner
+
+
 def test_rank_zeros_gradient_heat_is_the_one_used():
     places = [CORNERS[i % 4] for i in torch.randperm(64, generator=torch.Generator().manual_seed(1)).tolist()]
     images, _ = _shaded(places)

@@ -163,7 +163,9 @@ def random_place(size: tuple[int, int], box: Box, generator: torch.Generator) ->
 class Candidate:
     """A question for the interventions: ``kind``, the box (or places) and the methods that proposed it.
 
-    ``probe_boxes``: for moving regions, each probe's own box (same side for all); ``band``: how far
+    ``probe_boxes``: for moving regions, each probe's own box (same side for all); ``probe_read``: once
+    one is confirmed, whether the model reads each probe's box (filling it lowers the probe's predicted
+    class's probability by at least ``Shortcuts.min_effect``); ``band``: how far
     from the edges a moving region's spots lie (0 for the other kinds); ``isolation``: for fixed
     regions, the largest share of the heat around the box that lies in it, over the proposing methods'
     mean maps (see :func:`isolation`; for class marks, the proposing probes' mean map).
@@ -175,6 +177,7 @@ class Candidate:
     concentration: float = 0.0
     places: list[Box] = field(default_factory=list)
     probe_boxes: list[Box] = field(default_factory=list)
+    probe_read: list[bool] = field(default_factory=list)
     band: int = 0
     isolation: float = 0.0
 

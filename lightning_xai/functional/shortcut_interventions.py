@@ -40,6 +40,7 @@ __all__ = [
     "carriers",
     "class_votes",
     "color_votes",
+    "fill_drops",
     "mark_class",
     "refine",
     "region_votes",
@@ -513,3 +514,26 @@ def carriers(bench: Bench, box: Box, *, per_class: int = 16) -> dict[int, float]
             predicted = predict(bench.forward_fn, moved, bench.batch_size).argmax(dim=1).cpu()
         rates[int(donor_class)] = float((predicted == donor_class).float().mean())
     return rates
+
+
+def fill_drops(bench: Bench, boxes: Sequence[Box], indices: Tensor | None = None) -> Tensor:
+    """Per image ``indices[i]`` of ``bench`` (default: all), how much filling ``boxes[i]`` lowers the
+    probability of its predicted class ``[len(boxes)]`` (one forward pass per image; negative when filling
+    raises it).
+
+    Example:
+        >>> forward = lambda x: torch.stack([8 * x[:, 0, 0, 0], torch.zeros(len(x))], dim=1)
+        >>> images = torch.zeros(2, 1, 4, 4); images[:, :, 0, 0] = 1
+        >>> bench = Bench.build(forward, images, seed=0, batch_size=2, fill="mean")
+        >>> [round(v, 2) for v in fill_drops(bench, [(0, 0, 1, 1), (3, 3, 4, 4)]).tolist()]
+        [0.38, 0.0]
+    """
+    indices = torch.arange(len(boxes)) if indices is None else indices
+    images, fills = bench.on_device(indices), bench.fills_of(indices)
+    filled = torch.cat(
+        [hide_box(images[i : i + 1], None if fills is None else fills[i : i + 1], box) for i, box in enumerate(boxes)]
+    )
+    with torch.no_grad():
+        after = predict(bench.forward_fn, filled, bench.batch_size).cpu()
+    predicted = bench.predicted[indices, None]
+    return (bench.probabilities[indices].gather(1, predicted) - after.gather(1, predicted))[:, 0]

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_xai.functional.shortcut_evidence import Votes
-from lightning_xai.functional.shortcut_interventions import Bench
+from lightning_xai.functional.shortcut_interventions import Bench, fill_drops
 from lightning_xai.functional.shortcut_moving import (
     band_positions,
     carrier_class,
@@ -113,6 +113,16 @@ def test_locate_finds_each_images_own_mark_along_the_border():
     assert sum(found == box for found, box in zip(own, boxes)) >= 0.9 * len(boxes)
     heat = gradient_heat(bench)
     assert heat.shape == (96, 1, SIZE, SIZE) and float(heat.sum()) > 0
+
+
+def test_filling_its_own_mark_lowers_an_images_class_and_filling_elsewhere_does_not():
+    images, labels, boxes = _marked()
+    bench = _bench(ReadsBorderMark(), images)
+    elsewhere = [(14, 14, 18, 18)] * len(boxes)  # off the band: the model never looks there
+    on_mark, off_mark = fill_drops(bench, boxes), fill_drops(bench, elsewhere)
+    assert on_mark.shape == (len(boxes),) and off_mark.abs().max() < 1e-6
+    # filled, the mark no longer stands out: every image whose mark is not the darkest level loses its class
+    assert bool((on_mark[labels > 0] > 0.5).all())
 
 
 def test_rivals_never_overlap_the_own_box_and_most_telling_picks_the_decisive_option():

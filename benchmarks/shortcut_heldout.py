@@ -1,0 +1,155 @@
+"""Held-out settings for the shortcut evidence: image sizes, channels, marks and a model the suite never used.
+
+``benchmarks/shortcut_suite.py`` is 32x32 RGB with 4x4 marks and two models; the detector was designed
+on it. These settings vary what it was not designed on: 1-channel 28x28 digits (20x20, centred with
++-2 px of jitter) with a 3x3 shade below the digit, 48x48 RGB shapes (18-26 px at random places) with
+a 6x6 yellow mark on one class only (class 2, at the top edge), and clean controls of each plus digits
+on diagonal stripes (edges and texture everywhere, also at the border). ``GAPNet`` is a third model:
+batch norm, strided convolutions and global average pooling. Run them with
+``python benchmarks/shortcut_evidence.py --held-out`` (seeds 50-54, SmallCNN and GAPNet by default).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from shortcut_suite import TRAIN, VAL, Box, Data, _shape_mask
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from lightning_xai.demos import load_digits
+
+
+def digits28(seed: int) -> tuple[Tensor, Tensor]:
+    """1-channel 28x28 digits ``[N, 1, 28, 28]``: 20x20, centred with +-2 px of jitter, on noise up to 0.2."""
+    size, side = 28, 20
+    generator = torch.Generator().manual_seed(seed)
+    images, labels = load_digits(8)
+    order = torch.randperm(len(labels), generator=generator)[: TRAIN + VAL]
+    glyphs = F.interpolate(images[order], size=(side, side), mode="bilinear", align_corners=False).clamp(0, 1)
+    out = torch.rand(len(order), 1, size, size, generator=generator) * 0.2
+    for index, glyph in enumerate(glyphs):
+        top, left = ((size - side) // 2 + torch.randint(-2, 3, (2,), generator=generator)).tolist()
+        region = out[index, :, top : top + side, left : left + side]
+        out[index, :, top : top + side, left : left + side] = torch.maximum(region, glyph)
+    return out, labels[order]
+
+
+def shapes48(seed: int) -> tuple[Tensor, Tensor]:
+    """48x48 RGB shapes ``[N, 3, 48, 48]`` (the suite's six kinds, 18-26 px, random colours and places) on noise."""
+    size = 48
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 6, (TRAIN + VAL,), generator=generator)
+    out = torch.rand(TRAIN + VAL, 3, size, size, generator=generator) * 0.25
+    for index, label in enumerate(labels.tolist()):
+        side = int(torch.randint(18, 27, (1,), generator=generator))
+        top, left = torch.randint(0, size - side + 1, (2,), generator=generator).tolist()
+        color = 0.4 + 0.6 * torch.rand(3, 1, 1, generator=generator)
+        mask = _shape_mask(label, side)
+        region = out[index, :, top : top + side, left : left + side]
+        out[index, :, top : top + side, left : left + side] = region * (1 - mask) + color * mask
+    return out, labels
+
+
+def striped_digits(seed: int) -> tuple[Tensor, Tensor]:
+    """32x32 RGB digits (20x20 at random offsets) on grey diagonal stripes: period 4-8 px, random phase and
+    direction, contrast 0.2."""
+    size, side = 32, 20
+    generator = torch.Generator().manual_seed(seed)
+    images, labels = load_digits(8)
+    order = torch.randperm(len(labels), generator=generator)[: TRAIN + VAL]
+    glyphs = F.interpolate(images[order], size=(side, side), mode="bilinear", align_corners=False).clamp(0, 1)
+    y, x = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+    out = torch.empty(len(order), 3, size, size)
+    for index, glyph in enumerate(glyphs):
+        period = float(torch.randint(4, 9, (1,), generator=generator))
+        phase = float(torch.rand(1, generator=generator)) * period
+        sign = 1.0 if float(torch.rand(1, generator=generator)) < 0.5 else -1.0
+        out[index] = (((x + sign * y + phase) % period) < period / 2).float() * 0.2
+        top, left = torch.randint(0, size - side + 1, (2,), generator=generator).tolist()
+        region = out[index, :, top : top + side, left : left + side]
+        out[index, :, top : top + side, left : left + side] = torch.maximum(region, glyph)
+    return out, labels[order]
+
+
+def _shade(images: Tensor, codes: Tensor, box: Box, num_classes: int) -> Tensor:
+    out = images.clone()
+    out[:, :, box[0] : box[2], box[1] : box[3]] = (0.1 + 0.9 * codes.float() / (num_classes - 1)).view(-1, 1, 1, 1)
+    return out
+
+
+def _yellow_on_class_2(images: Tensor, codes: Tensor, box: Box, num_classes: int) -> Tensor:
+    out = images.clone()
+    out[codes == 2, :, box[0] : box[2], box[1] : box[3]] = torch.tensor([1.0, 1.0, 0.0]).view(3, 1, 1)
+    return out
+
+
+def _planted(
+    base: tuple[Tensor, Tensor],
+    planter: Callable[[Tensor, Tensor, Box, int], Tensor],
+    kind: str,
+    box: Box,
+    seed: int,
+    num_classes: int,
+) -> Data:
+    images, labels = base
+    generator = torch.Generator().manual_seed(seed + 13)
+    marked = planter(images, labels, box, num_classes)
+    shuffled = planter(images, labels[torch.randperm(len(labels), generator=generator)], box, num_classes)
+    return Data(
+        (marked[:TRAIN], labels[:TRAIN]),
+        (marked[TRAIN:], labels[TRAIN:]),
+        shuffled[TRAIN:],
+        kind,
+        [box] * VAL,
+        [2] if kind == "class_mark" else [],
+        num_classes,
+        channels=images.shape[1],
+    )
+
+
+def _clean(base: tuple[Tensor, Tensor], num_classes: int) -> Data:
+    images, labels = base
+    return Data(
+        (images[:TRAIN], labels[:TRAIN]),
+        (images[TRAIN:], labels[TRAIN:]),
+        None,
+        "clean",
+        num_classes=num_classes,
+        channels=images.shape[1],
+    )
+
+
+HELD_OUT: dict[str, Callable[[int], Data]] = {
+    "held out: 1-channel 28x28 digits + 3x3 shade": lambda s: _planted(
+        digits28(s), _shade, "region", (24, 1, 27, 4), s, 10
+    ),
+    "held out: 48x48 shapes + 6x6 mark on class 2": lambda s: _planted(
+        shapes48(s), _yellow_on_class_2, "class_mark", (1, 21, 7, 27), s, 6
+    ),
+    "clean, held out: 1-channel 28x28 digits": lambda s: _clean(digits28(s), 10),
+    "clean, held out: 48x48 shapes at random places": lambda s: _clean(shapes48(s), 6),
+    "clean, held out: digits on diagonal stripes": lambda s: _clean(striped_digits(s), 10),
+}
+
+
+class GAPNet(nn.Module):
+    """Three 3x3 convolutions (16, 32 and 64 channels, the last two of stride 2) with batch norm and ReLU,
+    global average pooling and a linear layer: ``[N, C, H, W] -> [N, classes]``."""
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for c_in, c_out, stride in ((in_channels, 16, 1), (16, 32, 2), (32, 64, 2)):
+            layers += [
+                nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(),
+            ]
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(64, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.pool(self.features(x)).flatten(1))
