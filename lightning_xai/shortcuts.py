@@ -49,6 +49,7 @@ from lightning_xai.functional.shortcut_interventions import (
     color_votes,
     fill_drops,
     mark_class,
+    others_need,
     refine,
     region_votes,
 )
@@ -490,6 +491,8 @@ class ShortcutDetector:
                 bench, box, self.settings.candidate_sides(bench.size), classes[0] if classes else None
             )
             kind, followed = _who_carries(carriers(bench, candidate.box))
+            if kind == "class_mark" and others_need(bench, candidate.box, followed, alpha=level):
+                kind = "region"  # every class marks the place its own way (a shade): no one class's mark
             if kind == "region" and candidate.kind == "class_mark":  # most classes carry it: it must decide as a region
                 votes, level, partial = self._region_votes(replace(candidate, kind="region"), bench, level)
             classes = _named_classes(bench, candidate.box, followed, classes, level) if kind == "class_mark" else []

@@ -330,6 +330,7 @@ def test_a_region_followed_for_one_class_only_is_that_class_s_mark_only_when_the
     images, _ = _shaded([CORNERS[0]] * 64)
     one_class = {1: 0.5, 0: 0.0, 2: 0.0, 3: 0.0, 4: 0.0, 5: 0.0}  # as a weakly read shade can look after one run
     monkeypatch.setattr(shortcuts_module, "carriers", lambda bench, box: one_class)
+    monkeypatch.setattr(shortcuts_module, "others_need", lambda *args, **kwargs: False)  # as a one-class mark
     confirmed = _check(ReadsShade([CORNERS[0]]), _heat([CORNERS[0]] * 16), images)
     assert [(f.kind, f.box, f.classes) for f in confirmed.new] == [("class_mark", [0, 0, 4, 4], [1])]
     asked: list[int] = []
@@ -341,6 +342,15 @@ def test_a_region_followed_for_one_class_only_is_that_class_s_mark_only_when_the
     monkeypatch.setattr(shortcuts_module, "class_votes", undecided)
     report = _check(ReadsShade([CORNERS[0]]), _heat([CORNERS[0]] * 16), images)
     assert asked == [1] and [(f.kind, f.box, f.classes) for f in report.new] == [("region", [0, 0, 4, 4], [])]
+
+
+def test_a_shade_that_every_class_bears_is_a_region_even_when_one_class_s_version_looks_followed(monkeypatch):
+    images, _ = _shaded([CORNERS[0]] * 64)
+    one_class = {1: 0.5, 0: 0.0, 2: 0.0, 3: 0.0, 4: 0.0, 5: 0.0}  # as a weakly read shade can look after one run
+    monkeypatch.setattr(shortcuts_module, "carriers", lambda bench, box: one_class)
+    report = _check(ReadsShade([CORNERS[0]]), _heat([CORNERS[0]] * 16), images)
+    # filling the corner changes the other classes' predictions too: each class's images bear their own shade
+    assert [(f.kind, f.box, f.classes) for f in report.new] == [("region", [0, 0, 4, 4], [])]
 
 
 def test_a_class_mark_that_most_classes_carry_must_also_decide_as_a_region(monkeypatch):
