@@ -487,16 +487,10 @@ class ShortcutDetector:
         cut = not votes.decided and bench.out_of_budget()  # before the description of a decided place spends more
         kind = candidate.kind
         if votes.decided and kind != "moving_region":
-            candidate.box = refine(
-                bench, box, self.settings.candidate_sides(bench.size), classes[0] if classes else None
-            )
-            kind, followed = _who_carries(carriers(bench, candidate.box))
-            if kind == "class_mark" and others_need(bench, candidate.box, followed, alpha=level):
-                kind = "region"  # every class marks the place its own way (a shade): no one class's mark
-            if kind == "region" and candidate.kind == "class_mark":  # most classes carry it: it must decide as a region
-                votes, level, partial = self._region_votes(replace(candidate, kind="region"), bench, level)
-            classes = _named_classes(bench, candidate.box, followed, classes, level) if kind == "class_mark" else []
-            kind = kind if classes else "region"  # no class confirmed as the carrier: what stands is the region test
+            kind, classes, region_test = self._described(candidate, bench, box, classes, level)
+            if region_test is not None:  # a class mark that is a region: its region test stands
+                votes, level, partial = region_test
+                cut = not votes.decided and bench.out_of_budget()
         return {
             **rates,
             **votes.rates(),
@@ -507,6 +501,30 @@ class ShortcutDetector:
             "partial": partial and votes.decided,
             "cut": cut,
         }
+
+    def _described(
+        self, candidate: Candidate, bench: Bench, box: Box, classes: list[int], level: float
+    ) -> tuple[str, list[int], tuple[Votes, float, bool] | None]:
+        """A fixed place whose test decided, described: its box refined (``candidate.box``), then who carries
+        it (see :func:`_who_carries`). It is no one class's mark when the other classes' images need it too
+        (:func:`others_need`, with the classes followed and the one whose test confirmed it as the carriers;
+        not asked once the budget is spent); a class-mark candidate described as a region must also pass
+        the region test. Returns the kind, the classes named (see :func:`_named_classes`) and that region
+        test's votes, level and partiality (``None`` when it was not needed)."""
+        candidate.box = refine(bench, box, self.settings.candidate_sides(bench.size), classes[0] if classes else None)
+        kind, followed = _who_carries(carriers(bench, candidate.box))
+        carrying = sorted({*followed, *classes})
+        if (
+            kind == "class_mark"
+            and not bench.out_of_budget()
+            and others_need(bench, candidate.box, carrying, alpha=level)
+        ):
+            kind = "region"  # every class marks the place its own way (a shade): no one class's mark
+        region_test = None
+        if kind == "region" and candidate.kind == "class_mark":  # most classes carry it: it must decide as a region
+            region_test = self._region_votes(replace(candidate, kind="region"), bench, level)
+        named = _named_classes(bench, candidate.box, followed, classes, level) if kind == "class_mark" else []
+        return (kind if named else "region"), named, region_test  # no class confirmed: the region test stands
 
     @staticmethod
     def _region_votes(candidate: Candidate, bench: Bench, level: float) -> tuple[Votes, float, bool]:
@@ -823,8 +841,10 @@ def _message(finding: Finding, size: tuple[int, int], candidate: Candidate | Non
         )
         read = (
             f" Filling it lowers the predicted class by {margin:.0%} or more in {sum(finding.boxes_read)} of "
-            f"{len(finding.boxes_read)} probes (outlined; elsewhere the model does not read it and its outline "
-            "is drawn thin, in grey)."
+            f"{len(finding.boxes_read)} probes; in the others the model does not read it there and its outline "
+            "is drawn thin, in grey."
+            if finding.boxes_read and not all(finding.boxes_read)
+            else f" Filling it lowers the predicted class by {margin:.0%} or more in every probe."
             if finding.boxes_read
             else ""
         )

@@ -296,6 +296,26 @@ def test_mark_of_one_class_names_the_class():
     assert "that images of class 0 carry" in report.new[0].message
 
 
+def test_the_class_whose_test_confirmed_a_mark_is_among_its_carriers_when_no_paste_flips_one(monkeypatch):
+    images, labels = _objects()
+    images[labels == 0, :, 0:4, 12:16] = 1.0
+    boxes = [(0, 12, 4, 16) if label == 0 else (5, 5, 9, 9) for label in labels.tolist()]
+    # its one-class test decides on wins, while no paste need flip a prediction: the carriers can all be 0
+    monkeypatch.setattr(shortcuts_module, "carriers", lambda bench, box: dict.fromkeys(range(CLASSES), 0.0))
+    asked: list[list[int]] = []
+    real = shortcuts_module.others_need
+
+    def recording(bench: object, box: object, carrying: list[int], *, alpha: float) -> bool:
+        asked.append(list(carrying))
+        return real(bench, box, carrying, alpha=alpha)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(shortcuts_module, "others_need", recording)
+    report = _check(ReadsMark(), _heat(boxes), images)
+    # class 0's own images need their mark: they must not count among the other classes' images
+    assert asked and all(0 in carrying for carrying in asked)
+    assert [(f.kind, f.box, f.classes) for f in report.new] == [("class_mark", [0, 12, 4, 16], [0])]
+
+
 class ReadsTwoMarks(ReadsObject):
     """Class 0 when the top-right 4x4 box is white, class 1 when it is black, else the object's class."""
 

@@ -519,7 +519,7 @@ def carriers(bench: Bench, box: Box, *, per_class: int = 16) -> dict[int, float]
 
 
 def fill_drops(bench: Bench, boxes: Sequence[Box], indices: Tensor | None = None) -> Tensor:
-    """Per image ``indices[i]`` of ``bench`` (default: all), how much filling ``boxes[i]`` lowers the
+    """Per image ``indices[i]`` of ``bench`` (default: the first ``len(boxes)``), how much filling ``boxes[i]`` lowers the
     probability of its predicted class ``[len(boxes)]`` (one forward pass per image; negative when filling
     raises it).
 
@@ -543,7 +543,7 @@ def fill_drops(bench: Bench, boxes: Sequence[Box], indices: Tensor | None = None
 
 def others_need(bench: Bench, box: Box, carriers: Sequence[int], *, alpha: float) -> bool:
     """Whether the test images of classes other than ``carriers`` need ``box`` too: filling it lowers their
-    predicted class's probability by ``bench.margin`` or more more often than filling a box of the same size
+    predicted class's probability by ``bench.margin`` or more, more often than filling a box of the same size
     elsewhere does (a sign test on the images where one does and the other does not, at ``alpha``).
 
     A mark that only the ``carriers``' images bear leaves the other images' background at its place, which
