@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from shortcut_suite import TRAIN, VAL, Box, Data, _shape_mask
+from shortcut_suite import TRAIN, VAL, Box, Data, paint_shape
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -46,10 +46,7 @@ def shapes48(seed: int) -> tuple[Tensor, Tensor]:
     for index, label in enumerate(labels.tolist()):
         side = int(torch.randint(18, 27, (1,), generator=generator))
         top, left = torch.randint(0, size - side + 1, (2,), generator=generator).tolist()
-        color = 0.4 + 0.6 * torch.rand(3, 1, 1, generator=generator)
-        mask = _shape_mask(label, side)
-        region = out[index, :, top : top + side, left : left + side]
-        out[index, :, top : top + side, left : left + side] = region * (1 - mask) + color * mask
+        paint_shape(out[index], label, (top, left), side, generator)
     return out, labels
 
 

@@ -103,11 +103,18 @@ def shapes(seed: int, *, centered: bool) -> tuple[Tensor, Tensor]:
             top, left = [(SIZE - side) // 2 + int(v) for v in torch.randint(-1, 2, (2,), generator=generator)]
         else:
             top, left = torch.randint(0, SIZE - side + 1, (2,), generator=generator).tolist()
-        color = 0.4 + 0.6 * torch.rand(3, 1, 1, generator=generator)
-        mask = _shape_mask(label, side)
-        region = out[index, :, top : top + side, left : left + side]
-        out[index, :, top : top + side, left : left + side] = region * (1 - mask) + color * mask
+        paint_shape(out[index], label, (top, left), side, generator)
     return out, labels
+
+
+def paint_shape(image: Tensor, kind: int, place: tuple[int, int], side: int, generator: torch.Generator) -> None:
+    """Paints shape ``kind`` of ``side`` pixels at ``place`` (top, left) of ``image`` ``[3, H, W]`` in place, in a
+    colour drawn from ``generator`` (every channel 0.4-1)."""
+    top, left = place
+    color = 0.4 + 0.6 * torch.rand(3, 1, 1, generator=generator)
+    mask = _shape_mask(kind, side)
+    region = image[:, top : top + side, left : left + side]
+    image[:, top : top + side, left : left + side] = region * (1 - mask) + color * mask
 
 
 def _shade(images: Tensor, codes: Tensor, boxes: list[Box], num_classes: int) -> Tensor:
