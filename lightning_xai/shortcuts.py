@@ -119,8 +119,6 @@ class Shortcuts:
         min_effect: how much more (in probability) a region pasted from an image of another class must
             raise that class than the best of 4 pieces of the same size where the model looks, in
             most images: what counts as relying on a region rather than on an object it is part of.
-            Scaled by how sure the model is (its mean probability for its predicted class on the test
-            images): 0.1 for a model that gives its predictions 1, 0.03 for one that gives them 0.3.
         box_sides: candidate box sides as fractions of the shorter image side.
         test_images: validation images used for the interventions (half select, half decide); for
             images above 64 x 64 the checks use fewer, scaled like the rest of the default work
@@ -374,7 +372,6 @@ class ShortcutDetector:
                 margin=s.min_effect,
                 allowance=allowance,
             )
-            bench.margin = s.min_effect * bench.confidence()  # effects in proportion to how sure the model is
             if maps_work is not None and unsized_seconds > 0:
                 maps_work += unsized_seconds / max(bench.seconds_per_image, 1e-9)
             candidates = self._with_moving_from_test_images(candidates, bench, displays, agree)
@@ -459,7 +456,7 @@ class ShortcutDetector:
         """Tests ``candidate`` and remembers the outcome for its place (see :class:`Retests`)."""
         proposed = replace(candidate)  # the evidence refines a confirmed box: the place is the proposed one
         evidence = self._evidence(candidate, run.bench, run.level, run.probe_images)
-        finding = self._finding(candidate, evidence, run, evidence["level"])
+        finding = self._finding(candidate, evidence, run.size, run.epoch, run.step, evidence["level"])
         news = finding.confirmed and not self._already_reported(finding)
         self.retests.record(proposed, finding, news=news, counted=not evidence["cut"])
         return finding
@@ -612,14 +609,16 @@ class ShortcutDetector:
         else:
             located = locate(probes, candidate.places, band=candidate.band, heat=heat)
         boxes = hottest_inside(heat, located, min(self.settings.candidate_sides(bench.size)))
-        return boxes, (fill_drops(probes, boxes) >= bench.margin).tolist()
+        return boxes, (fill_drops(probes, boxes) >= self.settings.min_effect).tolist()
 
-    def _finding(self, candidate: Candidate, evidence: dict[str, Any], run: _RunTests, level: float) -> Finding:
+    def _finding(
+        self, candidate: Candidate, evidence: dict[str, Any], size: tuple[int, int], epoch: int, step: int, level: float
+    ) -> Finding:
         boxes = [list(b) for b in candidate.probe_boxes] if candidate.kind == "moving_region" else []
         read = list(candidate.probe_read) if len(candidate.probe_read) == len(boxes) else []
         finding = Finding(
-            epoch=run.epoch,
-            global_step=run.step,
+            epoch=epoch,
+            global_step=step,
             method=candidate.methods[0],
             box=list(candidate.box),
             score=evidence["follow_rate"] - evidence["stay_rate"],
@@ -644,7 +643,7 @@ class ShortcutDetector:
             loss_rate=evidence["loss_rate"],
             partial=evidence["partial"],
         )
-        finding.message = _message(finding, run.size, candidate, run.bench.margin)
+        finding.message = _message(finding, size, candidate, self.settings.min_effect)
         return finding
 
     def _color_finding(self, run: _RunTests) -> Finding:
@@ -671,7 +670,7 @@ class ShortcutDetector:
             loss_rate=rates["loss_rate"],
             trials=votes.trials,
         )
-        finding.message = _message(finding, size, None, bench.margin)
+        finding.message = _message(finding, size, None, self.settings.min_effect)
         return finding
 
     def _per_method(

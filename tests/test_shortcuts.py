@@ -111,35 +111,13 @@ def test_fixed_region_is_found_once_with_its_evidence():
     assert waits.waiting == 1 and waits.current["heat"].confirmed and waits.new == []  # the same 3 times: it waits
 
 
-class Unsure(nn.Module):
-    """``model``'s logits divided by ``temperature``: the same predictions, given lower probabilities."""
-
-    def __init__(self, model: nn.Module, temperature: float) -> None:
-        super().__init__()
-        self.model, self.temperature = model, temperature
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x) / self.temperature
-
-
-def test_an_unsure_model_s_shortcut_is_found_with_effects_in_proportion_to_its_confidence(monkeypatch):
-    images, _ = _shaded([CORNERS[0]] * 64)
-    unsure = Unsure(ReadsShade([CORNERS[0]]), 80.0).eval()  # gives its predictions 0.22 on average
-    report = _check(unsure, _heat([CORNERS[0]] * 16), images)
-    assert [(f.kind, f.box) for f in report.new] == [("region", [0, 0, 4, 4])]
-    assert "by 2% more than each of 4 pieces" in report.new[0].message  # 0.1 x 0.22
-    monkeypatch.setattr(shortcuts_module.Bench, "confidence", lambda bench: 1.0)  # a dead zone of 0.1 as such
-    assert _check(unsure, _heat([CORNERS[0]] * 16), images).new == []
-
-
-@pytest.mark.parametrize("temperature", [1.0, 40.0])
-def test_centred_object_stays_silent_even_when_every_box_is_tested(temperature: float):
+def test_centred_object_stays_silent_even_when_every_box_is_tested():
     images, _ = _objects()
     maps = torch.ones(16, 1, SIZE, SIZE) * 0.01
     maps[:, :, 4:12, 4:12] = 1.0
     maps[:, :, 6:10, 6:10] = 3.0  # the centre of the object is the hottest place
     everything = Shortcuts(min_concentration=0.0, min_isolation=0.0)
-    report = _check(Unsure(ReadsObject(), temperature), {"heat": maps}, images, everything)
+    report = _check(ReadsObject(), {"heat": maps}, images, everything)
     assert report.new == [] and report.per_method["heat"]["candidates"] >= 2
     assert (
         report.current["heat"].stay_rate > report.current["heat"].follow_rate

@@ -221,16 +221,6 @@ class Bench:
         """``fills[indices]`` (``None`` when boxes are inpainted)."""
         return None if self.fills is None else self.fills[indices.to(self.images.device)]
 
-    def confidence(self) -> float:
-        """The model's mean probability for its predicted class over the bench's images (1 / classes at least).
-
-        Example:
-            >>> even = Bench.build(lambda x: torch.zeros(len(x), 4), torch.zeros(6, 1, 2, 2), seed=0, batch_size=6, fill="mean")
-            >>> even.confidence()
-            0.25
-        """
-        return float(self.probabilities.max(dim=1).values.mean())
-
     def on_device(self, indices: Tensor) -> Tensor:
         """``images[indices]``."""
         return self.images[indices.to(self.images.device)]
