@@ -69,4 +69,6 @@ def test_a_mark_only_its_class_bears_is_not_needed_by_the_others():
     )
     bench = Bench.build(model, images, seed=0, batch_size=96, fill="mean")
     assert bool((bench.predicted[1::2] == 1).all()) and not others_need(bench, (0, 0, 2, 2), [0], alpha=0.01)
-    assert float(fill_drops(bench, [(0, 0, 2, 2)] * 2, torch.tensor([0, 2])).min()) > bench.margin  # class 0 needs its own
+    assert (
+        float(fill_drops(bench, [(0, 0, 2, 2)] * 2, torch.tensor([0, 2])).min()) > bench.margin
+    )  # class 0 needs its own
