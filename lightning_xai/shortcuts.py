@@ -594,7 +594,7 @@ class ShortcutDetector:
         runs of seeds 0-9 with both models, 160 images each): where filling the mark's corner lowers the
         predicted class's probability by more than 0.05 (31-68% of images), the gradient's corner is the
         mark's in 99-100% of them; in the others in 35-66%, and filling or transplanting do no better.
-        Hence ``probe_read``: the outline of a probe is where the model reads the mark only where it is read."""
+        Hence the read flags: an outline is known to be on what the model reads only in the probes that read it."""
         images = probe_images.detach()
         probes = Bench.build(
             bench.forward_fn, images, seed=self.runs, batch_size=bench.batch_size, fill=self.settings.fill
