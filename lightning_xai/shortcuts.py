@@ -507,18 +507,15 @@ class ShortcutDetector:
     ) -> tuple[str, list[int], tuple[Votes, float, bool] | None]:
         """A fixed place whose test decided, described: its box refined (``candidate.box``), then who carries
         it (see :func:`_who_carries`). It is no one class's mark when the other classes' images need it too
-        (:func:`others_need`, with the classes followed and the one whose test confirmed it as the carriers;
-        not asked once the budget is spent); a class-mark candidate described as a region must also pass
-        the region test. Returns the kind, the classes named (see :func:`_named_classes`) and that region
+        (:func:`others_need`, with the classes followed and the one whose test confirmed it as the carriers);
+        a class-mark candidate described as a region must also pass the region test. Describing runs also
+        once the budget is spent (its passes are counted, not planned: a decided place is described
+        rightly or not at all, and a region test stopped by the budget leaves the place to a later run). Returns the kind, the classes named (see :func:`_named_classes`) and that region
         test's votes, level and partiality (``None`` when it was not needed)."""
         candidate.box = refine(bench, box, self.settings.candidate_sides(bench.size), classes[0] if classes else None)
         kind, followed = _who_carries(carriers(bench, candidate.box))
         carrying = sorted({*followed, *classes})
-        if (
-            kind == "class_mark"
-            and not bench.out_of_budget()
-            and others_need(bench, candidate.box, carrying, alpha=level)
-        ):
+        if kind == "class_mark" and others_need(bench, candidate.box, carrying, alpha=level):
             kind = "region"  # every class marks the place its own way (a shade): no one class's mark
         region_test = None
         if kind == "region" and candidate.kind == "class_mark":  # most classes carry it: it must decide as a region
