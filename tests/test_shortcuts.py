@@ -385,6 +385,36 @@ def test_a_class_mark_that_most_classes_carry_must_also_decide_as_a_region(monke
     assert not mark.confirmed and mark.follow_rate < mark.stay_rate
 
 
+def test_a_class_mark_s_region_test_stopped_by_the_budget_is_recorded_as_cut(monkeypatch):
+    images, labels = _objects()
+    images[labels == 0, :, 0:4, 12:16] = 1.0
+    boxes = [(0, 12, 4, 16) if label == 0 else (5, 5, 9, 9) for label in labels.tolist()]
+    monkeypatch.setattr(shortcuts_module, "carriers", lambda bench, box: {c: 0.9 for c in range(CLASSES)})
+
+    real, calls = ShortcutDetector._region_votes, []
+
+    def stopped_by_the_budget(candidate: Candidate, bench: object, level: float) -> tuple[Votes, float, bool]:
+        calls.append(candidate.box)
+        if calls.count((0, 12, 4, 16)) < 2:  # the place's own region test; the second is the class mark's
+            return real(candidate, bench, level)  # type: ignore[arg-type]
+        bench.allowance.limit = bench.allowance.spent  # type: ignore[attr-defined]  # spent while it ran
+        return Votes(follow=1, stay=1), level, False
+
+    monkeypatch.setattr(ShortcutDetector, "_region_votes", staticmethod(stopped_by_the_budget))
+    counted: dict[tuple[str, tuple[int, ...]], bool] = {}
+    detector = ShortcutDetector(Shortcuts())
+    record = detector.retests.record
+
+    def recording(candidate: Candidate, outcome: object, **kwargs: bool) -> None:
+        counted[(candidate.kind, candidate.box)] = kwargs["counted"]
+        record(candidate, outcome, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(detector.retests, "record", recording)
+    report = detector.check(ReadsMark().eval(), _heat(boxes), images, epoch=2, step=30)
+    # the one-class test decided, the region test that its description called for was cut: not a test outcome
+    assert report.new == [] and counted[("class_mark", (0, 12, 4, 16))] is False
+
+
 def test_color_cue_is_found_and_grey_images_are_not_tested():
     generator = torch.Generator().manual_seed(0)
     labels = torch.arange(64) % 3
