@@ -42,6 +42,7 @@ __all__ = [
     "class_votes",
     "color_votes",
     "fill_drops",
+    "filled_probabilities",
     "mark_class",
     "others_need",
     "refine",
@@ -531,14 +532,26 @@ def fill_drops(bench: Bench, boxes: Sequence[Box], indices: Tensor | None = None
         [0.38, 0.0]
     """
     indices = torch.arange(len(boxes)) if indices is None else indices
+    after, predicted = filled_probabilities(bench, boxes, indices), bench.predicted[indices, None]
+    return (bench.probabilities[indices].gather(1, predicted) - after.gather(1, predicted))[:, 0]
+
+
+def filled_probabilities(bench: Bench, boxes: Sequence[Box], indices: Tensor | None = None) -> Tensor:
+    """The predicted probabilities ``[len(boxes), classes]`` (CPU) of images ``indices[i]`` of ``bench``
+    (default: the first ``len(boxes)``) with ``boxes[i]`` filled, one forward pass per image.
+
+    Example:
+        >>> bench = Bench.build(lambda x: x.flatten(1)[:, :2], torch.ones(2, 1, 2, 2), seed=0, batch_size=2, fill="mean")
+        >>> filled_probabilities(bench, [(0, 0, 1, 1), (1, 1, 2, 2)]).tolist()
+        [[0.5, 0.5], [0.5, 0.5]]
+    """
+    indices = torch.arange(len(boxes)) if indices is None else indices
     images, fills = bench.on_device(indices), bench.fills_of(indices)
     filled = torch.cat(
         [hide_box(images[i : i + 1], None if fills is None else fills[i : i + 1], box) for i, box in enumerate(boxes)]
     )
     with torch.no_grad():
-        after = predict(bench.forward_fn, filled, bench.batch_size).cpu()
-    predicted = bench.predicted[indices, None]
-    return (bench.probabilities[indices].gather(1, predicted) - after.gather(1, predicted))[:, 0]
+        return predict(bench.forward_fn, filled, bench.batch_size).cpu()
 
 
 def others_need(bench: Bench, box: Box, carriers: Sequence[int], *, alpha: float) -> bool:

@@ -37,10 +37,10 @@ import torch
 from torch import Tensor
 
 from lightning_xai.functional.batching import chunk_ranges
-from lightning_xai.functional.shortcut import Box, box_iou, box_means, hide_box
+from lightning_xai.functional.shortcut import Box, box_iou, box_means
 from lightning_xai.functional.shortcut_candidates import merge_boxes
 from lightning_xai.functional.shortcut_evidence import Votes, paste_places, predict, sequential_test, swap_boxes
-from lightning_xai.functional.shortcut_interventions import Bench
+from lightning_xai.functional.shortcut_interventions import Bench, filled_probabilities
 
 __all__ = [
     "apart",
@@ -167,15 +167,7 @@ def most_telling(bench: Bench, options: Sequence[Sequence[Box]]) -> list[Box]:
     predicted probabilities most (total variation)."""
     moved = []
     for column in range(len(options[0])):
-        boxes = [choices[column] for choices in options]
-        filled = torch.stack(
-            [
-                hide_box(bench.images[i : i + 1], None if bench.fills is None else bench.fills[i : i + 1], box)[0]
-                for i, box in enumerate(boxes)
-            ]
-        )
-        with torch.no_grad():
-            after = predict(bench.forward_fn, filled, bench.batch_size).cpu()
+        after = filled_probabilities(bench, [choices[column] for choices in options])
         moved.append((after - bench.probabilities).abs().sum(dim=1))
     best = torch.stack(moved).argmax(dim=0)
     return [options[i][int(j)] for i, j in enumerate(best.tolist())]
