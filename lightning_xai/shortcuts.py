@@ -836,15 +836,7 @@ def _message(finding: Finding, size: tuple[int, int], candidate: Candidate | Non
             f"after epoch {finding.epoch} the model relies on a small {shape} region at varying places "
             f"({places}, found with {finding.method})"
         )
-        read = (
-            f" Filling it lowers the predicted class by {margin:.0%} or more in {sum(finding.boxes_read)} of "
-            f"{len(finding.boxes_read)} probes; in the others the model does not read it there and its outline "
-            "is drawn thin, in grey."
-            if finding.boxes_read and not all(finding.boxes_read)
-            else f" Filling it lowers the predicted class by {margin:.0%} or more in every probe."
-            if finding.boxes_read
-            else ""
-        )
+        read = _where_read(finding.boxes_read, margin)
         if not finding.classes:
             return f"{moving}: swapped for the same kind of region from an image of another class, {evidence}.{read}"
         donors = ", ".join(map(str, finding.classes))
@@ -865,6 +857,18 @@ def _message(finding: Finding, size: tuple[int, int], candidate: Candidate | Non
         f"after epoch {finding.epoch} the model {relies} on a {shape} region at the "
         f"{describe_place(_as_box(finding.box), size)} {where}: pasted from an image of another class, {evidence}; "
         f"replacing it changes {finding.flip_rate:.0%} of predictions (elsewhere: {finding.random_flip_rate:.0%})."
+    )
+
+
+def _where_read(read: list[bool], margin: float) -> str:
+    """In words, in how many probes the model reads a moving region's box (``Finding.boxes_read``)."""
+    if not read:
+        return ""
+    if all(read):
+        return f" Filling it lowers the predicted class by {margin:.0%} or more in every probe."
+    return (
+        f" Filling it lowers the predicted class by {margin:.0%} or more in {sum(read)} of {len(read)} probes; in "
+        "the others the model does not read it there and its outline is drawn thin, in grey."
     )
 
 
