@@ -27,7 +27,14 @@ from lightning_xai.monitor.analyses import (
 from lightning_xai.monitor.budget import Deadline
 from lightning_xai.monitor.conditions import attribution_conditions
 from lightning_xai.monitor.model_io import InputConverter, Predictions, model_inputs, module_device, predict
-from lightning_xai.monitor.schedule import MethodSchedule, ScheduleName, sentinel_moved
+from lightning_xai.monitor.schedule import (
+    CHECKS_KEY,
+    CHECKS_WAIT_REASON,
+    MethodSchedule,
+    ScheduleName,
+    checks_wait,
+    sentinel_moved,
+)
 from lightning_xai.monitor.sharding import Team, draws_per_probe
 from lightning_xai.monitor.shares import ShareError, ShareRun, describe_error, put_together
 from lightning_xai.monitor.sizing import method_passes
@@ -64,7 +71,8 @@ class MapsReport:
         details: other per-probe numbers ``{name: [P']}`` by method (a mask's smallest sufficient area).
         failures: ``{method key: "ErrorType: message"}``.
         total_seconds: wall time of the maps.
-        scheduled_out: methods the adaptive schedule left out of this run, with the reason.
+        scheduled_out: methods the adaptive schedule left out of this run, with the reason (and
+            ``"shortcuts"`` when the shortcut checks waited with them).
     """
 
     predictions: Predictions
@@ -209,6 +217,7 @@ class Engine:
         adaptive = schedule == "adaptive" and self.tracker is not None and len(self.methods) > 1
         self.schedule = MethodSchedule(list(self.methods)) if adaptive else None
         self.last_accuracy: float | None = None
+        self.checks_pending = False  # the last shortcut checks left candidates untested
         self.team = Team()
 
     def start_fit(self) -> None:
@@ -306,7 +315,9 @@ class Engine:
             )  # type: ignore[union-attr]
         device = module_device(model)
         with attribution_conditions(model, device):
-            if self.detector is not None and test_images is not None:
+            if self.detector is not None and test_images is not None and self._checks_wait(maps):
+                maps.scheduled_out[CHECKS_KEY] = CHECKS_WAIT_REASON
+            elif self.detector is not None and test_images is not None:
                 batch = (self.tuners or {}).get(False)
                 images = model_inputs(model, test_images, convert_input)
                 detector = self.detector
@@ -329,6 +340,7 @@ class Engine:
                     )
 
                 report.shortcuts = self._guarded(report, "shortcuts", checks)
+                self.checks_pending = report.shortcuts is not None and report.shortcuts.untested > 0
             if self.faithfulness is not None:
                 kept = maps.predictions.finite
                 images = model_inputs(model, probes.images[kept], convert_input)
@@ -347,6 +359,12 @@ class Engine:
                     ),
                 )
                 report.completeness = completeness(maps.gaps, maps.predictions.target_score[kept])
+
+    def _checks_wait(self, maps: MapsReport) -> bool:
+        """Whether the adaptive schedule leaves this run's shortcut checks out (see :func:`checks_wait`)."""
+        if self.schedule is None:
+            return False
+        return checks_wait(maps.scheduled_out, list(self.methods), self.schedule.sentinel, pending=self.checks_pending)
 
     def _maps_work(self, maps: MapsReport, probes: ProbeSet) -> tuple[float | None, float]:
         """The shortcut checks' budget base: the forward-equivalents of this run's maps over all probes

@@ -40,6 +40,7 @@ from lightning_xai.monitor.engine import Engine, RunMoment, describe_error
 from lightning_xai.monitor.images import display_rgb
 from lightning_xai.monitor.model_io import model_inputs, module_device, prepare_probes
 from lightning_xai.monitor.recorder import Recorder
+from lightning_xai.monitor.schedule import CHECKS_KEY
 from lightning_xai.monitor.sharding import Team, team_for
 from lightning_xai.monitor.steps import log_step, stage_name
 from lightning_xai.probes import ProbeSet
@@ -278,9 +279,10 @@ class MonitorRun:
             self.report_to_parent(trainer)
             if self.budget.runs:
                 rank_zero_info(f"AttributionMonitor: {messages.cost_summary(self.budget)}.")
-            left_out = sum(1 for run in self.recorder.history.runs for _ in run.get("scheduled_out", {}))
+            left_out = [key for run in self.recorder.history.runs for key in run.get("scheduled_out", {})]
             if left_out:
-                rank_zero_info(messages.schedule_summary(left_out))
+                checks = left_out.count(CHECKS_KEY)
+                rank_zero_info(messages.schedule_summary(len(left_out) - checks, checks))
             sanity = self.monitor.sanity
             if sanity is not None and sanity.at_end:
                 self.sanity_check(trainer, pl_module, cascade=None)

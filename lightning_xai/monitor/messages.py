@@ -296,10 +296,11 @@ def history_notice(notice: str) -> str:
     return f"{PREFIX}: {notice}"
 
 
-def schedule_summary(left_out: int) -> str:
-    """At the end of fit: what the adaptive schedule saved."""
+def schedule_summary(left_out: int, checks: int = 0) -> str:
+    """At the end of fit: what the adaptive schedule saved (method runs, and runs of the shortcut checks)."""
+    with_checks = f" and the shortcut checks of {count(checks, 'run')} that ran only the sentinel" if checks else ""
     return (
-        f"{PREFIX}: the adaptive schedule left out {count(left_out, 'method run')} of settled methods "
+        f"{PREFIX}: the adaptive schedule left out {count(left_out, 'method run')} of settled methods{with_checks} "
         "(listed per run under 'scheduled_out' in summary.json); schedule='every_run' runs every method every time."
     )
 

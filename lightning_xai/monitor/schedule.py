@@ -10,6 +10,10 @@ A method settles after ``Stability.patience`` runs in a row that agreed with the
 run right after is skipped: a 20-epoch fit whose maps settle at epoch 3 runs them at epochs 0-3, 5, 9
 and 17.
 
+The shortcut checks follow the other methods (:func:`checks_wait`): a run that the schedule left to the
+sentinel alone (every other method settled, the sentinel's maps did not move, the accuracy did not
+jump) leaves the checks out too, unless the last checks left candidates untested (their budget ran out).
+
 The margin is a hysteresis: methods settle when their correlation stays at the threshold or above,
 and a sentinel that hovers at the threshold (Grad-CAM's coarse maps often do) would otherwise wake
 the settled methods at every other run.
@@ -21,11 +25,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["FIRST_INTERVAL", "WAKE_MARGIN", "MethodSchedule", "ScheduleName", "pick_sentinel", "sentinel_moved"]
+__all__ = [
+    "CHECKS_KEY",
+    "CHECKS_WAIT_REASON",
+    "FIRST_INTERVAL",
+    "WAKE_MARGIN",
+    "MethodSchedule",
+    "ScheduleName",
+    "checks_wait",
+    "pick_sentinel",
+    "sentinel_moved",
+]
 
 ScheduleName = Literal["adaptive", "every_run"]
 WAKE_MARGIN = 0.1
 FIRST_INTERVAL = 2  # a method that has just settled skips the next run
+CHECKS_KEY = "shortcuts"  # the shortcut checks' entry in a run's ``scheduled_out``
+CHECKS_WAIT_REASON = "maps settled: the checks run with the other methods' next run"
 
 
 def sentinel_moved(correlation: float | None, threshold: float, *, margin: float = WAKE_MARGIN) -> bool:
@@ -37,6 +53,24 @@ def sentinel_moved(correlation: float | None, threshold: float, *, margin: float
         (False, True, False)
     """
     return correlation is not None and correlation < threshold - margin
+
+
+def checks_wait(left_out: Mapping[str, str], keys: Sequence[str], sentinel: str, *, pending: bool) -> bool:
+    """Whether this run's shortcut checks wait: the schedule ``left_out`` every method but the ``sentinel``
+    (of ``keys``) and the last checks left no candidate untested (``pending``).
+
+    The checks propose their places from the run's maps and test them on the model as it is now; a run
+    in which only the sentinel's maps were drawn is one in which nothing was seen to change.
+
+    Example:
+        >>> keys = ["grad_cam", "occlusion"]
+        >>> checks_wait({"occlusion": "settled"}, keys, "grad_cam", pending=False)
+        True
+        >>> checks_wait({}, keys, "grad_cam", pending=False), checks_wait({"occlusion": "settled"}, keys, "grad_cam", pending=True)
+        (False, False)
+    """
+    others = [key for key in keys if key != sentinel]
+    return not pending and bool(others) and all(key in left_out for key in others)
 
 
 def pick_sentinel(keys: Sequence[str]) -> str:

@@ -6,9 +6,18 @@ import re
 
 import pytest
 
-from lightning_xai import GradCAM, Occlusion, Stability
+from lightning_xai import GradCAM, Occlusion, Shortcuts, Stability
 from lightning_xai.demos import SmallCNN
-from lightning_xai.monitor.schedule import WAKE_MARGIN, MethodSchedule, pick_sentinel, sentinel_moved
+from lightning_xai.monitor.schedule import (
+    CHECKS_KEY,
+    CHECKS_WAIT_REASON,
+    WAKE_MARGIN,
+    MethodSchedule,
+    checks_wait,
+    pick_sentinel,
+    sentinel_moved,
+)
+from lightning_xai.shortcuts import ShortcutDetector
 from tests.callback.conftest import cheap_monitor, loaders, make_trainer
 from tests.callback.test_stability import _Frozen, _Reshuffled
 
@@ -75,6 +84,52 @@ def test_moving_maps_keep_every_method_running_and_every_run_is_available(tmp_pa
     every = cheap_monitor(methods=methods, shortcuts=None, stability=Stability(patience=1), schedule="every_run")
     make_trainer(tmp_path / "every", [every], max_epochs=6).fit(_Frozen(SmallCNN(1, 10, width=4)), *loaders(digits16))
     assert all(sorted(run["methods"]) == ["grad_cam", "occlusion"] for run in every.history)
+
+
+def test_the_shortcut_checks_wait_only_when_every_method_but_the_sentinel_was_left_out_and_nothing_is_pending():
+    keys = ["grad_cam", "occlusion", "expected_gradients"]
+    both = {"occlusion": "settled", "expected_gradients": "settled"}
+    assert checks_wait(both, keys, "grad_cam", pending=False)
+    assert not checks_wait({"occlusion": "settled"}, keys, "grad_cam", pending=False)  # expected gradients ran
+    assert not checks_wait({}, keys, "grad_cam", pending=False)
+    assert not checks_wait(both, keys, "grad_cam", pending=True)  # the last checks left candidates untested
+    assert not checks_wait({}, ["grad_cam"], "grad_cam", pending=False)  # nothing but the sentinel: every run
+
+
+def _checked(run: dict) -> bool:
+    return "xai_cost/seconds_shortcuts" in run["metrics"]
+
+
+def test_the_shortcut_checks_wait_with_the_settled_methods_in_a_real_fit(tmp_path, digits16, caplog):
+    methods = [GradCAM(), Occlusion(window=4, stride=4)]
+    monitor = cheap_monitor(methods=methods, shortcuts=Shortcuts(max_cost=None), stability=Stability(patience=1))
+    with caplog.at_level("INFO"):
+        make_trainer(tmp_path, [monitor], max_epochs=6).fit(_Frozen(SmallCNN(1, 10, width=4)), *loaders(digits16))
+    ran_occlusion = [("occlusion" in run["methods"]) for run in monitor.history]
+    assert ran_occlusion == [True, True, False, True, False, False]
+    assert [_checked(run) for run in monitor.history] == ran_occlusion
+    assert monitor.history[2]["scheduled_out"] == {
+        "occlusion": "settled: next run after 1 more",
+        CHECKS_KEY: CHECKS_WAIT_REASON,
+    }
+    assert "left out 3 method runs of settled methods and the shortcut checks of 3 runs" in caplog.text
+
+
+def test_checks_that_left_candidates_untested_run_again_at_the_next_run(tmp_path, digits16, monkeypatch):
+    check = ShortcutDetector.check
+
+    def leaving_one_untested(self, *args, **kwargs):  # as when the budget ends before the last candidate
+        report = check(self, *args, **kwargs)
+        report.untested = 1
+        return report
+
+    monkeypatch.setattr(ShortcutDetector, "check", leaving_one_untested)
+    methods = [GradCAM(), Occlusion(window=4, stride=4)]
+    monitor = cheap_monitor(methods=methods, shortcuts=Shortcuts(max_cost=None), stability=Stability(patience=1))
+    make_trainer(tmp_path, [monitor], max_epochs=6).fit(_Frozen(SmallCNN(1, 10, width=4)), *loaders(digits16))
+    assert [("occlusion" in run["methods"]) for run in monitor.history] == [True, True, False, True, False, False]
+    assert all(_checked(run) for run in monitor.history)
+    assert all(CHECKS_KEY not in run.get("scheduled_out", {}) for run in monitor.history)
 
 
 def test_an_unknown_schedule_is_refused():
