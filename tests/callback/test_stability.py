@@ -61,10 +61,10 @@ def test_stability_curves_agreement_and_filmstrips_are_logged(tmp_path, digits16
     assert sorted(strips) == [tags.filmstrip_image("grad_cam"), tags.filmstrip_image("occlusion")]  # one per method
     shapes = [(e.height, e.width) for e in events.Images(tags.filmstrip_image("occlusion"))]
     assert shapes == [
-        (14 + 4 * 98, 98 + 2),
-        (14 + 4 * 98, 2 * 98 + 2),
-        (14 + 4 * 98, 2 * 98 + 2),
-    ]  # grows to filmstrip_length runs, then slides
+        (14 + 4 * 50, 50 + 2),
+        (14 + 4 * 50, 2 * 50 + 2),
+        (14 + 4 * 50, 2 * 50 + 2),
+    ]  # grows to filmstrip_length runs, then slides (96-px tiles as 48-px thumbnails)
     assert tags.stability("occlusion", "spearman_mean") in monitor.history[1]["metrics"]
 
 

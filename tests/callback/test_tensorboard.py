@@ -102,8 +102,8 @@ def test_one_filmstrip_per_method_with_probes_as_rows_and_runs_as_columns(logged
         np.asarray(Image.open(io.BytesIO(e.encoded_image_string)))
         for e in events.Images(tags.filmstrip_image("grad_cam"))
     )
-    # 4 probes of 96 px as rows under a 14-px label row; one column per run so far
-    assert first.shape == (14 + 4 * 98, 1 * 98 + 2, 3) and last.shape == (14 + 4 * 98, 2 * 98 + 2, 3)
+    # 4 probes of 96 px as rows of 48-px thumbnails under a 14-px label row; one column per run so far
+    assert first.shape == (14 + 4 * 50, 1 * 50 + 2, 3) and last.shape == (14 + 4 * 50, 2 * 50 + 2, 3)
     label_row = last[2:12].astype(float)
     assert (label_row < 100).any(axis=2).sum() > 20  # the "ep 0" / "ep 1" labels are drawn
 
