@@ -361,10 +361,12 @@ class Engine:
                 report.completeness = completeness(maps.gaps, maps.predictions.target_score[kept])
 
     def _checks_wait(self, maps: MapsReport) -> bool:
-        """Whether the adaptive schedule leaves this run's shortcut checks out (see :func:`checks_wait`)."""
+        """Whether the adaptive schedule leaves this run's shortcut checks out (see :func:`checks_wait`); rank 0's
+        decision under a collective forward pass, where every rank runs the checks or none does."""
         if self.schedule is None:
             return False
-        return checks_wait(maps.scheduled_out, list(self.methods), self.schedule.sentinel, pending=self.checks_pending)
+        pending = self.team.agree(self.checks_pending) if self.team.collective else self.checks_pending
+        return checks_wait(maps.scheduled_out, list(self.methods), self.schedule.sentinel, pending=pending)
 
     def _maps_work(self, maps: MapsReport, probes: ProbeSet) -> tuple[float | None, float]:
         """The shortcut checks' budget base: the forward-equivalents of this run's maps over all probes

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from lightning_xai import ExpectedGradients, GradCAM, Occlusion, Shortcuts, SmoothGrad
+from lightning_xai import ExpectedGradients, GradCAM, Occlusion, Shortcuts, SmoothGrad, Stability
 from lightning_xai.methods import AttributionMethod, CaptumMethod, MethodContext
 from lightning_xai.monitor import engine as engine_module
 from lightning_xai.monitor.analyses import ShortcutReport
@@ -339,3 +339,18 @@ def test_maps_of_unknown_cost_give_the_checks_a_clock_budget_in_one_process_and_
         assert seen["maps_work"] is None and seen["unsized_seconds"] == 0.0
     else:  # DeepLift's passes are unknown: its time, converted by the detector at its own pass's rate
         assert seen["maps_work"] == 5 + 5 * 3 and seen["unsized_seconds"] == seconds["deep_lift"] > 0
+
+
+def test_whether_the_shortcut_checks_wait_is_rank_zeros_decision_under_a_collective_forward():
+    methods = {"grad_cam": GradCAM(layer="0"), "occlusion": Occlusion(window=4, stride=2)}
+
+    def work(team: Team) -> bool:
+        engine = Engine(methods, seed=0, stability=Stability(), shortcuts=Shortcuts(), faithfulness=None)
+        engine.team = team
+        engine.checks_pending = not team.is_zero  # rank 1 alone would run its checks again
+        maps = MapsReport(predictions=None, scheduled_out={"occlusion": "settled"})  # type: ignore[arg-type]
+        return engine._checks_wait(maps)
+
+    ranks = ThreadRanks(2, collective=True)
+    assert ranks.run(work) == [True, True]  # every rank waits, as rank 0 does: none enters the checks alone
+    assert ranks.entered[0] == ranks.entered[1] == ["broadcast"]
