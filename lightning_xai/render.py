@@ -330,8 +330,15 @@ def draw_text(text: str, *, scale: int = 2, color: float = 0.15, background: flo
     return (background + (color - background) * mask).unsqueeze(0).expand(3, -1, -1).clone()
 
 
+def _ink_width(text: str, scale: int) -> int:
+    """Pixels :func:`draw_text` inks for ``text`` (its last character's blank column left out)."""
+    return max(0, 4 * scale * len(text) - scale)
+
+
 def labelled_columns(columns: list[Tensor], labels: list[str], *, padding: int = 2) -> Tensor:
     """Columns of tiles ``[P, 3, H, W]`` side by side, each with its label on top: one ``[3, H', W']`` image.
+
+    A label wider than the tiles is drawn in the small font (``scale=1``: 4 pixels a character).
 
     Example:
         >>> labelled_columns([torch.zeros(2, 3, 8, 8)] * 3, ["ep 0", "ep 1", "ep 2"]).shape
@@ -343,7 +350,7 @@ def labelled_columns(columns: list[Tensor], labels: list[str], *, padding: int =
     image = torch.ones(3, header_height + stacked[0].shape[-2] - padding, len(columns) * (width + padding) + padding)
     for index, (grid, label) in enumerate(zip(stacked, labels)):
         left = index * (width + padding)
-        text = draw_text(label)[:, :, :width]
+        text = draw_text(label, scale=2 if _ink_width(label, 2) <= width else 1)[:, :, :width]
         image[:, padding : padding + text.shape[-2], left + padding : left + padding + text.shape[-1]] = text
         image[:, header_height - padding :, left : left + grid.shape[-1]] = grid
     return image

@@ -343,16 +343,7 @@ class ShortcutDetector:
         size = (test_images.shape[-2], test_images.shape[-1])
         s = self.settings
         test_images = test_images[: max(MIN_TEST_IMAGES, round(s.test_images * work_scale(size)))]
-        candidates, peaks = plan_candidates(
-            displays,
-            size,
-            s.candidate_sides(size),
-            min_concentration=s.min_concentration,
-            min_isolation=s.min_isolation,
-            max_places=s.max_places,
-            suspects=s.suspects(size),
-            classes=None if probe_classes is None else probe_classes.cpu(),
-        )
+        candidates, peaks = self._plan(displays, size, probe_classes)
         colored = s.colors and test_images.shape[1] == 3
         batch_size = batch_size or default_batch_size(test_images, backward=False)
         with leave_no_trace(model, test_images.device), torch.no_grad():
@@ -396,6 +387,35 @@ class ShortcutDetector:
             untested=untested,
             waiting=waiting,
         )
+
+    def _plan(
+        self, displays: dict[str, Tensor], size: tuple[int, int], probe_classes: Tensor | None
+    ) -> tuple[dict[Any, Candidate], dict[str, float]]:
+        """The places the maps propose (see :func:`plan_candidates`) and each method's peak concentration."""
+        s = self.settings
+        return plan_candidates(
+            displays,
+            size,
+            s.candidate_sides(size),
+            min_concentration=s.min_concentration,
+            min_isolation=s.min_isolation,
+            max_places=s.max_places,
+            suspects=s.suspects(size),
+            classes=None if probe_classes is None else probe_classes.cpu(),
+        )
+
+    def sees_news(self, displays: dict[str, Tensor], size: tuple[int, int], probe_classes: Tensor | None) -> bool:
+        """Whether the maps ``displays`` (``[P, 1, H, W]`` per method, images of ``size``) propose a place never
+        tested, or one whose maps grew more concentrated since its test (``Retests.news``): without a pass
+        through the model, what would make checks worth running in a run the schedule leaves to its sentinel."""
+        candidates, _ = self._plan(displays, size, probe_classes)
+        return any(self.retests.news(candidate) for candidate in candidates.values())
+
+    def skip_run(self) -> None:
+        """A monitor run without checks (the adaptive schedule's, see
+        :func:`~lightning_xai.monitor.schedule.checks_wait`): every place's last test is one run older, so
+        that ``Retests.stale_after`` still counts the monitor's runs."""
+        self.retests.end_run()
 
     def _with_moving_from_test_images(
         self,
@@ -463,7 +483,7 @@ class ShortcutDetector:
 
     def _budget(self, maps_work: float | None, *, floor: float) -> float | None:
         """Forward-equivalents the checks of this run may take (``None``: no limit): ``max_cost`` times
-        the maps' (a run of the schedule's cheap sentinel alone gets cheap checks), and at least ``floor``
+        the maps' (cheap maps, cheap checks), and at least ``floor``
         (a few passes over the test images and the first look at the most promising candidate, so that
         it is tested even when the maps are very cheap)."""
         if self.settings.max_cost is None or maps_work is None:

@@ -720,3 +720,34 @@ def test_a_lone_spot_in_the_maps_where_a_clean_model_reads_noise_is_not_a_findin
     )
     assert report.new == [] and report.per_method["heat"]["candidates"] >= 1
     assert not report.current["heat"].confirmed
+
+
+def test_a_monitor_run_without_checks_ages_every_place_s_last_test_so_that_old_outcomes_go_stale():
+    detector = ShortcutDetector(Shortcuts())
+    candidate = Candidate("region", (0, 0, 4, 4), concentration=0.5)
+    for _ in range(3):  # rejected three times in a row: the place waits
+        detector.retests.record(candidate, "rejected", news=False)
+        detector.retests.end_run()
+    assert detector.retests.waiting(candidate) is not None
+    detector.retests.end_run()  # (that run proposed it and it waited)
+    for _ in range(detector.retests.stale_after - 1):
+        detector.skip_run()
+    record = detector.retests.records[0]
+    assert (record.idle, record.waited) == (detector.retests.stale_after, 1)  # older, but no wait counted
+    assert detector.retests.waiting(candidate) is None  # stale: tested again when next proposed
+
+
+def test_the_maps_show_news_when_they_propose_a_place_never_tested_or_grown_more_concentrated():
+    detector = ShortcutDetector(Shortcuts())
+    maps = torch.full((8, 1, 32, 32), 0.01)
+    maps[:, :, 1:5, 1:5] = 1.0  # every probe's heat on one corner
+    assert detector.sees_news({"grad_cam": maps}, (32, 32), None)  # never tested
+    candidates, _ = detector._plan({"grad_cam": maps}, (32, 32), None)
+    assert candidates
+    for candidate in candidates.values():
+        detector.retests.record(candidate, "rejected", news=False)
+    assert not detector.sees_news({"grad_cam": maps}, (32, 32), None)  # the same places, as concentrated
+    sharper = torch.full((8, 1, 32, 32), 0.001)
+    sharper[:, :, 1:5, 1:5] = 1.0
+    assert detector.sees_news({"grad_cam": sharper}, (32, 32), None)  # grown more concentrated since
+    assert detector.runs == 0 and all(r.idle == -1 for r in detector.retests.records)  # nothing tested or aged

@@ -11,7 +11,8 @@ outcome stands for it.
 A wait counts the runs that propose the place, not all runs: under the adaptive schedule the
 expensive methods, which propose most places, run at growing intervals after they settle, and the
 runs of the cheap sentinel between them neither propose those places nor learn anything about them;
-counted in all runs, every such place would be retested at every run of the expensive methods. A
+counted in all runs, every such place would be retested at every run of the expensive methods. (In the
+runs of the sentinel alone the checks do not run at all; those runs only age every place's last test.) A
 place whose last test is ``stale_after`` runs old is tested again when proposed, however few runs
 proposed it since: an outcome that old says little about the model of today.
 
@@ -103,6 +104,12 @@ class Retests(Generic[Outcome]):
         if stronger or stale or record.waited >= min(self.max_wait, 2 ** max(0, record.same - 2) - 1):
             return None
         return record
+
+    def news(self, candidate: Candidate) -> bool:
+        """Whether ``candidate``'s place was never tested, or its maps grew ``wake_ratio`` times more
+        concentrated since its last test (nothing is changed)."""
+        record = self._find(candidate)
+        return record is None or candidate.concentration >= self.wake_ratio * record.concentration > 0
 
     def record(self, candidate: Candidate, outcome: Outcome, *, news: bool, counted: bool = True) -> None:
         """Keeps a test's ``outcome``; ``news``: it brought a new finding (the place's run of same

@@ -217,7 +217,7 @@ class Engine:
         adaptive = schedule == "adaptive" and self.tracker is not None and len(self.methods) > 1
         self.schedule = MethodSchedule(list(self.methods)) if adaptive else None
         self.last_accuracy: float | None = None
-        self.checks_pending = False  # the last shortcut checks left candidates untested
+        self.checks_pending = False  # the last shortcut checks left candidates untested or failed (kept in checkpoints)
         self.team = Team()
 
     def start_fit(self) -> None:
@@ -315,8 +315,9 @@ class Engine:
             )  # type: ignore[union-attr]
         device = module_device(model)
         with attribution_conditions(model, device):
-            if self.detector is not None and test_images is not None and self._checks_wait(maps):
+            if self.detector is not None and test_images is not None and self._checks_wait(maps, test_images):
                 maps.scheduled_out[CHECKS_KEY] = CHECKS_WAIT_REASON
+                self.detector.skip_run()
             elif self.detector is not None and test_images is not None:
                 batch = (self.tuners or {}).get(False)
                 images = model_inputs(model, test_images, convert_input)
@@ -340,7 +341,8 @@ class Engine:
                     )
 
                 report.shortcuts = self._guarded(report, "shortcuts", checks)
-                self.checks_pending = report.shortcuts is not None and report.shortcuts.untested > 0
+                # untested candidates, or checks that failed: the next run checks whatever the schedule says
+                self.checks_pending = report.shortcuts is None or report.shortcuts.untested > 0
             if self.faithfulness is not None:
                 kept = maps.predictions.finite
                 images = model_inputs(model, probes.images[kept], convert_input)
@@ -360,13 +362,20 @@ class Engine:
                 )
                 report.completeness = completeness(maps.gaps, maps.predictions.target_score[kept])
 
-    def _checks_wait(self, maps: MapsReport) -> bool:
-        """Whether the adaptive schedule leaves this run's shortcut checks out (see :func:`checks_wait`); rank 0's
-        decision under a collective forward pass, where every rank runs the checks or none does."""
-        if self.schedule is None:
+    def _checks_wait(self, maps: MapsReport, test_images: Tensor) -> bool:
+        """Whether the adaptive schedule leaves this run's shortcut checks out (see :func:`checks_wait`): not when
+        the last checks left work pending, nor when the sentinel's maps show a place never tested or grown more
+        concentrated (``ShortcutDetector.sees_news``). Rank 0's decision under a collective forward pass, where
+        every rank runs the checks or none does."""
+        if self.schedule is None or self.detector is None:
             return False
-        pending = self.team.agree(self.checks_pending) if self.team.collective else self.checks_pending
-        return checks_wait(maps.scheduled_out, list(self.methods), self.schedule.sentinel, pending=pending)
+        keys, sentinel = list(self.methods), self.schedule.sentinel
+        if not checks_wait(maps.scheduled_out, keys, sentinel, pending=False):  # the same on every rank
+            return False
+        size = (int(test_images.shape[-2]), int(test_images.shape[-1]))
+        pending = self.checks_pending or self.detector.sees_news(maps.displays, size, maps.predictions.predicted)
+        pending = self.team.agree(pending) if self.team.collective else pending
+        return checks_wait(maps.scheduled_out, keys, sentinel, pending=pending)
 
     def _maps_work(self, maps: MapsReport, probes: ProbeSet) -> tuple[float | None, float]:
         """The shortcut checks' budget base: the forward-equivalents of this run's maps over all probes

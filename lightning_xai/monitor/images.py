@@ -120,18 +120,24 @@ def curves_plot(curves: dict[str, Tensor]) -> Tensor:
 
 FILMSTRIP_TILE_SIDE = 48
 """Filmstrip tiles are the maps grid's tiles shrunk by the largest whole factor that keeps their longer side at
-least this many pixels (96-px tiles: 48 px): a filmstrip of 16 probes over 10 runs fits a screen, and is drawn
-and encoded about four times faster, every run."""
+least this many pixels (96-px tiles: 48 px) and their width at least ``FILMSTRIP_MIN_WIDTH``: a filmstrip of 16
+probes over 10 runs fits a screen, and is drawn and encoded about four times faster, every run."""
+FILMSTRIP_MIN_WIDTH = 32
+"""Wide enough for an epoch label in the small font ("ep 99999"; up to "ep 123" in the large one at 48 px)."""
 
 
-def thumbnails(tiles: Tensor, *, side: int = FILMSTRIP_TILE_SIDE) -> Tensor:
-    """Tiles ``[N, 3, H, W]`` averaged down by the largest whole factor that keeps the longer side at least ``side``.
+def thumbnails(tiles: Tensor, *, side: int = FILMSTRIP_TILE_SIDE, min_width: int = FILMSTRIP_MIN_WIDTH) -> Tensor:
+    """Tiles ``[N, 3, H, W]`` averaged down by the largest whole factor that keeps the longer side at least ``side``
+    and the width at least ``min_width``.
 
     Example:
         >>> thumbnails(torch.rand(2, 3, 96, 120)).shape, thumbnails(torch.rand(2, 3, 40, 40)).shape
         (torch.Size([2, 3, 48, 60]), torch.Size([2, 3, 40, 40]))
+        >>> thumbnails(torch.rand(1, 3, 192, 96)).shape  # portrait: the width decides
+        torch.Size([1, 3, 64, 32])
     """
-    factor = max(1, max(tiles.shape[-2:]) // side)
+    height, width = tiles.shape[-2:]
+    factor = max(1, min(max(height, width) // side, width // min_width))
     return torch.nn.functional.avg_pool2d(tiles, factor) if factor > 1 else tiles
 
 

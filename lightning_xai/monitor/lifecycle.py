@@ -351,6 +351,7 @@ class MonitorRun:
         state["task"] = self.scoring.task
         if self.engine.schedule is not None:
             state["schedule"] = self.engine.schedule.state_dict()
+            state["checks_pending"] = self.engine.checks_pending
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -362,6 +363,7 @@ class MonitorRun:
             self.engine.tracker.load_state_dict(state.get("stability", {}))
         if self.engine.schedule is not None:
             self.engine.schedule.load_state_dict(state.get("schedule", {}))
+            self.engine.checks_pending = bool(state.get("checks_pending", False))
         if self.engine.detector is not None:
             self.engine.detector.findings = [Finding(**finding) for finding in state.get("findings", [])]
 

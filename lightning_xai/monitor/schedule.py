@@ -12,7 +12,9 @@ and 17.
 
 The shortcut checks follow the other methods (:func:`checks_wait`): a run that the schedule left to the
 sentinel alone (every other method settled, the sentinel's maps did not move, the accuracy did not
-jump) leaves the checks out too, unless the last checks left candidates untested (their budget ran out).
+jump) leaves the checks out too, unless the last checks left candidates untested (their budget ran out)
+or failed, or the sentinel's maps show a place the checks never tested or one grown more concentrated
+since its test (as a shortcut being learnt does).
 
 The margin is a hysteresis: methods settle when their correlation stays at the threshold or above,
 and a sentinel that hovers at the threshold (Grad-CAM's coarse maps often do) would otherwise wake
@@ -57,7 +59,8 @@ def sentinel_moved(correlation: float | None, threshold: float, *, margin: float
 
 def checks_wait(left_out: Mapping[str, str], keys: Sequence[str], sentinel: str, *, pending: bool) -> bool:
     """Whether this run's shortcut checks wait: the schedule ``left_out`` every method but the ``sentinel``
-    (of ``keys``) and the last checks left no candidate untested (``pending``).
+    (of ``keys``) and nothing is ``pending`` (the last checks left candidates untested or failed, or the
+    sentinel's maps show a place never tested or grown more concentrated since its test).
 
     The checks propose their places from the run's maps and test them on the model as it is now; a run
     in which only the sentinel's maps were drawn is one in which nothing was seen to change.

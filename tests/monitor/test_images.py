@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from lightning_xai.monitor.images import Filmstrips, thumbnails
-from lightning_xai.render import labelled_columns, overlay
+from lightning_xai.render import draw_text, labelled_columns, overlay
 
 
 def test_a_filmstrip_is_the_last_runs_laid_out_as_labelled_columns_and_each_column_is_drawn_once(monkeypatch):
@@ -36,3 +37,23 @@ def test_thumbnails_shrink_by_a_whole_factor_to_no_less_than_48_pixels_and_avera
     assert thumbnails(torch.rand(1, 3, 192, 144)).shape == (1, 3, 48, 36)  # the longer side decides
     assert thumbnails(torch.rand(1, 3, 112, 112)).shape == (1, 3, 56, 56)  # not below 48
     assert thumbnails(torch.rand(1, 3, 60, 60)).shape == (1, 3, 60, 60)
+
+
+@pytest.mark.parametrize(
+    ("tile", "epoch", "scale"),
+    [
+        ((96, 96), 123, 2),  # 48-px thumbnails: up to three digits in the large font
+        ((96, 96), 1000, 1),  # "ep 1000" would be cut to "ep 100" in the large font
+        ((192, 144), 12, 1),  # 512x384 probes: 48x36 thumbnails
+        ((192, 96), 99999, 1),  # portrait probes: the width keeps 32 px
+    ],
+)
+def test_every_epoch_label_is_drawn_whole_above_its_thumbnails(tile, epoch, scale):
+    strips = Filmstrips(length=1)
+    strips.add("saliency", torch.rand(2, 1, tile[0] // 3, tile[1] // 3), torch.rand(2, 3, *tile), epoch=epoch)
+    image = (strips.image("saliency") * 255).round()
+    label = f"ep {epoch}"
+    text = (draw_text(label, scale=scale) * 255).round()
+    ink = 4 * scale * len(label) - scale
+    assert ink <= image.shape[-1] - 4  # the whole label fits over the thumbnail (2 px of padding each side)
+    assert torch.equal(image[:, 2 : 2 + text.shape[-2], 2 : 2 + ink], text[:, :, :ink])

@@ -137,3 +137,45 @@ def test_an_unknown_schedule_is_refused():
         ValueError, match=re.escape("`schedule` must be one of ['adaptive', 'every_run'], got 'never'.")
     ):
         cheap_monitor(schedule="never")
+
+
+def test_checks_left_pending_are_kept_in_the_checkpoint_and_failed_checks_leave_them_pending(tmp_path, digits16):
+    methods = [GradCAM(), Occlusion(window=4, stride=4)]
+    monitor = cheap_monitor(methods=methods, shortcuts=Shortcuts(max_cost=None), stability=Stability(patience=1))
+    monitor._run.engine.checks_pending = True
+    state = monitor.state_dict()
+    assert state["checks_pending"] is True
+    resumed = cheap_monitor(methods=methods, shortcuts=Shortcuts(max_cost=None), stability=Stability(patience=1))
+    resumed.load_state_dict(state)
+    assert resumed._run.engine.checks_pending is True
+    resumed.load_state_dict({k: v for k, v in state.items() if k != "checks_pending"})  # saved before the flag
+    assert resumed._run.engine.checks_pending is False
+
+
+def test_checks_that_failed_run_again_at_the_next_run(tmp_path, digits16, monkeypatch):
+    def failing(self, *args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(ShortcutDetector, "check", failing)
+    methods = [GradCAM(), Occlusion(window=4, stride=4)]
+    monitor = cheap_monitor(methods=methods, shortcuts=Shortcuts(max_cost=None), stability=Stability(patience=1))
+    with pytest.warns(UserWarning, match="out of memory"):
+        make_trainer(tmp_path, [monitor], max_epochs=6).fit(_Frozen(SmallCNN(1, 10, width=4)), *loaders(digits16))
+    assert [("occlusion" in run["methods"]) for run in monitor.history] == [True, True, False, True, False, False]
+    assert all(run["failures"] == {"shortcuts": "RuntimeError: out of memory"} for run in monitor.history)
+
+
+def test_checks_run_in_a_sentinel_run_whose_maps_show_a_place_never_tested(tmp_path, digits16, monkeypatch):
+    shown = []
+
+    def news(self, displays, size, classes):  # as when Grad-CAM starts to show a new spot
+        shown.append(sorted(displays))
+        return True
+
+    monkeypatch.setattr(ShortcutDetector, "sees_news", news)
+    methods = [GradCAM(), Occlusion(window=4, stride=4)]
+    monitor = cheap_monitor(methods=methods, shortcuts=Shortcuts(max_cost=None), stability=Stability(patience=1))
+    make_trainer(tmp_path, [monitor], max_epochs=6).fit(_Frozen(SmallCNN(1, 10, width=4)), *loaders(digits16))
+    assert [("occlusion" in run["methods"]) for run in monitor.history] == [True, True, False, True, False, False]
+    assert all(_checked(run) for run in monitor.history)
+    assert shown == [["grad_cam"]] * 3  # asked in the three runs of the sentinel alone, with its maps

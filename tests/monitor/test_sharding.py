@@ -6,6 +6,7 @@ import copy
 import re
 import threading
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import ClassVar
 
 import pytest
@@ -348,8 +349,10 @@ def test_whether_the_shortcut_checks_wait_is_rank_zeros_decision_under_a_collect
         engine = Engine(methods, seed=0, stability=Stability(), shortcuts=Shortcuts(), faithfulness=None)
         engine.team = team
         engine.checks_pending = not team.is_zero  # rank 1 alone would run its checks again
-        maps = MapsReport(predictions=None, scheduled_out={"occlusion": "settled"})  # type: ignore[arg-type]
-        return engine._checks_wait(maps)
+        engine.detector.sees_news = lambda *args: False  # type: ignore[method-assign,union-attr]
+        predictions = SimpleNamespace(predicted=None)
+        maps = MapsReport(predictions=predictions, scheduled_out={"occlusion": "settled"})  # type: ignore[arg-type]
+        return engine._checks_wait(maps, torch.zeros(1, 1, 8, 8))
 
     ranks = ThreadRanks(2, collective=True)
     assert ranks.run(work) == [True, True]  # every rank waits, as rank 0 does: none enters the checks alone
