@@ -1,9 +1,12 @@
-"""Smoke test of the monitor-cost benchmark's row (one short fit each way), so the script does not rot."""
+"""Smoke tests of the benchmarks (the monitor-cost row, the late-shortcut data), so the scripts do not rot."""
 
 from __future__ import annotations
 
 import runpy
 from pathlib import Path
+from types import SimpleNamespace
+
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,3 +37,23 @@ def test_monitor_cost_row_fits_with_and_without_the_monitor(tmp_path):
     assert abs(float(ten_percent_at) - 10 * float(per_run)) <= 0.06  # ten times the rounded per-run cost
     assert len(messages) == 2
     assert bench["Setting"]("decoy", 1, 4, None, batch_size=32).label == "decoy b32"  # the example's own batch
+
+
+def test_the_late_shortcut_benchmark_switches_to_a_leaking_shade_at_its_epoch():
+    late = runpy.run_path(str(ROOT / "benchmarks" / "shortcut_late.py"))
+    clean, planted = late["SETTINGS"][late["CLEAN"]](0), late["SETTINGS"][late["PLANTED"]](0)
+    data = late["SwitchingData"](clean, planted, 2, 0, 0.5, 2)
+    data.trainer = SimpleNamespace(current_epoch=1)
+    images, labels = data.train_dataloader().dataset.tensors
+    assert torch.equal(images, clean.train[0].repeat(2, 1, 1, 1)) and torch.equal(labels, clean.train[1].repeat(2))
+    data.trainer.current_epoch = 2
+    images, labels = data.train_dataloader().dataset.tensors
+    count = len(planted.train[1])
+    images, labels = images[:count], labels[:count]
+    top, left, bottom, right = planted.boxes[0]
+    box = (slice(None), slice(None), slice(top, bottom), slice(left, right))
+    assert torch.equal(images[box], planted.train[0][box]) and torch.equal(labels, planted.train[1])  # own shade
+    outside = torch.ones_like(images[0], dtype=torch.bool)
+    outside[box[1:]] = False
+    other_digit = (images != planted.train[0])[:, outside].any(dim=1).float().mean()
+    assert 0.4 < float(other_digit) < 0.6  # about half the images show another image's digit
