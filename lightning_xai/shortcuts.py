@@ -19,7 +19,7 @@ whole fit stays below ``false_alarm_rate``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
@@ -407,9 +407,24 @@ class ShortcutDetector:
     def sees_news(self, displays: dict[str, Tensor], size: tuple[int, int], probe_classes: Tensor | None) -> bool:
         """Whether the maps ``displays`` (``[P, 1, H, W]`` per method, images of ``size``) propose a place never
         tested, or one whose maps grew more concentrated since its test (``Retests.news``): without a pass
-        through the model, what would make checks worth running in a run the schedule leaves to its sentinel."""
-        candidates, _ = self._plan(displays, size, probe_classes)
-        return any(self.retests.news(candidate) for candidate in candidates.values())
+        through the model, what would make checks worth running in a run the schedule leaves to its sentinel.
+
+        As :meth:`check` has it: a fixed place overlapping a confirmed one is that place (not tested on its
+        own), and every moving region is one test whose places the test images' gradients propose (a
+        moving region is news only while none was ever tested)."""
+        return self._news(self._plan(displays, size, probe_classes)[0].values())
+
+    def _news(self, candidates: Iterable[Candidate]) -> bool:
+        """Whether any of ``candidates`` is news (see :meth:`sees_news`)."""
+        confirmed = [record.outcome for record in self.retests.records if record.outcome.confirmed]
+        moving_tested = any(record.kind == "moving_region" for record in self.retests.records)
+        for candidate in candidates:
+            if candidate.kind == "moving_region":
+                if not moving_tested:
+                    return True
+            elif _covering(candidate, confirmed) is None and self.retests.news(candidate):
+                return True
+        return False
 
     def skip_run(self) -> None:
         """A monitor run without checks (the adaptive schedule's, see

@@ -745,9 +745,36 @@ def test_the_maps_show_news_when_they_propose_a_place_never_tested_or_grown_more
     candidates, _ = detector._plan({"grad_cam": maps}, (32, 32), None)
     assert candidates
     for candidate in candidates.values():
-        detector.retests.record(candidate, "rejected", news=False)
+        rejected = Finding(0, 0, "grad_cam", list(candidate.box), 0.0, False, "", kind=candidate.kind)
+        detector.retests.record(candidate, rejected, news=False)
     assert not detector.sees_news({"grad_cam": maps}, (32, 32), None)  # the same places, as concentrated
     sharper = torch.full((8, 1, 32, 32), 0.001)
     sharper[:, :, 1:5, 1:5] = 1.0
     assert detector.sees_news({"grad_cam": sharper}, (32, 32), None)  # grown more concentrated since
     assert detector.runs == 0 and all(r.idle == -1 for r in detector.retests.records)  # nothing tested or aged
+
+
+def test_after_its_checks_the_same_maps_show_no_news_a_confirmed_place_and_a_moving_region_included():
+    images, _ = _shaded([CORNERS[0]] * 64)
+    detector = ShortcutDetector(Shortcuts())
+    heat = _heat([CORNERS[0]] * 16)
+    assert detector.sees_news(heat, (SIZE, SIZE), None)
+    (finding,) = detector.check(ReadsShade([CORNERS[0]]).eval(), heat, images, epoch=2, step=30).new
+    assert finding.kind == "region"
+    # its class-mark candidate at the same corner was not tested on its own (the confirmed region covers it)
+    assert detector.retests.news(
+        next(c for c in detector._plan(heat, (SIZE, SIZE), None)[0].values() if c.kind == "class_mark")
+    )
+    assert not detector.sees_news(heat, (SIZE, SIZE), None)
+    places = [CORNERS[i % 4] for i in torch.randperm(64, generator=torch.Generator().manual_seed(1)).tolist()]
+    images, _ = _shaded(places)
+    moving = ShortcutDetector(Shortcuts())
+    report = moving.check(ReadsShade(CORNERS).eval(), _heat(places), images, epoch=2, step=30)
+    assert [f.kind for f in report.new] == ["moving_region"]
+    coarse = torch.full((16, 1, SIZE, SIZE), 0.01)  # a coarser map: 2x2 spots at the marks' corners
+    for index, box in enumerate(places[:16]):
+        coarse[index, :, box[0] : box[0] + 2, box[1] : box[1] + 2] = 1.0
+    proposed = [c for c in moving._plan({"grad_cam": coarse}, (SIZE, SIZE), None)[0].values()]
+    coarse_moving = [c for c in proposed if c.kind == "moving_region"]
+    assert coarse_moving and moving.retests.news(coarse_moving[0])  # another box size than the one tested ...
+    assert not moving._news(coarse_moving)  # ... but every moving region is one test, and it was tested

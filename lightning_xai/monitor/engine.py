@@ -372,10 +372,21 @@ class Engine:
         keys, sentinel = list(self.methods), self.schedule.sentinel
         if not checks_wait(maps.scheduled_out, keys, sentinel, pending=False):  # the same on every rank
             return False
-        size = (int(test_images.shape[-2]), int(test_images.shape[-1]))
-        pending = self.checks_pending or self.detector.sees_news(maps.displays, size, maps.predictions.predicted)
+        pending = self.checks_pending or self._sees_news(maps, test_images)
         pending = self.team.agree(pending) if self.team.collective else pending
         return checks_wait(maps.scheduled_out, keys, sentinel, pending=pending)
+
+    def _sees_news(self, maps: MapsReport, test_images: Tensor) -> bool:
+        """``ShortcutDetector.sees_news`` for this run's maps; a failure there counts as news (the checks then run,
+        guarded as always, rather than the whole run failing here)."""
+        assert self.detector is not None
+        size = (int(test_images.shape[-2]), int(test_images.shape[-1]))
+        try:
+            return self.detector.sees_news(maps.displays, size, maps.predictions.predicted)
+        except Exception:
+            if self.strict:
+                raise
+            return True
 
     def _maps_work(self, maps: MapsReport, probes: ProbeSet) -> tuple[float | None, float]:
         """The shortcut checks' budget base: the forward-equivalents of this run's maps over all probes

@@ -100,7 +100,9 @@ def _checked(run: dict) -> bool:
     return "xai_cost/seconds_shortcuts" in run["metrics"]
 
 
-def test_the_shortcut_checks_wait_with_the_settled_methods_in_a_real_fit(tmp_path, digits16, caplog):
+def test_the_shortcut_checks_wait_with_the_settled_methods_in_a_real_fit(tmp_path, digits16, caplog, monkeypatch):
+    skipped = []
+    monkeypatch.setattr(ShortcutDetector, "skip_run", lambda self: skipped.append(self.runs))
     methods = [GradCAM(), Occlusion(window=4, stride=4)]
     monitor = cheap_monitor(methods=methods, shortcuts=Shortcuts(max_cost=None), stability=Stability(patience=1))
     with caplog.at_level("INFO"):
@@ -113,6 +115,7 @@ def test_the_shortcut_checks_wait_with_the_settled_methods_in_a_real_fit(tmp_pat
         CHECKS_KEY: CHECKS_WAIT_REASON,
     }
     assert "left out 3 method runs of settled methods and the shortcut checks of 3 runs" in caplog.text
+    assert skipped == [2, 3, 3]  # each run without checks ages the retests (after 2 and 3 runs of the checks)
 
 
 def test_checks_that_left_candidates_untested_run_again_at_the_next_run(tmp_path, digits16, monkeypatch):
@@ -157,6 +160,7 @@ def test_checks_that_failed_run_again_at_the_next_run(tmp_path, digits16, monkey
         raise RuntimeError("out of memory")
 
     monkeypatch.setattr(ShortcutDetector, "check", failing)
+    monkeypatch.setattr(ShortcutDetector, "sees_news", lambda self, *args: False)  # only the failure makes them run
     methods = [GradCAM(), Occlusion(window=4, stride=4)]
     monitor = cheap_monitor(methods=methods, shortcuts=Shortcuts(max_cost=None), stability=Stability(patience=1))
     with pytest.warns(UserWarning, match="out of memory"):
@@ -179,3 +183,17 @@ def test_checks_run_in_a_sentinel_run_whose_maps_show_a_place_never_tested(tmp_p
     assert [("occlusion" in run["methods"]) for run in monitor.history] == [True, True, False, True, False, False]
     assert all(_checked(run) for run in monitor.history)
     assert shown == [["grad_cam"]] * 3  # asked in the three runs of the sentinel alone, with its maps
+
+
+def test_a_failure_while_looking_for_news_makes_the_checks_run_and_leaves_the_run_whole(
+    tmp_path, digits16, monkeypatch
+):
+    def failing(self, *args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(ShortcutDetector, "sees_news", failing)
+    methods = [GradCAM(), Occlusion(window=4, stride=4)]
+    monitor = cheap_monitor(methods=methods, shortcuts=Shortcuts(max_cost=None), stability=Stability(patience=1))
+    make_trainer(tmp_path, [monitor], max_epochs=6).fit(_Frozen(SmallCNN(1, 10, width=4)), *loaders(digits16))
+    assert [("occlusion" in run["methods"]) for run in monitor.history] == [True, True, False, True, False, False]
+    assert all(_checked(run) and "failures" not in run for run in monitor.history)
