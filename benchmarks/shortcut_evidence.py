@@ -28,6 +28,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -49,12 +50,9 @@ MODELS = {  # (input channels, classes) -> model
 ALL_SETTINGS = {**SETTINGS, **HELD_OUT}
 
 
-def train(data: Data, model_name: str, seed: int, root: Path, epochs: int) -> tuple[AttributionMonitor, LitClassifier]:
-    """Trains with the monitor at its defaults; returns (monitor, model)."""
-    pl.seed_everything(seed, verbose=False)
-    model = LitClassifier(MODELS[model_name](data.channels, data.num_classes), lr=3e-3)
-    monitor = AttributionMonitor()
-    trainer = pl.Trainer(
+def quiet_trainer(root: Path, monitor: AttributionMonitor, epochs: int, **options: Any) -> pl.Trainer:
+    """The evidence's ``Trainer``: CPU, the monitor as its only callback, no logger, checkpoints or progress bar."""
+    return pl.Trainer(
         max_epochs=epochs,
         default_root_dir=root,
         callbacks=[monitor],
@@ -63,7 +61,16 @@ def train(data: Data, model_name: str, seed: int, root: Path, epochs: int) -> tu
         logger=False,
         enable_checkpointing=False,
         accelerator="cpu",
+        **options,
     )
+
+
+def train(data: Data, model_name: str, seed: int, root: Path, epochs: int) -> tuple[AttributionMonitor, LitClassifier]:
+    """Trains with the monitor at its defaults; returns (monitor, model)."""
+    pl.seed_everything(seed, verbose=False)
+    model = LitClassifier(MODELS[model_name](data.channels, data.num_classes), lr=3e-3)
+    monitor = AttributionMonitor()
+    trainer = quiet_trainer(root, monitor, epochs)
     trainer.fit(
         model,
         DataLoader(TensorDataset(*data.train), batch_size=32, shuffle=True),

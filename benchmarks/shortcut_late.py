@@ -41,7 +41,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from shortcut_evidence import MODELS, accuracy
+from shortcut_evidence import MODELS, accuracy, quiet_trainer
 from shortcut_suite import SETTINGS, Data
 
 from lightning_xai import AttributionMonitor
@@ -89,17 +89,7 @@ def fit(model_name: str, seed: int, switch: int, schedule: str, epochs_after: in
     monitor = AttributionMonitor(schedule=schedule)  # type: ignore[arg-type]
     with tempfile.TemporaryDirectory() as root, contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer = pl.Trainer(
-            max_epochs=switch + epochs_after,
-            default_root_dir=root,
-            callbacks=[monitor],
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            logger=False,
-            enable_checkpointing=False,
-            accelerator="cpu",
-            reload_dataloaders_every_n_epochs=1,
-        )
+        trainer = quiet_trainer(Path(root), monitor, switch + epochs_after, reload_dataloaders_every_n_epochs=1)
         trainer.fit(model, datamodule=SwitchingData(clean, planted, switch, seed, leak, repeat))
     shade = planted.boxes[0]
     right = [f["epoch"] for f in monitor.findings if f["kind"] == "region" and box_iou(f["box"], shade) >= 0.5]

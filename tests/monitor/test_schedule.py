@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from lightning_xai import GradCAM, Occlusion, Shortcuts, Stability
+from lightning_xai import AttributionMonitor, GradCAM, Occlusion, Shortcuts, Stability
 from lightning_xai.demos import SmallCNN
 from lightning_xai.monitor.schedule import (
     CHECKS_KEY,
@@ -100,16 +100,22 @@ def _checked(run: dict) -> bool:
     return "xai_cost/seconds_shortcuts" in run["metrics"]
 
 
+def _settling_fit(tmp_path, digits16) -> AttributionMonitor:
+    """6 epochs of a model that does not learn (maps settled after run 1, patience 1), every candidate tested
+    when the checks run: occlusion runs at runs 0, 1 and 3."""
+    methods = [GradCAM(), Occlusion(window=4, stride=4)]
+    monitor = cheap_monitor(methods=methods, shortcuts=Shortcuts(max_cost=None), stability=Stability(patience=1))
+    make_trainer(tmp_path, [monitor], max_epochs=6).fit(_Frozen(SmallCNN(1, 10, width=4)), *loaders(digits16))
+    assert [("occlusion" in run["methods"]) for run in monitor.history] == [True, True, False, True, False, False]
+    return monitor
+
+
 def test_the_shortcut_checks_wait_with_the_settled_methods_in_a_real_fit(tmp_path, digits16, caplog, monkeypatch):
     skipped = []
     monkeypatch.setattr(ShortcutDetector, "skip_run", lambda self: skipped.append(self.runs))
-    methods = [GradCAM(), Occlusion(window=4, stride=4)]
-    monitor = cheap_monitor(methods=methods, shortcuts=Shortcuts(max_cost=None), stability=Stability(patience=1))
     with caplog.at_level("INFO"):
-        make_trainer(tmp_path, [monitor], max_epochs=6).fit(_Frozen(SmallCNN(1, 10, width=4)), *loaders(digits16))
-    ran_occlusion = [("occlusion" in run["methods"]) for run in monitor.history]
-    assert ran_occlusion == [True, True, False, True, False, False]
-    assert [_checked(run) for run in monitor.history] == ran_occlusion
+        monitor = _settling_fit(tmp_path, digits16)
+    assert [_checked(run) for run in monitor.history] == [("occlusion" in run["methods"]) for run in monitor.history]
     assert monitor.history[2]["scheduled_out"] == {
         "occlusion": "settled: next run after 1 more",
         CHECKS_KEY: CHECKS_WAIT_REASON,
@@ -127,10 +133,7 @@ def test_checks_that_left_candidates_untested_run_again_at_the_next_run(tmp_path
         return report
 
     monkeypatch.setattr(ShortcutDetector, "check", leaving_one_untested)
-    methods = [GradCAM(), Occlusion(window=4, stride=4)]
-    monitor = cheap_monitor(methods=methods, shortcuts=Shortcuts(max_cost=None), stability=Stability(patience=1))
-    make_trainer(tmp_path, [monitor], max_epochs=6).fit(_Frozen(SmallCNN(1, 10, width=4)), *loaders(digits16))
-    assert [("occlusion" in run["methods"]) for run in monitor.history] == [True, True, False, True, False, False]
+    monitor = _settling_fit(tmp_path, digits16)
     assert all(_checked(run) for run in monitor.history)
     assert all(CHECKS_KEY not in run.get("scheduled_out", {}) for run in monitor.history)
 
@@ -161,11 +164,8 @@ def test_checks_that_failed_run_again_at_the_next_run(tmp_path, digits16, monkey
 
     monkeypatch.setattr(ShortcutDetector, "check", failing)
     monkeypatch.setattr(ShortcutDetector, "sees_news", lambda self, *args: False)  # only the failure makes them run
-    methods = [GradCAM(), Occlusion(window=4, stride=4)]
-    monitor = cheap_monitor(methods=methods, shortcuts=Shortcuts(max_cost=None), stability=Stability(patience=1))
     with pytest.warns(UserWarning, match="out of memory"):
-        make_trainer(tmp_path, [monitor], max_epochs=6).fit(_Frozen(SmallCNN(1, 10, width=4)), *loaders(digits16))
-    assert [("occlusion" in run["methods"]) for run in monitor.history] == [True, True, False, True, False, False]
+        monitor = _settling_fit(tmp_path, digits16)
     assert all(run["failures"] == {"shortcuts": "RuntimeError: out of memory"} for run in monitor.history)
 
 
@@ -177,10 +177,7 @@ def test_checks_run_in_a_sentinel_run_whose_maps_show_a_place_never_tested(tmp_p
         return True
 
     monkeypatch.setattr(ShortcutDetector, "sees_news", news)
-    methods = [GradCAM(), Occlusion(window=4, stride=4)]
-    monitor = cheap_monitor(methods=methods, shortcuts=Shortcuts(max_cost=None), stability=Stability(patience=1))
-    make_trainer(tmp_path, [monitor], max_epochs=6).fit(_Frozen(SmallCNN(1, 10, width=4)), *loaders(digits16))
-    assert [("occlusion" in run["methods"]) for run in monitor.history] == [True, True, False, True, False, False]
+    monitor = _settling_fit(tmp_path, digits16)
     assert all(_checked(run) for run in monitor.history)
     assert shown == [["grad_cam"]] * 3  # asked in the three runs of the sentinel alone, with its maps
 
@@ -192,8 +189,5 @@ def test_a_failure_while_looking_for_news_makes_the_checks_run_and_leaves_the_ru
         raise RuntimeError("boom")
 
     monkeypatch.setattr(ShortcutDetector, "sees_news", failing)
-    methods = [GradCAM(), Occlusion(window=4, stride=4)]
-    monitor = cheap_monitor(methods=methods, shortcuts=Shortcuts(max_cost=None), stability=Stability(patience=1))
-    make_trainer(tmp_path, [monitor], max_epochs=6).fit(_Frozen(SmallCNN(1, 10, width=4)), *loaders(digits16))
-    assert [("occlusion" in run["methods"]) for run in monitor.history] == [True, True, False, True, False, False]
+    monitor = _settling_fit(tmp_path, digits16)
     assert all(_checked(run) and "failures" not in run for run in monitor.history)
