@@ -90,7 +90,8 @@ class AttributionMonitor(Callback):
             the others every time until their maps settle, then at growing intervals (skipping 1 run,
             then 3, then 7 at a time), and every time again when the cheap method's maps move or the probe
             accuracy jumps; the shortcut checks wait in the runs left to the cheap method alone (unless the
-            last checks left candidates untested); what was left out is listed per run in ``summary.json``
+            last checks left candidates untested or failed, or the cheap method's maps show a place never
+            tested or grown more concentrated); what was left out is listed per run in ``summary.json``
             (``scheduled_out``). ``"every_run"``: every method, and the checks, every time.
         output: which entry of what ``forward`` returns holds the scores: a dict key
             (``"logits"``), a tuple index (``0``) or a callable ``outputs -> scores``.
