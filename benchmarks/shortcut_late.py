@@ -12,7 +12,7 @@ digits throughout (digit and shade agree). Each epoch passes the training images
 epochs). Each fit is run with ``AttributionMonitor()`` and with
 ``AttributionMonitor(schedule="every_run")``.
 
-    python benchmarks/shortcut_late.py                       # switches 6 and 10, seeds 0-2, SmallCNN (~15 min)
+    python benchmarks/shortcut_late.py                       # switches 6 and 10, seeds 0-2, SmallCNN (~20 min on 2 cores)
     python benchmarks/shortcut_late.py --seeds 5 --models SmallCNN ResNetStyle
 
 How to read the table: one row per fit. ``flagged``: the first epoch with a finding whose box has
