@@ -175,10 +175,15 @@ def run(name: str, model_name: str, seed: int, epochs: int, verbose: bool) -> di
     return result
 
 
-def _job(task: tuple[str, str, int, int, bool]) -> dict:
+def quiet_worker() -> None:
+    """A worker process of the pool: one thread (two fits share two cores), Lightning's messages off."""
     torch.set_num_threads(1)
     for logger in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
         logging.getLogger(logger).setLevel(logging.ERROR)
+
+
+def _job(task: tuple[str, str, int, int, bool]) -> dict:
+    quiet_worker()
     return run(*task)
 
 

@@ -2,10 +2,11 @@
 
 ``benchmarks/shortcut_suite.py`` is 32x32 RGB with 4x4 marks and two models; the detector was designed
 on it. These settings vary what it was not designed on: 1-channel 28x28 digits (20x20, centred with
-+-2 px of jitter) with a 3x3 shade in the bottom-left corner (the digit's frame can reach it), 48x48 RGB shapes (18-26 px at random places) with
-a 6x6 yellow mark on one class only (class 2, at the top edge), and clean controls of each plus digits
-on diagonal stripes (edges and texture everywhere, also at the border). ``GAPNet`` is a third model:
-batch norm, strided convolutions and global average pooling. Run them with
++-2 px of jitter) with a 3x3 shade in the bottom-left corner (the digit's frame can reach it), 48x48 RGB
+shapes (18-26 px at random places) with a 6x6 yellow mark on one class only (class 2, at the top edge),
+and clean controls of each plus digits on diagonal stripes (edges and texture everywhere, also at the
+border). ``GAPNet`` is a third model: batch norm, strided convolutions and global average pooling. Run
+them with
 ``python benchmarks/shortcut_evidence.py --held-out --seeds 5 --first-seed 50`` (SmallCNN and GAPNet by
 default).
 """

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import logging
 import multiprocessing
 import sys
 import tempfile
@@ -41,7 +40,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from shortcut_evidence import MODELS, accuracy, quiet_trainer
+from shortcut_evidence import MODELS, accuracy, quiet_trainer, quiet_worker
 from shortcut_suite import SETTINGS, Data
 
 from lightning_xai import AttributionMonitor
@@ -80,9 +79,7 @@ class SwitchingData(pl.LightningDataModule):
 
 def fit(model_name: str, seed: int, switch: int, schedule: str, epochs_after: int, leak: float, repeat: int) -> dict:
     """One fit and what its monitor reported."""
-    torch.set_num_threads(1)
-    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    quiet_worker()
     clean, planted = SETTINGS[CLEAN](seed), SETTINGS[PLANTED](seed)
     pl.seed_everything(seed, verbose=False)
     model = LitClassifier(MODELS[model_name](planted.channels, planted.num_classes), lr=3e-3)
@@ -92,14 +89,15 @@ def fit(model_name: str, seed: int, switch: int, schedule: str, epochs_after: in
         trainer = quiet_trainer(Path(root), monitor, switch + epochs_after, reload_dataloaders_every_n_epochs=1)
         trainer.fit(model, datamodule=SwitchingData(clean, planted, switch, seed, leak, repeat))
     shade = planted.boxes[0]
-    right = [f["epoch"] for f in monitor.findings if f["kind"] == "region" and box_iou(f["box"], shade) >= 0.5]
+    on_shade = [f["kind"] == "region" and box_iou(f["box"], shade) >= 0.5 for f in monitor.findings]
+    right = [f["epoch"] for f, hit in zip(monitor.findings, on_shade) if hit]
     return {
         "model": model_name,
         "seed": seed,
         "switch": switch,
         "schedule": schedule,
         "flagged": min(right) if right else None,
-        "wrong": sum(1 for f in monitor.findings if not (f["kind"] == "region" and box_iou(f["box"], shade) >= 0.5)),
+        "wrong": on_shade.count(False),
         "checks": [r["epoch"] for r in monitor.history if "xai_cost/seconds_shortcuts" in r.get("metrics", {})],
         "full": [r["epoch"] for r in monitor.history if len(r["methods"]) > 1],
         "drop": accuracy(model, *planted.val) - accuracy(model, planted.shuffled_val, planted.val[1]),

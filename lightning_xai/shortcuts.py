@@ -545,8 +545,9 @@ class ShortcutDetector:
         (:func:`others_need`, with the classes followed and the one whose test confirmed it as the carriers);
         a class-mark candidate described as a region must also pass the region test. Describing runs also
         once the budget is spent (its passes are counted, not planned: a decided place is described
-        rightly or not at all, and a region test stopped by the budget leaves the place to a later run). Returns the kind, the classes named (see :func:`_named_classes`) and that region
-        test's votes, level and partiality (``None`` when it was not needed)."""
+        rightly or not at all, and a region test stopped by the budget leaves the place to a later run).
+        Returns the kind, the classes named (see :func:`_named_classes`) and that region test's votes, level
+        and partiality (``None`` when it was not needed)."""
         candidate.box = refine(bench, box, self.settings.candidate_sides(bench.size), classes[0] if classes else None)
         kind, followed = _who_carries(carriers(bench, candidate.box))
         carrying = sorted({*followed, *classes})

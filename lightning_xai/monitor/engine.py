@@ -369,12 +369,10 @@ class Engine:
         every rank runs the checks or none does."""
         if self.schedule is None or self.detector is None:
             return False
-        keys, sentinel = list(self.methods), self.schedule.sentinel
-        if not checks_wait(maps.scheduled_out, keys, sentinel, pending=False):  # the same on every rank
-            return False
+        if not checks_wait(maps.scheduled_out, list(self.methods), self.schedule.sentinel, pending=False):
+            return False  # the schedule's decision, already the same on every rank
         pending = self.checks_pending or self._sees_news(maps, test_images)
-        pending = self.team.agree(pending) if self.team.collective else pending
-        return checks_wait(maps.scheduled_out, keys, sentinel, pending=pending)
+        return not (self.team.agree(pending) if self.team.collective else pending)
 
     def _sees_news(self, maps: MapsReport, test_images: Tensor) -> bool:
         """``ShortcutDetector.sees_news`` for this run's maps; a failure there counts as news (the checks then run,
