@@ -27,6 +27,7 @@ from lightning_xai.functional.batching import BatchSize, check_optional_batch_si
 __all__ = [
     "Box",
     "Fill",
+    "as_box",
     "box_iou",
     "box_means",
     "box_sums",
@@ -42,6 +43,16 @@ __all__ = [
 
 Box = tuple[int, int, int, int]
 Fill = Literal["mean", "blur", "inpaint"]
+
+
+def as_box(box: Sequence[int]) -> Box:
+    """``(top, left, bottom, right)`` from a box's four numbers (a finding keeps its box as a list).
+
+    Example:
+        >>> as_box([0, 2, 4, 6])
+        (0, 2, 4, 6)
+    """
+    return box[0], box[1], box[2], box[3]
 
 
 def box_iou(first: Box, second: Box) -> float:

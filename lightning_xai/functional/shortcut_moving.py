@@ -3,7 +3,7 @@
 A shortcut that moves (a swatch in a random corner, a mark at a random place along the border) sits
 at a different place in every image, so each test image needs its own box. It is looked for in the
 *border band* its hot spots were found in (by the test images' gradient x input, else the probes'
-maps: see :class:`~lightning_xai.shortcuts.ShortcutDetector`): the options are the places proposed
+maps: see :class:`~lightning_xai.monitor.shortcut_detector.ShortcutDetector`): the options are the places proposed
 and the image's hottest boxes in the band by gradient x input; the image's own
 box is the option whose filling moves its predicted probabilities most (total variation).
 

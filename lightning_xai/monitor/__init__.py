@@ -12,7 +12,8 @@ How one validation run flows, top to bottom:
   precision plugin) and its predictions;
 - :mod:`~lightning_xai.monitor.engine`: one run's work: the maps, then the analyses;
 - :mod:`~lightning_xai.monitor.analyses`: stability, shortcuts, faithfulness: typed reports,
-  no tag names, no warnings;
+  no tag names, no warnings (the shortcut checks: :mod:`~lightning_xai.monitor.shortcut_detector`,
+  one candidate's test: :mod:`~lightning_xai.monitor.shortcut_verdicts`);
 - :mod:`~lightning_xai.monitor.recorder`: the only place that turns reports into tags, messages
   and files (with :mod:`~lightning_xai.monitor.tags`, every tag name, and
   :mod:`~lightning_xai.monitor.messages`, every sentence the monitor says).

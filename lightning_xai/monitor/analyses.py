@@ -17,7 +17,8 @@ from torch import Tensor, nn
 from lightning_xai.faithfulness import Faithfulness
 from lightning_xai.functional.batching import BatchSize
 from lightning_xai.functional.faithfulness import ablation_curves, mass_center_ablation
-from lightning_xai.shortcuts import ShortcutDetector, ShortcutReport
+from lightning_xai.monitor.shortcut_detector import ShortcutDetector
+from lightning_xai.shortcuts import ShortcutReport
 
 __all__ = ["FaithfulnessReport", "ShortcutReport", "assess_faithfulness", "check_shortcuts", "completeness"]
 

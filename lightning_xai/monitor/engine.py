@@ -37,10 +37,11 @@ from lightning_xai.monitor.schedule import (
 )
 from lightning_xai.monitor.sharding import Team, draws_per_probe
 from lightning_xai.monitor.shares import ShareError, ShareRun, describe_error, put_together
+from lightning_xai.monitor.shortcut_detector import ShortcutDetector
 from lightning_xai.monitor.sizing import method_passes
 from lightning_xai.monitor.stability_tracker import StabilityReport, StabilityTracker
 from lightning_xai.probes import ProbeSet
-from lightning_xai.shortcuts import ShortcutDetector, Shortcuts
+from lightning_xai.shortcuts import Shortcuts
 from lightning_xai.stability import Stability
 
 __all__ = ["Engine", "MapsReport", "RunMoment", "RunReport", "ShareError", "explain_maps"]

@@ -6,12 +6,14 @@ Pure drawing from reports to ``[3, H, W]`` RGB tensors in [0, 1]; the recorder n
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from lightning_xai.monitor.model_io import Predictions
 from lightning_xai.render import (
+    draw_box,
     enlarge,
     labelled_columns,
     line_plot,
@@ -20,6 +22,7 @@ from lightning_xai.render import (
     to_rgb,
     with_probability_bars,
 )
+from lightning_xai.shortcuts import Finding
 
 __all__ = [
     "CURVE_COLORS",
@@ -27,6 +30,7 @@ __all__ = [
     "curves_plot",
     "display_rgb",
     "maps_grid",
+    "outline_findings",
     "outlined_masks",
     "outlined_regions",
 ]
@@ -38,6 +42,9 @@ CURVE_COLORS = {
     "insertion_random": (0.65, 0.85, 0.65),
 }
 
+
+UNREAD_OUTLINE: dict[str, Any] = {"color": (0.6, 0.6, 0.6), "thickness": 1}
+"""How a moving region's box is drawn in a probe where the model does not read it (``Finding.boxes_read``)."""
 
 MAX_TILE_SIDE = 192
 """Tiles are drawn at most this many pixels on their longer side: a 512x512 probe costs no more to
@@ -66,13 +73,13 @@ def display_rgb(
     return torch.nn.functional.interpolate(rgb, size=size, mode="area")
 
 
-def maps_grid(rgb: Tensor, display: Tensor, predictions: Predictions) -> Tensor:
-    """One method's maps over the probes ``rgb`` ``[P, 3, H, W]``, with a probability bar under each tile.
+def maps_grid(tiles: Tensor, predictions: Predictions) -> Tensor:
+    """One method's maps over the probes, ``tiles`` ``[P, 3, H, W]`` (:func:`overlay`), with a probability bar
+    under each tile.
 
     The bar is the predicted class's probability (multi-label: the explained label's sigmoid);
     for segmentation the explained region (the target class's predicted pixels) is outlined.
     """
-    tiles = overlay(rgb, display)
     if predictions.regions is not None:
         tiles = outlined_regions(tiles, predictions.regions == predictions.targets.view(-1, 1, 1))
     return make_grid(with_probability_bars(tiles, predictions.shown_probability.clamp(0, 1), predictions.correct))
@@ -167,8 +174,13 @@ class Filmstrips:
         self.frames: dict[str, deque[tuple[int, Tensor]]] = {}
 
     def add(self, key: str, display: Tensor, rgb: Tensor, *, epoch: int) -> None:
-        """Adds one run's display maps ``[P, 1, H, W]`` of a method."""
-        tiles = thumbnails(overlay(rgb, display.cpu()))
+        """Adds one run's display maps ``[P, 1, H, W]`` of a method over the probes ``rgb`` ``[P, 3, H', W']``."""
+        self.add_tiles(key, overlay(rgb, display.cpu()), epoch=epoch)
+
+    def add_tiles(self, key: str, tiles: Tensor, *, epoch: int) -> None:
+        """Adds one run's maps of a method already drawn over the probes (``[P, 3, H', W']``, :func:`overlay`), as
+        the maps grid has them."""
+        tiles = thumbnails(tiles)
         column = labelled_columns([tiles], [f"ep {epoch}"], padding=self.padding)
         column = (column * 255).round().to(torch.uint8)
         self.frames.setdefault(key, deque(maxlen=self.length)).append((epoch, column))
@@ -183,3 +195,25 @@ class Filmstrips:
         columns = [column for _, column in self.frames[key]]
         strip = torch.cat([columns[0]] + [column[:, :, self.padding :] for column in columns[1:]], dim=2)
         return strip.float() / 255
+
+
+def outline_findings(rgb: Tensor, findings: list[Finding], size: tuple[int, int]) -> Tensor:
+    """The probes ``[P, 3, H', W']`` with each finding's box drawn (moving regions: each probe's own, thin and
+    grey in probes where the model does not read it, see ``Finding.boxes_read``), as one grid."""
+    scale = (rgb.shape[-2] / size[0], rgb.shape[-1] / size[1])
+    rescale = lambda b: (round(b[0] * scale[0]), round(b[1] * scale[1]), round(b[2] * scale[0]), round(b[3] * scale[1]))
+    outlined = rgb.clone()
+    for finding in findings:
+        if finding.kind == "color":
+            continue
+        if finding.kind == "moving_region" and len(finding.boxes) == rgb.shape[0]:
+            read = finding.boxes_read if len(finding.boxes_read) == len(finding.boxes) else [True] * len(finding.boxes)
+            outlined = torch.cat(
+                [
+                    draw_box(outlined[i : i + 1], rescale(box), **({} if seen else UNREAD_OUTLINE))
+                    for i, (box, seen) in enumerate(zip(finding.boxes, read))
+                ]
+            )
+        else:
+            outlined = draw_box(outlined, rescale(finding.box))
+    return make_grid(outlined)

@@ -24,12 +24,12 @@ from lightning_xai.monitor import messages, sizing, tags
 from lightning_xai.monitor.artefacts import save_artefacts
 from lightning_xai.monitor.background import BackgroundWork
 from lightning_xai.monitor.engine import RunMoment, RunReport
-from lightning_xai.monitor.images import Filmstrips, curves_plot, maps_grid, outlined_masks
+from lightning_xai.monitor.images import Filmstrips, curves_plot, maps_grid, outline_findings, outlined_masks
 from lightning_xai.monitor.metrics import run_metrics
 from lightning_xai.monitor.stability_tracker import StabilityTracker
 from lightning_xai.probes import ProbeSet
-from lightning_xai.render import make_grid
-from lightning_xai.shortcuts import Finding, outline_findings
+from lightning_xai.render import make_grid, overlay
+from lightning_xai.shortcuts import Finding
 from lightning_xai.stability import Stability
 
 __all__ = ["Recorder", "prediction_table"]
@@ -275,9 +275,10 @@ class Recorder:
         if not self.probes_logged:
             self.probes_logged = True
             self._image(tags.PROBES_IMAGE, make_grid(rgb), step)
-        for key, display in report.maps.displays.items():
-            self._image(tags.maps_image(key), maps_grid(rgb, display, report.maps.predictions), step)
-        self._log_filmstrips(report, rgb)
+        overlaid = {key: overlay(rgb, display.cpu()) for key, display in report.maps.displays.items()}
+        for key, tiles in overlaid.items():  # drawn once, for the maps grid and the filmstrip
+            self._image(tags.maps_image(key), maps_grid(tiles, report.maps.predictions), step)
+        self._log_filmstrips(report, rgb, overlaid)
         if report.shortcuts is not None:
             size = (int(probes.images.shape[-2]), int(probes.images.shape[-1]))
             for key, finding in report.shortcuts.current.items():
@@ -291,15 +292,15 @@ class Recorder:
             for key, curves in report.faithfulness.curves.items():
                 self._image(tags.faithfulness_image(key), curves_plot(curves), step)
 
-    def _log_filmstrips(self, report: RunReport, rgb: Tensor) -> None:
+    def _log_filmstrips(self, report: RunReport, rgb: Tensor, overlaid: Mapping[str, Tensor]) -> None:
         if self.filmstrips is None:
             return
         for epoch, maps in self.resumed_frames:
             for key, value in maps.items():
                 self.filmstrips.add(key, self.methods[key].display(value), rgb, epoch=epoch)
         self.resumed_frames = []
-        for key, display in report.maps.displays.items():
-            self.filmstrips.add(key, display, rgb, epoch=report.moment.epoch)
+        for key, tiles in overlaid.items():
+            self.filmstrips.add_tiles(key, tiles, epoch=report.moment.epoch)
             self._image(tags.filmstrip_image(key), self.filmstrips.image(key), report.moment.log_step)
 
     def _image(self, tag: str, image: Tensor, step: int) -> None:

@@ -18,7 +18,7 @@ from PIL import Image
 from pytorch_lightning.loggers import CSVLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lightning_xai.monitor import tags
+from lightning_xai.monitor import images, recorder, tags
 from tests.callback.conftest import cheap_monitor, loaders, make_trainer, tiny_model
 
 METHODS = ["expected_gradients", "grad_cam", "occlusion"]
@@ -196,3 +196,17 @@ def test_logger_false_falls_back_to_the_root_dir(tmp_path, digits16):
     make_trainer(tmp_path, [monitor], max_epochs=1, logger=False).fit(tiny_model(), *loaders(digits16))
     assert (tmp_path / "xai" / "images" / "xai_maps_occlusion" / "step-00000003.png").exists()
     assert (tmp_path / "xai" / "summary.json").exists()
+
+
+def test_each_method_s_maps_are_drawn_over_the_probes_once_per_run_for_the_grid_and_the_filmstrip(
+    tmp_path, digits16, monkeypatch
+):
+    calls: list[str] = []
+    real = recorder.overlay
+    monkeypatch.setattr(recorder, "overlay", lambda *a, **k: calls.append("recorder") or real(*a, **k))
+    monkeypatch.setattr(images, "overlay", lambda *a, **k: calls.append("images") or real(*a, **k))
+    monitor = cheap_monitor(display_mean=(0.0,), display_std=(1.0,), schedule="every_run")
+    make_trainer(tmp_path, [monitor], max_epochs=2).fit(tiny_model(), *loaders(digits16))
+    events = _accumulator(tmp_path / "version_0")
+    assert [e.step for e in events.Images(tags.filmstrip_image("grad_cam"))] == STEPS
+    assert calls == ["recorder"] * (2 * len(METHODS))  # two runs of three methods, each drawn once

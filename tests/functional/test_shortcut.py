@@ -8,7 +8,7 @@ from torch import nn
 
 from lightning_xai.functional import saliency
 from lightning_xai.functional.shortcut import box_iou, concentrated_boxes, intervene, mass_outside, paste, random_boxes
-from lightning_xai.shortcuts import describe_place
+from lightning_xai.functional.shortcut_candidates import describe_place
 
 CORNER = (0, 0, 4, 4)
 

@@ -7,9 +7,12 @@ import re
 import numpy as np
 import pytest
 import torch
-from scipy.stats import spearmanr
+from scipy.stats import rankdata, spearmanr
+from torchmetrics.functional.pairwise import pairwise_cosine_similarity
+from torchmetrics.functional.regression import spearman_corrcoef
 
 from lightning_xai.functional.stability import (
+    average_ranks,
     compare_maps,
     cosine,
     rank_correlation,
@@ -31,6 +34,24 @@ def test_rank_correlation_matches_scipy_including_ties():
     b = a + torch.randint(0, 3, (3, 1, 6, 6), generator=generator).float()
     expected = [spearmanr(a[i].flatten().numpy(), b[i].flatten().numpy()).statistic for i in range(3)]
     np.testing.assert_allclose(rank_correlation(a, b).numpy(), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("levels", "size"), [(None, 32), (4, 32), (None, 7), (2, 5)])
+def test_rank_correlation_and_cosine_match_torchmetrics_and_scipy_on_batches(levels, size):
+    generator = torch.Generator().manual_seed(size)
+    a = torch.rand(16, 1, size, size, generator=generator)
+    b = 0.5 * a + torch.rand(16, 1, size, size, generator=generator)
+    if levels is not None:  # ties everywhere
+        a, b = (a * levels).floor(), (b * levels).floor()
+    flat_a, flat_b = a.flatten(1), b.flatten(1)
+    ranks = average_ranks(flat_a)
+    np.testing.assert_array_equal(ranks.numpy(), np.stack([rankdata(row) for row in flat_a.numpy()]))
+    expected = [spearmanr(x.numpy(), y.numpy()).statistic for x, y in zip(flat_a, flat_b)]
+    np.testing.assert_allclose(rank_correlation(a, b).numpy(), expected, rtol=1e-5, atol=1e-6)
+    reference = spearman_corrcoef(flat_a.T.contiguous(), flat_b.T.contiguous())
+    torch.testing.assert_close(rank_correlation(a, b), reference, rtol=0, atol=1e-5)
+    cosines = torch.stack([pairwise_cosine_similarity(x[None], y[None]).reshape(()) for x, y in zip(flat_a, flat_b)])
+    torch.testing.assert_close(cosine(a, b), cosines, rtol=0, atol=1e-6)
 
 
 def test_identical_maps_score_one_on_every_metric():

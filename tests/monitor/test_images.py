@@ -57,3 +57,12 @@ def test_every_epoch_label_is_drawn_whole_above_its_thumbnails(tile, epoch, scal
     ink = 4 * scale * len(label) - scale
     assert ink <= image.shape[-1] - 4  # the whole label fits over the thumbnail (2 px of padding each side)
     assert torch.equal(image[:, 2 : 2 + text.shape[-2], 2 : 2 + ink], text[:, :, :ink])
+
+
+def test_a_column_added_from_the_maps_grid_s_tiles_is_the_column_drawn_from_the_maps():
+    generator = torch.Generator().manual_seed(1)
+    rgb, display = torch.rand(3, 3, 96, 96, generator=generator), torch.rand(3, 1, 32, 32, generator=generator)
+    drawn, given = Filmstrips(length=2), Filmstrips(length=2)
+    drawn.add("grad_cam", display, rgb, epoch=4)
+    given.add_tiles("grad_cam", overlay(rgb, display), epoch=4)
+    assert given.labels("grad_cam") == ["ep 4"] and torch.equal(drawn.image("grad_cam"), given.image("grad_cam"))

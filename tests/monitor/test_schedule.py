@@ -17,7 +17,7 @@ from lightning_xai.monitor.schedule import (
     pick_sentinel,
     sentinel_moved,
 )
-from lightning_xai.shortcuts import ShortcutDetector
+from lightning_xai.monitor.shortcut_detector import ShortcutDetector
 from tests.callback.conftest import cheap_monitor, loaders, make_trainer
 from tests.callback.test_stability import _Frozen, _Reshuffled
 

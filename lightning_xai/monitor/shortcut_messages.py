@@ -1,0 +1,85 @@
+"""Every shortcut finding in words, with its evidence (the ``message`` of a
+:class:`~lightning_xai.shortcuts.Finding`)."""
+
+from __future__ import annotations
+
+from lightning_xai.functional.shortcut import Box, as_box
+from lightning_xai.functional.shortcut_candidates import describe_place, describe_places
+from lightning_xai.shortcuts import Finding
+
+__all__ = ["finding_message"]
+
+
+def finding_message(finding: Finding, size: tuple[int, int], places: list[Box] | None, margin: float) -> str:
+    """The finding in words, with its evidence. ``places``: a moving region's places (``None``: its box alone);
+    ``margin``: ``Shortcuts.min_effect``."""
+    significance = f"(p = {finding.p_value:.1e}, needed <= {finding.level:.1e})"
+    if finding.kind == "color":
+        return (
+            f"after epoch {finding.epoch} the model relies on colour: given the colour of an image of another class "
+            f"(brightness kept), the prediction follows it in {finding.follow_rate:.0%} of {finding.trials} images and "
+            f"stays in {finding.stay_rate:.0%}; it raises the donor's class by {margin:.0%} more than the image's own "
+            f"colour given the same way in {finding.win_rate:.0%} of images {significance}; in grey, "
+            f"{finding.flip_rate:.0%} of predictions change."
+        )
+    evidence = (
+        f"the prediction follows it in {finding.follow_rate:.0%} of {finding.trials} transplants "
+        f"and stays in {finding.stay_rate:.0%}"
+    )
+    if finding.partial:
+        evidence += (
+            f": it does not decide most of them (the model reads it beside the object); it raises the donor's class by {margin:.0%} "
+            f"more than each of 4 pieces of the same size where the model looks in {finding.win_rate:.0%} of "
+            f"images and by {margin:.0%} less than one of them in {finding.loss_rate:.0%}"
+        )
+    else:
+        evidence += (
+            f"; it raises the donor's class by {margin:.0%} more than each of 4 pieces of the same size "
+            f"where the model looks in {finding.win_rate:.0%} of images "
+            f"(those pieces were followed in {finding.random_follow_rate:.0%})"
+        )
+    evidence += f" {significance}"
+    relies = "partly relies" if finding.partial else "relies"
+    top, left, bottom, right = finding.box
+    shape = f"{bottom - top}x{right - left}"
+    where = f"(rows {top}-{bottom - 1}, columns {left}-{right - 1}, found with {finding.method})"
+    if finding.kind == "moving_region":
+        where_placed = describe_places(places if places else [as_box(finding.box)], size)
+        moving = (
+            f"after epoch {finding.epoch} the model relies on a small {shape} region at varying places "
+            f"({where_placed}, found with {finding.method})"
+        )
+        read = where_read(finding.boxes_read, margin)
+        if not finding.classes:
+            return f"{moving}: swapped for the same kind of region from an image of another class, {evidence}.{read}"
+        donors = ", ".join(map(str, finding.classes))
+        return (
+            f"{moving}: pasted at all those places at once from images of class "
+            f"{donors}, the prediction follows in {finding.follow_rate:.0%} of {finding.trials} transplants and "
+            f"stays in {finding.stay_rate:.0%}; it raises class {donors} by {margin:.0%} more than as many pieces "
+            f"where the model looks in {finding.win_rate:.0%} of images, more often than by {margin:.0%} less "
+            f"{significance}.{read}"
+        )
+    if finding.kind == "class_mark":
+        return (
+            f"after epoch {finding.epoch} the model {relies} on a {shape} mark at the "
+            f"{describe_place(as_box(finding.box), size)} {where} that images of class "
+            f"{', '.join(map(str, finding.classes))} carry: pasted into images of other classes, {evidence}."
+        )
+    return (
+        f"after epoch {finding.epoch} the model {relies} on a {shape} region at the "
+        f"{describe_place(as_box(finding.box), size)} {where}: pasted from an image of another class, {evidence}; "
+        f"replacing it changes {finding.flip_rate:.0%} of predictions (elsewhere: {finding.random_flip_rate:.0%})."
+    )
+
+
+def where_read(read: list[bool], margin: float) -> str:
+    """In words, in how many probes the model reads a moving region's box (``Finding.boxes_read``)."""
+    if not read:
+        return ""
+    if all(read):
+        return f" Filling it lowers the predicted class by {margin:.0%} or more in every probe."
+    return (
+        f" Filling it lowers the predicted class by {margin:.0%} or more in {sum(read)} of {len(read)} probes; in "
+        "the others the model does not read it there and its outline is drawn thin, in grey."
+    )
