@@ -6,6 +6,7 @@ guard plus one call, as in Lightning's own ``EarlyStopping``.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
     import pytorch_lightning as pl
 
 __all__ = ["AttributionMonitor"]
+
+TRAINER_TOKEN = "_lightning_xai_trainer_token"
+"""The attribute a monitor stamps on the ``Trainer`` it serves, to tell a later fit of that trainer from another's."""
 
 
 class AttributionMonitor(Callback):
@@ -153,15 +157,15 @@ class AttributionMonitor(Callback):
         self.max_overhead = checks.check_max_overhead(max_overhead)
         self.display_mean, self.display_std = checks.check_display_normalization(display_mean, display_std)
         self.submodule = submodule
-        self.seed = check_positive_int(seed, "seed", minimum=0)
+        self.seed = checks.check_seed(seed)
         self.stability = checks.check_settings(stability, Stability, "stability")
         self.shortcuts = checks.check_settings(shortcuts, Shortcuts, "shortcuts")
         self.faithfulness = checks.check_settings(faithfulness, Faithfulness, "faithfulness")
         self.sanity = checks.check_settings(sanity, SanityCheck, "sanity")
         self.robustness = checks.check_settings(robustness, RobustnessCheck, "robustness")
         self.on_shortcut = checks.check_callable(on_shortcut, "on_shortcut")
-        self.stop_on_shortcut = bool(stop_on_shortcut)
-        self.strict = bool(strict)
+        self.stop_on_shortcut = checks.check_bool(stop_on_shortcut, "stop_on_shortcut")
+        self.strict = checks.check_bool(strict, "strict")
         self.schedule = checks.check_schedule(schedule)
         self.scoring = check_scoring(
             task=task, output=output, forward=forward, target=target, multilabel_targets=multilabel_targets
@@ -170,6 +174,8 @@ class AttributionMonitor(Callback):
         self.batch_images = checks.check_callable(batch_images, "batch_images", "(batch -> images [B, C, H, W])")
         self.preprocess = checks.check_callable(preprocess, "preprocess", "(images -> float images [B, C, H, W])")
         self.probes: ProbeSet | None = probes_from_argument(probes, preprocess=self.preprocess)
+        self._given_probes = self.probes
+        self._trainer_token: str | None = None
         self._run = self._new_run()
 
     def _new_run(self) -> MonitorRun:
@@ -242,7 +248,9 @@ class AttributionMonitor(Callback):
     # ------------------------------------------------------------------ hooks
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Strict checks before any training: the strategy, the submodule, validation data for the probes."""
+        """Strict checks before any training: the strategy, the submodule, validation data for the probes (a new
+        ``Trainer`` starts afresh, see :meth:`_start_afresh_for`)."""
+        self._start_afresh_for(trainer)
         self._run.setup(trainer, pl_module, stage)
 
     @override
@@ -263,7 +271,7 @@ class AttributionMonitor(Callback):
     ) -> None:
         """Offers the batch's images to the reservoir of training images (rank 0, a copy, until first used)."""
         if self._run.active and trainer.is_global_zero:
-            self._run.collector.offer_training(batch)
+            self._run.offer_training(batch)
 
     @override
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -283,7 +291,7 @@ class AttributionMonitor(Callback):
     ) -> None:
         """Copies the first validation images as probe candidates and shortcut test images."""
         if self._run.active:
-            self._run.collector.offer_validation(batch, dataloader_idx=dataloader_idx)
+            self._run.offer_validation(trainer, batch, dataloader_idx)
 
     @override
     def on_sanity_check_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -323,6 +331,7 @@ class AttributionMonitor(Callback):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_run"] = self._run.picklable()
+        state["_trainer_token"] = None  # a copy continues its history wherever it lands (ddp_spawn, a saved monitor)
         return state
 
     # ------------------------------------------------------------------ on demand
@@ -369,6 +378,22 @@ class AttributionMonitor(Callback):
             raise ValueError(
                 f"`submodule` must name a submodule of {type(pl_module).__name__}, got {self.submodule!r}."
             ) from None
+
+    def _start_afresh_for(self, trainer: pl.Trainer) -> None:
+        """A monitor handed to another ``Trainer`` (a sweep that builds its callbacks once) starts as a new one:
+        its runs go to that trainer's log dir, with probes chosen anew (or the ones given). The same trainer's
+        later fits and ``validate`` calls continue, as do resumed checkpoints (restored after this hook) and pickled
+        copies (a monitor saved and loaded). Under ``ddp_spawn`` this hook runs in the spawned processes only, so
+        there a monitor continues its history in the next trainer too: build one per trainer."""
+        token = getattr(trainer, TRAINER_TOKEN, None)
+        if token is None:
+            token = secrets.token_hex(8)
+            setattr(trainer, TRAINER_TOKEN, token)
+        if self._trainer_token is not None and token != self._trainer_token:
+            self._run.images_done()  # the last trainer's files and events are closed
+            self.probes = self._given_probes
+            self._run = self._new_run()
+        self._trainer_token = token
 
     def react(self, finding: Finding) -> None:
         """Hands a new finding to ``on_shortcut`` and asks to stop when ``stop_on_shortcut``."""

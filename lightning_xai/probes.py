@@ -6,6 +6,7 @@ use are never altered.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -174,22 +175,32 @@ class CandidatePool:
         self._images: list[Tensor] = []
         self._labels: list[Tensor] = []
         self.count = 0
+        self.other_sizes = 0
         self.has_labels = True
+        self.closed = False
 
     @property
     def full(self) -> bool:
-        """Whether no more images are needed."""
-        return self.count >= self.capacity
+        """Whether no more images are needed (or taken: see :meth:`close`)."""
+        return self.count >= self.capacity or self.closed
+
+    def close(self) -> None:
+        """Takes no more images until :meth:`reset`."""
+        self.closed = True
 
     def reset(self) -> None:
         """Forgets everything (a new validation run starts)."""
         self.__init__(self.capacity, batch_images=self.batch_images, preprocess=self.preprocess)  # type: ignore[misc]
 
     def add(self, batch: object) -> None:
-        """Copies up to the remaining capacity of a batch's images and labels."""
+        """Copies up to the remaining capacity of a batch's images and labels. Images of another size than the
+        first kept (``[C, H, W]``) are left out and counted in ``other_sizes``: probes are explained as one batch."""
         if self.full:
             return
         images, labels = images_and_labels(batch, batch_images=self.batch_images, preprocess=self.preprocess)
+        if self._images and images.shape[1:] != self._images[0].shape[1:]:
+            self.other_sizes += images.shape[0]
+            return
         take = min(images.shape[0], self.capacity - self.count)
         self._images.append(detached_cpu_copy(images[:take]))
         if labels is None or (self._labels and labels.shape[1:] != self._labels[0].shape[1:]):
@@ -342,8 +353,18 @@ def _probes_from_dataset(dataset: object, indices: object, preprocess: Preproces
     index_list = indices.tolist() if isinstance(indices, Tensor) else list(indices)
     if not index_list:
         raise ValueError("`probes` indices must not be empty.")
+    size = len(dataset) if hasattr(dataset, "__len__") else None  # type: ignore[arg-type]
+    converted = [_as_index(index) for index in index_list]
+    wrong = [
+        index
+        for index, value in zip(index_list, converted)
+        if value is None or (size is not None and not 0 <= value < size)
+    ]
+    if wrong:
+        allowed = "ints" if size is None else f"ints in [0, {size - 1}] (the dataset holds {size} items)"
+        raise ValueError(f"`probes` indices must be {allowed}, got {wrong}.")
     images, labels = [], []
-    for index in index_list:
+    for index in converted:
         item = dataset[index]  # type: ignore[index]
         item_images, item_labels = images_and_labels(_as_batch_of_one(item), preprocess=preprocess)
         images.append(item_images)
@@ -351,6 +372,21 @@ def _probes_from_dataset(dataset: object, indices: object, preprocess: Preproces
     known = all(label is not None for label in labels) and len({tuple(label.shape[1:]) for label in labels}) == 1  # type: ignore[union-attr]
     stacked_labels = torch.cat(labels) if known else None  # type: ignore[arg-type]
     return ProbeSet(_checked_probe_images(torch.cat(images)), stacked_labels, "given")
+
+
+def _as_index(value: object) -> int | None:
+    """``value`` as a Python int when it is an integer (``int``, NumPy's, a one-element integer tensor), else ``None``.
+
+    Example:
+        >>> _as_index(3), _as_index(torch.tensor(2)), _as_index(0.5), _as_index(True)
+        (3, 2, None, None)
+    """
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return None
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        return None
 
 
 def _as_batch_of_one(item: object) -> object:

@@ -175,10 +175,10 @@ def cosine(maps_a: Tensor, maps_b: Tensor) -> Tensor:
         >>> [round(v, 4) for v in cosine(a, 2 * a).tolist()]
         [1.0, 1.0, 1.0]
     """
-    a, b = _pair(maps_a, maps_b)
+    a, b = (flat.double() for flat in _pair(maps_a, maps_b))  # float64: the norms' product of large maps fits
     lengths = a.norm(dim=1) * b.norm(dim=1)
     values = (a * b).sum(dim=1) / torch.where(lengths > 0, lengths, torch.ones_like(lengths))
-    return values.clamp(-1, 1).cpu()
+    return torch.nan_to_num(values.clamp(-1, 1), nan=0.0).float().cpu()
 
 
 def compare_maps(maps_a: Tensor, maps_b: Tensor, *, k: float = 0.1) -> dict[str, Tensor]:

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from lightning_xai.batches import BatchImages, Preprocess, images_from_batch
+from lightning_xai.monitor import messages
 from lightning_xai.monitor.sizing import default_num_probes
 from lightning_xai.probes import CandidatePool, ProbeSet, TrainingReservoir
 
@@ -57,6 +58,8 @@ class Collector:
         self.references: Tensor | None = None
         self.test_images: Tensor | None = None
         self.wants_probes = True
+        self.unreadable: Exception | None = None
+        self.training_unreadable = False
 
     @property
     def collecting(self) -> bool:
@@ -67,19 +70,39 @@ class Collector:
         """A validation run starts: collect afresh while anything is still wanted."""
         if self.collecting:
             self.pool.reset()
+            self.unreadable = None
 
     def offer_validation(self, batch: object, *, dataloader_idx: int) -> None:
-        """Copies the first validation images (first dataloader) as candidates."""
+        """Copies the first validation images (first dataloader) as candidates. Raises ``TypeError``/``ValueError``
+        when the batch's images cannot be read (see :meth:`give_up_validation`)."""
         if self.collecting and dataloader_idx == 0 and not self.pool.full:
             self.pool.add(batch)
 
-    def offer_training(self, batch: object) -> None:
-        """Offers a training batch's images to the reservoir (until the references are frozen)."""
-        if self.reservoir is not None and self.references is None:
-            self.reservoir.add(images_from_batch(batch, batch_images=self.batch_images, preprocess=self.preprocess))
+    def give_up_validation(self, error: Exception) -> None:
+        """This validation run's batches cannot be read: nothing more is collected in it, and choosing probes says
+        why (``error``) instead of finding no images."""
+        self.unreadable = error
+        self.pool.close()  # the run's later batches are not offered
+
+    def offer_training(self, batch: object) -> Exception | None:
+        """Offers a training batch's images to the reservoir (until the references are frozen). Returns why the
+        batch's images cannot be read (:func:`images_from_batch`, or the user's ``batch_images``/``preprocess``
+        raising); the reservoir then keeps what it holds and takes no more."""
+        if self.reservoir is None or self.references is not None or self.training_unreadable:
+            return None
+        try:
+            images = images_from_batch(batch, batch_images=self.batch_images, preprocess=self.preprocess)
+        except Exception as error:
+            self.training_unreadable = True
+            return error
+        self.reservoir.add(images)
+        return None
 
     def choose_probes(self) -> ProbeSet:
-        """The probes from the candidates seen (spread over classes when labels are known)."""
+        """The probes from the candidates seen (spread over classes when labels are known). Raises ``ValueError``
+        when none were seen, saying why when the batches could not be read."""
+        if self.unreadable is not None and self.pool.count == 0:
+            raise ValueError(messages.unreadable_validation(self.unreadable))
         if self.num_probes is not None:
             return self.pool.select(self.num_probes)
         first = self.pool.first_images(1)

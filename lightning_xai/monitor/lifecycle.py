@@ -84,6 +84,7 @@ class MonitorRun:
         self.scoring = monitor.scoring
         self.methods_recorded = False
         self.references_shared = False
+        self.said_before_recorder: set[str] = set()
 
     def scored_model(self, pl_module: pl.LightningModule) -> torch.nn.Module:
         """What every forward pass of the monitor calls: the explained module through ``forward=``/``output=``/``task=``/``target=``."""
@@ -124,6 +125,7 @@ class MonitorRun:
             self.budget.start_fit()
             self.engine.start_fit()
         if self.monitor.probes is not None and not self.checked:
+            checks.check_display_channels(self.monitor.display_mean, int(self.monitor.probes.images.shape[1]))
             self.check(pl_module, self.monitor.probes, trainer)
         if trainer.is_global_zero and self.recorder is None:
             self._open_recorder(trainer)
@@ -133,7 +135,42 @@ class MonitorRun:
         """Checks the methods on the sanity check's images, so that bad settings fail before training."""
         if self.collector.pool.count > 0 and not self.checked:
             probes = self.prepare(pl_module, self.collector.choose_probes())
+            checks.check_display_channels(self.monitor.display_mean, int(probes.images.shape[1]))
             checks.check_methods_can_run(self.scored_model(pl_module), probes, self.monitor._methods)
+
+    # ------------------------------------------------------------------ batches
+    def offer_training(self, batch: object) -> None:
+        """A training batch's images for the references (rank 0). From the first batch whose images cannot be read
+        (or whose ``batch_images=``/``preprocess=`` raise) on, the references are the images gathered until then,
+        or expected gradients' fallback baselines (blurred probes) without any; said once (``strict=True``: raised)."""
+        error = self.collector.offer_training(batch)
+        if error is not None:
+            if self.monitor.strict:
+                raise error
+            self._warn_once("unreadable_training", messages.unreadable_training(error))
+
+    def offer_validation(self, trainer: pl.Trainer, batch: object, dataloader_idx: int) -> None:
+        """A validation batch's images as probe candidates and test images. When they cannot be read and the probes
+        are to be chosen from them, that is a set-up error before training (Lightning's sanity check,
+        ``trainer.validate()``; ``strict=True`` always raises); once the fit has trained, the run collects nothing
+        more and the probes' choice says why. With probes given, the shortcut checks test on them (said once)."""
+        try:
+            self.collector.offer_validation(batch, dataloader_idx=dataloader_idx)
+        except Exception as error:
+            before_training = trainer.sanity_checking or trainer.state.fn != "fit"
+            if self.monitor.strict or (self.monitor.probes is None and before_training):
+                raise
+            self.collector.give_up_validation(error)
+            if self.monitor.probes is not None:
+                self._warn_once("unreadable_validation", messages.tests_on_probes(error))
+
+    def _warn_once(self, key: str, message: str) -> None:
+        """A warning said once per fit (through the recorder on rank 0 once it is open)."""
+        if self.recorder is not None:
+            self.recorder.warn_once(key, message)
+        elif key not in self.said_before_recorder:
+            self.said_before_recorder.add(key)
+            rank_zero_warn(message)
 
     # ------------------------------------------------------------------ each validation run
     def validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -200,12 +237,26 @@ class MonitorRun:
         )
         if self.recorder is None:  # another rank: its share is in rank 0's report
             return report.phase_seconds
-        rgb = display_rgb(probes.images, self.monitor.display_mean, self.monitor.display_std)
+        rgb = display_rgb(probes.images, *self._display_normalization(int(probes.images.shape[1])))
         self.recorder.record_run(report, probes, rgb, references)
         self._after_run(report.maps.skipped + report.maps.cut, report.maps.seconds, report.maps.total_seconds, moment)
         if report.shortcuts is not None and report.shortcuts.new:
             self._react(report.shortcuts.new)
         return report.phase_seconds
+
+    def _display_normalization(self, channels: int) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+        """``display_mean``/``display_std``, or ``(None, None)`` (each image min-max scaled) with one warning when
+        they do not fit the probes' channels (checked before training where the probes are known then)."""
+        mean, std = self.monitor.display_mean, self.monitor.display_std
+        try:
+            checks.check_display_channels(mean, channels)
+        except ValueError as error:
+            if self.monitor.strict:
+                raise
+            if self.recorder is not None:
+                self.recorder.warn_once("display", messages.display_scaled(error))
+            return None, None
+        return mean, std
 
     def _after_run(self, skipped: list[str], seconds: dict[str, float], total: float, moment: RunMoment) -> None:
         assert self.recorder is not None

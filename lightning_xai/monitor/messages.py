@@ -189,6 +189,59 @@ def no_validation(stage: str, reason: str) -> str:
     )
 
 
+def unreadable_training(error: BaseException) -> str:
+    """The training batches' images cannot be read: expected gradients falls back to blurred baselines."""
+    return (
+        f"{PREFIX} cannot read the images of a training batch ({error}). Expected gradients takes the training "
+        "images gathered until then as its references, or blurred probes without any; pass `batch_images=` (a "
+        "function from a batch to its images [B, C, H, W]) and `preprocess=` if the model's step transforms them."
+    )
+
+
+def unreadable_validation(error: BaseException) -> str:
+    """The validation batches' images cannot be read once training has started: nothing to choose probes from."""
+    return (
+        f"{PREFIX} cannot read the images of the validation batches ({error}): it explains nothing until it can. "
+        "Pass `probes=`, or `batch_images=` and `preprocess=` (the checks then run before training, in "
+        "Lightning's sanity check)."
+    )
+
+
+def tests_on_probes(error: BaseException) -> str:
+    """Probes were given and the validation batches cannot be read: the shortcut checks test on the probes."""
+    return (
+        f"{PREFIX} cannot read the images of the validation batches ({error}): the shortcut checks test on the "
+        "given probes instead. Pass `batch_images=` and `preprocess=` to test on validation images."
+    )
+
+
+def mixed_sizes(size: tuple[int, ...], other: int) -> str:
+    """Validation images of several sizes: the probes and test images are those of the first size seen."""
+    shape = "x".join(map(str, size))
+    return (
+        f"{PREFIX}: the validation images come in several sizes; probes and shortcut test images are the images of "
+        f"the first size seen ({shape}), {other} images of other sizes were left out. Pass `probes=` to choose them."
+    )
+
+
+def few_test_images(count: int, needed: int) -> str:
+    """Too few validation images for the shortcut checks' interventions."""
+    return (
+        f"{PREFIX}: shortcut checks are off: they test on validation images and saw {count}, fewer than {needed}. "
+        "Give the Trainer more validation images (`limit_val_batches`) to check for shortcuts."
+    )
+
+
+def display_scaled(error: BaseException) -> str:
+    """``display_mean``/``display_std`` do not fit the images: they are drawn min-max scaled instead."""
+    return f"{PREFIX}: {error} The images are drawn min-max scaled, each on its own."
+
+
+def no_probes(error: str) -> str:
+    """Why no probes could be chosen (a run without them explains nothing)."""
+    return error if error.startswith(PREFIX) else f"{PREFIX}: {error}"
+
+
 def settled(key: str, *, epoch: int, step: int, threshold: float, patience: int) -> str:
     """A method's maps have settled."""
     return (

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 
+from lightning_xai.monitor import messages
 from lightning_xai.monitor.budget import RunDecision
 from lightning_xai.monitor.shares import ShareError, describe_error
 from lightning_xai.monitor.steps import stage_name
@@ -50,11 +52,24 @@ def fix_probes(run: MonitorRun, trainer: pl.Trainer) -> ProbeSet | None:
             if run.monitor.strict:
                 raise ValueError(error)
             if run.recorder is not None:
-                run.recorder.warn_once("no_probes", f"AttributionMonitor: {error}")
+                run.recorder.warn_once("no_probes", messages.no_probes(error))
             return None
         run.monitor.probes = chosen
         run.collector.fix_test_images(chosen)  # type: ignore[arg-type]
+        _check_test_images(run)
     return run.monitor.probes
+
+
+MIN_SHORTCUT_TEST_IMAGES = 2
+"""The shortcut checks split their test images into a half that selects and a half that decides."""
+
+
+def _check_test_images(run: MonitorRun) -> None:
+    """Switches the shortcut checks off, saying so once, when there are too few test images (the same on every rank)."""
+    tests = run.collector.test_images
+    if run.engine.detector is not None and tests is not None and tests.shape[0] < MIN_SHORTCUT_TEST_IMAGES:
+        run.engine.detector = None
+        rank_zero_info(messages.few_test_images(int(tests.shape[0]), MIN_SHORTCUT_TEST_IMAGES))
 
 
 def _choose(run: MonitorRun, trainer: pl.Trainer) -> tuple[ProbeSet | None, str | None, Tensor | None]:
@@ -67,6 +82,8 @@ def _choose(run: MonitorRun, trainer: pl.Trainer) -> tuple[ProbeSet | None, str 
             )
         except (ValueError, TypeError) as error:  # after setup nothing raises out of a hook (unless strict)
             return None, str(error), None
+        if run.collector.pool.other_sizes:
+            rank_zero_info(messages.mixed_sizes(tuple(chosen.images.shape[1:]), run.collector.pool.other_sizes))
     run.collector.fix_test_images(chosen)
     return chosen, None, run.collector.test_images
 

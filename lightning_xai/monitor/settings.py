@@ -7,22 +7,25 @@ times with different settings, its name with the settings that differ
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import fields
 from typing import Any, Literal, TypeVar
 
 import torch
 from torch import Tensor, nn
 
-from lightning_xai.functional._checks import check_score_shape, is_real_number
+from lightning_xai.functional._checks import check_positive_int, check_score_shape, is_real_number
 from lightning_xai.methods import AttributionMethod, ExpectedGradients, default_methods
 from lightning_xai.monitor.conditions import attribution_conditions
 from lightning_xai.monitor.model_io import InputConverter, model_inputs, module_device
 from lightning_xai.monitor.sharding import collective_forward
+from lightning_xai.monitor.sizing import PassCount, method_passes
 from lightning_xai.probes import ProbeSet
 
 __all__ = [
+    "check_bool",
     "check_callable",
+    "check_display_channels",
     "check_display_normalization",
     "check_labels",
     "check_max_overhead",
@@ -30,6 +33,7 @@ __all__ = [
     "check_methods",
     "check_methods_can_run",
     "check_schedule",
+    "check_seed",
     "check_settings",
     "check_strategy",
     "describe",
@@ -39,6 +43,8 @@ __all__ = [
 ]
 
 SettingsT = TypeVar("SettingsT")
+NO_PASSES = PassCount()
+"""What a method of unknown passes (Captum's, your own) is taken to need here: nothing is asked of it."""
 
 
 def check_methods(methods: Sequence[AttributionMethod] | None) -> dict[str, AttributionMethod]:
@@ -49,6 +55,11 @@ def check_methods(methods: Sequence[AttributionMethod] | None) -> dict[str, Attr
         >>> list(check_methods([GradCAM(), Occlusion(window=4), Occlusion(window=8)]))
         ['grad_cam', 'occlusion(window=4)', 'occlusion(window=8)']
     """
+    if isinstance(methods, AttributionMethod) or not (methods is None or isinstance(methods, Iterable)):
+        raise TypeError(
+            f"`methods` must be a list of method objects such as [GradCAM(), Occlusion()], got {methods!r}; "
+            "pass one method as a list of one."
+        )
     chosen = list(default_methods() if methods is None else methods)
     for method in chosen:
         if not isinstance(method, AttributionMethod):
@@ -126,7 +137,47 @@ def check_display_normalization(
         raise ValueError(
             f"`display_mean` and `display_std` must be given together with one value per channel, got {mean!r} and {std!r}."
         )
+    if not all(float(v) > 0 for v in std):
+        raise ValueError(f"`display_std` must hold positive numbers (the data's standard deviations), got {std!r}.")
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
+def check_display_channels(mean: Sequence[float] | None, channels: int) -> None:
+    """``display_mean``/``display_std`` hold one value per channel of the images, or one value for all."""
+    if mean is not None and len(mean) not in (1, channels):
+        raise ValueError(
+            f"`display_mean` and `display_std` must hold one value per channel of the images ({channels}) or one "
+            f"for all, got {len(mean)} values."
+        )
+
+
+def check_bool(value: object, name: str) -> bool:
+    """``value`` when it is a bool.
+
+    Example:
+        >>> check_bool(True, "strict")
+        True
+    """
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be True or False, got {value!r}.")
+    return value
+
+
+SEED_LIMIT = 2**63
+"""Seeds are the seeds of torch generators: non-negative 64-bit ints."""
+
+
+def check_seed(seed: object) -> int:
+    """A seed in ``[0, 2**63)``.
+
+    Example:
+        >>> check_seed(7)
+        7
+    """
+    value = check_positive_int(seed, "seed", minimum=0)
+    if value >= SEED_LIMIT:
+        raise ValueError(f"`seed` must be an int in [0, 2**63 - 1] (a torch generator's seed), got {value}.")
+    return value
 
 
 def check_settings(value: Any, kind: type[SettingsT], name: str) -> SettingsT | None:
@@ -170,9 +221,33 @@ def check_methods_can_run(
                 f"`probes` of shape {list(images.shape)} were rejected by {type(model).__name__}.forward: {error}"
             ) from error
         scores = check_score_shape(scores, images.shape[0], what=f"{type(model).__name__}.forward on the probes")
+        with torch.no_grad():  # sampling methods explain one probe at a time: a squeeze() would drop its batch
+            one = model(images[:1])  # (on every rank alike under a collective forward pass)
+        check_score_shape(one, 1, what=f"{type(model).__name__}.forward on one probe (as methods that sample pass it)")
         check_labels(probes, scores.shape[1])
+        size = (int(images.shape[-2]), int(images.shape[-1]))
+        needing = [
+            key for key, method in methods.items() if (method_passes(method, size) or NO_PASSES).forward_backward
+        ]
+        _check_gradients_reach_the_input(model, images, needing)
         for method in methods.values():
             method.validate(model, images)
+
+
+def _check_gradients_reach_the_input(model: nn.Module, images: Tensor, needing: Sequence[str]) -> None:
+    """The methods ``needing`` a backward pass get none from a forward that detaches its scores (``torch.no_grad()``
+    or ``.detach()`` inside it): said before training, from one probe's forward pass."""
+    if not needing:
+        return
+    with torch.inference_mode(False), torch.enable_grad():
+        probe = images[:1].detach().clone().requires_grad_(True)
+        scores = model(probe)
+    if not (isinstance(scores, Tensor) and scores.requires_grad):
+        raise ValueError(
+            f"{type(model).__name__}.forward returns scores without a gradient (torch.no_grad() or .detach() "
+            f"inside it?), and {', '.join(needing)} need one. Let gradients through forward, or pass `methods=` "
+            "without them (e.g. [Occlusion()])."
+        )
 
 
 def check_labels(probes: ProbeSet, num_classes: int) -> None:

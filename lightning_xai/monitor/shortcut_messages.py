@@ -49,7 +49,7 @@ def finding_message(finding: Finding, size: tuple[int, int], places: list[Box] |
             f"after epoch {finding.epoch} the model relies on a small {shape} region at varying places "
             f"({where_placed}, found with {finding.method})"
         )
-        read = where_read(finding.boxes_read, margin)
+        read = _where_read(finding.boxes_read, margin)
         if not finding.classes:
             return f"{moving}: swapped for the same kind of region from an image of another class, {evidence}.{read}"
         donors = ", ".join(map(str, finding.classes))
@@ -73,7 +73,7 @@ def finding_message(finding: Finding, size: tuple[int, int], places: list[Box] |
     )
 
 
-def where_read(read: list[bool], margin: float) -> str:
+def _where_read(read: list[bool], margin: float) -> str:
     """In words, in how many probes the model reads a moving region's box (``Finding.boxes_read``)."""
     if not read:
         return ""

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_xai import AttributionMonitor, GradCAM, Occlusion
 from lightning_xai.demos import LitClassifier
@@ -143,6 +144,34 @@ def test_unreadable_validation_batches(tmp_path):
             TypeError,
             "`probes` must be None, a tensor [P, C, H, W], a pair (images, targets) or a pair (dataset, indices), got str.",
         ),
+        (
+            {"methods": GradCAM()},
+            TypeError,
+            "`methods` must be a list of method objects such as [GradCAM(), Occlusion()], got "
+            f"{GradCAM()!r}; pass one method as a list of one.",
+        ),
+        (
+            {"seed": 2**70},
+            ValueError,
+            f"`seed` must be an int in [0, 2**63 - 1] (a torch generator's seed), got {2**70}.",
+        ),
+        ({"strict": "no"}, TypeError, "`strict` must be True or False, got 'no'."),
+        ({"stop_on_shortcut": 1}, TypeError, "`stop_on_shortcut` must be True or False, got 1."),
+        (
+            {"display_mean": (0.5,), "display_std": (0.0,)},
+            ValueError,
+            "`display_std` must hold positive numbers (the data's standard deviations), got (0.0,).",
+        ),
+        (
+            {"probes": (TensorDataset(torch.rand(4, 1, 4, 4), torch.arange(4)), [0, 9, -5])},
+            ValueError,
+            "`probes` indices must be ints in [0, 3] (the dataset holds 4 items), got [9, -5].",
+        ),
+        (
+            {"probes": (TensorDataset(torch.rand(4, 1, 4, 4), torch.arange(4)), [0.5])},
+            ValueError,
+            "`probes` indices must be ints in [0, 3] (the dataset holds 4 items), got [0.5].",
+        ),
     ],
 )
 def test_bad_arguments_fail_at_construction(kwargs, error, message):
@@ -165,3 +194,70 @@ def test_method_settings_are_checked_at_construction():
 def test_unknown_submodule(tmp_path, digits16):
     monitor = cheap_monitor(probes=torch.rand(2, 1, 16, 16), submodule="backbone")
     _fit_expecting(tmp_path, digits16, monitor, "`submodule` must name a submodule of LitClassifier, got 'backbone'.")
+
+
+def test_display_normalization_for_other_channels_than_the_given_probes_fails_before_training(tmp_path, digits16):
+    monitor = cheap_monitor(probes=torch.rand(2, 1, 16, 16), display_mean=(0.5, 0.5, 0.5), display_std=(0.2, 0.2, 0.2))
+    message = "`display_mean` and `display_std` must hold one value per channel of the images (1) or one for all, got 3 values."
+    _fit_expecting(tmp_path, digits16, monitor, message)
+
+
+def test_display_normalization_for_other_channels_than_the_chosen_probes_fails_in_the_sanity_check(tmp_path, digits16):
+    monitor = cheap_monitor(display_mean=(0.5, 0.5), display_std=(0.2, 0.2))
+    message = "`display_mean` and `display_std` must hold one value per channel of the images (1) or one for all, got 2 values."
+    _fit_expecting(tmp_path, digits16, monitor, message)
+
+
+def test_display_normalization_that_does_not_fit_draws_min_max_scaled_once_training_has_started(tmp_path, digits16):
+    monitor = cheap_monitor(display_mean=(0.5, 0.5), display_std=(0.2, 0.2))
+    trainer = make_trainer(tmp_path, [monitor], num_sanity_val_steps=0)
+    with pytest.warns(
+        UserWarning, match=re.escape("got 2 values. The images are drawn min-max scaled, each on its own.")
+    ):
+        trainer.fit(tiny_model(), *loaders(digits16))
+    assert trainer.state.finished and monitor.cost["runs"] == 2 and monitor.cost["failed"] == 0
+
+
+class _Squeezes(LitClassifier):
+    def forward(self, images):
+        return self.net(images).squeeze()  # [1, K] -> [K] for one image
+
+
+def test_a_model_that_drops_the_batch_of_one_image_fails_before_training(tmp_path, digits16):
+    message = (
+        "_Squeezes.forward on one probe (as methods that sample pass it) must return class scores of shape "
+        "[N, K] = [1, K] for 1 images"
+    )
+    _fit_expecting(tmp_path, digits16, cheap_monitor(), message, model=_Squeezes(tiny_model().net))
+
+
+class _ForwardWithoutGradient(LitClassifier):
+    """Trains through its network; ``forward`` (what the monitor calls) detaches its scores."""
+
+    def forward(self, images):
+        with torch.no_grad():
+            return self.net(images)
+
+    def training_step(self, batch, batch_idx):
+        images, labels = batch
+        return nn.functional.cross_entropy(self.net(images), labels)
+
+
+def test_a_forward_without_gradient_fails_before_training_for_gradient_methods(tmp_path, digits16):
+    message = (
+        "_ForwardWithoutGradient.forward returns scores without a gradient (torch.no_grad() or .detach() inside it?), "
+        "and grad_cam, expected_gradients need one. Let gradients through forward, or pass `methods=` without them "
+        "(e.g. [Occlusion()])."
+    )
+    _fit_expecting(tmp_path, digits16, cheap_monitor(), message, model=_ForwardWithoutGradient(tiny_model().net))
+    occlusion_only = cheap_monitor(methods=[Occlusion(window=4, stride=4)], shortcuts=None)
+    trainer = make_trainer(tmp_path / "occlusion", [occlusion_only], max_epochs=1)
+    trainer.fit(_ForwardWithoutGradient(tiny_model().net), *loaders(digits16))
+    assert occlusion_only.cost["runs"] == 1 and occlusion_only.cost["failed"] == 0
+
+
+def test_dataset_indices_of_numpy_or_tensor_ints_are_accepted():
+    dataset = TensorDataset(torch.rand(4, 1, 4, 4), torch.arange(4))
+    for indices in (list(np.arange(1, 3)), [torch.tensor(1), torch.tensor(2)], torch.tensor([1, 2])):
+        monitor = AttributionMonitor(probes=(dataset, indices))
+        assert monitor.probes is not None and monitor.probes.labels.tolist() == [1, 2]

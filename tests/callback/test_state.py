@@ -79,3 +79,24 @@ def test_state_key_is_built_once_and_follows_a_change_of_settings(monkeypatch):
     monitor.methods = [Occlusion(window=4), GradCAM()]
     assert monitor.state_key == "AttributionMonitor{'methods': ['x', 'x'], 'every_n_epochs': 3, 'probes': 4}"
     assert len(described) == 3  # and again, each method
+
+
+def _summary_epochs(folder) -> list[int]:
+    return [run["epoch"] for run in json.loads((folder / "xai" / "summary.json").read_text())["runs"]]
+
+
+def test_a_monitor_handed_to_another_trainer_starts_afresh_in_that_trainer_s_log_dir(tmp_path, digits16):
+    monitor = cheap_monitor()
+    make_trainer(tmp_path / "first", [monitor], max_epochs=2).fit(tiny_model(), *loaders(digits16))
+    first_probes = monitor.probes
+    images, labels = digits16
+    wider = torch.nn.functional.interpolate(images, size=(20, 20), mode="bilinear")  # another model's images
+    second, model = make_trainer(tmp_path / "second", [monitor], max_epochs=1), tiny_model()
+    second.fit(model, *loaders((wider, labels)))
+    assert _summary_epochs(tmp_path / "first" / "version_0") == [0, 1]  # nothing added to the first fit's history
+    assert _summary_epochs(tmp_path / "second" / "version_0") == [0]
+    assert monitor.probes is not first_probes and tuple(monitor.probes.images.shape[-2:]) == (20, 20)
+    assert monitor.cost["runs"] == 1 and monitor.cost["failed"] == 0
+    probes = monitor.probes
+    second.validate(model, loaders((wider, labels))[1])  # the same trainer again: its history continues
+    assert _summary_epochs(tmp_path / "second" / "version_0") == [0, 1] and monitor.probes is probes

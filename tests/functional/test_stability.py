@@ -121,3 +121,13 @@ def test_cosine_and_ssim_by_hand():
     maps = torch.rand(2, 1, 16, 16)
     torch.testing.assert_close(structural_similarity(maps, 3 * maps + 1), torch.ones(2), rtol=0, atol=1e-5)
     assert structural_similarity(maps, 1 - maps).max() < 0
+
+
+def test_cosine_of_maps_with_non_finite_or_very_large_values_is_finite():
+    generator = torch.Generator().manual_seed(3)
+    a, b = torch.rand(2, 1, 64, 64, generator=generator), torch.rand(2, 1, 64, 64, generator=generator)
+    broken = a.clone()
+    broken[0, 0, 0, 0] = float("nan")
+    assert cosine(broken, b)[0].item() == 0.0 and cosine(broken, b)[1].item() == pytest.approx(cosine(a, b)[1].item())
+    huge = cosine(a * 1e20, b * 1e20)  # float32 norms' product would overflow
+    torch.testing.assert_close(huge, cosine(a, b), rtol=0, atol=1e-6)
