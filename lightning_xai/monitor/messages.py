@@ -192,26 +192,24 @@ def no_validation(stage: str, reason: str) -> str:
 def unreadable_training(error: BaseException) -> str:
     """The training batches' images cannot be read: expected gradients falls back to blurred baselines."""
     return (
-        f"{PREFIX} cannot read the images of a training batch ({error}). Expected gradients takes the training "
-        "images gathered until then as its references, or blurred probes without any; pass `batch_images=` (a "
-        "function from a batch to its images [B, C, H, W]) and `preprocess=` if the model's step transforms them."
+        f"{PREFIX} cannot read the images of a training batch ({error}) Until it can, expected gradients takes the "
+        "training images gathered so far as its references, or blurred probes without any."
     )
 
 
 def unreadable_validation(error: BaseException) -> str:
     """The validation batches' images cannot be read once training has started: nothing to choose probes from."""
     return (
-        f"{PREFIX} cannot read the images of the validation batches ({error}): it explains nothing until it can. "
-        "Pass `probes=`, or `batch_images=` and `preprocess=` (the checks then run before training, in "
-        "Lightning's sanity check)."
+        f"{PREFIX} cannot read the images of the validation batches ({error}) It explains nothing until it can, "
+        "or until `probes=` are given."
     )
 
 
 def tests_on_probes(error: BaseException) -> str:
     """Probes were given and the validation batches cannot be read: the shortcut checks test on the probes."""
     return (
-        f"{PREFIX} cannot read the images of the validation batches ({error}): the shortcut checks test on the "
-        "given probes instead. Pass `batch_images=` and `preprocess=` to test on validation images."
+        f"{PREFIX} cannot read the images of the validation batches ({error}) The shortcut checks test on the "
+        "given probes instead."
     )
 
 

@@ -58,7 +58,7 @@ def test_training_batches_whose_images_cannot_be_read_leave_expected_gradients_i
     said = _fit(trainer, _tiny(_TwoTrainingLoaders), {"a": train, "b": train}, val)
     assert trainer.global_step == 2 * 4
     unreadable = [line for line in said if "cannot read the images of a training batch" in line]
-    assert len(unreadable) == 1 and "dict with keys ['a', 'b']" in unreadable[0] and "`batch_images=`" in unreadable[0]
+    assert len(unreadable) == 1 and "dict with keys ['a', 'b']" in unreadable[0] and "blurred probes" in unreadable[0]
     assert monitor.cost["runs"] == 2 and monitor.cost["failed"] == 0  # every method explained, EG on blurred probes
     assert monitor._run.collector.references is None
 
@@ -84,7 +84,7 @@ def test_validation_batches_that_cannot_be_read_after_training_started_explain_n
     said = _fit(trainer, _tiny(_Uint8Batches), *_uint8_loaders(digits16))
     assert trainer.global_step == 3 * 4  # every epoch trained
     validation = [line for line in said if "cannot read the images of the validation batches" in line]
-    assert len(validation) == 1 and "torch.uint8" in validation[0] and "`preprocess=`" in validation[0]
+    assert len(validation) == 1 and "torch.uint8" in validation[0] and "until `probes=` are given" in validation[0]
     assert monitor.cost["runs"] == 0 and monitor.probes is None
 
 
@@ -157,7 +157,7 @@ def test_with_probes_given_unreadable_validation_batches_leave_the_shortcut_chec
     monitor = cheap_monitor(probes=(images[1500:1504], labels[1500:1504].tolist()))
     trainer = make_trainer(tmp_path, [monitor], num_sanity_val_steps=2)  # the sanity check too: probes are given
     said = _fit(trainer, _tiny(_Uint8Batches), *_uint8_loaders(digits16))
-    assert [line for line in said if "the shortcut checks test on the given probes instead" in line] != []
+    assert [line for line in said if "The shortcut checks test on the given probes instead." in line] != []
     assert len([line for line in said if "cannot read the images of the validation batches" in line]) == 1
     assert monitor.cost["runs"] == 2 and monitor.cost["failed"] == 0
     assert torch.equal(monitor._run.collector.test_images, monitor.probes.images)
