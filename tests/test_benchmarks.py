@@ -57,3 +57,18 @@ def test_the_late_shortcut_benchmark_switches_to_a_leaking_shade_at_its_epoch():
     outside[box[1:]] = False
     other_digit = (images != planted.train[0])[:, outside].any(dim=1).float().mean()
     assert 0.4 < float(other_digit) < 0.6  # about half the images show another image's digit
+
+
+def test_stability_benchmark_prints_ours_against_torchmetrics():
+    bench = runpy.run_path(str(ROOT / "benchmarks" / "bench_stability.py"))
+    lines: list[str] = []
+    threads = torch.get_num_threads()
+    try:
+        bench["main"](["--quick"], lines.append)
+    finally:
+        torch.set_num_threads(threads)
+    rows = [line.strip("| ").split(" | ") for line in lines[2:]]
+    assert [(row[0], row[1]) for row in rows] == [("1", "full"), ("1", "quiet"), ("2", "full"), ("2", "quiet")]
+    assert all(float(row[2]) > 0 and float(row[3]) > 0 for row in rows)
+    stability = bench["stability"]
+    assert stability.rank_correlation.__module__ == "lightning_xai.functional.stability"  # swapped back
