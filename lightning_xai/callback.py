@@ -396,11 +396,12 @@ class AttributionMonitor(Callback):
         self._trainer_token = token
 
     def react(self, finding: Finding) -> None:
-        """Hands a new finding to ``on_shortcut`` and asks to stop when ``stop_on_shortcut``."""
-        if self.on_shortcut is not None:
-            self.on_shortcut(finding)
+        """Asks to stop when ``stop_on_shortcut``, then hands a new finding to ``on_shortcut`` (whose error, if it
+        raises, is the caller's to report: the stop stands)."""
         if self.stop_on_shortcut:
             self._run.stop_requested = True
+        if self.on_shortcut is not None:
+            self.on_shortcut(finding)
 
     def _probe_description(self) -> Any:
         if self.probes is not None and self.probes.source == "given":

@@ -272,8 +272,13 @@ class MonitorRun:
     def _react(self, new: list[Finding]) -> None:
         assert self.recorder is not None and self.engine.detector is not None
         self.recorder.record_findings(self.engine.detector.findings)
-        for finding in new:
-            self.monitor.react(finding)
+        for finding in new:  # the user's on_shortcut failing is one warning: the run and its record stand
+            try:
+                self.monitor.react(finding)
+            except Exception as error:
+                if self.monitor.strict:
+                    raise
+                self.recorder.warn_once(f"on_shortcut:{describe_error(error)}", messages.on_shortcut_failed(error))
 
     def _sync_stop(self, trainer: pl.Trainer) -> None:
         if not self.monitor.stop_on_shortcut:

@@ -235,6 +235,14 @@ def display_scaled(error: BaseException) -> str:
     return f"{PREFIX}: {error} The images are drawn min-max scaled, each on its own."
 
 
+def on_shortcut_failed(error: BaseException) -> str:
+    """The user's ``on_shortcut`` raised: the finding is recorded and ``stop_on_shortcut`` still stops."""
+    return (
+        f"{PREFIX}: `on_shortcut` raised {type(error).__name__}: {error}. The finding is recorded as usual "
+        "(and `stop_on_shortcut` still stops the fit)."
+    )
+
+
 def no_probes(error: str) -> str:
     """Why no probes could be chosen (a run without them explains nothing)."""
     return error if error.startswith(PREFIX) else f"{PREFIX}: {error}"

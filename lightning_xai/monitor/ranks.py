@@ -92,7 +92,9 @@ def first_checks(run: MonitorRun, pl_module: pl.LightningModule, probes: ProbeSe
     """The first run's checks of the methods on the probes (every rank: it also resolves the task there) and their
     effective settings (forward passes: on every rank under a collective forward pass, on rank 0 otherwise).
 
-    A failure on any rank is raised on every rank after the exchange, so that all skip the same collectives.
+    A failure on any rank is raised on every rank after the exchange, so that all skip the same collectives, and
+    every rank takes the checks again in the next run (a rank whose own checks passed would otherwise skip this
+    exchange there, while the failed one waits in it).
     """
     team = run.engine.team
     failure: Exception | None = None
@@ -105,9 +107,11 @@ def first_checks(run: MonitorRun, pl_module: pl.LightningModule, probes: ProbeSe
     except Exception as error:
         failure = error
     said = team.all_gather(describe_error(failure) if failure is not None else None)
+    failed = [f"rank {rank}: {text}" for rank, text in enumerate(said) if text]
+    if failed:  # every rank checks again next run, so that all enter the same exchanges then
+        run.checked = run.methods_recorded = False
     if failure is not None:
         raise failure
-    failed = [f"rank {rank}: {text}" for rank, text in enumerate(said) if text]
     if failed:
         raise ShareError("; ".join(failed))
 

@@ -54,6 +54,35 @@ def test_stop_on_shortcut_and_on_shortcut(tmp_path, decoy_loaders):
     assert restored.findings == monitor.findings
 
 
+def _refuses(finding: Finding) -> None:
+    raise ValueError("user callback failed")
+
+
+def test_an_on_shortcut_that_raises_is_one_warning_and_the_stop_and_the_run_stand(tmp_path, decoy_loaders):
+    monitor = AttributionMonitor(
+        [ExpectedGradients(n_samples=16)],
+        display_mean=(0.0,),
+        display_std=(1.0,),
+        on_shortcut=_refuses,
+        stop_on_shortcut=True,
+    )
+    trainer = pl.Trainer(
+        max_epochs=6,
+        default_root_dir=tmp_path,
+        callbacks=[monitor],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=False,
+    )
+    with pytest.warns(
+        UserWarning, match="`on_shortcut` raised ValueError: user callback failed. The finding is recorded"
+    ):
+        trainer.fit(LitClassifier(in_channels=1, width=16, pooled_size=4), *decoy_loaders)
+    (finding,) = monitor.findings
+    assert trainer.current_epoch == finding["epoch"] + 1 < 6  # the stop stands
+    assert monitor.cost["failed"] == 0 and all("error" not in run for run in monitor.history)
+
+
 def test_given_probes_still_get_validation_test_images(tmp_path, decoy_loaders):
     train, val = decoy_loaders
     images, labels = val.dataset.tensors

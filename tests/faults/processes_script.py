@@ -7,6 +7,9 @@ monitor run last 200 s; each rank writes the monitor's warnings to ``<out>/timeo
 ``fsdp2 <out>``: ``ModelParallelStrategy`` + ``fully_shard`` on two CPU processes (gloo), a 60 s
 process-group timeout, the default methods, real shortcut checks (plus one planted finding) and
 ``stop_on_shortcut``: each rank writes what its monitor and trainer saw to ``<out>/fsdp2-rank-<r>.json``.
+``one_rank_fails <out>``: ``strategy="ddp"`` (a 60 s process-group timeout) with a model whose forward fails on rank 1
+in the monitor's gradient passes from the second run on; each rank writes what it saw to
+``<out>/one-rank-fails-rank-<r>.json``.
 ``maps <out> <one|ddp|fsdp2>``: ``trainer.validate`` of one seeded model on 5 given probes, in one
 process or in two (DDP, or FSDP2 through ``ModelParallelStrategy``); rank 0 saves the recorded maps
 to ``<out>/maps-<strategy>.pt``.
@@ -127,6 +130,31 @@ def timeout_main(out: Path) -> None:
     close_process_group()
 
 
+class _FailsOnRankOne(LitClassifier):
+    """Its forward raises on global rank 1 in the monitor's gradient passes (eval mode, gradients on) after the first
+    step: a failure one rank alone sees (an out-of-memory error on one GPU)."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.global_rank == 1 and not self.training and torch.is_grad_enabled() and self.trainer.global_step > 0:
+            raise RuntimeError("out of memory on rank 1")
+        return super().forward(images)
+
+
+def one_rank_fails_main(out: Path) -> None:
+    from datetime import timedelta
+
+    from pytorch_lightning.strategies import DDPStrategy
+
+    pl.seed_everything(0, verbose=False)
+    monitor = AttributionMonitor(num_probes=4, shortcuts=None)
+    options = {**trainer_options(out), "max_epochs": 3}
+    trainer = pl.Trainer(strategy=DDPStrategy(timeout=timedelta(seconds=60)), callbacks=[monitor], **options)
+    trainer.fit(_FailsOnRankOne(SmallCNN(1, 10, width=4)), *data())
+    report = {"global_step": trainer.global_step, "runs": [run.get("error", "") for run in monitor.history]}
+    (out / f"one-rank-fails-rank-{trainer.global_rank}.json").write_text(json.dumps(report))
+    close_process_group()
+
+
 def close_process_group() -> None:
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
@@ -227,7 +255,13 @@ def resume_main(root: Path) -> None:
 
 
 if __name__ == "__main__":
-    modes = {"spawn": spawn_main, "timeout": timeout_main, "fsdp2": fsdp2_main, "resume": resume_main}
+    modes = {
+        "spawn": spawn_main,
+        "timeout": timeout_main,
+        "fsdp2": fsdp2_main,
+        "resume": resume_main,
+        "one_rank_fails": one_rank_fails_main,
+    }
     if sys.argv[1] == "maps":
         maps_main(Path(sys.argv[2]), sys.argv[3])
     else:

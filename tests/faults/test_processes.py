@@ -88,3 +88,12 @@ def test_a_run_near_the_process_group_timeout_is_warned_about_with_the_figures(t
         "group's timeout (300s). A run longer than the timeout ends the fit on every rank: pass `max_seconds=` (e.g. 75), "
         "use fewer probes or cheaper methods, or raise the strategy's `timeout`. This warning is shown once."
     ]
+
+
+def test_a_model_failing_on_one_rank_only_in_the_first_checks_is_recorded_and_no_rank_waits(tmp_path):
+    _run_script("one_rank_fails", tmp_path, timeout=240)  # it hung before: rank 0 waited in an exchange forever
+    rank0 = json.loads((tmp_path / "one-rank-fails-rank-0.json").read_text())
+    rank1 = json.loads((tmp_path / "one-rank-fails-rank-1.json").read_text())
+    assert rank0["global_step"] == rank1["global_step"] == 3 * 2
+    assert len(rank0["runs"]) == 3  # each run's checks failed on rank 1 alone: recorded, and taken again by every rank
+    assert all("rank 1: RuntimeError: out of memory on rank 1" in error for error in rank0["runs"])
