@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from lightning_xai.functional import shortcut_moving as moving_module
 from lightning_xai.functional.shortcut import box_iou
 from lightning_xai.functional.shortcut_candidates import Candidate
 from lightning_xai.functional.shortcut_evidence import Votes
@@ -83,6 +84,14 @@ def _shaded(boxes_of: list, count: int = 64) -> tuple[torch.Tensor, list]:
     for image, label, box in zip(images, labels.tolist(), boxes_of):
         image[:, box[0] : box[2], box[1] : box[3]] = 0.4 + 0.6 * label / (CLASSES - 1)
     return images, boxes_of
+
+
+@pytest.fixture
+def shade_alone_counts_as_a_mark(monkeypatch):
+    """In ``_shaded`` images the shade is all there is to read, so the places hold the images' whole evidence
+    (``places_hold_the_evidence``: then it is the object, and nothing is tested). Tests of what the moving-region
+    tests do once they run switch that guard off; the guard has tests of its own."""
+    monkeypatch.setattr(moving_module, "EVIDENCE_NEAR_PLACES", 1.0)
 
 
 def _heat(boxes: list, count: int = 16) -> dict[str, torch.Tensor]:
@@ -167,7 +176,7 @@ def test_a_moving_region_over_a_fixed_place_found_is_that_place():
     assert detector._already_reported(moving) and not detector._already_reported(elsewhere)
 
 
-def test_moving_region_gets_one_box_per_probe():
+def test_moving_region_gets_one_box_per_probe(shade_alone_counts_as_a_mark):
     places = [CORNERS[i % 4] for i in torch.randperm(64, generator=torch.Generator().manual_seed(1)).tolist()]
     images, _ = _shaded(places)
     report = _check(ReadsShade(CORNERS), _heat(places), images)
@@ -178,7 +187,7 @@ def test_moving_region_gets_one_box_per_probe():
     assert grid.shape[0] == 3 and grid.sum() > 0
 
 
-def test_a_moving_mark_the_probes_maps_miss_is_proposed_by_the_test_images_gradients():
+def test_a_moving_mark_the_probes_maps_miss_is_proposed_by_the_test_images_gradients(shade_alone_counts_as_a_mark):
     places = [CORNERS[i % 4] for i in torch.randperm(64, generator=torch.Generator().manual_seed(1)).tolist()]
     images, _ = _shaded(places)
     centre = _heat([(6, 6, 10, 10)] * 16)  # the probes' maps look at the middle, none at a corner
@@ -195,7 +204,9 @@ def test_a_moving_mark_the_probes_maps_miss_is_proposed_by_the_test_images_gradi
     assert report.current["heat"].kind == "region" and not report.current["heat"].confirmed  # the maps' centre
 
 
-def test_a_moving_region_says_in_which_probes_the_model_reads_it_and_draws_the_others_thin_and_grey():
+def test_a_moving_region_says_in_which_probes_the_model_reads_it_and_draws_the_others_thin_and_grey(
+    shade_alone_counts_as_a_mark,
+):
     places = [CORNERS[i % 4] for i in torch.randperm(64, generator=torch.Generator().manual_seed(1)).tolist()]
     images, _ = _shaded(places)
     report = ShortcutDetector(Shortcuts()).check(
@@ -716,7 +727,9 @@ def test_the_maps_show_news_when_they_propose_a_place_never_tested_or_grown_more
     assert detector.runs == 0 and all(r.idle == -1 for r in detector.retests.records)  # nothing tested or aged
 
 
-def test_after_its_checks_the_same_maps_show_no_news_a_confirmed_place_and_a_moving_region_included():
+def test_after_its_checks_the_same_maps_show_no_news_a_confirmed_place_and_a_moving_region_included(
+    shade_alone_counts_as_a_mark,
+):
     images, _ = _shaded([CORNERS[0]] * 64)
     detector = ShortcutDetector(Shortcuts())
     heat = _heat([CORNERS[0]] * 16)
@@ -761,3 +774,28 @@ def test_the_checks_take_the_plan_that_sees_news_made_of_the_same_maps_once(monk
     detector.skip_run()  # a run whose checks waited drops the plan
     detector.check(ReadsShade([CORNERS[0]]).eval(), heat, images, epoch=5, step=60)
     assert len(plans) == 6
+
+
+def test_a_shade_that_is_all_an_image_holds_is_its_object_wherever_it_sits_and_raises_no_moving_region():
+    places = [CORNERS[i % 4] for i in torch.randperm(64, generator=torch.Generator().manual_seed(1)).tolist()]
+    images, _ = _shaded(places)  # nothing but the shade, at a random corner: each class's object is that patch
+    report = _check(ReadsShade(CORNERS), _heat(places), images)
+    assert [f for f in report.new if f.kind == "moving_region"] == []
+    bench = verdicts_module.Bench.build(ReadsShade(CORNERS).eval(), images, seed=0, batch_size=64, fill="mean")
+    assert moving_module.places_hold_the_evidence(bench, CORNERS)
+
+
+def test_the_places_hold_the_evidence_when_the_images_heat_is_at_them_not_when_an_object_beside_them_holds_most():
+    corners = [(0, 0, 4, 4), (0, 28, 4, 32), (28, 0, 32, 4), (28, 28, 32, 32)]
+    model = nn.Sequential(nn.Flatten(), nn.Linear(32 * 32, CLASSES)).eval()
+    bench = verdicts_module.Bench.build(model, torch.rand(64, 1, 32, 32), seed=0, batch_size=64, fill="mean")
+    heat = torch.zeros(64, 1, 32, 32)
+    for index in range(64):
+        top, left, bottom, right = corners[index % 4]
+        heat[index, :, top:bottom, left:right] = 1.0
+    bench.gradient_maps, bench.gradient_known = heat, torch.ones(64, dtype=torch.bool)  # the gradient heat, given
+    assert moving_module.places_hold_the_evidence(bench, corners)  # every image's heat at its corner
+    heat[:, :, 10:22, 10:22] = 0.5  # an object in the middle, read beside each mark: 72 against 16
+    assert not moving_module.places_hold_the_evidence(bench, corners)
+    heat[:, :, 10:22, 10:22] = 0.1  # read less than the mark: 14.4 against 16, the corner's share 0.53
+    assert moving_module.places_hold_the_evidence(bench, corners)
