@@ -25,25 +25,31 @@ def decoy_loaders():
     return train, DataLoader(TensorDataset(images[1500:], labels[1500:]), batch_size=64)
 
 
-def test_stop_on_shortcut_and_on_shortcut(tmp_path, decoy_loaders):
-    seen: list[Finding] = []
+def _stopping_fit(root: Path, loaders, on_shortcut, match: str) -> tuple[AttributionMonitor, pl.Trainer]:
+    """A 6-epoch decoy fit with ``stop_on_shortcut`` and ``on_shortcut``, expecting a warning matching ``match``."""
     monitor = AttributionMonitor(
         [ExpectedGradients(n_samples=16)],
         display_mean=(0.0,),
         display_std=(1.0,),
-        on_shortcut=seen.append,
+        on_shortcut=on_shortcut,
         stop_on_shortcut=True,
     )
     trainer = pl.Trainer(
         max_epochs=6,
-        default_root_dir=tmp_path,
+        default_root_dir=root,
         callbacks=[monitor],
         enable_progress_bar=False,
         enable_model_summary=False,
         logger=False,
     )
-    with pytest.warns(UserWarning, match="found a likely shortcut"):
-        trainer.fit(LitClassifier(in_channels=1, width=16, pooled_size=4), *decoy_loaders)
+    with pytest.warns(UserWarning, match=match):
+        trainer.fit(LitClassifier(in_channels=1, width=16, pooled_size=4), *loaders)
+    return monitor, trainer
+
+
+def test_stop_on_shortcut_and_on_shortcut(tmp_path, decoy_loaders):
+    seen: list[Finding] = []
+    monitor, trainer = _stopping_fit(tmp_path, decoy_loaders, seen.append, "found a likely shortcut")
     assert len(seen) == 1 and isinstance(seen[0], Finding) and box_iou(tuple(seen[0].box), (1, 1, 5, 5)) >= 0.5
     assert seen[0].kind == "region" and seen[0].p_value <= seen[0].level  # the swatch of every class, with its evidence
     assert trainer.current_epoch == seen[0].epoch + 1 < 6  # stopped right after the finding's epoch
@@ -59,25 +65,8 @@ def _refuses(finding: Finding) -> None:
 
 
 def test_an_on_shortcut_that_raises_is_one_warning_and_the_stop_and_the_run_stand(tmp_path, decoy_loaders):
-    monitor = AttributionMonitor(
-        [ExpectedGradients(n_samples=16)],
-        display_mean=(0.0,),
-        display_std=(1.0,),
-        on_shortcut=_refuses,
-        stop_on_shortcut=True,
-    )
-    trainer = pl.Trainer(
-        max_epochs=6,
-        default_root_dir=tmp_path,
-        callbacks=[monitor],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        logger=False,
-    )
-    with pytest.warns(
-        UserWarning, match="`on_shortcut` raised ValueError: user callback failed. The finding is recorded"
-    ):
-        trainer.fit(LitClassifier(in_channels=1, width=16, pooled_size=4), *decoy_loaders)
+    said = "`on_shortcut` raised ValueError: user callback failed. The finding is recorded"
+    monitor, trainer = _stopping_fit(tmp_path, decoy_loaders, _refuses, said)
     (finding,) = monitor.findings
     assert trainer.current_epoch == finding["epoch"] + 1 < 6  # the stop stands
     assert monitor.cost["failed"] == 0 and all("error" not in run for run in monitor.history)
