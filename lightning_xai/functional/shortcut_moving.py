@@ -352,7 +352,8 @@ EVIDENCE_NEAR_PLACES = 1 / 3
 hold the images' evidence (:func:`places_hold_the_evidence`). Measured at stop 27 (3 epochs, 32 x 32, the monitor's
 defaults): a shade at a random corner beside shifted digits 0.04-0.24 (10 fits: SmallCNN and ResNetStyle, seeds
 0-4); clean shapes of 7-16 px that always touch a random corner 0.41-0.78 (8 fits, which the place-set test had
-confirmed in 7: false alarms)."""
+confirmed in 7: false alarms). Held out: the shade on seeds 30-34 0.04-0.19, and 0.40 once (a ResNet that barely
+read it, not confirmed before either); 8 more clean corner fits, none with a finding (benchmarks/shortcut_evidence.md)."""
 
 
 def places_hold_the_evidence(bench: Bench, places: Sequence[Box], *, sources: int = 32) -> bool:
