@@ -161,7 +161,7 @@ def explain_maps(
             share = MapsReport(
                 predictions=predictions if predictions is not None else predict(model, images, probes.labels)
             )
-            explained = share.predictions.finite.nonzero().flatten()
+            explained = share.predictions.explained.nonzero().flatten()
             rows = explained[team.shard(len(explained)).indices]
             refs = model_inputs(model, references, convert_input) if references is not None else None
             targets = share.predictions.targets[rows].to(device)
@@ -312,7 +312,11 @@ class Engine:
         maps, moment = report.maps, report.moment
         if self.tracker is not None:
             report.stability = self._guarded(
-                report, "stability", lambda: self.tracker.update(maps.maps, epoch=moment.epoch, step=moment.global_step)
+                report,
+                "stability",
+                lambda: self.tracker.update(
+                    maps.maps, epoch=moment.epoch, step=moment.global_step, kept=maps.predictions.explained
+                ),
             )  # type: ignore[union-attr]
         device = module_device(model)
         with attribution_conditions(model, device):
@@ -345,7 +349,7 @@ class Engine:
                 # untested candidates, or checks that failed: the next run checks whatever the schedule says
                 self.checks_pending = report.shortcuts is None or report.shortcuts.untested > 0
             if self.faithfulness is not None:
-                kept = maps.predictions.finite
+                kept = maps.predictions.explained
                 images = model_inputs(model, probes.images[kept], convert_input)
                 targets = maps.predictions.targets[kept].to(device)
                 chosen = {key: value[kept] for key, value in maps.maps.items()}

@@ -34,6 +34,7 @@ __all__ = [
     "near_timeout",
     "no_tensorboard",
     "no_validation",
+    "empty_regions",
     "nonfinite_probes",
     "overhead_skip",
     "probes_not_restored",
@@ -139,6 +140,15 @@ def nonfinite_probes(indices: Sequence[int], *, step: int) -> str:
         f"{PREFIX}: at step {step} the model's scores for probes {list(indices)} were not finite (NaN or inf); those "
         "probes were left out of this run's maps (zeros in the raw maps, listed under 'skipped_probes' in "
         "summary.json) and the other probes were explained. This warning is shown once."
+    )
+
+
+def empty_regions(indices: Sequence[int], *, step: int) -> str:
+    """Segmentation probes whose target class the model predicts on no pixel were left out of a run."""
+    return (
+        f"{PREFIX}: at step {step} the model predicts the target class of probes {list(indices)} on no pixel, so "
+        "there is nothing to explain there: those probes were left out of this run's maps and stability (zeros in "
+        "the raw maps, listed under 'empty_regions' in summary.json). This warning is shown once."
     )
 
 

@@ -21,7 +21,7 @@ def run_metrics(report: RunReport) -> dict[str, float]:
         ['xai_cost/seconds_maps', 'xai_cost/seconds_saliency', 'xai_cost/seconds_total', 'xai_probes/accuracy', 'xai_probes/target_probability']
     """
     maps = report.maps
-    kept = maps.predictions.finite
+    kept = maps.predictions.explained
     metrics: dict[str, float] = {tags.seconds(key): value for key, value in maps.seconds.items()}
     metrics.update({tags.phase_seconds(phase): value for phase, value in report.phase_seconds.items()})
     metrics[tags.SECONDS_TOTAL] = sum(report.phase_seconds.values())

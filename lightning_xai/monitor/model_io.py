@@ -194,6 +194,8 @@ class Predictions:
         finite: ``BoolTensor[P]``: probes whose scores are all finite; the others are not explained this run.
         task: the task the scores were read as.
         regions: segmentation: each probe's predicted class map ``[P, H, W]``; else ``None``.
+        empty: ``BoolTensor[P]``: segmentation probes whose target class is predicted on no pixel (their score is
+            a sum over no pixels: every map would be zeros); they are not explained this run either.
     """
 
     scores: Tensor
@@ -206,11 +208,22 @@ class Predictions:
     finite: Tensor
     task: str = "multiclass"
     regions: Tensor | None = None
+    empty: Tensor | None = None
+
+    @property
+    def explained(self) -> Tensor:
+        """``BoolTensor[P]``: the probes explained this run (finite scores, and a target region that is not empty)."""
+        return self.finite if self.empty is None else self.finite & ~self.empty
 
     @property
     def skipped_probes(self) -> list[int]:
         """Indices of probes with non-finite scores."""
         return (~self.finite).nonzero().flatten().tolist()
+
+    @property
+    def empty_regions(self) -> list[int]:
+        """Indices of segmentation probes whose target class is predicted on no pixel (see ``empty``)."""
+        return [] if self.empty is None else (self.empty & self.finite).nonzero().flatten().tolist()
 
     @property
     def shown_probability(self) -> Tensor:
@@ -260,6 +273,7 @@ def predict(model: nn.Module, images: Tensor, labels: Tensor | None) -> Predicti
         finite=finite,
         task=task,
         regions=regions.detach().cpu() if regions is not None else None,
+        empty=None if regions is None else ~(regions.detach().cpu() == targets.view(-1, 1, 1)).flatten(1).any(dim=1),
     )
 
 

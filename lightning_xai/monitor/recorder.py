@@ -355,6 +355,8 @@ class Recorder:
             self.warn_once(
                 "nonfinite", messages.nonfinite_probes(maps.predictions.skipped_probes, step=moment.global_step)
             )
+        if maps.predictions.empty_regions:
+            self.warn_once("empty", messages.empty_regions(maps.predictions.empty_regions, step=moment.global_step))
         if report.stability is not None and self.stability is not None:
             for key in report.stability.newly_settled:
                 rank_zero_info(
@@ -401,6 +403,8 @@ def _extra(report: RunReport) -> dict[str, Any]:
         extra["failures"] = {**maps.failures, **report.failures}
     if maps.predictions.skipped_probes:
         extra["skipped_probes"] = maps.predictions.skipped_probes
+    if maps.predictions.empty_regions:
+        extra["empty_regions"] = maps.predictions.empty_regions
     if maps.cut:
         extra["cut"] = list(maps.cut)
     if maps.scheduled_out:

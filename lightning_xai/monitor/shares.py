@@ -125,7 +125,7 @@ def put_together(
             report.failures.setdefault(key, f"rank {rank}: {error}" if several else error)
     if strict and report.failures:
         raise RuntimeError(f"attribution failed: {report.failures}")
-    kept = report.predictions.finite
+    kept = report.predictions.explained
     shards = [shard_indices(int(kept.sum()), rank, len(parts)) for rank in range(len(parts))]
     gathered = gather_maps([share.maps for share in parts], shards)
     gaps = gather_maps([share.gaps for share in parts], shards)

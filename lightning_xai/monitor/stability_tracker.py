@@ -45,6 +45,11 @@ def comparable(method: AttributionMethod, attributions: Tensor) -> Tensor:
     return reduce_channels(downsample_map(attributions), reduce)
 
 
+def _any(kept: Tensor | None, count: int) -> bool:
+    """Whether any probe is kept (all ``count`` of them when no mask is given)."""
+    return count > 0 if kept is None else bool(kept.any())
+
+
 def _mean_worst(per_probe: Tensor) -> MeanWorst:
     return float(per_probe.mean()), float(per_probe.min())
 
@@ -72,23 +77,34 @@ class StabilityTracker:
         self.streak: dict[str, int] = {key: 0 for key in self.methods}
         self.settled: dict[str, dict[str, int] | None] = {key: None for key in self.methods}
         self.compared_runs = 0
+        self.previous_kept: Tensor | None = None
 
-    def update(self, maps: Mapping[str, Tensor], *, epoch: int, step: int) -> StabilityReport:
-        """Scores this run's ``maps`` against the last run and updates the settled state."""
+    def update(
+        self, maps: Mapping[str, Tensor], *, epoch: int, step: int, kept: Tensor | None = None
+    ) -> StabilityReport:
+        """Scores this run's ``maps`` against the last run and updates the settled state. ``kept``: ``BoolTensor[P]``,
+        the probes explained in this run (the others' maps are zeros, which would look perfectly stable): only
+        probes explained in both runs are compared, and methods only on this run's."""
         report = StabilityReport()
         current = {key: comparable(self.methods[key], value) for key, value in maps.items() if key in self.methods}
+        last = self.previous_kept
+        both = kept if last is None or kept is None or last.shape != kept.shape else kept & last
         compared = False
         for key, value in current.items():
-            if key in self.previous and self.previous[key].shape == value.shape:
-                scores = compare_maps(self.previous[key], value, k=self.settings.top_k)
+            if key in self.previous and self.previous[key].shape == value.shape and _any(both, len(value)):
+                rows = slice(None) if both is None else both
+                scores = compare_maps(self.previous[key][rows], value[rows], k=self.settings.top_k)
                 report.scores[key] = {metric: _mean_worst(values) for metric, values in scores.items()}
                 self._advance(key, report.scores[key]["spearman"][0], epoch, step, report)
                 compared = True
             report.settled[key] = self.settled[key] is not None
             self.previous[key] = value
+        self.previous_kept = kept
         self.compared_runs += int(compared)
-        if self.settings.agreement:
-            report.agreement = self._agreement(current)
+        if self.settings.agreement and _any(kept, 1):
+            report.agreement = self._agreement(
+                {key: value if kept is None else value[kept] for key, value in current.items()}
+            )
         return report
 
     def correlation_with_previous(self, key: str, maps: Tensor) -> float | None:

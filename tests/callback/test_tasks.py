@@ -151,6 +151,32 @@ def test_segmentation_explains_the_class_over_its_region_masks_first(tmp_path):
     torch.testing.assert_close(run["maps"]["saliency"], saliency(net, rows, region_score), rtol=1e-4, atol=1e-6)
 
 
+class _PredictsBackground(nn.Module):
+    """Per-pixel scores for 2 classes that favour the background (class 0) everywhere, for now."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        with torch.no_grad():
+            self.conv.bias.copy_(torch.tensor([50.0, 0.0]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x)
+
+
+def test_segmentation_probes_whose_class_is_predicted_nowhere_are_left_out_not_called_stable(tmp_path):
+    x = images(3)
+    masks = (x[:, 0] > 0.5).long()  # the object class on about half of every image: the probes' target
+    model = Lit(_PredictsBackground(), lambda out, y: 0.0 * out.sum(), read=lambda b: (b[0], b[1]))  # it stays so
+    monitor = AttributionMonitor([Saliency(), GradCAM()], num_probes=3, shortcuts=None)
+    with pytest.warns(UserWarning, match=r"predicts the target class of probes \[0, 1, 2\] on no pixel"):
+        fit(tmp_path, model, TensorDataset(x, masks), monitor, max_epochs=4)
+    summary, run, _ = last_run(tmp_path)
+    assert [entry.get("empty_regions") for entry in summary["runs"]] == [[0, 1, 2]] * 4
+    assert run["maps"] == {}  # nothing to explain: no maps that are all zeros
+    assert monitor.settled == {"saliency": None, "grad_cam": None}  # not "perfectly stable"
+
+
 @pytest.mark.parametrize("shape", ["[N]", "[N, 1]"])
 def test_binary_one_logit(tmp_path, shape):
     x = images(2)
