@@ -84,7 +84,6 @@ class MonitorRun:
         self.scoring = monitor.scoring
         self.methods_recorded = False
         self.references_shared = False
-        self.said_before_recorder: set[str] = set()
 
     def scored_model(self, pl_module: pl.LightningModule) -> torch.nn.Module:
         """What every forward pass of the monitor calls: the explained module through ``forward=``/``output=``/``task=``/``target=``."""
@@ -165,12 +164,10 @@ class MonitorRun:
                 self._warn_once("unreadable_validation", messages.tests_on_probes(error))
 
     def _warn_once(self, key: str, message: str) -> None:
-        """A warning said once per fit (through the recorder on rank 0 once it is open)."""
+        """A warning said once per fit, by rank 0's recorder (open from the fit's or validation's start, before any
+        batch; other ranks say nothing)."""
         if self.recorder is not None:
             self.recorder.warn_once(key, message)
-        elif key not in self.said_before_recorder:
-            self.said_before_recorder.add(key)
-            rank_zero_warn(message)
 
     # ------------------------------------------------------------------ each validation run
     def validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

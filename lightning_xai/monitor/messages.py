@@ -19,23 +19,28 @@ __all__ = [
     "cost_summary",
     "count",
     "disk_failure",
+    "display_scaled",
+    "empty_regions",
     "explained_layer",
     "fast_dev_run",
+    "few_test_images",
     "first_run",
     "fit_end_failed",
     "fragile_methods",
     "handover_failed",
     "history_notice",
+    "images_failed",
     "incomplete_maps",
     "insensitive_methods",
-    "images_failed",
     "logging_failed",
     "methods_failed",
+    "mixed_sizes",
     "near_timeout",
+    "no_probes",
     "no_tensorboard",
     "no_validation",
-    "empty_regions",
     "nonfinite_probes",
+    "on_shortcut_failed",
     "overhead_skip",
     "probes_not_restored",
     "run_failed",
@@ -45,9 +50,12 @@ __all__ = [
     "shortcuts_off",
     "sizing",
     "stopping",
+    "tests_on_probes",
     "time_budget",
     "tuned",
     "unreadable_run",
+    "unreadable_training",
+    "unreadable_validation",
     "unsettled",
 ]
 
@@ -202,25 +210,27 @@ def no_validation(stage: str, reason: str) -> str:
 def unreadable_training(error: BaseException) -> str:
     """The training batches' images cannot be read: expected gradients falls back to blurred baselines."""
     return (
-        f"{PREFIX} cannot read the images of a training batch ({error}) Until it can, expected gradients takes the "
-        "training images gathered so far as its references, or blurred probes without any."
+        f"{_cannot_read('a training batch', error)} Until it can, expected gradients takes the training images "
+        "gathered so far as its references, or blurred probes without any."
     )
 
 
 def unreadable_validation(error: BaseException) -> str:
     """The validation batches' images cannot be read once training has started: nothing to choose probes from."""
     return (
-        f"{PREFIX} cannot read the images of the validation batches ({error}) It explains nothing until it can, "
-        "or until `probes=` are given."
+        f"{_cannot_read('the validation batches', error)} It explains nothing until it can, or until `probes=` "
+        "are given."
     )
+
+
+def _cannot_read(batches: str, error: BaseException) -> str:
+    """The lead of every sentence about batches whose images cannot be read (the reader's error, with its advice)."""
+    return f"{PREFIX} cannot read the images of {batches} ({error})"
 
 
 def tests_on_probes(error: BaseException) -> str:
     """Probes were given and the validation batches cannot be read: the shortcut checks test on the probes."""
-    return (
-        f"{PREFIX} cannot read the images of the validation batches ({error}) The shortcut checks test on the "
-        "given probes instead."
-    )
+    return f"{_cannot_read('the validation batches', error)} The shortcut checks test on the given probes instead."
 
 
 def mixed_sizes(size: tuple[int, ...], other: int) -> str:

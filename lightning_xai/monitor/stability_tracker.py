@@ -45,9 +45,9 @@ def comparable(method: AttributionMethod, attributions: Tensor) -> Tensor:
     return reduce_channels(downsample_map(attributions), reduce)
 
 
-def _any(kept: Tensor | None, count: int) -> bool:
-    """Whether any probe is kept (all ``count`` of them when no mask is given)."""
-    return count > 0 if kept is None else bool(kept.any())
+def _keeps_none(kept: Tensor | None) -> bool:
+    """Whether the mask ``kept`` leaves out every probe (no mask keeps them all)."""
+    return kept is not None and not bool(kept.any())
 
 
 def _mean_worst(per_probe: Tensor) -> MeanWorst:
@@ -91,7 +91,7 @@ class StabilityTracker:
         both = kept if last is None or kept is None or last.shape != kept.shape else kept & last
         compared = False
         for key, value in current.items():
-            if key in self.previous and self.previous[key].shape == value.shape and _any(both, len(value)):
+            if key in self.previous and self.previous[key].shape == value.shape and not _keeps_none(both):
                 rows = slice(None) if both is None else both
                 scores = compare_maps(self.previous[key][rows], value[rows], k=self.settings.top_k)
                 report.scores[key] = {metric: _mean_worst(values) for metric, values in scores.items()}
@@ -101,7 +101,7 @@ class StabilityTracker:
             self.previous[key] = value
         self.previous_kept = kept
         self.compared_runs += int(compared)
-        if self.settings.agreement and _any(kept, 1):
+        if self.settings.agreement and not _keeps_none(kept):
             report.agreement = self._agreement(
                 {key: value if kept is None else value[kept] for key, value in current.items()}
             )
