@@ -41,6 +41,8 @@ from shortcut_suite import SETTINGS, Data
 from lightning_xai import AttributionMonitor
 from lightning_xai.demos import LitClassifier, ResNetStyle, SmallCNN
 from lightning_xai.functional.shortcut import box_iou
+from lightning_xai.functional.shortcut_interventions import Bench, fill_drops
+from lightning_xai.shortcuts import Finding
 
 MODELS = {  # (input channels, classes) -> model
     "SmallCNN": lambda c, k: SmallCNN(c, k, width=16, pooled_size=4),
@@ -65,11 +67,21 @@ def quiet_trainer(root: Path, monitor: AttributionMonitor, epochs: int, **option
     )
 
 
-def train(data: Data, model_name: str, seed: int, root: Path, epochs: int) -> tuple[AttributionMonitor, LitClassifier]:
-    """Trains with the monitor at its defaults; returns (monitor, model)."""
+def train(
+    data: Data, model_name: str, seed: int, root: Path, epochs: int, marks_read: dict | None = None
+) -> tuple[AttributionMonitor, LitClassifier]:
+    """Trains with the monitor at its defaults; returns (monitor, model). ``marks_read``: filled, for each moving
+    region found, with which probes read their planted mark at that moment (see :func:`probes_reading`)."""
     pl.seed_everything(seed, verbose=False)
     model = LitClassifier(MODELS[model_name](data.channels, data.num_classes), lr=3e-3)
     monitor = AttributionMonitor()
+    if marks_read is not None and data.kind == "moving_region":
+
+        def record(finding: Finding) -> None:
+            if finding.kind == "moving_region":
+                marks_read[(finding.epoch, tuple(finding.box))] = probes_reading(model, monitor, data)
+
+        monitor.on_shortcut = record
     trainer = quiet_trainer(root, monitor, epochs)
     trainer.fit(
         model,
@@ -96,6 +108,14 @@ def probe_truth(monitor: AttributionMonitor, data: Data) -> list:
     return truth
 
 
+def probes_reading(model: LitClassifier, monitor: AttributionMonitor, data: Data) -> list[bool]:
+    """Whether the model reads each probe's planted mark now: filling it (with the image's mean) lowers the
+    probability of the probe's predicted class by more than 0.05 (the measure of stop 25)."""
+    probes = monitor.probes.images.detach().cpu()
+    bench = Bench.build(model.eval(), probes, seed=0, batch_size=64, fill="mean")
+    return (fill_drops(bench, probe_truth(monitor, data)) > 0.05).tolist()
+
+
 def correct(finding: dict, data: Data, truth: list) -> bool:
     """Whether a finding names what was planted."""
     if data.kind == "color":
@@ -115,19 +135,34 @@ def correct(finding: dict, data: Data, truth: list) -> bool:
     return finding["kind"] in ("region", "class_mark") and box_iou(tuple(finding["box"]), data.boxes[0]) >= 0.5
 
 
-def outlines(finding: dict, truth: list) -> dict:
+def outlines(finding: dict, truth: list, reading: list[bool] | None = None) -> dict:
     """A moving region's probe outlines against the planted boxes: how many probes were outlined, how many
-    the model reads its box in (``boxes_read``) and how many of each lie on the planted box (IoU >= 0.5)."""
+    the model reads its box in (``boxes_read``), how many read their planted mark when it was found
+    (``reading``, see :func:`probes_reading`) and how many of each lie on the planted box (IoU >= 0.5)."""
     boxes, read = finding.get("boxes") or [], finding.get("boxes_read") or []
     if finding["kind"] != "moving_region" or not truth or len(boxes) != len(truth):
         return {}
     right = [box_iou(tuple(b), t) >= 0.5 for b, t in zip(boxes, truth)]
+    reading = reading if reading is not None and len(reading) == len(boxes) else []
     return {
         "outlined": len(boxes),
         "outlined_right": sum(right),
         "read": sum(read),
         "read_right": sum(r for r, seen in zip(right, read) if seen),
+        "reading_mark": sum(reading),
+        "reading_mark_right": sum(r for r, seen in zip(right, reading) if seen),
     }
+
+
+def right_where_read(found: list[dict]) -> bool:
+    """Whether some moving region found has its outline on the planted mark in at least half of the probes that
+    read their mark when it was found (and in at least one)."""
+    return any(
+        f["kind"] == "moving_region"
+        and f.get("reading_mark", 0) > 0
+        and 2 * f["reading_mark_right"] >= f["reading_mark"]
+        for f in found
+    )
 
 
 def run(name: str, model_name: str, seed: int, epochs: int, verbose: bool) -> dict:
@@ -136,7 +171,8 @@ def run(name: str, model_name: str, seed: int, epochs: int, verbose: bool) -> di
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as root, contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        monitor, model = train(data, model_name, seed, Path(root), epochs)
+        marks_read: dict = {}
+        monitor, model = train(data, model_name, seed, Path(root), epochs, marks_read)
     findings = [f for f in monitor.findings if f["epoch"] <= 2]
     truth = probe_truth(monitor, data) if data.kind == "moving_region" else []
     hit = data.kind != "clean" and any(correct(f, data, truth) for f in findings)
@@ -149,7 +185,7 @@ def run(name: str, model_name: str, seed: int, epochs: int, verbose: bool) -> di
         "found": [
             {k: f[k] for k in ("epoch", "kind", "box", "classes", "p_value", "method", "partial")}
             | {"correct": correct(f, data, truth)}
-            | outlines(f, truth)
+            | outlines(f, truth, marks_read.get((f["epoch"], tuple(f["box"]))))
             for f in findings
         ],
         "shuffled_acc": accuracy(model, data.shuffled_val, data.val[1])
@@ -168,6 +204,7 @@ def run(name: str, model_name: str, seed: int, epochs: int, verbose: bool) -> di
             if k.endswith(("seconds/total", "seconds_total"))
         ),
     }
+    result["hit_where_read"] = result["hit"] or right_where_read(result["found"])
     if verbose:
         print(f"  {name} | {model_name} | seed {seed}: {result}", file=sys.stderr)
         for finding in findings:
@@ -192,6 +229,9 @@ def row(name: str, model_name: str, results: list[dict]) -> str:
     mean = lambda key: sum(r[key] for r in results) / len(results)
     clean = name.startswith("clean")
     flagged = "—" if clean else f"{sum(r['hit'] for r in results)}/{len(results)}"
+    where_read = sum(r.get("hit_where_read", r["hit"]) for r in results)
+    if not clean and where_read != sum(r["hit"] for r in results):  # moving regions outlined right where read
+        flagged += f" ({where_read}/{len(results)} where read)"
     any_finding = f"{sum(r['findings'] > 0 for r in results)}/{len(results)}"
     wrong = f"{sum(r['wrong'] > 0 for r in results)}/{len(results)}"
     drop = "—" if clean else f"{mean('acc') - mean('shuffled_acc'):+.1%}".replace("+", "")

@@ -5,7 +5,8 @@ was planted (one box per validation image, or the marked classes, or "color"), a
 images with the shortcut shuffled (planted from a random permutation of the labels), so that the
 accuracy drop shows whether the model used it. Bases: scikit-learn's digits (centred at 24x24 as in
 MNIST, or 20x20 at random offsets) and coloured shapes (6 classes, random colours, centred or at
-random places) on noisy backgrounds. Colour is planted on both: the whole digit image tinted with its
+random places, or of 7-12 px touching a random corner: a clean control added at stop 28, after a hunt found
+false alarms on such shapes at stop 27) on noisy backgrounds. Colour is planted on both: the whole digit image tinted with its
 class's hue, or only the shape recoloured (its grey noise background left as it is).
 """
 
@@ -91,15 +92,19 @@ def _shape_mask(kind: int, side: int) -> Tensor:
     return masks[kind].float()
 
 
-def shapes(seed: int, *, centered: bool) -> tuple[Tensor, Tensor]:
-    """Six shapes (disc, square, triangle, cross, ring, diamond) of 12-16 px in random colours on noise."""
+def shapes(seed: int, *, centered: bool, in_corner: tuple[int, int] | None = None) -> tuple[Tensor, Tensor]:
+    """Six shapes (disc, square, triangle, cross, ring, diamond) of 12-16 px in random colours on noise; with
+    ``in_corner`` (smallest, largest side), shapes of that size that touch a random corner of the image."""
     generator = torch.Generator().manual_seed(seed)
     count = TRAIN + VAL
     labels = torch.randint(0, 6, (count,), generator=generator)
     out = _noise(count, generator)
+    smallest, largest = in_corner or (12, 16)
     for index, label in enumerate(labels.tolist()):
-        side = int(torch.randint(12, 17, (1,), generator=generator))
-        if centered:
+        side = int(torch.randint(smallest, largest + 1, (1,), generator=generator))
+        if in_corner is not None:
+            top, left = [(SIZE - side) * int(v) for v in torch.randint(0, 2, (2,), generator=generator)]
+        elif centered:
             top, left = [(SIZE - side) // 2 + int(v) for v in torch.randint(-1, 2, (2,), generator=generator)]
         else:
             top, left = torch.randint(0, SIZE - side + 1, (2,), generator=generator).tolist()
@@ -233,4 +238,5 @@ SETTINGS: dict[str, Callable[[int], Data]] = {
     "clean: shifted digits": lambda s: _clean(digits(s, centered=False), 10),
     "clean: centred shapes": lambda s: _clean(shapes(s, centered=True), 6),
     "clean: shapes at random places": lambda s: _clean(shapes(s, centered=False), 6),
+    "clean: shapes touching a random corner": lambda s: _clean(shapes(s, centered=False, in_corner=(7, 12)), 6),
 }

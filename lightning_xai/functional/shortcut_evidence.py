@@ -81,7 +81,8 @@ class Votes:
     became a third class. ``wins``/``losses``: recipients where the candidate raised the donor
     class's probability more / less than the best of the same-size control boxes did;
     ``random_follow``: recipients where a control box was followed. ``with_random``: whether the
-    controls exist (else the test is follow against stay).
+    controls exist (else the test is follow against stay). ``compared``: recipients whose excess was
+    counted as a win, a loss or a tie (with several donors per recipient, fewer than the transplants).
     """
 
     follow: int = 0
@@ -92,6 +93,7 @@ class Votes:
     random_follow: int = 0
     with_random: bool = True
     decided: bool = False
+    compared: int = 0
 
     @property
     def trials(self) -> int:
@@ -109,15 +111,17 @@ class Votes:
         return self.wins > self.losses if self.with_random else self.follow > self.stay
 
     def rates(self) -> dict[str, float]:
-        """``follow_rate``, ``stay_rate``, ``random_follow_rate``, ``win_rate``, ``loss_rate``, ``trials`` and ``p_value``."""
+        """``follow_rate``, ``stay_rate``, ``random_follow_rate`` (shares of the transplants), ``win_rate``,
+        ``loss_rate`` (shares of the recipients compared), ``trials`` and ``p_value``."""
         n = max(1, self.trials)
         random_rate = self.random_follow / n if self.with_random else 0.0
+        compared = max(1, self.compared or self.trials)
         return {
             "follow_rate": self.follow / n,
             "stay_rate": self.stay / n,
             "random_follow_rate": random_rate,
-            "win_rate": self.wins / n if self.with_random else 0.0,
-            "loss_rate": self.losses / n if self.with_random else 0.0,
+            "win_rate": self.wins / compared if self.with_random else 0.0,
+            "loss_rate": self.losses / compared if self.with_random else 0.0,
             "trials": float(self.trials),
             "p_value": self.p_value,
         }
@@ -131,6 +135,7 @@ class Votes:
             losses=self.losses + other.losses,
             random_follow=self.random_follow + other.random_follow,
             with_random=self.with_random,
+            compared=self.compared + other.compared,
         )
 
 
@@ -325,12 +330,13 @@ def count_wins(votes: Votes, excess: Tensor | None, margin: float, *, drop_ties:
 
     Example:
         >>> count_wins(Votes(), torch.tensor([0.3, 0.0, 0.2]), 0.1)
-        Votes(follow=0, stay=0, other=0, wins=2, losses=1, random_follow=0, with_random=True, decided=False)
+        Votes(follow=0, stay=0, other=0, wins=2, losses=1, random_follow=0, with_random=True, decided=False, compared=3)
         >>> count_wins(Votes(), torch.tensor([0.3, 0.0, -0.2]), 0.1, drop_ties=True).losses
         1
     """
     if excess is not None:
         votes.wins = int((excess > margin).sum())
+        votes.compared = int(excess.numel())
         votes.losses = int((excess < (-margin if drop_ties else margin)).sum())
     return votes
 

@@ -250,6 +250,7 @@ class Bench:
         *,
         drop_ties: bool = False,
         rounds: int | None = None,
+        margin: float | None = None,
     ) -> Votes:
         """Pastes ``box`` from ``rounds`` donors (of ``donor_class``, or of another class) into each
         recipient, against control boxes (same place in both): see :meth:`vote_rounds`."""
@@ -279,6 +280,7 @@ class Bench:
         *,
         drop_ties: bool = False,
         rounds: int | None = None,
+        margin: float | None = None,
     ) -> Votes:
         """Transplants from ``rounds`` donors per recipient, against controls.
 
@@ -287,7 +289,7 @@ class Bench:
         :func:`transplant_outcomes`). Recipients without a donor in every round are left out; a
         recipient's excess over its best control is averaged over its donors before it counts as a
         win or a loss (``margin``; ``drop_ties``: see :func:`count_wins`). ``rounds``: donors per
-        recipient (default ``self.rounds``).
+        recipient (default ``self.rounds``); ``margin``: default ``self.margin``.
         """
         rounds = rounds or self.rounds
         given = torch.stack([pick(recipients) for _ in range(rounds)])
@@ -309,7 +311,7 @@ class Bench:
                 self.batch_size,
             )
             total, excess = total + votes, excess + gained / rounds  # type: ignore[operator]
-        return count_wins(total, excess, self.margin, drop_ties=drop_ties)
+        return count_wins(total, excess, self.margin if margin is None else margin, drop_ties=drop_ties)
 
 
 def ablation_rates(bench: Bench, boxes: Sequence[Box], indices: Tensor, *, random_too: bool = True) -> dict[str, float]:

@@ -38,7 +38,9 @@ from lightning_xai.functional.shortcut_moving import (
     locate,
     moving_votes,
     place_set_votes,
+    places_hold_the_evidence,
     rivals,
+    spots_of,
 )
 from lightning_xai.monitor.shortcut_messages import finding_message
 from lightning_xai.shortcuts import Finding, Shortcuts
@@ -245,29 +247,32 @@ def _region_test(candidate: Candidate, bench: Bench, level: float) -> tuple[Vote
 def _moving_evidence(candidate: Candidate, run: RunTests) -> tuple[dict[str, float], Votes, list[int], float]:
     """A moving region: all its places at once (completed from the selection half, see
     :func:`completed_places`) at ``PLACE_SET_SHARE`` of the level, then, when that is undecided, each
-    image's own box at the rest; nothing more when its effect stands on one place (a fixed mark, tested
-    as a region or a class mark) or without gradient heat. A confirmed one gets each probe's box. Returns the
-    ablation rates (each selection image's own box filled), the votes, the classes and the level of the last
-    test."""
+    image's own box at the rest (the whole level when the places were not tested at once: fewer than two, no
+    class follows them, or the effect stands on one place). Nothing is tested when the places hold the images'
+    evidence (objects that sit there, see :func:`places_hold_the_evidence`), and each image's own box is not
+    tested without gradient heat. A confirmed one gets each probe's box. Returns the ablation rates (each
+    selection image's own box filled), the votes, the classes and the level of the last test."""
     bench, level = run.bench, run.level
     selection = bench.selection[:16]
     places = completed_places(bench, candidate.places, band=candidate.band)
-    votes, classes = place_set_votes(bench, places, alpha=level * PLACE_SET_SHARE)
-    # without gradient heat the per-image test's rivals cannot be drawn where each image's evidence is
-    if votes.decided or not classes or not gradient_heat(bench).any():
+    hold = places_hold_the_evidence(bench, places)  # objects that sit at the places: neither test runs
+    votes, classes = (Votes(), []) if hold else place_set_votes(bench, places, alpha=level * PLACE_SET_SHARE)
+    if votes.decided or hold or not gradient_heat(bench).any():
         few = bench.subset(selection)
         candidate.places = places if votes.decided else candidate.places
         rates = ablation_rates(few, locate(few, candidate.places), few.test)
         if votes.decided and run.probe_images is not None:
             candidate.probe_boxes, candidate.probe_read = _probe_boxes(candidate, run, at_places=True)
         return rates, votes, classes, level * PLACE_SET_SHARE
+    rest = level * (1 - PLACE_SET_SHARE) if classes else level
     heat = gradient_heat(bench)
     own = locate(bench, candidate.places, band=candidate.band, heat=heat)
     rates = ablation_rates(bench, [own[i] for i in selection.tolist()], selection)
-    votes = moving_votes(bench, own, rivals(bench, own, heat), alpha=level * (1 - PLACE_SET_SHARE))
+    spots = spots_of(heat, own, candidate.band)
+    votes = moving_votes(bench, own, rivals(bench, own, heat), spots, alpha=rest)
     if votes.decided and run.probe_images is not None:
         candidate.probe_boxes, candidate.probe_read = _probe_boxes(candidate, run, at_places=False)
-    return rates, votes, [], level * (1 - PLACE_SET_SHARE)
+    return rates, votes, [], rest
 
 
 def _probe_boxes(candidate: Candidate, run: RunTests, *, at_places: bool) -> tuple[list[Box], list[bool]]:

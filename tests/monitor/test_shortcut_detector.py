@@ -299,6 +299,41 @@ def test_without_gradient_an_undecided_place_set_test_is_what_the_moving_region_
     assert level == pytest.approx(1e-3 * verdicts_module.PLACE_SET_SHARE) and "flip_rate" in rates
 
 
+def _moving_run(monkeypatch, place_set: tuple[Votes, list[int]], *, hold: bool) -> tuple[list, list[float]]:
+    """``_moving_evidence`` on a model reading a shade in a random corner, with the test at all places at once
+    answering ``place_set`` and the places holding the images' evidence or not (``hold``); records which
+    per-image tests ran, at which level."""
+    places = [CORNERS[i % 4] for i in torch.randperm(64, generator=torch.Generator().manual_seed(1)).tolist()]
+    images, _ = _shaded(places)
+    log: list[float] = []
+    monkeypatch.setattr(verdicts_module, "place_set_votes", lambda bench, places, alpha: place_set)
+    monkeypatch.setattr(verdicts_module, "places_hold_the_evidence", lambda bench, places: hold)
+    moving_votes = verdicts_module.moving_votes
+
+    def logged(bench, own, rival, spots, *, alpha):
+        log.append(alpha)
+        return moving_votes(bench, own, rival, spots, alpha=alpha)
+
+    monkeypatch.setattr(verdicts_module, "moving_votes", logged)
+    candidate = Candidate("moving_region", CORNERS[0], places=list(CORNERS), band=4)
+    bench = verdicts_module.Bench.build(ReadsShade(CORNERS).eval(), images, seed=0, batch_size=64, fill="mean")
+    run = verdicts_module.RunTests(bench, 1e-3, (SIZE, SIZE), 0, 0, None, Shortcuts(), seed=1)
+    return list(verdicts_module._moving_evidence(candidate, run)), log
+
+
+def test_each_images_own_box_is_tested_at_the_whole_level_when_the_places_were_not_tested_at_once(monkeypatch):
+    (_, votes, classes, level), log = _moving_run(monkeypatch, (Votes(), []), hold=False)
+    assert log == [pytest.approx(1e-3)] and level == pytest.approx(1e-3) and classes == []
+    assert votes.decided  # the shade decides: until stop 27 nothing was tested when the places were not
+    (_, _, _, level), log = _moving_run(monkeypatch, (Votes(follow=5, stay=9, wins=4, losses=6), [3]), hold=False)
+    assert log == [pytest.approx(1e-3 * (1 - verdicts_module.PLACE_SET_SHARE))] and level == log[0]
+
+
+def test_nothing_moving_is_tested_when_the_places_hold_the_images_evidence(monkeypatch):
+    (_, votes, classes, _), log = _moving_run(monkeypatch, (Votes(), []), hold=True)
+    assert log == [] and votes == Votes() and classes == []  # objects that sit at the places
+
+
 def test_mark_of_one_class_names_the_class():
     images, labels = _objects()
     images[labels == 0, :, 0:4, 12:16] = 1.0
