@@ -250,7 +250,6 @@ class Bench:
         *,
         drop_ties: bool = False,
         rounds: int | None = None,
-        margin: float | None = None,
     ) -> Votes:
         """Pastes ``box`` from ``rounds`` donors (of ``donor_class``, or of another class) into each
         recipient, against control boxes (same place in both): see :meth:`vote_rounds`."""
@@ -274,31 +273,34 @@ class Bench:
 
     def vote_rounds(
         self,
-        recipients: Tensor,
+        units: Tensor,
         pick: Callable[[Tensor], Tensor],
         paste: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]],
         *,
         drop_ties: bool = False,
         rounds: int | None = None,
         margin: float | None = None,
+        units_give: bool = False,
     ) -> Votes:
-        """Transplants from ``rounds`` donors per recipient, against controls.
+        """Transplants with ``rounds`` partners per unit, against controls.
 
-        ``pick``: a donor index per recipient (-1: none); ``paste(recipients, donors)``: the
+        ``units`` are recipients, and ``pick`` gives each a donor index (-1: none); with ``units_give``, the
+        units are donors and ``pick`` gives each a recipient. ``paste(recipients, donors)``: the
         transplanted images ``[n, C, H, W]`` and their controls ``[k * n, C, H, W]`` (see
-        :func:`transplant_outcomes`). Recipients without a donor in every round are left out; a
-        recipient's excess over its best control is averaged over its donors before it counts as a
-        win or a loss (``margin``; ``drop_ties``: see :func:`count_wins`). ``rounds``: donors per
-        recipient (default ``self.rounds``); ``margin``: default ``self.margin``.
+        :func:`transplant_outcomes`). Units without a partner in every round are left out; a unit's
+        excess over its best control is averaged over its partners before it counts as a win or a loss
+        (``margin``, default ``self.margin``; ``drop_ties``: see :func:`count_wins`). ``rounds``:
+        partners per unit (default ``self.rounds``).
         """
         rounds = rounds or self.rounds
-        given = torch.stack([pick(recipients) for _ in range(rounds)])
+        given = torch.stack([pick(units) for _ in range(rounds)])
         kept = (given >= 0).all(dim=0)
-        recipients, total = recipients[kept], Votes()
-        excess = torch.zeros(recipients.numel())
-        if recipients.numel() == 0:
+        units, total = units[kept], Votes()
+        excess = torch.zeros(units.numel())
+        if units.numel() == 0:
             return total
-        for donors in given[:, kept]:
+        for partners in given[:, kept]:
+            recipients, donors = (partners, units) if units_give else (units, partners)
             transplanted, controls = paste(recipients, donors)
             donor_of = self.predicted[donors]
             votes, gained = transplant_outcomes(

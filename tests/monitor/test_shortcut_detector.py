@@ -306,7 +306,9 @@ def _moving_run(monkeypatch, place_set: tuple[Votes, list[int]], *, hold: bool) 
     places = [CORNERS[i % 4] for i in torch.randperm(64, generator=torch.Generator().manual_seed(1)).tolist()]
     images, _ = _shaded(places)
     log: list[float] = []
-    monkeypatch.setattr(verdicts_module, "place_set_votes", lambda bench, places, alpha: place_set)
+    monkeypatch.setattr(
+        verdicts_module, "place_set_votes", lambda bench, places, alpha: place_set if not hold else 1 / 0
+    )  # when the places hold the evidence, the test at all places at once must not run either
     monkeypatch.setattr(verdicts_module, "places_hold_the_evidence", lambda bench, places: hold)
     moving_votes = verdicts_module.moving_votes
 
@@ -321,7 +323,9 @@ def _moving_run(monkeypatch, place_set: tuple[Votes, list[int]], *, hold: bool) 
     return list(verdicts_module._moving_evidence(candidate, run)), log
 
 
-def test_each_images_own_box_is_tested_at_the_whole_level_when_the_places_were_not_tested_at_once(monkeypatch):
+def test_each_images_own_box_is_tested_at_the_whole_level_when_the_places_were_not_tested_at_once(
+    monkeypatch, shade_alone_counts_as_a_mark
+):
     (_, votes, classes, level), log = _moving_run(monkeypatch, (Votes(), []), hold=False)
     assert log == [pytest.approx(1e-3)] and level == pytest.approx(1e-3) and classes == []
     assert votes.decided  # the shade decides: until stop 27 nothing was tested when the places were not
@@ -547,7 +551,7 @@ def test_hide_and_keep_box_inpaint_from_the_rest_of_the_image():
     torch.testing.assert_close(kept[..., 0:3, 0:3], marked[..., 0:3, 0:3])
 
 
-def test_a_mark_moving_along_the_border_is_found_in_each_probe():
+def test_a_mark_moving_along_the_border_is_found_in_each_probe(shade_alone_counts_as_a_mark):
     from tests.functional.test_shortcut_moving import ReadsBorderMark, _marked
 
     images, _, boxes = _marked(seed=3)
@@ -560,6 +564,22 @@ def test_a_mark_moving_along_the_border_is_found_in_each_probe():
     (moving,) = [f for f in report.new if f.kind == "moving_region"]
     assert [tuple(b) for b in moving.boxes] == boxes[:16] and moving.p_value <= moving.level
     assert "at varying places (along the border" in moving.message
+
+
+def test_a_mark_read_beside_the_object_along_the_border_is_found_in_each_probe():
+    from tests.functional.test_shortcut_moving import ReadsObjectAndBorderMark, _objects_with_border_marks
+
+    images, boxes = _objects_with_border_marks(seed=3)
+    heat = torch.full((16, 1, 32, 32), 0.01)
+    heat[:, :, 10:22, 10:22] = 0.05  # every probe's object
+    for index, box in enumerate(boxes[:8]):  # the maps show the mark in half the probes
+        heat[index, :, box[0] : box[2], box[1] : box[3]] = 1.0
+    report = ShortcutDetector(Shortcuts()).check(
+        ReadsObjectAndBorderMark().eval(), {"heat": heat}, images, epoch=1, step=8, probe_images=images[:16]
+    )
+    (moving,) = [f for f in report.new if f.kind == "moving_region"]
+    assert moving.p_value <= moving.level and not moving.classes  # confirmed image by image
+    assert sum(box_iou(tuple(box), truth) >= 0.5 for box, truth in zip(moving.boxes, boxes)) >= 14
 
 
 def test_a_mark_read_beside_the_object_at_random_corners_is_found_in_each_probe():
