@@ -156,10 +156,10 @@ def outlines(finding: dict, truth: list, reading: list[bool] | None = None) -> d
 
 def right_where_read(found: list[dict]) -> bool:
     """Whether some moving region found has its outline on the planted mark in at least half of the probes that
-    read their mark when it was found (and in at least one)."""
+    read their mark when it was found (and in at least two)."""
     return any(
         f["kind"] == "moving_region"
-        and f.get("reading_mark", 0) > 0
+        and f.get("reading_mark", 0) >= 2
         and 2 * f["reading_mark_right"] >= f["reading_mark"]
         for f in found
     )

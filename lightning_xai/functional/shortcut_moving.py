@@ -310,7 +310,8 @@ MOVING_DEAD_ZONE = 0.25
 """The share of ``bench.margin`` (``Shortcuts.min_effect``) within which a donor of the per-image test is a tie
 (:func:`moving_votes`). Chosen at stop 28 on design fits of seeds 40-44 (never in the evidence table): a shade at
 a random place along the border, both models at the end of a 3-epoch fit, where a quarter of the margin gave the
-smallest p-values of 0, 1/4, 1/2 and 1. With the test as it stands, on those fits: p 1e-5 to 0.94 along the
+smallest p-values of 0, 1/4, 1/2 and 1 (with the test's first form, recipients as units; a review then showed
+their p-values too small). With the test as it stands, on those fits: p 1e-5 to 0.94 along the
 border (3 of 10 below 1e-3), 3e-7 to 0.64 in a random corner (7 of 10 below 1e-3); forced on 24 clean fits of
 seeds 40-42 (shifted digits, centred shapes, shapes at random places and touching a random corner), 0.5 or more."""
 
