@@ -46,6 +46,7 @@ __all__ = [
     "band_positions",
     "carrier_class",
     "completed_places",
+    "evidence_away_from",
     "evidence_share_near",
     "gradient_heat",
     "hot_boxes",
@@ -461,6 +462,31 @@ def places_hold_the_evidence(bench: Bench, places: Sequence[Box], *, sources: in
         return False
     near = evidence_share_near(heat, hottest_places(heat, places))
     return float(near.median()) > EVIDENCE_NEAR_PLACES
+
+
+def evidence_away_from(bench: Bench, box: Box) -> Tensor | None:
+    """The images ``[N]`` (bool) whose evidence lies away from ``box``: at most ``EVIDENCE_NEAR_PLACES`` of their
+    gradient heat is near it (see :func:`evidence_share_near`). ``None`` when there is no gradient heat.
+
+    The donors of a fixed place's tests come from these images where a class has enough of them (see
+    :meth:`~lightning_xai.functional.shortcut_interventions.Bench.donating_from`). A mark is the same in every
+    image of its class, so donors whose object is elsewhere bring it as well as any; an object that sits at
+    the place in some images (shapes touching a random corner) is there only in those whose evidence is near
+    it, so the others bring background. Where nearly every image of a class has its evidence near the place
+    (a mark the model reads above all else; stop 29: a mark on class 0 only, 2 of its 10 test images away
+    from it), the class's evidence is the place, and its donors come from all its images, as before.
+
+    Example:
+        >>> forward = lambda x: torch.stack([8 * x[:, 0, 0, 0] + 8 * x[:, 0, 3, 3], torch.zeros(len(x))], dim=1)
+        >>> images = torch.zeros(3, 1, 4, 4); images[0, 0, 0, 0] = 1; images[1, 0, 3, 3] = 1
+        >>> bench = Bench.build(forward, images, seed=0, batch_size=3, fill="mean")
+        >>> evidence_away_from(bench, (0, 0, 1, 1)).tolist()  # image 2 shows nothing: away from every box
+        [False, True, True]
+    """
+    heat = gradient_heat(bench)
+    if not heat.any():
+        return None
+    return evidence_share_near(heat, [box] * heat.shape[0]) <= EVIDENCE_NEAR_PLACES
 
 
 def evidence_share_near(heat: Tensor, boxes: Sequence[Box]) -> Tensor:
