@@ -2,10 +2,11 @@
 
 The detector (:mod:`~lightning_xai.monitor.shortcut_detector`) chooses what to test and when; this module
 decides one candidate from interventions on the run's test images
-(:mod:`lightning_xai.functional.shortcut_interventions`): a fixed place by transplants (and, at the
-border, by clear wins), a class mark by donors of its class, a moving region at all its places at once and
-then at each image's own place, the colours by recolouring. A decided fixed place is described (its box
-refined, who carries it); a confirmed moving region gets each probe's box.
+(:mod:`lightning_xai.functional.shortcut_interventions`): a fixed place by transplants from donors whose
+evidence lies elsewhere (and, at the border, by clear wins), a class mark by such donors of its class, a
+moving region at all its places at once and then at each image's own place, the colours by recolouring. A
+decided fixed place is described (its box refined, who carries it); a confirmed moving region gets each
+probe's box.
 """
 
 from __future__ import annotations
