@@ -468,8 +468,8 @@ def evidence_away_from(bench: Bench, box: Box) -> Tensor | None:
     """The images ``[N]`` (bool) whose evidence lies away from ``box``: at most ``EVIDENCE_NEAR_PLACES`` of their
     gradient heat is near it (see :func:`evidence_share_near`). ``None`` when there is no gradient heat.
 
-    The donors of a fixed place's tests come from these images where a class has enough of them (see
-    :meth:`~lightning_xai.functional.shortcut_interventions.Bench.donating_from`). A mark is the same in every
+    The donors of a fixed place's tests come from these images where ``MIN_DONORS`` of the images a test may
+    draw from are among them (see :meth:`~lightning_xai.functional.shortcut_interventions.Bench.donors`). A mark is the same in every
     image of its class, so donors whose object is elsewhere bring it as well as any; an object that sits at
     the place in some images (shapes touching a random corner) is there only in those whose evidence is near
     it, so the others bring background. Where nearly every image of a class has its evidence near the place

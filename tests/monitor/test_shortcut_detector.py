@@ -859,7 +859,7 @@ def test_the_places_hold_the_evidence_when_the_images_heat_is_at_them_not_when_a
     assert moving_module.places_hold_the_evidence(bench, corners)
 
 
-def test_a_fixed_place_is_confirmed_by_donors_whose_evidence_lies_elsewhere(monkeypatch):
+def test_objects_at_a_corner_in_some_images_do_not_confirm_it_with_donors_whose_evidence_lies_elsewhere(monkeypatch):
     images, _ = _objects_touching_a_random_corner()
     bench = verdicts_module.Bench.build(
         _ReadsObjectsMostAtOneCorner().eval(), images, seed=0, batch_size=64, fill="mean"
