@@ -109,8 +109,7 @@ class Bench:
     through ``forward_fn`` against it, see :class:`Allowance`): once it is spent, tests end undecided
     at their next look; ``seconds_per_image``: what its prediction pass took per image;
     ``gradient_maps``, ``gradient_known``: kept by :func:`~lightning_xai.functional.shortcut_moving.gradient_heat`
-    (each image's made once; which images' are made); ``donor_pool``: the images ``[N]`` (bool) that
-    :meth:`donors` draws from where it can (see :meth:`donating_from`).
+    (each image's made once; which images' are made).
 
     Example:
         >>> bench = Bench.build(lambda x: x.flatten(1)[:, :3], torch.rand(8, 1, 4, 4), seed=0, batch_size=8,
@@ -135,7 +134,6 @@ class Bench:
     seconds_per_image: float = 0.0
     gradient_maps: Tensor | None = None
     gradient_known: Tensor | None = None
-    donor_pool: Tensor | None = None
 
     @classmethod
     def build(
@@ -193,16 +191,21 @@ class Bench:
     def donors(
         self, recipients: Tensor, donor_class: int | None = None, *, elsewhere: Sequence[Box] | None = None
     ) -> Tensor:
-        """One random donor index per recipient: predicted as ``donor_class``, or as another class, from
-        ``donor_pool`` when it holds ``MIN_DONORS`` such images or more; with ``elsewhere`` (a box per image),
-        only donors whose box is not the recipient's. -1 (none) when fewer than ``MIN_DONORS`` images are left
-        to draw from."""
+        """One random donor index per recipient: predicted as ``donor_class``, or as another class; with
+        ``elsewhere`` (a box per image), only donors whose box is not the recipient's. -1 (none) when fewer
+        than ``MIN_DONORS`` images are left to draw from (where the units give, see :meth:`vote_rounds`, the
+        partners drawn are recipients: then it is the fewest recipients a unit is drawn one from).
+
+        Example:
+            >>> images = torch.eye(2).view(2, 1, 1, 2).repeat(3, 1, 1, 1)  # classes 0, 1, 0, 1, 0, 1
+            >>> bench = Bench.build(lambda x: x.flatten(1), images, seed=0, batch_size=6, fill="mean")
+            >>> bench.donors(torch.tensor([1]), 0).tolist()  # three images of class 0: too few
+            [-1]
+        """
         predicted = self.predicted
         chosen = []
         for index in recipients.tolist():
             pool = (predicted == donor_class) if donor_class is not None else (predicted != predicted[index])
-            if self.donor_pool is not None and int((pool & self.donor_pool).sum()) >= MIN_DONORS:
-                pool &= self.donor_pool
             if elsewhere is not None:
                 pool &= torch.tensor([box != elsewhere[index] for box in elsewhere])
             pool = pool.nonzero().flatten()
@@ -212,26 +215,6 @@ class Bench:
                 else -1
             )
         return torch.tensor(chosen, dtype=torch.long)
-
-    def donating_from(self, pool: Tensor | None) -> Bench:
-        """The same bench (its predictions, randomness, allowance and gradient maps shared) whose :meth:`donors`
-        come from ``pool`` (``[N]`` bool; ``None``: every image) where it holds ``MIN_DONORS`` images of the
-        class wanted or more.
-
-        Example:
-            >>> images = torch.eye(2).view(2, 1, 1, 2).repeat(6, 1, 1, 1)  # classes 0, 1, 0, 1, ...
-            >>> bench = Bench.build(lambda x: x.flatten(1), images, seed=0, batch_size=12, fill="mean")
-            >>> recipients = torch.arange(1, 12, 2).repeat(8)  # 48 draws
-            >>> sorted(set(bench.donating_from(torch.arange(12) >= 4).donors(recipients, 0).tolist()))
-            [4, 6, 8, 10]
-            >>> pool = torch.arange(12) >= 8  # holds two of class 0: too few, so every image of class 0 donates
-            >>> sorted(set(bench.donating_from(pool).donors(recipients, 0).tolist()))
-            [0, 2, 4, 6, 8, 10]
-            >>> one_image = Bench.build(lambda x: x.flatten(1), images[:3], seed=0, batch_size=3, fill="mean")
-            >>> one_image.donors(torch.tensor([0]), 1).tolist()  # one image of class 1: too few
-            [-1]
-        """
-        return replace(self, donor_pool=pool)
 
     def subset(self, indices: Tensor) -> Bench:
         """The bench of ``images[indices]``: predictions and gradient maps kept, every image in both halves.
@@ -253,7 +236,6 @@ class Bench:
             test=order,
             gradient_maps=None if self.gradient_maps is None else self.gradient_maps[indices],
             gradient_known=None if self.gradient_known is None else self.gradient_known[indices],
-            donor_pool=None if self.donor_pool is None else self.donor_pool[indices],
         )
 
     def fills_of(self, indices: Tensor) -> Tensor | None:

@@ -2,11 +2,10 @@
 
 The detector (:mod:`~lightning_xai.monitor.shortcut_detector`) chooses what to test and when; this module
 decides one candidate from interventions on the run's test images
-(:mod:`lightning_xai.functional.shortcut_interventions`): a fixed place by transplants from donors whose
-evidence lies elsewhere (and, at the border, by clear wins), a class mark by such donors of its class, a
-moving region at all its places at once and then at each image's own place, the colours by recolouring. A
-decided fixed place is described (its box refined, who carries it); a confirmed moving region gets each
-probe's box.
+(:mod:`lightning_xai.functional.shortcut_interventions`): a fixed place by transplants (and, at the
+border, by clear wins), a class mark by donors of its class, a moving region at all its places at once and
+then at each image's own place, the colours by recolouring. A decided fixed place is described (its box
+refined, who carries it); a confirmed moving region gets each probe's box.
 """
 
 from __future__ import annotations
@@ -34,7 +33,6 @@ from lightning_xai.functional.shortcut_interventions import (
 )
 from lightning_xai.functional.shortcut_moving import (
     completed_places,
-    evidence_away_from,
     gradient_heat,
     hottest_inside,
     locate,
@@ -179,7 +177,7 @@ def _evidence(candidate: Candidate, run: RunTests) -> dict[str, Any]:
         classes = []
     elif candidate.kind == "class_mark":
         mark_of, rates = mark_class(bench, box)
-        votes, classes = class_votes(_donors_away_from(bench, box), box, mark_of, alpha=level), [mark_of]
+        votes, classes = class_votes(bench, box, mark_of, alpha=level), [mark_of]
     else:
         rates, votes, classes, level = _moving_evidence(candidate, run)
     cut = not votes.decided and bench.out_of_budget()  # before the description of a decided place spends more
@@ -237,7 +235,6 @@ def _region_test(candidate: Candidate, bench: Bench, level: float) -> tuple[Vote
     confirm it (an intersection of tests keeps the level), with this test's evidence. The middle of
     centred objects passes a one-class test (the centre of one class's shape, pasted into the others,
     turns them into that class) but carries every class and decides no more than the rest of the object."""
-    bench = _donors_away_from(bench, candidate.box)
     if not spot_at_border(candidate, bench.size):
         return region_votes(bench, candidate.box, alpha=level), level, False
     votes = region_votes(bench, candidate.box, alpha=level * DECIDES_SHARE)
@@ -245,17 +242,6 @@ def _region_test(candidate: Candidate, bench: Bench, level: float) -> tuple[Vote
         return votes, level * DECIDES_SHARE, False
     rest = level * (1 - DECIDES_SHARE)
     return region_votes(bench, candidate.box, alpha=rest, clear_wins=True), rest, True
-
-
-def _donors_away_from(bench: Bench, box: Box) -> Bench:
-    """The bench whose donors are images whose evidence lies away from ``box`` where a class has any (see
-    :func:`evidence_away_from`): a fixed place is confirmed by what is there in every image of a class, not by
-    objects that sit there in some. On the clean control of shapes that always touch a random corner (stop
-    28: 40 fits), the tests with donors drawn from every image confirmed a corner in 7 fits (4 of them
-    ``partial``); of the three on seeds 30-37 that stop 29 looked into, one was silent with these donors and
-    the other two were a one-class model's single donor (see
-    :data:`~lightning_xai.functional.shortcut_interventions.MIN_DONORS`)."""
-    return bench.donating_from(evidence_away_from(bench, box))
 
 
 def _moving_evidence(candidate: Candidate, run: RunTests) -> tuple[dict[str, float], Votes, list[int], float]:
@@ -343,7 +329,6 @@ def _named_classes(bench: Bench, box: Box, followed: list[int], tested: list[int
     pasted into that class's images, and a weakly read mark of every class can look followed for one."""
     named = list(tested)
     others = [c for c in followed if c not in named]
-    bench = _donors_away_from(bench, box) if others else bench
     for other in others:
         if class_votes(bench, box, other, alpha=level / len(others)).decided:
             named.append(other)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from lightning_xai.functional import shortcut_interventions as interventions_module
 from lightning_xai.functional.shortcut_interventions import (
@@ -14,15 +13,11 @@ from lightning_xai.functional.shortcut_interventions import (
     others_need,
     region_votes,
 )
-from lightning_xai.functional.shortcut_moving import evidence_away_from
 from tests.functional.test_shortcut_moving import (
-    CLASSES,
     CORNERS,
-    SIZE,
     ReadsCentredObject,
     ReadsObjectAndCornerMark,
     _objects_with_corner_marks,
-    _templates,
     _with_heat,
 )
 
@@ -87,47 +82,6 @@ def test_a_mark_only_its_class_bears_is_not_needed_by_the_others():
     )  # class 0 needs its own
 
 
-class _ReadsObjectsMostAtOneCorner(torch.nn.Module):
-    """Finds each class's 8x8 template anywhere, an object at the bottom-left corner counting three times as
-    much (a young model's bias for one place; no image carries a mark)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        match = F.conv2d(x.mean(dim=1, keepdim=True) - 0.3, (_templates() - 0.5)[:, None] / 64)
-        weight = torch.ones(match.shape[-2:])
-        weight[-1, 0] = 3.0
-        return 40 * (match * weight).flatten(2).amax(dim=2)
-
-
-def _objects_touching_a_random_corner(count: int = 128, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    labels = torch.arange(count) % CLASSES
-    images = torch.rand(count, 1, SIZE, SIZE, generator=generator) * 0.3
-    corners = [(0, 0), (0, SIZE - 8), (SIZE - 8, 0), (SIZE - 8, SIZE - 8)]
-    for image, label in zip(images, labels.tolist()):
-        top, left = corners[int(torch.randint(0, 4, (1,), generator=generator))]
-        image[0, top : top + 8, left : left + 8] = _templates()[label] * 0.7 + 0.3
-    return images, labels
-
-
-def test_objects_that_sit_at_a_corner_in_some_images_confirm_it_only_with_donors_that_bring_them():
-    images, labels = _objects_touching_a_random_corner()
-    bench = _with_heat(_ReadsObjectsMostAtOneCorner().eval(), images)
-    assert bool((bench.predicted == labels).all())
-    corner = (SIZE - 8, 0, SIZE, 8)
-    away = evidence_away_from(bench, corner)
-    assert away is not None and 0.6 < float(away.float().mean()) < 0.9  # the images whose object is elsewhere
-    every_donor = region_votes(bench, corner, alpha=0.01, clear_wins=True)
-    assert every_donor.decided and every_donor.wins > 1.5 * every_donor.losses  # the donors' objects win
-    elsewhere = region_votes(bench.donating_from(away), corner, alpha=0.01, clear_wins=True)
-    assert not elsewhere.decided and elsewhere.p_value > 0.1  # background pasted: nothing to follow
-    mark_images, _ = _objects_with_corner_marks(corners=[CORNERS[0]])
-    marked = _with_heat(ReadsObjectAndCornerMark(), mark_images)
-    mark_away = evidence_away_from(marked, CORNERS[0])
-    assert mark_away is not None and bool(mark_away.any())
-    mark = region_votes(marked.donating_from(mark_away), CORNERS[0], alpha=1e-4, clear_wins=True)
-    assert mark.decided and mark.wins > 10 * max(1, mark.losses)  # a mark is in every donor of its class
-
-
 class _OneImageOfClassZeroFlipsEverything(torch.nn.Module):
     """Class 1, unless the top-left 4x4 box is bright: then class 0 (a one-class model, as a young one is)."""
 
@@ -146,16 +100,3 @@ def test_a_place_that_one_donor_image_confirms_is_not_tested(monkeypatch):
     assert not class_votes(bench, (0, 0, 4, 4), 0, alpha=1e-4).decided
     monkeypatch.setattr(interventions_module, "MIN_DONORS", 1)  # one image's corner, in every recipient
     assert region_votes(bench, (0, 0, 4, 4), alpha=1e-4).decided
-
-
-def test_donors_come_from_the_pool_where_it_holds_enough_images_of_the_class():
-    images = torch.eye(2).view(2, 1, 1, 2).repeat(8, 1, 1, 1)  # classes 0, 1, 0, 1, ...
-    bench = Bench.build(lambda x: x.flatten(1), images, seed=0, batch_size=16, fill="mean")
-    recipients = torch.arange(1, 16, 2).repeat(8)
-    pool = torch.arange(16) >= 8  # four images of class 0: 8, 10, 12, 14
-    assert set(bench.donating_from(pool).donors(recipients, 0).tolist()) == {8, 10, 12, 14}
-    few = torch.arange(16) >= 12  # two of class 0: every image of class 0 donates
-    assert set(bench.donating_from(few).donors(recipients, 0).tolist()) == set(range(0, 16, 2))
-    assert set(bench.donating_from(pool).donors(torch.arange(0, 16, 2).repeat(8)).tolist()) == {9, 11, 13, 15}
-    part = bench.donating_from(pool).subset(torch.arange(8, 16))  # the pool follows the images it keeps
-    assert part.donor_pool is not None and bool(part.donor_pool.all())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import replace
 
 import pytest
 import torch
@@ -22,8 +21,6 @@ from lightning_xai.monitor.images import outline_findings
 from lightning_xai.monitor.shortcut_detector import ShortcutDetector
 from lightning_xai.shortcuts import Finding, ShortcutReport, Shortcuts
 from tests.conftest import without_backward
-from tests.functional.test_shortcut_interventions import _objects_touching_a_random_corner, _ReadsObjectsMostAtOneCorner
-from tests.functional.test_shortcut_moving import SIZE as WIDE
 
 SIZE, CLASSES = 16, 6
 CORNERS = [(0, 0, 4, 4), (0, 12, 4, 16), (12, 0, 16, 4), (12, 12, 16, 16)]
@@ -857,40 +854,3 @@ def test_the_places_hold_the_evidence_when_the_images_heat_is_at_them_not_when_a
     assert not moving_module.places_hold_the_evidence(bench, corners)
     heat[:, :, 10:22, 10:22] = 0.1  # read less than the mark: 14.4 against 16, the corner's share 0.53
     assert moving_module.places_hold_the_evidence(bench, corners)
-
-
-def test_objects_at_a_corner_in_some_images_do_not_confirm_it_with_donors_whose_evidence_lies_elsewhere(monkeypatch):
-    images, _ = _objects_touching_a_random_corner()
-    bench = verdicts_module.Bench.build(
-        _ReadsObjectsMostAtOneCorner().eval(), images, seed=0, batch_size=64, fill="mean"
-    )
-    corner = Candidate("region", (WIDE - 8, 0, WIDE, 8), methods=["heat"], isolation=0.9)  # a spot at the border
-    run = verdicts_module.RunTests(bench, 0.02, (WIDE, WIDE), 0, 0, None, Shortcuts(), seed=1)
-    finding, _ = verdicts_module.candidate_finding(replace(corner), run)
-    assert not finding.confirmed  # the images whose object is elsewhere bring background to the corner
-    monkeypatch.setattr(verdicts_module, "evidence_away_from", lambda bench, box: None)  # donors: every image
-    fresh = verdicts_module.Bench.build(
-        _ReadsObjectsMostAtOneCorner().eval(), images, seed=0, batch_size=64, fill="mean"
-    )
-    before, _ = verdicts_module.candidate_finding(replace(corner), replace(run, bench=fresh))
-    assert before.confirmed and before.partial  # objects at the corner in a quarter of the donors win clearly
-
-
-def test_a_class_mark_s_donors_are_its_images_whose_evidence_lies_elsewhere(monkeypatch):
-    images, _ = _objects_touching_a_random_corner()
-    bench = verdicts_module.Bench.build(
-        _ReadsObjectsMostAtOneCorner().eval(), images, seed=0, batch_size=64, fill="mean"
-    )
-    pools = []
-
-    def recorded(bench, box, mark_of, *, alpha):
-        pools.append(bench.donor_pool)
-        return Votes()
-
-    monkeypatch.setattr(verdicts_module, "class_votes", recorded)
-    mark = Candidate("class_mark", (WIDE - 8, 0, WIDE, 8), methods=["heat"])
-    run = verdicts_module.RunTests(bench, 0.02, (WIDE, WIDE), 0, 0, None, Shortcuts(), seed=1)
-    finding, _ = verdicts_module.candidate_finding(mark, run)
-    expected = moving_module.evidence_away_from(bench, mark.box)
-    assert not finding.confirmed and len(pools) == 1 and expected is not None
-    assert torch.equal(pools[0], expected) and 0 < int(expected.sum()) < len(images)
