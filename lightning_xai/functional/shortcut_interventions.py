@@ -96,7 +96,7 @@ MIN_DONORS = 4
 that one image's content confirms in every recipient says something about that image, not about the model.
 Stop 29: two clean fits at epoch 0 (shapes touching a random corner, SmallCNN seeds 35 and 37) put 127 of 128
 test images in one class; the one image of the other class, its shape at a corner, was the donor of every
-transplant, and its corner confirmed a ``region`` (p = 2e-12) and a ``class_mark`` (p = 2e-19)."""
+transplant, and its corner confirmed a ``region`` (p = 4e-13) and a ``class_mark`` (p = 2e-19)."""
 
 
 @dataclass
