@@ -193,8 +193,8 @@ class Bench:
     ) -> Tensor:
         """One random donor index per recipient: predicted as ``donor_class``, or as another class; with
         ``elsewhere`` (a box per image), only donors whose box is not the recipient's. -1 (none) when fewer
-        than ``MIN_DONORS`` images are left to draw from (where the units give, see :meth:`vote_rounds`, the
-        partners drawn are recipients: then it is the fewest recipients a unit is drawn one from).
+        than ``MIN_DONORS`` images are left to draw from (with ``units_give`` in :meth:`vote_rounds` the
+        images drawn here are recipients: there it is the fewest images a donor's recipient is drawn from).
 
         Example:
             >>> images = torch.eye(2).view(2, 1, 1, 2).repeat(3, 1, 1, 1)  # classes 0, 1, 0, 1, 0, 1
