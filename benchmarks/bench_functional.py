@@ -791,8 +791,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     device = torch.device(args.device)
     settings = make_settings(args.quick, device)
     start = time.perf_counter()
-    rows = [row for case in make_cases(device, args.large) for row in case_rows(case, settings)]
-    print(format_table(HEADER, rows))
+    for case in make_cases(device, args.large):  # one block per case, printed as it ends
+        print(format_table(HEADER, case_rows(case, settings)), end="\n\n", flush=True)
     print(
         f"\n{settings.n_images} probe images; IG steps / EG / SmoothGrad samples = {settings.n_samples}; "
         f"EG references = {settings.n_references}; "

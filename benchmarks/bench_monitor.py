@@ -5,6 +5,7 @@ Run from the repository root::
     python benchmarks/bench_monitor.py              # about three minutes on a 2-core CPU
     python benchmarks/bench_monitor.py --quick      # a smoke run (fewer epochs, smaller epochs)
     python benchmarks/bench_monitor.py --ranks 1 2  # one run's wall time in 1 and 2 CPU processes (ddp, gloo)
+    python benchmarks/bench_monitor.py --quick --device cuda   # the fits train on the GPU
 
 How to read the table
 ---------------------
@@ -92,6 +93,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="2 epochs, x4 instead of x20: a smoke run")
     parser.add_argument("--ranks", type=int, nargs="+", help="one run's wall time with this many CPU processes each")
     parser.add_argument("--threads", type=int, help="threads per process with --ranks (default: cores / ranks)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the fits train (default: cpu)")
     parser.add_argument("--ranks-worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -121,12 +123,14 @@ def datasets(name: str) -> tuple[Dataset, Dataset]:
     return TensorDataset(images[:1500], labels[:1500]), TensorDataset(images[1500:], labels[1500:])
 
 
-def fit_seconds(setting: Setting, monitor: AttributionMonitor | None, root: Path) -> float:
-    """Trains from seed 0 and returns ``trainer.fit``'s wall time."""
+def fit_seconds(setting: Setting, monitor: AttributionMonitor | None, root: Path, device: str = "cpu") -> float:
+    """Trains from seed 0 on ``device`` (``cpu`` or ``cuda``) and returns ``trainer.fit``'s wall time."""
     pl.seed_everything(0, verbose=False)
     train, val = datasets(setting.data)
     train = ConcatDataset([train] * setting.repeat)
     trainer = pl.Trainer(
+        accelerator=device,
+        devices=1,
         max_epochs=setting.epochs,
         default_root_dir=root,
         callbacks=[monitor] if monitor else [],
@@ -149,13 +153,13 @@ def phase_seconds(monitor: AttributionMonitor) -> dict[str, float]:
     return {"per_run": per_run, "maps": maps, "shortcuts": shortcuts, "rest": per_run - maps - shortcuts}
 
 
-def row(setting: Setting, folder: Path, progress: Callable[[str], None]) -> list[str]:
-    """Fits without and with the monitor; the table cells."""
+def row(setting: Setting, folder: Path, progress: Callable[[str], None], device: str = "cpu") -> list[str]:
+    """Fits without and with the monitor on ``device``; the table cells."""
     progress(f"{setting.label}, {setting.epochs} epochs, max_overhead={setting.max_overhead}: without the monitor ...")
-    without = fit_seconds(setting, None, folder / "without")
+    without = fit_seconds(setting, None, folder / "without", device)
     progress("  ... and with it")
     monitor = AttributionMonitor(display_mean=(0.0,), display_std=(1.0,), max_overhead=setting.max_overhead)
-    with_monitor = fit_seconds(setting, monitor, folder / "with")
+    with_monitor = fit_seconds(setting, monitor, folder / "with", device)
     phases = phase_seconds(monitor)
     cost = monitor.cost
     return [
@@ -273,6 +277,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
         ranks_worker(arguments.ranks_worker, arguments.out)
         return
+    if arguments.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available.")
     if arguments.ranks:
         ranks_table(arguments.ranks, arguments.threads, progress)
         return
@@ -280,12 +286,13 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         progress("warming up (one untimed fit with the monitor)")
-        fit_seconds(Setting("digits", 1, 1, None), AttributionMonitor(), Path(folder) / "warm-up")
+        fit_seconds(Setting("digits", 1, 1, None), AttributionMonitor(), Path(folder) / "warm-up", arguments.device)
         for index, setting in enumerate(settings_for(arguments.quick)):
-            rows.append(row(setting, Path(folder) / str(index), progress))
+            rows.append(row(setting, Path(folder) / str(index), progress, arguments.device))
     print_table(rows)
+    device = torch.cuda.get_device_name() if arguments.device == "cuda" else "cpu"
     print(
-        f"\ndevice cpu, {torch.get_num_threads()} threads, torch {torch.__version__}; load average "
+        f"\ndevice {device}, {torch.get_num_threads()} threads, torch {torch.__version__}; load average "
         f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after (timings under load are not trustworthy)."
     )
 

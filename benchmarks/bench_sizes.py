@@ -4,6 +4,7 @@ Run from the repository root::
 
     python benchmarks/bench_sizes.py            # about ten minutes on a 2-core CPU
     python benchmarks/bench_sizes.py --quick    # 3x64x64 and 3x160x160 only: a smoke run
+    python benchmarks/bench_sizes.py --device cuda   # the model trains and is explained on the GPU
 
 How to read the tables
 ----------------------
@@ -179,21 +180,34 @@ def full_size_storage() -> Iterator[None]:
         stability_tracker.downsample_map = saved  # type: ignore[assignment]
 
 
-def raw_seconds(model: nn.Module, side: int) -> tuple[float, float]:
+def batch_sizes(side: int, device: torch.device) -> tuple[int, ...]:
+    """The batch sizes :func:`raw_seconds` tries: larger on a GPU, which needs them to fill itself."""
+    if device.type == "cuda":
+        return (16, 64, 256) if side <= 256 else (4, 16, 64)
+    return (1, 4, 16, 64) if side <= 128 else (1, 4, 16) if side <= 256 else (1, 4)
+
+
+def raw_seconds(model: nn.Module, side: int, device: torch.device) -> tuple[float, float]:
     """Seconds per image of a batched forward and forward+backward pass (the best of a few batch sizes)."""
-    model.eval()
+    model = model.to(device).eval()
     best_forward, best_backward = math.inf, math.inf
-    for batch in (1, 4, 16, 64) if side <= 128 else (1, 4, 16) if side <= 256 else (1, 4):
-        x = torch.rand(batch, 3, side, side)
-        for _ in range(2):
+
+    def clock() -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter()
+
+    for batch in batch_sizes(side, device):
+        x = torch.rand(batch, 3, side, side, device=device)
+        for _ in range(3):  # the first pass of a size on a GPU also picks its kernels
             with torch.no_grad():
-                started = time.perf_counter()
+                started = clock()
                 model(x)
-                best_forward = min(best_forward, (time.perf_counter() - started) / batch)
+                best_forward = min(best_forward, (clock() - started) / batch)
             x.requires_grad_(True)
-            started = time.perf_counter()
+            started = clock()
             torch.autograd.grad(model(x)[:, 0].sum(), x)
-            best_backward = min(best_backward, (time.perf_counter() - started) / batch)
+            best_backward = min(best_backward, (clock() - started) / batch)
             x = x.detach()
     return best_forward, best_backward
 
@@ -202,20 +216,23 @@ def megabytes(paths: Iterator[Path]) -> float:
     return sum(path.stat().st_size for path in paths if path.is_file()) / 1e6
 
 
-def one_run(side: int, before: bool, probes: int) -> dict[str, Any]:
+def one_run(side: int, before: bool, probes: int, device: torch.device) -> dict[str, Any]:
     """One fit with one monitor run; its phases, bytes written and passes."""
     torch.manual_seed(0)
     model, counter = Classifier(), PassCounter()
     handle = model.net.register_forward_pre_hook(counter.hook)
     monitor = AttributionMonitor(**(before_settings(side, probes) if before else {}))
     load = os.getloadavg()[0]
-    raw_before = raw_seconds(resnet18(), side)  # the raw rates just before and after the fit, under the same load
+    raw_before = raw_seconds(
+        resnet18(), side, device
+    )  # the raw rates just before and after the fit, under the same load
     with tempfile.TemporaryDirectory() as root:
         trainer = pl.Trainer(
             max_epochs=1,
             limit_train_batches=1,
             num_sanity_val_steps=0,
-            accelerator="cpu",
+            accelerator=device.type,
+            devices=1,
             logger=TensorBoardLogger(root, name="", version=0),
             callbacks=[_Switch(counter, True), monitor, _Switch(counter, False)],
             enable_progress_bar=False,
@@ -232,7 +249,7 @@ def one_run(side: int, before: bool, probes: int) -> dict[str, Any]:
             "probes": megabytes(iter([folder / "xai" / "probes.pt"])),
         }
     handle.remove()
-    raw_after = raw_seconds(resnet18(), side)
+    raw_after = raw_seconds(resnet18(), side, device)
     metrics = summary["runs"][0]["metrics"]
     methods = {key: metrics.get(f"xai_cost/seconds_{key}", 0.0) for key in summary["runs"][0]["methods"]}
     phases = {name: metrics.get(f"xai_cost/seconds_{name}", 0.0) for name in ("maps", "shortcuts", "recording")}
@@ -300,7 +317,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3x64x64 and 3x160x160 only")
     parser.add_argument("--sizes", type=int, nargs="*", default=None, help="image sides (default 64 224 512)")
     parser.add_argument("--before-probes-512", type=int, default=2, help="probes of the 'before' run at 512")
+    parser.add_argument(
+        "--device", choices=("cpu", "cuda"), default="cpu", help="where the model trains (default: cpu)"
+    )
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available.")
+    device = torch.device(args.device)
     sides = args.sizes or ([64, 160] if args.quick else [64, 224, 512])
     torch.set_num_threads(max(1, torch.get_num_threads()))
     rows: list[dict[str, Any]] = []
@@ -311,13 +334,15 @@ def main() -> None:
                 rows.append({**rows[-1], "when": "after (= before)"})
                 continue
             started = time.perf_counter()
-            rows.append(one_run(side, before, before_probes))
+            rows.append(one_run(side, before, before_probes, device))
             print(
                 f"# 3x{side}x{side} {'before' if before else 'after'}: fit {time.perf_counter() - started:.0f}s",
                 flush=True,
             )
     print()
     print_tables(rows)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    print(f"\ndevice {name}, torch {torch.__version__}")
 
 
 if __name__ == "__main__":

@@ -10,9 +10,9 @@ process-group timeout, the default methods, real shortcut checks (plus one plant
 ``one_rank_fails <out>``: ``strategy="ddp"`` (a 60 s process-group timeout) with a model whose forward fails on rank 1
 in the monitor's gradient passes from the second run on; each rank writes what it saw to
 ``<out>/one-rank-fails-rank-<r>.json``.
-``maps <out> <one|ddp|fsdp2>``: ``trainer.validate`` of one seeded model on 5 given probes, in one
-process or in two (DDP, or FSDP2 through ``ModelParallelStrategy``); rank 0 saves the recorded maps
-to ``<out>/maps-<strategy>.pt``.
+``maps <out> <one|ddp|fsdp2|cuda|fsdp_cuda>``: ``trainer.validate`` of one seeded model on 5 given probes, in one
+process or in two (DDP, or FSDP2 through ``ModelParallelStrategy``), or on one GPU (plain, or Lightning's
+``FSDPStrategy``); rank 0 saves the recorded maps to ``<out>/maps-<strategy>.pt``.
 
 Module-level code also runs in the spawned processes (they import this file as ``__mp_main__``):
 the shortcut checks are replaced there by one planted finding, so that findings exist to hand back.
@@ -213,8 +213,15 @@ def maps_main(out: Path, kind: str) -> None:
             2,
         ),
     }
+    if kind in ("cuda", "fsdp_cuda"):  # one GPU: plain, and Lightning's FSDPStrategy (NCCL, one rank)
+        from pytorch_lightning.strategies import FSDPStrategy
+
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # as the CPU computes
+        strategies = {"cuda": ("auto", 1), "fsdp_cuda": (FSDPStrategy(timeout=timedelta(seconds=60)), 1)}
     strategy, devices = strategies[kind]
     options = {**trainer_options(out), "devices": devices}
+    if kind in ("cuda", "fsdp_cuda"):
+        options["accelerator"] = "cuda"
     trainer = pl.Trainer(strategy=strategy, callbacks=[monitor], **options)
     model = ShardedClassifier(SmallCNN(1, 10, width=4)) if kind == "fsdp2" else LitClassifier(SmallCNN(1, 10, width=4))
     trainer.validate(model, data()[1], verbose=False)

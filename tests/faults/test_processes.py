@@ -78,6 +78,23 @@ def test_maps_sharded_over_two_processes_equal_the_one_process_maps(tmp_path, on
         assert float(expected.abs().sum()) > 0, key
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_maps_on_one_gpu_equal_the_cpu_maps_and_under_fsdp_the_plain_gpu_maps(tmp_path, one_process_maps):
+    """Lightning's FSDPStrategy needs a GPU (one rank here: the lent machines have one). The GPU draws other
+    random numbers than the CPU, so expected gradients is compared between the two GPU runs only."""
+    seen = {}
+    for kind in ("cuda", "fsdp_cuda"):
+        (tmp_path / kind).mkdir()
+        _run_script("maps", tmp_path / kind, timeout=240, extra=[kind])
+        seen[kind] = torch.load(tmp_path / kind / f"maps-{kind}.pt")
+        assert seen[kind]["runs"] == 1 and sorted(seen[kind]["maps"]) == sorted(one_process_maps), kind
+    for key in ("grad_cam", "occlusion"):
+        assert float((seen["cuda"]["maps"][key] - one_process_maps[key]).abs().max()) <= 1e-5, key
+    for key, plain in seen["cuda"]["maps"].items():
+        assert plain.shape == (5, 1, 16, 16) and bool(plain.isfinite().all()) and float(plain.abs().sum()) > 0, key
+        assert float((seen["fsdp_cuda"]["maps"][key] - plain).abs().max()) <= 1e-5, key
+
+
 def test_a_run_near_the_process_group_timeout_is_warned_about_with_the_figures(tmp_path):
     _run_script("timeout", tmp_path, timeout=300)
     rank0 = json.loads((tmp_path / "timeout-rank-0.json").read_text())
