@@ -18,6 +18,7 @@ from torch import Tensor
 
 from lightning_xai.functional.shortcut import Box
 from lightning_xai.functional.shortcut_candidates import Candidate, hottest_places, spot_at_border
+from lightning_xai.functional.shortcut_donors import carried_by_donors
 from lightning_xai.functional.shortcut_evidence import Votes
 from lightning_xai.functional.shortcut_interventions import (
     Bench,
@@ -230,6 +231,10 @@ def _region_test(candidate: Candidate, bench: Bench, level: float) -> tuple[Vote
     at the rest of the level (a mark read beside the object). Returns the votes, the level of the last
     test and whether it was the test of clear wins.
 
+    Clear wins are confirmed only when the place is also carried by its donors (most donors of all classes,
+    or of one class, win: see :func:`carried_by_donors`): objects that sit at the spot in some images of every
+    class win there in those images only.
+
     A class mark confirmed at a place that the images of most classes carry (see :func:`_who_carries`)
     is a region and takes this test too, at the same level: it is reported only when both tests
     confirm it (an intersection of tests keeps the level), with this test's evidence. The middle of
@@ -241,7 +246,10 @@ def _region_test(candidate: Candidate, bench: Bench, level: float) -> tuple[Vote
     if votes.decided or bench.out_of_budget():
         return votes, level * DECIDES_SHARE, False
     rest = level * (1 - DECIDES_SHARE)
-    return region_votes(bench, candidate.box, alpha=rest, clear_wins=True), rest, True
+    votes = region_votes(bench, candidate.box, alpha=rest, clear_wins=True)
+    if votes.decided and (bench.out_of_budget() or not carried_by_donors(bench, candidate.box).carried):
+        votes.decided = False  # the clear wins came from images whose object sits there (or no passes were left)
+    return votes, rest, True
 
 
 def _moving_evidence(candidate: Candidate, run: RunTests) -> tuple[dict[str, float], Votes, list[int], float]:

@@ -1,0 +1,62 @@
+"""The region test of a spot at the border: clear wins stand only where the donors carry the spot."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lightning_xai.functional.shortcut_candidates import Candidate
+from lightning_xai.functional.shortcut_evidence import Votes
+from lightning_xai.functional.shortcut_interventions import Bench
+from lightning_xai.monitor import shortcut_verdicts as verdicts_module
+from tests.functional.test_shortcut_donors import CORNER, _brightest_object, _object_images
+
+VALUES = [0.3, 0.6, 0.9]
+
+
+def _clear_wins_confirm(monkeypatch) -> list[bool]:
+    """The test of deciding most predictions rejects, the test of clear wins confirms; notes which ran."""
+    ran: list[bool] = []
+
+    def region_votes(bench, box, *, alpha, clear_wins=False):
+        ran.append(clear_wins)
+        return Votes(follow=20, wins=20 if clear_wins else 0, losses=0 if clear_wins else 20, decided=clear_wins)
+
+    monkeypatch.setattr(verdicts_module, "region_votes", region_votes)
+    return ran
+
+
+def _bench(images: torch.Tensor, forward) -> Bench:
+    return Bench.build(forward, images, seed=0, batch_size=256, fill="mean", heat=images.mean(dim=0, keepdim=True))
+
+
+def test_clear_wins_at_a_corner_where_objects_sit_in_some_images_are_not_confirmed(monkeypatch):
+    ran = _clear_wins_confirm(monkeypatch)
+    images, _ = _object_images(VALUES, 192, seed=0, corners=True)
+    votes, _, partial = verdicts_module._region_test(
+        Candidate("region", CORNER, isolation=0.9), _bench(images, _brightest_object(VALUES)), 1e-3
+    )
+    assert ran == [False, True] and partial and not votes.decided
+
+
+def test_clear_wins_at_a_corner_that_every_class_marks_stand(monkeypatch):
+    ran = _clear_wins_confirm(monkeypatch)
+    images, classes = _object_images(VALUES, 192, seed=2, corners=False)
+    images[:, 0, :3, :3] = torch.tensor(VALUES)[classes][:, None, None]
+    centres = torch.tensor(VALUES)
+    bench = _bench(images, lambda x: -40 * (x[:, 0, :3, :3].mean(dim=(1, 2))[:, None] - centres) ** 2)
+    votes, _, partial = verdicts_module._region_test(Candidate("region", CORNER, isolation=0.9), bench, 1e-3)
+    assert ran == [False, True] and partial and votes.decided
+
+
+@pytest.mark.parametrize("spent", [True, False])
+def test_clear_wins_are_left_undecided_when_no_passes_are_left_for_the_donors(monkeypatch, spent):
+    _clear_wins_confirm(monkeypatch)
+    images, classes = _object_images(VALUES, 192, seed=2, corners=False)
+    images[:, 0, :3, :3] = torch.tensor(VALUES)[classes][:, None, None]
+    centres = torch.tensor(VALUES)
+    bench = _bench(images, lambda x: -40 * (x[:, 0, :3, :3].mean(dim=(1, 2))[:, None] - centres) ** 2)
+    if spent:
+        bench.allowance.limit = bench.allowance.spent
+    votes, _, _ = verdicts_module._region_test(Candidate("region", CORNER, isolation=0.9), bench, 1e-3)
+    assert votes.decided is not spent
