@@ -233,7 +233,8 @@ def _region_test(candidate: Candidate, bench: Bench, level: float) -> tuple[Vote
 
     Clear wins are confirmed only when the place is also carried by its donors (most donors of all classes,
     or of one class, win: see :func:`carried_by_donors`): objects that sit at the spot in some images of every
-    class win there in those images only.
+    class win there in those images only. Like describing a decided place, this runs also once the budget is
+    spent (its passes are counted, not planned): a confirmed spot is judged rightly or not at all.
 
     A class mark confirmed at a place that the images of most classes carry (see :func:`_who_carries`)
     is a region and takes this test too, at the same level: it is reported only when both tests
@@ -247,8 +248,8 @@ def _region_test(candidate: Candidate, bench: Bench, level: float) -> tuple[Vote
         return votes, level * DECIDES_SHARE, False
     rest = level * (1 - DECIDES_SHARE)
     votes = region_votes(bench, candidate.box, alpha=rest, clear_wins=True)
-    if votes.decided and (bench.out_of_budget() or not carried_by_donors(bench, candidate.box).carried):
-        votes.decided = False  # the clear wins came from images whose object sits there (or no passes were left)
+    if votes.decided and not carried_by_donors(bench, candidate.box).carried:  # past the budget too, as describing
+        votes.decided = False  # the clear wins came from images whose object sits there
     return votes, rest, True
 
 

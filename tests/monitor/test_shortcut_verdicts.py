@@ -14,12 +14,15 @@ from tests.functional.test_shortcut_donors import CORNER, _brightest_object, _ob
 VALUES = [0.3, 0.6, 0.9]
 
 
-def _clear_wins_confirm(monkeypatch) -> list[bool]:
-    """The test of deciding most predictions rejects, the test of clear wins confirms; notes which ran."""
+def _clear_wins_confirm(monkeypatch, *, spends: bool = False) -> list[bool]:
+    """The test of deciding most predictions rejects, the test of clear wins confirms (``spends``: and spends
+    the run's allowance); notes which ran."""
     ran: list[bool] = []
 
     def region_votes(bench, box, *, alpha, clear_wins=False):
         ran.append(clear_wins)
+        if clear_wins and spends:
+            bench.allowance.limit = bench.allowance.spent
         return Votes(follow=20, wins=20 if clear_wins else 0, losses=0 if clear_wins else 20, decided=clear_wins)
 
     monkeypatch.setattr(verdicts_module, "region_votes", region_votes)
@@ -50,13 +53,12 @@ def test_clear_wins_at_a_corner_that_every_class_marks_stand(monkeypatch):
 
 
 @pytest.mark.parametrize("spent", [True, False])
-def test_clear_wins_are_left_undecided_when_no_passes_are_left_for_the_donors(monkeypatch, spent):
-    _clear_wins_confirm(monkeypatch)
+def test_the_donors_are_tested_also_once_the_budget_is_spent(monkeypatch, spent):
+    # the test of clear wins often spends the run's allowance itself: its confirmation is judged, not dropped
+    ran = _clear_wins_confirm(monkeypatch, spends=spent)
     images, classes = _object_images(VALUES, 192, seed=2, corners=False)
     images[:, 0, :3, :3] = torch.tensor(VALUES)[classes][:, None, None]
     centres = torch.tensor(VALUES)
     bench = _bench(images, lambda x: -40 * (x[:, 0, :3, :3].mean(dim=(1, 2))[:, None] - centres) ** 2)
-    if spent:
-        bench.allowance.limit = bench.allowance.spent
     votes, _, _ = verdicts_module._region_test(Candidate("region", CORNER, isolation=0.9), bench, 1e-3)
-    assert votes.decided is not spent
+    assert ran == [False, True] and votes.decided and bench.out_of_budget() is spent
