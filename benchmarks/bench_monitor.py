@@ -279,6 +279,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if arguments.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is available.")
+    if arguments.device == "cuda" and arguments.ranks:
+        raise SystemExit("--ranks runs CPU processes (gloo); leave out --device cuda.")
     if arguments.ranks:
         ranks_table(arguments.ranks, arguments.threads, progress)
         return

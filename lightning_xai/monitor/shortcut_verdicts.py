@@ -18,7 +18,7 @@ from torch import Tensor
 
 from lightning_xai.functional.shortcut import Box
 from lightning_xai.functional.shortcut_candidates import Candidate, hottest_places, spot_at_border
-from lightning_xai.functional.shortcut_donors import carried_by_donors
+from lightning_xai.functional.shortcut_donors import DonorTest, carried_by_donors
 from lightning_xai.functional.shortcut_evidence import Votes
 from lightning_xai.functional.shortcut_interventions import (
     Bench,
@@ -86,7 +86,8 @@ def images_to_test(candidate: Candidate, size: tuple[int, int]) -> int:
     into 8 others), finds the class that follows them (about 10 classes of the 32 selection images) and
     what the places carry without each one, then looks at all places at once with two donors per
     recipient (its ablation rates locate 16 selection images among the places). Describing a confirmed
-    place (shrinking its box, who carries it) comes on top and is not estimated.
+    place (shrinking its box, who carries it) and the donors' test of a spot confirmed by clear wins (8 x 5
+    images per test image, see :func:`carried_by_donors`) come on top and are not estimated.
 
     Example:
         >>> images_to_test(Candidate("region", (12, 12, 16, 16)), (32, 32))
@@ -168,29 +169,32 @@ def color_finding(run: RunTests) -> Finding:
 def _evidence(candidate: Candidate, run: RunTests) -> dict[str, Any]:
     """The candidate's test: ablation rates (reported only: a few images suffice), votes, the kind and classes
     it was described as, the level of its last test, whether it was the test of clear wins (``partial``)
-    and whether the budget cut it undecided (``cut``)."""
+    and whether the budget cut it undecided (``cut``; not when its donors turned down its clear wins, which is
+    an outcome: the p-value is then the larger of the two tests', as an intersection's)."""
     bench, level = run.bench, run.level
     box, selection = candidate.box, bench.selection[:16]
-    partial = False
+    partial, turned_down = False, None
     if candidate.kind == "region":
         rates = ablation_rates(bench, [box] * selection.numel(), selection)
-        votes, level, partial = _region_test(candidate, bench, level)
+        votes, level, partial, turned_down = _region_test(candidate, bench, level)
         classes = []
     elif candidate.kind == "class_mark":
         mark_of, rates = mark_class(bench, box)
         votes, classes = class_votes(bench, box, mark_of, alpha=level), [mark_of]
     else:
         rates, votes, classes, level = _moving_evidence(candidate, run)
-    cut = not votes.decided and bench.out_of_budget()  # before the description of a decided place spends more
+    cut = not votes.decided and bench.out_of_budget() and turned_down is None  # before describing spends more
     kind = candidate.kind
     if votes.decided and kind != "moving_region":
         kind, classes, region_test = _described(candidate, run, classes, level)
         if region_test is not None:  # a class mark that is a region: its region test stands
-            votes, level, partial = region_test
-            cut = not votes.decided and bench.out_of_budget()
+            votes, level, partial, turned_down = region_test
+            cut = not votes.decided and bench.out_of_budget() and turned_down is None
+    rates = {**rates, **votes.rates()}
+    if turned_down is not None:
+        rates["p_value"] = max(rates["p_value"], turned_down.p_value)
     return {
         **rates,
-        **votes.rates(),
         "decided": votes.decided,
         "classes": classes,
         "kind": kind,
@@ -202,15 +206,15 @@ def _evidence(candidate: Candidate, run: RunTests) -> dict[str, Any]:
 
 def _described(
     candidate: Candidate, run: RunTests, classes: list[int], level: float
-) -> tuple[str, list[int], tuple[Votes, float, bool] | None]:
+) -> tuple[str, list[int], RegionTest | None]:
     """A fixed place whose test decided, described: its box refined (``candidate.box``), then who carries
     it (see :func:`_who_carries`). It is no one class's mark when the other classes' images need it too
     (:func:`others_need`, with the classes followed and the one whose test confirmed it as the carriers);
     a class-mark candidate described as a region must also pass the region test. Describing runs also
     once the budget is spent (its passes are counted, not planned: a decided place is described
     rightly or not at all, and a region test stopped by the budget leaves the place to a later run).
-    Returns the kind, the classes named (see :func:`_named_classes`) and that region test's votes, level
-    and partiality (``None`` when it was not needed)."""
+    Returns the kind, the classes named (see :func:`_named_classes`) and that region test (see
+    :func:`_region_test`; ``None`` when it was not needed)."""
     bench = run.bench
     sides = run.settings.candidate_sides(bench.size)
     candidate.box = refine(bench, candidate.box, sides, classes[0] if classes else None)
@@ -225,11 +229,15 @@ def _described(
     return (kind if named else "region"), named, region_test  # no class confirmed: the region test stands
 
 
-def _region_test(candidate: Candidate, bench: Bench, level: float) -> tuple[Votes, float, bool]:
+RegionTest = tuple[Votes, float, bool, DonorTest | None]
+"""A region test's votes, the level of its last test, whether that was the test of clear wins, and the donors'
+test that turned its clear wins down (``None`` when none did)."""
+
+
+def _region_test(candidate: Candidate, bench: Bench, level: float) -> RegionTest:
     """A fixed region: does it decide most predictions (the whole ``level``; ``DECIDES_SHARE`` of it for
     a spot at the border, see :func:`spot_at_border`)? If not, such a spot is tested for clear wins
-    at the rest of the level (a mark read beside the object). Returns the votes, the level of the last
-    test and whether it was the test of clear wins.
+    at the rest of the level (a mark read beside the object). Returns a :data:`RegionTest`.
 
     Clear wins are confirmed only when the place is also carried by its donors (most donors of all classes,
     or of one class, win: see :func:`carried_by_donors`): objects that sit at the spot in some images of every
@@ -242,15 +250,17 @@ def _region_test(candidate: Candidate, bench: Bench, level: float) -> tuple[Vote
     centred objects passes a one-class test (the centre of one class's shape, pasted into the others,
     turns them into that class) but carries every class and decides no more than the rest of the object."""
     if not spot_at_border(candidate, bench.size):
-        return region_votes(bench, candidate.box, alpha=level), level, False
+        return region_votes(bench, candidate.box, alpha=level), level, False, None
     votes = region_votes(bench, candidate.box, alpha=level * DECIDES_SHARE)
     if votes.decided or bench.out_of_budget():
-        return votes, level * DECIDES_SHARE, False
+        return votes, level * DECIDES_SHARE, False, None
     rest = level * (1 - DECIDES_SHARE)
     votes = region_votes(bench, candidate.box, alpha=rest, clear_wins=True)
-    if votes.decided and not carried_by_donors(bench, candidate.box).carried:  # past the budget too, as describing
-        votes.decided = False  # the clear wins came from images whose object sits there
-    return votes, rest, True
+    if not votes.decided:
+        return votes, rest, True, None
+    donors = carried_by_donors(bench, candidate.box)  # past the budget too, as describing
+    votes.decided = donors.carried  # if not, the clear wins came from images whose object sits there
+    return votes, rest, True, None if donors.carried else donors
 
 
 def _moving_evidence(candidate: Candidate, run: RunTests) -> tuple[dict[str, float], Votes, list[int], float]:

@@ -81,9 +81,10 @@ def gpu_fits(tmp_path_factory, digits16):
 
 def test_the_weights_trained_on_the_gpu_are_bit_identical_with_and_without_the_monitor(gpu_fits):
     assert gpu_fits["trainer"].strategy.root_device.type == "cuda"  # Lightning hands the model back on the CPU
-    pairs = zip(gpu_fits["without"].state_dict().items(), gpu_fits["with"].state_dict().items())
-    for (name, a), (_, b) in pairs:
-        assert torch.equal(a, b), name
+    without, with_monitor = gpu_fits["without"].state_dict(), gpu_fits["with"].state_dict()
+    assert list(without) == list(with_monitor)
+    for name, weights in without.items():
+        assert torch.equal(weights, with_monitor[name]), name
 
 
 def test_every_run_on_the_gpu_is_recorded_without_a_failure(gpu_fits):

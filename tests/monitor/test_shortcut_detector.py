@@ -444,12 +444,12 @@ def test_a_class_mark_s_region_test_stopped_by_the_budget_is_recorded_as_cut(mon
 
     real, calls = verdicts_module._region_test, []
 
-    def stopped_by_the_budget(candidate: Candidate, bench: object, level: float) -> tuple[Votes, float, bool]:
+    def stopped_by_the_budget(candidate: Candidate, bench: object, level: float) -> verdicts_module.RegionTest:
         calls.append(candidate.box)
         if calls.count((0, 12, 4, 16)) < 2:  # the place's own region test; the second is the class mark's
             return real(candidate, bench, level)  # type: ignore[arg-type]
         bench.allowance.limit = bench.allowance.spent  # type: ignore[attr-defined]  # spent while it ran
-        return Votes(follow=1, stay=1), level, False
+        return Votes(follow=1, stay=1), level, False, None
 
     monkeypatch.setattr(verdicts_module, "_region_test", stopped_by_the_budget)
     counted: dict[tuple[str, tuple[int, ...]], bool] = {}

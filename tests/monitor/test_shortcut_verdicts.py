@@ -9,6 +9,7 @@ from lightning_xai.functional.shortcut_candidates import Candidate
 from lightning_xai.functional.shortcut_evidence import Votes
 from lightning_xai.functional.shortcut_interventions import Bench
 from lightning_xai.monitor import shortcut_verdicts as verdicts_module
+from lightning_xai.shortcuts import Shortcuts
 from tests.functional.test_shortcut_donors import CORNER, _brightest_object, _object_images
 
 VALUES = [0.3, 0.6, 0.9]
@@ -36,10 +37,11 @@ def _bench(images: torch.Tensor, forward) -> Bench:
 def test_clear_wins_at_a_corner_where_objects_sit_in_some_images_are_not_confirmed(monkeypatch):
     ran = _clear_wins_confirm(monkeypatch)
     images, _ = _object_images(VALUES, 192, seed=0, corners=True)
-    votes, _, partial = verdicts_module._region_test(
+    votes, _, partial, turned_down = verdicts_module._region_test(
         Candidate("region", CORNER, isolation=0.9), _bench(images, _brightest_object(VALUES)), 1e-3
     )
     assert ran == [False, True] and partial and not votes.decided
+    assert turned_down is not None and not turned_down.carried
 
 
 def test_clear_wins_at_a_corner_that_every_class_marks_stand(monkeypatch):
@@ -48,17 +50,36 @@ def test_clear_wins_at_a_corner_that_every_class_marks_stand(monkeypatch):
     images[:, 0, :3, :3] = torch.tensor(VALUES)[classes][:, None, None]
     centres = torch.tensor(VALUES)
     bench = _bench(images, lambda x: -40 * (x[:, 0, :3, :3].mean(dim=(1, 2))[:, None] - centres) ** 2)
-    votes, _, partial = verdicts_module._region_test(Candidate("region", CORNER, isolation=0.9), bench, 1e-3)
-    assert ran == [False, True] and partial and votes.decided
+    votes, _, partial, turned_down = verdicts_module._region_test(
+        Candidate("region", CORNER, isolation=0.9), bench, 1e-3
+    )
+    assert ran == [False, True] and partial and votes.decided and turned_down is None
 
 
-@pytest.mark.parametrize("spent", [True, False])
-def test_the_donors_are_tested_also_once_the_budget_is_spent(monkeypatch, spent):
-    # the test of clear wins often spends the run's allowance itself: its confirmation is judged, not dropped
-    ran = _clear_wins_confirm(monkeypatch, spends=spent)
+def _mark_bench() -> Bench:
     images, classes = _object_images(VALUES, 192, seed=2, corners=False)
     images[:, 0, :3, :3] = torch.tensor(VALUES)[classes][:, None, None]
     centres = torch.tensor(VALUES)
-    bench = _bench(images, lambda x: -40 * (x[:, 0, :3, :3].mean(dim=(1, 2))[:, None] - centres) ** 2)
-    votes, _, _ = verdicts_module._region_test(Candidate("region", CORNER, isolation=0.9), bench, 1e-3)
-    assert ran == [False, True] and votes.decided and bench.out_of_budget() is spent
+    return _bench(images, lambda x: -40 * (x[:, 0, :3, :3].mean(dim=(1, 2))[:, None] - centres) ** 2)
+
+
+def _object_bench() -> Bench:
+    images, _ = _object_images(VALUES, 192, seed=0, corners=True)
+    return _bench(images, _brightest_object(VALUES))
+
+
+@pytest.mark.parametrize(("make", "carried"), [(_mark_bench, True), (_object_bench, False)])
+def test_the_donors_are_tested_also_once_the_test_of_clear_wins_spent_the_budget(monkeypatch, make, carried):
+    ran = _clear_wins_confirm(monkeypatch, spends=True)
+    bench = make()
+    votes, _, _, _ = verdicts_module._region_test(Candidate("region", CORNER, isolation=0.9), bench, 1e-3)
+    assert ran == [False, True] and bench.out_of_budget() and votes.decided is carried
+
+
+def test_a_spot_its_donors_turn_down_is_an_outcome_not_a_cut_and_reports_the_larger_p_value(monkeypatch):
+    _clear_wins_confirm(monkeypatch, spends=True)
+    bench = _object_bench()
+    run = verdicts_module.RunTests(bench, 1e-3, (12, 12), 0, 0, None, Shortcuts(), seed=0)
+    finding, cut = verdicts_module.candidate_finding(Candidate("region", CORNER, ["grad_cam"], isolation=0.9), run)
+    assert not finding.confirmed and not cut  # judged: the place may wait like any rejected one
+    assert finding.p_value > 0.01 > finding.level  # the donors' test, not the clear wins' 1e-6
