@@ -223,9 +223,8 @@ def one_run(side: int, before: bool, probes: int, device: torch.device) -> dict[
     handle = model.net.register_forward_pre_hook(counter.hook)
     monitor = AttributionMonitor(**(before_settings(side, probes) if before else {}))
     load = os.getloadavg()[0]
-    raw_before = raw_seconds(
-        resnet18(), side, device
-    )  # the raw rates just before and after the fit, under the same load
+    # the raw rates just before and after the fit, under the same load
+    raw_before = raw_seconds(resnet18(), side, device)
     with tempfile.TemporaryDirectory() as root:
         trainer = pl.Trainer(
             max_epochs=1,

@@ -30,11 +30,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
+import torch  # noqa: F401  (the examples use it)
 from torch import Tensor
 
 from lightning_xai.functional.shortcut import Box
-from lightning_xai.functional.shortcut_evidence import sign_test, transplant_outcomes
+from lightning_xai.functional.shortcut_evidence import sign_test
 from lightning_xai.functional.shortcut_interventions import Bench
 
 __all__ = [
@@ -108,19 +108,12 @@ def donor_excesses(bench: Bench, box: Box, recipients_each: int = DONOR_RECIPIEN
         >>> excess.shape == classes.shape, bool((excess.abs() <= 1).all())
         (True, True)
     """
-    units = bench.test
-    given = torch.stack([bench.donors(units) for _ in range(recipients_each)])
-    kept = (given >= 0).all(dim=0)
-    units, excess = units[kept], torch.zeros(int(kept.sum()))
-    donor_of = bench.predicted[units]
-    for recipients in given[:, kept]:
-        transplanted, controls = bench.paste_with_controls(recipients, units, [box])
-        before = bench.probabilities[recipients].gather(1, donor_of[:, None]).squeeze(1)
-        _, gained = transplant_outcomes(
-            bench.forward_fn, transplanted, controls, bench.predicted[recipients], donor_of, before, bench.batch_size
-        )
-        excess += gained / recipients_each  # type: ignore[operator]
-    return excess, donor_of
+
+    def paste(recipients: Tensor, donors: Tensor) -> tuple[Tensor, Tensor]:
+        return bench.paste_with_controls(recipients, donors, [box])
+
+    units, _, excess = bench.excesses(bench.test, bench.donors, paste, rounds=recipients_each, units_give=True)
+    return excess, bench.predicted[units]
 
 
 def carried_by_donors(bench: Bench, box: Box, *, level: float = CARRY_LEVEL) -> DonorTest:

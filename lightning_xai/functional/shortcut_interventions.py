@@ -291,6 +291,42 @@ class Bench:
         controls = [paste_places(receiving, giving, [sets[k] for sets in drawn]) for k in range(self.controls)]
         return paste_places(receiving, giving, [places] * receiving.shape[0]), torch.cat(controls)
 
+    def excesses(
+        self,
+        units: Tensor,
+        pick: Callable[[Tensor], Tensor],
+        paste: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]],
+        *,
+        rounds: int | None = None,
+        units_give: bool = False,
+    ) -> tuple[Tensor, Votes, Tensor]:
+        """Transplants with ``rounds`` partners per unit, against controls (``pick``, ``paste`` and ``units_give``
+        as in :meth:`vote_rounds`). Returns the units that had a partner in every round ``[m]``, the
+        transplants' votes summed, and each kept unit's excess over its best control averaged over its
+        partners ``[m]``."""
+        rounds = rounds or self.rounds
+        given = torch.stack([pick(units) for _ in range(rounds)])
+        kept = (given >= 0).all(dim=0)
+        units, total = units[kept], Votes()
+        excess = torch.zeros(units.numel())
+        if units.numel() == 0:
+            return units, total, excess
+        for partners in given[:, kept]:
+            recipients, donors = (partners, units) if units_give else (units, partners)
+            transplanted, controls = paste(recipients, donors)
+            donor_of = self.predicted[donors]
+            votes, gained = transplant_outcomes(
+                self.forward_fn,
+                transplanted,
+                controls,
+                self.predicted[recipients],
+                donor_of,
+                self.probabilities[recipients].gather(1, donor_of[:, None]).squeeze(1),
+                self.batch_size,
+            )
+            total, excess = total + votes, excess + gained / rounds  # type: ignore[operator]
+        return units, total, excess
+
     def vote_rounds(
         self,
         units: Tensor,
@@ -312,27 +348,9 @@ class Bench:
         (``margin``, default ``self.margin``; ``drop_ties``: see :func:`count_wins`). ``rounds``:
         partners per unit (default ``self.rounds``).
         """
-        rounds = rounds or self.rounds
-        given = torch.stack([pick(units) for _ in range(rounds)])
-        kept = (given >= 0).all(dim=0)
-        units, total = units[kept], Votes()
-        excess = torch.zeros(units.numel())
-        if units.numel() == 0:
+        kept, total, excess = self.excesses(units, pick, paste, rounds=rounds, units_give=units_give)
+        if kept.numel() == 0:
             return total
-        for partners in given[:, kept]:
-            recipients, donors = (partners, units) if units_give else (units, partners)
-            transplanted, controls = paste(recipients, donors)
-            donor_of = self.predicted[donors]
-            votes, gained = transplant_outcomes(
-                self.forward_fn,
-                transplanted,
-                controls,
-                self.predicted[recipients],
-                donor_of,
-                self.probabilities[recipients].gather(1, donor_of[:, None]).squeeze(1),
-                self.batch_size,
-            )
-            total, excess = total + votes, excess + gained / rounds  # type: ignore[operator]
         return count_wins(total, excess, self.margin if margin is None else margin, drop_ties=drop_ties)
 
 

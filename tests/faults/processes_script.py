@@ -213,15 +213,15 @@ def maps_main(out: Path, kind: str) -> None:
             2,
         ),
     }
+    options = trainer_options(out)
     if kind in ("cuda", "fsdp_cuda"):  # one GPU: plain, and Lightning's FSDPStrategy (NCCL, one rank)
         from pytorch_lightning.strategies import FSDPStrategy
 
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # as the CPU computes
         strategies = {"cuda": ("auto", 1), "fsdp_cuda": (FSDPStrategy(timeout=timedelta(seconds=60)), 1)}
-    strategy, devices = strategies[kind]
-    options = {**trainer_options(out), "devices": devices}
-    if kind in ("cuda", "fsdp_cuda"):
         options["accelerator"] = "cuda"
+    strategy, devices = strategies[kind]
+    options["devices"] = devices
     trainer = pl.Trainer(strategy=strategy, callbacks=[monitor], **options)
     model = ShardedClassifier(SmallCNN(1, 10, width=4)) if kind == "fsdp2" else LitClassifier(SmallCNN(1, 10, width=4))
     trainer.validate(model, data()[1], verbose=False)
