@@ -47,6 +47,7 @@ __all__ = [
     "paste_places",
     "predict",
     "sequential_test",
+    "shrunk_counts",
     "sign_test",
     "swap_boxes",
     "swap_colors",
@@ -73,6 +74,21 @@ def sign_test(successes: int, failures: int) -> float:
     return sum(math.comb(trials, k) for k in range(successes, trials + 1)) / 2**trials
 
 
+def shrunk_counts(successes: int, failures: int, *, groups: int) -> tuple[int, int]:
+    """``successes`` and ``failures`` scaled down, in proportion, to ``groups`` outcomes in all when there are
+    more (``groups`` 0: as they are). Outcomes that share an image are not independent: when every outcome
+    rests on one of a few images, the evidence is that of a few outcomes, however many were counted.
+
+    Example:
+        >>> shrunk_counts(92, 4, groups=10), shrunk_counts(12, 4, groups=10), shrunk_counts(92, 4, groups=0)
+        ((10, 0), (8, 2), (92, 4))
+    """
+    total = successes + failures
+    if groups <= 0 or total <= groups:
+        return successes, failures
+    return round(successes * groups / total), round(failures * groups / total)
+
+
 @dataclass
 class Votes:
     """Outcomes of transplants, summed over recipients.
@@ -83,6 +99,8 @@ class Votes:
     ``random_follow``: recipients where a control box was followed. ``with_random``: whether the
     controls exist (else the test is follow against stay). ``compared``: recipients whose excess was
     counted as a win, a loss or a tie (with several donors per recipient, fewer than the transplants).
+    ``groups``: at most how many independent groups the outcomes fall into (0: one per outcome); the sign
+    test counts no more outcomes than that (see :func:`shrunk_counts`).
     """
 
     follow: int = 0
@@ -94,6 +112,7 @@ class Votes:
     with_random: bool = True
     decided: bool = False
     compared: int = 0
+    groups: int = 0
 
     @property
     def trials(self) -> int:
@@ -102,8 +121,10 @@ class Votes:
 
     @property
     def p_value(self) -> float:
-        """Sign-test p-value: wins against losses with controls, follows against stays without."""
-        return sign_test(self.wins, self.losses) if self.with_random else sign_test(self.follow, self.stay)
+        """Sign-test p-value: wins against losses with controls, follows against stays without (at most
+        ``groups`` of them, see :func:`shrunk_counts`)."""
+        counted = (self.wins, self.losses) if self.with_random else (self.follow, self.stay)
+        return sign_test(*shrunk_counts(*counted, groups=self.groups))
 
     @property
     def ahead(self) -> bool:
@@ -136,6 +157,7 @@ class Votes:
             random_follow=self.random_follow + other.random_follow,
             with_random=self.with_random,
             compared=self.compared + other.compared,
+            groups=max(self.groups, other.groups),
         )
 
 
@@ -330,7 +352,7 @@ def count_wins(votes: Votes, excess: Tensor | None, margin: float, *, drop_ties:
 
     Example:
         >>> count_wins(Votes(), torch.tensor([0.3, 0.0, 0.2]), 0.1)
-        Votes(follow=0, stay=0, other=0, wins=2, losses=1, random_follow=0, with_random=True, decided=False, compared=3)
+        Votes(follow=0, stay=0, other=0, wins=2, losses=1, random_follow=0, with_random=True, decided=False, compared=3, groups=0)
         >>> count_wins(Votes(), torch.tensor([0.3, 0.0, -0.2]), 0.1, drop_ties=True).losses
         1
     """

@@ -12,6 +12,7 @@ from lightning_xai.functional.shortcut_evidence import (
     dominant_colors,
     paste_places,
     sequential_test,
+    shrunk_counts,
     sign_test,
     swap_boxes,
     swap_colors,
@@ -24,6 +25,14 @@ def test_sign_test_matches_the_binomial_tail():
     assert sign_test(5, 0) == 1 / 32
     assert sign_test(2, 1) == pytest.approx((math.comb(3, 2) + 1) / 8)
     assert sign_test(0, 7) == 1.0 and sign_test(0, 0) == 1.0
+
+
+def test_votes_count_no_more_outcomes_than_independent_groups():
+    assert shrunk_counts(92, 4, groups=10) == (10, 0) and shrunk_counts(30, 30, groups=10) == (5, 5)
+    assert Votes(wins=92, losses=4, groups=10).p_value == sign_test(10, 0)
+    assert Votes(wins=12, losses=4).p_value == Votes(wins=12, losses=4, groups=40).p_value == sign_test(12, 4)
+    assert (Votes(wins=8, groups=10) + Votes(wins=8, groups=10)).p_value == sign_test(10, 0)
+    assert Votes(follow=92, stay=4, with_random=False, groups=10).p_value == sign_test(10, 0)
 
 
 def test_sequential_test_splits_its_level_and_stops_early():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from lightning_xai.functional import shortcut_interventions as interventions_module
+from lightning_xai.functional.shortcut_evidence import sign_test
 from lightning_xai.functional.shortcut_interventions import (
     MIN_DONORS,
     Bench,
@@ -12,6 +13,7 @@ from lightning_xai.functional.shortcut_interventions import (
     fill_drops,
     others_need,
     region_votes,
+    transplant_groups,
 )
 from tests.functional.test_shortcut_moving import (
     CORNERS,
@@ -99,4 +101,18 @@ def test_a_place_that_one_donor_image_confirms_is_not_tested(monkeypatch):
     assert not votes.decided and votes.trials == 0  # no recipient has a donor from enough images
     assert not class_votes(bench, (0, 0, 4, 4), 0, alpha=1e-4).decided
     monkeypatch.setattr(interventions_module, "MIN_DONORS", 1)  # one image's corner, in every recipient
-    assert region_votes(bench, (0, 0, 4, 4), alpha=1e-4).decided
+    votes = region_votes(bench, (0, 0, 4, 4), alpha=1e-4)
+    assert votes.trials > 16 and sign_test(votes.wins, votes.losses) < 1e-10  # one outcome per recipient: decided
+    assert not votes.decided and votes.groups == transplant_groups(bench) <= 2  # the evidence of one image
+
+
+def test_a_place_that_a_few_images_outside_the_largest_class_hold_is_the_evidence_of_those_few():
+    # Enough donors of class 0 (MIN_DONORS), and every transplant, either way, turns on one of them.
+    images = torch.rand(96, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 0.3
+    images[:MIN_DONORS, 0, 0:4, 0:4] = 1.0
+    bench = Bench.build(_OneImageOfClassZeroFlipsEverything(), images, seed=0, batch_size=96, fill="mean")
+    few = MIN_DONORS + int((bench.test < MIN_DONORS).sum())  # as donors, and as recipients in the test half
+    votes = region_votes(bench, (0, 0, 4, 4), alpha=1e-4)
+    assert votes.wins >= 0.9 * votes.compared and sign_test(votes.wins, votes.losses) < 1e-15
+    assert votes.groups == transplant_groups(bench) == few and votes.p_value == sign_test(few, 0) > 1e-4
+    assert not votes.decided
