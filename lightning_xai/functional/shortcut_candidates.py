@@ -349,7 +349,7 @@ def _same_test(found: dict[tuple[Any, ...], Candidate], candidate: Candidate) ->
 def _join_moving(kept: Candidate, other: Candidate) -> None:
     """One moving-region test per run: places of the same side are joined; a smaller side replaces a
     larger one (methods with coarser maps see the same mark as a larger spot; the test completes the
-    places it is given, see :func:`~lightning_xai.functional.shortcut_moving.completed_places`)."""
+    places it is given, see :func:`~lightning_xai.functional.shortcut_places.completed_places`)."""
     side, other_side = kept.box[2] - kept.box[0], other.box[2] - other.box[0]
     if other_side < side:
         kept.box, kept.places, kept.probe_boxes = other.box, list(other.places), list(other.probe_boxes)

@@ -394,7 +394,7 @@ def region_votes(bench: Bench, box: Box, *, alpha: float, clear_wins: bool = Fal
     prediction over the rest of the image (sufficiency; the most telling piece of a centred object
     does not). ``clear_wins``: it must beat them clearly more often than they clearly beat it (ties
     within ``bench.margin`` left out, two donors averaged per recipient, as in
-    :func:`~lightning_xai.functional.shortcut_moving.place_set_votes`): a mark that the model reads
+    :func:`~lightning_xai.functional.shortcut_places.place_set_votes`): a mark that the model reads
     beside the object moves the prediction without deciding most of them. Only for places that the
     object cannot explain (see :func:`~lightning_xai.functional.shortcut_candidates.spot_at_border`).
     """

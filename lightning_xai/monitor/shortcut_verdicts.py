@@ -33,16 +33,15 @@ from lightning_xai.functional.shortcut_interventions import (
     region_votes,
 )
 from lightning_xai.functional.shortcut_moving import (
-    completed_places,
     gradient_heat,
     hottest_inside,
     locate,
     moving_votes,
-    place_set_votes,
     places_hold_the_evidence,
     rivals,
     spots_of,
 )
+from lightning_xai.functional.shortcut_places import completed_places, place_set_votes
 from lightning_xai.monitor.shortcut_messages import finding_message
 from lightning_xai.shortcuts import Finding, Shortcuts
 
