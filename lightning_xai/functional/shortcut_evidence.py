@@ -74,19 +74,20 @@ def sign_test(successes: int, failures: int) -> float:
     return sum(math.comb(trials, k) for k in range(successes, trials + 1)) / 2**trials
 
 
-def shrunk_counts(successes: int, failures: int, *, groups: int) -> tuple[int, int]:
-    """``successes`` and ``failures`` scaled down, in proportion, to ``groups`` outcomes in all when there are
-    more (``groups`` 0: as they are). Outcomes that share an image are not independent: when every outcome
-    rests on one of a few images, the evidence is that of a few outcomes, however many were counted.
+def shrunk_counts(successes: int, failures: int, *, groups: int | None) -> tuple[int, int]:
+    """``successes`` and ``failures`` scaled down to ``groups`` outcomes in all when there are more (``None``: as
+    they are), the failures rounded up: outcomes that share an image are not independent, and when every
+    outcome rests on one of a few images the evidence is that of a few outcomes, however many were counted.
 
     Example:
-        >>> shrunk_counts(92, 4, groups=10), shrunk_counts(12, 4, groups=10), shrunk_counts(92, 4, groups=0)
-        ((10, 0), (8, 2), (92, 4))
+        >>> shrunk_counts(92, 4, groups=10), shrunk_counts(12, 4, groups=10), shrunk_counts(92, 4, groups=None)
+        ((9, 1), (7, 3), (92, 4))
     """
     total = successes + failures
-    if groups <= 0 or total <= groups:
+    if groups is None or total <= groups:
         return successes, failures
-    return round(successes * groups / total), round(failures * groups / total)
+    kept_failures = math.ceil(failures * groups / total)
+    return groups - kept_failures, kept_failures
 
 
 @dataclass
@@ -99,8 +100,8 @@ class Votes:
     ``random_follow``: recipients where a control box was followed. ``with_random``: whether the
     controls exist (else the test is follow against stay). ``compared``: recipients whose excess was
     counted as a win, a loss or a tie (with several donors per recipient, fewer than the transplants).
-    ``groups``: at most how many independent groups the outcomes fall into (0: one per outcome); the sign
-    test counts no more outcomes than that (see :func:`shrunk_counts`).
+    ``groups``: at most how many independent groups the outcomes fall into (``None``: one per outcome); the
+    sign test counts no more outcomes than that (see :func:`shrunk_counts`).
     """
 
     follow: int = 0
@@ -112,7 +113,7 @@ class Votes:
     with_random: bool = True
     decided: bool = False
     compared: int = 0
-    groups: int = 0
+    groups: int | None = None
 
     @property
     def trials(self) -> int:
@@ -121,10 +122,10 @@ class Votes:
 
     @property
     def p_value(self) -> float:
-        """Sign-test p-value: wins against losses with controls, follows against stays without (at most
-        ``groups`` of them, see :func:`shrunk_counts`)."""
+        """Sign-test p-value: wins against losses with controls, follows against stays without; with ``groups``,
+        the larger of that and the p-value of the counts shrunk to ``groups`` (see :func:`shrunk_counts`)."""
         counted = (self.wins, self.losses) if self.with_random else (self.follow, self.stay)
-        return sign_test(*shrunk_counts(*counted, groups=self.groups))
+        return max(sign_test(*counted), sign_test(*shrunk_counts(*counted, groups=self.groups)))
 
     @property
     def ahead(self) -> bool:
@@ -157,7 +158,7 @@ class Votes:
             random_follow=self.random_follow + other.random_follow,
             with_random=self.with_random,
             compared=self.compared + other.compared,
-            groups=max(self.groups, other.groups),
+            groups=None if self.groups is None or other.groups is None else self.groups + other.groups,
         )
 
 
@@ -168,12 +169,15 @@ def sequential_test(
     alpha: float,
     first: int = 16,
     out_of_budget: Callable[[], bool] | None = None,
+    groups: Callable[[Tensor], int] | None = None,
 ) -> Votes:
     """Votes on the first ``first`` recipients, then on the rest, stopping once decided.
 
     The level ``alpha`` is split evenly over the (at most two) looks, so the test keeps its level.
     When ``out_of_budget()`` is True before the second look, the test ends undecided (stopping for a
-    reason unrelated to the outcomes can only lower the false-alarm rate).
+    reason unrelated to the outcomes can only lower the false-alarm rate). ``groups(voted)``: at most how
+    many independent groups the outcomes of the recipients voted so far fall into (see :attr:`Votes.groups`);
+    when not even all of them winning could reach a look's level, nothing is voted (undecided, no trials).
 
     Example:
         >>> always = lambda chunk: Votes(follow=len(chunk), with_random=False)
@@ -184,12 +188,15 @@ def sequential_test(
     bounds = sorted({min(first, recipients.numel()), recipients.numel()})
     level = alpha / len(bounds)
     total, start = Votes(with_random=True), 0
+    if groups is not None and sign_test(groups(recipients), 0) > level:
+        return Votes(with_random=True, groups=groups(recipients))  # the few images' evidence cannot reach it
     for stop in bounds:
         if stop <= start:
             continue
         if start and out_of_budget is not None and out_of_budget():
             return total
         total = total + vote(recipients[start:stop]) if start else vote(recipients[start:stop])
+        total.groups = groups(recipients[:stop]) if groups is not None else None
         start = stop
         if total.p_value <= level:
             total.decided = True
@@ -352,7 +359,7 @@ def count_wins(votes: Votes, excess: Tensor | None, margin: float, *, drop_ties:
 
     Example:
         >>> count_wins(Votes(), torch.tensor([0.3, 0.0, 0.2]), 0.1)
-        Votes(follow=0, stay=0, other=0, wins=2, losses=1, random_follow=0, with_random=True, decided=False, compared=3, groups=0)
+        Votes(follow=0, stay=0, other=0, wins=2, losses=1, random_follow=0, with_random=True, decided=False, compared=3, groups=None)
         >>> count_wins(Votes(), torch.tensor([0.3, 0.0, -0.2]), 0.1, drop_ties=True).losses
         1
     """

@@ -48,7 +48,6 @@ __all__ = [
     "others_need",
     "refine",
     "region_votes",
-    "transplant_groups",
 ]
 
 
@@ -328,6 +327,26 @@ class Bench:
             total, excess = total + votes, excess + gained / rounds  # type: ignore[operator]
         return units, total, excess
 
+    def groups(self, units: Tensor) -> int:
+        """At most how many independent groups the outcomes of transplants between images of different
+        predicted classes, with ``units`` (indices) on one side, fall into: each transplant involves an image
+        outside the largest predicted class, as the partner drawn from all images or as the unit, so at most
+        that many images in all and among ``units``. Outcomes that share an image are not independent. With
+        predictions spread over the classes it is more than the units (nothing changes); a young model that
+        put 91 of 96 test images in one class let the other 5 decide every transplant, in either direction:
+        wins in 92 of 96 recipients (p = 4e-23, counted one per recipient) were the evidence of those few
+        images (clean shapes touching a random corner, seed 3 of the evidence suite, stop 31).
+
+        Example:
+            >>> images = torch.zeros(12, 1, 1, 2); images[::4, 0, 0, 0] = 1  # images 0, 4, 8 in class 0
+            >>> bench = Bench.build(lambda x: x.flatten(1) * 5 + torch.tensor([0.0, 1.0]), images, seed=0,
+            ...                     batch_size=12, fill="mean")
+            >>> bench.groups(torch.tensor([0, 1, 2, 4])), bench.groups(torch.tensor([1, 2]))
+            (5, 3)
+        """
+        largest = self.predicted.mode().values
+        return int((self.predicted != largest).sum() + (self.predicted[units] != largest).sum())
+
     def vote_rounds(
         self,
         units: Tensor,
@@ -397,40 +416,15 @@ def region_votes(bench: Bench, box: Box, *, alpha: float, clear_wins: bool = Fal
     :func:`~lightning_xai.functional.shortcut_places.place_set_votes`): a mark that the model reads
     beside the object moves the prediction without deciding most of them. Only for places that the
     object cannot explain (see :func:`~lightning_xai.functional.shortcut_candidates.spot_at_border`).
+    Like every transplant test, it counts no more outcomes than :meth:`Bench.groups` allows.
     """
-
-    groups = transplant_groups(bench)
 
     def vote(recipients: Tensor) -> Votes:
-        votes = (
-            bench.transplant(recipients, box, drop_ties=True, rounds=2)
-            if clear_wins
-            else bench.transplant(recipients, box)
-        )
-        votes.groups = groups
-        return votes
+        if clear_wins:
+            return bench.transplant(recipients, box, drop_ties=True, rounds=2)
+        return bench.transplant(recipients, box)
 
-    return sequential_test(vote, bench.test, alpha=alpha, out_of_budget=bench.out_of_budget)
-
-
-def transplant_groups(bench: Bench) -> int:
-    """At most how many independent groups the outcomes of transplants from images of other predicted classes
-    into the test half fall into: each involves an image outside the largest predicted class, as its donor or as
-    its recipient (test half), so those images' count as donors plus as recipients. A young model that put 91 of
-    96 test images in one class lets the few others' place decide every transplant, in either direction:
-    wins in 92 of 96 recipients (p = 4e-23 counted one per recipient) were the evidence of those few images
-    (clean shapes touching a random corner, seed 3 of the evidence suite, stop 31).
-
-    Example:
-        >>> images = torch.zeros(12, 1, 1, 2); images[:3, 0, 0, 0] = 1  # 3 images of class 0, 9 of class 1
-        >>> bench = Bench.build(lambda x: x.flatten(1) * 5 + torch.tensor([0.0, 1.0]), images, seed=0,
-        ...                     batch_size=12, fill="mean")
-        >>> transplant_groups(bench) == 3 + int((bench.test < 3).sum())
-        True
-    """
-    predicted = bench.predicted
-    largest = predicted.mode().values
-    return int((predicted != largest).sum() + (predicted[bench.test] != largest).sum())
+    return sequential_test(vote, bench.test, alpha=alpha, out_of_budget=bench.out_of_budget, groups=bench.groups)
 
 
 def mark_class(bench: Bench, box: Box) -> tuple[int, dict[str, float]]:
@@ -462,7 +456,7 @@ def class_votes(bench: Bench, box: Box, mark_of: int, *, alpha: float) -> Votes:
     def vote(recipients: Tensor) -> Votes:
         return bench.transplant(recipients, box, mark_of)
 
-    return sequential_test(vote, others, alpha=alpha, out_of_budget=bench.out_of_budget)
+    return sequential_test(vote, others, alpha=alpha, out_of_budget=bench.out_of_budget, groups=bench.groups)
 
 
 def color_votes(bench: Bench, *, alpha: float) -> tuple[Votes, float]:
@@ -501,7 +495,9 @@ def color_votes(bench: Bench, *, alpha: float) -> tuple[Votes, float]:
             bench.margin,
         )
 
-    return sequential_test(vote, bench.test, alpha=alpha, out_of_budget=bench.out_of_budget), gray_flip
+    return sequential_test(
+        vote, bench.test, alpha=alpha, out_of_budget=bench.out_of_budget, groups=bench.groups
+    ), gray_flip
 
 
 _REFINE_ELEMENTS = 2**25  # the most input elements ``refine`` pastes at once (128 MB in float32)

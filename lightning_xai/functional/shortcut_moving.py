@@ -337,7 +337,7 @@ def moving_votes(
             units_give=True,
         )
 
-    return sequential_test(vote, donors, alpha=alpha, out_of_budget=bench.out_of_budget)
+    return sequential_test(vote, donors, alpha=alpha, out_of_budget=bench.out_of_budget, groups=bench.groups)
 
 
 EVIDENCE_NEAR_PLACES = 1 / 3
@@ -380,17 +380,21 @@ def places_hold_the_evidence(bench: Bench, places: Sequence[Box], *, sources: in
 def border_heat_at_places(heat: Tensor, places: Sequence[Box], size: tuple[int, int]) -> Tensor:
     """Per map of ``heat`` ``[N, 1, H, W]``, whether its hottest box of the places' side within the band that holds
     them (see :func:`~lightning_xai.functional.shortcut_candidates.edge_distance`) is at a place: it overlaps
-    one grown by its side each way (as in :func:`evidence_share_near`). ``[N]`` bool.
+    one grown by its side each way (as in :func:`evidence_share_near`). ``[N]`` bool; ``False`` for a map
+    without heat and for every map when there are no places.
 
     Example:
         >>> heat = torch.zeros(2, 1, 16, 16); heat[0, 0, 0, 1] = 1; heat[1, 0, 15, 8] = 1
         >>> border_heat_at_places(heat, [(0, 0, 2, 2), (14, 14, 16, 16)], (16, 16)).tolist()
         [True, False]
     """
+    if not places:
+        return torch.zeros(heat.shape[0], dtype=torch.bool)
     side = places[0][2] - places[0][0]
     band = max(edge_distance(place, size) for place in places)
     hottest = [boxes[0] for boxes in hot_boxes(heat, side, band_positions(size, side, band), 1)]
-    return torch.tensor([any(_near(box, place) for place in places) for box in hottest], dtype=torch.bool)
+    near = torch.tensor([any(_near(box, place) for place in places) for box in hottest], dtype=torch.bool)
+    return near & heat.flatten(1).any(dim=1)
 
 
 def _near(box: Box, place: Box) -> bool:

@@ -51,8 +51,8 @@ def most_carried(
     when given) that the model puts in other classes, moves their predicted probabilities most on
     average (total variation): where the image keeps what acts on the model wherever it is pasted,
     as a mark does even when the model reads it only beside the object (filling a box instead, as
-    :func:`most_telling` does, favours pieces of the object). Without any such image (a model that
-    puts every image in one class), each source's first option.
+    :func:`~lightning_xai.functional.shortcut_moving.most_telling` does, favours pieces of the object).
+    Without any such image (a model that puts every image in one class), each source's first option.
 
     Example:
         >>> model = lambda x: torch.stack([x[:, 0, 0, 0], -x[:, 0, 0, 0]], dim=1) * 10
@@ -165,9 +165,9 @@ def place_set_votes(bench: Bench, places: Sequence[Box], *, alpha: float) -> tup
     over two donors. Returns the votes and the class (decided or not).
 
     Nothing is tested (no votes, no class) when fewer than two places are left, when the places hold the
-    images' evidence (:func:`places_hold_the_evidence`: objects that sit at the places, not a mark beside
-    them), or when the effect stands on one place (:func:`one_place_carries`): a mark at a fixed place is a
-    region or a class mark, tested as such.
+    images' evidence (:func:`~lightning_xai.functional.shortcut_moving.places_hold_the_evidence`: objects
+    that sit at the places, not a mark beside them), or when the effect stands on one place
+    (:func:`one_place_carries`): a mark at a fixed place is a region or a class mark, tested as such.
     """
     carrier = carrier_class(bench, places)
     if carrier < 0 or len(places) < 2 or places_hold_the_evidence(bench, places):
@@ -182,4 +182,6 @@ def place_set_votes(bench: Bench, places: Sequence[Box], *, alpha: float) -> tup
     def vote(chunk: Tensor) -> Votes:  # two donors each: a mark read beside the object moves little per transplant
         return bench.vote_rounds(chunk, lambda part: bench.donors(part, carrier), paste, drop_ties=True, rounds=2)
 
-    return sequential_test(vote, recipients, alpha=alpha, out_of_budget=bench.out_of_budget), [carrier]
+    return sequential_test(vote, recipients, alpha=alpha, out_of_budget=bench.out_of_budget, groups=bench.groups), [
+        carrier
+    ]

@@ -28,11 +28,34 @@ def test_sign_test_matches_the_binomial_tail():
 
 
 def test_votes_count_no_more_outcomes_than_independent_groups():
-    assert shrunk_counts(92, 4, groups=10) == (10, 0) and shrunk_counts(30, 30, groups=10) == (5, 5)
-    assert Votes(wins=92, losses=4, groups=10).p_value == sign_test(10, 0)
+    assert shrunk_counts(92, 4, groups=10) == (9, 1) and shrunk_counts(30, 30, groups=10) == (5, 5)
+    assert shrunk_counts(12, 4, groups=None) == (12, 4) and shrunk_counts(12, 4, groups=40) == (12, 4)
+    assert Votes(wins=92, losses=4, groups=10).p_value == sign_test(9, 1)
     assert Votes(wins=12, losses=4).p_value == Votes(wins=12, losses=4, groups=40).p_value == sign_test(12, 4)
-    assert (Votes(wins=8, groups=10) + Votes(wins=8, groups=10)).p_value == sign_test(10, 0)
-    assert Votes(follow=92, stay=4, with_random=False, groups=10).p_value == sign_test(10, 0)
+    assert (Votes(wins=8, groups=5) + Votes(wins=8, groups=5)).groups == 10  # a bound for both: their sum
+    assert (Votes(wins=8, groups=5) + Votes(wins=8)).groups is None
+    assert Votes(follow=92, stay=4, with_random=False, groups=10).p_value == sign_test(9, 1)
+
+
+def test_shrinking_the_counts_never_makes_the_evidence_stronger():
+    for wins in range(0, 40, 3):
+        for losses in range(0, 40, 3):
+            for groups in range(1, 50, 4):
+                assert Votes(wins=wins, losses=losses, groups=groups).p_value >= sign_test(wins, losses)
+
+
+def test_sequential_test_counts_the_groups_of_the_units_voted_so_far_and_skips_what_cannot_decide():
+    calls: list[int] = []
+
+    def strong(chunk: torch.Tensor) -> Votes:
+        calls.append(chunk.numel())
+        return Votes(wins=chunk.numel())
+
+    halves = sequential_test(strong, torch.arange(40), alpha=2**-16, groups=lambda voted: voted.numel() // 2)
+    assert halves.decided and halves.groups == 20 and calls == [16, 24]  # 16 wins count as 8: a second look
+    calls.clear()
+    few = sequential_test(strong, torch.arange(40), alpha=2**-10, groups=lambda voted: 10)
+    assert not few.decided and few.trials == 0 and few.groups == 10 and calls == []  # 2^-10 > alpha / 2
 
 
 def test_sequential_test_splits_its_level_and_stops_early():

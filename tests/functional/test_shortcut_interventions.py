@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from lightning_xai.functional import shortcut_interventions as interventions_module
-from lightning_xai.functional.shortcut_evidence import sign_test
 from lightning_xai.functional.shortcut_interventions import (
     MIN_DONORS,
     Bench,
@@ -13,7 +12,6 @@ from lightning_xai.functional.shortcut_interventions import (
     fill_drops,
     others_need,
     region_votes,
-    transplant_groups,
 )
 from tests.functional.test_shortcut_moving import (
     CORNERS,
@@ -92,6 +90,11 @@ class _OneImageOfClassZeroFlipsEverything(torch.nn.Module):
         return torch.stack([40 * (level - 0.5), torch.zeros(len(x))], dim=1)
 
 
+def _counted_one_per_unit(monkeypatch) -> None:
+    """Lifts the bound on independent groups: every outcome counts (as before stop 31)."""
+    monkeypatch.setattr(Bench, "groups", lambda self, units: 10**6)
+
+
 def test_a_place_that_one_donor_image_confirms_is_not_tested(monkeypatch):
     images = torch.rand(96, 1, 16, 16) * 0.3
     images[0, 0, 0:4, 0:4] = 1.0  # the one image of class 0
@@ -102,17 +105,25 @@ def test_a_place_that_one_donor_image_confirms_is_not_tested(monkeypatch):
     assert not class_votes(bench, (0, 0, 4, 4), 0, alpha=1e-4).decided
     monkeypatch.setattr(interventions_module, "MIN_DONORS", 1)  # one image's corner, in every recipient
     votes = region_votes(bench, (0, 0, 4, 4), alpha=1e-4)
-    assert votes.trials > 16 and sign_test(votes.wins, votes.losses) < 1e-10  # one outcome per recipient: decided
-    assert not votes.decided and votes.groups == transplant_groups(bench) <= 2  # the evidence of one image
+    assert not votes.decided and votes.trials == 0 and votes.groups == bench.groups(bench.test) <= 2
+    _counted_one_per_unit(monkeypatch)
+    assert region_votes(bench, (0, 0, 4, 4), alpha=1e-4).decided  # one image's evidence, counted 64 times
 
 
-def test_a_place_that_a_few_images_outside_the_largest_class_hold_is_the_evidence_of_those_few():
+def test_a_place_that_a_few_images_outside_the_largest_class_hold_is_the_evidence_of_those_few(monkeypatch):
     # Enough donors of class 0 (MIN_DONORS), and every transplant, either way, turns on one of them.
     images = torch.rand(96, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 0.3
-    images[:MIN_DONORS, 0, 0:4, 0:4] = 1.0
+    few = torch.arange(0, 96, 16)  # six images of class 0, spread over both halves
+    images[few, 0, 0:4, 0:4] = 1.0
     bench = Bench.build(_OneImageOfClassZeroFlipsEverything(), images, seed=0, batch_size=96, fill="mean")
-    few = MIN_DONORS + int((bench.test < MIN_DONORS).sum())  # as donors, and as recipients in the test half
+    in_test = int(torch.isin(bench.test, few).sum())
+    assert 0 < in_test < 6 and bench.groups(bench.test) == 6 + in_test  # as partners, and as recipients
+    for clear_wins in (False, True):
+        votes = region_votes(bench, (0, 0, 4, 4), alpha=1e-4, clear_wins=clear_wins)
+        assert not votes.decided and votes.trials == 0 and votes.groups == 6 + in_test  # cannot reach 5e-5
+    class_mark = class_votes(bench, (0, 0, 4, 4), 0, alpha=1e-4)
+    assert not class_mark.decided and class_mark.groups == bench.groups(bench.test[bench.predicted[bench.test] != 0])
+    _counted_one_per_unit(monkeypatch)
     votes = region_votes(bench, (0, 0, 4, 4), alpha=1e-4)
-    assert votes.wins >= 0.9 * votes.compared and sign_test(votes.wins, votes.losses) < 1e-15
-    assert votes.groups == transplant_groups(bench) == few and votes.p_value == sign_test(few, 0) > 1e-4
-    assert not votes.decided
+    assert votes.decided and votes.wins >= 0.9 * votes.compared  # counted one per recipient
+    assert class_votes(bench, (0, 0, 4, 4), 0, alpha=1e-4).decided

@@ -355,3 +355,48 @@ def test_small_objects_touching_the_border_are_not_taken_for_a_moving_mark():
         own = locate(bench, [(0, 0, 4, 4), (28, 28, 32, 32)], band=BAND, heat=heat)  # as the checks find them
         votes = moving_votes(bench, own, rivals(bench, own, heat), spots_of(heat, own, BAND), alpha=1e-4)
         assert not votes.decided and votes.p_value > 0.01
+
+
+CORNERS_AT_THE_EDGE = [(0, 0, 4, 4), (0, 28, 4, 32), (28, 0, 32, 4), (28, 28, 32, 32)]
+
+
+def _bench_with_heat_at_a_corner() -> tuple[Bench, torch.Tensor]:
+    """A bench whose gradient heat (given) is at one corner of each image, the corners in turn; that heat."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(32 * 32, CLASSES)).eval()
+    bench = Bench.build(model, torch.rand(64, 1, 32, 32), seed=0, batch_size=64, fill="mean")
+    heat = torch.zeros(64, 1, 32, 32)
+    for index in range(64):
+        top, left, bottom, right = CORNERS_AT_THE_EDGE[index % 4]
+        heat[index, :, top:bottom, left:right] = 1.0
+    bench.gradient_maps, bench.gradient_known = heat, torch.ones(64, dtype=torch.bool)
+    return bench, heat
+
+
+def test_the_places_hold_the_evidence_when_the_images_heat_is_at_them_not_when_an_object_beside_them_holds_most():
+    corners = CORNERS_AT_THE_EDGE
+    bench, heat = _bench_with_heat_at_a_corner()
+    assert moving_module.places_hold_the_evidence(bench, corners)  # every image's heat at its corner
+    heat[:, :, 10:22, 10:22] = 0.5  # an object in the middle, read beside each mark: 72 against 16
+    assert not moving_module.places_hold_the_evidence(bench, corners)
+    heat[:, :, 10:22, 10:22] = 0.1  # read less than the mark: 14.4 against 16, the corner's share 0.53
+    assert moving_module.places_hold_the_evidence(bench, corners)
+
+
+def test_when_some_of_the_places_were_found_the_images_whose_border_heat_is_elsewhere_say_nothing():
+    bench, heat = _bench_with_heat_at_a_corner()
+    found = CORNERS_AT_THE_EDGE[:2]  # objects at all four corners, two of them proposed
+    assert moving_module.border_heat_at_places(heat, found, (32, 32)).tolist() == [True, True, False, False] * 16
+    assert moving_module.places_hold_the_evidence(bench, found)  # over all 32 selection images the median was 0
+    heat[:, :, 10:22, 10:22] = 0.5  # an object in the middle, read beside each mark
+    assert not moving_module.places_hold_the_evidence(bench, found)
+
+
+def test_maps_without_heat_or_with_it_away_from_the_places_tell_nothing():
+    bench, heat = _bench_with_heat_at_a_corner()
+    heat[1::4] = 0.0  # no heat at all in a quarter of the maps: their hottest box is nowhere
+    at_places = moving_module.border_heat_at_places(heat, CORNERS_AT_THE_EDGE[:2], (32, 32))
+    assert at_places.tolist() == [True, False, False, False] * 16
+    assert moving_module.border_heat_at_places(heat, [], (32, 32)).tolist() == [False] * 64
+    assert not moving_module.places_hold_the_evidence(bench, [])
+    heat[0::4] = 0.0  # nothing left at the two places: nothing to tell, the tests run
+    assert not moving_module.places_hold_the_evidence(bench, CORNERS_AT_THE_EDGE[:2])

@@ -838,37 +838,3 @@ def test_a_shade_that_is_all_an_image_holds_is_its_object_wherever_it_sits_and_r
     assert [f for f in report.new if f.kind == "moving_region"] == []
     bench = verdicts_module.Bench.build(ReadsShade(CORNERS).eval(), images, seed=0, batch_size=64, fill="mean")
     assert moving_module.places_hold_the_evidence(bench, CORNERS)
-
-
-CORNERS_AT_THE_EDGE = [(0, 0, 4, 4), (0, 28, 4, 32), (28, 0, 32, 4), (28, 28, 32, 32)]
-
-
-def _bench_with_heat_at_a_corner() -> tuple[verdicts_module.Bench, torch.Tensor]:
-    """A bench whose gradient heat (given) is at one corner of each image, the corners in turn; that heat."""
-    model = nn.Sequential(nn.Flatten(), nn.Linear(32 * 32, CLASSES)).eval()
-    bench = verdicts_module.Bench.build(model, torch.rand(64, 1, 32, 32), seed=0, batch_size=64, fill="mean")
-    heat = torch.zeros(64, 1, 32, 32)
-    for index in range(64):
-        top, left, bottom, right = CORNERS_AT_THE_EDGE[index % 4]
-        heat[index, :, top:bottom, left:right] = 1.0
-    bench.gradient_maps, bench.gradient_known = heat, torch.ones(64, dtype=torch.bool)
-    return bench, heat
-
-
-def test_the_places_hold_the_evidence_when_the_images_heat_is_at_them_not_when_an_object_beside_them_holds_most():
-    corners = CORNERS_AT_THE_EDGE
-    bench, heat = _bench_with_heat_at_a_corner()
-    assert moving_module.places_hold_the_evidence(bench, corners)  # every image's heat at its corner
-    heat[:, :, 10:22, 10:22] = 0.5  # an object in the middle, read beside each mark: 72 against 16
-    assert not moving_module.places_hold_the_evidence(bench, corners)
-    heat[:, :, 10:22, 10:22] = 0.1  # read less than the mark: 14.4 against 16, the corner's share 0.53
-    assert moving_module.places_hold_the_evidence(bench, corners)
-
-
-def test_when_some_of_the_places_were_found_the_images_whose_border_heat_is_elsewhere_say_nothing():
-    bench, heat = _bench_with_heat_at_a_corner()
-    found = CORNERS_AT_THE_EDGE[:2]  # objects at all four corners, two of them proposed
-    assert moving_module.border_heat_at_places(heat, found, (32, 32)).tolist() == [True, True, False, False] * 16
-    assert moving_module.places_hold_the_evidence(bench, found)  # over all 64 images the median share was 0
-    heat[:, :, 10:22, 10:22] = 0.5  # an object in the middle, read beside each mark
-    assert not moving_module.places_hold_the_evidence(bench, found)
