@@ -41,7 +41,8 @@ from shortcut_suite import SETTINGS, Data
 from lightning_xai import AttributionMonitor
 from lightning_xai.demos import LitClassifier, ResNetStyle, SmallCNN
 from lightning_xai.functional.shortcut import box_iou
-from lightning_xai.functional.shortcut_interventions import Bench, fill_drops
+from lightning_xai.functional.shortcut_descriptions import fill_drops
+from lightning_xai.functional.shortcut_interventions import Bench
 from lightning_xai.shortcuts import Finding
 
 MODELS = {  # (input channels, classes) -> model

@@ -34,8 +34,9 @@ from torch import Tensor
 from lightning_xai.functional.batching import chunk_ranges
 from lightning_xai.functional.shortcut import Box, box_iou, box_means
 from lightning_xai.functional.shortcut_candidates import edge_distance, hottest_places
+from lightning_xai.functional.shortcut_descriptions import filled_probabilities
 from lightning_xai.functional.shortcut_evidence import Votes, sequential_test
-from lightning_xai.functional.shortcut_interventions import Bench, filled_probabilities
+from lightning_xai.functional.shortcut_interventions import Bench
 
 __all__ = [
     "band_positions",

@@ -18,20 +18,17 @@ from torch import Tensor
 
 from lightning_xai.functional.shortcut import Box
 from lightning_xai.functional.shortcut_candidates import Candidate, hottest_places, spot_at_border
-from lightning_xai.functional.shortcut_donors import DonorTest, carried_by_donors
-from lightning_xai.functional.shortcut_evidence import Votes
-from lightning_xai.functional.shortcut_interventions import (
-    Bench,
+from lightning_xai.functional.shortcut_descriptions import (
     ablation_rates,
     carriers,
-    class_votes,
-    color_votes,
     fill_drops,
     mark_class,
     others_need,
     refine,
-    region_votes,
 )
+from lightning_xai.functional.shortcut_donors import DonorTest, carried_by_donors
+from lightning_xai.functional.shortcut_evidence import Votes
+from lightning_xai.functional.shortcut_interventions import Bench, class_votes, color_votes, region_votes
 from lightning_xai.functional.shortcut_moving import (
     gradient_heat,
     hottest_inside,

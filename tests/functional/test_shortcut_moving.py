@@ -10,8 +10,9 @@ from torch import nn
 
 from lightning_xai.functional import shortcut_moving as moving_module
 from lightning_xai.functional.shortcut import box_iou
+from lightning_xai.functional.shortcut_descriptions import fill_drops
 from lightning_xai.functional.shortcut_evidence import Votes
-from lightning_xai.functional.shortcut_interventions import Bench, fill_drops
+from lightning_xai.functional.shortcut_interventions import Bench
 from lightning_xai.functional.shortcut_moving import (
     band_positions,
     gradient_heat,
