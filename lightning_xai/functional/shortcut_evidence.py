@@ -188,8 +188,9 @@ def sequential_test(
     bounds = sorted({min(first, recipients.numel()), recipients.numel()})
     level = alpha / len(bounds)
     total, start = Votes(with_random=True), 0
-    if groups is not None and sign_test(groups(recipients), 0) > level:
-        return Votes(with_random=True, groups=groups(recipients))  # the few images' evidence cannot reach it
+    at_most = groups(recipients) if groups is not None else None
+    if at_most is not None and sign_test(at_most, 0) > level:
+        return Votes(with_random=True, groups=at_most)  # the few images' evidence cannot reach it
     for stop in bounds:
         if stop <= start:
             continue

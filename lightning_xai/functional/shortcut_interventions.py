@@ -338,6 +338,12 @@ class Bench:
         largest = self.predicted.mode().values
         return int((self.predicted != largest).sum() + (self.predicted[units] != largest).sum())
 
+    def sequential(self, vote: Callable[[Tensor], Votes], units: Tensor, *, alpha: float) -> Votes:
+        """:func:`~lightning_xai.functional.shortcut_evidence.sequential_test` of ``vote`` over ``units``
+        (indices) on this bench: it stops undecided once the allowance is spent, and counts no more outcomes
+        than :meth:`groups` allows. Every transplant test runs through it."""
+        return sequential_test(vote, units, alpha=alpha, out_of_budget=self.out_of_budget, groups=self.groups)
+
     def vote_rounds(
         self,
         units: Tensor,
@@ -375,7 +381,8 @@ def region_votes(bench: Bench, box: Box, *, alpha: float, clear_wins: bool = Fal
     :func:`~lightning_xai.functional.shortcut_places.place_set_votes`): a mark that the model reads
     beside the object moves the prediction without deciding most of them. Only for places that the
     object cannot explain (see :func:`~lightning_xai.functional.shortcut_candidates.spot_at_border`).
-    Like every transplant test, it counts no more outcomes than :meth:`Bench.groups` allows.
+    Like every transplant test, it counts no more outcomes than :meth:`Bench.groups` allows (see
+    :meth:`Bench.sequential`).
     """
 
     def vote(recipients: Tensor) -> Votes:
@@ -383,7 +390,7 @@ def region_votes(bench: Bench, box: Box, *, alpha: float, clear_wins: bool = Fal
             return bench.transplant(recipients, box, drop_ties=True, rounds=2)
         return bench.transplant(recipients, box)
 
-    return sequential_test(vote, bench.test, alpha=alpha, out_of_budget=bench.out_of_budget, groups=bench.groups)
+    return bench.sequential(vote, bench.test, alpha=alpha)
 
 
 def class_votes(bench: Bench, box: Box, mark_of: int, *, alpha: float) -> Votes:
@@ -393,7 +400,7 @@ def class_votes(bench: Bench, box: Box, mark_of: int, *, alpha: float) -> Votes:
     def vote(recipients: Tensor) -> Votes:
         return bench.transplant(recipients, box, mark_of)
 
-    return sequential_test(vote, others, alpha=alpha, out_of_budget=bench.out_of_budget, groups=bench.groups)
+    return bench.sequential(vote, others, alpha=alpha)
 
 
 def color_votes(bench: Bench, *, alpha: float) -> tuple[Votes, float]:
@@ -432,6 +439,4 @@ def color_votes(bench: Bench, *, alpha: float) -> tuple[Votes, float]:
             bench.margin,
         )
 
-    return sequential_test(
-        vote, bench.test, alpha=alpha, out_of_budget=bench.out_of_budget, groups=bench.groups
-    ), gray_flip
+    return bench.sequential(vote, bench.test, alpha=alpha), gray_flip

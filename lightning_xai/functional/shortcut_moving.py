@@ -35,7 +35,7 @@ from lightning_xai.functional.batching import chunk_ranges
 from lightning_xai.functional.shortcut import Box, box_iou, box_means
 from lightning_xai.functional.shortcut_candidates import edge_distance, hottest_places
 from lightning_xai.functional.shortcut_descriptions import filled_probabilities
-from lightning_xai.functional.shortcut_evidence import Votes, sequential_test
+from lightning_xai.functional.shortcut_evidence import Votes
 from lightning_xai.functional.shortcut_interventions import Bench
 
 __all__ = [
@@ -338,7 +338,7 @@ def moving_votes(
             units_give=True,
         )
 
-    return sequential_test(vote, donors, alpha=alpha, out_of_budget=bench.out_of_budget, groups=bench.groups)
+    return bench.sequential(vote, donors, alpha=alpha)
 
 
 EVIDENCE_NEAR_PLACES = 1 / 3

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from lightning_xai.functional.shortcut import Box, box_iou
 from lightning_xai.functional.shortcut_candidates import merge_boxes
-from lightning_xai.functional.shortcut_evidence import Votes, paste_places, predict, sequential_test, swap_boxes
+from lightning_xai.functional.shortcut_evidence import Votes, paste_places, predict, swap_boxes
 from lightning_xai.functional.shortcut_interventions import Bench
 from lightning_xai.functional.shortcut_moving import band_positions, gradient_heat, hot_boxes, places_hold_the_evidence
 
@@ -182,6 +182,4 @@ def place_set_votes(bench: Bench, places: Sequence[Box], *, alpha: float) -> tup
     def vote(chunk: Tensor) -> Votes:  # two donors each: a mark read beside the object moves little per transplant
         return bench.vote_rounds(chunk, lambda part: bench.donors(part, carrier), paste, drop_ties=True, rounds=2)
 
-    return sequential_test(vote, recipients, alpha=alpha, out_of_budget=bench.out_of_budget, groups=bench.groups), [
-        carrier
-    ]
+    return bench.sequential(vote, recipients, alpha=alpha), [carrier]
