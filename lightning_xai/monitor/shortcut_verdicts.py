@@ -39,6 +39,7 @@ from lightning_xai.functional.shortcut_moving import (
     spots_of,
 )
 from lightning_xai.functional.shortcut_places import completed_places, place_set_votes
+from lightning_xai.functional.shortcut_recurrence import recurring_boxes, recurring_own
 from lightning_xai.monitor.shortcut_messages import finding_message
 from lightning_xai.shortcuts import Finding, Shortcuts
 
@@ -281,7 +282,8 @@ def _moving_evidence(candidate: Candidate, run: RunTests) -> tuple[dict[str, flo
         return rates, votes, classes, level * PLACE_SET_SHARE
     rest = level * (1 - PLACE_SET_SHARE) if classes else level
     heat = gradient_heat(bench)
-    own = locate(bench, candidate.places, band=candidate.band, heat=heat)
+    located = locate(bench, candidate.places, band=candidate.band, heat=heat)
+    own = recurring_own(bench, located, candidate.band, search_side=min(run.settings.candidate_sides(bench.size)))
     rates = ablation_rates(bench, [own[i] for i in selection.tolist()], selection)
     spots = spots_of(heat, own, candidate.band)
     votes = moving_votes(bench, own, rivals(bench, own, heat), spots, alpha=rest)
@@ -305,7 +307,9 @@ def _probe_boxes(candidate: Candidate, run: RunTests, *, at_places: bool) -> tup
     runs of seeds 0-9 with both models, 160 images each): where filling the mark's corner lowers the
     predicted class's probability by more than 0.05 (31-68% of images), the gradient's corner is the
     mark's in 99-100% of them; in the others in 35-66%, and filling or transplanting do no better.
-    Hence the read flags: an outline is known to be on what the model reads only in the probes that read it."""
+    Hence the read flags: an outline is known to be on what the model reads only in the probes that read it.
+    In the others, since stop 32, the box is where the probe's content recurs in the images of one class
+    (:func:`_recurring_where_unread`): the mark the model reads elsewhere, found by its look alone."""
     assert run.probe_images is not None
     bench, settings = run.bench, run.settings
     probes = Bench.build(
@@ -321,7 +325,35 @@ def _probe_boxes(candidate: Candidate, run: RunTests, *, at_places: bool) -> tup
     else:
         located = locate(probes, candidate.places, band=candidate.band, heat=heat)
     boxes = hottest_inside(heat, located, min(settings.candidate_sides(bench.size)))
-    return boxes, (fill_drops(probes, boxes) >= settings.min_effect).tolist()
+    read = fill_drops(probes, boxes) >= settings.min_effect
+    unread = (~read).nonzero().flatten()
+    if unread.numel():
+        _recurring_where_unread(candidate, run, probes, unread, boxes, read, at_places=at_places)
+    return boxes, read.tolist()
+
+
+def _recurring_where_unread(
+    candidate: Candidate,
+    run: RunTests,
+    probes: Bench,
+    unread: Tensor,
+    boxes: list[Box],
+    read: Tensor,
+    *,
+    at_places: bool,
+) -> None:
+    """Gives each ``unread`` probe (indices) the box where its content recurs in one class of the test images
+    (:func:`recurring_boxes`, by their predictions; inside the places when ``at_places``) and that box's read flag,
+    in ``boxes`` and ``read`` (in place)."""
+    bench, settings = run.bench, run.settings
+    side = boxes[0][2] - boxes[0][0]
+    within = candidate.places if at_places else None
+    found, scores = recurring_boxes(
+        probes.images[unread], side, candidate.band, bench.images, bench.predicted, within=within
+    )
+    for index, box, score in zip(unread.tolist(), found, scores.tolist()):
+        boxes[index] = box if score > 0 else boxes[index]  # nothing recurs: fewer than two classes with 3 images
+    read[unread] = fill_drops(probes.subset(unread), [boxes[i] for i in unread.tolist()]) >= settings.min_effect
 
 
 def _who_carries(rates: dict[int, float]) -> tuple[str, list[int]]:

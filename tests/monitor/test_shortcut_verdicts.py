@@ -5,12 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lightning_xai.functional.shortcut import box_iou
 from lightning_xai.functional.shortcut_candidates import Candidate
 from lightning_xai.functional.shortcut_evidence import Votes
 from lightning_xai.functional.shortcut_interventions import Bench
 from lightning_xai.monitor import shortcut_verdicts as verdicts_module
 from lightning_xai.shortcuts import Shortcuts
 from tests.functional.test_shortcut_donors import CORNER, _brightest_object, _object_images
+from tests.functional.test_shortcut_moving import BAND, SIZE, _objects_with_border_marks
+from tests.functional.test_shortcut_recurrence import ReadsObjectAndTopMark
 
 VALUES = [0.3, 0.6, 0.9]
 
@@ -83,3 +86,14 @@ def test_a_spot_its_donors_turn_down_is_an_outcome_not_a_cut_and_reports_the_lar
     finding, cut = verdicts_module.candidate_finding(Candidate("region", CORNER, ["grad_cam"], isolation=0.9), run)
     assert not finding.confirmed and not cut  # judged: the place may wait like any rejected one
     assert finding.p_value > 0.01 > finding.level  # the donors' test, not the clear wins' 1e-6
+
+
+def test_a_probe_that_does_not_read_its_mark_is_outlined_where_its_content_recurs_in_one_class():
+    images, marks = _objects_with_border_marks()
+    bench = Bench.build(ReadsObjectAndTopMark().eval(), images, seed=0, batch_size=128, fill="mean")
+    candidate = Candidate("moving_region", marks[0], places=[marks[0], marks[1]], band=BAND)
+    run = verdicts_module.RunTests(bench, 1e-3, (SIZE, SIZE), 0, 0, images[:32], Shortcuts(), seed=0)
+    outlines, read = verdicts_module._probe_boxes(candidate, run, at_places=False)
+    unread = [i for i in range(32) if not read[i]]
+    on_mark = [box_iou(tuple(outlines[i]), marks[i]) >= 0.5 for i in unread]
+    assert len(unread) >= 16 and sum(on_mark) >= 0.9 * len(unread)  # the model's gradient and filling place few
