@@ -17,6 +17,7 @@ Boxes are ``(top, left, bottom, right)`` in input pixels, bottom and right exclu
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -27,7 +28,15 @@ from lightning_xai.functional.shortcut import Box
 from lightning_xai.functional.shortcut_interventions import Bench
 from lightning_xai.functional.shortcut_moving import band_positions
 
-__all__ = ["NEAREST_COPIES", "REFINED", "SEARCH_SIDE", "recurrence_scores", "recurring_boxes", "recurring_own"]
+__all__ = [
+    "NEAREST_COPIES",
+    "REFINED",
+    "SEARCH_SIDE",
+    "recurrence_scores",
+    "recurring_boxes",
+    "recurring_own",
+    "same_images",
+]
 
 NEAREST_COPIES = 3
 """How many close copies a class's images must hold for the content to recur in that class: the distance to a
@@ -145,8 +154,11 @@ def recurring_boxes(
     small = (max(SEARCH_SIDE, round(height / scale)), max(SEARCH_SIDE, round(width / scale)))
     rows, columns = small[0] / height, small[1] / width
 
-    def shrink(boxes: Sequence[Box]) -> list[Box]:
-        return [(round(a * rows), round(b * columns), round(c * rows), round(d * columns)) for a, b, c, d in boxes]
+    def shrink(boxes: Sequence[Box]) -> list[Box]:  # outward: a place keeps at least the search side
+        return [
+            (math.floor(a * rows), math.floor(b * columns), math.ceil(c * rows), math.ceil(d * columns))
+            for a, b, c, d in boxes
+        ]
 
     found, scores = _search(
         F.interpolate(images.float(), size=small, mode="area"),
@@ -158,9 +170,31 @@ def recurring_boxes(
         within=shrink(within) if within else None,
         around=shrink(around) if around else None,
     )
-    tops = [min(height - side, round(top / rows)) for top, _, _, _ in found]
-    lefts = [min(width - side, round(left / columns)) for _, left, _, _ in found]
-    return [(top, left, top + side, left + side) for top, left in zip(tops, lefts)], scores
+    boxes = [_scaled_back(box, side, (height, width), (rows, columns)) for box in found]
+    if around is not None:  # rounding may have moved a box off the smaller one it must hold
+        boxes = [_holding_box(box, held) for box, held in zip(boxes, around)]
+    return boxes, scores
+
+
+def _scaled_back(box: Box, side: int, size: tuple[int, int], ratios: tuple[float, float]) -> Box:
+    """A ``side`` box of an image of ``size`` at the place of ``box``, found in it shrunk by ``ratios`` (rows,
+    columns)."""
+    top = min(size[0] - side, round(box[0] / ratios[0]))
+    left = min(size[1] - side, round(box[1] / ratios[1]))
+    return top, left, top + side, left + side
+
+
+def _holding_box(box: Box, held: Box) -> Box:
+    """``box`` moved as little as needed to hold ``held`` (no larger than it).
+
+    Example:
+        >>> _holding_box((0, 0, 6, 6), (5, 1, 9, 5))
+        (3, 0, 9, 6)
+    """
+    side = box[2] - box[0]
+    top = min(max(box[0], held[2] - side), held[0])
+    left = min(max(box[1], held[3] - side), held[1])
+    return top, left, top + side, left + side
 
 
 SEARCH_SIDE = 4
@@ -199,6 +233,8 @@ def _search(
         if around is not None:  # the few boxes holding the smaller one: all scored
             held = _holding(chosen_from, columns, side, around[index])
             near = held if held.numel() else chosen_from
+        elif coarse is chosen_from:  # few positions: all scored once
+            near = chosen_from
         else:
             first = recurrence_scores(
                 _patches(image, side, coarse), references_boxes, reference_classes, exclude=left_out
@@ -241,9 +277,9 @@ def _near(positions: Tensor, columns: int, allowed: Tensor) -> Tensor:
     return allowed[near]
 
 
-def recurring_own(bench: Bench, own: Sequence[Box], band: int, *, search_side: int) -> list[Box]:
+def recurring_own(bench: Bench, own: Sequence[Box], band: int, *, smallest_side: int) -> list[Box]:
     """``own`` (a box per test image of ``bench``) with each image of the test half given the box of the same side
-    holding its :func:`recurring_boxes` box of ``search_side`` that recurs most (the smallest candidate side: a box larger
+    holding its :func:`recurring_boxes` box of ``smallest_side`` that recurs most (the smallest candidate side: a box larger
     than the mark holds noise around it, which its copies do not share), the references being all of the bench's
     images by their predicted classes, each left out of its own (an image keeps its box where nothing recurs: fewer
     than two classes with enough images). The donors of the per-image test of a moving
@@ -252,18 +288,35 @@ def recurring_own(bench: Bench, own: Sequence[Box], band: int, *, search_side: i
 
     Example:
         >>> bench = Bench.build(lambda x: x.flatten(1)[:, :2], torch.rand(8, 1, 8, 8), seed=0, batch_size=8, fill="mean")
-        >>> own = recurring_own(bench, [(0, 0, 3, 3)] * 8, 3, search_side=2)
+        >>> own = recurring_own(bench, [(0, 0, 3, 3)] * 8, 3, smallest_side=2)
         >>> len(own), all(box[2] - box[0] == 3 and min(box[0], box[1], 8 - box[2], 8 - box[3]) <= 1 for box in own)
         (8, True)
     """
     side, test = own[0][2] - own[0][0], bench.test
     images, exclude = bench.images[test], test.tolist()
     found, scores = recurring_boxes(
-        images, min(side, search_side), band, bench.images, bench.predicted, exclude=exclude
+        images, min(side, smallest_side), band, bench.images, bench.predicted, exclude=exclude
     )
-    if side > search_side:  # the box of the candidate's side holding it that recurs most
+    if side > smallest_side:  # the box of the candidate's side holding it that recurs most
         found, _ = recurring_boxes(images, side, band, bench.images, bench.predicted, exclude=exclude, around=found)
     boxes = list(own)
     for index, box, score in zip(test.tolist(), found, scores.tolist()):
         boxes[index] = box if score > 0 else boxes[index]
     return boxes
+
+
+def same_images(images: Tensor, among: Tensor) -> list[int]:
+    """Per image of ``images`` ``[N, C, H, W]``, the index of an identical image in ``among`` ``[M, C, H, W]``,
+    or -1 (the probes are often test images too: each must not count itself as a copy of its own mark).
+
+    Example:
+        >>> among = torch.arange(12.0).view(3, 1, 2, 2)
+        >>> same_images(torch.stack([among[2], among[0] + 1]), among)
+        [2, -1]
+    """
+    flat, others = images.flatten(1).cpu().float(), among.flatten(1).cpu().float()
+    indices = []
+    for row in flat:
+        equal = (others == row).all(dim=1).nonzero().flatten()
+        indices.append(int(equal[0]) if equal.numel() else -1)
+    return indices

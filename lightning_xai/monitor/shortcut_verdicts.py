@@ -39,7 +39,7 @@ from lightning_xai.functional.shortcut_moving import (
     spots_of,
 )
 from lightning_xai.functional.shortcut_places import completed_places, place_set_votes
-from lightning_xai.functional.shortcut_recurrence import recurring_boxes, recurring_own
+from lightning_xai.functional.shortcut_recurrence import recurring_boxes, recurring_own, same_images
 from lightning_xai.monitor.shortcut_messages import finding_message
 from lightning_xai.shortcuts import Finding, Shortcuts
 
@@ -283,7 +283,7 @@ def _moving_evidence(candidate: Candidate, run: RunTests) -> tuple[dict[str, flo
     rest = level * (1 - PLACE_SET_SHARE) if classes else level
     heat = gradient_heat(bench)
     located = locate(bench, candidate.places, band=candidate.band, heat=heat)
-    own = recurring_own(bench, located, candidate.band, search_side=min(run.settings.candidate_sides(bench.size)))
+    own = recurring_own(bench, located, candidate.band, smallest_side=min(run.settings.candidate_sides(bench.size)))
     rates = ablation_rates(bench, [own[i] for i in selection.tolist()], selection)
     spots = spots_of(heat, own, candidate.band)
     votes = moving_votes(bench, own, rivals(bench, own, heat), spots, alpha=rest)
@@ -343,13 +343,15 @@ def _recurring_where_unread(
     at_places: bool,
 ) -> None:
     """Gives each ``unread`` probe (indices) the box where its content recurs in one class of the test images
-    (:func:`recurring_boxes`, by their predictions; inside the places when ``at_places``) and that box's read flag,
-    in ``boxes`` and ``read`` (in place)."""
+    (:func:`recurring_boxes`, by their predictions, a probe that is one of them left out of its own references;
+    inside the places when ``at_places``) and that box's read flag, in ``boxes`` and ``read`` (in place)."""
     bench, settings = run.bench, run.settings
     side = boxes[0][2] - boxes[0][0]
     within = candidate.places if at_places else None
+    images = probes.images[unread]
+    exclude = same_images(images, bench.images)
     found, scores = recurring_boxes(
-        probes.images[unread], side, candidate.band, bench.images, bench.predicted, within=within
+        images, side, candidate.band, bench.images, bench.predicted, within=within, exclude=exclude
     )
     for index, box, score in zip(unread.tolist(), found, scores.tolist()):
         boxes[index] = box if score > 0 else boxes[index]  # nothing recurs: fewer than two classes with 3 images

@@ -98,7 +98,7 @@ def test_the_mark_is_placed_also_where_the_model_does_not_read_it():
     read = fill_drops(bench, boxes) > 0.05
     assert float(read.float().mean()) < 0.25  # beside the object, the mark seldom moves the prediction
     located = locate(bench, boxes[:2], band=BAND)
-    own = recurring_own(bench, located, BAND, search_side=SIDE)
+    own = recurring_own(bench, located, BAND, smallest_side=SIDE)
     test = bench.test.tolist()
     unread = [i for i in test if not read[i]]
     assert _hits([own[i] for i in unread], [boxes[i] for i in unread]) >= 0.9
@@ -112,7 +112,7 @@ def test_with_the_marks_placed_the_per_image_test_confirms_a_mark_read_in_a_few_
     for name, model in (("top only", ReadsObjectAndTopMark()), ("ignored", ReadsCentredObject())):
         bench = _with_heat(model.eval(), images)
         heat = gradient_heat(bench)
-        own = recurring_own(bench, locate(bench, boxes[:2], band=BAND, heat=heat), BAND, search_side=SIDE)
+        own = recurring_own(bench, locate(bench, boxes[:2], band=BAND, heat=heat), BAND, smallest_side=SIDE)
         found[name] = moving_votes(bench, own, rivals(bench, own, heat), spots_of(heat, own, BAND), alpha=1e-4)
     assert found["top only"].decided and found["top only"].p_value <= 1e-4
     assert not found["ignored"].decided and found["ignored"].wins <= found["ignored"].losses + 2
@@ -139,7 +139,7 @@ def test_within_restricts_the_boxes_to_the_places_given():
 def test_own_boxes_of_a_larger_side_hold_the_mark_found_at_the_search_side():
     images, boxes = _objects_with_border_marks()
     bench = _with_heat(ReadsCentredObject().eval(), images)
-    own = recurring_own(bench, [(0, 0, 6, 6)] * 128, BAND + 1, search_side=SIDE)
+    own = recurring_own(bench, [(0, 0, 6, 6)] * 128, BAND + 1, smallest_side=SIDE)
     test = bench.test.tolist()
     assert all(own[i][2] - own[i][0] == 6 for i in test)
     inside = [
@@ -153,4 +153,20 @@ def test_where_nothing_can_recur_the_images_keep_the_boxes_they_had():
     images, _ = _objects_with_border_marks(count=32)
     bench = Bench.build(lambda x: torch.zeros(x.shape[0], CLASSES), images, seed=0, batch_size=32, fill="mean")
     before = [(0, 0, SIDE, SIDE)] * 32
-    assert recurring_own(bench, before, BAND, search_side=SIDE) == before  # one class predicted for every image
+    assert recurring_own(bench, before, BAND, smallest_side=SIDE) == before  # one class predicted for every image
+
+
+def test_a_box_searched_shrunk_at_an_uneven_scale_still_holds_the_smaller_box_it_must_hold():
+    images = torch.rand(40, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
+    small, _ = recurring_boxes(images, SIDE, 8, images, _labels(40), exclude=range(40))
+    larger, _ = recurring_boxes(images, 6, 8, images, _labels(40), exclude=range(40), around=small)  # scale 1.5
+    held = [a[0] <= b[0] and a[1] <= b[1] and a[2] >= b[2] and a[3] >= b[3] for a, b in zip(larger, small)]
+    assert all(held) and all(box[2] - box[0] == 6 for box in larger)
+
+
+def test_places_shrunk_at_an_uneven_scale_still_bound_the_boxes():
+    images, _ = _objects_with_border_marks(count=40)
+    large = F.interpolate(images, size=(100, 100), mode="bilinear", align_corners=False)
+    place = (0, 44, 12, 56)  # at a scale of 3 (a side of 12 searched at 4), rounding would leave it 3 pixels wide
+    found, _ = recurring_boxes(large, 12, 12, large, _labels(40), exclude=range(40), within=[place])
+    assert all(box_iou(box, place) > 0 for box in found)
