@@ -278,13 +278,14 @@ def _near(positions: Tensor, columns: int, allowed: Tensor) -> Tensor:
 
 
 def recurring_own(bench: Bench, own: Sequence[Box], band: int, *, smallest_side: int) -> list[Box]:
-    """``own`` (a box per test image of ``bench``) with each image of the test half given the box of the same side
-    holding its :func:`recurring_boxes` box of ``smallest_side`` that recurs most (the smallest candidate side: a box larger
-    than the mark holds noise around it, which its copies do not share), the references being all of the bench's
-    images by their predicted classes, each left out of its own (an image keeps its box where nothing recurs: fewer
-    than two classes with enough images). The donors of the per-image test of a moving
-    region are the test half: each gives the content at its mark, also where the model does not read it and its
-    gradient or its filling could not place it.
+    """``own`` (a box per image of ``bench``) with the images of the test half given instead the box where their
+    content recurs in one class (:func:`recurring_boxes`; references: all of the bench's images by their predicted
+    classes, each image left out of its own). The search is at ``smallest_side`` (a box larger than the mark holds
+    noise around it that its copies do not share); when the boxes are larger, the box of their side that holds
+    the one found and recurs most. An image where nothing recurs (fewer than two classes with enough images)
+    keeps its box. The test half are the donors of the per-image test of a moving region: each then gives the
+    content at its mark, also where the model does not read it there and its gradient or its filling could not
+    place it.
 
     Example:
         >>> bench = Bench.build(lambda x: x.flatten(1)[:, :2], torch.rand(8, 1, 8, 8), seed=0, batch_size=8, fill="mean")

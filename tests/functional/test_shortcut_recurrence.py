@@ -84,7 +84,8 @@ def test_with_fewer_than_two_classes_of_enough_images_nothing_recurs():
 
 class ReadsObjectAndTopMark(ReadsCentredObject):
     """The object's evidence plus that of a mark in the top 5 rows only: the mark is at a random place along any
-    edge, so the model reads it in about a quarter of the images (a shortcut learnt where it was easiest)."""
+    edge, so the model can read it only in the images whose mark is near the top, and beside the object it seldom
+    moves their prediction (a shortcut learnt where it was easiest, and used only in part)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         level = F.avg_pool2d(x.mean(dim=1, keepdim=True)[:, :, :BAND], SIDE, stride=1).flatten(1).amax(dim=1)
