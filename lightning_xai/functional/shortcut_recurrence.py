@@ -86,13 +86,12 @@ def recurrence_scores(
     count, positions, depth = references.shape
     flat = references.reshape(count * positions, depth)
     classes = reference_classes.cpu()
-    present = [int(k) for k in classes.unique().tolist()]
+    by_class = [(classes == k).nonzero().flatten() for k in classes.unique().tolist()]  # once, not per query
     scores = torch.zeros(queries.shape[0], queries.shape[1])
     for index, boxes in enumerate(queries):
         closest = torch.cdist(boxes, flat).view(boxes.shape[0], count, positions).amin(dim=2)  # [Lq, M]
         distances = []
-        for k in present:
-            members = (classes == k).nonzero().flatten()
+        for members in by_class:
             if exclude is not None:
                 members = members[members != int(exclude[index])]
             if members.numel() >= nearest:
