@@ -256,7 +256,7 @@ class ReadsCentredObject(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         centre = x.mean(dim=1)[:, 10:22, 10:22].flatten(1) - 0.3
-        return 48 * centre @ (_object_templates().flatten(1) - 0.5).T / 144
+        return 48 * centre @ (_object_templates().to(x.device).flatten(1) - 0.5).T / 144
 
 
 class ReadsObjectAndCornerMark(ReadsCentredObject):

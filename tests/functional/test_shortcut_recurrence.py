@@ -90,7 +90,10 @@ class ReadsObjectAndTopMark(ReadsCentredObject):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         level = F.avg_pool2d(x.mean(dim=1, keepdim=True)[:, :, :BAND], SIDE, stride=1).flatten(1).amax(dim=1)
         code, is_mark = (level - 0.4) / 0.6 * (CLASSES - 1), torch.sigmoid((level - 0.35) * 40)
-        return super().forward(x) - ((code[:, None] - torch.arange(float(CLASSES))) ** 2) * is_mark[:, None]
+        return (
+            super().forward(x)
+            - ((code[:, None] - torch.arange(float(CLASSES), device=x.device)) ** 2) * is_mark[:, None]
+        )
 
 
 def test_the_mark_is_placed_also_where_the_model_does_not_read_it():

@@ -44,7 +44,7 @@ class ReadsObject(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         centre = x.mean(dim=1)[:, 4:12, 4:12].flatten(1) - 0.5
-        return 20 * centre @ (_templates().flatten(1) - 0.5).T / 64
+        return 20 * centre @ (_templates().to(x.device).flatten(1) - 0.5).T / 64
 
 
 class ReadsShade(nn.Module):
@@ -59,7 +59,7 @@ class ReadsShade(nn.Module):
             [x[:, :, top:bottom, left:right].mean(dim=(1, 2, 3)) for top, left, bottom, right in self.boxes], dim=1
         ).amax(dim=1)
         code = (levels - 0.4) / 0.6 * (CLASSES - 1)
-        return -((code[:, None] - torch.arange(float(CLASSES))) ** 2) * 5
+        return -((code[:, None] - torch.arange(float(CLASSES), device=x.device)) ** 2) * 5
 
 
 class ReadsMark(ReadsObject):
@@ -68,7 +68,7 @@ class ReadsMark(ReadsObject):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scores = super().forward(x)
         marked = (x[:, :, 0:4, 12:16].mean(dim=(1, 2, 3)) > 0.95).float()
-        return scores + 50 * marked[:, None] * torch.nn.functional.one_hot(torch.tensor(0), CLASSES)
+        return scores + 50 * marked[:, None] * torch.nn.functional.one_hot(torch.tensor(0, device=x.device), CLASSES)
 
 
 class ReadsColor(nn.Module):
