@@ -20,14 +20,13 @@ from torch import Tensor
 from lightning_xai.functional._checks import ForwardFn
 from lightning_xai.functional.batching import FORWARD_BACKWARD_COST, BatchSize
 from lightning_xai.functional.shortcut import Box, Fill, box_means, fill_images
+from lightning_xai.functional.shortcut_colors import swap_colors, to_gray
 from lightning_xai.functional.shortcut_evidence import (
     Votes,
     count_wins,
     paste_places,
     predict,
     sequential_test,
-    swap_colors,
-    to_gray,
     transplant_outcomes,
     transplant_votes,
 )
@@ -99,7 +98,7 @@ class Bench:
     ``allowance``: the images its passes may take (a bench made by :meth:`build` counts every pass
     through ``forward_fn`` against it, see :class:`Allowance`): once it is spent, tests end undecided
     at their next look; ``seconds_per_image``: what its prediction pass took per image;
-    ``gradient_maps``, ``gradient_known``: kept by :func:`~lightning_xai.functional.shortcut_moving.gradient_heat`
+    ``gradient_maps``, ``gradient_known``: kept by :func:`~lightning_xai.functional.shortcut_gradients.gradient_heat`
     (each image's made once; which images' are made).
 
     Example:

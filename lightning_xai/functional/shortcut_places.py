@@ -22,10 +22,11 @@ import torch
 from torch import Tensor
 
 from lightning_xai.functional.shortcut import Box, box_iou
-from lightning_xai.functional.shortcut_candidates import merge_boxes
 from lightning_xai.functional.shortcut_evidence import Votes, paste_places, predict, swap_boxes
+from lightning_xai.functional.shortcut_gradients import gradient_heat
+from lightning_xai.functional.shortcut_heat import merge_boxes
 from lightning_xai.functional.shortcut_interventions import Bench
-from lightning_xai.functional.shortcut_moving import band_positions, gradient_heat, hot_boxes, places_hold_the_evidence
+from lightning_xai.functional.shortcut_moving import band_positions, hot_boxes, places_hold_the_evidence
 
 __all__ = [
     "apart",

@@ -21,15 +21,10 @@ from torch import Tensor, nn
 from lightning_xai.functional._no_trace import leave_no_trace
 from lightning_xai.functional.batching import BatchSize, default_batch_size
 from lightning_xai.functional.shortcut import Box, as_box, box_iou, mass_outside
-from lightning_xai.functional.shortcut_candidates import (
-    Candidate,
-    hottest_places,
-    moving_candidate,
-    normalized_mass,
-    plan_candidates,
-)
+from lightning_xai.functional.shortcut_candidates import Candidate, moving_candidate, plan_candidates
+from lightning_xai.functional.shortcut_gradients import gradient_heat
+from lightning_xai.functional.shortcut_heat import hottest_places, normalized_mass
 from lightning_xai.functional.shortcut_interventions import Allowance, Bench
-from lightning_xai.functional.shortcut_moving import gradient_heat
 from lightning_xai.functional.shortcut_retests import Retests
 from lightning_xai.monitor.shortcut_verdicts import RunTests, candidate_finding, color_finding, images_to_test
 from lightning_xai.monitor.sizing import work_scale

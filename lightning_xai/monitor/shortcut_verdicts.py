@@ -17,7 +17,7 @@ from typing import Any
 from torch import Tensor
 
 from lightning_xai.functional.shortcut import Box
-from lightning_xai.functional.shortcut_candidates import Candidate, hottest_places, spot_at_border
+from lightning_xai.functional.shortcut_candidates import Candidate, spot_at_border
 from lightning_xai.functional.shortcut_descriptions import (
     ablation_rates,
     carriers,
@@ -28,9 +28,10 @@ from lightning_xai.functional.shortcut_descriptions import (
 )
 from lightning_xai.functional.shortcut_donors import DonorTest, carried_by_donors
 from lightning_xai.functional.shortcut_evidence import Votes
+from lightning_xai.functional.shortcut_gradients import gradient_heat
+from lightning_xai.functional.shortcut_heat import hottest_places
 from lightning_xai.functional.shortcut_interventions import Bench, class_votes, color_votes, region_votes
 from lightning_xai.functional.shortcut_moving import (
-    gradient_heat,
     hottest_inside,
     locate,
     moving_votes,

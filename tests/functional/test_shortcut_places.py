@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from lightning_xai.functional.shortcut_evidence import Votes
-from lightning_xai.functional.shortcut_moving import gradient_heat, hottest_inside, moving_votes, rivals, spots_of
+from lightning_xai.functional.shortcut_gradients import gradient_heat
+from lightning_xai.functional.shortcut_moving import hottest_inside, moving_votes, rivals, spots_of
 from lightning_xai.functional.shortcut_places import (
     carrier_class,
     completed_places,

@@ -8,10 +8,10 @@ import torch.nn.functional as F
 
 from lightning_xai.functional.shortcut import box_iou
 from lightning_xai.functional.shortcut_descriptions import fill_drops
+from lightning_xai.functional.shortcut_gradients import gradient_heat
 from lightning_xai.functional.shortcut_interventions import Bench
 from lightning_xai.functional.shortcut_moving import (
     band_positions,
-    gradient_heat,
     locate,
     moving_votes,
     rivals,
