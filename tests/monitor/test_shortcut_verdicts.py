@@ -12,7 +12,14 @@ from lightning_xai.functional.shortcut_interventions import Bench
 from lightning_xai.monitor import shortcut_verdicts as verdicts_module
 from lightning_xai.shortcuts import Shortcuts
 from tests.functional.test_shortcut_donors import CORNER, _brightest_object, _object_images
-from tests.functional.test_shortcut_moving import BAND, SIZE, _objects_with_border_marks
+from tests.functional.test_shortcut_moving import (
+    BAND,
+    SIZE,
+    ReadsCentredObject,
+    ReadsObjectAndBorderMark,
+    _object_templates,
+    _objects_with_border_marks,
+)
 from tests.functional.test_shortcut_recurrence import ReadsObjectAndTopMark
 
 VALUES = [0.3, 0.6, 0.9]
@@ -97,3 +104,32 @@ def test_a_probe_that_does_not_read_its_mark_is_outlined_where_its_content_recur
     unread = [i for i in range(32) if not read[i]]
     on_mark = [box_iou(tuple(outlines[i]), marks[i]) >= 0.5 for i in unread]
     assert len(unread) >= 16 and sum(on_mark) >= 0.9 * len(unread)  # the model's gradient and filling place few
+
+
+class ReadsObjectCornerAndBorderMark(ReadsObjectAndBorderMark):
+    """The evidence of the top-left 4x4 piece of the centred object (alone: the model's confidence stays low
+    enough for filling it to matter) and of the mark along the border: both are read in most probes."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        piece = x.mean(dim=1)[:, 10:14, 10:14].flatten(1) - 0.3
+        templates = _object_templates().to(x.device)[:, :4, :4].flatten(1) - 0.5
+        mark = super().forward(x) - ReadsCentredObject.forward(self, x)
+        return mark + 48 * piece @ templates.T / 16
+
+
+@pytest.mark.parametrize("at_places", [False, True])
+def test_a_region_confirmed_image_by_image_outlines_each_probe_where_its_content_recurs_even_where_a_box_is_read(
+    monkeypatch, at_places
+):
+    piece = (10, 10, 14, 14)  # the gradient's box is a piece of the object the model reads
+    monkeypatch.setattr(verdicts_module, "hottest_inside", lambda heat, boxes, side: [piece] * len(boxes))
+    images, marks = _objects_with_border_marks()
+    bench = Bench.build(ReadsObjectCornerAndBorderMark().eval(), images, seed=0, batch_size=128, fill="mean")
+    candidate = Candidate("moving_region", marks[0], places=[marks[0], marks[1]], band=BAND)
+    run = verdicts_module.RunTests(bench, 1e-3, (SIZE, SIZE), 0, 0, images[:32], Shortcuts(), seed=0)
+    outlines, read = verdicts_module._probe_boxes(candidate, run, at_places=at_places)
+    if at_places:  # confirmed at its places at once: a place the model reads is kept
+        assert outlines == [piece] * 32 and all(read)
+    else:  # as its test chose the test half's own boxes
+        assert sum(box_iou(tuple(box), mark) >= 0.5 for box, mark in zip(outlines, marks[:32])) >= 30
+        assert 0 < sum(read) < 32  # the read flags are the recurring boxes'
