@@ -1,4 +1,6 @@
-"""Candidate shortcut regions from attribution maps: where each map's heat sits, and how compact it is.
+"""Candidate shortcut regions from attribution maps: the places to test, of each kind, across methods.
+
+Where each map's heat sits and how compact it is: :mod:`lightning_xai.functional.shortcut_heat`.
 
 A candidate is only a question to test (see :mod:`lightning_xai.functional.shortcut_evidence`);
 nothing here decides a finding. Maps are ``[N, 1, H, W]``, made non-negative and scaled to total
@@ -62,7 +64,7 @@ class Candidate:
     class's probability by at least ``Shortcuts.min_effect``); ``band``: how far
     from the edges a moving region's spots lie (0 for the other kinds); ``isolation``: for fixed
     regions, the largest share of the heat around the box that lies in it, over the proposing methods'
-    mean maps (see :func:`isolation`; for class marks, the proposing probes' mean map).
+    mean maps (see :func:`~lightning_xai.functional.shortcut_heat.isolation`; for class marks, the proposing probes' mean map).
     """
 
     kind: str
@@ -144,7 +146,7 @@ def plan_candidates(
         displays: method name to maps ``[P, 1, H, W]`` of the same probes.
         size: image size ``(H, W)``; sides: box sides in pixels.
         min_concentration: fixed regions need this many times their area share of the mean heat.
-        min_isolation: a box must hold this share of the heat around it (see :func:`isolation`).
+        min_isolation: a box must hold this share of the heat around it (see :func:`~lightning_xai.functional.shortcut_heat.isolation`).
         max_places: most class-mark places per method.
         suspects: boxes always tested as fixed regions.
         classes: the probes' predicted classes ``[P]``: a spot of some probes is not a class-mark candidate
@@ -206,7 +208,7 @@ def others_look_there(
     """Whether ``box`` lies in a larger hot area of the other classes' probes: the probes of classes other
     than the ``proposing`` probes' hold at least ``min_concentration`` times its area share of their heat
     ``mass`` ``[P, 1, H, W]`` in it, on average, and the box holds less than ``min_isolation`` of that heat
-    around it (see :func:`isolation`).
+    around it (see :func:`~lightning_xai.functional.shortcut_heat.isolation`).
 
     A mark that one class carries sits where the other classes' evidence does not, or where they read a
     compact spot of their own (a swatch every class carries); a piece of a larger area where every class

@@ -148,9 +148,8 @@ def hottest_places(mass: Tensor, places: Sequence[Box]) -> list[Box]:
 
 def hot_spots(mass: Tensor, side: int, count: int) -> list[list[Box]]:
     """Per map of ``mass`` ``[N, 1, H, W]``, up to ``count`` non-overlapping ``side`` boxes, each the one
-    holding most of what the boxes before it left (as
-    :func:`~lightning_xai.functional.shortcut_candidates._mean_map_boxes` with one side, for all maps at
-    once); a map stops when nothing is left.
+    holding most of what the boxes before it left (the hottest box taken, its pixels zeroed, again), for
+    all maps at once; a map stops when nothing is left.
 
     Example:
         >>> mass = torch.zeros(2, 1, 8, 8); mass[0, 0, 0, 0] = 1; mass[1, 0, 7, 7] = 1; mass[1, 0, 0, 7] = 0.5

@@ -404,7 +404,7 @@ def class_votes(bench: Bench, box: Box, mark_of: int, *, alpha: float) -> Votes:
 
 def color_votes(bench: Bench, *, alpha: float) -> tuple[Votes, float]:
     """Each test image given the colour of an image of another class, at its own brightness
-    (:func:`swap_colors`), against the same image given its own colour the same way (the control:
+    (:func:`~lightning_xai.functional.shortcut_colors.swap_colors`), against the same image given its own colour the same way (the control:
     what recolouring does by itself). A recipient is a win when the donor's colour raises the donor's
     class by more than ``bench.margin`` above what its own colour does. Also returns the share of
     predictions (selection half) that change when colour is replaced by grey.

@@ -110,7 +110,8 @@ def locate(
     bench: Bench, places: Sequence[Box], *, band: int = 0, heat: Tensor | None = None, extra: int = 3
 ) -> list[Box]:
     """Each test image's own region: among ``places`` and (``band > 0``) its ``extra`` hottest boxes
-    of ``heat`` ``[N, 1, H, W]`` (default: :func:`gradient_heat`) in the border band, the most telling one."""
+    of ``heat`` ``[N, 1, H, W]`` (default:
+    :func:`~lightning_xai.functional.shortcut_gradients.gradient_heat`) in the border band, the most telling one."""
     side = places[0][2] - places[0][0]
     options = [list(places) for _ in range(bench.images.shape[0])]
     if band > 0:

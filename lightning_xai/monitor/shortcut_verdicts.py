@@ -295,11 +295,16 @@ def _moving_evidence(candidate: Candidate, run: RunTests) -> tuple[dict[str, flo
 
 
 def _probe_boxes(candidate: Candidate, run: RunTests, *, at_places: bool) -> tuple[list[Box], list[bool]]:
-    """Each probe's own box of a confirmed moving region: its place (``at_places``, confirmed at all its
-    places at once: the place holding most of the probe's gradient x input; else located as in the test
-    images, see :func:`locate`), then the box of the smallest side in it that holds most of the probe's
-    gradient x input. Returns the boxes and whether the model reads each (filling it lowers the probe's
-    predicted class's probability by at least ``min_effect``: one forward pass per probe).
+    """Each probe's own box of a confirmed moving region and whether the model reads it there.
+
+    Confirmed image by image (not ``at_places``): in every probe, the box of the smallest candidate side
+    where the probe's content recurs in the images of one class (:func:`_recurring_outlines`), like the test
+    half's own boxes; where nothing recurs, the box located as in the test images (:func:`locate`), then the
+    box of the smallest side in it that holds most of the probe's gradient x input. Confirmed at all its
+    places at once (``at_places``): the place holding most of the probe's gradient x input and the box of the
+    smallest side in it holding most of that, moved to its recurring box inside the places only where the
+    model does not read it. A box is read where filling it lowers the probe's predicted class's probability
+    by at least ``min_effect`` (one forward pass per probe).
 
     On 10 random-corner runs (stop 24; 64 test images each, the four corners as places), the gradient put
     0.76 of the images at their mark's corner on average (0.67-0.84), the place whose content, pasted
@@ -309,16 +314,15 @@ def _probe_boxes(candidate: Candidate, run: RunTests, *, at_places: bool) -> tup
     runs of seeds 0-9 with both models, 160 images each): where filling the mark's corner lowers the
     predicted class's probability by more than 0.05 (31-68% of images), the gradient's corner is the
     mark's in 99-100% of them; in the others in 35-66%, and filling or transplanting do no better.
-    Hence the read flags: an outline is known to be on what the model reads only in the probes that read it.
-    In the others, since stop 32, the box is where the probe's content recurs in the images of one class
-    (:func:`_recurring_outlines`): the mark the model reads elsewhere, found by its look alone. Since stop 33,
-    a region confirmed image by image (not ``at_places``) outlines *every* probe at its recurring box, as its
-    test chose the test half's own boxes: a box the model reads is not always the mark (a piece of the object
-    in the band is read too). On the 14 such confirmations of 25 design fits (seeds 41-47, border and corner swatches, both
-    models) the gradient's box was on the mark in 64 of the 109 probes whose box the model read, the recurring
-    box in 84; all probes: 162 of 224 outlines on the mark before, 182 after (better in 11 confirmations, worse
-    in 1). At all places at once the gradient's place stays where the model reads it: there the recurring box
-    did worse (124 of 192 outlines on the mark against 133, worse in 7 of 12)."""
+    Hence the read flags, and since stop 32 the recurring box where the probe does not read its box: the
+    mark the model reads elsewhere, found by its look alone. Since stop 33 every probe of a region confirmed
+    image by image takes its recurring box: a box the model reads is not always the mark (a piece of the
+    object in the band is read too). On 25 design fits (seeds 41-47, border and corner swatches, both models;
+    26 confirmations, 14 image by image), the gradient's box of a probe that read it was on the mark in 64 of
+    109 such probes of the 14, the recurring box in 84; all their outlines: 162 of 224 on the mark before, 182
+    after (better in 11, worse in 1). At all places at once the recurring box did worse (124 of 192 outlines
+    on the mark against 133, worse in 7 of the 12), so there a read place stays.
+    """
     assert run.probe_images is not None
     bench, settings = run.bench, run.settings
     probes = Bench.build(
@@ -337,7 +341,7 @@ def _probe_boxes(candidate: Candidate, run: RunTests, *, at_places: bool) -> tup
     if at_places:
         read = fill_drops(probes, boxes) >= settings.min_effect
         moved = (~read).nonzero().flatten()
-    else:  # as the test half's own boxes were chosen (see _moving_evidence): every probe where its content recurs
+    else:  # like the test half's own boxes (see _moving_evidence), at the smallest side: every probe
         read, moved = torch.zeros(len(boxes), dtype=torch.bool), torch.arange(len(boxes))
     if moved.numel():
         _recurring_outlines(candidate, run, probes, moved, boxes, read, at_places=at_places)

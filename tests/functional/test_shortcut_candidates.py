@@ -7,6 +7,7 @@ import torch
 from lightning_xai.functional.shortcut_candidates import (
     SPOT_ISOLATION,
     Candidate,
+    describe_places,
     plan_candidates,
     spot_at_border,
 )
@@ -82,3 +83,7 @@ def test_a_spot_at_the_border_stands_apart_from_the_heat_and_near_an_edge():
     inside = Candidate("region", (5, 5, 11, 11), isolation=1.0)  # 5 pixels from the edge: more than 32 / 8
     assert not spot_at_border(inside, (32, 32)) and spot_at_border(inside, (64, 64))  # an eighth of 64 is 8
     assert not spot_at_border(Candidate("class_mark", (1, 1, 7, 7), isolation=1.0), (32, 32))
+
+
+def test_places_at_the_corners_are_described_as_corners():
+    assert describe_places([(0, 0, 4, 4), (12, 0, 16, 4)], (16, 16)) == "corners"

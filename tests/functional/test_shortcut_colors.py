@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from lightning_xai.functional.shortcut_colors import dominant_colors, swap_colors
+from lightning_xai.functional.shortcut_colors import dominant_colors, swap_colors, to_gray
+
+
+def test_grey_keeps_the_brightness_and_a_swap_the_recipient_s_brightness_in_the_donor_s_colour():
+    red, blue = torch.tensor([1.0, 0, 0]).view(1, 3, 1, 1), torch.tensor([0, 0, 1.0]).view(1, 3, 1, 1)
+    assert torch.allclose(to_gray(red), torch.full((1, 3, 1, 1), 0.299))
+    swapped = swap_colors(red, blue)
+    assert torch.allclose(swapped.amax(dim=1), red.amax(dim=1))  # brightness (value) of the recipient...
+    assert swapped[0, 2, 0, 0] > swapped[0, 0, 0, 0]  # ...colour of the donor
 
 
 def test_a_colour_swap_recolours_the_recipient_s_object_wherever_the_donor_s_object_was():

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from lightning_xai.functional.shortcut_gradients import gradient_heat
+from tests.conftest import without_backward
 from tests.functional.test_shortcut_moving import SIZE, ReadsBorderMark, _bench, _marked
 
 
@@ -51,3 +52,16 @@ def test_gradient_heat_makes_each_images_heat_once():
     assert sum(seen) == images.shape[0] and torch.equal(whole[[5, 2]], part[:2])
     alone = gradient_heat(_bench(model, images[[2]]))
     assert torch.allclose(alone[0], whole[2], atol=1e-6)
+
+
+def test_a_failing_backward_pass_warns_once_and_every_image_shows_nothing(recwarn):
+    images, _, _ = _marked()
+
+    class FailingBackward(ReadsBorderMark):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(without_backward(x))
+
+    bench = _bench(FailingBackward(), images)
+    assert gradient_heat(bench, torch.tensor([0, 1])).sum() == 0
+    assert gradient_heat(bench).sum() == 0  # not tried again for the other images
+    assert [str(w.message) for w in recwarn].count(str(recwarn[0].message)) == len(recwarn) == 1

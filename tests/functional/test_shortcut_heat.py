@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lightning_xai.functional.shortcut_candidates import _mean_map_boxes, describe_places
+from lightning_xai.functional.shortcut_candidates import _mean_map_boxes
 from lightning_xai.functional.shortcut_heat import (
     hot_spots,
     hottest_places,
@@ -33,10 +33,9 @@ def test_isolation_tells_a_spot_from_a_piece_of_an_object():
     assert isolation(spot, (0, 0, 2, 2)) > 0.9 and isolation(object_, (7, 7, 9, 9)) == 0.25
 
 
-def test_merging_and_spread():
+def test_merged_boxes_and_their_spread():
     assert merge_boxes([(0, 0, 2, 2), (0, 0, 2, 2), (8, 8, 10, 10)]) == [((0, 0, 2, 2), [0, 1]), ((8, 8, 10, 10), [2])]
     assert mean_pairwise_iou([(0, 0, 2, 2)] * 3) == 1.0
-    assert describe_places([(0, 0, 4, 4), (12, 0, 16, 4)], (16, 16)) == "corners"
 
 
 def test_hot_spots_of_all_maps_at_once_are_each_maps_own():

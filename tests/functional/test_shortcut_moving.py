@@ -23,7 +23,6 @@ from lightning_xai.functional.shortcut_moving import (
     rivals,
     spots_of,
 )
-from tests.conftest import without_backward
 
 SIZE, SIDE, BAND, CLASSES = 32, 4, 5, 5
 CORNERS = [(1, 1, 5, 5), (1, 27, 5, 31), (27, 1, 31, 5), (27, 27, 31, 31)]
@@ -59,9 +58,9 @@ class ReadsBorderMark(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         level = F.avg_pool2d(x.mean(dim=1, keepdim=True), SIDE, stride=1)[:, 0]
-        level = level.masked_fill(~band_positions((SIZE, SIZE), SIDE, BAND), 0).flatten(1).amax(dim=1)
+        level = level.masked_fill(~band_positions((SIZE, SIZE), SIDE, BAND).to(x.device), 0).flatten(1).amax(dim=1)
         code = (level - 0.4) / 0.6 * (CLASSES - 1)
-        return -((code[:, None] - torch.arange(float(CLASSES))) ** 2) * 5
+        return -((code[:, None] - torch.arange(float(CLASSES), device=x.device)) ** 2) * 5
 
 
 def _templates(side: int = 8) -> torch.Tensor:
@@ -76,7 +75,7 @@ class ReadsObjectAnywhere(nn.Module):
         self.templates, self.scale = (_templates() if templates is None else templates), scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        kernels = (self.templates - 0.5)[:, None] / self.templates[0].numel()
+        kernels = (self.templates.to(x.device) - 0.5)[:, None] / self.templates[0].numel()
         return self.scale * F.conv2d(x.mean(dim=1, keepdim=True) - 0.3, kernels).flatten(2).amax(dim=2)
 
 
@@ -173,19 +172,6 @@ def test_a_region_at_one_place_in_most_images_is_not_tested_as_moving():
     assert not votes.decided and votes.trials == 0
 
 
-def test_a_failing_backward_pass_warns_once_and_every_image_shows_nothing(recwarn):
-    images, _, _ = _marked()
-
-    class FailingBackward(ReadsBorderMark):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return super().forward(without_backward(x))
-
-    bench = _bench(FailingBackward(), images)
-    assert gradient_heat(bench, torch.tensor([0, 1])).sum() == 0
-    assert gradient_heat(bench).sum() == 0  # not tried again for the other images
-    assert [str(w.message) for w in recwarn].count(str(recwarn[0].message)) == len(recwarn) == 1
-
-
 def _object_templates() -> torch.Tensor:
     return (torch.rand(CLASSES, 12, 12, generator=torch.Generator().manual_seed(5)) > 0.5).float()
 
@@ -224,7 +210,7 @@ class ReadsObjectAndCornerMark(ReadsCentredObject):
         levels = torch.stack([x[:, :, t:b, c:r].mean(dim=(1, 2, 3)) for t, c, b, r in CORNERS], dim=1)
         code = (levels - 0.4) / 0.6 * (CLASSES - 1)  # [N, 4]
         is_mark = torch.sigmoid((levels - 0.35) * 40)
-        marks = -((code[:, :, None] - torch.arange(float(CLASSES))) ** 2) * is_mark[:, :, None]
+        marks = -((code[:, :, None] - torch.arange(float(CLASSES), device=x.device)) ** 2) * is_mark[:, :, None]
         return super().forward(x) + marks.sum(dim=1)
 
 
@@ -251,9 +237,12 @@ class ReadsObjectAndBorderMark(ReadsCentredObject):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         level = F.avg_pool2d(x.mean(dim=1, keepdim=True), SIDE, stride=1)[:, 0]
-        level = level.masked_fill(~band_positions((SIZE, SIZE), SIDE, BAND), 0).flatten(1).amax(dim=1)
+        level = level.masked_fill(~band_positions((SIZE, SIZE), SIDE, BAND).to(x.device), 0).flatten(1).amax(dim=1)
         code, is_mark = (level - 0.4) / 0.6 * (CLASSES - 1), torch.sigmoid((level - 0.35) * 40)
-        return super().forward(x) - ((code[:, None] - torch.arange(float(CLASSES))) ** 2) * is_mark[:, None]
+        return (
+            super().forward(x)
+            - ((code[:, None] - torch.arange(float(CLASSES), device=x.device)) ** 2) * is_mark[:, None]
+        )
 
 
 def _border_votes(model: nn.Module, images: torch.Tensor, boxes: list) -> Votes:

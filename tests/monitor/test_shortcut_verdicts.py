@@ -7,6 +7,7 @@ import torch
 
 from lightning_xai.functional.shortcut import box_iou
 from lightning_xai.functional.shortcut_candidates import Candidate
+from lightning_xai.functional.shortcut_descriptions import fill_drops
 from lightning_xai.functional.shortcut_evidence import Votes
 from lightning_xai.functional.shortcut_interventions import Bench
 from lightning_xai.monitor import shortcut_verdicts as verdicts_module
@@ -14,11 +15,14 @@ from lightning_xai.shortcuts import Shortcuts
 from tests.functional.test_shortcut_donors import CORNER, _brightest_object, _object_images
 from tests.functional.test_shortcut_moving import (
     BAND,
+    CORNERS,
     SIZE,
     ReadsCentredObject,
     ReadsObjectAndBorderMark,
+    ReadsObjectAndCornerMark,
     _object_templates,
     _objects_with_border_marks,
+    _objects_with_corner_marks,
 )
 from tests.functional.test_shortcut_recurrence import ReadsObjectAndTopMark
 
@@ -107,8 +111,8 @@ def test_a_probe_that_does_not_read_its_mark_is_outlined_where_its_content_recur
 
 
 class ReadsObjectCornerAndBorderMark(ReadsObjectAndBorderMark):
-    """The evidence of the top-left 4x4 piece of the centred object (alone: the model's confidence stays low
-    enough for filling it to matter) and of the mark along the border: both are read in most probes."""
+    """The evidence of the top-left 4x4 piece of the centred object alone (the model's confidence stays low enough
+    for filling it to matter: it is read in every probe) and of the mark along the border (read in about a third)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         piece = x.mean(dim=1)[:, 10:14, 10:14].flatten(1) - 0.3
@@ -117,9 +121,15 @@ class ReadsObjectCornerAndBorderMark(ReadsObjectAndBorderMark):
         return mark + 48 * piece @ templates.T / 16
 
 
-@pytest.mark.parametrize("at_places", [False, True])
-def test_a_region_confirmed_image_by_image_outlines_each_probe_where_its_content_recurs_even_where_a_box_is_read(
-    monkeypatch, at_places
+def _read_flags(run: verdicts_module.RunTests, outlines: list) -> list[bool]:
+    """Whether filling each outline lowers its probe's predicted class by ``min_effect`` (as a finding says)."""
+    assert run.probe_images is not None
+    probes = Bench.build(run.bench.forward_fn, run.probe_images, seed=0, batch_size=128, fill=run.settings.fill)
+    return (fill_drops(probes, outlines) >= run.settings.min_effect).tolist()
+
+
+def test_a_region_confirmed_image_by_image_outlines_every_probe_where_its_content_recurs_even_where_its_box_is_read(
+    monkeypatch,
 ):
     piece = (10, 10, 14, 14)  # the gradient's box is a piece of the object the model reads
     monkeypatch.setattr(verdicts_module, "hottest_inside", lambda heat, boxes, side: [piece] * len(boxes))
@@ -127,9 +137,33 @@ def test_a_region_confirmed_image_by_image_outlines_each_probe_where_its_content
     bench = Bench.build(ReadsObjectCornerAndBorderMark().eval(), images, seed=0, batch_size=128, fill="mean")
     candidate = Candidate("moving_region", marks[0], places=[marks[0], marks[1]], band=BAND)
     run = verdicts_module.RunTests(bench, 1e-3, (SIZE, SIZE), 0, 0, images[:32], Shortcuts(), seed=0)
-    outlines, read = verdicts_module._probe_boxes(candidate, run, at_places=at_places)
-    if at_places:  # confirmed at its places at once: a place the model reads is kept
-        assert outlines == [piece] * 32 and all(read)
-    else:  # as its test chose the test half's own boxes
-        assert sum(box_iou(tuple(box), mark) >= 0.5 for box, mark in zip(outlines, marks[:32])) >= 30
-        assert 0 < sum(read) < 32  # the read flags are the recurring boxes'
+    assert all(_read_flags(run, [piece] * 32))  # read in every probe...
+    outlines, read = verdicts_module._probe_boxes(candidate, run, at_places=False)
+    assert sum(box_iou(tuple(box), mark) >= 0.5 for box, mark in zip(outlines, marks[:32])) >= 30  # ...not the mark
+    assert read == _read_flags(run, outlines) and 0 < sum(read) < 32  # the flags are the recurring boxes'
+
+
+def test_at_all_places_a_probe_that_does_not_read_its_place_is_outlined_at_its_mark_among_the_places(monkeypatch):
+    wrong = CORNERS[0]  # the gradient's place, the same in every probe: the mark's in a quarter of them
+    monkeypatch.setattr(verdicts_module, "hottest_inside", lambda heat, boxes, side: [wrong] * len(boxes))
+    images, marks = _objects_with_corner_marks()
+    bench = Bench.build(ReadsObjectAndCornerMark().eval(), images, seed=0, batch_size=128, fill="mean")
+    candidate = Candidate("moving_region", CORNERS[0], places=list(CORNERS), band=BAND)
+    run = verdicts_module.RunTests(bench, 1e-3, (SIZE, SIZE), 0, 0, images[:32], Shortcuts(), seed=0)
+    unread = [i for i, seen in enumerate(_read_flags(run, [wrong] * 32)) if not seen]
+    outlines, read = verdicts_module._probe_boxes(candidate, run, at_places=True)
+    on_mark = [box_iou(tuple(outlines[i]), marks[i]) >= 0.5 for i in unread]
+    assert len(unread) >= 16 and sum(on_mark) >= 0.9 * len(unread)
+    assert all(any(box_iou(tuple(box), place) > 0 for place in CORNERS) for box in outlines)  # inside the places
+    assert read == _read_flags(run, outlines)
+
+
+def test_at_all_places_a_place_the_probe_reads_stays_even_where_it_is_not_the_mark(monkeypatch):
+    piece = (10, 10, 14, 14)  # a piece of the object the model reads in every probe
+    monkeypatch.setattr(verdicts_module, "hottest_inside", lambda heat, boxes, side: [piece] * len(boxes))
+    images, marks = _objects_with_border_marks()
+    bench = Bench.build(ReadsObjectCornerAndBorderMark().eval(), images, seed=0, batch_size=128, fill="mean")
+    candidate = Candidate("moving_region", marks[0], places=[marks[0], marks[1]], band=BAND)
+    run = verdicts_module.RunTests(bench, 1e-3, (SIZE, SIZE), 0, 0, images[:32], Shortcuts(), seed=0)
+    outlines, read = verdicts_module._probe_boxes(candidate, run, at_places=True)
+    assert outlines == [piece] * 32 and all(read)
