@@ -1,6 +1,7 @@
 """The shortcut checks on a real GPU find what they find on the CPU: the same kinds, boxes, per-probe boxes,
-classes and probes read, for a fixed region, a moving one, a class mark, a colour cue and a mark that one
-class's images carry where the model reads it in a few. Skipped without a CUDA device."""
+classes and probes read, for a fixed region, a moving one, a class mark, a colour cue and a mark along the
+border that the model reads in a few images only (outlined where its content recurs). Skipped without a CUDA
+device."""
 
 from __future__ import annotations
 
