@@ -298,7 +298,7 @@ def _probe_boxes(candidate: Candidate, run: RunTests, *, at_places: bool) -> tup
     """Each probe's own box of a confirmed moving region and whether the model reads it there.
 
     Confirmed image by image (not ``at_places``): in every probe, the box of the smallest candidate side
-    where the probe's content recurs in the images of one class (:func:`_recurring_outlines`), like the test
+    where the probe's content recurs in the images of one class (:func:`_recurring`), like the test
     half's own boxes; where nothing recurs, the box located as in the test images (:func:`locate`), then the
     box of the smallest side in it that holds most of the probe's gradient x input. Confirmed at all its
     places at once (``at_places``): the place holding most of the probe's gradient x input and the box of the
@@ -329,50 +329,51 @@ def _probe_boxes(candidate: Candidate, run: RunTests, *, at_places: bool) -> tup
         bench.forward_fn, run.probe_images.detach(), seed=run.seed, batch_size=bench.batch_size, fill=settings.fill
     )
     heat = gradient_heat(probes) if run.agree is None else run.agree(gradient_heat(probes))
-    if at_places:
-        located = hottest_places(heat, candidate.places)
-        blind = (~heat.flatten(1).any(dim=1)).nonzero().flatten()
-        if blind.numel():  # probes without gradient: by filling (forward passes only)
-            for index, box in zip(blind.tolist(), locate(probes.subset(blind), candidate.places)):
-                located[index] = box
-    else:
-        located = locate(probes, candidate.places, band=candidate.band, heat=heat)
-    boxes = hottest_inside(heat, located, min(settings.candidate_sides(bench.size)))
-    if at_places:
-        read = fill_drops(probes, boxes) >= settings.min_effect
-        moved = (~read).nonzero().flatten()
-    else:  # like the test half's own boxes (see _moving_evidence), at the smallest side: every probe
-        read, moved = torch.zeros(len(boxes), dtype=torch.bool), torch.arange(len(boxes))
-    if moved.numel():
-        _recurring_outlines(candidate, run, probes, moved, boxes, read, at_places=at_places)
+    side = min(settings.candidate_sides(bench.size))
+    if not at_places:  # like the test half's own boxes (see _moving_evidence), at the smallest side: every probe
+        boxes, recurs = _recurring(candidate, run, probes, torch.arange(probes.images.shape[0]), side)
+        lost = (~recurs).nonzero().flatten()
+        if lost.numel():  # nothing recurs: located as in the test images
+            located = locate(probes.subset(lost), candidate.places, band=candidate.band, heat=heat[lost])
+            for index, box in zip(lost.tolist(), hottest_inside(heat[lost], located, side)):
+                boxes[index] = box
+        return boxes, (fill_drops(probes, boxes) >= settings.min_effect).tolist()
+    located = hottest_places(heat, candidate.places)
+    blind = (~heat.flatten(1).any(dim=1)).nonzero().flatten()
+    if blind.numel():  # probes without gradient: by filling (forward passes only)
+        for index, box in zip(blind.tolist(), locate(probes.subset(blind), candidate.places)):
+            located[index] = box
+    boxes = hottest_inside(heat, located, side)
+    read = fill_drops(probes, boxes) >= settings.min_effect
+    unread = (~read).nonzero().flatten()
+    if unread.numel():  # where the model does not read its place: its recurring box among the places
+        found, recurs = _recurring(candidate, run, probes, unread, side, within=candidate.places)
+        for index, box, kept in zip(unread.tolist(), found, recurs.tolist()):
+            boxes[index] = box if kept else boxes[index]
+        read[unread] = fill_drops(probes.subset(unread), [boxes[i] for i in unread.tolist()]) >= settings.min_effect
     return boxes, read.tolist()
 
 
-def _recurring_outlines(
+def _recurring(
     candidate: Candidate,
     run: RunTests,
     probes: Bench,
-    moved: Tensor,
-    boxes: list[Box],
-    read: Tensor,
+    indices: Tensor,
+    side: int,
     *,
-    at_places: bool,
-) -> None:
-    """Gives each probe of ``moved`` (indices) the box where its content recurs in one class of the test images
-    (:func:`recurring_boxes`, by their predictions, a probe that is one of them left out of its own references;
-    inside the places when ``at_places``; where nothing recurs, its box stays) and that box's read flag, in
-    ``boxes`` and ``read`` (in place)."""
-    bench, settings = run.bench, run.settings
-    side = boxes[0][2] - boxes[0][0]
-    within = candidate.places if at_places else None
-    images = probes.images[moved]
+    within: list[Box] | None = None,
+) -> tuple[list[Box], Tensor]:
+    """For the probes ``indices``, the ``side`` box where each one's content recurs in one class of the test
+    images (:func:`recurring_boxes`, by their predictions, a probe that is one of them left out of its own
+    references; inside ``within`` when given), and whether anything recurs there (``[len(indices)]`` bool:
+    nothing does where fewer than two classes have enough images, and the box is then arbitrary)."""
+    bench = run.bench
+    images = probes.images[indices]
     exclude = same_images(images, bench.images)
     found, scores = recurring_boxes(
         images, side, candidate.band, bench.images, bench.predicted, within=within, exclude=exclude
     )
-    for index, box, score in zip(moved.tolist(), found, scores.tolist()):
-        boxes[index] = box if score > 0 else boxes[index]  # nothing recurs: fewer than two classes with 3 images
-    read[moved] = fill_drops(probes.subset(moved), [boxes[i] for i in moved.tolist()]) >= settings.min_effect
+    return found, scores > 0
 
 
 def _who_carries(rates: dict[int, float]) -> tuple[str, list[int]]:

@@ -9,13 +9,16 @@ from lightning_xai.functional.shortcut import box_iou
 from lightning_xai.functional.shortcut_candidates import Candidate
 from lightning_xai.functional.shortcut_descriptions import fill_drops
 from lightning_xai.functional.shortcut_evidence import Votes
+from lightning_xai.functional.shortcut_gradients import gradient_heat
 from lightning_xai.functional.shortcut_interventions import Bench
+from lightning_xai.functional.shortcut_moving import hottest_inside, locate
 from lightning_xai.monitor import shortcut_verdicts as verdicts_module
 from lightning_xai.shortcuts import Shortcuts
 from tests.functional.test_shortcut_donors import CORNER, _brightest_object, _object_images
 from tests.functional.test_shortcut_moving import (
     BAND,
     CORNERS,
+    SIDE,
     SIZE,
     ReadsCentredObject,
     ReadsObjectAndBorderMark,
@@ -167,3 +170,16 @@ def test_at_all_places_a_place_the_probe_reads_stays_even_where_it_is_not_the_ma
     run = verdicts_module.RunTests(bench, 1e-3, (SIZE, SIZE), 0, 0, images[:32], Shortcuts(), seed=0)
     outlines, read = verdicts_module._probe_boxes(candidate, run, at_places=True)
     assert outlines == [piece] * 32 and all(read)
+
+
+def test_a_probe_whose_content_cannot_recur_keeps_the_box_located_as_in_the_test_images():
+    images, marks = _objects_with_border_marks(count=6)  # no two classes have three test images: nothing recurs
+    bench = Bench.build(ReadsObjectAndBorderMark().eval(), images, seed=0, batch_size=128, fill="mean")
+    candidate = Candidate("moving_region", marks[0], places=[marks[0], marks[1]], band=BAND)
+    run = verdicts_module.RunTests(bench, 1e-3, (SIZE, SIZE), 0, 0, images, Shortcuts(), seed=0)
+    probes = Bench.build(bench.forward_fn, images, seed=0, batch_size=128, fill="mean")
+    assert not verdicts_module._recurring(candidate, run, probes, torch.arange(6), SIDE)[1].any()
+    heat = gradient_heat(probes)
+    located = hottest_inside(heat, locate(probes, candidate.places, band=BAND, heat=heat), SIDE)
+    outlines, read = verdicts_module._probe_boxes(candidate, run, at_places=False)
+    assert outlines == located and read == _read_flags(run, outlines)
