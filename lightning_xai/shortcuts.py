@@ -155,7 +155,10 @@ class Finding:
     rate shared out over candidates and runs), ``confidence`` is ``1 - p_value``. ``partial``: a
     fixed spot at the border confirmed because it raises the donor's class clearly more often than
     pieces of what the model looks at clearly do (``win_rate`` against ``loss_rate``), without deciding
-    most predictions (the model reads it beside the object).
+    most predictions (the model reads it beside the object). ``outlined_after``: a moving region's, the epoch
+    after which its ``boxes`` and ``boxes_read`` were drawn: the epoch it was found, then that of each later
+    run whose test confirms it again (the outlines describe the latest model that confirmed it; see
+    ``ShortcutReport.outlined_again``); ``None`` for the other kinds.
     """
 
     epoch: int
@@ -183,6 +186,7 @@ class Finding:
     trials: int = 0
     loss_rate: float = 0.0
     partial: bool = False
+    outlined_after: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON- and checkpoint-safe dict; ``Finding(**finding.to_dict())`` rebuilds it."""
@@ -196,7 +200,9 @@ class ShortcutReport:
     ``"color"``), the ``seconds`` the checks took, how many candidates were left ``untested`` (``max_cost``) and how
     many were ``waiting`` (tested the same way in earlier runs, or the same place tested earlier in
     this run by another method's proposal: that outcome stands, see
-    :mod:`~lightning_xai.functional.shortcut_retests`)."""
+    :mod:`~lightning_xai.functional.shortcut_retests`), and ``outlined_again``: the moving region found in an
+    earlier run, when this run's test confirmed it again and outlined its probes differently (its ``boxes``,
+    ``boxes_read``, ``outlined_after`` and the message's last sentence are then this run's; it is not new)."""
 
     new: list[Finding] = field(default_factory=list)
     current: dict[str, Finding] = field(default_factory=dict)
@@ -204,3 +210,4 @@ class ShortcutReport:
     seconds: float = 0.0
     untested: int = 0
     waiting: int = 0
+    outlined_again: list[Finding] = field(default_factory=list)

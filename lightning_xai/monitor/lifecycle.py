@@ -237,8 +237,8 @@ class MonitorRun:
         rgb = display_rgb(probes.images, *self._display_normalization(int(probes.images.shape[1])))
         self.recorder.record_run(report, probes, rgb, references)
         self._after_run(report.maps.skipped + report.maps.cut, report.maps.seconds, report.maps.total_seconds, moment)
-        if report.shortcuts is not None and report.shortcuts.new:
-            self._react(report.shortcuts.new)
+        if report.shortcuts is not None and (report.shortcuts.new or report.shortcuts.outlined_again):
+            self._react(report.shortcuts.new)  # outlined again: summary.json's findings rewritten, no reaction
         return report.phase_seconds
 
     def _display_normalization(self, channels: int) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from lightning_xai.functional.batching import BatchSizeTuner
 from lightning_xai.monitor.budget import RunBudget
 from lightning_xai.monitor.sizing import Sizing
+from lightning_xai.shortcuts import Finding
 
 __all__ = [
     "analysis_refused",
@@ -387,6 +388,17 @@ def schedule_summary(left_out: int, checks: int = 0) -> str:
 def shortcut_found(message: str) -> str:
     """A new confirmed shortcut finding."""
     return f"{PREFIX} found a likely shortcut: {message}"
+
+
+def outlined_again(finding: Finding) -> str:
+    """A moving region found earlier, outlined again by a later run's confirmation (``ShortcutReport.outlined_again``)."""
+    read = sum(finding.boxes_read)
+    return (
+        f"{PREFIX}: the {finding.kind.replace('_', ' ')} found after epoch {finding.epoch} was confirmed again after "
+        f"epoch {finding.outlined_after}; its probes are outlined as that model reads them (in {read} of "
+        f"{len(finding.boxes)} probes filling the box lowers the predicted class). monitor.findings and "
+        "summary.json hold the new outlines."
+    )
 
 
 def stopping() -> str:

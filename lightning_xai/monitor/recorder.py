@@ -374,6 +374,8 @@ class Recorder:
         if report.shortcuts is not None:
             for finding in report.shortcuts.new:
                 rank_zero_warn(messages.shortcut_found(finding.message))
+            for finding in report.shortcuts.outlined_again:
+                rank_zero_info(messages.outlined_again(finding))
 
     def _logged(self, log: Callable[[], object]) -> None:
         """Logging outside a run's guard (after a failure, the cost): a failure is warned about once."""

@@ -8,7 +8,7 @@ from lightning_xai.functional.shortcut_candidates import describe_place, describ
 from lightning_xai.functional.shortcut_moving import MOVING_DEAD_ZONE
 from lightning_xai.shortcuts import Finding
 
-__all__ = ["finding_message"]
+__all__ = ["finding_message", "outlined_again_message"]
 
 
 def finding_message(finding: Finding, size: tuple[int, int], places: list[Box] | None, margin: float) -> str:
@@ -79,6 +79,27 @@ def finding_message(finding: Finding, size: tuple[int, int], places: list[Box] |
         f"{describe_place(as_box(finding.box), size)} {where}: pasted from an image of another class, {evidence}; "
         f"replacing it changes {finding.flip_rate:.0%} of predictions (elsewhere: {finding.random_flip_rate:.0%})."
     )
+
+
+def outlined_again_message(reported: Finding, fresh: Finding, margin: float) -> str:
+    """The message of the moving region ``reported`` once ``fresh``, a later confirmation of it, outlines its probes:
+    the sentence saying where the model reads it is ``fresh``'s, after epoch ``fresh.epoch``. ``margin``:
+    ``Shortcuts.min_effect``.
+
+    Example:
+        >>> found = Finding(0, 10, "test_gradients", [0, 0, 4, 4], 0.5, True, "after epoch 0 ...", kind="moving_region",
+        ...                 boxes=[[0, 0, 4, 4]] * 2, boxes_read=[True, False])
+        >>> again = Finding(2, 30, "test_gradients", [0, 0, 4, 4], 0.6, True, "", kind="moving_region",
+        ...                 boxes=[[0, 0, 4, 4], [28, 28, 32, 32]], boxes_read=[True, True])
+        >>> found.message = found.message + _where_read(found.boxes_read, 0.05)
+        >>> outlined_again_message(found, again, 0.05)
+        'after epoch 0 ... Outlined again after epoch 2: filling it lowers the predicted class by 5% or more in every probe.'
+    """
+    stale = _where_read(reported.boxes_read, margin)
+    head = reported.message.removesuffix(stale) if stale else reported.message
+    head = head.split(" Outlined again after epoch ")[0]  # an earlier redrawing's sentence
+    read = _where_read(fresh.boxes_read, margin).strip()
+    return f"{head} Outlined again after epoch {fresh.epoch}" + (f": {read[0].lower()}{read[1:]}" if read else ".")
 
 
 def _where_read(read: list[bool], margin: float) -> str:

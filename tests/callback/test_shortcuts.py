@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import runpy
 from pathlib import Path
 
@@ -9,10 +10,14 @@ import pytest
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_xai import AttributionMonitor, ExpectedGradients, Shortcuts
+from lightning_xai import AttributionMonitor, ExpectedGradients, Occlusion, Shortcuts
 from lightning_xai.demos import LitClassifier
 from lightning_xai.functional.shortcut import box_iou
+from lightning_xai.history import read_summary
+from lightning_xai.monitor import engine as engine_module
+from lightning_xai.monitor.analyses import ShortcutReport
 from lightning_xai.shortcuts import Finding
+from tests.callback.conftest import cheap_monitor, loaders, make_trainer, tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -100,3 +105,52 @@ def test_given_probes_still_get_validation_test_images(tmp_path, decoy_loaders):
         "xai_shortcuts/expected_gradients/flip_rate" in metrics
         and metrics["xai_shortcuts/expected_gradients/peak_concentration"] > 0
     )
+
+
+def _moving(epoch: int, step: int, boxes: list[list[int]], read: list[bool]) -> Finding:
+    return Finding(
+        epoch,
+        step,
+        "test_gradients",
+        [0, 0, 4, 4],
+        1.0,
+        True,
+        "moving.",
+        kind="moving_region",
+        boxes=boxes,
+        boxes_read=read,
+        outlined_after=epoch,
+    )
+
+
+def _found_then_outlined_again(detector, model, displays, test_images, *, epoch, step, **options):
+    """Stands in for the shortcut checks: a moving region found at the first run, confirmed with other outlines at
+    the second (the detector's own redrawing), the same outlines after."""
+    if not detector.findings:
+        found = _moving(epoch, step, [[0, 0, 4, 4]] * 4, [False] * 4)
+        detector.findings.append(found)
+        return ShortcutReport(new=[found])
+    fresh = _moving(epoch, step, [[0, 0, 4, 4], [0, 12, 4, 16], [12, 0, 16, 4], [0, 0, 4, 4]], [True] * 4)
+    return ShortcutReport(outlined_again=detector._outline_again([fresh]))
+
+
+def test_a_moving_region_outlined_again_is_rewritten_in_the_summary_and_said_once_without_a_new_reaction(
+    tmp_path, digits16, monkeypatch, caplog
+):
+    seen: list[Finding] = []
+    monkeypatch.setattr(engine_module, "check_shortcuts", _found_then_outlined_again)
+    monitor = cheap_monitor(methods=[Occlusion(window=4, stride=4)], on_shortcut=seen.append)
+    with caplog.at_level(logging.INFO), pytest.warns(UserWarning, match="found a likely shortcut: moving."):
+        make_trainer(tmp_path, [monitor], max_epochs=3, num_sanity_val_steps=0).fit(tiny_model(), *loaders(digits16))
+    assert len(seen) == 1 and seen[0].epoch == 0  # outlined again: no second reaction
+    (finding,) = monitor.findings
+    assert finding["boxes"][1:3] == [[0, 12, 4, 16], [12, 0, 16, 4]] and finding["boxes_read"] == [True] * 4
+    assert finding["epoch"] == 0 and finding["outlined_after"] == 1  # the epoch-2 run drew the same outlines
+    assert (
+        finding["message"]
+        == "moving. Outlined again after epoch 1: filling it lowers the predicted class by 10% or more in every probe."
+    )
+    assert read_summary(tmp_path / "version_0" / "xai")["findings"] == monitor.findings
+    said = [r.getMessage() for r in caplog.records if "confirmed again" in r.getMessage()]
+    assert len(said) == 1 and "found after epoch 0 was confirmed again after epoch 1" in said[0]
+    assert "in 4 of 4 probes" in said[0]

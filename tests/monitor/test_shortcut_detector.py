@@ -230,6 +230,46 @@ def test_a_moving_region_says_in_which_probes_the_model_reads_it_and_draws_the_o
     assert (cell(unread).sum(dim=0) > 0).sum() < (cell(read).sum(dim=0) > 0).sum()  # thinner
 
 
+def test_a_moving_region_found_earlier_is_outlined_again_by_a_later_run_that_confirms_it(
+    shade_alone_counts_as_a_mark,
+):
+    places = [CORNERS[i % 4] for i in torch.randperm(64, generator=torch.Generator().manual_seed(1)).tolist()]
+    images, _ = _shaded(places)
+    model, detector = ReadsShade(CORNERS).eval(), ShortcutDetector(Shortcuts())
+    wrong = [CORNERS[(CORNERS.index(place) + 1) % 4] for place in places]  # the maps look at the next corner
+    first = detector.check(model, _heat(wrong), images, epoch=0, step=10)
+    (found,) = [f for f in first.new if f.kind == "moving_region"]
+    assert [tuple(b) for b in found.boxes] == wrong[:16] and found.outlined_after == 0 and first.outlined_again == []
+    said = found.message
+
+    second = detector.check(model, _heat(wrong), images, epoch=1, step=20, probe_images=images[:16])
+    alone = ShortcutDetector(Shortcuts()).check(model, _heat(wrong), images, epoch=1, step=20, probe_images=images[:16])
+    (fresh,) = [f for f in alone.new if f.kind == "moving_region"]
+    assert second.new == [] and second.outlined_again == [found] and detector.findings == [found]
+    assert found.boxes == fresh.boxes != [list(box) for box in wrong[:16]] and found.boxes_read == fresh.boxes_read
+    assert (found.epoch, found.global_step, found.outlined_after, found.p_value) == (0, 10, 1, first.new[0].p_value)
+    assert found.message.startswith(said.split(" Filling it")[0]) and said != found.message
+    margin = f"{Shortcuts().min_effect:.0%}"
+    assert found.message.endswith(
+        f"Outlined again after epoch 1: filling it lowers the predicted class by {margin} or more in "
+        f"{sum(fresh.boxes_read)} of 16 probes; in the others the model does not read it there and its outline is "
+        "drawn thin, in grey."
+    )
+
+    third = detector.check(model, _heat(wrong), images, epoch=2, step=30, probe_images=images[:16])
+    assert third.outlined_again == [] and found.outlined_after == 1  # the same outlines: nothing to redraw
+
+
+def test_a_moving_region_is_not_outlined_again_by_a_run_that_does_not_confirm_it(shade_alone_counts_as_a_mark):
+    places = [CORNERS[i % 4] for i in torch.randperm(64, generator=torch.Generator().manual_seed(1)).tolist()]
+    images, _ = _shaded(places)
+    detector = ShortcutDetector(Shortcuts())
+    (found,) = [f for f in detector.check(ReadsShade(CORNERS).eval(), _heat(places), images, epoch=0, step=10).new]
+    boxes = [list(box) for box in found.boxes]
+    later = detector.check(ReadsObject().eval(), _heat(places), images, epoch=1, step=20, probe_images=images[:16])
+    assert later.outlined_again == [] and found.boxes == boxes and found.outlined_after == 0
+
+
 def test_rank_zeros_gradient_heat_is_the_one_used():
     places = [CORNERS[i % 4] for i in torch.randperm(64, generator=torch.Generator().manual_seed(1)).tolist()]
     images, _ = _shaded(places)
