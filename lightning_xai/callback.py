@@ -6,6 +6,8 @@ guard plus one call, as in Lightning's own ``EarlyStopping``.
 
 from __future__ import annotations
 
+import copy
+
 import secrets
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -82,7 +84,8 @@ class AttributionMonitor(Callback):
         seed: seed of the private random generators (reservoir, expected gradients).
         stability: how maps are compared from run to run; ``None`` turns it off.
         shortcuts: shortcut detection settings; ``None`` turns it off.
-        on_shortcut: called with each new confirmed :class:`~lightning_xai.shortcuts.Finding` (rank 0).
+        on_shortcut: called with each new confirmed :class:`~lightning_xai.shortcuts.Finding` (rank 0), a copy as
+            found (``monitor.findings`` has a moving region's outlines as its latest confirmation drew them).
         stop_on_shortcut: stop training cleanly (on every rank) after a confirmed finding.
         faithfulness: judge the maps themselves each run (deletion/insertion curves, mass-centre
             ablation, completeness gaps); off by default because it costs about as much as the maps.
@@ -401,7 +404,7 @@ class AttributionMonitor(Callback):
         if self.stop_on_shortcut:
             self._run.stop_requested = True
         if self.on_shortcut is not None:
-            self.on_shortcut(finding)
+            self.on_shortcut(copy.deepcopy(finding))  # as found: a later run may outline it again
 
     def _probe_description(self) -> Any:
         if self.probes is not None and self.probes.source == "given":

@@ -158,7 +158,8 @@ class Finding:
     most predictions (the model reads it beside the object). ``outlined_after``: a moving region's, the epoch
     after which its ``boxes`` and ``boxes_read`` were drawn: the epoch it was found, then that of each later
     run whose test confirms it again (the outlines describe the latest model that confirmed it; see
-    ``ShortcutReport.outlined_again``); ``None`` for the other kinds.
+    ``ShortcutReport.outlined_again``); ``None`` for the other kinds. ``on_shortcut`` is handed a copy, as
+    the finding was when found.
     """
 
     epoch: int
@@ -187,6 +188,10 @@ class Finding:
     loss_rate: float = 0.0
     partial: bool = False
     outlined_after: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.outlined_after is None and self.kind == "moving_region" and self.boxes:
+            self.outlined_after = self.epoch  # saved before the field existed: outlined when found
 
     def to_dict(self) -> dict[str, Any]:
         """JSON- and checkpoint-safe dict; ``Finding(**finding.to_dict())`` rebuilds it."""

@@ -34,6 +34,8 @@ def test_finding_round_trips_through_json_and_checkpoints(tmp_path):
         if k in ("epoch", "global_step", "method", "box", "score", "confirmed", "message")
     }
     assert Finding(**old).kind == "region"  # findings saved before kinds existed still load
+    before_outlines_were_redrawn = {k: v for k, v in finding.to_dict().items() if k != "outlined_after"}
+    assert Finding(**before_outlines_were_redrawn).outlined_after == 1  # outlined when found, at epoch 1
 
 
 def test_settings_are_checked():

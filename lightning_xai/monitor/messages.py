@@ -392,12 +392,15 @@ def shortcut_found(message: str) -> str:
 
 def outlined_again(finding: Finding) -> str:
     """A moving region found earlier, outlined again by a later run's confirmation (``ShortcutReport.outlined_again``)."""
-    read = sum(finding.boxes_read)
+    read = (
+        f" (in {sum(finding.boxes_read)} of {len(finding.boxes)} probes filling the box lowers the predicted class)"
+        if finding.boxes_read
+        else ""
+    )
     return (
         f"{PREFIX}: the {finding.kind.replace('_', ' ')} found after epoch {finding.epoch} was confirmed again after "
-        f"epoch {finding.outlined_after}; its probes are outlined as that model reads them (in {read} of "
-        f"{len(finding.boxes)} probes filling the box lowers the predicted class). monitor.findings and "
-        "summary.json hold the new outlines."
+        f"epoch {finding.outlined_after}; its probes are outlined as that model reads them{read}. monitor.findings "
+        "and summary.json hold the new outlines."
     )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -134,12 +134,12 @@ class ShortcutDetector:
             allowance.limit = self._budget(maps_work, floor=floor)
             run = RunTests(bench, level, size, epoch, step, probe_images, s, seed=self.runs, agree=agree)
             color = [color_finding(run)] if colored else []
-            tested, untested, waiting = self._test_all(candidates, run)
+            tested, fresh, untested, waiting = self._test_all(candidates, run)
             tested += color
         self.retests.end_run()
         per_method, current = self._per_method(displays, candidates, tested, peaks)
         new = [f for f in _most_precise([f for f in tested if f.confirmed]) if not self._already_reported(f)]
-        outlined_again = self._outline_again([f for f in tested if f.global_step == step])
+        outlined_again = self._outline_again(fresh)
         self.findings.extend(new)
         return ShortcutReport(
             new=new,
@@ -244,11 +244,12 @@ class ShortcutDetector:
         kept[moving.key] = moving
         return kept
 
-    def _test_all(self, candidates: dict[Any, Candidate], run: RunTests) -> tuple[list[Finding], int, int]:
+    def _test_all(self, candidates: dict[Any, Candidate], run: RunTests) -> _Tests:
         """Each candidate's finding, in order: tested now, or the finding standing for it (a place confirmed
         earlier in this run, or one decided the same way in earlier runs); candidates that would not fit
-        in the budget are removed. Returns the findings and how many were ``untested`` and ``waiting``."""
+        in the budget are removed."""
         tested: list[Finding] = []
+        fresh: list[Finding] = []
         untested = waiting = 0
         for key, candidate in list(candidates.items()):
             covering = _covering(candidate, tested)
@@ -263,7 +264,8 @@ class ShortcutDetector:
                 untested += 1
             else:
                 tested.append(self._tested(candidate, run))
-        return tested, untested, waiting
+                fresh.append(tested[-1])
+        return _Tests(tested, fresh, untested, waiting)
 
     def _tested(self, candidate: Candidate, run: RunTests) -> Finding:
         """Tests ``candidate`` and remembers the outcome for its place (see :class:`Retests`)."""
@@ -324,32 +326,68 @@ class ShortcutDetector:
             per_method["color"]["confirmed"] = float(color.confirmed)
         return per_method, current
 
-    def _outline_again(self, tested: list[Finding]) -> list[Finding]:
-        """The moving region reported in an earlier run, with the outlines of one of ``tested`` (this run's
-        outcomes) that confirms it again, when they differ; ``[]`` when none does.
+    def _outline_again(self, fresh: list[Finding]) -> list[Finding]:
+        """The moving region reported in an earlier run, outlined as one of ``fresh`` (this run's tests) draws it
+        when that test confirms it again (see :func:`_confirmed_again`); ``[]`` when none does. The finding
+        keeps its ``epoch``, evidence and reaction (it is not new).
 
         A finding's outlines are those of the model that confirmed it last. The outlines of a region found at
         epochs 0-1 come from a young model's predictions (each probe's box is where its content recurs in the
         images of one predicted class); a later confirmation draws them with the predictions of a model that
         has learnt more, and the outlines say where the model of today reads the mark. On the design fits of
-        stop 34 (seeds 41-47, a swatch in a random corner or along the border, both models; 28 fits, 16 with a
+        stop 34 (seeds 41-47, a swatch in a random corner or along the border, both models; 28 fits, 18 with a
         moving region), 8 regions were confirmed again by epoch 2: their outlines on the planted mark went from 86
         to 104 of 128 (better in 6, worse in 2), and 2 findings outlined wrong (in fewer than half the probes)
-        became right, none the other way. The finding keeps its ``epoch``, evidence and reaction (it is not new)."""
-        fresh = next((f for f in tested if f.kind == "moving_region" and f.confirmed and f.boxes), None)
-        reported = next((f for f in self.findings if f.kind == "moving_region"), None)
-        if (
-            fresh is None
-            or reported is None
-            or (fresh.boxes, fresh.boxes_read) == (reported.boxes, reported.boxes_read)
-        ):
+        became right, none the other way."""
+        pair = _confirmed_again(self.findings, fresh)
+        if pair is None:
             return []
-        reported.message = outlined_again_message(reported, fresh, self.settings.min_effect)
-        reported.boxes, reported.boxes_read, reported.outlined_after = fresh.boxes, fresh.boxes_read, fresh.epoch
+        reported, again = pair
+        reported.message = outlined_again_message(reported, again, self.settings.min_effect)
+        reported.boxes = [list(box) for box in again.boxes]
+        reported.boxes_read = list(again.boxes_read)
+        reported.outlined_after = again.epoch
         return [reported]
 
     def _already_reported(self, finding: Finding) -> bool:
         return any(_repeats(finding.kind, as_box(finding.box), old) for old in self.findings)
+
+
+class _Tests(NamedTuple):
+    """A run's tests (see :meth:`ShortcutDetector._test_all`): every candidate's finding in order, those tested in
+    this run (``fresh``), and how many candidates were ``untested`` (the budget) and ``waiting``."""
+
+    findings: list[Finding]
+    fresh: list[Finding]
+    untested: int
+    waiting: int
+
+
+def _confirmed_again(reported: list[Finding], fresh: list[Finding]) -> tuple[Finding, Finding] | None:
+    """The reported moving region and the test of this run (``fresh``) that confirms it again with other outlines,
+    or ``None``: a moving region of the same box size (the same place, as :class:`Retests` has it), confirmed, with
+    per-probe boxes that differ from the reported ones.
+
+    Example:
+        >>> def moving(step, boxes):
+        ...     return Finding(0, step, "test_gradients", [0, 0, 4, 4], 1.0, True, "", kind="moving_region", boxes=boxes)
+        >>> found, again = moving(10, [[0, 0, 4, 4]]), moving(20, [[12, 12, 16, 16]])
+        >>> _confirmed_again([found], [again]) == (found, again), _confirmed_again([found], [moving(20, [[0, 0, 4, 4]])])
+        (True, None)
+    """
+    old = next((f for f in reported if f.kind == "moving_region"), None)
+    if old is None:
+        return None
+    size = _box_size(old.box)
+    for new in fresh:
+        if new.kind == "moving_region" and new.confirmed and new.boxes and _box_size(new.box) == size:
+            changed = (new.boxes, new.boxes_read) != (old.boxes, old.boxes_read)
+            return (old, new) if changed else None
+    return None
+
+
+def _box_size(box: list[int]) -> tuple[int, int]:
+    return box[2] - box[0], box[3] - box[1]
 
 
 def _covering(candidate: Candidate, tested: list[Finding]) -> Finding | None:

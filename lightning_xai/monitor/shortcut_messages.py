@@ -95,11 +95,15 @@ def outlined_again_message(reported: Finding, fresh: Finding, margin: float) -> 
         >>> outlined_again_message(found, again, 0.05)
         'after epoch 0 ... Outlined again after epoch 2: filling it lowers the predicted class by 5% or more in every probe.'
     """
-    stale = _where_read(reported.boxes_read, margin)
-    head = reported.message.removesuffix(stale) if stale else reported.message
-    head = head.split(" Outlined again after epoch ")[0]  # an earlier redrawing's sentence
+    head = reported.message.split(_READ_SENTENCE)[0].split(_AGAIN_SENTENCE)[0]  # the earlier outlines' sentences
     read = _where_read(fresh.boxes_read, margin).strip()
-    return f"{head} Outlined again after epoch {fresh.epoch}" + (f": {read[0].lower()}{read[1:]}" if read else ".")
+    return f"{head}{_AGAIN_SENTENCE}{fresh.epoch}" + (f": {read[0].lower()}{read[1:]}" if read else ".")
+
+
+_READ_SENTENCE = " Filling it lowers the predicted class by "
+"""How the sentence saying where a moving region is read begins (see :func:`_where_read`)."""
+_AGAIN_SENTENCE = " Outlined again after epoch "
+"""How the sentence of a moving region outlined again begins (see :func:`outlined_again_message`)."""
 
 
 def _where_read(read: list[bool], margin: float) -> str:
@@ -107,8 +111,8 @@ def _where_read(read: list[bool], margin: float) -> str:
     if not read:
         return ""
     if all(read):
-        return f" Filling it lowers the predicted class by {margin:.0%} or more in every probe."
+        return f"{_READ_SENTENCE}{margin:.0%} or more in every probe."
     return (
-        f" Filling it lowers the predicted class by {margin:.0%} or more in {sum(read)} of {len(read)} probes; in "
+        f"{_READ_SENTENCE}{margin:.0%} or more in {sum(read)} of {len(read)} probes; in "
         "the others the model does not read it there and its outline is drawn thin, in grey."
     )

@@ -260,14 +260,57 @@ def test_a_moving_region_found_earlier_is_outlined_again_by_a_later_run_that_con
     assert third.outlined_again == [] and found.outlined_after == 1  # the same outlines: nothing to redraw
 
 
-def test_a_moving_region_is_not_outlined_again_by_a_run_that_does_not_confirm_it(shade_alone_counts_as_a_mark):
+def test_a_moving_region_is_not_outlined_again_by_a_run_that_does_not_confirm_it(
+    shade_alone_counts_as_a_mark, monkeypatch
+):
     places = [CORNERS[i % 4] for i in torch.randperm(64, generator=torch.Generator().manual_seed(1)).tolist()]
     images, _ = _shaded(places)
+    wrong = [CORNERS[(CORNERS.index(place) + 1) % 4] for place in places]
     detector = ShortcutDetector(Shortcuts())
-    (found,) = [f for f in detector.check(ReadsShade(CORNERS).eval(), _heat(places), images, epoch=0, step=10).new]
+    first = detector.check(ReadsShade(CORNERS).eval(), _heat(places), images, epoch=0, step=10)
+    (found,) = first.new
     boxes = [list(box) for box in found.boxes]
-    later = detector.check(ReadsObject().eval(), _heat(places), images, epoch=1, step=20, probe_images=images[:16])
+    outcomes: list[Finding] = []
+
+    def kept(candidate: Candidate, run: verdicts_module.RunTests) -> tuple[Finding, bool]:
+        outcome = verdicts_module.candidate_finding(candidate, run)
+        outcomes.append(outcome[0])
+        return outcome
+
+    monkeypatch.setattr(detector_module, "candidate_finding", kept)
+    later = detector.check(ReadsObject().eval(), _heat(wrong), images, epoch=1, step=20)  # the maps' corners
+    (rejected,) = [f for f in outcomes if f.kind == "moving_region"]
+    assert not rejected.confirmed and rejected.box[2] - rejected.box[0] == found.box[2] - found.box[0]
+    assert rejected.boxes == [list(box) for box in wrong[:16]] != boxes  # tested now, other outlines: not taken
     assert later.outlined_again == [] and found.boxes == boxes and found.outlined_after == 0
+
+
+def test_a_waiting_confirmation_of_an_earlier_run_does_not_outline_again(shade_alone_counts_as_a_mark):
+    places = [CORNERS[i % 4] for i in torch.randperm(64, generator=torch.Generator().manual_seed(1)).tolist()]
+    images, _ = _shaded(places)
+    model, detector = ReadsShade(CORNERS).eval(), ShortcutDetector(Shortcuts())
+    reports = [detector.check(model, _heat(places), images, epoch=run, step=10 * run) for run in range(3)]
+    (found,) = reports[0].new
+    third = reports[2].current[detector_module.TEST_IMAGES_SOURCE]
+    assert third is not found and third.confirmed and third.global_step == 20  # run 3's own test
+    found.boxes = [[0, 0, 4, 4]] * 16  # outlines that run 3's confirmation does not draw
+    fourth = detector.check(model, _heat(places), images, epoch=3, step=40)
+    assert fourth.waiting >= 1 and fourth.current[detector_module.TEST_IMAGES_SOURCE] is third  # run 3's stands
+    assert fourth.outlined_again == [] and found.boxes == [[0, 0, 4, 4]] * 16 and found.outlined_after == 0
+
+
+def test_only_a_confirmed_moving_region_of_the_reported_size_with_other_outlines_outlines_it_again():
+    def moving(box: list[int], boxes: list[list[int]], *, confirmed: bool = True, kind: str = "moving_region"):
+        return Finding(0, 10, "test_gradients", box, 1.0, confirmed, "", kind=kind, boxes=boxes)
+
+    reported = moving([0, 0, 4, 4], [[0, 0, 4, 4], [12, 12, 16, 16]])
+    other = [[12, 12, 16, 16], [0, 0, 4, 4]]
+    again = detector_module._confirmed_again
+    assert again([reported], [moving([12, 0, 16, 4], other)]) == (reported, moving([12, 0, 16, 4], other))
+    assert again([reported], [moving([0, 0, 6, 6], other)]) is None  # another size: another place
+    assert again([reported], [moving([0, 0, 4, 4], other, confirmed=False)]) is None
+    assert again([reported], [moving([0, 0, 4, 4], reported.boxes)]) is None  # the same outlines
+    assert again([moving([0, 0, 4, 4], [], kind="region")], [moving([0, 0, 4, 4], other)]) is None
 
 
 def test_rank_zeros_gradient_heat_is_the_one_used():
