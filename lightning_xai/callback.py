@@ -7,7 +7,6 @@ guard plus one call, as in Lightning's own ``EarlyStopping``.
 from __future__ import annotations
 
 import copy
-
 import secrets
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
