@@ -6,7 +6,8 @@ it (:mod:`~lightning_xai.monitor.shortcut_verdicts`), most promising first, with
 images through the model (``Shortcuts.max_cost``). A place tested the same way in earlier runs waits
 (:class:`Retests`), a fixed place overlapping one confirmed earlier in the run is that place, and a
 finding is new only once per place; a moving region found earlier and confirmed again takes that test's
-outlines of the probes (``ShortcutReport.outlined_again``). The settings, findings and reports are in :mod:`lightning_xai.shortcuts`.
+outlines of the probes (``ShortcutReport.outlined_again``). The settings, findings and reports are in
+:mod:`lightning_xai.shortcuts`.
 """
 
 from __future__ import annotations
