@@ -143,6 +143,7 @@ def test_a_moving_region_outlined_again_is_rewritten_in_the_summary_and_said_onc
     with caplog.at_level(logging.INFO), pytest.warns(UserWarning, match="found a likely shortcut: moving."):
         make_trainer(tmp_path, [monitor], max_epochs=3, num_sanity_val_steps=0).fit(tiny_model(), *loaders(digits16))
     assert len(seen) == 1 and seen[0].epoch == 0  # outlined again: no second reaction
+    assert seen[0].boxes == [[0, 0, 4, 4]] * 4 and seen[0].outlined_after == 0  # handed a copy, as found
     (finding,) = monitor.findings
     assert finding["boxes"][1:3] == [[0, 12, 4, 16], [12, 0, 16, 4]] and finding["boxes_read"] == [True] * 4
     assert finding["epoch"] == 0 and finding["outlined_after"] == 1  # the epoch-2 run drew the same outlines
