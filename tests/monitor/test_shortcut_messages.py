@@ -6,7 +6,8 @@ from lightning_xai.monitor.shortcut_messages import finding_message, outlined_ag
 from lightning_xai.shortcuts import Finding
 
 
-def _moving(epoch: int, read: list[bool]) -> Finding:
+def moving_finding(epoch: int, read: list[bool]) -> Finding:
+    """A moving region found after ``epoch``, one box per entry of ``read`` (its read flags)."""
     return Finding(
         epoch,
         10 * epoch,
@@ -24,22 +25,24 @@ def _moving(epoch: int, read: list[bool]) -> Finding:
 
 
 def test_each_redrawing_replaces_the_sentence_on_where_the_region_is_read():
-    found = _moving(0, [True, False, False, False])
+    found = moving_finding(0, [True, False, False, False])
     found.message = finding_message(found, (16, 16), None, 0.1)
     evidence = found.message.split(" Filling it")[0]
     assert found.message.endswith(
         "in 1 of 4 probes; in the others the model does not read it there and its outline is drawn thin, in grey."
     )
-    found.message = outlined_again_message(found, _moving(1, [True, True, False, False]), 0.1)
+    found.message = outlined_again_message(found, moving_finding(1, [True, True, False, False]), 0.1)
     found.boxes_read = [True, True, False, False]
     assert found.message.startswith(
         evidence
         + " Outlined again after epoch 1: filling it lowers the predicted class by 10% or more in 2 of 4 probes"
     )
-    found.message = outlined_again_message(found, _moving(2, [True] * 4), 0.05)  # another min_effect after a resume
+    found.message = outlined_again_message(
+        found, moving_finding(2, [True] * 4), 0.05
+    )  # another min_effect after a resume
     assert (
         found.message
         == evidence
         + " Outlined again after epoch 2: filling it lowers the predicted class by 5% or more in every probe."
     )
-    assert outlined_again_message(found, _moving(3, []), 0.1) == evidence + " Outlined again after epoch 3."
+    assert outlined_again_message(found, moving_finding(3, []), 0.1) == evidence + " Outlined again after epoch 3."
