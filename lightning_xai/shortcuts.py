@@ -191,7 +191,7 @@ class Finding:
 
     def __post_init__(self) -> None:
         if self.outlined_after is None and self.kind == "moving_region" and self.boxes:
-            self.outlined_after = self.epoch  # saved before the field existed: outlined when found
+            self.outlined_after = self.epoch  # outlined when found (also a finding saved before the field existed)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON- and checkpoint-safe dict; ``Finding(**finding.to_dict())`` rebuilds it."""

@@ -30,6 +30,7 @@ __all__ = [
     "as_box",
     "box_iou",
     "box_means",
+    "box_shape",
     "box_sums",
     "concentrated_boxes",
     "fill_images",
@@ -68,6 +69,17 @@ def box_iou(first: Box, second: Box) -> float:
     overlap = height * width
     area = lambda b: (b[2] - b[0]) * (b[3] - b[1])
     return overlap / (area(first) + area(second) - overlap)
+
+
+def box_shape(box: Sequence[int]) -> tuple[int, int]:
+    """A box's ``(height, width)``: two proposals of a moving region are the same place when their boxes have
+    the same shape (the places move, the mark's size does not).
+
+    Example:
+        >>> box_shape((0, 12, 4, 16)), box_shape([12, 0, 16, 4]) == box_shape((0, 0, 4, 4))
+        ((4, 4), True)
+    """
+    return box[2] - box[0], box[3] - box[1]
 
 
 def concentrated_boxes(maps: Tensor, sizes: Sequence[int], *, per_size: int = 1) -> list[tuple[Box, float]]:

@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from lightning_xai.functional.shortcut import Box, box_iou
+from lightning_xai.functional.shortcut import Box, box_iou, box_shape
 from lightning_xai.functional.shortcut_candidates import Candidate
 
 __all__ = ["PlaceRecord", "Retests"]
@@ -60,7 +60,7 @@ class PlaceRecord(Generic[Outcome]):
         if candidate.kind != self.kind:
             return False
         if self.kind == "moving_region":
-            return _shape(candidate.box) == _shape(self.box)
+            return box_shape(candidate.box) == box_shape(self.box)
         return box_iou(candidate.box, self.box) >= 0.5
 
 
@@ -132,7 +132,3 @@ class Retests(Generic[Outcome]):
 
     def _find(self, candidate: Candidate) -> PlaceRecord[Outcome] | None:
         return next((record for record in self.records if record.matches(candidate)), None)
-
-
-def _shape(box: Box) -> tuple[int, int]:
-    return box[2] - box[0], box[3] - box[1]

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from lightning_xai.functional._no_trace import leave_no_trace
 from lightning_xai.functional.batching import BatchSize, default_batch_size
-from lightning_xai.functional.shortcut import Box, as_box, box_iou, mass_outside
+from lightning_xai.functional.shortcut import Box, as_box, box_iou, box_shape, mass_outside
 from lightning_xai.functional.shortcut_candidates import Candidate, moving_candidate, plan_candidates
 from lightning_xai.functional.shortcut_gradients import gradient_heat
 from lightning_xai.functional.shortcut_heat import hottest_places, normalized_mass
@@ -379,16 +379,12 @@ def _confirmed_again(reported: list[Finding], fresh: list[Finding]) -> tuple[Fin
     old = next((f for f in reported if f.kind == "moving_region"), None)
     if old is None:
         return None
-    size = _box_size(old.box)
+    shape = box_shape(old.box)
     for new in fresh:
-        if new.kind == "moving_region" and new.confirmed and new.boxes and _box_size(new.box) == size:
+        if new.kind == "moving_region" and new.confirmed and new.boxes and box_shape(new.box) == shape:
             changed = (new.boxes, new.boxes_read) != (old.boxes, old.boxes_read)
             return (old, new) if changed else None
     return None
-
-
-def _box_size(box: list[int]) -> tuple[int, int]:
-    return box[2] - box[0], box[3] - box[1]
 
 
 def _covering(candidate: Candidate, tested: list[Finding]) -> Finding | None:

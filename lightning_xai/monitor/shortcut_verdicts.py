@@ -131,7 +131,6 @@ def candidate_finding(candidate: Candidate, run: RunTests) -> tuple[Finding, boo
         trials=int(evidence["trials"]),
         loss_rate=evidence["loss_rate"],
         partial=evidence["partial"],
-        outlined_after=run.epoch if boxes else None,
     )
     places = candidate.places if candidate.kind == "moving_region" else None
     finding.message = finding_message(finding, run.size, places, run.settings.min_effect)
