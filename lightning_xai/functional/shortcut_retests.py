@@ -28,10 +28,11 @@ a shortcut being learnt wakes its place through its maps' concentration, or wait
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any, Generic, TypeVar
 
-from lightning_xai.functional.shortcut import Box, box_iou, box_shape
+from lightning_xai.functional.shortcut import Box, as_box, box_iou, box_shape
 from lightning_xai.functional.shortcut_candidates import Candidate
 
 __all__ = ["PlaceRecord", "Retests"]
@@ -129,6 +130,36 @@ class Retests(Generic[Outcome]):
             record.waited += int(record.proposed)
             record.proposed = False
             record.idle += 1
+
+    def state_dict(self, save: Callable[[Outcome], Any]) -> list[dict[str, Any]]:
+        """The places tested so far as plain values (for a checkpoint), each outcome through ``save``.
+
+        Example:
+            >>> retests = Retests[str]()
+            >>> retests.record(Candidate("region", (0, 0, 4, 4), concentration=3.0), "rejected", news=False)
+            >>> retests.end_run()
+            >>> saved = retests.state_dict(str)
+            >>> saved[0]["box"], saved[0]["outcome"], saved[0]["idle"]
+            ([0, 0, 4, 4], 'rejected', 0)
+            >>> restored = Retests[str]()
+            >>> restored.load_state_dict(saved, str)
+            >>> restored.records == retests.records
+            True
+        """
+        return [
+            {
+                **{item.name: getattr(record, item.name) for item in fields(record)},
+                "box": list(record.box),
+                "outcome": save(record.outcome),
+            }
+            for record in self.records
+        ]
+
+    def load_state_dict(self, state: list[dict[str, Any]], load: Callable[[Any], Outcome]) -> None:
+        """Restores the places of :meth:`state_dict`, each outcome through ``load`` (the waits go on from there)."""
+        self.records = [
+            PlaceRecord(**{**saved, "box": as_box(saved["box"]), "outcome": load(saved["outcome"])}) for saved in state
+        ]
 
     def _find(self, candidate: Candidate) -> PlaceRecord[Outcome] | None:
         return next((record for record in self.records if record.matches(candidate)), None)

@@ -402,13 +402,16 @@ class MonitorRun:
         state["probe_fingerprint"] = probes.fingerprint() if probes is not None else None
         state["findings"] = self.monitor.findings
         state["task"] = self.scoring.task
+        if self.engine.detector is not None:
+            state["shortcut_checks"] = self.engine.detector.state_dict()
         if self.engine.schedule is not None:
             state["schedule"] = self.engine.schedule.state_dict()
             state["checks_pending"] = self.engine.checks_pending
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continues a checkpoint: stability streaks and findings now; the history, probes and references when the recorder opens."""
+        """Continues a checkpoint: stability streaks, findings and the shortcut checks' runs and tested places now;
+        the history, probes and references when the recorder opens."""
         self.restored = dict(state)
         if state.get("task", "auto") != "auto":
             self.scoring = replace(self.scoring, task=state["task"])
@@ -419,6 +422,7 @@ class MonitorRun:
             self.engine.checks_pending = bool(state.get("checks_pending", False))
         if self.engine.detector is not None:
             self.engine.detector.findings = [Finding(**finding) for finding in state.get("findings", [])]
+            self.engine.detector.load_state_dict(state.get("shortcut_checks", {}))
 
     def picklable(self) -> MonitorRun:
         """A copy without the open recorder (its lasting state kept for the other side), for pickling."""

@@ -69,6 +69,26 @@ class ShortcutDetector:
         self.retests: Retests[Finding] = Retests()
         self._planned: tuple[dict[str, Tensor], tuple[int, int], Tensor | None, _Plan] | None = None
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed fit needs to check on as the fit would have, as plain values: the runs checked so far
+        (each run's share of ``false_alarm_rate`` and its draws follow from the count) and the places tested,
+        with their last outcomes (which of them wait). The findings are saved by the monitor.
+
+        Example:
+            >>> detector = ShortcutDetector(Shortcuts())
+            >>> detector.runs = 3
+            >>> restored = ShortcutDetector(Shortcuts())
+            >>> restored.load_state_dict(detector.state_dict())
+            >>> restored.runs
+            3
+        """
+        return {"runs": self.runs, "places": self.retests.state_dict(Finding.to_dict)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Goes on from :meth:`state_dict`'s state (a checkpoint saved before it existed: from run 1, no place tested)."""
+        self.runs = int(state.get("runs", 0))
+        self.retests.load_state_dict(state.get("places", []), lambda saved: Finding(**saved))
+
     def check(
         self,
         model: nn.Module,

@@ -1,4 +1,4 @@
-"""Shortcut reactions in the monitor: on_shortcut, stop_on_shortcut, findings in the checkpoint state."""
+"""Shortcut reactions in the monitor: on_shortcut, stop_on_shortcut, findings and the checks' runs in the checkpoint state."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_xai import AttributionMonitor, ExpectedGradients, Occlusion, Shortcuts
@@ -16,6 +18,7 @@ from lightning_xai.functional.shortcut import box_iou
 from lightning_xai.history import read_summary
 from lightning_xai.monitor import engine as engine_module
 from lightning_xai.monitor.analyses import ShortcutReport
+from lightning_xai.monitor.shortcut_detector import ShortcutDetector
 from lightning_xai.shortcuts import Finding
 from tests.callback.conftest import cheap_monitor, loaders, make_trainer, tiny_model
 
@@ -155,3 +158,36 @@ def test_a_moving_region_outlined_again_is_rewritten_in_the_summary_and_said_onc
     said = [r.getMessage() for r in caplog.records if "confirmed again" in r.getMessage()]
     assert len(said) == 1 and "found after epoch 0 was confirmed again after epoch 1" in said[0]
     assert "in 4 of 4 probes" in said[0]
+
+
+def _fit_with_checkpoint(root: Path, digits, monitor: AttributionMonitor, *, max_epochs: int, ckpt_path=None) -> None:
+    checkpoint = ModelCheckpoint(dirpath=root / "checkpoints", save_last=True)
+    trainer = make_trainer(root, [monitor, checkpoint], max_epochs=max_epochs, enable_checkpointing=True, logger=False)
+    trainer.fit(tiny_model(), *loaders(digits), ckpt_path=ckpt_path)
+
+
+def test_a_resumed_fit_goes_on_with_the_checks_runs_and_tested_places(tmp_path, digits16, monkeypatch):
+    """The false-alarm rate is shared out over a whole fit's runs (run r gets rate / (r (r + 1))): a resumed fit
+    must go on counting from the checkpoint's run, not start again at run 1 with a fresh share."""
+    seen: list[tuple[int, int]] = []  # per check of the resumed fit: places known before it, the run it counts as
+    original = ShortcutDetector.check
+
+    def counting(self, *args, **kwargs):
+        known = len(self.retests.records)
+        report = original(self, *args, **kwargs)
+        seen.append((known, self.runs))
+        return report
+
+    first = cheap_monitor(methods=[Occlusion(window=4, stride=4)], schedule="every_run")
+    _fit_with_checkpoint(tmp_path, digits16, first, max_epochs=2)
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"][first.state_key]
+    detector = first._run.engine.detector
+    assert saved["shortcut_checks"]["runs"] == detector.runs == 2
+    assert [place["box"] for place in saved["shortcut_checks"]["places"]] == [
+        list(record.box) for record in detector.retests.records
+    ]
+    monkeypatch.setattr(ShortcutDetector, "check", counting)
+    resumed = cheap_monitor(methods=[Occlusion(window=4, stride=4)], schedule="every_run")
+    _fit_with_checkpoint(tmp_path, digits16, resumed, max_epochs=3, ckpt_path=tmp_path / "checkpoints" / "last.ckpt")
+    assert seen == [(len(saved["shortcut_checks"]["places"]), 3)]
+    assert resumed._run.engine.detector.runs == 3

@@ -109,3 +109,26 @@ def test_a_place_not_proposed_for_long_is_tested_when_it_comes_back():
     for _ in range(16):
         retests.end_run()  # not proposed: its wait does not shorten, but its last outcome grows old
     assert retests.waiting(spot) is None
+
+
+def test_saved_and_restored_between_runs_the_waits_go_on_as_without_the_break():
+    spot = Candidate("region", (0, 0, 4, 4), concentration=3.0)
+    moving = Candidate("moving_region", (0, 0, 4, 4), concentration=0.0)
+    unbroken: Retests[str] = Retests(max_wait=3)
+    before = _runs(unbroken, spot, 5) + _runs(unbroken, moving, 2)
+    broken: Retests[str] = Retests(max_wait=3)
+    assert _runs(broken, spot, 5) + _runs(broken, moving, 2) == before
+    saved = broken.state_dict(lambda outcome: {"said": outcome})
+    assert all(isinstance(place["box"], list) for place in saved)  # plain values, for a checkpoint
+    restored: Retests[str] = Retests(max_wait=3)
+    restored.load_state_dict(saved, lambda plain: plain["said"])
+    assert restored.records == broken.records
+    # tested at its runs 0, 1, 2, 4 and 8: the 9th is the 4th after the break
+    assert _runs(restored, spot, 7) == _runs(unbroken, spot, 7) == [False, False, False, True, False, False, False]
+    assert _runs(restored, moving, 3) == _runs(unbroken, moving, 3)
+
+
+def test_a_fresh_store_restored_from_nothing_tests_everything():
+    restored: Retests[str] = Retests()
+    restored.load_state_dict([], str)
+    assert restored.records == [] and restored.waiting(Candidate("region", (0, 0, 4, 4), concentration=3.0)) is None

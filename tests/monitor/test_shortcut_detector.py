@@ -105,6 +105,21 @@ def _check(model: nn.Module, displays: dict, images: torch.Tensor, settings: Sho
     return ShortcutDetector(settings).check(model.eval(), displays, images, epoch=2, step=30)
 
 
+def test_the_checks_state_is_plain_and_a_restored_detector_goes_on_from_it():
+    images, _ = _shaded([CORNERS[0]] * 64)
+    detector = ShortcutDetector(Shortcuts())
+    for epoch in (0, 1):
+        detector.check(ReadsShade([CORNERS[0]]).eval(), _heat([CORNERS[0]] * 16), images, epoch=epoch, step=epoch)
+    state = json.loads(json.dumps(detector.state_dict()))  # plain values: checkpoint- and JSON-safe
+    restored = ShortcutDetector(Shortcuts())
+    restored.load_state_dict(state)
+    assert restored.runs == 2 and restored.retests.records == detector.retests.records
+    assert any(record.outcome.confirmed for record in restored.retests.records)  # the outcomes are findings again
+    old = ShortcutDetector(Shortcuts())
+    old.load_state_dict({})  # a checkpoint saved before the checks had a state
+    assert old.runs == 0 and old.retests.records == []
+
+
 def test_fixed_region_is_found_once_with_its_evidence():
     images, _ = _shaded([CORNERS[0]] * 64)
     detector = ShortcutDetector(Shortcuts())
@@ -380,6 +395,17 @@ def test_without_gradient_an_undecided_place_set_test_is_what_the_moving_region_
     rates, votes, classes, level = verdicts_module._moving_evidence(candidate, run)
     assert votes is undecided and classes == [3]  # the test that ran, not an empty one
     assert level == pytest.approx(1e-3 * verdicts_module.PLACE_SET_SHARE) and "flip_rate" in rates
+
+
+def test_a_finding_s_level_is_what_its_deciding_look_had_to_reach():
+    images, _ = _shaded([CORNERS[0]] * 64)
+    bench = verdicts_module.Bench.build(ReadsShade([CORNERS[0]]).eval(), images, seed=0, batch_size=64, fill="mean")
+    run = verdicts_module.RunTests(bench, 1e-3, (SIZE, SIZE), 0, 0, None, Shortcuts(), seed=1)
+    finding, _ = verdicts_module.candidate_finding(Candidate("region", CORNERS[0], ["heat"], isolation=0.9), run)
+    assert bench.test.numel() > 16 and finding.confirmed  # a test of two looks, decided at the first
+    share = verdicts_module.DECIDES_SHARE  # a spot at the border: its test of deciding most predictions
+    assert finding.level == pytest.approx(1e-3 * share / 2) and finding.p_value <= finding.level
+    assert f"needed <= {finding.level:.1e}" in finding.message
 
 
 def _moving_run(monkeypatch, place_set: tuple[Votes, list[int]], *, hold: bool) -> tuple[list, list[float]]:
