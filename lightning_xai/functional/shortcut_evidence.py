@@ -97,7 +97,9 @@ class Votes:
     controls exist (else the test is follow against stay). ``compared``: recipients whose excess was
     counted as a win, a loss or a tie (with several donors per recipient, fewer than the transplants).
     ``groups``: at most how many independent groups the outcomes fall into (``None``: one per outcome); the
-    sign test counts no more outcomes than that (see :func:`shrunk_counts`).
+    sign test counts no more outcomes than that (see :func:`shrunk_counts`). ``level``: what the p-value had
+    to reach at the last look of the test that voted (its level split over its looks, see
+    :func:`sequential_test`; ``None`` for votes not from a test).
     """
 
     follow: int = 0
@@ -110,6 +112,7 @@ class Votes:
     decided: bool = False
     compared: int = 0
     groups: int | None = None
+    level: float | None = None
 
     @property
     def trials(self) -> int:
@@ -178,15 +181,15 @@ def sequential_test(
     Example:
         >>> always = lambda chunk: Votes(follow=len(chunk), with_random=False)
         >>> result = sequential_test(always, torch.arange(40), alpha=0.01)
-        >>> result.decided, result.trials
-        (True, 16)
+        >>> result.decided, result.trials, result.level  # two looks (16, then 40): each at half the level
+        (True, 16, 0.005)
     """
     bounds = sorted({min(first, recipients.numel()), recipients.numel()})
     level = alpha / len(bounds)
     total, start = Votes(with_random=True), 0
     at_most = groups(recipients) if groups is not None else None
     if at_most is not None and sign_test(at_most, 0) > level:
-        return Votes(with_random=True, groups=at_most)  # the few images' evidence cannot reach it
+        return Votes(with_random=True, groups=at_most, level=level)  # the few images' evidence cannot reach it
     for stop in bounds:
         if stop <= start:
             continue
@@ -194,7 +197,7 @@ def sequential_test(
             return total
         total = total + vote(recipients[start:stop]) if start else vote(recipients[start:stop])
         total.groups = groups(recipients[:stop]) if groups is not None else None
-        start = stop
+        total.level, start = level, stop
         if total.p_value <= level:
             total.decided = True
             return total
@@ -277,7 +280,7 @@ def count_wins(votes: Votes, excess: Tensor | None, margin: float, *, drop_ties:
 
     Example:
         >>> count_wins(Votes(), torch.tensor([0.3, 0.0, 0.2]), 0.1)
-        Votes(follow=0, stay=0, other=0, wins=2, losses=1, random_follow=0, with_random=True, decided=False, compared=3, groups=None)
+        Votes(follow=0, stay=0, other=0, wins=2, losses=1, random_follow=0, with_random=True, decided=False, compared=3, groups=None, level=None)
         >>> count_wins(Votes(), torch.tensor([0.3, 0.0, -0.2]), 0.1, drop_ties=True).losses
         1
     """

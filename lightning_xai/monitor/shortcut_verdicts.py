@@ -153,7 +153,7 @@ def color_finding(run: RunTests) -> Finding:
         follow_rate=rates["follow_rate"],
         kind="color",
         p_value=rates["p_value"],
-        level=run.level,
+        level=run.level if votes.level is None else votes.level,
         confidence=1 - rates["p_value"],
         stay_rate=rates["stay_rate"],
         random_follow_rate=rates["random_follow_rate"],
@@ -197,7 +197,7 @@ def _evidence(candidate: Candidate, run: RunTests) -> dict[str, Any]:
         "decided": votes.decided,
         "classes": classes,
         "kind": kind,
-        "level": level,
+        "level": level if votes.level is None else votes.level,
         "partial": partial and votes.decided,
         "cut": cut,
     }

@@ -80,6 +80,16 @@ def test_sequential_test_splits_its_level_and_stops_early():
     assert not futile.decided and calls == [16]  # behind after the first look: no second one
 
 
+def test_votes_say_what_the_last_look_of_their_test_had_to_reach():
+    def strong(chunk: torch.Tensor) -> Votes:
+        return Votes(wins=chunk.numel())
+
+    assert sequential_test(strong, torch.arange(40), alpha=0.01).level == 0.005  # two looks (16, 40): half each
+    assert sequential_test(strong, torch.arange(12), alpha=0.01).level == 0.01  # one look: all of it
+    assert sequential_test(strong, torch.arange(40), alpha=2**-10, groups=lambda voted: 10).level == 2**-11
+    assert Votes().level is None and (Votes(level=0.1) + Votes(level=0.1)).level is None  # not from a test
+
+
 def test_transplant_votes_count_follows_and_wins_against_controls():
     reads_first_pixel = lambda x: torch.stack([x[:, 0, 0, 0], 1 - x[:, 0, 0, 0]], dim=1) * 20
     transplanted = torch.zeros(4, 1, 2, 2)
