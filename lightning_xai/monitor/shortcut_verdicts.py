@@ -32,6 +32,7 @@ from lightning_xai.functional.shortcut_evidence import Votes
 from lightning_xai.functional.shortcut_gradients import gradient_heat
 from lightning_xai.functional.shortcut_heat import hottest_places
 from lightning_xai.functional.shortcut_interventions import Bench, class_votes, color_votes, region_votes
+from lightning_xai.functional.shortcut_marks import MARK_RECURS, carried_share
 from lightning_xai.functional.shortcut_moving import (
     hottest_inside,
     locate,
@@ -189,6 +190,10 @@ def _evidence(candidate: Candidate, run: RunTests) -> dict[str, Any]:
         if region_test is not None:  # a class mark that is a region: its region test stands
             votes, level, partial, turned_down = region_test
             cut = not votes.decided and bench.out_of_budget() and turned_down is None
+        elif (
+            kind == "class_mark" and carried_share(bench.images, bench.predicted, candidate.box, classes) <= MARK_RECURS
+        ):
+            votes.decided = False  # what sits there does not recur in the class's images: a telling piece of objects
     rates = {**rates, **votes.rates()}
     if turned_down is not None:
         rates["p_value"] = max(rates["p_value"], turned_down.p_value)
