@@ -456,6 +456,34 @@ def test_mark_of_one_class_names_the_class():
     assert "that images of class 0 carry" in report.new[0].message
 
 
+class ReadsBrightPixel(ReadsObject):
+    """Class 0 when any pixel of the top-right 4x4 box is white, else the object's class."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scores = super().forward(x)
+        marked = (x[:, :, 0:4, 12:16].amax(dim=(1, 2, 3)) > 0.95).float()
+        return scores + 50 * marked[:, None] * torch.nn.functional.one_hot(torch.tensor(0, device=x.device), CLASSES)
+
+
+@pytest.mark.parametrize("same_pixel", [True, False])
+def test_a_telling_box_is_a_mark_only_when_its_content_recurs_in_the_class(same_pixel):
+    """The transplants confirm both (a class-0 donor's box turns any image into a 0); only a tag the class's images
+    share is a mark, not a piece that differs from image to image (a stroke of objects at varying places)."""
+    images, labels = _objects()
+    spots = torch.randint(0, 16, (int((labels == 0).sum()),), generator=torch.Generator().manual_seed(3))
+    for index, spot in zip((labels == 0).nonzero().flatten().tolist(), spots.tolist()):
+        row, column = (1, 1) if same_pixel else divmod(spot, 4)
+        images[index, :, row, 12 + column] = 1.0
+    boxes = [(0, 12, 4, 16) if label == 0 else (5, 5, 9, 9) for label in labels.tolist()]
+    detector = ShortcutDetector(Shortcuts())
+    report = detector.check(ReadsBrightPixel().eval(), _heat(boxes), images, epoch=2, step=30)
+    marks = [(f.kind, f.classes) for f in report.new]
+    assert marks == ([("class_mark", [0])] if same_pixel else [])
+    assert all(box_iou(tuple(f.box), (1, 13, 2, 14)) > 0 for f in report.new)  # shrunk around the tag's pixel
+    (tested,) = [r.outcome for r in detector.retests.records if r.kind == "class_mark" and r.box == (0, 12, 4, 16)]
+    assert tested.p_value <= tested.level and tested.confirmed is same_pixel  # the same transplant evidence either way
+
+
 def test_the_class_whose_test_confirmed_a_mark_is_among_its_carriers_when_no_paste_flips_one(monkeypatch):
     images, labels = _objects()
     images[labels == 0, :, 0:4, 12:16] = 1.0
