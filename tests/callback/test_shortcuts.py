@@ -183,6 +183,7 @@ def test_a_resumed_fit_goes_on_with_the_checks_runs_and_tested_places(tmp_path, 
     saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"][first.state_key]
     detector = first._run.engine.detector
     assert saved["shortcut_checks"]["runs"] == detector.runs == 2
+    assert saved["shortcut_checks"]["places"]  # places were tested, so their waits have something to go on from
     assert [place["box"] for place in saved["shortcut_checks"]["places"]] == [
         list(record.box) for record in detector.retests.records
     ]
