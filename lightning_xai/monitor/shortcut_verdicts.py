@@ -293,7 +293,7 @@ def _moving_evidence(candidate: Candidate, run: RunTests) -> tuple[dict[str, flo
     own = recurring_own(bench, located, candidate.band, smallest_side=min(run.settings.candidate_sides(bench.size)))
     rates = ablation_rates(bench, [own[i] for i in selection.tolist()], selection)
     spots = spots_of(heat, own, candidate.band)
-    votes = moving_votes(bench, own, rivals(bench, own, heat), spots, alpha=rest)
+    votes = moving_votes(bench, own, rivals(bench, own, heat, spots), spots, alpha=rest)
     if votes.decided and run.probe_images is not None:
         candidate.probe_boxes, candidate.probe_read = _probe_boxes(candidate, run, at_places=False)
     return rates, votes, [], rest
