@@ -9,8 +9,9 @@ box is the option whose filling moves its predicted probabilities most (total va
 
 The test asks whether an image's own region carries its class wherever it is pasted (:func:`moving_votes`):
 each donor gives its own region to several recipients of other classes, at every place where the recipient's
-own mark may be (its own box and its other hot border boxes), against the donor's *rival* (the most telling of
-a few boxes drawn where its gradient heat is, not overlapping its own box) pasted at the same places. Both
+own mark may be (its own box and its other hot border boxes), against the donor's *rival* (of a few boxes
+drawn where its gradient heat is, not overlapping its own box, the one that carries its class best where it is
+pasted) pasted at the same places. Both
 take the recipient's own mark away, so only what is pasted differs. The donor is the unit of the sign test
 (its excess averaged over its recipients), and donors whose evidence lies near their own box are left out:
 an object that sits in the border band is its image's evidence, and a mark read beside the object is not.
@@ -279,13 +280,13 @@ def moving_votes(
     bench: Bench, own: Sequence[Box], rival: Sequence[Box], spots: Sequence[Sequence[Box]], *, alpha: float
 ) -> Votes:
     """The per-image test of a moving region: does each image's own region carry its class wherever it is pasted,
-    more than its most telling other piece does?
+    more than its other piece that carries its class best does?
 
     Each donor (a test-half image whose own box is not where its evidence is, see below) gives its own region
     to ``MOVING_RECIPIENTS`` recipients of other classes whose own box is elsewhere: pasted at every one of the
     recipient's ``spots`` (its own box and its other hot boxes in the border band, see :func:`spots_of`); the
-    control gives the same spots the donor's ``rival`` content (its most telling other piece, see
-    :func:`rivals`). Both take the recipient's own mark away wherever it was, at the same places, so only what
+    control gives the same spots the donor's ``rival`` content (its other piece that carries its class best,
+    see :func:`rivals`). Both take the recipient's own mark away wherever it was, at the same places, so only what
     is pasted differs: a mark that the model reads wherever it sits raises the donor's class; a piece of an
     object, moved away from its object, raises it no more than the object's other pieces do. The donor is
     the unit: its excess (how much more its own region raises its class than its rival does) is averaged
@@ -301,7 +302,7 @@ def moving_votes(
     Args:
         bench: the test images and the model.
         own: each image's own box (``len(own) == N``).
-        rival: each image's most telling other piece, of the same size.
+        rival: each image's rival (:func:`rivals`), of the same size.
         spots: per image, the boxes where its own mark may be, its own box first.
         alpha: the level.
 
