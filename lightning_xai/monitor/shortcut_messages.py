@@ -57,7 +57,7 @@ def finding_message(finding: Finding, size: tuple[int, int], places: list[Box] |
                 f"{moving}: each image's own region (and its other hot spots along the border) given the region of an "
                 f"image of another class, the prediction follows in {finding.follow_rate:.0%} of {finding.trials} "
                 f"transplants and stays in {finding.stay_rate:.0%}; it raises the donor's class by {tie:.1%} more than "
-                f"the donor's piece elsewhere that carries its class best, given the same way, in {finding.win_rate:.0%} of images, and by "
+                f"the donor's most telling other piece given the same way in {finding.win_rate:.0%} of images, and by "
                 f"{tie:.1%} less in {finding.loss_rate:.0%} {significance}.{read}"
             )
         donors = ", ".join(map(str, finding.classes))

@@ -34,6 +34,7 @@ from lightning_xai.functional.shortcut_heat import hottest_places
 from lightning_xai.functional.shortcut_interventions import Bench, class_votes, color_votes, region_votes
 from lightning_xai.functional.shortcut_marks import MARK_RECURS, carried_share
 from lightning_xai.functional.shortcut_moving import (
+    carrying_rivals,
     hottest_inside,
     locate,
     moving_votes,
@@ -293,7 +294,10 @@ def _moving_evidence(candidate: Candidate, run: RunTests) -> tuple[dict[str, flo
     own = recurring_own(bench, located, candidate.band, smallest_side=min(run.settings.candidate_sides(bench.size)))
     rates = ablation_rates(bench, [own[i] for i in selection.tolist()], selection)
     spots = spots_of(heat, own, candidate.band)
-    votes = moving_votes(bench, own, rivals(bench, own, heat, spots), spots, alpha=rest)
+    votes = moving_votes(bench, own, rivals(bench, own, heat), spots, alpha=rest)
+    if votes.decided:  # and, in most donors, no less than the piece elsewhere that carries their class best
+        guard = moving_votes(bench, own, carrying_rivals(bench, own, heat, spots), spots, alpha=None)
+        votes.decided = guard.wins >= guard.losses
     if votes.decided and run.probe_images is not None:
         candidate.probe_boxes, candidate.probe_read = _probe_boxes(candidate, run, at_places=False)
     return rates, votes, [], rest

@@ -97,12 +97,6 @@ def _bench(model: nn.Module, images: torch.Tensor) -> Bench:
     return Bench.build(model.eval(), images, seed=0, batch_size=64, fill="mean")
 
 
-def _per_image_votes(bench: Bench, own: list, heat: torch.Tensor) -> Votes:
-    """The per-image test with ``own`` as each image's box, its spots and rivals as the checks give them."""
-    spots = spots_of(heat, own, BAND)
-    return moving_votes(bench, own, rivals(bench, own, heat, spots), spots, alpha=1e-4)
-
-
 def test_band_positions_and_hot_boxes():
     within = band_positions((SIZE, SIZE), SIDE, BAND)
     assert bool(within[0, 13]) and bool(within[1, 13]) and not bool(within[2, 13]) and not bool(within[13, 13])
@@ -135,8 +129,9 @@ def test_filling_its_own_mark_lowers_an_images_class_and_filling_elsewhere_does_
 def test_rivals_never_overlap_the_own_box_and_most_telling_picks_the_decisive_option():
     images, _, boxes = _marked()
     bench = _bench(ReadsBorderMark(), images)
-    rival = rivals(bench, boxes, torch.ones(96, 1, SIZE, SIZE), [[box] for box in boxes])
-    assert len(rival) == 96 and not any(box_iou(a, b) > 0 for a, b in zip(rival, boxes))
+    rival = rivals(bench, boxes, torch.ones(96, 1, SIZE, SIZE))
+    overlaps = [max(a[0], b[0]) < min(a[2], b[2]) and max(a[1], b[1]) < min(a[3], b[3]) for a, b in zip(rival, boxes)]
+    assert not any(overlaps)
     assert most_telling(bench, [[(14, 14, 18, 18), box] for box in boxes]) == boxes
 
 
@@ -152,6 +147,21 @@ def test_the_rival_is_the_option_that_carries_the_image_s_class_where_it_is_past
         chosen = moving_module.carrying_most(bench, options, boxes, spots, trials=2)
         assert len(chosen) == len(test)
         assert sum(chosen[k] == boxes[test[k]] for k in coded) >= 0.9 * len(coded)
+
+
+def test_carrying_rivals_never_overlap_the_own_box():
+    images, _, boxes = _marked()
+    bench = _bench(ReadsBorderMark(), images)
+    rival = moving_module.carrying_rivals(bench, boxes, torch.ones(96, 1, SIZE, SIZE), [[box] for box in boxes])
+    assert len(rival) == 96 and not any(box_iou(a, b) > 0 for a, b in zip(rival, boxes))
+
+
+def test_counted_without_a_level_every_donor_votes_and_nothing_is_decided(monkeypatch):
+    monkeypatch.setattr(moving_module, "EVIDENCE_NEAR_PLACES", 1.0)  # the mark is all it reads: every donor counts
+    images, _, boxes = _marked()
+    bench = _bench(ReadsBorderMark(), images)
+    votes = moving_votes(bench, boxes, [(14, 14, 18, 18)] * 96, [[box] for box in boxes], alpha=None)
+    assert not votes.decided and votes.compared > 16 and votes.wins > votes.losses
 
 
 def test_an_objects_piece_at_the_border_against_a_weak_rival_is_a_false_alarm_and_against_its_other_half_is_not(
@@ -175,17 +185,17 @@ def test_a_mark_that_moves_is_confirmed_and_a_piece_of_an_object_is_not(monkeypa
     bench = _bench(ReadsBorderMark(), images)
     heat = gradient_heat(bench)
     spots = spots_of(heat, boxes, BAND)
-    alone = moving_votes(bench, boxes, rivals(bench, boxes, heat, spots), spots, alpha=1e-4)
+    alone = moving_votes(bench, boxes, rivals(bench, boxes, heat), spots, alpha=1e-4)
     assert alone == Votes()  # the mark is all the model reads: its images' evidence, as an object's would be
     monkeypatch.setattr(moving_module, "EVIDENCE_NEAR_PLACES", 1.0)  # every donor counts
-    votes = moving_votes(bench, boxes, rivals(bench, boxes, heat, spots), spots, alpha=1e-4)
+    votes = moving_votes(bench, boxes, rivals(bench, boxes, heat), spots, alpha=1e-4)
     assert votes.decided and votes.p_value <= 1e-4 and votes.wins > 0.9 * (votes.wins + votes.losses)
     monkeypatch.undo()
 
     objects, pieces = _objects_at_the_border()
     bench = _bench(ReadsObjectAnywhere(), objects)
     heat = gradient_heat(bench)
-    quiet = _per_image_votes(bench, pieces, heat)
+    quiet = moving_votes(bench, pieces, rivals(bench, pieces, heat), spots_of(heat, pieces, BAND), alpha=1e-4)
     assert not quiet.decided and quiet.p_value > 0.01  # the piece does not outweigh the other telling pieces
 
 
@@ -194,14 +204,16 @@ def test_a_region_at_one_place_in_most_images_is_not_tested_as_moving():
     bench = _bench(ReadsBorderMark(), images)
     fixed = [boxes[0]] * 50 + boxes[50:]  # 50 of 96 at one place
     heat = gradient_heat(bench)
-    votes = _per_image_votes(bench, fixed, heat)
+    votes = moving_votes(bench, fixed, rivals(bench, fixed, heat), spots_of(heat, fixed, BAND), alpha=1e-4)
     assert not votes.decided and votes.trials == 0 and votes.p_value == 1.0
     top, left, _, _ = boxes[0]
     side = boxes[0][2] - top
     shifted = [(top + i % 2, left + i // 2 % 2, top + i % 2 + side, left + i // 2 % 2 + side) for i in range(50)]
     at_offsets = shifted + boxes[50:]  # one mark found by a box at four offsets around it, none in half the images
     assert max(shifted.count(box) for box in shifted) <= 13
-    votes = _per_image_votes(bench, at_offsets, heat)
+    votes = moving_votes(
+        bench, at_offsets, rivals(bench, at_offsets, heat), spots_of(heat, at_offsets, BAND), alpha=1e-4
+    )
     assert not votes.decided and votes.trials == 0
 
 
@@ -281,7 +293,7 @@ class ReadsObjectAndBorderMark(ReadsCentredObject):
 def _border_votes(model: nn.Module, images: torch.Tensor, boxes: list) -> Votes:
     bench = _with_heat(model.eval(), images)
     heat = gradient_heat(bench)
-    return _per_image_votes(bench, boxes, heat)
+    return moving_votes(bench, boxes, rivals(bench, boxes, heat), spots_of(heat, boxes, BAND), alpha=1e-4)
 
 
 def test_a_mark_read_beside_the_object_anywhere_along_the_border_is_confirmed_image_by_image():
@@ -332,7 +344,7 @@ def test_small_objects_touching_the_border_are_not_taken_for_a_moving_mark():
         bench = _bench(ReadsObjectAnywhere(_templates(6), 60.0), _small_objects_at_the_border(seed))
         heat = gradient_heat(bench)
         own = locate(bench, [(0, 0, 4, 4), (28, 28, 32, 32)], band=BAND, heat=heat)  # as the checks find them
-        votes = _per_image_votes(bench, own, heat)
+        votes = moving_votes(bench, own, rivals(bench, own, heat), spots_of(heat, own, BAND), alpha=1e-4)
         assert not votes.decided and votes.p_value > 0.01
 
 

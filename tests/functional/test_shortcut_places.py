@@ -36,8 +36,7 @@ def test_a_mark_read_beside_the_object_is_confirmed_at_all_its_places_at_once():
     assert votes.decided and votes.p_value <= 1e-4 and votes.wins > 3 * votes.losses
     assert classes == [carrier_class(bench, CORNERS)] and 0 <= classes[0] < CLASSES
     heat = gradient_heat(bench)
-    spots = spots_of(heat, boxes, BAND)
-    single = moving_votes(bench, boxes, rivals(bench, boxes, heat, spots), spots, alpha=1e-4)
+    single = moving_votes(bench, boxes, rivals(bench, boxes, heat), spots_of(heat, boxes, BAND), alpha=1e-4)
     assert single.decided and single.wins >= 4 * max(1, single.losses)  # and image by image (until stop 27: missed)
 
 

@@ -117,8 +117,7 @@ def test_with_the_marks_placed_the_per_image_test_confirms_a_mark_read_in_a_few_
         bench = _with_heat(model.eval(), images)
         heat = gradient_heat(bench)
         own = recurring_own(bench, locate(bench, boxes[:2], band=BAND, heat=heat), BAND, smallest_side=SIDE)
-        spots = spots_of(heat, own, BAND)
-        found[name] = moving_votes(bench, own, rivals(bench, own, heat, spots), spots, alpha=1e-4)
+        found[name] = moving_votes(bench, own, rivals(bench, own, heat), spots_of(heat, own, BAND), alpha=1e-4)
     assert found["top only"].decided and found["top only"].p_value <= 1e-4
     assert not found["ignored"].decided and found["ignored"].wins <= found["ignored"].losses + 2
 

@@ -183,3 +183,25 @@ def test_a_probe_whose_content_cannot_recur_keeps_the_box_located_as_in_the_test
     located = hottest_inside(heat, locate(probes, candidate.places, band=BAND, heat=heat), SIDE)
     outlines, read = verdicts_module._probe_boxes(candidate, run, at_places=False)
     assert outlines == located and read == _read_flags(run, outlines)
+
+
+@pytest.mark.parametrize(("guard_wins", "guard_losses", "confirmed"), [(5, 1, True), (3, 3, True), (1, 5, False)])
+def test_a_region_confirmed_image_by_image_must_not_lose_to_the_rival_that_carries_the_class_in_most_donors(
+    monkeypatch, guard_wins, guard_losses, confirmed
+):
+    images, marks = _objects_with_border_marks()
+    bench = Bench.build(ReadsObjectAndBorderMark().eval(), images, seed=0, batch_size=128, fill="mean")
+    counted = []
+
+    def votes(bench, own, rival, spots, *, alpha):
+        if alpha is None:  # the guard's count: every donor, no level
+            counted.append(rival)
+            return Votes(wins=guard_wins, losses=guard_losses, compared=guard_wins + guard_losses)
+        return Votes(wins=40, losses=2, compared=42, decided=True, level=alpha)  # the test itself confirms
+
+    monkeypatch.setattr(verdicts_module, "moving_votes", votes)
+    candidate = Candidate("moving_region", marks[0], ["test_gradients"], places=[marks[0], marks[1]], band=BAND)
+    run = verdicts_module.RunTests(bench, 1e-3, (SIZE, SIZE), 0, 0, None, Shortcuts(), seed=0)
+    finding, _ = verdicts_module.candidate_finding(candidate, run)
+    assert len(counted) == 1 and len(counted[0]) == images.shape[0]  # one guard, a rival per image
+    assert finding.confirmed is confirmed
