@@ -274,7 +274,9 @@ def _moving_evidence(candidate: Candidate, run: RunTests) -> tuple[dict[str, flo
     image's own box at the rest (the whole level when the places were not tested at once: fewer than two, no
     class follows them, or the effect stands on one place). Nothing is tested when the places hold the images'
     evidence (objects that sit there, see :func:`places_hold_the_evidence`), and each image's own box is not
-    tested without gradient heat. A confirmed one gets each probe's box. Returns the ablation rates (each
+    tested without gradient heat. Confirmed image by image, it must also not lose in most donors to their
+    carrying rivals (:func:`carrying_rivals`: the piece elsewhere that carries the class best), or it is turned
+    down. A confirmed one gets each probe's box. Returns the ablation rates (each
     selection image's own box filled), the votes, the classes and the level of the last test."""
     bench, level = run.bench, run.level
     selection = bench.selection[:16]
