@@ -436,10 +436,11 @@ def test_each_images_own_box_is_tested_at_the_whole_level_when_the_places_were_n
     monkeypatch, shade_alone_counts_as_a_mark
 ):
     (_, votes, classes, level), log = _moving_run(monkeypatch, (Votes(), []), hold=False)
-    assert log == [pytest.approx(1e-3)] and level == pytest.approx(1e-3) and classes == []
+    assert log == [pytest.approx(1e-3), None] and level == pytest.approx(1e-3) and classes == []  # None: the guard
     assert votes.decided  # the shade decides: until stop 27 nothing was tested when the places were not
     (_, _, _, level), log = _moving_run(monkeypatch, (Votes(follow=5, stay=9, wins=4, losses=6), [3]), hold=False)
-    assert log == [pytest.approx(1e-3 * (1 - verdicts_module.PLACE_SET_SHARE))] and level == log[0]
+    assert log[0] == pytest.approx(1e-3 * (1 - verdicts_module.PLACE_SET_SHARE)) and level == log[0]
+    assert log[1:] in ([], [None])  # the guard's count, only after a confirmation
 
 
 def test_nothing_moving_is_tested_when_the_places_hold_the_images_evidence(monkeypatch):
