@@ -217,17 +217,18 @@ def carrying_most(
     has = (recipients >= 0).all(dim=0)
     if not bool(has.any()):
         return [choices[0] for choices in options]
-    givers, taking = test[has], recipients[:, has]
-    carried = torch.zeros(len(options[0]), int(has.sum()))
+    givers, kept = test[has], has.nonzero().flatten().tolist()
+    source, classes = bench.on_device(givers), bench.predicted[givers][:, None]
+    receiving = [(bench.on_device(row), [spots[i] for i in row.tolist()]) for row in recipients[:, has]]
+    carried = torch.zeros(len(options[0]), len(kept))
     for k in range(len(options[0])):
-        pieces = [options[i][k] for i in has.nonzero().flatten().tolist()]
-        for row in taking:
-            pasted = paste_at_spots(
-                bench.on_device(row), bench.on_device(givers), [spots[i] for i in row.tolist()], pieces
-            )
+        pieces = [options[i][k] for i in kept]
+        for images, places in receiving:
             with torch.no_grad():
-                probabilities = predict(bench.forward_fn, pasted, bench.batch_size).cpu()
-            carried[k] += probabilities.gather(1, bench.predicted[givers][:, None]).squeeze(1) / trials
+                probabilities = predict(
+                    bench.forward_fn, paste_at_spots(images, source, places, pieces), bench.batch_size
+                )
+            carried[k] += probabilities.cpu().gather(1, classes).squeeze(1) / trials
     best = iter(carried.argmax(dim=0).tolist())
     return [choices[next(best)] if kept else choices[0] for choices, kept in zip(options, has.tolist())]
 
