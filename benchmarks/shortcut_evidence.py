@@ -13,6 +13,7 @@ never run, pass ``--first-seed``.
     python benchmarks/shortcut_evidence.py --seeds 10          # the full table (about 25 minutes on 2 cores)
     python benchmarks/shortcut_evidence.py --seeds 1 --only clean --verbose
     python benchmarks/shortcut_evidence.py --held-out --seeds 5 --first-seed 50   # sizes, channels, a model never used
+    python benchmarks/shortcut_evidence.py --only border --false-alarm-rate 0.05   # the knob: more found, more risk
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from lightning_xai.demos import LitClassifier, ResNetStyle, SmallCNN
 from lightning_xai.functional.shortcut import box_iou
 from lightning_xai.functional.shortcut_descriptions import fill_drops
 from lightning_xai.functional.shortcut_interventions import Bench
-from lightning_xai.shortcuts import Finding
+from lightning_xai.shortcuts import Finding, Shortcuts
 
 MODELS = {  # (input channels, classes) -> model
     "SmallCNN": lambda c, k: SmallCNN(c, k, width=16, pooled_size=4),
@@ -51,6 +52,7 @@ MODELS = {  # (input channels, classes) -> model
     "GAPNet": lambda c, k: GAPNet(c, k),
 }
 ALL_SETTINGS = {**SETTINGS, **HELD_OUT}
+DEFAULT_RATE = Shortcuts().false_alarm_rate
 
 
 def quiet_trainer(root: Path, monitor: AttributionMonitor, epochs: int, **options: Any) -> pl.Trainer:
@@ -69,13 +71,20 @@ def quiet_trainer(root: Path, monitor: AttributionMonitor, epochs: int, **option
 
 
 def train(
-    data: Data, model_name: str, seed: int, root: Path, epochs: int, marks_read: dict | None = None
+    data: Data,
+    model_name: str,
+    seed: int,
+    root: Path,
+    epochs: int,
+    marks_read: dict | None = None,
+    false_alarm_rate: float = DEFAULT_RATE,
 ) -> tuple[AttributionMonitor, LitClassifier]:
-    """Trains with the monitor at its defaults; returns (monitor, model). ``marks_read``: filled, for each moving
-    region found, with which probes read their planted mark at that moment (see :func:`probes_reading`)."""
+    """Trains with the monitor at its defaults (but ``Shortcuts.false_alarm_rate``); returns (monitor, model).
+    ``marks_read``: filled, for each moving region found, with which probes read their planted mark at that
+    moment (see :func:`probes_reading`)."""
     pl.seed_everything(seed, verbose=False)
     model = LitClassifier(MODELS[model_name](data.channels, data.num_classes), lr=3e-3)
-    monitor = AttributionMonitor()
+    monitor = AttributionMonitor(shortcuts=Shortcuts(false_alarm_rate=false_alarm_rate))
     if marks_read is not None and data.kind == "moving_region":
 
         def record(finding: Finding) -> None:
@@ -166,14 +175,16 @@ def right_where_read(found: list[dict]) -> bool:
     )
 
 
-def run(name: str, model_name: str, seed: int, epochs: int, verbose: bool) -> dict:
+def run(
+    name: str, model_name: str, seed: int, epochs: int, verbose: bool, false_alarm_rate: float = DEFAULT_RATE
+) -> dict:
     """One training run and its verdict."""
     data = ALL_SETTINGS[name](seed)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as root, contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         marks_read: dict = {}
-        monitor, model = train(data, model_name, seed, Path(root), epochs, marks_read)
+        monitor, model = train(data, model_name, seed, Path(root), epochs, marks_read, false_alarm_rate)
     findings = [f for f in monitor.findings if f["epoch"] <= 2]
     truth = probe_truth(monitor, data) if data.kind == "moving_region" else []
     for f in findings:  # outlined again by a later run: which probes read their mark, as the last model does
@@ -223,7 +234,7 @@ def quiet_worker() -> None:
         logging.getLogger(logger).setLevel(logging.ERROR)
 
 
-def _job(task: tuple[str, str, int, int, bool]) -> dict:
+def _job(task: tuple[str, str, int, int, bool, float]) -> dict:
     quiet_worker()
     return run(*task)
 
@@ -265,6 +276,12 @@ def main() -> None:
     )
     parser.add_argument("--only", nargs="*", help="substrings of setting names to run (default: all)")
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument(
+        "--false-alarm-rate",
+        type=float,
+        default=DEFAULT_RATE,
+        help=f"Shortcuts(false_alarm_rate=...) of every fit (default: the monitor's, {DEFAULT_RATE})",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel, one thread each")
     parser.add_argument("--out", type=Path, default=None, help="also write the table to this markdown file")
     parser.add_argument("--log", type=Path, default=None, help="write each run's result as a JSON line as it ends")
@@ -279,7 +296,7 @@ def main() -> None:
     names = [name for name in settings if not arguments.only or any(o in name for o in arguments.only)]
     seeds = range(arguments.first_seed, arguments.first_seed + arguments.seeds)
     tasks = [
-        (name, model_name, seed, arguments.epochs, arguments.verbose)
+        (name, model_name, seed, arguments.epochs, arguments.verbose, arguments.false_alarm_rate)
         for name in names
         for model_name in arguments.models
         for seed in seeds
@@ -293,8 +310,21 @@ def main() -> None:
                 results.append(result)
                 if arguments.log is not None:
                     with arguments.log.open("a") as log:
-                        log.write(json.dumps({"setting": task[0], "model": task[1], "seed": task[2], **result}) + "\n")
-    print(HEADER, flush=True)
+                        log.write(
+                            json.dumps(
+                                {
+                                    "setting": task[0],
+                                    "model": task[1],
+                                    "seed": task[2],
+                                    "false_alarm_rate": task[5],
+                                    **result,
+                                }
+                            )
+                            + "\n"
+                        )
+    if arguments.false_alarm_rate != DEFAULT_RATE:
+        lines.insert(0, f"`Shortcuts(false_alarm_rate={arguments.false_alarm_rate})`\n")
+    print(*lines, sep="\n", flush=True)
     for name in names:
         for model_name in arguments.models:
             lines.append(row(name, model_name, [r for t, r in zip(tasks, results) if t[:2] == (name, model_name)]))
