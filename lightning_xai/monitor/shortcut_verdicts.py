@@ -170,11 +170,13 @@ def color_finding(run: RunTests) -> Finding:
 def _evidence(candidate: Candidate, run: RunTests) -> dict[str, Any]:
     """The candidate's test: ablation rates (reported only: a few images suffice), votes, the kind and classes
     it was described as, the level of its last test, whether it was the test of clear wins (``partial``)
-    and whether the budget cut it undecided (``cut``; not when its donors turned down its clear wins, which is
-    an outcome: the p-value is then the larger of the two tests', as an intersection's)."""
+    and whether the budget cut it undecided (``cut``; not when its donors turned down its clear wins, or the guard
+    of a moving region its confirmation, which are outcomes: the p-value is then the larger of the two tests', as
+    an intersection's; the guard's is the sign test of its count)."""
     bench, level = run.bench, run.level
     box, selection = candidate.box, bench.selection[:16]
-    partial, turned_down = False, None
+    partial: bool = False
+    turned_down: DonorTest | Votes | None = None  # the test that turned a confirmation down
     if candidate.kind == "region":
         rates = ablation_rates(bench, [box] * selection.numel(), selection)
         votes, level, partial, turned_down = _region_test(candidate, bench, level)
@@ -183,7 +185,8 @@ def _evidence(candidate: Candidate, run: RunTests) -> dict[str, Any]:
         mark_of, rates = mark_class(bench, box)
         votes, classes = class_votes(bench, box, mark_of, alpha=level), [mark_of]
     else:
-        rates, votes, classes, level = _moving_evidence(candidate, run)
+        rates, votes, classes, level, guard = _moving_evidence(candidate, run)
+        turned_down = guard if guard is not None and not votes.decided else None
     cut = not votes.decided and bench.out_of_budget() and turned_down is None  # before describing spends more
     kind = candidate.kind
     if votes.decided and kind != "moving_region":
@@ -268,7 +271,9 @@ def _region_test(candidate: Candidate, bench: Bench, level: float) -> RegionTest
     return votes, rest, True, None if donors.carried else donors
 
 
-def _moving_evidence(candidate: Candidate, run: RunTests) -> tuple[dict[str, float], Votes, list[int], float]:
+def _moving_evidence(
+    candidate: Candidate, run: RunTests
+) -> tuple[dict[str, float], Votes, list[int], float, Votes | None]:
     """A moving region: all its places at once (completed from the selection half, see
     :func:`completed_places`) at ``PLACE_SET_SHARE`` of the level, then, when that is undecided, each
     image's own box at the rest (the whole level when the places were not tested at once: fewer than two, no
@@ -277,7 +282,8 @@ def _moving_evidence(candidate: Candidate, run: RunTests) -> tuple[dict[str, flo
     tested without gradient heat. Confirmed image by image, it must also not lose in most donors to their
     carrying rivals (:func:`carrying_rivals`: the piece elsewhere that carries the class best), or it is turned
     down. A confirmed one gets each probe's box. Returns the ablation rates (each
-    selection image's own box filled), the votes, the classes and the level of the last test."""
+    selection image's own box filled), the votes, the classes, the level of the last test and the guard's
+    count (``None`` when it did not run)."""
     bench, level = run.bench, run.level
     selection = bench.selection[:16]
     places = completed_places(bench, candidate.places, band=candidate.band)
@@ -289,20 +295,20 @@ def _moving_evidence(candidate: Candidate, run: RunTests) -> tuple[dict[str, flo
         rates = ablation_rates(few, locate(few, candidate.places), few.test)
         if votes.decided and run.probe_images is not None:
             candidate.probe_boxes, candidate.probe_read = _probe_boxes(candidate, run, at_places=True)
-        return rates, votes, classes, level * PLACE_SET_SHARE
+        return rates, votes, classes, level * PLACE_SET_SHARE, None
     rest = level * (1 - PLACE_SET_SHARE) if classes else level
     heat = gradient_heat(bench)
     located = locate(bench, candidate.places, band=candidate.band, heat=heat)
     own = recurring_own(bench, located, candidate.band, smallest_side=min(run.settings.candidate_sides(bench.size)))
     rates = ablation_rates(bench, [own[i] for i in selection.tolist()], selection)
     spots = spots_of(heat, own, candidate.band)
-    votes = moving_votes(bench, own, rivals(bench, own, heat), spots, alpha=rest)
+    votes, guard = moving_votes(bench, own, rivals(bench, own, heat), spots, alpha=rest), None
     if votes.decided:  # and, in most donors, no less than the piece elsewhere that carries their class best
         guard = moving_votes(bench, own, carrying_rivals(bench, own, heat, spots), spots, alpha=None)
         votes.decided = guard.wins >= guard.losses
     if votes.decided and run.probe_images is not None:
         candidate.probe_boxes, candidate.probe_read = _probe_boxes(candidate, run, at_places=False)
-    return rates, votes, [], rest
+    return rates, votes, [], rest, guard
 
 
 def _probe_boxes(candidate: Candidate, run: RunTests, *, at_places: bool) -> tuple[list[Box], list[bool]]:

@@ -392,8 +392,8 @@ def test_without_gradient_an_undecided_place_set_test_is_what_the_moving_region_
         ShadeWithoutGradient(CORNERS).eval(), images, seed=0, batch_size=64, fill="mean"
     )
     run = verdicts_module.RunTests(bench, 1e-3, (SIZE, SIZE), 0, 0, None, Shortcuts(), seed=1)
-    rates, votes, classes, level = verdicts_module._moving_evidence(candidate, run)
-    assert votes is undecided and classes == [3]  # the test that ran, not an empty one
+    rates, votes, classes, level, guard = verdicts_module._moving_evidence(candidate, run)
+    assert votes is undecided and classes == [3] and guard is None  # the test that ran, not an empty one
     assert level == pytest.approx(1e-3 * verdicts_module.PLACE_SET_SHARE) and "flip_rate" in rates
 
 
@@ -435,16 +435,16 @@ def _moving_run(monkeypatch, place_set: tuple[Votes, list[int]], *, hold: bool) 
 def test_each_images_own_box_is_tested_at_the_whole_level_when_the_places_were_not_tested_at_once(
     monkeypatch, shade_alone_counts_as_a_mark
 ):
-    (_, votes, classes, level), log = _moving_run(monkeypatch, (Votes(), []), hold=False)
+    (_, votes, classes, level, _), log = _moving_run(monkeypatch, (Votes(), []), hold=False)
     assert log == [pytest.approx(1e-3), None] and level == pytest.approx(1e-3) and classes == []  # None: the guard
     assert votes.decided  # the shade decides: until stop 27 nothing was tested when the places were not
-    (_, _, _, level), log = _moving_run(monkeypatch, (Votes(follow=5, stay=9, wins=4, losses=6), [3]), hold=False)
+    (_, _, _, level, _), log = _moving_run(monkeypatch, (Votes(follow=5, stay=9, wins=4, losses=6), [3]), hold=False)
     assert log[0] == pytest.approx(1e-3 * (1 - verdicts_module.PLACE_SET_SHARE)) and level == log[0]
     assert log[1:] in ([], [None])  # the guard's count, only after a confirmation
 
 
 def test_nothing_moving_is_tested_when_the_places_hold_the_images_evidence(monkeypatch):
-    (_, votes, classes, _), log = _moving_run(monkeypatch, (Votes(), []), hold=True)
+    (_, votes, classes, _, _), log = _moving_run(monkeypatch, (Votes(), []), hold=True)
     assert log == [] and votes == Votes() and classes == []  # objects that sit at the places
 
 

@@ -8,9 +8,9 @@ import torch
 from lightning_xai.functional.shortcut import box_iou
 from lightning_xai.functional.shortcut_candidates import Candidate
 from lightning_xai.functional.shortcut_descriptions import fill_drops
-from lightning_xai.functional.shortcut_evidence import Votes
+from lightning_xai.functional.shortcut_evidence import Votes, sign_test
 from lightning_xai.functional.shortcut_gradients import gradient_heat
-from lightning_xai.functional.shortcut_interventions import Bench
+from lightning_xai.functional.shortcut_interventions import Allowance, Bench
 from lightning_xai.functional.shortcut_moving import hottest_inside, locate
 from lightning_xai.monitor import shortcut_verdicts as verdicts_module
 from lightning_xai.shortcuts import Shortcuts
@@ -190,7 +190,8 @@ def test_a_region_confirmed_image_by_image_must_not_lose_to_the_rival_that_carri
     monkeypatch, guard_wins, guard_losses, confirmed
 ):
     images, marks = _objects_with_border_marks()
-    bench = Bench.build(ReadsObjectAndBorderMark().eval(), images, seed=0, batch_size=128, fill="mean")
+    spent = Allowance(limit=1.0)  # the budget is spent: a turn-down must still not read as the budget's cut
+    bench = Bench.build(ReadsObjectAndBorderMark().eval(), images, seed=0, batch_size=128, fill="mean", allowance=spent)
     counted = []
 
     def votes(bench, own, rival, spots, *, alpha):
@@ -202,6 +203,8 @@ def test_a_region_confirmed_image_by_image_must_not_lose_to_the_rival_that_carri
     monkeypatch.setattr(verdicts_module, "moving_votes", votes)
     candidate = Candidate("moving_region", marks[0], ["test_gradients"], places=[marks[0], marks[1]], band=BAND)
     run = verdicts_module.RunTests(bench, 1e-3, (SIZE, SIZE), 0, 0, None, Shortcuts(), seed=0)
-    finding, _ = verdicts_module.candidate_finding(candidate, run)
+    finding, cut = verdicts_module.candidate_finding(candidate, run)
     assert len(counted) == 1 and len(counted[0]) == images.shape[0]  # one guard, a rival per image
-    assert finding.confirmed is confirmed
+    assert bench.out_of_budget() and finding.confirmed is confirmed and not cut  # a turn-down is an outcome
+    tested = Votes(wins=40, losses=2).p_value
+    assert finding.p_value == (tested if confirmed else max(tested, sign_test(guard_wins, guard_losses)))
