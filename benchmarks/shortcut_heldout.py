@@ -28,14 +28,27 @@ from lightning_xai.demos import load_digits
 
 def digits28(seed: int) -> tuple[Tensor, Tensor]:
     """1-channel 28x28 digits ``[N, 1, 28, 28]``: 20x20, centred with +-2 px of jitter, on noise up to 0.2."""
-    size, side = 28, 20
+    return _digits_on_noise(
+        seed,
+        (28, 20, 1),
+        0.2,
+        lambda generator: ((28 - 20) // 2 + torch.randint(-2, 3, (2,), generator=generator)).tolist(),
+    )
+
+
+def _digits_on_noise(
+    seed: int, sizes: tuple[int, int, int], noise: float, place: Callable[[torch.Generator], list[int]]
+) -> tuple[Tensor, Tensor]:
+    """Digits of ``side`` px on ``channels`` x ``size`` x ``size`` noise up to ``noise`` (``sizes``: size, side,
+    channels), each at ``place(generator)`` (top, left)."""
+    size, side, channels = sizes
     generator = torch.Generator().manual_seed(seed)
     images, labels = load_digits(8)
     order = torch.randperm(len(labels), generator=generator)[: TRAIN + VAL]
     glyphs = F.interpolate(images[order], size=(side, side), mode="bilinear", align_corners=False).clamp(0, 1)
-    out = torch.rand(len(order), 1, size, size, generator=generator) * 0.2
+    out = torch.rand(len(order), channels, size, size, generator=generator) * noise
     for index, glyph in enumerate(glyphs):
-        top, left = ((size - side) // 2 + torch.randint(-2, 3, (2,), generator=generator)).tolist()
+        top, left = place(generator)
         region = out[index, :, top : top + side, left : left + side]
         out[index, :, top : top + side, left : left + side] = torch.maximum(region, glyph)
     return out, labels[order]
@@ -78,17 +91,9 @@ def striped_digits(seed: int) -> tuple[Tensor, Tensor]:
 def small_digits(seed: int) -> tuple[Tensor, Tensor]:
     """32x32 RGB digits of 12x12 (the size of a large mark) at random places on noise up to 0.25: a third of
     them touch the border band, and each class's pieces recur at varying places, as a moving mark's would."""
-    size, side = 32, 12
-    generator = torch.Generator().manual_seed(seed)
-    images, labels = load_digits(8)
-    order = torch.randperm(len(labels), generator=generator)[: TRAIN + VAL]
-    glyphs = F.interpolate(images[order], size=(side, side), mode="bilinear", align_corners=False).clamp(0, 1)
-    out = torch.rand(len(order), 3, size, size, generator=generator) * 0.25
-    for index, glyph in enumerate(glyphs):
-        top, left = torch.randint(0, size - side + 1, (2,), generator=generator).tolist()
-        region = out[index, :, top : top + side, left : left + side]
-        out[index, :, top : top + side, left : left + side] = torch.maximum(region, glyph)
-    return out, labels[order]
+    return _digits_on_noise(
+        seed, (32, 12, 3), 0.25, lambda generator: torch.randint(0, 32 - 12 + 1, (2,), generator=generator).tolist()
+    )
 
 
 def grating_digits(seed: int) -> tuple[Tensor, Tensor]:
