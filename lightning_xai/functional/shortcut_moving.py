@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from lightning_xai.functional.shortcut import Box, box_iou, box_means
+from lightning_xai.functional.shortcut_colors import to_gray
 from lightning_xai.functional.shortcut_descriptions import filled_probabilities
 from lightning_xai.functional.shortcut_evidence import Votes, predict
 from lightning_xai.functional.shortcut_gradients import gradient_heat
@@ -294,7 +295,13 @@ def paste_at_spots(
 
 
 def moving_votes(
-    bench: Bench, own: Sequence[Box], rival: Sequence[Box], spots: Sequence[Sequence[Box]], *, alpha: float | None
+    bench: Bench,
+    own: Sequence[Box],
+    rival: Sequence[Box],
+    spots: Sequence[Sequence[Box]],
+    *,
+    alpha: float | None,
+    gray: bool = False,
 ) -> Votes:
     """The per-image test of a moving region: does each image's own region carry its class wherever it is pasted,
     more than its most telling other piece does?
@@ -322,6 +329,8 @@ def moving_votes(
         rival: each image's rival (:func:`rivals` or :func:`carrying_rivals`), of the same size.
         spots: per image, the boxes where its own mark may be, its own box first.
         alpha: the level; ``None``: every donor votes at once and nothing is decided (a count).
+        gray: give what is pasted (own region and rival alike) in grey, its luminance kept: a mark at places
+            carries its class without its colour, a piece that carries it by its colour alone does not.
 
     Returns:
         The votes: ``wins``/``losses``/``compared`` count donors; ``follow``/``stay``/``other`` transplants.
@@ -341,6 +350,7 @@ def moving_votes(
     def paste(taking: Tensor, giving: Tensor) -> tuple[Tensor, Tensor]:
         """The donors' own regions, and their rivals' content, at each recipient's spots."""
         receiving, source = bench.on_device(taking), bench.on_device(giving)
+        source = to_gray(source) if gray else source
         places = [spots[i] for i in taking.tolist()]
         marks, pieces = [own[i] for i in giving.tolist()], [rival[i] for i in giving.tolist()]
         return paste_at_spots(receiving, source, places, marks), paste_at_spots(receiving, source, places, pieces)

@@ -155,6 +155,7 @@ class ShortcutDetector:
             allowance.limit = self._budget(maps_work, floor=floor)
             run = RunTests(bench, level, size, epoch, step, probe_images, s, seed=self.runs, agree=agree)
             color = [color_finding(run)] if colored else []
+            run.color_decides = any(finding.confirmed for finding in color)
             tested, fresh, untested, waiting = self._test_all(candidates, run)
             tested += color
         self.retests.end_run()

@@ -61,8 +61,8 @@ the rest. Other fixed places get the whole level for the first test."""
 @dataclass
 class RunTests:
     """What the tests of one run share: the bench (with the run's allowance of images), the level, the moment,
-    the settings, the run's seed, and ``agree`` (``value -> rank 0's value`` when every rank runs the checks of
-    a collective forward pass, else ``None``)."""
+    the settings, the run's seed, ``agree`` (``value -> rank 0's value`` when every rank runs the checks of
+    a collective forward pass, else ``None``) and whether the run's colour test confirmed (``color_decides``)."""
 
     bench: Bench
     level: float
@@ -73,6 +73,7 @@ class RunTests:
     settings: Shortcuts
     seed: int
     agree: Callable[[Any], Any] | None = None
+    color_decides: bool = False
 
     def fits(self, candidate: Candidate) -> bool:
         """Whether the candidate's first look is expected to end within the run's allowance."""
@@ -281,9 +282,11 @@ def _moving_evidence(
     evidence (objects that sit there, see :func:`places_hold_the_evidence`), and each image's own box is not
     tested without gradient heat. Confirmed image by image, it must also not lose in most donors to their
     carrying rivals (:func:`carrying_rivals`: the piece elsewhere that carries the class best), or it is turned
-    down. A confirmed one gets each probe's box. Returns the ablation rates (each
-    selection image's own box filled), the votes, the classes, the level of the last test and the guard's
-    count (``None`` when it did not run)."""
+    down; in a run whose colour test confirmed, its test must also decide with what is pasted in grey (a
+    piece of an object that carries its class by its colour is the colour finding, not a mark at places; the
+    intersection of two tests at the same level keeps that level). A confirmed one gets each probe's box. Returns the ablation rates (each
+    selection image's own box filled), the votes, the classes, the level of the last test and what turned a
+    confirmation down or let it stand: the guard's count or the test in grey (``None`` when neither ran)."""
     bench, level = run.bench, run.level
     selection = bench.selection[:16]
     places = completed_places(bench, candidate.places, band=candidate.band)
@@ -302,10 +305,16 @@ def _moving_evidence(
     own = recurring_own(bench, located, candidate.band, smallest_side=min(run.settings.candidate_sides(bench.size)))
     rates = ablation_rates(bench, [own[i] for i in selection.tolist()], selection)
     spots = spots_of(heat, own, candidate.band)
-    votes, guard = moving_votes(bench, own, rivals(bench, own, heat), spots, alpha=rest), None
+    rival = rivals(bench, own, heat)
+    votes, guard = moving_votes(bench, own, rival, spots, alpha=rest), None
     if votes.decided:  # and, in most donors, no less than the piece elsewhere that carries their class best
         guard = moving_votes(bench, own, carrying_rivals(bench, own, heat, spots), spots, alpha=None)
         votes.decided = guard.wins >= guard.losses
+    if votes.decided and run.color_decides:  # colour decides: what is pasted must carry the class in grey too
+        in_gray = moving_votes(bench, own, rival, spots, alpha=rest, gray=True)
+        votes.decided = in_gray.decided
+        if not in_gray.decided:  # an outcome, unless the budget stopped it (then it waits, as a cut test does)
+            guard = None if bench.out_of_budget() else in_gray
     if votes.decided and run.probe_images is not None:
         candidate.probe_boxes, candidate.probe_read = _probe_boxes(candidate, run, at_places=False)
     return rates, votes, [], rest, guard

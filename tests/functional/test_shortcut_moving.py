@@ -391,3 +391,45 @@ def test_maps_without_heat_or_with_it_away_from_the_places_tell_nothing():
     assert not moving_module.places_hold_the_evidence(bench, [])
     heat[0::4] = 0.0  # nothing left at the two places: nothing to tell, the tests run
     assert not moving_module.places_hold_the_evidence(bench, CORNERS_AT_THE_EDGE[:2])
+
+
+PALETTE = torch.tensor([[0.9, 0.1, 0.1], [0.1, 0.9, 0.1], [0.1, 0.1, 0.9], [0.9, 0.9, 0.1], [0.1, 0.9, 0.9]])
+
+
+class ReadsBorderMarkColour(nn.Module):
+    """Class = the palette colour nearest the chroma of the most saturated 4x4 box in the border band: a moving mark
+    read by its colour alone."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        chroma = F.avg_pool2d(x - x.mean(dim=1, keepdim=True), SIDE, stride=1).flatten(2)  # [N, 3, L]
+        saturation = chroma.norm(dim=1).masked_fill(~band_positions((SIZE, SIZE), SIDE, BAND).flatten(), -1.0)
+        picked = chroma.gather(2, saturation.argmax(dim=1)[:, None, None].expand(-1, 3, 1))[:, :, 0]  # [N, 3]
+        palette = PALETTE - PALETTE.mean(dim=1, keepdim=True)
+        return -((picked[:, None] - palette[None]) ** 2).sum(dim=2) * 40
+
+
+def _colour_marked(count: int = 96, *, gray_levels: bool = False) -> tuple[torch.Tensor, list]:
+    """RGB noise with a mark at a random border place: the label's palette colour, or (``gray_levels``) a grey level
+    that encodes it as in :func:`_marked`."""
+    images, labels, boxes = _marked(count)
+    images = images.expand(-1, 3, -1, -1).clone()
+    for image, label, box in zip(images, labels.tolist(), boxes):
+        if not gray_levels:
+            image[:, box[0] : box[2], box[1] : box[3]] = PALETTE[label].view(3, 1, 1)
+    return images, boxes
+
+
+def test_a_mark_read_by_its_colour_is_not_confirmed_in_grey_and_a_grey_mark_is_confirmed_alike(monkeypatch):
+    monkeypatch.setattr(moving_module, "EVIDENCE_NEAR_PLACES", 1.0)  # the mark is all these models read
+    for model, gray_levels in ((ReadsBorderMarkColour(), False), (ReadsBorderMark(), True)):
+        images, boxes = _colour_marked(gray_levels=gray_levels)
+        bench = _bench(model, images)
+        heat = gradient_heat(bench)
+        spots, rival = spots_of(heat, boxes, BAND), rivals(bench, boxes, heat)
+        in_colour = moving_votes(bench, boxes, rival, spots, alpha=1e-4)
+        in_gray = moving_votes(bench, boxes, rival, spots, alpha=1e-4, gray=True)
+        assert in_colour.decided and in_colour.p_value <= 1e-4
+        if gray_levels:  # a grey mark is what it was: the same votes
+            assert in_gray == in_colour
+        else:  # its colour gone, the pasted mark carries nothing
+            assert not in_gray.decided and in_gray.wins <= in_gray.losses + 2

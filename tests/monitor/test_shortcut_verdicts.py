@@ -208,3 +208,31 @@ def test_a_region_confirmed_image_by_image_must_not_lose_to_the_rival_that_carri
     assert bench.out_of_budget() and finding.confirmed is confirmed and not cut  # a turn-down is an outcome
     tested = Votes(wins=40, losses=2).p_value
     assert finding.p_value == (tested if confirmed else max(tested, sign_test(guard_wins, guard_losses)))
+
+
+@pytest.mark.parametrize(
+    ("color_decides", "in_gray_decides", "confirmed"), [(False, False, True), (True, True, True), (True, False, False)]
+)
+def test_in_a_run_where_colour_decides_a_moving_region_must_also_decide_with_its_pastes_in_grey(
+    monkeypatch, color_decides, in_gray_decides, confirmed
+):
+    images, marks = _objects_with_border_marks()
+    bench = Bench.build(ReadsObjectAndBorderMark().eval(), images, seed=0, batch_size=128, fill="mean")
+    grays = []
+
+    def votes(bench, own, rival, spots, *, alpha, gray=False):
+        if alpha is None:  # the guard's count: the region carries its class more than the carrying rival
+            return Votes(wins=5, losses=1, compared=6)
+        grays.append(gray)
+        decided = in_gray_decides if gray else True
+        return Votes(wins=40 if decided else 6, losses=2 if decided else 5, compared=42, decided=decided, level=alpha)
+
+    monkeypatch.setattr(verdicts_module, "moving_votes", votes)
+    candidate = Candidate("moving_region", marks[0], ["test_gradients"], places=[marks[0], marks[1]], band=BAND)
+    run = verdicts_module.RunTests(bench, 1e-3, (SIZE, SIZE), 0, 0, None, Shortcuts(), seed=0)
+    run.color_decides = color_decides
+    finding, cut = verdicts_module.candidate_finding(candidate, run)
+    assert grays == ([False, True] if color_decides else [False])  # the test in grey runs only when colour decides
+    assert finding.confirmed is confirmed and not cut
+    tested = Votes(wins=40, losses=2).p_value
+    assert finding.p_value == (tested if confirmed else max(tested, Votes(wins=6, losses=5).p_value))
