@@ -284,9 +284,10 @@ def _moving_evidence(
     carrying rivals (:func:`carrying_rivals`: the piece elsewhere that carries the class best), or it is turned
     down; in a run whose colour test confirmed, its test must also decide with what is pasted in grey (a
     piece of an object that carries its class by its colour is the colour finding, not a mark at places; the
-    intersection of two tests at the same level keeps that level). A confirmed one gets each probe's box. Returns the ablation rates (each
-    selection image's own box filled), the votes, the classes, the level of the last test and what turned a
-    confirmation down or let it stand: the guard's count or the test in grey (``None`` when neither ran)."""
+    intersection of two tests at the same level keeps that level). A confirmed one gets each probe's box.
+    Returns the ablation rates (each selection image's own box filled), the votes, the classes, the level of
+    the last test and what turned a confirmation down or let it stand: the guard's count or the test in grey
+    (``None`` when neither ran)."""
     bench, level = run.bench, run.level
     selection = bench.selection[:16]
     places = completed_places(bench, candidate.places, band=candidate.band)
