@@ -176,7 +176,7 @@ def _evidence(candidate: Candidate, run: RunTests) -> dict[str, Any]:
     an intersection's; the guard's is the sign test of its count)."""
     bench, level = run.bench, run.level
     box, selection = candidate.box, bench.selection[:16]
-    partial: bool = False
+    partial = False
     turned_down: DonorTest | Votes | None = None  # the test that turned a confirmation down
     if candidate.kind == "region":
         rates = ablation_rates(bench, [box] * selection.numel(), selection)
@@ -186,8 +186,7 @@ def _evidence(candidate: Candidate, run: RunTests) -> dict[str, Any]:
         mark_of, rates = mark_class(bench, box)
         votes, classes = class_votes(bench, box, mark_of, alpha=level), [mark_of]
     else:
-        rates, votes, classes, level, guard = _moving_evidence(candidate, run)
-        turned_down = guard if guard is not None and not votes.decided else None
+        rates, votes, classes, level, turned_down = _moving_evidence(candidate, run)
     cut = not votes.decided and bench.out_of_budget() and turned_down is None  # before describing spends more
     kind = candidate.kind
     if votes.decided and kind != "moving_region":
@@ -286,8 +285,8 @@ def _moving_evidence(
     piece of an object that carries its class by its colour is the colour finding, not a mark at places; the
     intersection of two tests at the same level keeps that level). A confirmed one gets each probe's box.
     Returns the ablation rates (each selection image's own box filled), the votes, the classes, the level of
-    the last test and what turned a confirmation down or let it stand: the guard's count or the test in grey
-    (``None`` when neither ran)."""
+    the last test and what turned a confirmation down (the guard's count or the test in grey; ``None`` when
+    nothing did, or the budget stopped the test in grey)."""
     bench, level = run.bench, run.level
     selection = bench.selection[:16]
     places = completed_places(bench, candidate.places, band=candidate.band)
@@ -307,18 +306,18 @@ def _moving_evidence(
     rates = ablation_rates(bench, [own[i] for i in selection.tolist()], selection)
     spots = spots_of(heat, own, candidate.band)
     rival = rivals(bench, own, heat)
-    votes, guard = moving_votes(bench, own, rival, spots, alpha=rest), None
+    votes, turned_down = moving_votes(bench, own, rival, spots, alpha=rest), None
     if votes.decided:  # and, in most donors, no less than the piece elsewhere that carries their class best
         guard = moving_votes(bench, own, carrying_rivals(bench, own, heat, spots), spots, alpha=None)
         votes.decided = guard.wins >= guard.losses
+        turned_down = None if votes.decided else guard
     if votes.decided and run.color_decides:  # colour decides: what is pasted must carry the class in grey too
         in_gray = moving_votes(bench, own, rival, spots, alpha=rest, gray=True)
-        votes.decided = in_gray.decided
-        if not in_gray.decided:  # an outcome, unless the budget stopped it (then it waits, as a cut test does)
-            guard = None if bench.out_of_budget() else in_gray
+        votes.decided = in_gray.decided  # undecided: an outcome, unless the budget stopped it (then it waits)
+        turned_down = None if in_gray.decided or bench.out_of_budget() else in_gray
     if votes.decided and run.probe_images is not None:
         candidate.probe_boxes, candidate.probe_read = _probe_boxes(candidate, run, at_places=False)
-    return rates, votes, [], rest, guard
+    return rates, votes, [], rest, turned_down
 
 
 def _probe_boxes(candidate: Candidate, run: RunTests, *, at_places: bool) -> tuple[list[Box], list[bool]]:

@@ -392,8 +392,8 @@ def test_without_gradient_an_undecided_place_set_test_is_what_the_moving_region_
         ShadeWithoutGradient(CORNERS).eval(), images, seed=0, batch_size=64, fill="mean"
     )
     run = verdicts_module.RunTests(bench, 1e-3, (SIZE, SIZE), 0, 0, None, Shortcuts(), seed=1)
-    rates, votes, classes, level, guard = verdicts_module._moving_evidence(candidate, run)
-    assert votes is undecided and classes == [3] and guard is None  # the test that ran, not an empty one
+    rates, votes, classes, level, turned_down = verdicts_module._moving_evidence(candidate, run)
+    assert votes is undecided and classes == [3] and turned_down is None  # the test that ran, not an empty one
     assert level == pytest.approx(1e-3 * verdicts_module.PLACE_SET_SHARE) and "flip_rate" in rates
 
 
