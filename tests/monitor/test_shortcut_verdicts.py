@@ -185,13 +185,24 @@ def test_a_probe_whose_content_cannot_recur_keeps_the_box_located_as_in_the_test
     assert outlines == located and read == _read_flags(run, outlines)
 
 
+def _border_mark_finding(monkeypatch, votes, *, allowance=None, color_decides=False):
+    """The finding of a moving region on objects with border marks, ``moving_votes`` answered by ``votes``: the
+    finding, whether the budget cut it, and the bench."""
+    images, marks = _objects_with_border_marks()
+    bench = Bench.build(
+        ReadsObjectAndBorderMark().eval(), images, seed=0, batch_size=128, fill="mean", allowance=allowance
+    )
+    monkeypatch.setattr(verdicts_module, "moving_votes", votes)
+    candidate = Candidate("moving_region", marks[0], ["test_gradients"], places=[marks[0], marks[1]], band=BAND)
+    run = verdicts_module.RunTests(bench, 1e-3, (SIZE, SIZE), 0, 0, None, Shortcuts(), seed=0)
+    run.color_decides = color_decides
+    return (*verdicts_module.candidate_finding(candidate, run), bench)
+
+
 @pytest.mark.parametrize(("guard_wins", "guard_losses", "confirmed"), [(5, 1, True), (3, 3, True), (1, 5, False)])
 def test_a_region_confirmed_image_by_image_must_not_lose_to_the_rival_that_carries_the_class_in_most_donors(
     monkeypatch, guard_wins, guard_losses, confirmed
 ):
-    images, marks = _objects_with_border_marks()
-    spent = Allowance(limit=1.0)  # the budget is spent: a turn-down must still not read as the budget's cut
-    bench = Bench.build(ReadsObjectAndBorderMark().eval(), images, seed=0, batch_size=128, fill="mean", allowance=spent)
     counted = []
 
     def votes(bench, own, rival, spots, *, alpha):
@@ -200,11 +211,9 @@ def test_a_region_confirmed_image_by_image_must_not_lose_to_the_rival_that_carri
             return Votes(wins=guard_wins, losses=guard_losses, compared=guard_wins + guard_losses)
         return Votes(wins=40, losses=2, compared=42, decided=True, level=alpha)  # the test itself confirms
 
-    monkeypatch.setattr(verdicts_module, "moving_votes", votes)
-    candidate = Candidate("moving_region", marks[0], ["test_gradients"], places=[marks[0], marks[1]], band=BAND)
-    run = verdicts_module.RunTests(bench, 1e-3, (SIZE, SIZE), 0, 0, None, Shortcuts(), seed=0)
-    finding, cut = verdicts_module.candidate_finding(candidate, run)
-    assert len(counted) == 1 and len(counted[0]) == images.shape[0]  # one guard, a rival per image
+    spent = Allowance(limit=1.0)  # the budget is spent: a turn-down must still not read as the budget's cut
+    finding, cut, bench = _border_mark_finding(monkeypatch, votes, allowance=spent)
+    assert len(counted) == 1 and len(counted[0]) == bench.images.shape[0]  # one guard, a rival per image
     assert bench.out_of_budget() and finding.confirmed is confirmed and not cut  # a turn-down is an outcome
     tested = Votes(wins=40, losses=2).p_value
     assert finding.p_value == (tested if confirmed else max(tested, sign_test(guard_wins, guard_losses)))
@@ -216,8 +225,6 @@ def test_a_region_confirmed_image_by_image_must_not_lose_to_the_rival_that_carri
 def test_in_a_run_where_colour_decides_a_moving_region_must_also_decide_with_its_pastes_in_grey(
     monkeypatch, color_decides, in_gray_decides, confirmed
 ):
-    images, marks = _objects_with_border_marks()
-    bench = Bench.build(ReadsObjectAndBorderMark().eval(), images, seed=0, batch_size=128, fill="mean")
     grays = []
 
     def votes(bench, own, rival, spots, *, alpha, gray=False):
@@ -227,11 +234,7 @@ def test_in_a_run_where_colour_decides_a_moving_region_must_also_decide_with_its
         decided = in_gray_decides if gray else True
         return Votes(wins=40 if decided else 6, losses=2 if decided else 5, compared=42, decided=decided, level=alpha)
 
-    monkeypatch.setattr(verdicts_module, "moving_votes", votes)
-    candidate = Candidate("moving_region", marks[0], ["test_gradients"], places=[marks[0], marks[1]], band=BAND)
-    run = verdicts_module.RunTests(bench, 1e-3, (SIZE, SIZE), 0, 0, None, Shortcuts(), seed=0)
-    run.color_decides = color_decides
-    finding, cut = verdicts_module.candidate_finding(candidate, run)
+    finding, cut, _ = _border_mark_finding(monkeypatch, votes, color_decides=color_decides)
     assert grays == ([False, True] if color_decides else [False])  # the test in grey runs only when colour decides
     assert finding.confirmed is confirmed and not cut
     tested = Votes(wins=40, losses=2).p_value
