@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from shortcut_suite import TRAIN, VAL, Box, Data, paint_shape
+from shortcut_suite import HUES, TRAIN, VAL, Box, Data, paint_shape, shapes
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -142,6 +142,81 @@ def _shade(images: Tensor, codes: Tensor, box: Box, num_classes: int) -> Tensor:
     return out
 
 
+def _shades_at(images: Tensor, codes: Tensor, boxes: list[Box], num_classes: int) -> Tensor:
+    """Each image's class-coded shade at its own box."""
+    out = images.clone()
+    for index, (code, box) in enumerate(zip(codes.tolist(), boxes)):
+        out[index, :, box[0] : box[2], box[1] : box[3]] = 0.1 + 0.9 * code / (num_classes - 1)
+    return out
+
+
+def random_corners(size: int, side: int, inset: int) -> Callable[[torch.Generator], Box]:
+    """A ``side`` box at one of the four corners of a ``size`` image, ``inset`` px from the edges, drawn at random."""
+
+    def draw(generator: torch.Generator) -> Box:
+        far = size - side - inset
+        top, left = [(inset, far)[int(v)] for v in torch.randint(0, 2, (2,), generator=generator)]
+        return top, left, top + side, left + side
+
+    return draw
+
+
+def random_border(size: int, side: int, inset: int) -> Callable[[torch.Generator], Box]:
+    """A ``side`` box at a random place along a random edge of a ``size`` image, ``inset`` px from it."""
+
+    def draw(generator: torch.Generator) -> Box:
+        edge = int(torch.randint(0, 4, (1,), generator=generator))
+        offset = int(torch.randint(inset, size - side - inset + 1, (1,), generator=generator))
+        far = size - side - inset
+        top, left = [(inset, offset), (far, offset), (offset, inset), (offset, far)][edge]
+        return top, left, top + side, left + side
+
+    return draw
+
+
+def _moving(base: tuple[Tensor, Tensor], draw: Callable[[torch.Generator], Box], seed: int, num_classes: int) -> Data:
+    """A class-coded shade at a box drawn for each image (the shuffled copy: the same boxes, shuffled codes)."""
+    images, labels = base
+    generator = torch.Generator().manual_seed(seed + 13)
+    boxes = [draw(generator) for _ in range(len(labels))]
+    marked = _shades_at(images, labels, boxes, num_classes)
+    shuffled = _shades_at(images, labels[torch.randperm(len(labels), generator=generator)], boxes, num_classes)
+    return Data(
+        (marked[:TRAIN], labels[:TRAIN]),
+        (marked[TRAIN:], labels[TRAIN:]),
+        shuffled[TRAIN:],
+        "moving_region",
+        boxes[TRAIN:],
+        [],
+        num_classes,
+        channels=images.shape[1],
+    )
+
+
+def _tinted(base: tuple[Tensor, Tensor], num_classes: int, *, objects_only: bool, seed: int) -> Data:
+    """Colour encodes the class: the whole image (``objects_only=False``) or only the pixels whose every channel
+    is at least 0.4 (the objects) take their class's hue, at their brightness."""
+    images, labels = base
+
+    def tint(codes: Tensor) -> Tensor:
+        hues = HUES[codes].view(-1, 3, 1, 1)
+        if not objects_only:
+            return images * hues
+        return torch.where(images.amin(dim=1, keepdim=True) >= 0.4, images.amax(dim=1, keepdim=True) * hues, images)
+
+    generator = torch.Generator().manual_seed(seed + 13)
+    marked, shuffled = tint(labels), tint(labels[torch.randperm(len(labels), generator=generator)])
+    return Data(
+        (marked[:TRAIN], labels[:TRAIN]),
+        (marked[TRAIN:], labels[TRAIN:]),
+        shuffled[TRAIN:],
+        "color",
+        [],
+        [],
+        num_classes,
+    )
+
+
 def _yellow_on_class_2(images: Tensor, codes: Tensor, box: Box, num_classes: int) -> Tensor:
     out = images.clone()
     out[codes == 2, :, box[0] : box[2], box[1] : box[3]] = torch.tensor([1.0, 1.0, 0.0]).view(3, 1, 1)
@@ -199,6 +274,20 @@ HELD_OUT: dict[str, Callable[[int], Data]] = {
     "clean, held out: 12 px digits at random places": lambda s: _clean(small_digits(s), 10),
     "clean, held out: digits on colour gratings": lambda s: _clean(grating_digits(s), 10),
     "clean, held out: 40x40 shapes of 8-30 px on blotches": lambda s: _clean(blotchy_shapes40(s), 6),
+    # Designed at stop 38 and run on fresh seeds before any change to the detector: moving marks and colour on
+    # bases, sizes and channels the detector's moving and colour paths were never designed on.
+    "held out: 40x40 shapes on blotches + 5x5 shade at a random corner": lambda s: _moving(
+        blotchy_shapes40(s), random_corners(40, 5, 1), s, 6
+    ),
+    "held out: 1-channel 28x28 digits + 4x4 shade on the border": lambda s: _moving(
+        digits28(s), random_border(28, 4, 1), s, 10
+    ),
+    "held out: colour encodes the class (12 px digits at random places)": lambda s: _tinted(
+        small_digits(s), 10, objects_only=False, seed=s
+    ),
+    "held out: colour encodes the class (shapes touching a random corner)": lambda s: _tinted(
+        shapes(s, centered=False, in_corner=(7, 12)), 6, objects_only=True, seed=s
+    ),
 }
 
 
