@@ -7,7 +7,12 @@ shapes (18-26 px at random places) with a 6x6 yellow mark on one class only (cla
 and clean controls of each plus digits on diagonal stripes (edges and texture everywhere, also at the
 border). Three clean controls added at stop 37, run on fresh seeds before any change to the detector: 12x12
 digits at random places (the size of a large mark, each class's pieces recurring at varying places), digits on
-colour gratings of every direction and period, and 40x40 shapes of 8-30 px on smooth colour blotches. ``GAPNet``
+colour gratings of every direction and period, and 40x40 shapes of 8-30 px on smooth colour blotches. Four planted
+settings added at stop 38, also run on fresh seeds before any change to the detector: a class-coded 5x5 shade at a
+random corner of those 40x40 blotchy shapes and a 4x4 shade at a random place along the border of the 1-channel
+28x28 digits (moving marks on bases, sizes and channels the moving tests were not designed on), and colour encoding
+the class of the 12 px digits (the whole image tinted) and of 7-12 px shapes that touch a random corner (only the
+shape tinted: objects at the corners, where a colour piece could pass for a mark at places). ``GAPNet``
 is a third model: batch norm, strided convolutions and global average pooling. Run
 them with
 ``python benchmarks/shortcut_evidence.py --held-out --seeds 5 --first-seed 50`` (SmallCNN and GAPNet by
