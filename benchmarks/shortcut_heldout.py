@@ -186,16 +186,7 @@ def _moving(base: tuple[Tensor, Tensor], draw: Callable[[torch.Generator], Box],
     boxes = [draw(generator) for _ in range(len(labels))]
     marked = _shades_at(images, labels, boxes, num_classes)
     shuffled = _shades_at(images, labels[torch.randperm(len(labels), generator=generator)], boxes, num_classes)
-    return Data(
-        (marked[:TRAIN], labels[:TRAIN]),
-        (marked[TRAIN:], labels[TRAIN:]),
-        shuffled[TRAIN:],
-        "moving_region",
-        boxes[TRAIN:],
-        [],
-        num_classes,
-        channels=images.shape[1],
-    )
+    return _split(marked, shuffled, labels, "moving_region", boxes[TRAIN:], [], num_classes)
 
 
 def _tinted(base: tuple[Tensor, Tensor], num_classes: int, *, objects_only: bool, seed: int) -> Data:
@@ -211,15 +202,7 @@ def _tinted(base: tuple[Tensor, Tensor], num_classes: int, *, objects_only: bool
 
     generator = torch.Generator().manual_seed(seed + 13)
     marked, shuffled = tint(labels), tint(labels[torch.randperm(len(labels), generator=generator)])
-    return Data(
-        (marked[:TRAIN], labels[:TRAIN]),
-        (marked[TRAIN:], labels[TRAIN:]),
-        shuffled[TRAIN:],
-        "color",
-        [],
-        [],
-        num_classes,
-    )
+    return _split(marked, shuffled, labels, "color", [], [], num_classes)
 
 
 def _yellow_on_class_2(images: Tensor, codes: Tensor, box: Box, num_classes: int) -> Tensor:
@@ -240,15 +223,28 @@ def _planted(
     generator = torch.Generator().manual_seed(seed + 13)
     marked = planter(images, labels, box, num_classes)
     shuffled = planter(images, labels[torch.randperm(len(labels), generator=generator)], box, num_classes)
+    return _split(marked, shuffled, labels, kind, [box] * VAL, [2] if kind == "class_mark" else [], num_classes)
+
+
+def _split(
+    marked: Tensor,
+    shuffled: Tensor,
+    labels: Tensor,
+    kind: str,
+    boxes: list[Box | None],
+    classes: list[int],
+    num_classes: int,
+) -> Data:
+    """The planted images split into training and validation, with the validation images' shuffled copy."""
     return Data(
         (marked[:TRAIN], labels[:TRAIN]),
         (marked[TRAIN:], labels[TRAIN:]),
         shuffled[TRAIN:],
         kind,
-        [box] * VAL,
-        [2] if kind == "class_mark" else [],
+        boxes,
+        classes,
         num_classes,
-        channels=images.shape[1],
+        channels=marked.shape[1],
     )
 
 
