@@ -24,7 +24,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from shortcut_suite import HUES, TRAIN, VAL, Box, Data, paint_shape, shapes
+from shortcut_suite import TRAIN, VAL, Box, Data, _tint, _tint_shapes, paint_shape, shapes
+from shortcut_suite import _shade as _shades_at
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -147,14 +148,6 @@ def _shade(images: Tensor, codes: Tensor, box: Box, num_classes: int) -> Tensor:
     return out
 
 
-def _shades_at(images: Tensor, codes: Tensor, boxes: list[Box], num_classes: int) -> Tensor:
-    """Each image's class-coded shade at its own box."""
-    out = images.clone()
-    for index, (code, box) in enumerate(zip(codes.tolist(), boxes)):
-        out[index, :, box[0] : box[2], box[1] : box[3]] = 0.1 + 0.9 * code / (num_classes - 1)
-    return out
-
-
 def random_corners(size: int, side: int, inset: int) -> Callable[[torch.Generator], Box]:
     """A ``side`` box at one of the four corners of a ``size`` image, ``inset`` px from the edges, drawn at random."""
 
@@ -190,18 +183,13 @@ def _moving(base: tuple[Tensor, Tensor], draw: Callable[[torch.Generator], Box],
 
 
 def _tinted(base: tuple[Tensor, Tensor], num_classes: int, *, objects_only: bool, seed: int) -> Data:
-    """Colour encodes the class: the whole image (``objects_only=False``) or only the pixels whose every channel
-    is at least 0.4 (the objects) take their class's hue, at their brightness."""
+    """Colour encodes the class: the whole image (``objects_only=False``) or only the objects (pixels whose every
+    channel is at least 0.4) take their class's hue, as in the suite's colour settings."""
     images, labels = base
-
-    def tint(codes: Tensor) -> Tensor:
-        hues = HUES[codes].view(-1, 3, 1, 1)
-        if not objects_only:
-            return images * hues
-        return torch.where(images.amin(dim=1, keepdim=True) >= 0.4, images.amax(dim=1, keepdim=True) * hues, images)
-
+    tint = _tint_shapes if objects_only else _tint
     generator = torch.Generator().manual_seed(seed + 13)
-    marked, shuffled = tint(labels), tint(labels[torch.randperm(len(labels), generator=generator)])
+    marked = tint(images, labels, [], num_classes)
+    shuffled = tint(images, labels[torch.randperm(len(labels), generator=generator)], [], num_classes)
     return _split(marked, shuffled, labels, "color", [], [], num_classes)
 
 
